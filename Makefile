@@ -1,0 +1,39 @@
+# Developer entry points. `make test` is what CI runs (see .ci/run).
+PYTHON ?= python3
+VENV ?= .venv
+# Empty: the newest Airflow 3 release. CI also runs the suite on the floor version (3.1.0).
+AIRFLOW_VERSION ?=
+# Extra pip requirements for this venv (CI's floor run adds none today).
+EXTRA_REQUIREMENTS ?=
+
+VPY := $(VENV)/bin/python
+UV := $(VENV)/bin/uv
+# Airflow imports thousands of modules: keep their bytecode in a cache folder instead of
+# recompiling them in every process (the machine sets PYTHONDONTWRITEBYTECODE).
+RUN := env -u PYTHONDONTWRITEBYTECODE PYTHONPYCACHEPREFIX=$(CURDIR)/.cache/pycache
+
+.PHONY: venv install lint pytest test clean
+
+$(UV):
+	$(PYTHON) -m venv $(VENV)
+	$(VPY) -m pip install --quiet uv
+
+venv: $(UV)
+
+install: $(UV)
+	$(UV) pip install --quiet --python $(VPY) -e ".[test]" \
+		$(if $(AIRFLOW_VERSION),"apache-airflow==$(AIRFLOW_VERSION)") $(EXTRA_REQUIREMENTS)
+	@$(VPY) -c "import airflow_sfox, sys; print('python', sys.version.split()[0], '| airflow-provider-sfox', airflow_sfox.__version__)"
+
+lint: install
+	$(RUN) $(VENV)/bin/ruff check airflow_sfox tests
+	$(RUN) $(VENV)/bin/ruff format --check airflow_sfox tests
+	$(RUN) $(VENV)/bin/mypy
+
+pytest: install
+	$(RUN) $(VPY) -m pytest $(PYTEST_ARGS)
+
+test: lint pytest
+
+clean:
+	rm -rf .venv .venv-* .cache .pytest_cache .mypy_cache .ruff_cache

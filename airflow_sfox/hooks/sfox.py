@@ -1,0 +1,608 @@
+"""
+Hook for the sFOX Connect (enterprise) End Users API.
+
+One :class:`SfoxConnectHook` owns one :class:`requests.Session` (a connection pool sized for
+concurrent use), a request pacer shared by every thread that uses the hook, and the retry
+policy. It is safe to share one hook between the threads of a pool.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import ipaddress
+import random
+import threading
+import time
+import unicodedata
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, Literal
+from urllib.parse import quote, urlsplit
+
+import requests
+from requests.adapters import HTTPAdapter
+
+from airflow_sfox import __version__
+from airflow_sfox._compat import BaseHook, mask_secret
+from airflow_sfox.exceptions import (
+    SfoxConfigError,
+    SfoxConnectionError,
+    SfoxError,
+    error_for_status,
+    scrub,
+)
+from airflow_sfox.get_provider_info import CONN_FIELDS, UI_FIELD_BEHAVIOUR
+
+if TYPE_CHECKING:
+    from types import TracebackType
+
+    from airflow.sdk import Connection
+
+VerificationType = Literal["email", "sms"]
+VERIFICATION_TYPES: tuple[str, ...] = ("email", "sms")
+ACCOUNT_ROLES: tuple[str, ...] = ("client", "advisor")
+
+DEFAULT_BASE_URL = "https://api.sfox.com"
+#: Defaults of the connection extras, taken from the form definition so the two never drift.
+EXTRA_DEFAULTS: dict[str, float] = {name: field["schema"]["default"] for name, field in CONN_FIELDS.items()}
+#: Threads that may share one hook without waiting for a pooled connection.
+DEFAULT_POOL_SIZE = 32
+#: Longest single back-off between two retries of a 5xx or a connection error.
+MAX_BACKOFF_SECONDS = 30.0
+BASE_BACKOFF_SECONDS = 0.5
+
+
+class RequestPacer:
+    """
+    Thread-safe pacing of requests at a steady rate, with a shared pause after a 429.
+
+    Pacing is a virtual-scheduling token bucket (GCRA): request *n* may start no earlier than
+    ``n / rate`` after the first, with at most ``burst`` requests ahead of that schedule. With
+    the default burst of 1, any window of ``w`` seconds holds at most ``rate * w + 1`` requests,
+    so a budget of 20/s keeps every 10-s window at 201, under sFOX's 250. A full-window burst
+    (as a plain token bucket of capacity 250 would allow) could let ~500 through in 10 s.
+
+    :param rate: requests per second; ``0`` disables pacing (pauses still apply).
+    :param burst: how many requests may go out back to back.
+    :param clock: monotonic clock, injectable for tests.
+    :param sleep: sleep function, injectable for tests.
+    """
+
+    def __init__(
+        self,
+        rate: float,
+        *,
+        burst: int = 1,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        if rate < 0:
+            raise ValueError(f"rate must be >= 0, got {rate!r}")
+        if burst < 1:
+            raise ValueError(f"burst must be >= 1, got {burst!r}")
+        self.rate = rate
+        self._interval = 1.0 / rate if rate else 0.0
+        self._tolerance = (burst - 1) * self._interval
+        self._clock = clock
+        self._sleep = sleep
+        self._lock = threading.Lock()
+        self._next_start = 0.0  # theoretical start time of the next request
+        self._paused_until = 0.0
+
+    def wait(self) -> float:
+        """Block until the caller may send one request; return the seconds waited."""
+        waited = 0.0
+        while True:
+            with self._lock:
+                now = self._clock()
+                pause = self._paused_until - now
+                if pause <= 0:
+                    scheduled = max(self._next_start, now)
+                    start = max(now, scheduled - self._tolerance)
+                    self._next_start = scheduled + self._interval
+            if pause > 0:
+                self._sleep(pause)
+                waited += pause
+                continue
+            delay = start - now
+            if delay > 0:
+                self._sleep(delay)
+                waited += delay
+                # A 429 seen by another thread while we slept pauses this request too.
+                with self._lock:
+                    if self._paused_until > self._clock():
+                        continue
+            return waited
+
+    def pause(self, seconds: float) -> None:
+        """Hold every request of every thread for ``seconds`` from now (never shortens a pause)."""
+        with self._lock:
+            self._paused_until = max(self._paused_until, self._clock() + seconds)
+
+    @property
+    def paused_for(self) -> float:
+        """Seconds left of the current pause (0 when not paused)."""
+        with self._lock:
+            return max(0.0, self._paused_until - self._clock())
+
+
+class SfoxConnectHook(BaseHook):
+    """
+    Interact with the sFOX Connect (enterprise) API.
+
+    The connection's host holds the base URL with its scheme (``https://api.sfox.com``; plain
+    ``http`` only for loopback hosts such as the local sandbox), the password the partner's
+    Enterprise API token. Extras (all optional): ``timeout``, ``connect_timeout``,
+    ``requests_per_second``, ``max_retry_seconds``, ``rate_limit_pause_seconds``; see
+    :data:`airflow_sfox.get_provider_info.CONN_FIELDS`.
+
+    Nothing is fetched in ``__init__``: the connection is read once, on the first request.
+
+    :param sfox_conn_id: the Airflow connection id.
+    :param timeout: read timeout in seconds; overrides the ``timeout`` extra.
+    :param requests_per_second: request budget; overrides the ``requests_per_second`` extra.
+    :param max_retry_seconds: retry budget of one call; overrides the ``max_retry_seconds`` extra.
+    :param pool_size: connections kept open for concurrent threads.
+    :param clock: monotonic clock, injectable for tests.
+    :param sleep: sleep function, injectable for tests.
+    :param rng: random source of the back-off jitter, injectable for tests.
+    """
+
+    conn_name_attr = "sfox_conn_id"
+    default_conn_name = "sfox_default"
+    conn_type = "sfox"
+    hook_name = "sFOX Connect"
+
+    def __init__(
+        self,
+        *,
+        sfox_conn_id: str = default_conn_name,
+        timeout: float | None = None,
+        requests_per_second: float | None = None,
+        max_retry_seconds: float | None = None,
+        pool_size: int = DEFAULT_POOL_SIZE,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+        rng: random.Random | None = None,
+    ) -> None:
+        super().__init__()
+        self.sfox_conn_id = sfox_conn_id
+        self._overrides = {
+            "timeout": timeout,
+            "requests_per_second": requests_per_second,
+            "max_retry_seconds": max_retry_seconds,
+        }
+        self.pool_size = pool_size
+        self._clock = clock
+        self._sleep = sleep
+        self._rng = rng or random.Random()  # noqa: S311 - jitter, not security
+        self._init_lock = threading.Lock()
+        self._config: _HookConfig | None = None
+        self._session: requests.Session | None = None
+        self.pacer: RequestPacer  # set with the config: pacing needs the connection's budget
+
+    # --- connection and configuration -------------------------------------------------------
+
+    @property
+    def config(self) -> _HookConfig:
+        """The hook's settings, read from the Airflow connection once, on first use."""
+        if self._config is None:
+            # Threads of one pool share the hook: fetch the connection only once.
+            with self._init_lock:
+                if self._config is None:
+                    conn = self.get_connection(self.sfox_conn_id)
+                    config = _HookConfig.from_connection(conn, self._overrides)
+                    self.pacer = RequestPacer(
+                        config.requests_per_second, clock=self._clock, sleep=self._sleep
+                    )
+                    self._config = config
+        return self._config
+
+    @property
+    def base_url(self) -> str:
+        """The base URL requests go to, from the connection's host."""
+        return self.config.base_url
+
+    @property
+    def session(self) -> requests.Session:
+        """The one HTTP session of this hook, created on first use."""
+        if self._session is None:
+            config = self.config
+            with self._init_lock:
+                if self._session is None:
+                    session = requests.Session()
+                    adapter = HTTPAdapter(pool_connections=1, pool_maxsize=self.pool_size, max_retries=0)
+                    session.mount("https://", adapter)
+                    session.mount("http://", adapter)
+                    session.headers.update(
+                        {
+                            "Authorization": f"Bearer {config.token}",
+                            "Accept": "application/json",
+                            "User-Agent": f"airflow-provider-sfox/{__version__}",
+                        }
+                    )
+                    self._session = session
+        return self._session
+
+    def get_conn(self) -> requests.Session:
+        """Return the hook's :class:`requests.Session` (Airflow's hook convention)."""
+        return self.session
+
+    def close(self) -> None:
+        """Close the HTTP session and its pooled connections; the hook may be used again."""
+        with self._init_lock:
+            session, self._session = self._session, None
+        if session is not None:
+            session.close()
+
+    def __enter__(self) -> SfoxConnectHook:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # --- endpoints ---------------------------------------------------------------------------
+
+    def send_verification(self, user_id: str, verification_type: str) -> dict[str, Any]:
+        """
+        Ask sFOX to send a one-time code to the user's email or phone.
+
+        ``POST /v1/enterprise/users/send-verification/{user_id}``. Not idempotent: a retried
+        request whose first answer was lost may send a second code.
+
+        :param user_id: the partner's id of the user.
+        :param verification_type: ``"email"`` or ``"sms"``.
+        :return: sFOX's ``data``: ``user_id``, ``type`` and the email or ``phone_number``.
+        :raises SfoxAlreadyVerifiedError: the channel is already verified (422).
+        """
+        kind = _check_verification_type(verification_type)
+        path = f"/v1/enterprise/users/send-verification/{user_id_segment(user_id)}"
+        return self._request("POST", path, json={"type": kind})
+
+    def confirm_verification(self, user_id: str, verification_type: str, otp: str) -> dict[str, Any]:
+        """
+        Submit the one-time code the user received.
+
+        ``POST /v1/enterprise/users/verify/{user_id}``.
+
+        :param user_id: the partner's id of the user.
+        :param verification_type: ``"email"`` or ``"sms"``.
+        :param otp: the 6-digit code.
+        """
+        kind = _check_verification_type(verification_type)
+        path = f"/v1/enterprise/users/verify/{user_id_segment(user_id)}"
+        return self._request("POST", path, json={"type": kind, "otp": str(otp)})
+
+    def get_user(self, user_id: str) -> dict[str, Any]:
+        """
+        Read one end user: ``GET /v1/enterprise/users/{user_id}``.
+
+        :param user_id: the partner's id of the user.
+        :raises SfoxNotFoundError: sFOX does not know the user.
+        """
+        return self._request("GET", f"/v1/enterprise/users/{user_id_segment(user_id)}")
+
+    def list_users(self, account_role: str | None = None) -> list[dict[str, Any]]:
+        """
+        Read every end user of the partner: ``GET /v1/enterprise/users``.
+
+        :param account_role: ``"client"`` or ``"advisor"`` to filter; ``None`` for all.
+        """
+        params = None
+        if account_role is not None:
+            if account_role not in ACCOUNT_ROLES:
+                raise ValueError(f"account_role must be one of {ACCOUNT_ROLES}, got {account_role!r}")
+            params = {"accountRole": account_role}
+        users = self._request("GET", "/v1/enterprise/users", params=params)
+        return users if isinstance(users, list) else []
+
+    def create_user(self, payload: Mapping[str, Any]) -> dict[str, Any]:
+        """
+        Register an end user: ``POST /v1/enterprise/register-account``.
+
+        :param payload: the documented body (``account_type``, ``user_id``, ``email``, ...).
+        :return: sFOX's ``data`` (its shape is not documented; may be empty).
+        """
+        if not isinstance(payload, Mapping):
+            raise TypeError(f"payload must be a mapping, got {type(payload).__name__}")
+        return self._request("POST", "/v1/enterprise/register-account", json=dict(payload)) or {}
+
+    def test_connection(self) -> tuple[bool, str]:
+        """Make one cheap authenticated read (the advisors list), without retries; never raises."""
+        try:
+            advisors = self._request(
+                "GET", "/v1/enterprise/users", params={"accountRole": "advisor"}, retry=False
+            )
+        except SfoxError as err:
+            return False, str(err)
+        except Exception as err:  # noqa: BLE001 - a connection test reports, it never raises
+            return False, f"{type(err).__name__}: {scrub(str(err), secrets=self._secrets())}"
+        count = len(advisors) if isinstance(advisors, list) else 0
+        return True, f"Connected to {self.base_url} ({count} advisor accounts visible)."
+
+    # --- transport ---------------------------------------------------------------------------
+
+    def _secrets(self) -> tuple[str, ...]:
+        return (self._config.token,) if self._config else ()
+
+    def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: dict[str, Any] | None = None,
+        params: dict[str, str] | None = None,
+        retry: bool = True,
+    ) -> Any:
+        """
+        Send one API call with pacing and retries; return the ``data`` of its JSON envelope.
+
+        5xx, connection errors and timeouts are retried with capped exponential back-off and
+        full jitter; a 429 pauses every thread of the hook (``Retry-After``, else the configured
+        pause) and is then retried. Both stop when the next wait would pass
+        ``max_retry_seconds``. Other 4xx are raised at once.
+        """
+        config = self.config
+        session = self.session
+        url = config.base_url + path
+        deadline = self._clock() + config.max_retry_seconds
+        attempt = 0
+        while True:
+            attempt += 1
+            self.pacer.wait()
+            started = self._clock()
+            try:
+                response = session.request(
+                    method, url, json=json, params=params, timeout=config.timeouts, allow_redirects=False
+                )
+            except (requests.ConnectionError, requests.Timeout) as err:
+                error: SfoxError = SfoxConnectionError(
+                    f"{type(err).__name__} talking to {config.base_url}", method=method, path=path
+                )
+                self.log.warning("%s %s -> %s (attempt %d)", method, path, type(err).__name__, attempt)
+                wait = self._backoff(attempt)
+            else:
+                elapsed = self._clock() - started
+                self.log.info("%s %s -> %d (%.2f s)", method, path, response.status_code, elapsed)
+                if response.status_code < 400:
+                    return self._payload(response, method, path)
+                error = error_for_status(
+                    response.status_code,
+                    self._error_message(response),
+                    method=method,
+                    path=path,
+                )
+                if response.status_code == 429:
+                    retry_after = _retry_after(response.headers.get("Retry-After"))
+                    wait = config.rate_limit_pause_seconds if retry_after is None else retry_after
+                    # Every thread of the hook waits: sFOX blocks the whole IP, not this request.
+                    self.pacer.pause(wait)
+                else:
+                    wait = self._backoff(attempt)
+            if not (retry and error.retryable) or self._clock() + wait > deadline:
+                if error.retryable and attempt > 1:
+                    self.log.error("%s %s gave up after %d attempts", method, path, attempt)
+                raise error
+            self.log.info("%s %s: retrying in %.1f s", method, path, wait)
+            if error.status_code != 429:
+                self._sleep(wait)
+            # after a 429 the pacer holds this thread, and every other one, until the pause ends
+
+    def _backoff(self, attempt: int) -> float:
+        """Full-jitter exponential back-off: uniform in [0, min(cap, base * 2**(attempt-1))]."""
+        ceiling = min(MAX_BACKOFF_SECONDS, BASE_BACKOFF_SECONDS * 2 ** (attempt - 1))
+        return self._rng.uniform(0, ceiling)
+
+    def _payload(self, response: requests.Response, method: str, path: str) -> Any:
+        if not response.content:
+            return None
+        try:
+            body = response.json()
+        except ValueError:
+            raise SfoxError(
+                "response is not JSON", status_code=response.status_code, method=method, path=path
+            ) from None
+        if isinstance(body, dict) and "data" in body:
+            return body["data"]
+        return body
+
+    def _error_message(self, response: requests.Response) -> str:
+        message: Any = None
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        if isinstance(body, dict):
+            message = body.get("error") or body.get("message")
+        if not isinstance(message, str) or not message:
+            message = response.reason or "no error message"
+        return scrub(message, secrets=self._secrets())
+
+    # --- Airflow 3.1 connection form (3.2+ reads get_provider_info) ---------------------------
+
+    @classmethod
+    def get_connection_form_widgets(cls) -> dict[str, Any]:
+        """Return the extra fields of the connection form, for Airflow 3.1's UI."""
+        from flask_appbuilder.fieldwidgets import BS3TextFieldWidget
+        from flask_babel import lazy_gettext
+        from wtforms import StringField
+        from wtforms.validators import Optional
+
+        return {
+            name: StringField(
+                lazy_gettext(field["label"]),
+                widget=BS3TextFieldWidget(),
+                validators=[Optional()],
+                description=f"{field['description']} Default: {field['schema']['default']}.",
+            )
+            for name, field in CONN_FIELDS.items()
+        }
+
+    @classmethod
+    def get_ui_field_behaviour(cls) -> dict[str, Any]:
+        """Return the relabelling and hidden fields of the connection form, for Airflow 3.1's UI."""
+        return {
+            "hidden_fields": list(UI_FIELD_BEHAVIOUR["hidden-fields"]),
+            "relabeling": dict(UI_FIELD_BEHAVIOUR["relabeling"]),
+            "placeholders": {
+                **UI_FIELD_BEHAVIOUR["placeholders"],
+                **{name: str(field["schema"]["default"]) for name, field in CONN_FIELDS.items()},
+            },
+        }
+
+
+class _HookConfig:
+    """The validated settings of one hook, read once from its Airflow connection."""
+
+    __slots__ = (
+        "base_url",
+        "max_retry_seconds",
+        "rate_limit_pause_seconds",
+        "requests_per_second",
+        "timeouts",
+        "token",
+    )
+
+    def __init__(
+        self,
+        *,
+        base_url: str,
+        token: str,
+        timeouts: tuple[float, float],
+        requests_per_second: float,
+        max_retry_seconds: float,
+        rate_limit_pause_seconds: float,
+    ) -> None:
+        self.base_url = base_url
+        self.token = token
+        self.timeouts = timeouts
+        self.requests_per_second = requests_per_second
+        self.max_retry_seconds = max_retry_seconds
+        self.rate_limit_pause_seconds = rate_limit_pause_seconds
+
+    def __repr__(self) -> str:  # never show the token
+        return f"_HookConfig(base_url={self.base_url!r}, token='***')"
+
+    @classmethod
+    def from_connection(cls, conn: Connection, overrides: Mapping[str, float | None]) -> _HookConfig:
+        conn_id = conn.conn_id
+        token = (conn.password or "").strip()
+        if not token:
+            raise SfoxConfigError(
+                f"Connection {conn_id!r} has no Enterprise API token: set it as the connection's password."
+            )
+        mask_secret(token)
+        extras = conn.extra_dejson or {}
+
+        def number(name: str) -> float:
+            value = overrides.get(name)
+            if value is None:
+                value = extras.get(name)
+            if value is None or value == "":
+                return float(EXTRA_DEFAULTS[name])
+            try:
+                result = float(value)
+            except (TypeError, ValueError):
+                raise SfoxConfigError(
+                    f"Connection {conn_id!r}: extra {name!r} must be a number, got {value!r}."
+                ) from None
+            minimum = CONN_FIELDS[name]["schema"]["minimum"]
+            if result < minimum:
+                raise SfoxConfigError(
+                    f"Connection {conn_id!r}: extra {name!r} must be >= {minimum}, got {value!r}."
+                )
+            return result
+
+        return cls(
+            base_url=_base_url(conn),
+            token=token,
+            timeouts=(number("connect_timeout"), number("timeout")),
+            requests_per_second=number("requests_per_second"),
+            max_retry_seconds=number("max_retry_seconds"),
+            rate_limit_pause_seconds=number("rate_limit_pause_seconds"),
+        )
+
+
+def _base_url(conn: Connection) -> str:
+    """Build the base URL from the connection's host (a URL with its scheme, or a bare host)."""
+    host = (conn.host or "").strip()
+    if not host:
+        return DEFAULT_BASE_URL
+    if "://" not in host:
+        host = f"{conn.schema or 'https'}://{host}"
+    parts = urlsplit(host)
+    if conn.port and not parts.port:
+        host = f"{parts.scheme}://{parts.netloc}:{conn.port}{parts.path}"
+        parts = urlsplit(host)
+    if parts.scheme not in ("https", "http") or not parts.hostname:
+        raise SfoxConfigError(
+            f"Connection {conn.conn_id!r}: host must be a base URL such as {DEFAULT_BASE_URL}, "
+            f"got {conn.host!r}."
+        )
+    if parts.scheme == "http" and not _is_loopback(parts.hostname):
+        raise SfoxConfigError(
+            f"Connection {conn.conn_id!r}: https is required to send the API token; plain http is "
+            f"allowed only for loopback hosts (the local sandbox), got host {parts.hostname!r}."
+        )
+    if parts.query or parts.fragment:
+        raise SfoxConfigError(f"Connection {conn.conn_id!r}: base URL must have no query or fragment.")
+    return host.rstrip("/")
+
+
+def _is_loopback(hostname: str) -> bool:
+    if hostname.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(hostname).is_loopback
+    except ValueError:
+        return False
+
+
+def _retry_after(value: str | None) -> float | None:
+    """Parse a Retry-After header (delta-seconds or an HTTP date) into seconds, if valid."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            return None
+        seconds = when.timestamp() - time.time()
+    if seconds != seconds:  # NaN
+        return None
+    return max(0.0, seconds)
+
+
+def _check_verification_type(verification_type: str) -> str:
+    if verification_type not in VERIFICATION_TYPES:
+        raise ValueError(f"verification_type must be 'email' or 'sms', got {verification_type!r}")
+    return verification_type
+
+
+def user_id_segment(user_id: str) -> str:
+    """
+    Validate a ``user_id`` and percent-encode it as exactly one URL path segment.
+
+    Every reserved character (``/ ? # %`` and the rest) and every non-ASCII character is
+    encoded. ``.`` and ``..`` are refused: ``requests`` sends ``%2E`` as ``.``, and servers and
+    CDNs resolve dot segments, so no encoding keeps them from changing the path.
+
+    :param user_id: the partner's id of the user.
+    :raises ValueError: not a string, empty, ``.`` or ``..``, or containing control characters.
+    """
+    if not isinstance(user_id, str):
+        raise ValueError(f"user_id must be a string, got {type(user_id).__name__}")
+    if not user_id:
+        raise ValueError("user_id must not be empty")
+    if user_id in (".", ".."):
+        raise ValueError(f"user_id {user_id!r} cannot be sent: it is a relative URL path segment")
+    if any(unicodedata.category(char) == "Cc" for char in user_id):
+        raise ValueError("user_id must not contain control characters")
+    return quote(user_id, safe="")

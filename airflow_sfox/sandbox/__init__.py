@@ -1,0 +1,59 @@
+"""Local emulator of the sFOX Connect (enterprise) API: a real HTTP server on 127.0.0.1.
+
+It imports nothing from Airflow (only the standard library), so
+``python -m airflow_sfox.sandbox`` starts fast; see :mod:`airflow_sfox.sandbox.__main__`
+for the command line and ``--help``.
+
+Public Python API
+-----------------
+- :class:`SandboxServer` ``(config: SandboxConfig | None = None)``: ``start(timeout=10.0)
+  -> str`` (background thread; returns the URL once listening), ``stop(timeout=10.0)``,
+  ``serve_forever(on_ready=None)``, context manager, ``url`` / ``host`` / ``port``,
+  ``state`` (:class:`SandboxState`), ``set_faults(**changes) -> FaultSettings``,
+  ``set_rate_limit(**changes) -> RateLimitSettings``, ``seed_users(users) -> int``,
+  ``codes(user_id) -> dict``, ``journal(since=0, user_id=None) -> list[JournalEntry]``,
+  ``clear_journal()``, ``reset()``.
+- :class:`SandboxConfig`, :class:`FaultSettings`, :class:`RateLimitSettings`: settings.
+- :class:`SandboxState`: users, codes, journal, settings (``state.journal`` is the live list
+  of :class:`JournalEntry`; hold ``state.lock`` while reading it from another thread, or use
+  ``journal_entries()``).
+- :func:`load_seed_file` ``(path) -> list[dict]``: JSON or CSV seed users.
+
+Emulated routes (``Authorization: Bearer <token>``, ``{"data": ...}`` / ``{"error": ...}``)
+-------------------------------------------------------------------------------------------
+``POST /v1/enterprise/register-account`` (200, user; also sends an email code unless
+``register_sends_code=False``), ``POST /v1/enterprise/users/send-verification/{user_id}``,
+``POST /v1/enterprise/users/verify/{user_id}``, ``GET /v1/enterprise/users/{user_id}``,
+``GET /v1/enterprise/users[?accountRole=client|advisor]``,
+``POST /v1/enterprise/user-tokens/{user_id}`` (201), ``POST /v1/enterprise/user-tokens``
+with ``{"data": [ids]}`` (201, list), ``DELETE /v1/enterprise/account/{user_id}`` (200; the
+user is removed, later calls get 404).
+
+Status codes: 401 missing/wrong token (checked before routing), 404 unknown user or route,
+405 known path with another method, 400 malformed body, invalid ``type``/field, or sms for a
+corporation, 422 invalid state: already verified (``Email already verified`` /
+``Phone already verified``), ``Email must be verified before phone``, wrong otp
+(``Invalid verification code``), no code requested, user already exists; 429 rate limited;
+500/503 injected faults. ``user_id`` is one path segment: the raw path is split on ``/``,
+then each segment percent-decoded (``a%2Fb`` is user ``a/b``).
+
+Admin routes under ``/_sandbox/`` are listed in :mod:`airflow_sfox.sandbox.app`.
+"""
+
+from __future__ import annotations
+
+from airflow_sfox.sandbox.config import FaultSettings, RateLimitSettings, SandboxConfig
+from airflow_sfox.sandbox.seed import load_seed_file
+from airflow_sfox.sandbox.server import SandboxServer
+from airflow_sfox.sandbox.state import JournalEntry, SandboxState, SandboxUser
+
+__all__ = [
+    "FaultSettings",
+    "JournalEntry",
+    "RateLimitSettings",
+    "SandboxConfig",
+    "SandboxServer",
+    "SandboxState",
+    "SandboxUser",
+    "load_seed_file",
+]

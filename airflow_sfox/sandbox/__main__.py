@@ -1,0 +1,219 @@
+"""Command line: ``python -m airflow_sfox.sandbox --port 8089 --token TOKEN [options]``.
+
+Prints the base URL (e.g. ``http://127.0.0.1:8089``) alone on the first line of stdout once
+listening, so a caller using ``--port 0`` can learn the port. Logs go to stderr. Stops on
+SIGINT or SIGTERM. Run with ``--help`` for every option.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from typing import TYPE_CHECKING
+
+from airflow_sfox.sandbox.config import (
+    DEFAULT_TOKEN,
+    FaultSettings,
+    RateLimitSettings,
+    SandboxConfig,
+)
+from airflow_sfox.sandbox.seed import load_seed_file
+from airflow_sfox.sandbox.server import SandboxServer
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+TOKEN_ENV = "SFOX_SANDBOX_TOKEN"  # noqa: S105 - name of an env var, not a secret
+
+
+def _share(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError("must be between 0 and 1")
+    return value
+
+
+def _non_negative(text: str) -> float:
+    value = float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError("must be >= 0")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Return the argument parser of the sandbox command."""
+    parser = argparse.ArgumentParser(
+        prog="python -m airflow_sfox.sandbox",
+        description=(
+            "Local emulator of the sFOX Connect (enterprise) API for demos, tests and "
+            "benchmarks. Serves /v1/enterprise/... like sFOX (bearer token, sFOX rate limit, "
+            "optional faults) and an unauthenticated admin API under /_sandbox/ "
+            "(codes, faults, rate-limit, users, reset, journal). Prints the base URL on the "
+            "first line of stdout once listening."
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    srv = parser.add_argument_group("server")
+    srv.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    srv.add_argument("--port", type=int, default=8089, help="TCP port; 0 picks a free port")
+    srv.add_argument(
+        "--token",
+        default=None,
+        help=f"Enterprise token clients must send as 'Authorization: Bearer <token>' "
+        f"(default: ${TOKEN_ENV}, else {DEFAULT_TOKEN!r})",
+    )
+    srv.add_argument(
+        "--seed",
+        metavar="FILE",
+        help="seed users from a JSON list of user objects or a CSV file with columns "
+        "user_id, account_type, email, phone_number, first_name, last_name[, account_role, "
+        "email_verified, phone_verified]; reloaded on every reset",
+    )
+    srv.add_argument(
+        "--random-seed",
+        type=int,
+        default=None,
+        help="seed of the RNG behind codes, tokens and fault draws (default: random)",
+    )
+    srv.add_argument(
+        "--no-register-code",
+        action="store_true",
+        help="register-account does not send the first email code (sFOX does)",
+    )
+    srv.add_argument("--log-level", default="WARNING", help="logging level on stderr")
+
+    rl = parser.add_argument_group("rate limit (per client address, /v1/ routes only)")
+    defaults = RateLimitSettings()
+    rl.add_argument(
+        "--rate-limit",
+        type=int,
+        default=defaults.limit,
+        help="requests allowed per window; 0 disables the rate limit",
+    )
+    rl.add_argument("--rate-window", type=float, default=defaults.window_seconds, help="sliding window, s")
+    rl.add_argument(
+        "--rate-block",
+        type=float,
+        default=defaults.block_seconds,
+        help="block after the limit is passed (every request gets 429), s",
+    )
+    rl.add_argument(
+        "--time-scale",
+        type=float,
+        default=defaults.time_scale,
+        help="factor applied to --rate-window and --rate-block (0.01: 60 s block -> 0.6 s)",
+    )
+    rl.add_argument(
+        "--retry-after",
+        action="store_true",
+        help="send a Retry-After header on 429 (sFOX documents none)",
+    )
+
+    flt = parser.add_argument_group(
+        "faults (/v1/ routes only; shares are probabilities whose sum must be <= 1)"
+    )
+    flt.add_argument("--latency-ms", type=_non_negative, default=0.0, help="fixed latency, ms")
+    flt.add_argument("--jitter-ms", type=_non_negative, default=0.0, help="extra uniform latency 0..N ms")
+    flt.add_argument("--error-500", type=_share, default=0.0, help="share of 500 answers")
+    flt.add_argument("--error-503", type=_share, default=0.0, help="share of 503 answers")
+    flt.add_argument(
+        "--reset", type=_share, default=0.0, help="share of connections reset (RST), unprocessed"
+    )
+    flt.add_argument(
+        "--hang",
+        type=_share,
+        default=0.0,
+        help="share of requests processed but answered only after --hang-seconds",
+    )
+    flt.add_argument(
+        "--hang-seconds",
+        type=_non_negative,
+        default=FaultSettings().hang_seconds,
+        help="delay of a 'hang' answer, s (make it longer than the client timeout)",
+    )
+    flt.add_argument(
+        "--drop",
+        type=_share,
+        default=0.0,
+        help="share of requests processed (code sent) whose connection is then reset",
+    )
+    return parser
+
+
+def config_from_args(args: argparse.Namespace) -> SandboxConfig:
+    """Build a :class:`SandboxConfig` from parsed arguments.
+
+    :param args: result of :func:`build_parser`'s ``parse_args``.
+    :raises ValueError: on an invalid combination (e.g. fault shares above 1, bad seed file).
+    """
+    faults = FaultSettings(
+        latency_ms=args.latency_ms,
+        jitter_ms=args.jitter_ms,
+        error_500_rate=args.error_500,
+        error_503_rate=args.error_503,
+        reset_rate=args.reset,
+        hang_rate=args.hang,
+        hang_seconds=args.hang_seconds,
+        drop_rate=args.drop,
+    )
+    faults.validate()
+    rate = RateLimitSettings(
+        limit=args.rate_limit,
+        window_seconds=args.rate_window,
+        block_seconds=args.rate_block,
+        time_scale=args.time_scale,
+        retry_after=args.retry_after,
+    )
+    rate.validate()
+    token = args.token or os.environ.get(TOKEN_ENV) or DEFAULT_TOKEN
+    seeds = load_seed_file(args.seed) if args.seed else []
+    return SandboxConfig(
+        host=args.host,
+        port=args.port,
+        token=token,
+        faults=faults,
+        rate_limit=rate,
+        seed_users=seeds,
+        random_seed=args.random_seed,
+        register_sends_code=not args.no_register_code,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the sandbox until SIGINT/SIGTERM; return the exit status.
+
+    :param argv: arguments without the program name (default: ``sys.argv[1:]``).
+    """
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=str(args.log_level).upper(),
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        config = config_from_args(args)
+    except (ValueError, OSError) as exc:
+        parser.error(str(exc))
+    server = SandboxServer(config)
+
+    def announce(port: int) -> None:
+        print(server.url, flush=True)
+        logging.getLogger("airflow_sfox.sandbox").info(
+            "listening on %s with %d seed users", server.url, len(config.seed_users)
+        )
+
+    try:
+        server.serve_forever(announce)
+    except OSError as exc:
+        print(f"sandbox: cannot listen on {config.host}:{config.port}: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

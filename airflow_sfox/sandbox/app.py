@@ -1,0 +1,408 @@
+"""Request handling of the sandbox: sFOX ``/v1/`` routes, fault injection and ``/_sandbox/`` admin.
+
+The HTTP layer (:mod:`airflow_sfox.sandbox.server`) parses a request into a :class:`Request`
+and carries out the :class:`Response` it gets back from :meth:`SandboxApp.handle`, including
+the actions ``reset`` and ``drop`` (abort the TCP connection) and a ``delay`` (hang).
+
+Order of events for a ``/v1/`` request: latency (+ jitter) -> rate limit (429) -> one RNG
+draw picks at most one fault: ``reset`` / ``error_500`` / ``error_503`` (request not
+processed), else auth (401) and routing (404 / 405) and the emulated call, then ``hang``
+(answer held back) or ``drop`` (connection reset after processing). Every ``/v1/`` request
+is journaled. Paths outside ``/v1/`` and ``/_sandbox/`` get a plain 404 and are not journaled.
+
+Admin routes (no auth, no faults, no rate limit, not journaled), all JSON in ``{"data": ...}``:
+
+- ``GET /_sandbox/health`` -> ``{"ok": true}``
+- ``GET /_sandbox/codes[?user_id=ID]`` -> list of code summaries (one user when filtered)
+- ``GET /_sandbox/codes/{user_id}`` -> ``{"user_id", "email": {"latest", "count",
+  "sent_at"}, "sms": {...}, "history": [...]}``; 404 if the user neither exists nor got codes
+- ``GET|PUT /_sandbox/faults`` -> fault settings; PUT takes a partial object, plus an
+  optional ``"random_seed"`` to re-seed the RNG; 400 on invalid values
+- ``GET|PUT /_sandbox/rate-limit`` -> rate-limit settings plus ``"blocked"``
+  (client address -> seconds left); PUT takes a partial object
+- ``GET /_sandbox/users`` -> all users (API shape plus ``balance``);
+  ``POST /_sandbox/users`` with a list of seed objects (or ``{"users": [...]}``) ->
+  ``{"seeded": n}``
+- ``POST /_sandbox/reset`` -> back to the start state
+- ``GET /_sandbox/journal[?since=SEQ][&user_id=ID]`` -> list of journal entries;
+  ``DELETE /_sandbox/journal`` empties it
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qs, unquote
+
+from airflow_sfox.sandbox.state import ApiError, ApiResult, SandboxState
+
+log = logging.getLogger(__name__)
+
+JSON_HEADERS: tuple[tuple[str, str], ...] = (("Content-Type", "application/json"),)
+
+
+@dataclass
+class Request:
+    """One parsed HTTP request.
+
+    :param method: upper-case method.
+    :param path: RAW path of the request target (still percent-encoded, no query).
+    :param query: raw query string (without ``?``).
+    :param headers: header names in lower case.
+    :param body: request body.
+    :param client: client IP address.
+    """
+
+    method: str
+    path: str
+    query: str
+    headers: dict[str, str]
+    body: bytes
+    client: str
+
+
+@dataclass
+class Response:
+    """What the HTTP layer must do: answer, or abort the connection.
+
+    :param action: ``send`` an answer, or ``reset`` / ``drop`` the connection (TCP RST).
+    :param delay: seconds to hold the answer back (hang fault).
+    """
+
+    status: int
+    body: bytes = b""
+    headers: list[tuple[str, str]] = field(default_factory=list)
+    action: str = "send"
+    delay: float = 0.0
+
+
+def json_response(status: int, payload: Any, headers: list[tuple[str, str]] | None = None) -> Response:
+    """Build a JSON :class:`Response`."""
+    body = json.dumps(payload, separators=(",", ":")).encode()
+    return Response(status, body, list(JSON_HEADERS) + (headers or []))
+
+
+def error_response(status: int, message: str) -> Response:
+    """Build an sFOX-style ``{"error": message}`` response."""
+    return json_response(status, {"error": message})
+
+
+def split_path(raw_path: str) -> list[str]:
+    """Split a raw path on ``/`` and only then percent-decode each segment.
+
+    ``/v1/enterprise/users/a%2Fb`` gives ``["v1", "enterprise", "users", "a/b"]``.
+
+    :param raw_path: path as sent on the wire.
+    :raises ApiError: 400 when a segment is not valid percent-encoded UTF-8.
+    """
+    try:
+        return [unquote(seg, errors="strict") for seg in raw_path.split("/")[1:]]
+    except UnicodeDecodeError:
+        raise ApiError(400, "Invalid percent-encoding in path") from None
+
+
+def _json_body(req: Request) -> Any:
+    if not req.body.strip():
+        raise ApiError(400, "Request body must be JSON")
+    try:
+        return json.loads(req.body)
+    except (ValueError, UnicodeDecodeError):
+        raise ApiError(400, "Request body must be JSON") from None
+
+
+def _json_object(req: Request) -> dict[str, Any]:
+    body = _json_body(req)
+    if not isinstance(body, dict):
+        raise ApiError(400, "Request body must be a JSON object")
+    return body
+
+
+# A route: fixed segments, with None where the user_id goes.
+_Pattern = tuple["str | None", ...]
+_Handler = Callable[[SandboxState, Request, "str | None"], ApiResult]
+
+_V1_ROUTES: list[tuple[_Pattern, str, _Handler]] = [
+    (
+        ("v1", "enterprise", "register-account"),
+        "POST",
+        lambda s, r, u: s.register_account(_json_object(r)),
+    ),
+    (
+        ("v1", "enterprise", "users"),
+        "GET",
+        lambda s, r, u: s.get_users(_query_one(r, "accountRole")),
+    ),
+    (("v1", "enterprise", "users", None), "GET", lambda s, r, u: s.get_user(_uid(u))),
+    (
+        ("v1", "enterprise", "users", "send-verification", None),
+        "POST",
+        lambda s, r, u: s.send_verification(_uid(u), _json_object(r)),
+    ),
+    (
+        ("v1", "enterprise", "users", "verify", None),
+        "POST",
+        lambda s, r, u: s.verify(_uid(u), _json_object(r)),
+    ),
+    (
+        ("v1", "enterprise", "user-tokens"),
+        "POST",
+        lambda s, r, u: s.user_tokens(_json_object(r)),
+    ),
+    (("v1", "enterprise", "user-tokens", None), "POST", lambda s, r, u: s.user_token(_uid(u))),
+    (("v1", "enterprise", "account", None), "DELETE", lambda s, r, u: s.deactivate(_uid(u))),
+]
+
+
+def _uid(user_id: str | None) -> str:
+    assert user_id is not None  # routes with a user_id slot always fill it
+    return user_id
+
+
+def _query_one(req: Request, name: str) -> str | None:
+    values = parse_qs(req.query, keep_blank_values=True).get(name)
+    return values[-1] if values else None
+
+
+def match_route(segments: list[str], method: str) -> tuple[_Handler | None, str | None, bool]:
+    """Find the ``/v1/`` route of a request.
+
+    :returns: ``(handler, user_id, path_known)``; ``handler`` is ``None`` when no route
+        matches (``path_known`` then tells 405 from 404).
+    """
+    path_known = False
+    for pattern, route_method, handler in _V1_ROUTES:
+        if len(pattern) != len(segments):
+            continue
+        user_id = None
+        for want, got in zip(pattern, segments, strict=True):
+            if want is None:
+                if not got:
+                    break
+                user_id = got
+            elif want != got:
+                break
+        else:
+            if route_method == method:
+                return handler, user_id, True
+            path_known = True
+    return None, None, path_known
+
+
+def _channel_of(body: bytes) -> str | None:
+    """The ``type`` of a JSON body, for the journal; never raises."""
+    if not body:
+        return None
+    try:
+        parsed = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    channel = parsed.get("type") if isinstance(parsed, dict) else None
+    return channel if isinstance(channel, str) else None
+
+
+class SandboxApp:
+    """Turns :class:`Request` objects into :class:`Response` objects over a :class:`SandboxState`.
+
+    :param state: the state to serve.
+    :param token: the Enterprise token clients must present.
+    """
+
+    def __init__(self, state: SandboxState, token: str) -> None:
+        self.state = state
+        self._auth = f"bearer {token}".encode()
+
+    async def handle(self, req: Request) -> Response:
+        """Handle one request; never raises (a sandbox bug becomes a 500)."""
+        try:
+            if req.path == "/_sandbox" or req.path.startswith("/_sandbox/"):
+                return self._admin(req)
+            if req.path.startswith("/v1/"):
+                return await self._v1(req)
+            return error_response(404, "Not found")
+        except Exception:
+            log.exception("sandbox bug while handling %s request", req.method)
+            return error_response(500, "Internal sandbox error")
+
+    # ------------------------------------------------------------------ /v1/
+    def _authorized(self, req: Request) -> bool:
+        given = req.headers.get("authorization", "")
+        scheme, _, token = given.partition(" ")
+        candidate = f"{scheme.lower()} {token.strip()}".encode()
+        return hmac.compare_digest(candidate, self._auth)
+
+    async def _v1(self, req: Request) -> Response:
+        state = self.state
+        with state.lock:
+            faults = state.faults
+            rate = state.rate_limit
+            delay_ms = faults.latency_ms
+            if faults.jitter_ms:
+                delay_ms += state.rng.uniform(0.0, faults.jitter_ms)
+        if delay_ms > 0:
+            await asyncio.sleep(delay_ms / 1000.0)
+
+        now = time.monotonic()
+        try:
+            segments: list[str] | None = split_path(req.path)
+        except ApiError:
+            segments = None
+        handler, user_id, path_known = (
+            match_route(segments, req.method) if segments is not None else (None, None, False)
+        )
+        channel = _channel_of(req.body) if handler is not None and req.method == "POST" else None
+
+        def record(status: int | str, code_sent: bool = False, fault: str | None = None) -> None:
+            state.record(
+                method=req.method,
+                path=req.path + ("?" + req.query if req.query else ""),
+                user_id=user_id,
+                status=status,
+                code_sent=code_sent,
+                channel=channel,
+                client=req.client,
+                fault=fault,
+            )
+
+        with state.lock:
+            left = state.limiter.check(req.client, now, rate)
+            draw = state.rng.random() if left is None else 1.0
+        if left is not None:
+            record(429)
+            headers = []
+            if rate.retry_after:
+                # whole seconds, rounded up; float noise must not add a second
+                headers.append(("Retry-After", str(max(1, math.ceil(left - 1e-6)))))
+            return json_response(429, {"error": "Rate limit exceeded"}, headers)
+
+        fault = None
+        for name in faults.share_names():
+            share = getattr(faults, name)
+            if draw < share:
+                fault = name[: -len("_rate")]
+                break
+            draw -= share
+        if fault == "reset":
+            record("reset", fault=fault)
+            return Response(0, action="reset")
+        if fault in ("error_500", "error_503"):
+            status = 500 if fault == "error_500" else 503
+            record(status, fault=fault)
+            message = "Internal server error" if status == 500 else "Service unavailable"
+            return error_response(status, message)
+
+        code_sent = False
+        if not self._authorized(req):
+            status, payload = 401, {"error": "Unauthorized: missing or invalid API key"}
+        elif segments is None:
+            status, payload = 400, {"error": "Invalid percent-encoding in path"}
+        elif handler is None:
+            status, payload = (
+                (405, {"error": "Method not allowed"}) if path_known else (404, {"error": "Not found"})
+            )
+        else:
+            try:
+                result = handler(state, req, user_id)
+            except ApiError as exc:
+                status, payload = exc.status, {"error": exc.message}
+            else:
+                status, payload, code_sent = result.status, result.body, result.code_sent
+                channel = result.channel or channel
+
+        if fault == "drop":
+            record("dropped", code_sent, fault)
+            return Response(status, action="drop")
+        record(status, code_sent, fault)
+        resp = json_response(status, payload)
+        if fault == "hang":
+            resp.delay = faults.hang_seconds
+        return resp
+
+    # ---------------------------------------------------------------- admin
+    def _admin(self, req: Request) -> Response:
+        try:
+            segments = split_path(req.path)[1:]
+            return self._admin_route(req, segments)
+        except ApiError as exc:
+            return error_response(exc.status, exc.message)
+        except ValueError as exc:
+            return error_response(400, str(exc))
+
+    def _admin_route(self, req: Request, segments: list[str]) -> Response:
+        state = self.state
+        method = req.method
+        head = segments[0] if segments else ""
+        rest = segments[1:]
+        if head == "health" and not rest and method == "GET":
+            return json_response(200, {"data": {"ok": True}})
+        if head == "codes" and method == "GET":
+            if len(rest) == 1 and rest[0]:
+                return self._codes_one(rest[0])
+            if not rest:
+                user_id = _query_one(req, "user_id")
+                if user_id is not None:
+                    return self._codes_one(user_id)
+                return json_response(200, {"data": state.all_codes()})
+        if head == "faults" and not rest:
+            if method == "PUT":
+                changes = _json_object(req)
+                if "random_seed" in changes:
+                    seed = changes.pop("random_seed")
+                    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+                        raise ApiError(400, "random_seed must be an integer or null")
+                    state.set_faults(changes)
+                    state.reseed(seed)
+                else:
+                    state.set_faults(changes)
+            if method in ("GET", "PUT"):
+                with state.lock:
+                    return json_response(200, {"data": state.faults.to_dict()})
+        if head == "rate-limit" and not rest:
+            if method == "PUT":
+                state.set_rate_limit(_json_object(req))
+            if method in ("GET", "PUT"):
+                now = time.monotonic()
+                with state.lock:
+                    data = state.rate_limit.to_dict()
+                    data["blocked"] = state.limiter.blocked(now)
+                return json_response(200, {"data": data})
+        if head == "users" and not rest:
+            if method == "POST":
+                body = _json_body(req)
+                if isinstance(body, dict):
+                    body = body.get("users", body.get("data"))
+                if not isinstance(body, list):
+                    raise ApiError(400, "Body must be a list of user objects")
+                return json_response(200, {"data": {"seeded": state.seed_users(body)}})
+            if method == "GET":
+                with state.lock:
+                    users = [dict(u.to_api(), balance=u.balance) for u in state.users.values()]
+                return json_response(200, {"data": users})
+        if head == "reset" and not rest and method == "POST":
+            state.reset()
+            return json_response(200, {"data": {"reset": True}})
+        if head == "journal" and not rest:
+            if method == "GET":
+                since_raw = _query_one(req, "since") or "0"
+                if not since_raw.isdigit():
+                    raise ApiError(400, "since must be a non-negative integer")
+                entries = state.journal_entries(int(since_raw), _query_one(req, "user_id"))
+                return json_response(200, {"data": [e.to_dict() for e in entries]})
+            if method == "DELETE":
+                state.clear_journal()
+                return json_response(200, {"data": {"cleared": True}})
+        return error_response(404, "Unknown sandbox admin route")
+
+    def _codes_one(self, user_id: str) -> Response:
+        state = self.state
+        with state.lock:
+            known = user_id in state.users or user_id in state.sent_codes
+        if not known:
+            return error_response(404, "User not found")
+        return json_response(200, {"data": state.codes_for(user_id)})

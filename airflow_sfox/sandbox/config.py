@@ -1,0 +1,207 @@
+"""Settings of the sFOX Connect sandbox: faults, rate limit and server options.
+
+:class:`FaultSettings` and :class:`RateLimitSettings` can be changed while the sandbox runs
+(``PUT /_sandbox/faults``, ``PUT /_sandbox/rate-limit``, or
+:meth:`~airflow_sfox.sandbox.server.SandboxServer.set_faults` /
+:meth:`~airflow_sfox.sandbox.server.SandboxServer.set_rate_limit`); :class:`SandboxConfig` is
+fixed at start.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, TypeVar
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+DEFAULT_TOKEN = "sandbox-token"  # noqa: S105 - well-known local test token
+
+_T = TypeVar("_T", "FaultSettings", "RateLimitSettings")
+
+
+def _coerce(name: str, expected: type, value: Any) -> Any:
+    """Check one settings value coming from JSON or Python and return it with the right type."""
+    # bool is a subclass of int: never accept True as a number or 1 as a flag.
+    if expected is bool:
+        if isinstance(value, bool):
+            return value
+        raise ValueError(f"{name} must be a boolean")
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"{name} must be a number")
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be finite")
+    if expected is int:
+        if float(value) != int(value):
+            raise ValueError(f"{name} must be an integer")
+        return int(value)
+    return float(value)
+
+
+def _updated(current: _T, changes: Mapping[str, Any]) -> _T:
+    """Return a copy of ``current`` with ``changes`` applied and validated (partial update)."""
+    kinds = {f.name: f.type for f in dataclasses.fields(current)}
+    clean: dict[str, Any] = {}
+    for key, value in changes.items():
+        if key not in kinds:
+            raise ValueError(f"unknown setting {key!r}; known: {', '.join(sorted(kinds))}")
+        # Annotations are strings because of ``from __future__ import annotations``.
+        expected = {"float": float, "int": int, "bool": bool}[str(kinds[key])]
+        clean[key] = _coerce(key, expected, value)
+    new = dataclasses.replace(current, **clean)
+    new.validate()
+    return new
+
+
+@dataclass(frozen=True)
+class FaultSettings:
+    """Faults injected into ``/v1/`` requests (never into ``/_sandbox/`` admin routes).
+
+    Shares are probabilities in ``[0, 1]`` whose sum must not exceed 1; one draw of the
+    seedable RNG per request picks at most one of them.
+
+    :param latency_ms: fixed delay added before every ``/v1/`` request is handled.
+    :param jitter_ms: extra uniform random delay in ``[0, jitter_ms]`` on top of the latency.
+    :param error_500_rate: share of requests answered 500 without being processed.
+    :param error_503_rate: share of requests answered 503 without being processed.
+    :param reset_rate: share of connections reset (TCP RST) without processing or answer.
+    :param hang_rate: share of requests processed normally whose answer is held back
+        ``hang_seconds``, i.e. longer than a client's read timeout.
+    :param hang_seconds: how long a "hung" answer is held back.
+    :param drop_rate: share of requests processed (state changed, code sent) after which the
+        connection is reset instead of answered.
+    """
+
+    latency_ms: float = 0.0
+    jitter_ms: float = 0.0
+    error_500_rate: float = 0.0
+    error_503_rate: float = 0.0
+    reset_rate: float = 0.0
+    hang_rate: float = 0.0
+    hang_seconds: float = 30.0
+    drop_rate: float = 0.0
+
+    def validate(self) -> None:
+        """Raise :class:`ValueError` when a value is out of range."""
+        for name in ("latency_ms", "jitter_ms", "hang_seconds"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0")
+        shares = {name: getattr(self, name) for name in self.share_names()}
+        for name, share in shares.items():
+            if not 0.0 <= share <= 1.0:
+                raise ValueError(f"{name} must be between 0 and 1")
+        if sum(shares.values()) > 1.0 + 1e-9:
+            raise ValueError("the fault shares must not add up to more than 1")
+
+    @staticmethod
+    def share_names() -> tuple[str, ...]:
+        """Names of the share fields, in the order the RNG draw is matched against them."""
+        return ("reset_rate", "error_500_rate", "error_503_rate", "hang_rate", "drop_rate")
+
+    def updated(self, changes: Mapping[str, Any]) -> FaultSettings:
+        """Return a validated copy with ``changes`` applied; omitted fields keep their value.
+
+        :param changes: field name to new value.
+        :raises ValueError: on an unknown name, a wrong type or an out-of-range value.
+        """
+        return _updated(self, changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the settings as a JSON-ready dict."""
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class RateLimitSettings:
+    """sFOX-like rate limit: ``limit`` requests per sliding ``window_seconds`` per client address.
+
+    The request past the limit gets 429 and starts a block of ``block_seconds`` during which
+    every ``/v1/`` request from that address gets 429. ``time_scale`` multiplies the window and
+    the block (and only them): ``time_scale=0.01`` turns the 10 s window into 0.1 s and the
+    60 s block into 0.6 s.
+
+    :param limit: requests allowed per window; 0 disables the rate limit.
+    :param window_seconds: length of the sliding window (before scaling).
+    :param block_seconds: length of the block after the limit is passed (before scaling).
+    :param time_scale: factor applied to ``window_seconds`` and ``block_seconds``.
+    :param retry_after: send a ``Retry-After`` header (whole seconds, rounded up) on 429.
+        Off by default because sFOX documents none.
+    """
+
+    limit: int = 250
+    window_seconds: float = 10.0
+    block_seconds: float = 60.0
+    time_scale: float = 1.0
+    retry_after: bool = False
+
+    def validate(self) -> None:
+        """Raise :class:`ValueError` when a value is out of range."""
+        if self.limit < 0:
+            raise ValueError("limit must be >= 0 (0 disables the rate limit)")
+        if self.window_seconds <= 0:
+            raise ValueError("window_seconds must be > 0")
+        if self.block_seconds < 0:
+            raise ValueError("block_seconds must be >= 0")
+        if self.time_scale <= 0:
+            raise ValueError("time_scale must be > 0")
+
+    @property
+    def window(self) -> float:
+        """Scaled window length in real seconds."""
+        return self.window_seconds * self.time_scale
+
+    @property
+    def block(self) -> float:
+        """Scaled block length in real seconds."""
+        return self.block_seconds * self.time_scale
+
+    def updated(self, changes: Mapping[str, Any]) -> RateLimitSettings:
+        """Return a validated copy with ``changes`` applied; omitted fields keep their value.
+
+        :param changes: field name to new value.
+        :raises ValueError: on an unknown name, a wrong type or an out-of-range value.
+        """
+        return _updated(self, changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the settings as a JSON-ready dict."""
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class SandboxConfig:
+    """Start-up configuration of a sandbox server.
+
+    :param host: address to listen on; keep the loopback default unless in a container.
+    :param port: TCP port; 0 picks a free port (read it back from ``SandboxServer.url``).
+    :param token: the Enterprise token clients must send as ``Authorization: Bearer <token>``.
+    :param faults: initial fault settings (``reset`` restores them).
+    :param rate_limit: initial rate-limit settings (``reset`` restores them).
+    :param seed_users: user objects loaded at start and after every reset (see
+        :func:`airflow_sfox.sandbox.state.user_from_seed` for the accepted keys).
+    :param random_seed: seed of the RNG behind codes, tokens and fault draws; ``None`` for a
+        random seed.
+    :param register_sends_code: like sFOX, ``register-account`` sends an email code at once.
+    :param max_body_bytes: larger request bodies get 413.
+    """
+
+    host: str = "127.0.0.1"
+    port: int = 0
+    token: str = DEFAULT_TOKEN
+    faults: FaultSettings = field(default_factory=FaultSettings)
+    rate_limit: RateLimitSettings = field(default_factory=RateLimitSettings)
+    seed_users: list[dict[str, Any]] = field(default_factory=list)
+    random_seed: int | None = None
+    register_sends_code: bool = True
+    max_body_bytes: int = 1024 * 1024
+
+    def __repr__(self) -> str:
+        # Never show the token, even in a traceback or a debug log.
+        return (
+            f"SandboxConfig(host={self.host!r}, port={self.port}, token='***', "
+            f"faults={self.faults!r}, rate_limit={self.rate_limit!r}, "
+            f"seed_users=<{len(self.seed_users)} users>, random_seed={self.random_seed!r}, "
+            f"register_sends_code={self.register_sends_code})"
+        )

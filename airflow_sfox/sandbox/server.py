@@ -1,0 +1,400 @@
+"""A minimal asyncio HTTP/1.1 server (keep-alive) for the sandbox, and its Python handle.
+
+Why not uvicorn: the faults ``reset`` and ``drop`` must abort the TCP connection with a RST
+and no answer, which an ASGI app cannot do portably. The stdlib keeps the sandbox free of
+version differences between Airflow releases and fast to start.
+
+Usage from Python::
+
+    from airflow_sfox.sandbox import SandboxConfig, SandboxServer
+
+    with SandboxServer(SandboxConfig(token="t", random_seed=1)) as server:
+        server.seed_users([{"user_id": "u1", "account_type": "individual", ...}])
+        requests.post(f"{server.url}/v1/enterprise/users/send-verification/u1", ...)
+        server.codes("u1")["email"]["latest"]
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+import struct
+import threading
+from http import HTTPStatus
+from typing import TYPE_CHECKING, Any
+
+from airflow_sfox.sandbox.app import Request, Response, SandboxApp, error_response
+from airflow_sfox.sandbox.config import FaultSettings, RateLimitSettings, SandboxConfig
+from airflow_sfox.sandbox.state import SandboxState
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable, Mapping
+    from types import TracebackType
+
+    from airflow_sfox.sandbox.state import JournalEntry
+
+log = logging.getLogger(__name__)
+
+_MAX_HEAD_BYTES = 64 * 1024
+_REASONS = {s.value: s.phrase for s in HTTPStatus}
+
+
+class _HttpError(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def _abort(writer: asyncio.StreamWriter) -> None:
+    """Close the connection with a TCP RST (SO_LINGER 0), without any answer."""
+    sock = writer.get_extra_info("socket")
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    writer.transport.abort()
+
+
+def _encode(resp: Response, keep_alive: bool, head_only: bool) -> bytes:
+    lines = [
+        f"HTTP/1.1 {resp.status} {_REASONS.get(resp.status, 'Unknown')}",
+        f"Content-Length: {len(resp.body)}",
+        "Connection: keep-alive" if keep_alive else "Connection: close",
+        "Server: sfox-sandbox",
+    ]
+    lines.extend(f"{name}: {value}" for name, value in resp.headers)
+    head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+    return head if head_only else head + resp.body
+
+
+async def _read_body(reader: asyncio.StreamReader, headers: dict[str, str], max_body: int) -> bytes:
+    if "chunked" in headers.get("transfer-encoding", "").lower():
+        parts: list[bytes] = []
+        total = 0
+        while True:
+            size_line = await reader.readuntil(b"\r\n")
+            try:
+                size = int(size_line.split(b";", 1)[0].strip(), 16)
+            except ValueError:
+                raise _HttpError(400, "Bad chunk size") from None
+            if size == 0:
+                while (await reader.readuntil(b"\r\n")) != b"\r\n":
+                    pass  # skip trailers
+                return b"".join(parts)
+            total += size
+            if total > max_body:
+                raise _HttpError(413, "Request body too large")
+            parts.append(await reader.readexactly(size))
+            await reader.readexactly(2)
+    length_raw = headers.get("content-length")
+    if not length_raw:
+        return b""
+    if not length_raw.strip().isdigit():
+        raise _HttpError(400, "Bad Content-Length")
+    length = int(length_raw)
+    if length > max_body:
+        raise _HttpError(413, "Request body too large")
+    return await reader.readexactly(length) if length else b""
+
+
+class _HttpServer:
+    """Serves one :class:`SandboxApp` over HTTP/1.1 with keep-alive on an asyncio loop."""
+
+    def __init__(self, app: SandboxApp, max_body: int) -> None:
+        self.app = app
+        self.max_body = max_body
+        self._server: asyncio.Server | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._writers: set[asyncio.StreamWriter] = set()
+
+    async def start(self, host: str, port: int) -> int:
+        self._server = await asyncio.start_server(
+            self._connection, host, port, limit=_MAX_HEAD_BYTES, backlog=1024
+        )
+        sockname = self._server.sockets[0].getsockname()
+        return int(sockname[1])
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        # Keep-alive connections would keep wait_closed() waiting (Python >= 3.12).
+        for writer in list(self._writers):
+            writer.transport.abort()
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._server is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._server.wait_closed(), 5)
+
+    async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self._tasks.add(task)
+        self._writers.add(writer)
+        peer = writer.get_extra_info("peername")
+        client = str(peer[0]) if isinstance(peer, tuple) and peer else "unknown"
+        aborted = False
+        try:
+            aborted = await self._serve_connection(reader, writer, client)
+        except (ConnectionError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
+            pass  # the client went away mid-request
+        except asyncio.CancelledError:
+            aborted = True
+            writer.transport.abort()
+        except Exception:
+            log.exception("sandbox connection error")
+        finally:
+            self._writers.discard(writer)
+            if task is not None:
+                self._tasks.discard(task)
+            if not aborted:
+                writer.close()
+
+    async def _serve_connection(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, client: str
+    ) -> bool:
+        """Serve requests until the connection ends; return True when it was aborted."""
+        while True:
+            try:
+                head = await reader.readuntil(b"\r\n\r\n")
+            except asyncio.IncompleteReadError:
+                return False  # clean end of a keep-alive connection (or a cut-off head)
+            except asyncio.LimitOverrunError:
+                await self._refuse(writer, _HttpError(431, "Request header too large"))
+                return False
+            try:
+                req, keep_alive = await self._parse(head, reader, writer, client)
+            except _HttpError as exc:
+                await self._refuse(writer, exc)
+                return False
+            resp = await self.app.handle(req)
+            if resp.action != "send":
+                _abort(writer)
+                return True
+            if resp.delay > 0:
+                await asyncio.sleep(resp.delay)
+                if writer.transport.is_closing():
+                    return False
+            writer.write(_encode(resp, keep_alive, req.method == "HEAD"))
+            await writer.drain()
+            if not keep_alive:
+                return False
+
+    async def _refuse(self, writer: asyncio.StreamWriter, exc: _HttpError) -> None:
+        writer.write(_encode(error_response(exc.status, exc.message), False, False))
+        with contextlib.suppress(ConnectionError):
+            await writer.drain()
+
+    async def _parse(
+        self,
+        head: bytes,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        client: str,
+    ) -> tuple[Request, bool]:
+        lines = head[:-4].lstrip(b"\r\n").split(b"\r\n")
+        parts = lines[0].decode("latin-1").split(" ")
+        if len(parts) != 3 or not parts[2].startswith("HTTP/1."):
+            raise _HttpError(400, "Bad request line")
+        method, target, version = parts
+        headers: dict[str, str] = {}
+        for line in lines[1:]:
+            name, sep, value = line.partition(b":")
+            if not sep or not name.strip():
+                raise _HttpError(400, "Bad header line")
+            headers[name.strip().lower().decode("latin-1")] = value.strip().decode("latin-1")
+        if headers.get("expect", "").lower() == "100-continue":
+            writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        body = await _read_body(reader, headers, self.max_body)
+        if target.startswith(("http://", "https://")):
+            # absolute-form (proxies): keep only the path and query
+            slash = target.find("/", target.find("//") + 2)
+            target = target[slash:] if slash >= 0 else "/"
+        path, _, query = target.partition("?")
+        connection = headers.get("connection", "").lower()
+        # HTTP/1.1 keeps the connection open unless told otherwise; HTTP/1.0 the reverse.
+        keep_alive = "keep-alive" in connection if version == "HTTP/1.0" else "close" not in connection
+        return Request(method.upper(), path, query, headers, body, client), keep_alive
+
+
+class SandboxServer:
+    """A running sandbox: HTTP server in a background thread plus direct access to its state.
+
+    :param config: start-up configuration (``port=0`` picks a free port).
+
+    Attributes: ``state`` (:class:`~airflow_sfox.sandbox.state.SandboxState`), ``config``.
+    ``url``, ``host`` and ``port`` are known once :meth:`start` returned.
+    """
+
+    def __init__(self, config: SandboxConfig | None = None) -> None:
+        self.config = config if config is not None else SandboxConfig()
+        self.config.faults.validate()
+        self.config.rate_limit.validate()
+        self.state = SandboxState(self.config)
+        self.app = SandboxApp(self.state, self.config.token)
+        self._http = _HttpServer(self.app, self.config.max_body_bytes)
+        self._port: int | None = None
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop_event: asyncio.Event | None = None
+
+    # ----------------------------------------------------------- life cycle
+    @property
+    def host(self) -> str:
+        """Address the server listens on."""
+        return self.config.host
+
+    @property
+    def port(self) -> int:
+        """Bound TCP port.
+
+        :raises RuntimeError: before :meth:`start`.
+        """
+        if self._port is None:
+            raise RuntimeError("sandbox server is not started")
+        return self._port
+
+    @property
+    def url(self) -> str:
+        """Base URL, e.g. ``http://127.0.0.1:54321`` (no trailing slash)."""
+        host = self.host
+        if ":" in host:
+            host = f"[{host}]"
+        return f"http://{host}:{self.port}"
+
+    def start(self, timeout: float = 10.0) -> str:
+        """Start serving in a daemon thread; return the URL once the port is listening.
+
+        :param timeout: seconds to wait for the server to listen.
+        :raises OSError: when the port cannot be bound.
+        """
+        if self._thread is not None:
+            raise RuntimeError("sandbox server already started")
+        ready = threading.Event()
+        failure: list[BaseException] = []
+
+        def on_ready(port: int) -> None:
+            self._port = port
+            ready.set()
+
+        def run() -> None:
+            try:
+                asyncio.run(self._main(on_ready))
+            except BaseException as exc:  # noqa: BLE001 - re-raised in start()'s caller
+                failure.append(exc)
+                ready.set()
+
+        self._thread = threading.Thread(target=run, name="sfox-sandbox", daemon=True)
+        self._thread.start()
+        if not ready.wait(timeout):
+            raise RuntimeError("sandbox server did not start in time")
+        if failure:
+            self._thread = None
+            raise failure[0]
+        return self.url
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop the server and its thread; open connections are closed. Idempotent.
+
+        :param timeout: seconds to wait for the thread to end.
+        """
+        thread, loop, event = self._thread, self._loop, self._stop_event
+        if thread is None:
+            return
+        if loop is not None and event is not None:
+            with contextlib.suppress(RuntimeError):  # loop already closed
+                loop.call_soon_threadsafe(event.set)
+        thread.join(timeout)
+        self._thread = None
+
+    def serve_forever(self, on_ready: Callable[[int], None] | None = None) -> None:
+        """Serve in the calling thread until SIGINT/SIGTERM (used by the CLI).
+
+        :param on_ready: called with the bound port once listening.
+        """
+
+        def ready(port: int) -> None:
+            self._port = port
+            if on_ready is not None:
+                on_ready(port)
+
+        asyncio.run(self._main(ready, handle_signals=True))
+
+    async def _main(self, on_ready: Callable[[int], None], handle_signals: bool = False) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._stop_event = asyncio.Event()
+        if handle_signals:
+            import signal
+
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                with contextlib.suppress(NotImplementedError, RuntimeError):
+                    self._loop.add_signal_handler(signum, self._stop_event.set)
+        port = await self._http.start(self.config.host, self.config.port)
+        on_ready(port)
+        try:
+            await self._stop_event.wait()
+        finally:
+            await self._http.close()
+
+    def __enter__(self) -> SandboxServer:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    # ---------------------------------------------------------- state access
+    def set_faults(self, **changes: Any) -> FaultSettings:
+        """Change fault settings at run time (partial update); return the new settings.
+
+        :param changes: :class:`~airflow_sfox.sandbox.config.FaultSettings` fields.
+        :raises ValueError: on an invalid value (nothing is changed).
+        """
+        return self.state.set_faults(changes)
+
+    def set_rate_limit(self, **changes: Any) -> RateLimitSettings:
+        """Change rate-limit settings at run time (partial update); return the new settings.
+
+        :param changes: :class:`~airflow_sfox.sandbox.config.RateLimitSettings` fields.
+        :raises ValueError: on an invalid value (nothing is changed).
+        """
+        return self.state.set_rate_limit(changes)
+
+    def seed_users(self, users: Iterable[Mapping[str, Any]]) -> int:
+        """Add or replace users; return how many.
+
+        :param users: seed objects (see :func:`~airflow_sfox.sandbox.state.user_from_seed`).
+        """
+        return self.state.seed_users(users)
+
+    def codes(self, user_id: str) -> dict[str, Any]:
+        """Latest code and count per channel of one user (see ``SandboxState.codes_for``).
+
+        :param user_id: decoded user id.
+        """
+        return self.state.codes_for(user_id)
+
+    def journal(self, since: int = 0, user_id: str | None = None) -> list[JournalEntry]:
+        """Copy of the request journal.
+
+        :param since: keep entries with ``seq`` greater than this.
+        :param user_id: keep entries of this user only.
+        """
+        return self.state.journal_entries(since, user_id)
+
+    def clear_journal(self) -> None:
+        """Empty the journal."""
+        self.state.clear_journal()
+
+    def reset(self) -> None:
+        """Return to the start state (see ``SandboxState.reset``)."""
+        self.state.reset()

@@ -1,0 +1,281 @@
+"""``python -m airflow_sfox.sandbox`` as a subprocess, and seed files (JSON and CSV)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+import requests
+
+from airflow_sfox.sandbox import load_seed_file
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+TOKEN = "cli-secret-token"
+
+SEED_USERS = [
+    {
+        "user_id": "j-ind",
+        "account_type": "individual",
+        "email": "j-ind@example.com",
+        "phone_number": "+12223334444",
+        "first_name": "J",
+        "last_name": "Ind",
+    },
+    {
+        "user_id": "j/corp",
+        "account_type": "corporation",
+        "email": "corp@example.com",
+        "account_role": "advisor",
+    },
+]
+
+CSV_SEED = """user_id,account_type,email,phone_number,first_name,last_name,account_role,email_verified
+c-ind,individual,c-ind@example.com,+12223335555,Cee,Ind,,true
+c-corp,corporation,c-corp@example.com,,Cee,Corp,advisor,
+c-adv,individual,c-adv@example.com,+12223336666,Cee,Adv,Advisor,no
+"""
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p)
+    env.pop("SFOX_SANDBOX_TOKEN", None)
+    return env
+
+
+def _cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "airflow_sfox.sandbox", *args]
+
+
+class Cli:
+    """A sandbox subprocess and its URL."""
+
+    def __init__(self, *args: str) -> None:
+        self.proc = subprocess.Popen(
+            _cli("--port", "0", *args),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=_env(),
+        )
+        assert self.proc.stdout is not None
+        self.url = self.proc.stdout.readline().strip()
+        if not self.url:
+            self.proc.wait(10)
+            pytest.fail(f"sandbox did not start: {self.proc.stderr.read() if self.proc.stderr else ''}")
+
+    def get(self, path: str, token: str | None = TOKEN, **kwargs: Any) -> requests.Response:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        return requests.get(self.url + path, headers=headers, timeout=10, **kwargs)
+
+    def post(self, path: str, token: str | None = TOKEN, **kwargs: Any) -> requests.Response:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        return requests.post(self.url + path, headers=headers, timeout=10, **kwargs)
+
+    def stop(self) -> tuple[int, str, str]:
+        """SIGTERM by pid; return exit code, stdout and stderr."""
+        if self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGTERM)
+        out, err = self.proc.communicate(timeout=15)
+        return self.proc.returncode, out, err
+
+
+@pytest.fixture
+def start_cli() -> Iterator[Any]:
+    started: list[Cli] = []
+
+    def start(*args: str) -> Cli:
+        cli = Cli(*args)
+        started.append(cli)
+        return cli
+
+    yield start
+    for cli in started:
+        if cli.proc.poll() is None:
+            cli.proc.kill()
+            cli.proc.wait(10)
+
+
+def test_help_lists_every_option() -> None:
+    result = subprocess.run(
+        _cli("--help"), capture_output=True, text=True, env=_env(), timeout=30, check=False
+    )
+    assert result.returncode == 0
+    for flag in (
+        "--host", "--port", "--token", "--seed", "--random-seed", "--no-register-code",
+        "--rate-limit", "--rate-window", "--rate-block", "--time-scale", "--retry-after",
+        "--latency-ms", "--jitter-ms", "--error-500", "--error-503", "--reset", "--hang",
+        "--hang-seconds", "--drop",
+    ):  # fmt: skip
+        assert flag in result.stdout
+
+
+def test_start_serve_and_stop_by_pid(start_cli: Any, tmp_path: Path) -> None:
+    seed = tmp_path / "users.json"
+    seed.write_text(json.dumps(SEED_USERS))
+    cli = start_cli("--token", TOKEN, "--seed", str(seed), "--log-level", "INFO", "--random-seed", "5")
+    assert re.fullmatch(r"http://127\.0\.0\.1:\d+", cli.url)
+    assert cli.get("/v1/enterprise/users/j-ind").json()["data"]["requirements"] == {
+        "email": True,
+        "sms": True,
+    }
+    assert cli.get("/v1/enterprise/users/j%2Fcorp").json()["data"]["account_role"] == "Advisor"
+    assert cli.get("/v1/enterprise/users/j-ind", token="wrong").status_code == 401
+    resp = cli.post("/v1/enterprise/users/send-verification/j-ind", json={"type": "email"})
+    assert resp.json() == {"data": {"user_id": "j-ind", "type": "email", "email": "j-ind@example.com"}}
+    assert requests.get(f"{cli.url}/_sandbox/codes/j-ind", timeout=5).json()["data"]["email"]["count"] == 1
+    # reset reloads the seed file's users
+    requests.delete(
+        f"{cli.url}/v1/enterprise/account/j-ind", headers={"Authorization": f"Bearer {TOKEN}"}, timeout=5
+    )
+    assert cli.get("/v1/enterprise/users/j-ind").status_code == 404
+    requests.post(f"{cli.url}/_sandbox/reset", timeout=5)
+    assert cli.get("/v1/enterprise/users/j-ind").status_code == 200
+
+    code, out, err = cli.stop()
+    assert code == 0
+    assert out == ""  # only the URL line (already read) goes to stdout
+    # never log the token or personal data
+    for secret in (TOKEN, "j-ind@example.com", "+12223334444"):
+        assert secret not in out + err
+
+
+def test_seed_csv(start_cli: Any, tmp_path: Path) -> None:
+    seed = tmp_path / "users.csv"
+    seed.write_text(CSV_SEED)
+    cli = start_cli("--token", TOKEN, "--seed", str(seed))
+    users = {u["user_id"]: u for u in cli.get("/v1/enterprise/users").json()["data"]}
+    assert list(users) == ["c-ind", "c-corp", "c-adv"]
+    assert users["c-ind"]["requirements"] == {"email": False, "sms": True}
+    assert users["c-ind"]["account_role"] == "Client"
+    assert users["c-corp"]["phone_number"] is None
+    assert users["c-corp"]["account_role"] == "Advisor"
+    assert users["c-adv"]["requirements"] == {"email": True, "sms": True}
+    advisors = cli.get("/v1/enterprise/users", params={"accountRole": "advisor"}).json()["data"]
+    assert [u["user_id"] for u in advisors] == ["c-corp", "c-adv"]
+    # email already verified in the seed: the sms code may be requested at once
+    resp = cli.post("/v1/enterprise/users/send-verification/c-ind", json={"type": "sms"})
+    assert resp.json()["data"]["phone_number"] == "+12223335555"
+    assert cli.stop()[0] == 0
+
+
+def test_token_from_environment(tmp_path: Path) -> None:
+    env = _env()
+    env["SFOX_SANDBOX_TOKEN"] = "env-token"
+    proc = subprocess.Popen(_cli("--port", "0"), stdout=subprocess.PIPE, text=True, env=env)
+    try:
+        assert proc.stdout is not None
+        url = proc.stdout.readline().strip()
+        ok = requests.get(
+            f"{url}/v1/enterprise/users", headers={"Authorization": "Bearer env-token"}, timeout=5
+        )
+        assert ok.status_code == 200
+    finally:
+        os.kill(proc.pid, signal.SIGTERM)
+        proc.wait(15)
+    assert proc.returncode == 0
+
+
+def test_fault_and_rate_limit_flags(start_cli: Any) -> None:
+    cli = start_cli(
+        "--token", TOKEN, "--error-503", "1", "--rate-limit", "2", "--rate-block", "100",
+        "--retry-after", "--latency-ms", "1", "--hang-seconds", "5",
+    )  # fmt: skip
+    faults = requests.get(f"{cli.url}/_sandbox/faults", timeout=5).json()["data"]
+    assert (faults["error_503_rate"], faults["latency_ms"], faults["hang_seconds"]) == (1.0, 1.0, 5.0)
+    assert [cli.get("/v1/enterprise/users").status_code for _ in range(2)] == [503, 503]
+    resp = cli.get("/v1/enterprise/users")
+    assert resp.status_code == 429
+    assert resp.headers["Retry-After"] == "100"
+    assert requests.get(f"{cli.url}/_sandbox/health", timeout=5).status_code == 200
+    assert cli.stop()[0] == 0
+
+
+def test_no_register_code_flag(start_cli: Any) -> None:
+    cli = start_cli("--token", TOKEN, "--no-register-code")
+    body = {
+        "account_type": "corporation",
+        "user_id": "r1",
+        "first_name": "R",
+        "last_name": "One",
+        "email": "r1@example.com",
+    }
+    assert cli.post("/v1/enterprise/register-account", json=body).status_code == 200
+    assert requests.get(f"{cli.url}/_sandbox/codes/r1", timeout=5).json()["data"]["email"]["count"] == 0
+    assert cli.stop()[0] == 0
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--error-500", "0.7", "--error-503", "0.7"], "add up"),
+        (["--error-500", "2"], "between 0 and 1"),
+        (["--rate-limit", "-1"], "limit"),
+        (["--time-scale", "0"], "time_scale"),
+        (["--seed", "/nonexistent/users.json"], "No such file"),
+    ],
+)
+def test_invalid_arguments_exit_2(args: list[str], message: str) -> None:
+    result = subprocess.run(
+        _cli("--port", "0", *args), capture_output=True, text=True, env=_env(), timeout=30, check=False
+    )
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert result.stdout == ""
+
+
+def test_busy_port_exits_1(start_cli: Any) -> None:
+    cli = start_cli("--token", TOKEN)
+    port = cli.url.rsplit(":", 1)[1]
+    result = subprocess.run(
+        _cli("--port", port), capture_output=True, text=True, env=_env(), timeout=30, check=False
+    )
+    assert result.returncode == 1
+    assert "cannot listen" in result.stderr
+
+
+# ------------------------------------------------------------------------- seed files
+def test_load_seed_json_forms(tmp_path: Path) -> None:
+    plain = tmp_path / "a.json"
+    plain.write_text(json.dumps(SEED_USERS))
+    wrapped = tmp_path / "b.json"
+    wrapped.write_text(json.dumps({"users": SEED_USERS}))
+    no_suffix = tmp_path / "seed"
+    no_suffix.write_text(json.dumps(SEED_USERS))
+    assert load_seed_file(plain) == load_seed_file(wrapped) == load_seed_file(no_suffix) == SEED_USERS
+
+
+def test_load_seed_csv(tmp_path: Path) -> None:
+    path = tmp_path / "u.csv"
+    path.write_text("\ufeff" + CSV_SEED)  # a BOM from a spreadsheet export is tolerated
+    users = load_seed_file(path)
+    assert [u["user_id"] for u in users] == ["c-ind", "c-corp", "c-adv"]
+    assert "phone_number" not in users[1]  # empty cells are missing values
+    assert users[0]["email_verified"] == "true"
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [
+        ("bad.json", "{not json", "invalid JSON"),
+        ("bad.json", '{"users": 3}', "list of user objects"),
+        ("bad.json", '[{"user_id": "x", "account_type": "bank"}]', "user #0"),
+        ("bad.csv", "email,first_name\na@b.c,A\n", "user_id"),
+        ("bad.csv", "user_id,account_type\nok,individual\n,corporation\n", "user #1"),
+    ],
+)
+def test_load_seed_errors(tmp_path: Path, name: str, content: str, message: str) -> None:
+    path = tmp_path / name
+    path.write_text(content)
+    with pytest.raises(ValueError, match=re.escape(message)):
+        load_seed_file(path)
