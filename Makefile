@@ -1,10 +1,8 @@
 # Developer entry points. `make test` is what CI runs (see .ci/run).
 PYTHON ?= python3
 VENV ?= .venv
-# Empty: the newest Airflow 3 release. CI also runs the suite on the floor version (3.1.0).
+# Empty: the newest Airflow 3 release. CI also runs the suite on the floor version (3.1.3).
 AIRFLOW_VERSION ?=
-# Extra pip requirements for this venv (CI's floor run adds none today).
-EXTRA_REQUIREMENTS ?=
 
 VPY := $(VENV)/bin/python
 UV := $(VENV)/bin/uv
@@ -22,7 +20,7 @@ venv: $(UV)
 
 install: $(UV)
 	$(UV) pip install --quiet --python $(VPY) -e ".[test]" \
-		$(if $(AIRFLOW_VERSION),"apache-airflow==$(AIRFLOW_VERSION)") $(EXTRA_REQUIREMENTS)
+		$(if $(AIRFLOW_VERSION),"apache-airflow==$(AIRFLOW_VERSION)")
 	@$(VPY) -c "import airflow_sfox, sys; print('python', sys.version.split()[0], '| airflow-provider-sfox', airflow_sfox.__version__)"
 
 lint: install
