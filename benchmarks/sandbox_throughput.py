@@ -1,13 +1,13 @@
-"""Measure the sandbox's throughput (not collected by pytest: no ``test_`` prefix).
+"""Measure the sandbox's throughput.
 
 Starts ``python -m airflow_sfox.sandbox --port 0 --rate-limit 0`` as a separate process (so
 the client does not share its GIL), seeds users, then sends send-verification requests over
 keep-alive connections from several client threads and prints requests per second.
 
-Run from the repository root::
+Run from the repository root, in the project's venv::
 
-    PYTHONPATH=. /tmp/exp/v33/bin/python tests/sandbox/measure_throughput.py --seconds 5 --threads 4
-    PYTHONPATH=. /tmp/exp/v33/bin/python tests/sandbox/measure_throughput.py --client requests
+    .venv/bin/python benchmarks/sandbox_throughput.py --seconds 5 --threads 4
+    .venv/bin/python benchmarks/sandbox_throughput.py --client requests
 """
 
 from __future__ import annotations
