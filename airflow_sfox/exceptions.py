@@ -76,6 +76,10 @@ class SfoxError(AirflowException):
     ) -> None:
         self.message = message
         self.status_code = status_code
+        #: HTTP requests made before giving up (set by the hook).
+        self.attempts = 1
+        #: Whether an attempt may have reached sFOX unanswered (a code may have been sent).
+        self.uncertain = False
         self.method = method
         self.path = path
         super().__init__(str(self))

@@ -16,8 +16,13 @@ import pytest
 
 TESTS_DIR = Path(__file__).parent
 _AIRFLOW_HOME = tempfile.mkdtemp(prefix="sfox-airflow-home-")
+#: The DAG folder of the session: the shipped DAGs plus the test DAGs, linked in.
+DAGS_FOLDER = Path(_AIRFLOW_HOME) / "dags"
+DAGS_FOLDER.mkdir()
+for _dag_file in [*(TESTS_DIR.parent / "dags").glob("*.py"), *(TESTS_DIR / "dag_files").glob("*.py")]:
+    (DAGS_FOLDER / _dag_file.name).symlink_to(_dag_file)
 os.environ["AIRFLOW_HOME"] = _AIRFLOW_HOME
-os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(TESTS_DIR / "dags")
+os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(DAGS_FOLDER)
 os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
 os.environ["AIRFLOW__CORE__UNIT_TEST_MODE"] = "True"
 os.environ["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = f"sqlite:///{_AIRFLOW_HOME}/airflow.db"

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import os
+from pathlib import Path
 
 #: A recognisable token: tests search logs, errors and XCom for it.
 TOKEN = "sfox-test-token-7f3a9c"
@@ -14,3 +17,14 @@ def sfox_conn_json(host: str, *, password: str | None = TOKEN, **extra: object) 
     if password is not None:
         conn["password"] = password
     return json.dumps(conn)
+
+
+def load_dag(dag_id: str):
+    """Import ``<dag_id>.py`` from the session's DAG folder (set by conftest); return its DAG."""
+    path = Path(os.environ["AIRFLOW__CORE__DAGS_FOLDER"]) / f"{dag_id}.py"
+    spec = importlib.util.spec_from_file_location(f"dag_file_{dag_id}", path)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return next(v for v in vars(module).values() if getattr(v, "dag_id", None) == dag_id)

@@ -15,11 +15,13 @@ import threading
 import time
 import unicodedata
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import quote, urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
+from urllib3.exceptions import NewConnectionError
 
 from airflow_sfox import __version__
 from airflow_sfox._compat import BaseHook, mask_secret
@@ -49,6 +51,57 @@ DEFAULT_POOL_SIZE = 32
 #: Longest single back-off between two retries of a 5xx or a connection error.
 MAX_BACKOFF_SECONDS = 30.0
 BASE_BACKOFF_SECONDS = 0.5
+
+
+@dataclass(frozen=True)
+class SfoxResult:
+    """
+    The outcome of one API call, retries included.
+
+    :param data: the ``data`` of sFOX's JSON envelope.
+    :param status_code: the HTTP status of the final answer.
+    :param attempts: HTTP requests made for this call (1 plus retries).
+    :param uncertain: an earlier attempt of this POST may have reached sFOX without us seeing
+        the answer (a read timeout or a connection lost after sending): sFOX may have sent an
+        extra code.
+    """
+
+    data: Any
+    status_code: int
+    attempts: int = 1
+    uncertain: bool = False
+
+
+@dataclass
+class RequestStats:
+    """Counters of the HTTP requests of one hook, all threads together (thread-safe)."""
+
+    requests: int = 0
+    rate_limited: int = 0
+    server_errors: int = 0
+    connection_errors: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def count(self, *, status: int | None) -> None:
+        """Count one request, by its HTTP status (``None``: no answer)."""
+        with self._lock:
+            self.requests += 1
+            if status is None:
+                self.connection_errors += 1
+            elif status == 429:
+                self.rate_limited += 1
+            elif status >= 500:
+                self.server_errors += 1
+
+    def as_dict(self) -> dict[str, int]:
+        """A JSON-ready snapshot."""
+        with self._lock:
+            return {
+                "requests": self.requests,
+                "rate_limited": self.rate_limited,
+                "server_errors": self.server_errors,
+                "connection_errors": self.connection_errors,
+            }
 
 
 class RequestPacer:
@@ -141,6 +194,8 @@ class SfoxConnectHook(BaseHook):
     :param timeout: read timeout in seconds; overrides the ``timeout`` extra.
     :param requests_per_second: request budget; overrides the ``requests_per_second`` extra.
     :param max_retry_seconds: retry budget of one call; overrides the ``max_retry_seconds`` extra.
+    :param rate_share: fraction of the request budget this hook may use, for tasks that run
+        in parallel against one sFOX IP limit (``0.5``: half of ``requests_per_second``).
     :param pool_size: connections kept open for concurrent threads.
     :param clock: monotonic clock, injectable for tests.
     :param sleep: sleep function, injectable for tests.
@@ -159,6 +214,7 @@ class SfoxConnectHook(BaseHook):
         timeout: float | None = None,
         requests_per_second: float | None = None,
         max_retry_seconds: float | None = None,
+        rate_share: float = 1.0,
         pool_size: int = DEFAULT_POOL_SIZE,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
@@ -171,7 +227,11 @@ class SfoxConnectHook(BaseHook):
             "requests_per_second": requests_per_second,
             "max_retry_seconds": max_retry_seconds,
         }
+        if not 0 < rate_share <= 1:
+            raise ValueError(f"rate_share must be in (0, 1], got {rate_share!r}")
+        self.rate_share = rate_share
         self.pool_size = pool_size
+        self.stats = RequestStats()
         self._clock = clock
         self._sleep = sleep
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not security
@@ -192,7 +252,7 @@ class SfoxConnectHook(BaseHook):
                     conn = self.get_connection(self.sfox_conn_id)
                     config = _HookConfig.from_connection(conn, self._overrides)
                     self.pacer = RequestPacer(
-                        config.requests_per_second, clock=self._clock, sleep=self._sleep
+                        config.requests_per_second * self.rate_share, clock=self._clock, sleep=self._sleep
                     )
                     self._config = config
         return self._config
@@ -259,9 +319,19 @@ class SfoxConnectHook(BaseHook):
         :return: sFOX's ``data``: ``user_id``, ``type`` and the email or ``phone_number``.
         :raises SfoxAlreadyVerifiedError: the channel is already verified (422).
         """
+        return self.send_verification_result(user_id, verification_type).data
+
+    def send_verification_result(self, user_id: str, verification_type: str) -> SfoxResult:
+        """
+        Like :meth:`send_verification`, with the attempts made and whether a code may have
+        been sent twice (see :class:`SfoxResult`); for callers that keep a ledger.
+
+        :param user_id: the partner's id of the user.
+        :param verification_type: ``"email"`` or ``"sms"``.
+        """
         kind = _check_verification_type(verification_type)
         path = f"/v1/enterprise/users/send-verification/{user_id_segment(user_id)}"
-        return self._request("POST", path, json={"type": kind})
+        return self._call("POST", path, json={"type": kind})
 
     def confirm_verification(self, user_id: str, verification_type: str, otp: str) -> dict[str, Any]:
         """
@@ -329,7 +399,11 @@ class SfoxConnectHook(BaseHook):
     def _secrets(self) -> tuple[str, ...]:
         return (self._config.token,) if self._config else ()
 
-    def _request(
+    def _request(self, method: str, path: str, **kwargs: Any) -> Any:
+        """Send one API call (see :meth:`_call`); return the ``data`` of its JSON envelope."""
+        return self._call(method, path, **kwargs).data
+
+    def _call(
         self,
         method: str,
         path: str,
@@ -337,20 +411,22 @@ class SfoxConnectHook(BaseHook):
         json: dict[str, Any] | None = None,
         params: dict[str, str] | None = None,
         retry: bool = True,
-    ) -> Any:
+    ) -> SfoxResult:
         """
-        Send one API call with pacing and retries; return the ``data`` of its JSON envelope.
+        Send one API call with pacing and retries.
 
         5xx, connection errors and timeouts are retried with capped exponential back-off and
         full jitter; a 429 pauses every thread of the hook (``Retry-After``, else the configured
         pause) and is then retried. Both stop when the next wait would pass
-        ``max_retry_seconds``. Other 4xx are raised at once.
+        ``max_retry_seconds``. Other 4xx are raised at once. A raised :class:`SfoxError` carries
+        ``attempts`` and ``uncertain`` like :class:`SfoxResult`.
         """
         config = self.config
         session = self.session
         url = config.base_url + path
         deadline = self._clock() + config.max_retry_seconds
         attempt = 0
+        uncertain = False
         while True:
             attempt += 1
             self.pacer.wait()
@@ -360,16 +436,20 @@ class SfoxConnectHook(BaseHook):
                     method, url, json=json, params=params, timeout=config.timeouts, allow_redirects=False
                 )
             except (requests.ConnectionError, requests.Timeout) as err:
+                self.stats.count(status=None)
+                uncertain = uncertain or (method == "POST" and _may_have_been_processed(err))
                 error: SfoxError = SfoxConnectionError(
                     f"{type(err).__name__} talking to {config.base_url}", method=method, path=path
                 )
                 self.log.warning("%s %s -> %s (attempt %d)", method, path, type(err).__name__, attempt)
                 wait = self._backoff(attempt)
             else:
+                self.stats.count(status=response.status_code)
                 elapsed = self._clock() - started
                 self.log.info("%s %s -> %d (%.2f s)", method, path, response.status_code, elapsed)
                 if response.status_code < 400:
-                    return self._payload(response, method, path)
+                    data = self._payload(response, method, path)
+                    return SfoxResult(data, response.status_code, attempt, uncertain)
                 error = error_for_status(
                     response.status_code,
                     self._error_message(response),
@@ -386,6 +466,7 @@ class SfoxConnectHook(BaseHook):
             if not (retry and error.retryable) or self._clock() + wait > deadline:
                 if error.retryable and attempt > 1:
                     self.log.error("%s %s gave up after %d attempts", method, path, attempt)
+                error.attempts, error.uncertain = attempt, uncertain
                 raise error
             self.log.info("%s %s: retrying in %.1f s", method, path, wait)
             if error.status_code != 429:
@@ -578,6 +659,17 @@ def _retry_after(value: str | None) -> float | None:
     if seconds != seconds:  # NaN
         return None
     return max(0.0, seconds)
+
+
+def _may_have_been_processed(err: requests.RequestException) -> bool:
+    """Whether a failed request may have reached the server (not a failure to connect)."""
+    if isinstance(err, requests.ConnectTimeout):
+        return False
+    if isinstance(err, requests.ReadTimeout):
+        return True
+    reason = err.args[0] if err.args else None
+    reason = getattr(reason, "reason", reason)  # urllib3's MaxRetryError wraps the cause
+    return not isinstance(reason, NewConnectionError)
 
 
 def _check_verification_type(verification_type: str) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING, Any
 
 from airflow_sfox._compat import BaseOperator
@@ -104,3 +105,71 @@ def mask_destination(value: object) -> str:
         local, _, domain = value.rpartition("@")
         return f"{local[:1]}***@{domain}"
     return "*" * max(len(value) - 2, 0) + value[-2:]
+
+
+class SendVerificationBatchOperator(BaseOperator):
+    """
+    Send the codes of one planned chunk of the onboarding ledger (see ``airflow_sfox.onboarding``).
+
+    Reads the chunk's ``queued`` users of ``verification_type`` from the ledger, sends them
+    through one :class:`SfoxConnectHook` with ``threads`` concurrent requests (paced by the
+    hook), and commits every outcome to the ledger as it arrives. Returns the chunk's figures
+    (counts, requests, 429s; no personal data).
+
+    :param chunk: a chunk descriptor made by the planner. (templated)
+    :param verification_type: ``"email"`` or ``"sms"``. (templated)
+    :param warehouse_conn_id: the SQL connection holding the ledger.
+    :param sfox_conn_id: the ``sfox`` connection.
+    :param threads: concurrent requests.
+    :param rate_share: fraction of the connection's request budget this task may use; set it
+        to ``1 / n`` when ``n`` such tasks may run at once.
+    """
+
+    template_fields: Sequence[str] = ("chunk", "verification_type")
+    ui_color = "#d6f0ff"
+
+    def __init__(
+        self,
+        *,
+        chunk: dict[str, Any],
+        verification_type: str,
+        warehouse_conn_id: str = "sfox_warehouse",
+        sfox_conn_id: str = SfoxConnectHook.default_conn_name,
+        threads: int = 8,
+        rate_share: float = 1.0,
+        **kwargs: Any,
+    ) -> None:
+        kwargs.setdefault("map_index_template", "{{ task.chunk['label'] }}")
+        super().__init__(**kwargs)
+        self.chunk = chunk
+        self.verification_type = verification_type
+        self.warehouse_conn_id = warehouse_conn_id
+        self.sfox_conn_id = sfox_conn_id
+        self.threads = threads
+        self.rate_share = rate_share
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        """Send the chunk; return its figures."""
+        from airflow_sfox.onboarding.runs import record_chunk
+        from airflow_sfox.onboarding.sender import send_chunk
+        from airflow_sfox.onboarding.warehouse import Warehouse
+
+        warehouse = Warehouse.from_conn_id(self.warehouse_conn_id)
+        run_id = context["run_id"]
+        started = time.monotonic()
+        with SfoxConnectHook(sfox_conn_id=self.sfox_conn_id, rate_share=self.rate_share) as hook:
+            try:
+                stats = send_chunk(
+                    warehouse,
+                    hook,
+                    run_id=run_id,
+                    chunk=self.chunk,
+                    channel=self.verification_type,
+                    threads=self.threads,
+                )
+            finally:
+                # Count the requests even when the chunk stopped half-way.
+                record_chunk(
+                    warehouse, run_id, {**hook.stats.as_dict(), "seconds": time.monotonic() - started}
+                )
+        return stats.as_dict()

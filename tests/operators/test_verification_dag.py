@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 
 import pytest
 
-from tests.conftest import TESTS_DIR
-from tests.helpers import TOKEN
+from tests.helpers import TOKEN, load_dag
 
 USERS = [
     {
@@ -25,15 +23,6 @@ USERS = [
         "phone_number": "+12223335555",
     },
 ]
-
-
-def _load_dag(dag_id: str):
-    path = TESTS_DIR / "dags" / f"{dag_id}.py"
-    spec = importlib.util.spec_from_file_location(f"test_dag_{dag_id}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    dags = [value for value in vars(module).values() if getattr(value, "dag_id", None) == dag_id]
-    return dags[0]
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +51,7 @@ def mapped_run(airflow_db, sfox_sandbox_server):
 
     os.environ["AIRFLOW_CONN_SFOX_DEFAULT"] = sfox_conn_json(server.url)
     try:
-        dag = _load_dag("sfox_test_send_verification")
+        dag = load_dag("sfox_test_send_verification")
         dag_run = dag.test()
     finally:
         del os.environ["AIRFLOW_CONN_SFOX_DEFAULT"]

@@ -1,0 +1,191 @@
+"""
+The run level of onboarding: plan a run, record chunk figures, summarise and judge it.
+
+These are the functions the DAG's tasks call; each takes plain values (connection ids,
+params, the run id) so it can be driven from a test without a scheduler.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+from airflow_sfox._compat import AirflowException
+from airflow_sfox.hooks.sfox import SfoxConnectHook
+from airflow_sfox.onboarding.planner import OnboardingConfig, Planner
+from airflow_sfox.onboarding.warehouse import Warehouse, utcnow
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+    from datetime import datetime
+
+log = logging.getLogger(__name__)
+
+#: Outcomes counted against ``failure_threshold``, beside rejected rows.
+FAILED_STATES = ("failed",)
+
+
+def plan_run(
+    *,
+    params: Mapping[str, Any],
+    run_id: str,
+    dag_id: str,
+    warehouse_conn_id: str,
+    sfox_conn_id: str,
+    started_at: datetime | None = None,
+) -> dict[str, Any]:
+    """
+    Plan one run and open its summary row; return ``{"chunks": [...], "counts": {...}}``.
+
+    :param params: the DAG params (see :func:`airflow_sfox.onboarding.params.onboarding_params`).
+    :param run_id: the Airflow run id.
+    :param dag_id: the DAG id, recorded in the run row.
+    :param warehouse_conn_id: the SQL connection of the warehouse.
+    :param sfox_conn_id: the ``sfox`` connection.
+    :param started_at: when the run started (default: now).
+    """
+    config = OnboardingConfig.from_params(params)
+    warehouse = Warehouse.from_conn_id(warehouse_conn_id)
+    with SfoxConnectHook(sfox_conn_id=sfox_conn_id) as sfox:
+        plan = Planner(warehouse, sfox, config, run_id=run_id).plan()
+    counts = plan.counts
+    log.info(
+        "Planned %d users (%s) from %d source rows; %d rows rejected; %d chunk tasks%s",
+        counts["planned_users"],
+        ", ".join(f"{k.removeprefix('due_')}: {v}" for k, v in counts.items() if k.startswith("due_"))
+        or "none",
+        counts["source_rows"],
+        counts["rejected"],
+        len(plan.chunks),
+        " (dry run: nothing written or sent)" if config.dry_run else "",
+    )
+    for reason, rows in counts["rejected_reasons"].items():
+        log.info("rejected %d rows: %s", rows, reason)
+    if not config.dry_run:
+        warehouse.write_run(
+            {
+                "run_id": run_id,
+                "dag_id": dag_id,
+                "dry_run": 0,
+                "started_at": started_at or utcnow(),
+                "source_rows": counts["source_rows"],
+                "planned": counts["planned_users"],
+                "rejected": counts["rejected"],
+                "requests": 0,
+                "rate_limited": 0,
+                "send_seconds": 0.0,
+                "status": "running",
+            }
+        )
+    return plan.as_xcom()
+
+
+def record_chunk(warehouse: Warehouse, run_id: str, stats: Mapping[str, Any]) -> None:
+    """Add one chunk task's request figures to the run row."""
+    ph = warehouse.ph
+    sql = (
+        f"UPDATE {warehouse.runs} SET requests = requests + {ph}, rate_limited = rate_limited + {ph}, "  # noqa: S608
+        f"send_seconds = send_seconds + {ph} WHERE run_id = {ph}"
+    )
+    with warehouse.connect() as conn:
+        conn.cursor().execute(sql, (stats["requests"], stats["rate_limited"], stats["seconds"], run_id))
+        conn.commit()
+
+
+def summarize_run(
+    *,
+    counts: Mapping[str, Any],
+    params: Mapping[str, Any],
+    run_id: str,
+    dag_id: str,
+    warehouse_conn_id: str,
+    started_at: datetime | None = None,
+) -> dict[str, Any]:
+    """
+    Count the run's outcomes, log them as a table, write the run row, and fail the run when
+    failed plus rejected rows pass ``failure_threshold`` or planned work was left unsent.
+
+    :param counts: the ``counts`` of what :func:`plan_run` returned.
+    :param params: the DAG params.
+    :param run_id: the Airflow run id.
+    :param dag_id: the DAG id.
+    :param warehouse_conn_id: the SQL connection of the warehouse.
+    :param started_at: when the run started, for the run's requests per second.
+    """
+    config = OnboardingConfig.from_params(params)
+    warehouse = Warehouse.from_conn_id(warehouse_conn_id)
+    if config.dry_run:
+        table = {
+            (key.rsplit("_", 1)[1], f"would send ({key.split('_')[1]})"): value
+            for key, value in counts.items()
+            if key.startswith("due_")
+        }
+    else:
+        table = warehouse.run_counts(run_id)
+    rejected = int(counts["rejected"])
+    table = {key: value for key, value in table.items() if key[1] != "rejected"}
+    if rejected:
+        table[("-", "rejected")] = rejected
+    _log_table(table, dry_run=config.dry_run)
+
+    failed = sum(v for (_, state), v in table.items() if state in FAILED_STATES)
+    unsent = sum(v for (_, state), v in table.items() if state == "queued")
+    total = max(int(counts["source_rows"]), 1)
+    share = (failed + rejected) / total
+    status = "success"
+    problem = None
+    if unsent:
+        status, problem = "incomplete", f"{unsent} planned requests were not sent (a chunk task failed)"
+    elif share > config.failure_threshold:
+        status = "failed"
+        problem = (
+            f"{failed} failed + {rejected} rejected of {total} source rows = {share:.1%}, "
+            f"over the failure threshold of {config.failure_threshold:.1%}"
+        )
+    summary: dict[str, Any] = {
+        "run_id": run_id,
+        "dry_run": config.dry_run,
+        "source_rows": int(counts["source_rows"]),
+        "rejected": rejected,
+        "failed": failed,
+        "status": status,
+        "outcomes": {f"{channel}:{state}": v for (channel, state), v in sorted(table.items())},
+    }
+    if not config.dry_run:
+        finished = utcnow()
+        run = warehouse.run_row(run_id)
+        seconds = (finished - (started_at or finished)).total_seconds()
+        by_state = {state: 0 for state in ("sent", "already_verified", "not_registered")}
+        for (_, state), v in table.items():
+            if state in by_state:
+                by_state[state] += v
+        warehouse.write_run(
+            {
+                "run_id": run_id,
+                "dag_id": dag_id,
+                "finished_at": finished,
+                "failed": failed,
+                "uncertain": warehouse.uncertain_count(run_id),
+                "requests_per_second": run["requests"] / seconds if seconds > 0 else None,
+                "status": status,
+                **by_state,
+            }
+        )
+        summary.update(requests=run["requests"], rate_limited=run["rate_limited"])
+        log.info(
+            "%d requests, %d answered 429, %.1f requests/s over the run",
+            run["requests"],
+            run["rate_limited"],
+            run["requests"] / seconds if seconds > 0 else 0.0,
+        )
+    if problem:
+        raise AirflowException(f"sFOX onboarding run {run_id}: {problem}")
+    return summary
+
+
+def _log_table(table: Mapping[tuple[str, str], int], *, dry_run: bool) -> None:
+    rows = sorted(table.items())
+    width = max([len(state) for (_, state), _ in rows] + [7])
+    lines = [f"{'channel':<8} {'outcome':<{width}} {'count':>8}", "-" * (width + 18)]
+    lines += [f"{channel:<8} {state:<{width}} {count:>8}" for (channel, state), count in rows]
+    log.info("sFOX onboarding %s:\n%s", "dry run" if dry_run else "summary", "\n".join(lines))

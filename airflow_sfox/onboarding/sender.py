@@ -1,0 +1,185 @@
+"""
+Sending: the queued work of one chunk, through one hook and a small thread pool.
+
+Outcomes are committed to the ledger as they arrive (one commit per batch of whatever
+finished since the last one), so a worker that dies loses at most the outcomes of the
+requests in flight: those users stay ``queued`` and are sent again by a retry or a later
+run (at-least-once; each such duplicate shows as a second request in sFOX's records).
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from airflow_sfox.exceptions import (
+    SfoxAlreadyVerifiedError,
+    SfoxAuthError,
+    SfoxError,
+    SfoxNotFoundError,
+)
+from airflow_sfox.onboarding.warehouse import Outcome, utcnow
+
+if TYPE_CHECKING:
+    from airflow_sfox.hooks.sfox import SfoxConnectHook
+    from airflow_sfox.onboarding.warehouse import Warehouse
+
+log = logging.getLogger(__name__)
+
+#: Threads per chunk task: enough to keep ~25 requests/s going at 300 ms latency.
+DEFAULT_THREADS = 8
+#: Seconds between two progress lines in the task log.
+PROGRESS_EVERY = 10.0
+
+
+@dataclass
+class ChunkStats:
+    """What one chunk task did, for XCom and the run summary (no personal data)."""
+
+    channel: str
+    label: str
+    queued: int = 0
+    outcomes: dict[str, int] = field(default_factory=dict)
+    uncertain: int = 0
+    requests: int = 0
+    rate_limited: int = 0
+    seconds: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready."""
+        return {
+            "channel": self.channel,
+            "label": self.label,
+            "queued": self.queued,
+            "outcomes": dict(self.outcomes),
+            "uncertain": self.uncertain,
+            "requests": self.requests,
+            "rate_limited": self.rate_limited,
+            "seconds": round(self.seconds, 3),
+        }
+
+
+def _outcome(hook: SfoxConnectHook, user_id: str, channel: str) -> Outcome:
+    started = utcnow()
+
+    def outcome(state: str, status: int | None, error: str | None, attempts: int, uncertain: bool) -> Outcome:
+        return Outcome(user_id, channel, state, status, error, attempts, uncertain, started)
+
+    try:
+        result = hook.send_verification_result(user_id, channel)
+    except SfoxAuthError:
+        raise  # the token is wrong or revoked: stop the chunk, leave the rest queued
+    except SfoxAlreadyVerifiedError as err:
+        return outcome("already_verified", err.status_code, None, err.attempts, err.uncertain)
+    except SfoxNotFoundError as err:
+        return outcome("not_registered", err.status_code, err.message, err.attempts, err.uncertain)
+    except SfoxError as err:
+        return outcome("failed", err.status_code, str(err)[:255], err.attempts, err.uncertain)
+    except ValueError as err:  # the hook refused the user_id: validation should have caught it
+        return outcome("rejected", None, str(err)[:255], 0, False)
+    return outcome("sent", result.status_code, None, result.attempts, result.uncertain)
+
+
+def send_chunk(
+    warehouse: Warehouse,
+    hook: SfoxConnectHook,
+    *,
+    run_id: str,
+    chunk: dict[str, Any],
+    channel: str,
+    threads: int = DEFAULT_THREADS,
+    progress_every: float = PROGRESS_EVERY,
+) -> ChunkStats:
+    """
+    Send the queued ``channel`` codes of one chunk descriptor and record every outcome.
+
+    :param warehouse: where the ledger is.
+    :param hook: the sFOX hook (its pacer bounds the request rate of all threads).
+    :param run_id: the run that planned the chunk.
+    :param chunk: a descriptor made by the planner.
+    :param channel: ``email`` or ``sms``.
+    :param threads: concurrent requests.
+    :param progress_every: seconds between progress log lines.
+    :raises SfoxAuthError: the token was refused; outcomes so far are recorded first.
+    """
+    first, last = chunk["chunks"]
+    user_ids = warehouse.queued(run_id, chunk["account_type"], channel, (first, last))
+    stats = ChunkStats(channel=channel, label=chunk["label"], queued=len(user_ids))
+    if not user_ids:
+        log.info("%s %s: nothing queued", chunk["label"], channel)
+        return stats
+    # Each job puts exactly one item: an Outcome, the error that stops the chunk, or None
+    # for a job skipped after the stop. The calling thread owns the DB connection.
+    results: queue.Queue[Outcome | BaseException | None] = queue.Queue()
+    stop = threading.Event()
+    requests_before = hook.stats.as_dict()
+    started = time.monotonic()
+
+    def work(user_id: str) -> None:
+        if stop.is_set():
+            results.put(None)
+            return
+        try:
+            results.put(_outcome(hook, user_id, channel))
+        except BaseException as err:  # noqa: BLE001 - handed to the calling thread, re-raised there
+            stop.set()
+            results.put(err)
+
+    failure: BaseException | None = None
+    done = 0
+    next_progress = started + progress_every
+    with warehouse.connect() as conn, ThreadPoolExecutor(threads, thread_name_prefix="sfox-send") as pool:
+        for user_id in user_ids:
+            pool.submit(work, user_id)
+        pending = len(user_ids)
+        while pending:
+            items = [results.get()]
+            while True:
+                try:
+                    items.append(results.get_nowait())
+                except queue.Empty:
+                    break
+            pending -= len(items)
+            batch = [item for item in items if isinstance(item, Outcome)]
+            failure = failure or next((i for i in items if isinstance(i, BaseException)), None)
+            warehouse.record_outcomes(conn, batch)
+            conn.commit()
+            for outcome in batch:
+                stats.outcomes[outcome.state] = stats.outcomes.get(outcome.state, 0) + 1
+                stats.uncertain += outcome.uncertain
+            done += len(batch)
+            now = time.monotonic()
+            if now >= next_progress or not pending:
+                _progress(chunk["label"], channel, done, len(user_ids), stats, now - started)
+                next_progress = now + progress_every
+    stats.seconds = time.monotonic() - started
+    after = hook.stats.as_dict()
+    stats.requests = after["requests"] - requests_before["requests"]
+    stats.rate_limited = after["rate_limited"] - requests_before["rate_limited"]
+    if failure is not None:
+        log.error(
+            "%s %s stopped after %d of %d users: %s", chunk["label"], channel, done, len(user_ids), failure
+        )
+        raise failure
+    return stats
+
+
+def _progress(label: str, channel: str, done: int, total: int, stats: ChunkStats, elapsed: float) -> None:
+    rate = done / elapsed if elapsed > 0 else 0.0
+    eta = (total - done) / rate if rate > 0 else float("nan")
+    failed = stats.outcomes.get("failed", 0)
+    log.info(
+        "%s %s: %d/%d done, %.1f users/s, %d failed, ETA %.0f s",
+        label,
+        channel,
+        done,
+        total,
+        rate,
+        failed,
+        eta,
+    )

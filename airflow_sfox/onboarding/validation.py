@@ -1,0 +1,92 @@
+"""Validation of source rows: a bad row is rejected with a reason and never sent."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import unicodedata
+from dataclasses import dataclass
+
+ACCOUNT_TYPES = ("individual", "corporation")
+#: sFOX documents no limit; ids longer than this are almost surely data errors.
+MAX_USER_ID_LENGTH = 128
+MAX_EMAIL_LENGTH = 254
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s.]+(\.[^@\s.]+)+$")
+_E164 = re.compile(r"^\+[1-9][0-9]{6,14}$")
+
+
+@dataclass(frozen=True)
+class SourceUser:
+    """
+    One valid source row.
+
+    :param user_id: the partner's id, the key shared with sFOX.
+    :param account_type: ``individual`` or ``corporation``.
+    """
+
+    user_id: str
+    account_type: str
+
+
+def _has_control(text: str) -> bool:
+    return any(unicodedata.category(char) == "Cc" for char in text)
+
+
+def _text(value: object) -> str:
+    if value is None:
+        return ""
+    return value if isinstance(value, str) else str(value)
+
+
+def validate_row(user_id: object, account_type: object, email: object, phone: object) -> SourceUser | str:
+    """
+    Check one source row; return the user, or the reason it is rejected.
+
+    Reasons name the field and never repeat an email or phone number.
+
+    :param user_id: the ``user_id`` column.
+    :param account_type: the ``account_type`` column (case and surrounding blanks ignored).
+    :param email: the ``email`` column (required).
+    :param phone: the ``phone_number`` column, E.164 (required for individuals).
+    """
+    uid = _text(user_id)
+    if not uid.strip():
+        return "user_id is empty"
+    if len(uid) > MAX_USER_ID_LENGTH:
+        return f"user_id is longer than {MAX_USER_ID_LENGTH} characters"
+    if _has_control(uid):
+        return "user_id contains control characters"
+    if uid in (".", ".."):
+        return "user_id cannot be '.' or '..'"
+    kind = _text(account_type).strip().lower()
+    if kind not in ACCOUNT_TYPES:
+        shown = _text(account_type)[:32]
+        return f"account_type {shown!r} is not one of {', '.join(ACCOUNT_TYPES)}"
+    mail = _text(email).strip()
+    if not mail:
+        return "email is missing"
+    if len(mail) > MAX_EMAIL_LENGTH or not _EMAIL.match(mail):
+        return "email is malformed"
+    number = _text(phone).strip()
+    if kind == "individual" and not number:
+        return "phone_number is missing (required for individuals)"
+    if number and not _E164.match(number):
+        return "phone_number is not in E.164 format (+ and 7 to 15 digits)"
+    return SourceUser(uid, kind)
+
+
+def ledger_key(user_id: object, row_number: int) -> str:
+    """
+    The ledger key of a rejected row: its user_id when storable, else a readable stand-in.
+
+    :param user_id: the raw ``user_id`` value.
+    :param row_number: the row's 1-based position in the source, ordered by user_id.
+    """
+    uid = _text(user_id)
+    if not uid.strip():
+        return f"<empty user_id, source row {row_number}>"
+    if _has_control(uid) or len(uid) > MAX_USER_ID_LENGTH:
+        digest = hashlib.sha256(uid.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+        printable = "".join(c if unicodedata.category(c) != "Cc" else "?" for c in uid[:40])
+        return f"<invalid user_id {printable!r}... sha256:{digest}, source row {row_number}>"
+    return uid
