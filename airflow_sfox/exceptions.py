@@ -170,7 +170,12 @@ def error_for_status(
     return cls(message, status_code=status_code, method=method, path=path)
 
 
+# Documented texts: "Email already verified", "Phone number has already been verified".
+# Anchored, so "Email must be already verified" is not taken for success.
+_ALREADY_VERIFIED = re.compile(
+    r"^\s*(e-?mail|phone(\s+number)?)\s+(has\s+)?already\s+(been\s+)?verified\b", re.IGNORECASE
+)
+
+
 def _is_already_verified(message: str) -> bool:
-    # Documented texts: "Email already verified", "Phone number has already been verified".
-    lowered = message.lower()
-    return "already verified" in lowered or "already been verified" in lowered
+    return bool(_ALREADY_VERIFIED.match(message))

@@ -48,12 +48,12 @@ CONN_FIELDS: dict[str, dict[str, Any]] = {
 
 #: Airflow 3.2+ ``ui-field-behaviour``: the standard fields, relabelled or hidden.
 UI_FIELD_BEHAVIOUR: dict[str, Any] = {
-    "hidden-fields": ["schema", "login", "port"],
+    # Every extra has its own field, so the raw "extra" JSON box is hidden too.
+    "hidden-fields": ["schema", "login", "port", "extra"],
     "relabeling": {"host": "Base URL", "password": "Enterprise API token"},
     "placeholders": {
         "host": "https://api.sfox.com",
         "password": "the partner's Enterprise API key",
-        "extra": '{"requests_per_second": 20}',
     },
 }
 

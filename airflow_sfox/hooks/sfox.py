@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import email.utils
 import ipaddress
+import math
 import random
 import threading
 import time
@@ -29,6 +30,7 @@ from airflow_sfox.exceptions import (
     SfoxConfigError,
     SfoxConnectionError,
     SfoxError,
+    SfoxRateLimitError,
     error_for_status,
     scrub,
 )
@@ -50,6 +52,8 @@ EXTRA_DEFAULTS: dict[str, float] = {name: field["schema"]["default"] for name, f
 DEFAULT_POOL_SIZE = 32
 #: Longest single back-off between two retries of a 5xx or a connection error.
 MAX_BACKOFF_SECONDS = 30.0
+#: Longest Retry-After honoured; sFOX documents a 60 s block.
+MAX_RETRY_AFTER_SECONDS = 3600.0
 BASE_BACKOFF_SECONDS = 0.5
 
 
@@ -104,6 +108,14 @@ class RequestStats:
             }
 
 
+class PauseTooLong(Exception):
+    """A rate-limit pause lasts longer than the caller's retry budget."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(f"paused for another {seconds:.0f} s")
+        self.seconds = seconds
+
+
 class RequestPacer:
     """
     Thread-safe pacing of requests at a steady rate, with a shared pause after a 429.
@@ -141,13 +153,20 @@ class RequestPacer:
         self._next_start = 0.0  # theoretical start time of the next request
         self._paused_until = 0.0
 
-    def wait(self) -> float:
-        """Block until the caller may send one request; return the seconds waited."""
+    def wait(self, deadline: float | None = None) -> float:
+        """
+        Block until the caller may send one request; return the seconds waited.
+
+        :param deadline: clock time after which the caller gives up: a pause that lasts past
+            it raises :class:`PauseTooLong` at once instead of sleeping.
+        """
         waited = 0.0
         while True:
             with self._lock:
                 now = self._clock()
                 pause = self._paused_until - now
+                if pause > 0 and deadline is not None and self._paused_until > deadline:
+                    raise PauseTooLong(pause)
                 if pause <= 0:
                     scheduled = max(self._next_start, now)
                     start = max(now, scheduled - self._tolerance)
@@ -319,7 +338,7 @@ class SfoxConnectHook(BaseHook):
         :return: sFOX's ``data``: ``user_id``, ``type`` and the email or ``phone_number``.
         :raises SfoxAlreadyVerifiedError: the channel is already verified (422).
         """
-        return self.send_verification_result(user_id, verification_type).data
+        return _as_dict(self.send_verification_result(user_id, verification_type).data)
 
     def send_verification_result(self, user_id: str, verification_type: str) -> SfoxResult:
         """
@@ -345,7 +364,7 @@ class SfoxConnectHook(BaseHook):
         """
         kind = _check_verification_type(verification_type)
         path = f"/v1/enterprise/users/verify/{user_id_segment(user_id)}"
-        return self._request("POST", path, json={"type": kind, "otp": str(otp)})
+        return _as_dict(self._request("POST", path, json={"type": kind, "otp": str(otp)}))
 
     def get_user(self, user_id: str) -> dict[str, Any]:
         """
@@ -354,7 +373,7 @@ class SfoxConnectHook(BaseHook):
         :param user_id: the partner's id of the user.
         :raises SfoxNotFoundError: sFOX does not know the user.
         """
-        return self._request("GET", f"/v1/enterprise/users/{user_id_segment(user_id)}")
+        return _as_dict(self._request("GET", f"/v1/enterprise/users/{user_id_segment(user_id)}"))
 
     def list_users(self, account_role: str | None = None) -> list[dict[str, Any]]:
         """
@@ -379,7 +398,7 @@ class SfoxConnectHook(BaseHook):
         """
         if not isinstance(payload, Mapping):
             raise TypeError(f"payload must be a mapping, got {type(payload).__name__}")
-        return self._request("POST", "/v1/enterprise/register-account", json=dict(payload)) or {}
+        return _as_dict(self._request("POST", "/v1/enterprise/register-account", json=dict(payload)))
 
     def test_connection(self) -> tuple[bool, str]:
         """Make one cheap authenticated read (the advisors list), without retries; never raises."""
@@ -429,13 +448,21 @@ class SfoxConnectHook(BaseHook):
         uncertain = False
         while True:
             attempt += 1
-            self.pacer.wait()
+            try:
+                self.pacer.wait(deadline)
+            except PauseTooLong as err:
+                raise self._rate_limit_error(method, path, attempt - 1, uncertain, err.seconds) from None
             started = self._clock()
             try:
                 response = session.request(
                     method, url, json=json, params=params, timeout=config.timeouts, allow_redirects=False
                 )
-            except (requests.ConnectionError, requests.Timeout) as err:
+            except requests.RequestException as err:
+                if not _is_transient(err):
+                    # TLS failures, bad URLs, ...: retrying cannot help. Never echo str(err).
+                    raise SfoxError(
+                        f"{type(err).__name__} talking to {config.base_url}", method=method, path=path
+                    ) from None
                 self.stats.count(status=None)
                 uncertain = uncertain or (method == "POST" and _may_have_been_processed(err))
                 error: SfoxError = SfoxConnectionError(
@@ -447,9 +474,16 @@ class SfoxConnectHook(BaseHook):
                 self.stats.count(status=response.status_code)
                 elapsed = self._clock() - started
                 self.log.info("%s %s -> %d (%.2f s)", method, path, response.status_code, elapsed)
-                if response.status_code < 400:
+                if 200 <= response.status_code < 300:
                     data = self._payload(response, method, path)
                     return SfoxResult(data, response.status_code, attempt, uncertain)
+                if response.status_code < 400:  # 1xx, or a redirect we do not follow
+                    raise SfoxError(
+                        f"unexpected HTTP {response.status_code}",
+                        status_code=response.status_code,
+                        method=method,
+                        path=path,
+                    )
                 error = error_for_status(
                     response.status_code,
                     self._error_message(response),
@@ -473,6 +507,19 @@ class SfoxConnectHook(BaseHook):
                 self._sleep(wait)
             # after a 429 the pacer holds this thread, and every other one, until the pause ends
 
+    @staticmethod
+    def _rate_limit_error(
+        method: str, path: str, attempts: int, uncertain: bool, seconds: float
+    ) -> SfoxRateLimitError:
+        error = SfoxRateLimitError(
+            f"sFOX rate limit: requests are paused for another {seconds:.0f} s, past the retry budget",
+            status_code=429,
+            method=method,
+            path=path,
+        )
+        error.attempts, error.uncertain = attempts, uncertain
+        return error
+
     def _backoff(self, attempt: int) -> float:
         """Full-jitter exponential back-off: uniform in [0, min(cap, base * 2**(attempt-1))]."""
         ceiling = min(MAX_BACKOFF_SECONDS, BASE_BACKOFF_SECONDS * 2 ** (attempt - 1))
@@ -484,9 +531,12 @@ class SfoxConnectHook(BaseHook):
         try:
             body = response.json()
         except ValueError:
+            body = _NOT_JSON
+        if body is _NOT_JSON:
+            # Raised outside the except block: the decode error holds the whole body (PII).
             raise SfoxError(
                 "response is not JSON", status_code=response.status_code, method=method, path=path
-            ) from None
+            )
         if isinstance(body, dict) and "data" in body:
             return body["data"]
         return body
@@ -576,6 +626,11 @@ class _HookConfig:
             raise SfoxConfigError(
                 f"Connection {conn_id!r} has no Enterprise API token: set it as the connection's password."
             )
+        if any(char.isspace() or unicodedata.category(char) == "Cc" for char in token):
+            # requests would echo the whole header (token included) in its error message.
+            raise SfoxConfigError(
+                f"Connection {conn_id!r}: the Enterprise API token contains spaces or control characters."
+            )
         mask_secret(token)
         extras = conn.extra_dejson or {}
 
@@ -614,11 +669,8 @@ def _base_url(conn: Connection) -> str:
     if not host:
         return DEFAULT_BASE_URL
     if "://" not in host:
-        host = f"{conn.schema or 'https'}://{host}"
+        host = f"https://{host}"
     parts = urlsplit(host)
-    if conn.port and not parts.port:
-        host = f"{parts.scheme}://{parts.netloc}:{conn.port}{parts.path}"
-        parts = urlsplit(host)
     if parts.scheme not in ("https", "http") or not parts.hostname:
         raise SfoxConfigError(
             f"Connection {conn.conn_id!r}: host must be a base URL such as {DEFAULT_BASE_URL}, "
@@ -656,9 +708,21 @@ def _retry_after(value: str | None) -> float | None:
         except (TypeError, ValueError, IndexError):
             return None
         seconds = when.timestamp() - time.time()
-    if seconds != seconds:  # NaN
+    if not math.isfinite(seconds):
         return None
-    return max(0.0, seconds)
+    return min(max(0.0, seconds), MAX_RETRY_AFTER_SECONDS)
+
+
+_NOT_JSON = object()
+
+
+def _is_transient(err: requests.RequestException) -> bool:
+    """Whether a request error may pass on a retry (a network hiccup, not a TLS or URL error)."""
+    if isinstance(err, requests.exceptions.SSLError):
+        return False
+    return isinstance(
+        err, (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError)
+    )
 
 
 def _may_have_been_processed(err: requests.RequestException) -> bool:
@@ -670,6 +734,11 @@ def _may_have_been_processed(err: requests.RequestException) -> bool:
     reason = err.args[0] if err.args else None
     reason = getattr(reason, "reason", reason)  # urllib3's MaxRetryError wraps the cause
     return not isinstance(reason, NewConnectionError)
+
+
+def _as_dict(data: Any) -> dict[str, Any]:
+    """sFOX's ``data`` when it is an object; ``{}`` for an empty or unexpected payload."""
+    return data if isinstance(data, dict) else {}
 
 
 def _check_verification_type(verification_type: str) -> str:

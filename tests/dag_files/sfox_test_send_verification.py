@@ -10,4 +10,7 @@ with DAG(dag_id="sfox_test_send_verification", schedule=None, catchup=False, tag
     SendVerificationOperator.partial(task_id="send_email", verification_type="email").expand(
         user_id=["ind-1", "corp-1", "done-1"]
     )
-    SendVerificationOperator(task_id="send_sms_strict", user_id="done-1", verification_type="sms")
+    SendVerificationOperator(task_id="send_sms", user_id="done-1", verification_type="sms")
+    SendVerificationOperator(
+        task_id="send_sms_strict", user_id="done-1", verification_type="sms", fail_if_already_verified=True
+    )

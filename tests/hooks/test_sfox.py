@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import logging
 import pickle
-import random
 import threading
 from urllib.parse import urlsplit
 
 import pytest
 import requests
 import requests_mock as rm
+import urllib3
 
 from airflow_sfox.exceptions import (
     SfoxAlreadyVerifiedError,
@@ -29,9 +29,8 @@ from airflow_sfox.hooks.sfox import (
     RequestPacer,
     SfoxConnectHook,
     _retry_after,
-    user_id_segment,
 )
-from tests.hooks.conftest import BASE_URL, FakeClock
+from tests.hooks.conftest import BASE_URL
 
 SEND = f"{BASE_URL}/v1/enterprise/users/send-verification/"
 OK_EMAIL = {"data": {"user_id": "u1", "type": "email", "email": "jane.doe@example.com"}}
@@ -146,7 +145,9 @@ def test_other_endpoints(make_hook, mock):
     [
         ({"json": {"data": {"a": 1}}}, {"a": 1}),
         ({"json": {"user_id": "u1"}}, {"user_id": "u1"}),  # no envelope: taken as it is
-        ({"text": ""}, None),
+        ({"text": ""}, {}),
+        ({"json": {"data": ["not", "an", "object"]}}, {}),
+        ({"status_code": 204, "text": ""}, {}),
     ],
 )
 def test_payload_parsing(make_hook, mock, response, expected):
@@ -280,13 +281,15 @@ def test_no_retry_budget_means_one_attempt(make_hook, mock, clock):
     assert mock.call_count == 1
 
 
-@pytest.mark.parametrize(("attempt", "ceiling"), [(1, 0.5), (2, 1.0), (4, 4.0), (7, 30.0), (30, 30.0)])
+@pytest.mark.parametrize(
+    ("attempt", "ceiling"),
+    [(1, 0.5), (2, 1.0), (4, 4.0), (7, MAX_BACKOFF_SECONDS), (30, MAX_BACKOFF_SECONDS)],
+)
 def test_backoff_is_capped_full_jitter(make_hook, attempt, ceiling):
     hook = make_hook()
     draws = [hook._backoff(attempt) for _ in range(300)]
     assert all(0 <= d <= ceiling for d in draws)
     assert max(draws) > ceiling * 0.8  # jitter spans the range, not a constant
-    assert ceiling <= MAX_BACKOFF_SECONDS
 
 
 # --- 429 -------------------------------------------------------------------------------------
@@ -360,7 +363,17 @@ def test_429_pause_holds_every_thread(make_hook, mock, clock):
 
 @pytest.mark.parametrize(
     ("value", "expected"),
-    [(None, None), ("", None), ("12", 12.0), ("0.5", 0.5), ("-3", 0.0), ("soon", None), ("nan", None)],
+    [
+        (None, None),
+        ("", None),
+        ("12", 12.0),
+        ("0.5", 0.5),
+        ("-3", 0.0),
+        ("soon", None),
+        ("nan", None),
+        ("inf", None),
+        ("86400", 3600.0),
+    ],
 )
 def test_retry_after_parsing(value, expected):
     assert _retry_after(value) == expected
@@ -431,17 +444,8 @@ def test_pacer_pause_is_shared_and_never_shortened(clock):
 
 
 def test_pacer_threads_share_one_schedule():
-    import time
-
-    now = [0.0]
-    lock = threading.Lock()
-
-    def sleep(seconds: float) -> None:
-        with lock:
-            now[0] = max(now[0], now[0])  # time is driven by the schedule, not by sleeping
-        time.sleep(0)
-
-    pacer = RequestPacer(4, clock=lambda: now[0], sleep=sleep)
+    # A frozen clock: every reservation is made at t=0, so each wait is the slot handed out.
+    pacer = RequestPacer(4, clock=lambda: 0.0, sleep=lambda seconds: None)
     waits: list[float] = []
 
     def worker() -> None:
@@ -607,7 +611,9 @@ def test_no_token_or_pii_in_logs_or_errors(make_hook, mock, caplog, capsys):
     email, phone = "jane.doe@example.com", "+12223334444"
     mock.post(f"{SEND}u1", json={"data": {"user_id": "u1", "type": "email", "email": email}})
     mock.post(
-        f"{SEND}u2", status_code=422, json={"error": f"{phone} already verified for {email} with {token}"}
+        f"{SEND}u2",
+        status_code=422,
+        json={"error": f"Phone number has already been verified: {phone}, {email}, {token}"},
     )
     mock.post(f"{SEND}u3", [{"status_code": 500, "text": f"{email} {phone}"}, {"json": OK_EMAIL}])
     hook = make_hook(password=token)
@@ -634,18 +640,131 @@ def test_no_token_or_pii_in_logs_or_errors(make_hook, mock, caplog, capsys):
 # --- helpers -----------------------------------------------------------------------------------
 
 
-def test_user_id_segment_round_trips():
-    from urllib.parse import unquote
-
-    for user_id in ["a/b", "../x", "%", "é", "x y", "?#", "..."]:
-        segment = user_id_segment(user_id)
-        assert "/" not in segment
-        assert unquote(segment) == user_id
+# --- responses and transport errors that are not plain successes ------------------------------
 
 
-def test_fake_clock_is_not_real_time(clock: FakeClock):
-    # Guard for this module: the fixtures must never make a test really sleep.
-    before = clock.now
-    clock.sleep(3600)
-    assert clock.now == before + 3600
-    assert random.Random(7).random() == random.Random(7).random()
+@pytest.mark.parametrize("status", [301, 302, 307, 101])
+def test_unexpected_non_2xx_is_an_error_not_data(make_hook, mock, status):
+    mock.post(f"{SEND}u1", status_code=status, headers={"Location": "https://elsewhere.test/"})
+    with pytest.raises(SfoxError, match=f"unexpected HTTP {status}") as caught:
+        make_hook().send_verification("u1", "email")
+    assert not caught.value.retryable
+    assert mock.call_count == 1
+
+
+@pytest.mark.parametrize(
+    ("exc", "retried"),
+    [
+        (requests.exceptions.ChunkedEncodingError("cut mid-body"), True),
+        (requests.exceptions.SSLError("certificate verify failed"), False),
+        (requests.exceptions.InvalidURL("bad"), False),
+    ],
+)
+def test_transport_errors_are_typed(make_hook, mock, clock, exc, retried):
+    mock.post(f"{SEND}u1", [{"exc": exc}, {"json": OK_EMAIL}])
+    hook = make_hook()
+    if retried:
+        assert hook.send_verification("u1", "email") == OK_EMAIL["data"]
+        assert mock.call_count == 2
+    else:
+        with pytest.raises(SfoxError) as caught:
+            hook.send_verification("u1", "email")
+        assert type(caught.value) is SfoxError
+        assert not caught.value.retryable
+        assert str(exc) not in str(caught.value)
+        assert mock.call_count == 1
+
+
+@pytest.mark.parametrize(
+    ("exc", "uncertain"),
+    [
+        (requests.ReadTimeout("read timed out"), True),  # sent; the answer never came
+        (requests.ConnectionError(ConnectionResetError("reset by peer")), True),
+        (requests.ConnectTimeout("connect timed out"), False),  # never reached sFOX
+        (
+            requests.ConnectionError(
+                urllib3.exceptions.MaxRetryError(
+                    None, "/", urllib3.exceptions.NewConnectionError(None, "refused")
+                )
+            ),
+            False,
+        ),
+    ],
+)
+def test_result_reports_attempts_and_uncertain_sends(make_hook, mock, exc, uncertain):
+    mock.post(f"{SEND}u1", [{"exc": exc}, {"json": OK_EMAIL}])
+    hook = make_hook()
+    result = hook.send_verification_result("u1", "email")
+    assert (result.data, result.status_code, result.attempts) == (OK_EMAIL["data"], 200, 2)
+    assert result.uncertain is uncertain
+    assert hook.stats.as_dict() == {
+        "requests": 2,
+        "rate_limited": 0,
+        "server_errors": 0,
+        "connection_errors": 1,
+    }
+
+
+def test_failed_call_carries_attempts_and_uncertain(make_hook, mock):
+    mock.post(
+        f"{SEND}u1", [{"exc": requests.ReadTimeout("slow")}, {"status_code": 400, "json": {"error": "x"}}]
+    )
+    with pytest.raises(SfoxInvalidRequestError) as caught:
+        make_hook().send_verification_result("u1", "email")
+    assert (caught.value.attempts, caught.value.uncertain) == (2, True)
+
+
+def test_get_requests_are_never_uncertain(make_hook, mock):
+    mock.get(
+        f"{BASE_URL}/v1/enterprise/users/u1", [{"exc": requests.ReadTimeout("slow")}, {"json": {"data": {}}}]
+    )
+    hook = make_hook()
+    assert hook._call("GET", "/v1/enterprise/users/u1").uncertain is False
+
+
+def test_rate_limit_pause_past_the_budget_fails_fast(make_hook, mock, clock):
+    """A Retry-After longer than the retry budget: the call fails at once, later calls too."""
+    mock.post(
+        f"{SEND}u1",
+        [{"status_code": 429, "json": {"error": "slow down"}, "headers": {"Retry-After": "86400"}}],
+    )
+    hook = make_hook(max_retry_seconds=300)
+    with pytest.raises(SfoxRateLimitError):
+        hook.send_verification("u1", "email")
+    mock.post(f"{SEND}u2", json=OK_EMAIL)
+    with pytest.raises(SfoxRateLimitError, match="past the retry budget"):
+        hook.send_verification("u2", "email")  # the pause still holds: no request, no long sleep
+    assert mock.call_count == 1
+    assert clock.waits == []
+
+
+@pytest.mark.parametrize(("share", "expected_wait"), [(1.0, 0.1), (0.5, 0.2), (0.25, 0.4)])
+def test_rate_share_divides_the_budget(make_hook, mock, clock, share, expected_wait):
+    mock.post(rm.ANY, json=OK_EMAIL)
+    make_hook(requests_per_second=10)  # sets the connection
+    hook = SfoxConnectHook(rate_share=share, clock=clock, sleep=clock.sleep)
+    hook.send_verification("a", "email")
+    hook.send_verification("b", "email")
+    assert clock.waits == [pytest.approx(expected_wait)]
+
+
+@pytest.mark.parametrize("share", [0, -0.5, 1.5])
+def test_rate_share_must_be_a_fraction(share):
+    with pytest.raises(ValueError, match="rate_share"):
+        SfoxConnectHook(rate_share=share)
+
+
+@pytest.mark.parametrize("token", ["tok\nX-Evil: 1", "tok en", "tok\x00"])
+def test_token_with_whitespace_or_controls_is_refused_without_echo(make_hook, mock, token):
+    with pytest.raises(SfoxConfigError) as caught:
+        make_hook(password=token).get_user("u1")
+    assert token.strip() not in str(caught.value)
+    assert mock.call_count == 0
+
+
+def test_non_json_error_has_no_body_in_its_context(make_hook, mock):
+    mock.get(f"{BASE_URL}/v1/enterprise/users/u1", text="jane@example.com +12223334444 <html>")
+    with pytest.raises(SfoxError) as caught:
+        make_hook().get_user("u1")
+    assert caught.value.__context__ is None
+    assert caught.value.__cause__ is None

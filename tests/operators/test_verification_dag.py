@@ -100,7 +100,13 @@ def test_mapped_operator_sends_each_user_once(mapped_run):
     }
     sends = [(e.user_id, e.type, e.status) for e in journal if "/send-verification/" in e.path]
     assert sorted(sends) == sorted(
-        [("ind-1", "email", 200), ("corp-1", "email", 200), ("done-1", "email", 422), ("done-1", "sms", 422)]
+        [
+            ("ind-1", "email", 200),
+            ("corp-1", "email", 200),
+            ("done-1", "email", 422),
+            ("done-1", "sms", 422),
+            ("done-1", "sms", 422),
+        ]
     )
 
 
@@ -121,8 +127,10 @@ def test_mapped_results_are_masked_and_labelled(mapped_run):
     assert TOKEN not in dumped
 
 
-def test_already_verified_is_success_by_default(mapped_run):
+def test_already_verified_is_success_by_default_or_fails_when_asked(mapped_run):
     dag_run, _ = mapped_run
-    state, _ = _task_instances(dag_run)[("send_sms_strict", -1)]
-    assert state == "success"
-    assert _xcom(dag_run, "send_sms_strict", -1)["outcome"] == "already_verified"
+    tis = _task_instances(dag_run)
+    assert tis[("send_sms", -1)][0] == "success"
+    assert _xcom(dag_run, "send_sms", -1)["outcome"] == "already_verified"
+    assert tis[("send_sms_strict", -1)][0] == "failed"
+    assert dag_run.state == "failed"
