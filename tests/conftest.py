@@ -57,3 +57,95 @@ def sfox_sandbox(sfox_sandbox_server, monkeypatch):
     sfox_sandbox_server.reset()
     monkeypatch.setenv("AIRFLOW_CONN_SFOX_DEFAULT", sfox_conn_json(sfox_sandbox_server.url))
     return sfox_sandbox_server
+
+
+@pytest.fixture(scope="session")
+def postgres_uri():
+    """libpq URI of a real PostgreSQL server, installed and started once per session, then stopped."""
+    from tests import pg
+
+    yield pg.ensure_postgres_server()
+    pg.stop_postgres_server()
+
+
+class WarehouseDB:
+    """A real warehouse database behind the ``sfox_warehouse`` connection, for tests."""
+
+    def __init__(self, kind: str, conn_json: str, connect) -> None:
+        self.kind = kind
+        self.conn_json = conn_json
+        self._connect = connect
+        self.ph = "?" if kind == "sqlite" else "%s"
+
+    def query(self, sql: str, params: tuple = ()) -> list[tuple]:
+        conn = self._connect()
+        try:
+            cursor = conn.cursor()
+            cursor.execute(sql.replace("?", self.ph), params)
+            rows = cursor.fetchall() if cursor.description else []
+            conn.commit()
+            return rows
+        finally:
+            conn.close()
+
+    def seed(self, rows, table: str = "sfox_users") -> None:
+        """Create (or replace) the source table with ``(user_id, account_type, email, phone)`` rows."""
+        conn = self._connect()
+        try:
+            cursor = conn.cursor()
+            cursor.execute(f"DROP TABLE IF EXISTS {table}")
+            cursor.execute(
+                f"CREATE TABLE {table} (user_id VARCHAR(300), account_type VARCHAR(40), "
+                "email VARCHAR(300), phone_number VARCHAR(40), extra VARCHAR(40))"
+            )
+            cursor.executemany(
+                f"INSERT INTO {table} (user_id, account_type, email, phone_number) "
+                f"VALUES ({', '.join([self.ph] * 4)})",
+                rows,
+            )
+            conn.commit()
+        finally:
+            conn.close()
+
+    def ledger(self) -> dict[tuple[str, str], dict]:
+        rows = self.query(
+            "SELECT user_id, channel, state, sends, attempts, uncertain, last_status, last_error, run_id "
+            "FROM sfox_onboarding_ledger"
+        )
+        keys = ("state", "sends", "attempts", "uncertain", "last_status", "last_error", "run_id")
+        return {(r[0], r[1]): dict(zip(keys, r[2:], strict=True)) for r in rows}
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def warehouse_db(request, tmp_path, monkeypatch):
+    """An empty warehouse (SQLite file, or a real PostgreSQL server) as ``sfox_warehouse``."""
+    import json
+
+    if request.param == "sqlite":
+        import sqlite3
+
+        path = str(tmp_path / "warehouse.db")
+        conn_json = json.dumps({"conn_type": "sqlite", "host": path})
+        db = WarehouseDB("sqlite", conn_json, lambda: sqlite3.connect(path))
+    else:
+        import psycopg2
+
+        uri = request.getfixturevalue("postgres_uri")
+        with psycopg2.connect(uri) as conn, conn.cursor() as cursor:
+            cursor.execute("DROP SCHEMA public CASCADE; CREATE SCHEMA public")
+        parts = uri.split("@", 1)[1]
+        host_port, database = parts.split("/", 1)
+        host, port = host_port.split(":")
+        conn_json = json.dumps(
+            {
+                "conn_type": "postgres",
+                "host": host,
+                "port": int(port),
+                "login": "sfox",
+                "password": "sfox",
+                "schema": database,
+            }
+        )
+        db = WarehouseDB("postgres", conn_json, lambda: psycopg2.connect(uri))
+    monkeypatch.setenv("AIRFLOW_CONN_SFOX_WAREHOUSE", conn_json)
+    return db

@@ -38,7 +38,8 @@ def seed_sqlite(path: str, rows: list[tuple[Any, ...]], table: str = "sfox_users
     with sqlite3.connect(path) as conn:
         conn.execute(f"DROP TABLE IF EXISTS {table}")
         conn.execute(
-            f"CREATE TABLE {table} (user_id TEXT, account_type TEXT, email TEXT, phone_number TEXT, extra TEXT)"
+            f"CREATE TABLE {table} "
+            "(user_id TEXT, account_type TEXT, email TEXT, phone_number TEXT, extra TEXT)"
         )
         conn.executemany(
             f"INSERT INTO {table} (user_id, account_type, email, phone_number) VALUES (?, ?, ?, ?)", rows

@@ -2,24 +2,10 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
+import psycopg2
 import pytest
 
 from tests import pg
-
-if TYPE_CHECKING:
-    from collections.abc import Iterator
-
-psycopg2 = pytest.importorskip("psycopg2")
-
-
-# TODO: move to tests/conftest.py.
-@pytest.fixture(scope="session")
-def postgres_uri() -> Iterator[str]:
-    """libpq URI of a real PostgreSQL server (installed/started once per session, then stopped)."""
-    yield pg.ensure_postgres_server()
-    pg.stop_postgres_server()
 
 
 def _connect(uri: str):

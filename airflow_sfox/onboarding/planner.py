@@ -207,18 +207,26 @@ def _descriptors(chunkers: list[_Chunker], max_chunks: int) -> list[dict[str, An
     return out
 
 
-def _source_sql(config: OnboardingConfig, warehouse: Warehouse) -> tuple[str, list[Any]]:
+def _source_sql(
+    config: OnboardingConfig, warehouse: Warehouse, *, with_ledger: bool
+) -> tuple[str, list[Any]]:
     cols = ", ".join(f"src.{config.column(c)} AS {c}" for c in SOURCE_COLUMNS)
     source = f"({config.source_query})" if config.source_query else config.source_table
     key = f"CAST(s.user_id AS VARCHAR({USER_ID_COLUMN_LENGTH}))"
     ledger = warehouse.ledger
-    sql = (
-        f"SELECT s.user_id, s.account_type, s.email, s.phone_number, "
-        f"e.state, e.sends, e.last_sent_at, m.state, m.sends, m.last_sent_at "
-        f"FROM (SELECT {cols} FROM {source} src) s "
-        f"LEFT JOIN {ledger} e ON e.user_id = {key} AND e.channel = 'email' "
-        f"LEFT JOIN {ledger} m ON m.user_id = {key} AND m.channel = 'sms'"
-    )
+    if with_ledger:
+        sql = (
+            f"SELECT s.user_id, s.account_type, s.email, s.phone_number, "
+            f"e.state, e.sends, e.last_sent_at, m.state, m.sends, m.last_sent_at "
+            f"FROM (SELECT {cols} FROM {source} src) s "
+            f"LEFT JOIN {ledger} e ON e.user_id = {key} AND e.channel = 'email' "
+            f"LEFT JOIN {ledger} m ON m.user_id = {key} AND m.channel = 'sms'"
+        )
+    else:  # a dry run before the first real run: no ledger yet, nothing sent yet
+        sql = (
+            f"SELECT s.user_id, s.account_type, s.email, s.phone_number, "
+            f"NULL, NULL, NULL, NULL, NULL, NULL FROM (SELECT {cols} FROM {source} src) s"
+        )
     params: list[Any] = []
     if config.user_ids is not None:
         if not config.user_ids:
@@ -265,7 +273,8 @@ class Planner:
         if not config.dry_run:
             self.warehouse.create_tables()
         directory = SfoxDirectory.from_users(self.sfox.list_users())
-        sql, params = _source_sql(config, self.warehouse)
+        with_ledger = not config.dry_run or self.warehouse.has_ledger()
+        sql, params = _source_sql(config, self.warehouse, with_ledger=with_ledger)
         with self.warehouse.connect() as reader, self.warehouse.connect() as writer:
             group: list[tuple[Any, ...]] = []
             for row in self.warehouse.stream(reader, sql, params):

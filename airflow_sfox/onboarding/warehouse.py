@@ -185,6 +185,15 @@ class Warehouse:
                 cursor.execute(statement)
             conn.commit()
 
+    def has_ledger(self) -> bool:
+        """Whether the ledger table exists (a dry run must not create it)."""
+        try:
+            with self.connect() as conn:
+                conn.cursor().execute(f"SELECT 1 FROM {self.ledger} WHERE 1 = 0")
+        except Exception:  # noqa: BLE001 - each driver raises its own "no such table"
+            return False
+        return True
+
     # --- ledger writes ------------------------------------------------------------------------
 
     def upsert_plan(self, conn: Any, rows: Sequence[tuple[Any, ...]]) -> None:

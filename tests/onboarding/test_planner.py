@@ -1,0 +1,204 @@
+"""The planner against a real warehouse (SQLite and PostgreSQL) and the real sandbox."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from airflow_sfox.hooks.sfox import SfoxConnectHook
+from airflow_sfox.onboarding.planner import OnboardingConfig, Planner
+from airflow_sfox.onboarding.warehouse import Warehouse
+from tests.onboarding_data import BAD_ROWS, make_users, sandbox_users
+
+RUN = "run-1"
+
+
+@pytest.fixture
+def plan(warehouse_db, sfox_sandbox):
+    """Plan with the given settings; returns the Plan (ledger in ``warehouse_db``)."""
+
+    def run(run_id: str = RUN, now: datetime | None = None, **settings):
+        warehouse = Warehouse.from_conn_id("sfox_warehouse")
+        with SfoxConnectHook() as hook:
+            return Planner(warehouse, hook, OnboardingConfig(**settings), run_id=run_id, now=now).plan()
+
+    return run
+
+
+def _verify_email(server, user_id: str) -> None:
+    server.seed_users([{**_user(server, user_id), "email_verified": True}])
+
+
+def _user(server, user_id: str) -> dict:
+    user = server.state.users[user_id]
+    return {
+        "user_id": user_id,
+        "account_type": user.account_type,
+        "email": user.email,
+        "phone_number": user.phone_number,
+    }
+
+
+def test_first_plan_queues_email_for_every_valid_user(plan, warehouse_db, sfox_sandbox):
+    users = make_users(23, seed=1)
+    warehouse_db.seed(users + [row for row, _ in BAD_ROWS])
+    sfox_sandbox.seed_users(sandbox_users(users))
+
+    result = plan(chunk_size=5)
+
+    ledger = warehouse_db.ledger()
+    queued = {uid for (uid, channel), row in ledger.items() if row["state"] == "queued"}
+    assert queued == {u[0] for u in users}
+    assert all(channel == "email" for (_, channel), row in ledger.items() if row["state"] == "queued")
+    assert result.counts["source_rows"] == len(users) + len(BAD_ROWS)
+    assert result.counts["rejected"] == len(BAD_ROWS)
+    rejected = {uid: row["last_error"] for (uid, _), row in ledger.items() if row["state"] == "rejected"}
+    assert rejected["bad-email"] == "email is malformed"
+    assert rejected["dup-1"] == "user_id appears 2 times in the source"
+    for row, reason in BAD_ROWS:
+        assert any(reason in error for error in rejected.values()), reason
+    # Chunks: one account type each, at most chunk_size users, labels count users from 1.
+    individuals = sum(1 for u in users if u[1] == "individual")
+    for chunk in result.chunks:
+        assert chunk["users"] <= 5
+        assert chunk["label"].startswith(chunk["account_type"])
+    assert sum(c["users"] for c in result.chunks if c["account_type"] == "individual") == individuals
+    assert [c["label"] for c in result.chunks if c["account_type"] == "individual"][0] == "individual 1-5"
+
+
+def test_dry_run_writes_nothing(plan, warehouse_db, sfox_sandbox):
+    users = make_users(10, seed=2)
+    warehouse_db.seed(users)
+    result = plan(dry_run=True)
+    assert result.chunks == []
+    assert result.counts["planned_users"] == 10
+    tables = warehouse_db.query(
+        "SELECT COUNT(*) FROM information_schema.tables WHERE table_name = 'sfox_onboarding_ledger'"
+        if warehouse_db.kind == "postgres"
+        else "SELECT COUNT(*) FROM sqlite_master WHERE name = 'sfox_onboarding_ledger'"
+    )
+    assert tables == [(0,)]
+    assert [e for e in sfox_sandbox.journal() if e.method == "POST"] == []
+
+
+def test_sms_due_only_once_sfox_reports_email_verified(plan, warehouse_db, sfox_sandbox):
+    users = [
+        ("ind-a", "individual", "a@example.com", "+12025550101"),
+        ("ind-b", "individual", "b@example.com", "+12025550102"),
+        ("corp-c", "corporation", "c@example.com", None),
+    ]
+    warehouse_db.seed(users)
+    sfox_sandbox.seed_users(
+        [
+            {**sandbox_users(users)[0], "email_verified": True},
+            sandbox_users(users)[1],
+            {**sandbox_users(users)[2], "email_verified": True},
+        ]
+    )
+    plan()
+    ledger = warehouse_db.ledger()
+    assert ledger[("ind-a", "email")]["state"] == "already_verified"
+    assert ledger[("ind-a", "sms")]["state"] == "queued"
+    assert ledger[("ind-b", "email")]["state"] == "queued"
+    assert ("ind-b", "sms") not in ledger
+    assert ledger[("corp-c", "email")]["state"] == "already_verified"
+    assert ("corp-c", "sms") not in ledger  # corporations never verify a phone
+
+
+def _mark_sent(warehouse_db, user_id: str, channel: str, *, sends: int, hours_ago: float) -> None:
+    at = datetime.now(timezone.utc) - timedelta(hours=hours_ago)
+    value = at.isoformat(timespec="microseconds") if warehouse_db.kind == "sqlite" else at
+    warehouse_db.query(
+        "UPDATE sfox_onboarding_ledger SET state = 'sent', sends = ?, last_sent_at = ? "
+        "WHERE user_id = ? AND channel = ?",
+        (sends, value, user_id, channel),
+    )
+
+
+@pytest.mark.parametrize(
+    ("sends", "hours_ago", "due"),
+    [
+        (1, 49, True),  # unverified after the resend delay: send again
+        (1, 47, False),  # too early
+        (3, 100, False),  # max_sends reached
+        (2, 48, True),
+    ],
+)
+def test_resend_policy(plan, warehouse_db, sfox_sandbox, sends, hours_ago, due):
+    users = [("u1", "corporation", "a@example.com", None)]
+    warehouse_db.seed(users)
+    sfox_sandbox.seed_users(sandbox_users(users))
+    plan(run_id="first")
+    _mark_sent(warehouse_db, "u1", "email", sends=sends, hours_ago=hours_ago)
+
+    result = plan(run_id="second", resend_after_hours=48, max_sends=3)
+
+    state = warehouse_db.ledger()[("u1", "email")]["state"]
+    assert (state == "queued") is due
+    assert result.counts["planned_users"] == (1 if due else 0)
+
+
+@pytest.mark.parametrize(
+    ("settings", "expected"),
+    [
+        ({"user_ids": ["user-000002", "user-000005", "nobody"]}, {"user-000002", "user-000005"}),
+        ({"max_users": 3}, {"user-000000", "user-000001", "user-000002"}),
+        ({"max_users": 0}, set()),
+    ],
+)
+def test_selection(plan, warehouse_db, sfox_sandbox, settings, expected):
+    users = make_users(8, seed=3)
+    warehouse_db.seed(users)
+    plan(**settings)
+    queued = {uid for (uid, _), row in warehouse_db.ledger().items() if row["state"] == "queued"}
+    assert queued == expected
+
+
+def test_column_mapping_and_query_source(plan, warehouse_db, sfox_sandbox):
+    warehouse_db.query("DROP TABLE IF EXISTS customers")
+    warehouse_db.query(
+        "CREATE TABLE customers (cid VARCHAR(20), kind VARCHAR(20), mail VARCHAR(50), tel VARCHAR(20), active INT)"
+    )
+    for row in [
+        ("c1", "individual", "a@example.com", "+12025550100", 1),
+        ("c2", "corporation", "b@example.com", None, 0),
+    ]:
+        warehouse_db.query("INSERT INTO customers VALUES (?, ?, ?, ?, ?)", row)
+    columns = {"user_id": "cid", "account_type": "kind", "email": "mail", "phone_number": "tel"}
+
+    plan(source_table="customers", columns=columns, run_id="by-table")
+    assert {k for k, v in warehouse_db.ledger().items() if v["state"] == "queued"} == {
+        ("c1", "email"),
+        ("c2", "email"),
+    }
+    warehouse_db.query("DELETE FROM sfox_onboarding_ledger")
+    plan(source_query="SELECT * FROM customers WHERE active = 1", columns=columns, run_id="by-query")
+    assert {k for k, v in warehouse_db.ledger().items() if v["state"] == "queued"} == {("c1", "email")}
+
+
+def test_many_chunks_are_grouped_under_max_chunks(plan, warehouse_db, sfox_sandbox):
+    users = make_users(50, seed=4, corporation_share=0)
+    warehouse_db.seed(users)
+    result = plan(chunk_size=2, max_chunks=5)
+    assert len(result.chunks) == 5
+    assert [c["chunks"] for c in result.chunks] == [[0, 4], [5, 9], [10, 14], [15, 19], [20, 24]]
+    assert [c["label"] for c in result.chunks][:2] == ["individual 1-10", "individual 11-20"]
+    assert sum(c["users"] for c in result.chunks) == 50
+
+
+@pytest.mark.parametrize(
+    ("settings", "match"),
+    [
+        ({"source_table": "users; DROP TABLE x"}, "source_table must be a SQL identifier"),
+        ({"columns": {"user_id": "id)--"}}, "columns"),
+        ({"columns": {"nickname": "n"}}, "unknown key 'nickname'"),
+        ({"channels": ["fax"]}, "channels"),
+        ({"channels": []}, "channels"),
+        ({"chunk_size": 0}, "chunk_size"),
+        ({"failure_threshold": 2}, "failure_threshold"),
+    ],
+)
+def test_bad_settings_are_refused(settings, match):
+    with pytest.raises(ValueError, match=match):
+        OnboardingConfig(**settings)

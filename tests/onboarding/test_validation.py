@@ -1,0 +1,73 @@
+"""Validation of source rows: every bad row gets a reason naming its field, never its PII."""
+
+from __future__ import annotations
+
+import pytest
+
+from airflow_sfox.onboarding.validation import SourceUser, ledger_key, validate_row
+
+
+@pytest.mark.parametrize(
+    ("row", "expected"),
+    [
+        (("u1", "individual", "a@example.com", "+12025550100"), SourceUser("u1", "individual")),
+        (("u2", " Corporation ", "b@example.co.uk", None), SourceUser("u2", "corporation")),
+        ((42, "corporation", "c@example.com", ""), SourceUser("42", "corporation")),
+        (("u3", "corporation", "d@example.com", "+442071838750"), SourceUser("u3", "corporation")),
+    ],
+)
+def test_valid_rows(row, expected):
+    assert validate_row(*row) == expected
+
+
+@pytest.mark.parametrize(
+    ("row", "reason"),
+    [
+        (("", "individual", "a@example.com", "+12025550100"), "user_id is empty"),
+        (("   ", "individual", "a@example.com", "+12025550100"), "user_id is empty"),
+        ((None, "individual", "a@example.com", "+12025550100"), "user_id is empty"),
+        (("x" * 129, "individual", "a@example.com", "+12025550100"), "user_id is longer than 128"),
+        (("a\nb", "individual", "a@example.com", "+12025550100"), "control characters"),
+        (("a\x00b", "corporation", "a@example.com", None), "control characters"),
+        (("..", "corporation", "a@example.com", None), "cannot be '.' or '..'"),
+        (("u", "business", "a@example.com", None), "account_type 'business' is not one of"),
+        (("u", None, "a@example.com", None), "account_type '' is not one of"),
+        (("u", "individual", None, "+12025550100"), "email is missing"),
+        (("u", "individual", "secret.person@nowhere", "+12025550100"), "email is malformed"),
+        (("u", "individual", "two@@example.com", "+12025550100"), "email is malformed"),
+        (("u", "individual", "a b@example.com", "+12025550100"), "email is malformed"),
+        (("u", "individual", "a@example.com", None), "phone_number is missing"),
+        (("u", "individual", "a@example.com", "202-555-0100"), "E.164"),
+        (("u", "individual", "a@example.com", "+0123456789"), "E.164"),
+        (("u", "corporation", "a@example.com", "12345"), "E.164"),
+    ],
+)
+def test_rejected_rows_name_the_field(row, reason):
+    result = validate_row(*row)
+    assert isinstance(result, str)
+    assert reason in result
+    for pii in (row[2], row[3]):
+        if pii:
+            assert str(pii) not in result
+
+
+@pytest.mark.parametrize(
+    ("user_id", "row", "expected"),
+    [
+        ("u1", 5, "u1"),
+        ("", 7, "<empty user_id, source row 7>"),
+        (None, 8, "<empty user_id, source row 8>"),
+    ],
+)
+def test_ledger_key(user_id, row, expected):
+    assert ledger_key(user_id, row) == expected
+
+
+@pytest.mark.parametrize("user_id", ["a\x00b", "y" * 300])
+def test_ledger_key_of_unstorable_ids_is_printable_and_bounded(user_id):
+    key = ledger_key(user_id, 3)
+    assert key.startswith("<invalid user_id")
+    assert "source row 3" in key
+    assert "\x00" not in key
+    assert len(key) < 255
+    assert ledger_key(user_id, 3) != ledger_key(user_id + "z", 3)
