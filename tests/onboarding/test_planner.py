@@ -26,20 +26,6 @@ def plan(warehouse_db, sfox_sandbox):
     return run
 
 
-def _verify_email(server, user_id: str) -> None:
-    server.seed_users([{**_user(server, user_id), "email_verified": True}])
-
-
-def _user(server, user_id: str) -> dict:
-    user = server.state.users[user_id]
-    return {
-        "user_id": user_id,
-        "account_type": user.account_type,
-        "email": user.email,
-        "phone_number": user.phone_number,
-    }
-
-
 def test_first_plan_queues_email_for_every_valid_user(plan, warehouse_db, sfox_sandbox):
     users = make_users(23, seed=1)
     warehouse_db.seed(users + [row for row, _ in BAD_ROWS])
@@ -56,7 +42,7 @@ def test_first_plan_queues_email_for_every_valid_user(plan, warehouse_db, sfox_s
     rejected = {uid: row["last_error"] for (uid, _), row in ledger.items() if row["state"] == "rejected"}
     assert rejected["bad-email"] == "email is malformed"
     assert rejected["dup-1"] == "user_id appears 2 times in the source"
-    for row, reason in BAD_ROWS:
+    for _row, reason in BAD_ROWS:
         assert any(reason in error for error in rejected.values()), reason
     # Chunks: one account type each, at most chunk_size users, labels count users from 1.
     individuals = sum(1 for u in users if u[1] == "individual")
@@ -64,7 +50,8 @@ def test_first_plan_queues_email_for_every_valid_user(plan, warehouse_db, sfox_s
         assert chunk["users"] <= 5
         assert chunk["label"].startswith(chunk["account_type"])
     assert sum(c["users"] for c in result.chunks if c["account_type"] == "individual") == individuals
-    assert [c["label"] for c in result.chunks if c["account_type"] == "individual"][0] == "individual 1-5"
+    first_individual = next(c for c in result.chunks if c["account_type"] == "individual")
+    assert first_individual["label"] == "individual 1-5"
 
 
 def test_dry_run_writes_nothing(plan, warehouse_db, sfox_sandbox):
@@ -158,7 +145,8 @@ def test_selection(plan, warehouse_db, sfox_sandbox, settings, expected):
 def test_column_mapping_and_query_source(plan, warehouse_db, sfox_sandbox):
     warehouse_db.query("DROP TABLE IF EXISTS customers")
     warehouse_db.query(
-        "CREATE TABLE customers (cid VARCHAR(20), kind VARCHAR(20), mail VARCHAR(50), tel VARCHAR(20), active INT)"
+        "CREATE TABLE customers "
+        "(cid VARCHAR(20), kind VARCHAR(20), mail VARCHAR(50), tel VARCHAR(20), active INT)"
     )
     for row in [
         ("c1", "individual", "a@example.com", "+12025550100", 1),
