@@ -1,7 +1,7 @@
 """
 Onboard users from a warehouse table onto sFOX, in chunks, rate-aware and idempotent.
 
-plan -> per chunk: branch on account type -> send_email [-> send_sms] -> summarize.
+plan -> per chunk: send_email -> send_sms (skipped for corporation chunks) -> summarize.
 Corporations verify email; individuals verify email, then (in a later run, once sFOX reports
 their email verified) sms. All logic lives in ``airflow_sfox.onboarding``; this file wires it.
 """
@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 import pendulum
-from airflow.sdk import DAG, get_current_context, task, task_group
+from airflow.sdk import DAG, task, task_group
 
 from airflow_sfox.onboarding.params import onboarding_params
 from airflow_sfox.onboarding.runs import plan_run, summarize_run
@@ -53,26 +53,20 @@ with DAG(
 
     @task_group
     def onboard_chunk(chunk: dict[str, Any]) -> None:
-        @task.branch(map_index_template="{{ chunk_label }}")
-        def route(chunk: dict[str, Any]) -> list[str]:
-            get_current_context()["chunk_label"] = chunk["label"]  # type: ignore[typeddict-unknown-key]
-            steps = ["onboard_chunk.send_email"]
-            if chunk["account_type"] == "individual":
-                steps.append("onboard_chunk.send_sms")
-            return steps
-
+        """One chunk of users of one account type: email for all, then sms for individuals."""
         send = {
             channel: SendVerificationBatchOperator(
                 task_id=f"send_{channel}",
                 chunk=chunk,
                 verification_type=channel,
+                # The branch per account type: corporation chunks skip the sms step.
+                account_types=("individual",) if channel == "sms" else ("individual", "corporation"),
                 warehouse_conn_id=WAREHOUSE_CONN_ID,
                 sfox_conn_id=SFOX_CONN_ID,
                 rate_share=1 / PARALLEL_CHUNKS,
             )
             for channel in ("email", "sms")
         }
-        route(chunk) >> [send["email"], send["sms"]]
         send["email"] >> send["sms"]
 
     @task(trigger_rule="all_done")

@@ -48,6 +48,7 @@ def plan_run(
     warehouse = Warehouse.from_conn_id(warehouse_conn_id)
     with SfoxConnectHook(sfox_conn_id=sfox_conn_id) as sfox:
         plan = Planner(warehouse, sfox, config, run_id=run_id).plan()
+    figures = sfox.stats.as_dict()  # the one bulk read of sFOX's users counts too
     counts = plan.counts
     log.info(
         "Planned %d users (%s) from %d source rows; %d rows rejected; %d chunk tasks%s",
@@ -71,8 +72,8 @@ def plan_run(
                 "source_rows": counts["source_rows"],
                 "planned": counts["planned_users"],
                 "rejected": counts["rejected"],
-                "requests": 0,
-                "rate_limited": 0,
+                "requests": figures["requests"],
+                "rate_limited": figures["rate_limited"],
                 "send_seconds": 0.0,
                 "status": "running",
             }

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
-from airflow_sfox._compat import BaseOperator
+from airflow_sfox._compat import AirflowSkipException, BaseOperator
 from airflow_sfox.exceptions import SfoxAlreadyVerifiedError
 from airflow_sfox.hooks.sfox import SfoxConnectHook
 
@@ -116,8 +116,12 @@ class SendVerificationBatchOperator(BaseOperator):
     hook), and commits every outcome to the ledger as it arrives. Returns the chunk's figures
     (counts, requests, 429s; no personal data).
 
+    A chunk whose account type is not in ``account_types`` is skipped: corporations have no
+    sms step.
+
     :param chunk: a chunk descriptor made by the planner. (templated)
     :param verification_type: ``"email"`` or ``"sms"``. (templated)
+    :param account_types: the account types this step applies to.
     :param warehouse_conn_id: the SQL connection holding the ledger.
     :param sfox_conn_id: the ``sfox`` connection.
     :param threads: concurrent requests.
@@ -133,6 +137,7 @@ class SendVerificationBatchOperator(BaseOperator):
         *,
         chunk: dict[str, Any],
         verification_type: str,
+        account_types: Sequence[str] = ("individual", "corporation"),
         warehouse_conn_id: str = "sfox_warehouse",
         sfox_conn_id: str = SfoxConnectHook.default_conn_name,
         threads: int = 8,
@@ -143,6 +148,7 @@ class SendVerificationBatchOperator(BaseOperator):
         super().__init__(**kwargs)
         self.chunk = chunk
         self.verification_type = verification_type
+        self.account_types = tuple(account_types)
         self.warehouse_conn_id = warehouse_conn_id
         self.sfox_conn_id = sfox_conn_id
         self.threads = threads
@@ -154,6 +160,10 @@ class SendVerificationBatchOperator(BaseOperator):
         from airflow_sfox.onboarding.sender import send_chunk
         from airflow_sfox.onboarding.warehouse import Warehouse
 
+        if self.chunk["account_type"] not in self.account_types:
+            raise AirflowSkipException(
+                f"no {self.verification_type} step for {self.chunk['account_type']} users"
+            )
         warehouse = Warehouse.from_conn_id(self.warehouse_conn_id)
         run_id = context["run_id"]
         started = time.monotonic()

@@ -1,84 +1,190 @@
-"""Real ``dag.test()`` runs of the onboarding DAG against the sandbox and a SQLite warehouse."""
+"""Real ``dag.test()`` runs of the onboarding DAG against the sandbox, on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
-import json
-import sqlite3
+import socket
+import subprocess
+import sys
 from collections import Counter
 
 import pytest
 import requests
 
 from tests.helpers import TOKEN, load_dag, sfox_conn_json
-from tests.onboarding_data import BAD_ROWS, make_users, sandbox_users, seed_sqlite
+from tests.onboarding_data import BAD_ROWS, make_users, sandbox_users
 
 DAG_ID = "sfox_batch_onboarding"
 
 
 @pytest.fixture
-def warehouse(tmp_path, monkeypatch):
-    path = tmp_path / "warehouse.db"
-    monkeypatch.setenv("AIRFLOW_CONN_SFOX_WAREHOUSE", json.dumps({"conn_type": "sqlite", "host": str(path)}))
-    return str(path)
-
-
-@pytest.fixture
 def run_dag(airflow_db, sfox_sandbox, monkeypatch):
-    # A budget far above the sandbox's needs: runs take seconds, pacing is tested elsewhere.
-    monkeypatch.setenv("AIRFLOW_CONN_SFOX_DEFAULT", sfox_conn_json(sfox_sandbox.url, requests_per_second=500))
+    """Run the DAG once with a conf; the sFOX connection may be given extras."""
     dag = load_dag(DAG_ID)
 
-    def run(**conf):
-        return dag.test(run_conf=conf)
+    def run(conn_extra: dict | None = None, **conf):
+        # A budget far above the sandbox's needs keeps runs short; pacing is tested elsewhere.
+        extra = {"requests_per_second": 500, **(conn_extra or {})}
+        monkeypatch.setenv("AIRFLOW_CONN_SFOX_DEFAULT", sfox_conn_json(sfox_sandbox.url, **extra))
+        return dag.test(run_conf={"failure_threshold": 0.2, "chunk_size": 20, **conf})
 
     return run
 
 
-def ledger(path: str) -> dict[tuple[str, str], tuple]:
-    with sqlite3.connect(path) as conn:
-        rows = conn.execute("SELECT user_id, channel, state, sends, last_error FROM sfox_onboarding_ledger")
-        return {(r[0], r[1]): r[2:] for r in rows}
+def codes(server) -> Counter:
+    """Codes the sandbox sent, by (user_id, channel)."""
+    return Counter((e.user_id, e.type) for e in server.journal() if e.code_sent)
 
 
-def sends(server) -> Counter:
-    return Counter(
-        (e.user_id, e.type) for e in server.journal() if "/send-verification/" in e.path and e.status == 200
+def verify(server, user_id: str, channel: str) -> None:
+    """The user types the code they received."""
+    otp = server.codes(user_id)[channel]["latest"]
+    response = requests.post(
+        f"{server.url}/v1/enterprise/users/verify/{user_id}",
+        json={"type": channel, "otp": otp},
+        headers={"Authorization": f"Bearer {TOKEN}"},
+        timeout=5,
     )
+    assert response.status_code == 200, response.text
 
 
-def test_two_runs_send_each_code_once(run_dag, warehouse, sfox_sandbox):
+def task_states(dag_run) -> dict[tuple[str, int], tuple[str, str | None]]:
+    from airflow.models import TaskInstance
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    with create_session() as session:
+        tis = session.scalars(
+            select(TaskInstance).where(TaskInstance.dag_id == DAG_ID, TaskInstance.run_id == dag_run.run_id)
+        ).all()
+        return {(ti.task_id, ti.map_index): (ti.state, ti.rendered_map_index) for ti in tis}
+
+
+def return_value(dag_run, task_id: str):
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    with create_session() as session:
+        row = session.scalars(
+            select(XComModel).where(
+                XComModel.dag_id == DAG_ID,
+                XComModel.run_id == dag_run.run_id,
+                XComModel.task_id == task_id,
+                XComModel.key == "return_value",
+            )
+        ).one()
+        return XComModel.deserialize_value(row)
+
+
+def test_two_runs_send_each_code_exactly_once(run_dag, warehouse_db, sfox_sandbox):
     users = make_users(60)
-    seed_sqlite(warehouse, users + [row for row, _ in BAD_ROWS])
+    warehouse_db.seed(users + [row for row, _ in BAD_ROWS])
     sfox_sandbox.seed_users(sandbox_users(users))
-
-    first = run_dag(chunk_size=20, failure_threshold=0.2)
-    assert first.state == "success"
-    codes = sends(sfox_sandbox)
-    assert codes == Counter({(u[0], "email"): 1 for u in users})
-
-    # A third of the individuals verify their email, like a person typing the code.
     individuals = [u[0] for u in users if u[1] == "individual"]
+
+    first = run_dag()
+    assert first.state == "success"
+    assert codes(sfox_sandbox) == Counter({(u[0], "email"): 1 for u in users})
+
     verified = individuals[::3]
     for user_id in verified:
-        otp = sfox_sandbox.codes(user_id)["email"]["latest"]
-        r = requests.post(
-            f"{sfox_sandbox.url}/v1/enterprise/users/verify/{user_id}",
-            json={"type": "email", "otp": otp},
-            headers={"Authorization": f"Bearer {TOKEN}"},
-            timeout=5,
-        )
-        assert r.status_code == 200, r.text
-
-    second = run_dag(chunk_size=20, failure_threshold=0.2)
+        verify(sfox_sandbox, user_id, "email")
+    second = run_dag()
     assert second.state == "success"
-    codes = sends(sfox_sandbox)
-    assert codes == Counter({**{(u[0], "email"): 1 for u in users}, **{(u, "sms"): 1 for u in verified}})
 
-    led = ledger(warehouse)
+    # Every valid user: one email code over both runs; sms only after verifying the email.
+    expected = Counter({(u[0], "email"): 1 for u in users}) + Counter({(u, "sms"): 1 for u in verified})
+    assert codes(sfox_sandbox) == expected
+    ledger = warehouse_db.ledger()
     for user_id in verified:
-        assert led[(user_id, "email")][0] == "verified"
-        assert led[(user_id, "sms")][0] == "sent"
-    rejected = {k: v for k, v in led.items() if v[0] == "rejected"}
-    assert len(rejected) == len(BAD_ROWS) - 1  # the duplicate pair is one user_id
-    journal_ids = {e.user_id for e in sfox_sandbox.journal()}
-    assert not journal_ids & {row[0] for row, _ in BAD_ROWS}
+        assert ledger[(user_id, "email")]["state"] == "verified"
+        assert ledger[(user_id, "sms")]["state"] == "sent"
+    assert not [key for key in ledger if key[1] == "sms" and key[0] not in verified]
+    # Ledger and journal agree: a "sent" row for each code, and nothing else was requested.
+    sent = Counter((uid, ch) for (uid, ch), row in ledger.items() if row["state"] in ("sent", "verified"))
+    assert sent == expected
+    requested = {e.user_id for e in sfox_sandbox.journal() if "/send-verification/" in e.path}
+    assert not requested & {row[0] for row, _ in BAD_ROWS}
+    assert len([k for k, row in ledger.items() if row["state"] == "rejected"]) == len(BAD_ROWS) - 1
+
+    runs = warehouse_db.query(
+        "SELECT status, rejected, sent, requests FROM sfox_onboarding_runs ORDER BY started_at"
+    )
+    assert runs == [
+        ("success", len(BAD_ROWS), len(users), len(users) + 1),  # + the one GET of sFOX's users
+        ("success", len(BAD_ROWS), len(verified), len(verified) + 1),
+    ]
+
+    # Each chunk ran the steps of its account type; the others show as skipped, labelled.
+    states = task_states(first)
+    by_label: dict[str, dict[str, str]] = {}
+    for (task, _), (state, label) in states.items():
+        if task.startswith("onboard_chunk."):
+            by_label.setdefault(label, {})[task.removeprefix("onboard_chunk.")] = state
+    assert by_label["individual 1-20"] == {"send_email": "success", "send_sms": "success"}
+    assert by_label["corporation 1-20"] == {"send_email": "success", "send_sms": "skipped"}
+
+
+def test_failed_chunk_is_rerun_without_resending(run_dag, warehouse_db, sfox_sandbox):
+    users = make_users(40, seed=11)
+    warehouse_db.seed(users)
+    sfox_sandbox.seed_users(sandbox_users(users))
+    sfox_sandbox.set_faults(error_503_rate=0.5)
+
+    failed = run_dag(conn_extra={"max_retry_seconds": 0})
+    assert failed.state == "failed"  # half the requests failed: over the failure threshold
+    first_codes = codes(sfox_sandbox)
+    assert 0 < len(first_codes) < len(users)
+
+    sfox_sandbox.set_faults(error_503_rate=0.0)
+    rerun = run_dag()
+    assert rerun.state == "success"
+    assert codes(sfox_sandbox) == Counter({(u[0], "email"): 1 for u in users})
+
+
+def test_dry_run_sends_nothing_and_reports(run_dag, warehouse_db, sfox_sandbox, caplog):
+    users = make_users(30, seed=12)
+    warehouse_db.seed(users)
+    sfox_sandbox.seed_users(sandbox_users(users))
+
+    dag_run = run_dag(dry_run=True)
+
+    assert dag_run.state == "success"
+    assert [e for e in sfox_sandbox.journal() if e.method == "POST"] == []
+    individuals = sum(1 for u in users if u[1] == "individual")
+    summary = return_value(dag_run, "summarize")
+    assert summary["dry_run"] is True
+    assert summary["outcomes"] == {
+        "email:would send (corporation)": len(users) - individuals,
+        "email:would send (individual)": individuals,
+    }
+    assert "sFOX onboarding dry run" in caplog.text
+
+
+def test_dag_file_imports_without_io():
+    """Parsing the DAG file needs no connection, no network and no database."""
+    code = f"""
+import socket, sys
+def refuse(*args, **kwargs):
+    raise AssertionError("network I/O at parse time")
+socket.socket.connect = refuse
+socket.create_connection = refuse
+sys.path.insert(0, {str(load_dag.__globals__["Path"](__file__).parents[2])!r})
+from tests.helpers import load_dag
+dag = load_dag("{DAG_ID}")
+assert dag.max_active_runs == 1
+assert {{t.task_id for t in dag.tasks}} == {{"plan", "summarize", "onboard_chunk.send_email",
+    "onboard_chunk.send_sms"}}
+print("parsed", len(dag.tasks), "tasks")
+"""
+    env_keys = ("AIRFLOW_CONN_SFOX_DEFAULT", "AIRFLOW_CONN_SFOX_WAREHOUSE")
+    import os
+
+    env = {k: v for k, v in os.environ.items() if k not in env_keys}
+    env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = "sqlite:////nonexistent/dir/airflow.db"
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "parsed 4 tasks" in result.stdout
+    assert socket  # imported for the patch above
