@@ -1,0 +1,91 @@
+"""Sending one chunk against the real sandbox: outcomes, auth failure, uncertain sends."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from airflow_sfox.exceptions import SfoxAuthError
+from airflow_sfox.hooks.sfox import SfoxConnectHook
+from airflow_sfox.onboarding.planner import OnboardingConfig, Planner
+from airflow_sfox.onboarding.sender import send_chunk
+from airflow_sfox.onboarding.warehouse import Warehouse
+from tests.helpers import sfox_conn_json
+from tests.onboarding_data import make_users, sandbox_users
+
+
+@pytest.fixture
+def planned(warehouse_db, sfox_sandbox, monkeypatch):
+    """Seed users (only ``registered`` ones known to sFOX), plan run ``r1``; return the chunks."""
+
+    def prepare(users, registered):
+        warehouse_db.seed(users)
+        sfox_sandbox.seed_users(sandbox_users(registered))
+        warehouse = Warehouse.from_conn_id("sfox_warehouse")
+        with SfoxConnectHook() as hook:
+            plan = Planner(warehouse, hook, OnboardingConfig(chunk_size=1000), run_id="r1").plan()
+        sfox_sandbox.clear_journal()
+        return warehouse, plan.chunks
+
+    monkeypatch.setenv("AIRFLOW_CONN_SFOX_DEFAULT", sfox_conn_json(sfox_sandbox.url, requests_per_second=0))
+    return prepare
+
+
+def test_outcomes_are_recorded(planned, warehouse_db, sfox_sandbox):
+    users = make_users(12, seed=5, corporation_share=0)
+    warehouse, chunks = planned(users, registered=users[:10])  # two users unknown to sFOX
+
+    with SfoxConnectHook() as hook:
+        stats = send_chunk(warehouse, hook, run_id="r1", chunk=chunks[0], channel="email", threads=4)
+
+    assert stats.outcomes == {"sent": 10, "not_registered": 2}
+    assert stats.requests == 12
+    ledger = warehouse_db.ledger()
+    for uid, *_ in users[10:]:
+        row = ledger[(uid, "email")]
+        assert (row["state"], row["last_status"], row["attempts"]) == ("not_registered", 404, 1)
+    for uid, *_ in users[:10]:
+        row = ledger[(uid, "email")]
+        assert (row["state"], row["sends"], row["last_status"], row["uncertain"]) == ("sent", 1, 200, 0)
+    # A chunk task retried after success sends nothing again.
+    with SfoxConnectHook() as hook:
+        again = send_chunk(warehouse, hook, run_id="r1", chunk=chunks[0], channel="email")
+    assert again.queued == 0
+    assert len(sfox_sandbox.journal()) == 12
+
+
+def test_revoked_token_stops_the_chunk_fast_and_keeps_the_rest_queued(
+    planned, warehouse_db, sfox_sandbox, monkeypatch
+):
+    users = make_users(40, seed=6, corporation_share=0)
+    warehouse, chunks = planned(users, registered=users)
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_SFOX_DEFAULT",
+        sfox_conn_json(sfox_sandbox.url, password="revoked", requests_per_second=0),
+    )
+
+    with SfoxConnectHook() as hook, pytest.raises(SfoxAuthError):
+        send_chunk(warehouse, hook, run_id="r1", chunk=chunks[0], channel="email", threads=4)
+
+    unauthorized = [e for e in sfox_sandbox.journal() if e.status == 401]
+    assert 1 <= len(unauthorized) <= 4  # at most the requests in flight
+    states = [row["state"] for row in warehouse_db.ledger().values()]
+    assert states.count("queued") == len(users)
+
+
+def test_dropped_answers_are_marked_uncertain(planned, warehouse_db, sfox_sandbox):
+    users = make_users(30, seed=8, corporation_share=0)
+    warehouse, chunks = planned(users, registered=users)
+    sfox_sandbox.set_faults(drop_rate=0.3)
+
+    with SfoxConnectHook(sleep=lambda s: time.sleep(s / 20)) as hook:
+        stats = send_chunk(warehouse, hook, run_id="r1", chunk=chunks[0], channel="email", threads=4)
+
+    codes = {uid: sfox_sandbox.codes(uid)["email"]["count"] for uid, *_ in users}
+    ledger = warehouse_db.ledger()
+    uncertain = {uid for (uid, _), row in ledger.items() if row["uncertain"]}
+    assert {uid for uid, n in codes.items() if n > 1} == uncertain  # extra codes only where marked
+    assert uncertain  # the fault was hit
+    assert stats.uncertain == len(uncertain)
+    assert all(row["state"] == "sent" for row in ledger.values())
