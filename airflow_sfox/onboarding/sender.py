@@ -155,7 +155,8 @@ def send_chunk(
             done += len(batch)
             now = time.monotonic()
             if now >= next_progress or not pending:
-                _progress(chunk["label"], channel, done, len(user_ids), stats, now - started)
+                requests_made = hook.stats.as_dict()["requests"] - requests_before["requests"]
+                _progress(chunk["label"], channel, done, len(user_ids), stats, requests_made, now - started)
                 next_progress = now + progress_every
     stats.seconds = time.monotonic() - started
     after = hook.stats.as_dict()
@@ -169,17 +170,18 @@ def send_chunk(
     return stats
 
 
-def _progress(label: str, channel: str, done: int, total: int, stats: ChunkStats, elapsed: float) -> None:
-    rate = done / elapsed if elapsed > 0 else 0.0
-    eta = (total - done) / rate if rate > 0 else float("nan")
-    failed = stats.outcomes.get("failed", 0)
+def _progress(
+    label: str, channel: str, done: int, total: int, stats: ChunkStats, requests: int, elapsed: float
+) -> None:
+    users_per_second = done / elapsed if elapsed > 0 else 0.0
+    eta = (total - done) / users_per_second if users_per_second > 0 else float("nan")
     log.info(
-        "%s %s: %d/%d done, %.1f users/s, %d failed, ETA %.0f s",
+        "%s %s: %d/%d done, %.1f requests/s, %d failed, ETA %.0f s",
         label,
         channel,
         done,
         total,
-        rate,
-        failed,
+        requests / elapsed if elapsed > 0 else 0.0,
+        stats.outcomes.get("failed", 0),
         eta,
     )

@@ -14,9 +14,9 @@ Public Python API
   ``codes(user_id) -> dict``, ``journal(since=0, user_id=None) -> list[JournalEntry]``,
   ``clear_journal()``, ``reset()``.
 - :class:`SandboxConfig`, :class:`FaultSettings`, :class:`RateLimitSettings`: settings.
-- :class:`SandboxState`: users, codes, journal, settings (``state.journal`` is the live list
-  of :class:`JournalEntry`; hold ``state.lock`` while reading it from another thread, or use
-  ``journal_entries()``).
+- :class:`SandboxState`: users, codes, journal, settings (``state.journal`` is the live
+  ``deque`` of :class:`JournalEntry`; hold ``state.lock`` while reading it from another
+  thread, or use ``journal_entries()``).
 - :func:`load_seed_file` ``(path) -> list[dict]``: JSON or CSV seed users.
 
 Emulated routes (``Authorization: Bearer <token>``, ``{"data": ...}`` / ``{"error": ...}``)
@@ -37,7 +37,16 @@ corporation, 422 invalid state: already verified (``Email already verified`` /
 500/503 injected faults. ``user_id`` is one path segment: the raw path is split on ``/``,
 then each segment percent-decoded (``a%2Fb`` is user ``a/b``).
 
-Admin routes under ``/_sandbox/`` are listed in :mod:`airflow_sfox.sandbox.app`.
+Admin routes under ``/_sandbox/`` are listed in :mod:`airflow_sfox.sandbox.app`. They are
+UNAUTHENTICATED (no token): keep the sandbox on a loopback address; the CLI warns on stderr
+when ``--host`` is not one.
+
+Resource bounds (all on :class:`SandboxConfig`, see there): the journal keeps the latest
+``journal_size`` requests (default 1,000,000, about 350 MB; ``seq`` keeps counting); each user's code
+history the latest ``code_history_size`` codes (default 20; counts stay exact); request
+bodies are capped at ``max_body_bytes`` (413) and heads at 64 KiB (431); a started request
+must make progress on every read within ``request_timeout`` (default 30 s, else 408 and
+close) and an idle keep-alive connection is closed after ``idle_timeout`` (default 75 s).
 """
 
 from __future__ import annotations

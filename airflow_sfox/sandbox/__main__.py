@@ -3,11 +3,16 @@
 Prints the base URL (e.g. ``http://127.0.0.1:8089``) alone on the first line of stdout once
 listening, so a caller using ``--port 0`` can learn the port. Logs go to stderr. Stops on
 SIGINT or SIGTERM. Run with ``--help`` for every option.
+
+The ``/_sandbox/`` admin routes are unauthenticated (they show every verification code and
+can reset the state): when ``--host`` is not a loopback address, a warning is printed on
+stderr.
 """
 
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import logging
 import os
 import sys
@@ -42,6 +47,33 @@ def _non_negative(text: str) -> float:
     return value
 
 
+def _positive(text: str) -> float:
+    value = float(text)
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError("must be > 0")
+    return value
+
+
+def _count(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError("must be >= 0")
+    return value
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (an address or ``localhost``) only accepts local connections.
+
+    :param host: the ``--host`` value.
+    """
+    if host.lower() in ("localhost", "localhost."):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # another host name: may resolve to anything
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Return the argument parser of the sandbox command."""
     parser = argparse.ArgumentParser(
@@ -56,7 +88,12 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     srv = parser.add_argument_group("server")
-    srv.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    srv.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on; the /_sandbox/ admin routes are unauthenticated, so a "
+        "non-loopback address prints a warning",
+    )
     srv.add_argument("--port", type=int, default=8089, help="TCP port; 0 picks a free port")
     srv.add_argument(
         "--token",
@@ -81,6 +118,27 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-register-code",
         action="store_true",
         help="register-account does not send the first email code (sFOX does)",
+    )
+    config_defaults = SandboxConfig()
+    srv.add_argument(
+        "--journal-size",
+        type=_count,
+        default=config_defaults.journal_size,
+        help="the journal keeps the latest N /v1/ requests (about 300-400 bytes each); "
+        "seq numbers keep counting",
+    )
+    srv.add_argument(
+        "--request-timeout",
+        type=_positive,
+        default=config_defaults.request_timeout,
+        help="seconds each read of a started request (or write of an answer) may take; "
+        "then 408 and the connection is closed",
+    )
+    srv.add_argument(
+        "--idle-timeout",
+        type=_positive,
+        default=config_defaults.idle_timeout,
+        help="seconds an idle keep-alive connection is kept open",
     )
     srv.add_argument("--log-level", default="WARNING", help="logging level on stderr")
 
@@ -178,6 +236,9 @@ def config_from_args(args: argparse.Namespace) -> SandboxConfig:
         seed_users=seeds,
         random_seed=args.random_seed,
         register_sends_code=not args.no_register_code,
+        journal_size=args.journal_size,
+        request_timeout=args.request_timeout,
+        idle_timeout=args.idle_timeout,
     )
 
 
@@ -197,6 +258,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = config_from_args(args)
     except (ValueError, OSError) as exc:
         parser.error(str(exc))
+    if not is_loopback(config.host):
+        print(
+            f"sandbox: WARNING: listening on {config.host}, not a loopback address: the "
+            "/_sandbox/ admin routes are unauthenticated (anyone who can reach the port can "
+            "read verification codes and reset the state)",
+            file=sys.stderr,
+            flush=True,
+        )
     server = SandboxServer(config)
 
     def announce(port: int) -> None:

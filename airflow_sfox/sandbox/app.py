@@ -10,7 +10,10 @@ processed), else auth (401) and routing (404 / 405) and the emulated call, then 
 (answer held back) or ``drop`` (connection reset after processing). Every ``/v1/`` request
 is journaled. Paths outside ``/v1/`` and ``/_sandbox/`` get a plain 404 and are not journaled.
 
-Admin routes (no auth, no faults, no rate limit, not journaled), all JSON in ``{"data": ...}``:
+Admin routes (no faults, no rate limit, not journaled), all JSON in ``{"data": ...}``.
+They are UNAUTHENTICATED: anyone who can reach the port can read every verification code,
+change faults, seed or list users and reset the state. Keep the sandbox on a loopback
+address (the default ``127.0.0.1``); the CLI warns on stderr for any other ``--host``.
 
 - ``GET /_sandbox/health`` -> ``{"ok": true}``
 - ``GET /_sandbox/codes[?user_id=ID]`` -> list of code summaries (one user when filtered)
@@ -113,7 +116,8 @@ def _json_body(req: Request) -> Any:
         raise ApiError(400, "Request body must be JSON")
     try:
         return json.loads(req.body)
-    except (ValueError, UnicodeDecodeError):
+    # RecursionError: nesting deeper than the interpreter's recursion limit.
+    except (ValueError, UnicodeDecodeError, RecursionError):
         raise ApiError(400, "Request body must be JSON") from None
 
 
@@ -201,7 +205,7 @@ def _channel_of(body: bytes) -> str | None:
         return None
     try:
         parsed = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         return None
     channel = parsed.get("type") if isinstance(parsed, dict) else None
     return channel if isinstance(channel, str) else None
@@ -390,7 +394,7 @@ class SandboxApp:
         if head == "journal" and not rest:
             if method == "GET":
                 since_raw = _query_one(req, "since") or "0"
-                if not since_raw.isdigit():
+                if not (since_raw.isascii() and since_raw.isdigit()):
                     raise ApiError(400, "since must be a non-negative integer")
                 entries = state.journal_entries(int(since_raw), _query_one(req, "user_id"))
                 return json_response(200, {"data": [e.to_dict() for e in entries]})

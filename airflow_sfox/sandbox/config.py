@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import typing
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -40,16 +41,30 @@ def _coerce(name: str, expected: type, value: Any) -> Any:
     return float(value)
 
 
+def _field_types(cls: type) -> dict[str, type]:
+    """Resolved type of each field of a settings dataclass (``bool``, ``int`` or ``float``).
+
+    ``typing.get_type_hints`` evaluates the string annotations left by
+    ``from __future__ import annotations``, so this does not depend on how they are spelled.
+    """
+    hints = typing.get_type_hints(cls)
+    kinds: dict[str, type] = {}
+    for f in dataclasses.fields(cls):
+        kind = hints[f.name]
+        if kind not in (bool, int, float):
+            raise TypeError(f"{cls.__name__}.{f.name}: settings fields must be bool, int or float")
+        kinds[f.name] = kind
+    return kinds
+
+
 def _updated(current: _T, changes: Mapping[str, Any]) -> _T:
     """Return a copy of ``current`` with ``changes`` applied and validated (partial update)."""
-    kinds = {f.name: f.type for f in dataclasses.fields(current)}
+    kinds = _field_types(type(current))
     clean: dict[str, Any] = {}
     for key, value in changes.items():
         if key not in kinds:
             raise ValueError(f"unknown setting {key!r}; known: {', '.join(sorted(kinds))}")
-        # Annotations are strings because of ``from __future__ import annotations``.
-        expected = {"float": float, "int": int, "bool": bool}[str(kinds[key])]
-        clean[key] = _coerce(key, expected, value)
+        clean[key] = _coerce(key, kinds[key], value)
     new = dataclasses.replace(current, **clean)
     new.validate()
     return new
@@ -185,6 +200,17 @@ class SandboxConfig:
         random seed.
     :param register_sends_code: like sFOX, ``register-account`` sends an email code at once.
     :param max_body_bytes: larger request bodies get 413.
+    :param journal_size: the journal keeps the latest this many ``/v1/`` requests (older
+        entries are dropped; ``seq`` numbers keep counting, so ``since`` still works).
+        Each entry costs roughly 300-400 bytes (more with long paths or user ids): the
+        default of 1,000,000 caps the journal at about 350 MB. 0 keeps no entry.
+    :param code_history_size: per user, the ``history`` of codes keeps the latest this many
+        codes; the per-channel ``latest``, ``sent_at`` and ``count`` stay exact.
+    :param request_timeout: seconds one read of a started request (rest of the head, body)
+        or one write of an answer may take; past it the connection is closed (with a 408
+        answer when a request was started and nothing is pending).
+    :param idle_timeout: seconds a keep-alive connection may wait for the first byte of its
+        next request before it is closed.
     """
 
     host: str = "127.0.0.1"
@@ -196,6 +222,25 @@ class SandboxConfig:
     random_seed: int | None = None
     register_sends_code: bool = True
     max_body_bytes: int = 1024 * 1024
+    journal_size: int = 1_000_000
+    code_history_size: int = 20
+    request_timeout: float = 30.0
+    idle_timeout: float = 75.0
+
+    def validate(self) -> None:
+        """Raise :class:`ValueError` when a value is out of range (settings included)."""
+        self.faults.validate()
+        self.rate_limit.validate()
+        for name in ("max_body_bytes", "journal_size", "code_history_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"{name} must be an integer >= 0")
+        for name in ("request_timeout", "idle_timeout"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+                raise ValueError(f"{name} must be a number > 0")
+            if not math.isfinite(value):
+                raise ValueError(f"{name} must be finite")
 
     def __repr__(self) -> str:
         # Never show the token, even in a traceback or a debug log.
@@ -203,5 +248,8 @@ class SandboxConfig:
             f"SandboxConfig(host={self.host!r}, port={self.port}, token='***', "
             f"faults={self.faults!r}, rate_limit={self.rate_limit!r}, "
             f"seed_users=<{len(self.seed_users)} users>, random_seed={self.random_seed!r}, "
-            f"register_sends_code={self.register_sends_code})"
+            f"register_sends_code={self.register_sends_code}, "
+            f"max_body_bytes={self.max_body_bytes}, journal_size={self.journal_size}, "
+            f"code_history_size={self.code_history_size}, "
+            f"request_timeout={self.request_timeout}, idle_timeout={self.idle_timeout})"
         )

@@ -4,6 +4,12 @@ Why not uvicorn: the faults ``reset`` and ``drop`` must abort the TCP connection
 and no answer, which an ASGI app cannot do portably. The stdlib keeps the sandbox free of
 version differences between Airflow releases and fast to start.
 
+Bounds: heads up to 64 KiB (else 431), bodies up to ``SandboxConfig.max_body_bytes`` (else
+413), chunk-size lines and trailers up to 64 KiB in all (else 400). Every read of a started
+request and every write must complete within ``SandboxConfig.request_timeout``: a stalled
+request gets 408 and the connection is closed. A keep-alive connection waiting for its next
+request is closed after ``SandboxConfig.idle_timeout``.
+
 Usage from Python::
 
     from airflow_sfox.sandbox import SandboxConfig, SandboxServer
@@ -19,18 +25,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import socket
 import struct
 import threading
 from http import HTTPStatus
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from airflow_sfox.sandbox.app import Request, Response, SandboxApp, error_response
 from airflow_sfox.sandbox.config import FaultSettings, RateLimitSettings, SandboxConfig
 from airflow_sfox.sandbox.state import SandboxState
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable, Mapping
+    from collections.abc import Awaitable, Callable, Iterable, Mapping
     from types import TracebackType
 
     from airflow_sfox.sandbox.state import JournalEntry
@@ -38,7 +45,13 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 _MAX_HEAD_BYTES = 64 * 1024
+# Size lines plus trailers of one chunked body.
+_MAX_CHUNK_FRAMING_BYTES = 64 * 1024
 _REASONS = {s.value: s.phrase for s in HTTPStatus}
+# Strict grammars: int() alone would also take "-5", "+5", "0x5", "1_0" or non-ASCII digits.
+_CHUNK_SIZE_RE = re.compile(rb"[0-9A-Fa-f]{1,16}")
+_CONTENT_LENGTH_RE = re.compile(r"[0-9]+")
+_T = TypeVar("_T")
 
 
 class _HttpError(Exception):
@@ -69,47 +82,50 @@ def _encode(resp: Response, keep_alive: bool, head_only: bool) -> bytes:
     return head if head_only else head + resp.body
 
 
-async def _read_body(reader: asyncio.StreamReader, headers: dict[str, str], max_body: int) -> bytes:
-    if "chunked" in headers.get("transfer-encoding", "").lower():
-        parts: list[bytes] = []
-        total = 0
-        while True:
-            size_line = await reader.readuntil(b"\r\n")
-            try:
-                size = int(size_line.split(b";", 1)[0].strip(), 16)
-            except ValueError:
-                raise _HttpError(400, "Bad chunk size") from None
-            if size == 0:
-                while (await reader.readuntil(b"\r\n")) != b"\r\n":
-                    pass  # skip trailers
-                return b"".join(parts)
-            total += size
-            if total > max_body:
-                raise _HttpError(413, "Request body too large")
-            parts.append(await reader.readexactly(size))
-            await reader.readexactly(2)
-    length_raw = headers.get("content-length")
-    if not length_raw:
-        return b""
-    if not length_raw.strip().isdigit():
-        raise _HttpError(400, "Bad Content-Length")
-    length = int(length_raw)
-    if length > max_body:
-        raise _HttpError(413, "Request body too large")
-    return await reader.readexactly(length) if length else b""
+def _expire(writer: asyncio.StreamWriter, kind: str) -> None:
+    """Timer callback: a read or write took too long, close the connection.
+
+    ``kind`` is ``idle`` (waiting for the next request: plain close), ``request`` (a started
+    request stalled: best-effort 408, then close) or ``write`` (the client does not read:
+    abort, as a close would wait for the unsent answer).
+    """
+    transport = writer.transport
+    if transport.is_closing():
+        return
+    log.debug("closing a sandbox connection: %s timeout", kind)
+    if kind == "request" and transport.get_write_buffer_size() == 0:
+        transport.write(_encode(error_response(408, "Request timeout"), False, False))
+    if kind == "write" or transport.get_write_buffer_size() > 0:
+        transport.abort()
+    else:
+        transport.close()
+
+
+def _chunk_size(line: bytes) -> int:
+    """Parse a chunk-size line (``1a;ext=1`` plus CRLF); :class:`_HttpError` 400 when malformed."""
+    digits = line[:-2].split(b";", 1)[0].strip()
+    if not _CHUNK_SIZE_RE.fullmatch(digits):
+        raise _HttpError(400, "Bad chunk size")
+    return int(digits, 16)
 
 
 class _HttpServer:
     """Serves one :class:`SandboxApp` over HTTP/1.1 with keep-alive on an asyncio loop."""
 
-    def __init__(self, app: SandboxApp, max_body: int) -> None:
+    def __init__(
+        self, app: SandboxApp, max_body: int, request_timeout: float = 30.0, idle_timeout: float = 75.0
+    ) -> None:
         self.app = app
         self.max_body = max_body
+        self.request_timeout = request_timeout
+        self.idle_timeout = idle_timeout
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._writers: set[asyncio.StreamWriter] = set()
 
     async def start(self, host: str, port: int) -> int:
+        self._loop = asyncio.get_running_loop()
         self._server = await asyncio.start_server(
             self._connection, host, port, limit=_MAX_HEAD_BYTES, backlog=1024
         )
@@ -154,17 +170,44 @@ class _HttpServer:
             if not aborted:
                 writer.close()
 
+    async def _timed(self, aw: Awaitable[_T], timeout: float, writer: asyncio.StreamWriter, kind: str) -> _T:
+        """Await one read or write; past ``timeout`` the connection is closed (see _expire).
+
+        A timer callback rather than ``asyncio.wait_for``, which would wrap every read in a
+        new task on Python < 3.12. The closed transport ends the pending read with EOF.
+        """
+        assert self._loop is not None
+        handle = self._loop.call_later(timeout, _expire, writer, kind)
+        try:
+            return await aw
+        finally:
+            handle.cancel()
+
+    async def _read_head(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bytes | None:
+        """Read one request head; ``None`` when the connection ended (or idled out) before it."""
+        try:
+            first = await self._timed(reader.readexactly(1), self.idle_timeout, writer, "idle")
+            # Empty lines before a request line are ignored (RFC 9112, section 2.2).
+            while first in (b"\r", b"\n"):
+                first = await self._timed(reader.readexactly(1), self.idle_timeout, writer, "idle")
+        except asyncio.IncompleteReadError:
+            return None  # clean end of a keep-alive connection
+        rest = await self._timed(reader.readuntil(b"\r\n\r\n"), self.request_timeout, writer, "request")
+        return first + rest
+
     async def _serve_connection(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, client: str
     ) -> bool:
         """Serve requests until the connection ends; return True when it was aborted."""
         while True:
             try:
-                head = await reader.readuntil(b"\r\n\r\n")
+                head = await self._read_head(reader, writer)
             except asyncio.IncompleteReadError:
-                return False  # clean end of a keep-alive connection (or a cut-off head)
+                return False  # cut-off head (client gone or request timeout)
             except asyncio.LimitOverrunError:
                 await self._refuse(writer, _HttpError(431, "Request header too large"))
+                return False
+            if head is None:
                 return False
             try:
                 req, keep_alive = await self._parse(head, reader, writer, client)
@@ -180,14 +223,59 @@ class _HttpServer:
                 if writer.transport.is_closing():
                     return False
             writer.write(_encode(resp, keep_alive, req.method == "HEAD"))
-            await writer.drain()
+            await self._timed(writer.drain(), self.request_timeout, writer, "write")
             if not keep_alive:
                 return False
 
     async def _refuse(self, writer: asyncio.StreamWriter, exc: _HttpError) -> None:
         writer.write(_encode(error_response(exc.status, exc.message), False, False))
         with contextlib.suppress(ConnectionError):
-            await writer.drain()
+            await self._timed(writer.drain(), self.request_timeout, writer, "write")
+
+    async def _read_body(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, headers: dict[str, str]
+    ) -> bytes:
+        timeout = self.request_timeout
+        if "chunked" in headers.get("transfer-encoding", "").lower():
+            parts: list[bytes] = []
+            total = 0
+            framing = 0
+            while True:
+                try:
+                    size_line = await self._timed(reader.readuntil(b"\r\n"), timeout, writer, "request")
+                except asyncio.LimitOverrunError:
+                    raise _HttpError(400, "Bad chunk size") from None
+                framing += len(size_line)
+                if framing > _MAX_CHUNK_FRAMING_BYTES:
+                    raise _HttpError(400, "Chunked framing too large")
+                size = _chunk_size(size_line)
+                if size == 0:
+                    while True:  # trailers, up to an empty line
+                        try:
+                            line = await self._timed(reader.readuntil(b"\r\n"), timeout, writer, "request")
+                        except asyncio.LimitOverrunError:
+                            raise _HttpError(400, "Chunked framing too large") from None
+                        framing += len(line)
+                        if framing > _MAX_CHUNK_FRAMING_BYTES:
+                            raise _HttpError(400, "Chunked framing too large")
+                        if line == b"\r\n":
+                            return b"".join(parts)
+                total += size
+                if total > self.max_body:
+                    raise _HttpError(413, "Request body too large")
+                parts.append(await self._timed(reader.readexactly(size), timeout, writer, "request"))
+                if await self._timed(reader.readexactly(2), timeout, writer, "request") != b"\r\n":
+                    raise _HttpError(400, "Bad chunk: data must end with CRLF")
+        length_raw = headers.get("content-length")
+        if not length_raw:
+            return b""
+        if not _CONTENT_LENGTH_RE.fullmatch(length_raw):
+            raise _HttpError(400, "Bad Content-Length")
+        # (int() refuses more than 4300 digits: check the length first)
+        length = int(length_raw) if len(length_raw) <= 18 else self.max_body + 1
+        if length > self.max_body:
+            raise _HttpError(413, "Request body too large")
+        return await self._timed(reader.readexactly(length), timeout, writer, "request") if length else b""
 
     async def _parse(
         self,
@@ -209,7 +297,7 @@ class _HttpServer:
             headers[name.strip().lower().decode("latin-1")] = value.strip().decode("latin-1")
         if headers.get("expect", "").lower() == "100-continue":
             writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-        body = await _read_body(reader, headers, self.max_body)
+        body = await self._read_body(reader, writer, headers)
         if target.startswith(("http://", "https://")):
             # absolute-form (proxies): keep only the path and query
             slash = target.find("/", target.find("//") + 2)
@@ -232,11 +320,15 @@ class SandboxServer:
 
     def __init__(self, config: SandboxConfig | None = None) -> None:
         self.config = config if config is not None else SandboxConfig()
-        self.config.faults.validate()
-        self.config.rate_limit.validate()
+        self.config.validate()
         self.state = SandboxState(self.config)
         self.app = SandboxApp(self.state, self.config.token)
-        self._http = _HttpServer(self.app, self.config.max_body_bytes)
+        self._http = _HttpServer(
+            self.app,
+            self.config.max_body_bytes,
+            request_timeout=self.config.request_timeout,
+            idle_timeout=self.config.idle_timeout,
+        )
         self._port: int | None = None
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None

@@ -4,17 +4,23 @@ Everything here is plain Python and guarded by one :class:`threading.RLock`
 (:attr:`SandboxState.lock`), so a test may read or change the state from its own thread
 while the server thread serves requests. Read the journal under the lock, or use
 :meth:`SandboxState.journal_entries` which returns a copy.
+
+Memory is bounded per request: the journal is a ``deque`` holding the latest
+``SandboxConfig.journal_size`` entries (default 1,000,000), and each user's code history
+the latest ``SandboxConfig.code_history_size`` codes (default 20; counts stay exact). Users
+themselves are kept until deactivated or reset.
 """
 
 from __future__ import annotations
 
+import itertools
 import random
 import re
 import threading
 import time
 from collections import deque
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -29,6 +35,8 @@ _E164_RE = re.compile(r"^\+[1-9][0-9]{6,14}$")
 _TRUE_STRINGS = {"1", "true", "t", "yes", "y"}
 _FALSE_STRINGS = {"0", "false", "f", "no", "n", ""}
 _TOKEN_LIFETIME_S = 24 * 3600
+# Canonical copies of the short strings every journal entry repeats (saves ~100 B an entry).
+_SHARED_STRINGS = {s: s for s in ("GET", "POST", "PUT", "DELETE", "HEAD", "PATCH", "OPTIONS", *CHANNELS)}
 
 
 class ApiError(Exception):
@@ -84,7 +92,7 @@ class SandboxUser:
         }
 
 
-@dataclass
+@dataclass(slots=True)
 class SentCode:
     """One verification code the sandbox "sent"."""
 
@@ -93,7 +101,7 @@ class SentCode:
     time: float
 
 
-@dataclass
+@dataclass(slots=True)
 class JournalEntry:
     """One ``/v1/`` request as the sandbox saw it.
 
@@ -117,18 +125,7 @@ class JournalEntry:
 
     def to_dict(self) -> dict[str, Any]:
         """Return the entry as a JSON-ready dict."""
-        return {
-            "seq": self.seq,
-            "time": self.time,
-            "method": self.method,
-            "path": self.path,
-            "user_id": self.user_id,
-            "status": self.status,
-            "code_sent": self.code_sent,
-            "type": self.type,
-            "client": self.client,
-            "fault": self.fault,
-        }
+        return asdict(self)
 
 
 class RateLimiter:
@@ -289,8 +286,10 @@ class SandboxState:
     Public attributes (read them under :attr:`lock` when the server runs):
 
     - ``users``: ``dict[str, SandboxUser]`` by user_id, in insertion order;
-    - ``sent_codes``: ``dict[str, list[SentCode]]`` every code sent, by user_id;
-    - ``journal``: ``list[JournalEntry]`` every ``/v1/`` request, in arrival order;
+    - ``sent_codes``: ``dict[str, deque[SentCode]]`` the latest codes sent, by user_id
+      (at most ``config.code_history_size`` each; :meth:`codes_for` has the exact counts);
+    - ``journal``: ``deque[JournalEntry]`` the latest ``config.journal_size`` ``/v1/``
+      requests, in arrival order, ``seq`` increasing by one from entry to entry;
     - ``faults`` / ``rate_limit``: current :class:`FaultSettings` / :class:`RateLimitSettings`.
 
     :param config: start-up configuration; :meth:`reset` returns to it.
@@ -300,8 +299,11 @@ class SandboxState:
         self.config = config
         self.lock = threading.RLock()
         self.users: dict[str, SandboxUser] = {}
-        self.sent_codes: dict[str, list[SentCode]] = {}
-        self.journal: list[JournalEntry] = []
+        self.sent_codes: dict[str, deque[SentCode]] = {}
+        # Exact number of codes sent and the latest one, per (user_id, channel).
+        self._code_counts: dict[tuple[str, str], int] = {}
+        self._latest_code: dict[tuple[str, str], SentCode] = {}
+        self.journal: deque[JournalEntry] = deque(maxlen=config.journal_size)
         self.faults: FaultSettings = config.faults
         self.rate_limit: RateLimitSettings = config.rate_limit
         self.limiter = RateLimiter()
@@ -321,8 +323,10 @@ class SandboxState:
             for user in seeds:
                 self.users[user.user_id] = user
             self.sent_codes = {}
+            self._code_counts = {}
+            self._latest_code = {}
             self._pending = {}
-            self.journal = []
+            self.journal = deque(maxlen=self.config.journal_size)
             self._seq = 0
             self.faults = self.config.faults
             self.rate_limit = self.config.rate_limit
@@ -380,20 +384,21 @@ class SandboxState:
         """Return latest code and count per channel for one user.
 
         Shape: ``{"user_id", "email": {"latest", "count", "sent_at"}, "sms": {...},
-        "history": [{"type", "code", "time"}]}``.
+        "history": [{"type", "code", "time"}]}``. ``count``, ``latest`` and ``sent_at`` are
+        exact; ``history`` holds the latest ``config.code_history_size`` codes, oldest first.
 
         :param user_id: decoded user id.
         """
+        out: dict[str, Any] = {"user_id": user_id}
         with self.lock:
             sent = list(self.sent_codes.get(user_id, ()))
-        out: dict[str, Any] = {"user_id": user_id}
-        for channel in CHANNELS:
-            mine = [s for s in sent if s.channel == channel]
-            out[channel] = {
-                "latest": mine[-1].code if mine else None,
-                "count": len(mine),
-                "sent_at": mine[-1].time if mine else None,
-            }
+            for channel in CHANNELS:
+                latest = self._latest_code.get((user_id, channel))
+                out[channel] = {
+                    "latest": latest.code if latest else None,
+                    "count": self._code_counts.get((user_id, channel), 0),
+                    "sent_at": latest.time if latest else None,
+                }
         out["history"] = [{"type": s.channel, "code": s.code, "time": s.time} for s in sent]
         return out
 
@@ -404,15 +409,23 @@ class SandboxState:
         return [self.codes_for(user_id) for user_id in user_ids]
 
     def journal_entries(self, since: int = 0, user_id: str | None = None) -> list[JournalEntry]:
-        """Return a copy of the journal.
+        """Return a copy of the journal (the entries still kept, see ``journal_size``).
 
-        :param since: keep entries whose ``seq`` is greater than this.
+        :param since: keep entries whose ``seq`` is greater than this; costs O(entries
+            returned), not O(journal size).
         :param user_id: keep entries of this decoded user id only.
         """
         with self.lock:
-            entries = self.journal[since:] if since > 0 else list(self.journal)
-        # seq starts at 1 and the list only grows (or is cleared, which resets seq),
-        # so slicing by ``since`` is exact.
+            # seq grows by one per entry and entries leave only from the left, so the last
+            # ``self._seq - since`` entries are exactly those with ``seq > since``.
+            wanted = self._seq - since
+            if wanted <= 0:
+                return []
+            if wanted >= len(self.journal):
+                entries = list(self.journal)
+            else:
+                entries = list(itertools.islice(reversed(self.journal), wanted))
+                entries.reverse()
         if user_id is not None:
             entries = [e for e in entries if e.user_id == user_id]
         return entries
@@ -420,7 +433,7 @@ class SandboxState:
     def clear_journal(self) -> None:
         """Empty the journal (sequence numbers start again at 1)."""
         with self.lock:
-            self.journal = []
+            self.journal = deque(maxlen=self.config.journal_size)
             self._seq = 0
 
     def record(
@@ -435,18 +448,19 @@ class SandboxState:
         client: str,
         fault: str | None = None,
     ) -> JournalEntry:
-        """Append one journal entry (cheap: one list append under the lock)."""
+        """Append one journal entry (cheap: one deque append under the lock; when the journal
+        is full the oldest entry is dropped)."""
         with self.lock:
             self._seq += 1
             entry = JournalEntry(
                 seq=self._seq,
                 time=time.time(),
-                method=method,
+                method=_SHARED_STRINGS.get(method, method),
                 path=path,
                 user_id=user_id,
                 status=status,
                 code_sent=code_sent,
-                type=channel,
+                type=_SHARED_STRINGS.get(channel, channel) if channel is not None else None,
                 client=client,
                 fault=fault,
             )
@@ -462,8 +476,15 @@ class SandboxState:
 
     def _send_code(self, user_id: str, channel: str) -> str:
         code = f"{self.rng.randrange(1_000_000):06d}"
-        self.sent_codes.setdefault(user_id, []).append(SentCode(channel, code, time.time()))
-        self._pending[(user_id, channel)] = code
+        sent = SentCode(channel, code, time.time())
+        history = self.sent_codes.get(user_id)
+        if history is None:
+            history = self.sent_codes[user_id] = deque(maxlen=self.config.code_history_size)
+        history.append(sent)
+        key = (user_id, channel)
+        self._code_counts[key] = self._code_counts.get(key, 0) + 1
+        self._latest_code[key] = sent
+        self._pending[key] = code
         return code
 
     def register_account(self, body: Mapping[str, Any]) -> ApiResult:

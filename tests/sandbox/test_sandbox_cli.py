@@ -6,6 +6,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +16,7 @@ import pytest
 import requests
 
 from airflow_sfox.sandbox import load_seed_file
+from airflow_sfox.sandbox.__main__ import is_loopback
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -115,7 +117,7 @@ def test_help_lists_every_option() -> None:
         "--host", "--port", "--token", "--seed", "--random-seed", "--no-register-code",
         "--rate-limit", "--rate-window", "--rate-block", "--time-scale", "--retry-after",
         "--latency-ms", "--jitter-ms", "--error-500", "--error-503", "--reset", "--hang",
-        "--hang-seconds", "--drop",
+        "--hang-seconds", "--drop", "--journal-size", "--request-timeout", "--idle-timeout",
     ):  # fmt: skip
         assert flag in result.stdout
 
@@ -279,3 +281,75 @@ def test_load_seed_errors(tmp_path: Path, name: str, content: str, message: str)
     path.write_text(content)
     with pytest.raises(ValueError, match=re.escape(message)):
         load_seed_file(path)
+
+
+def test_journal_size_and_timeouts_reach_the_server(start_cli: Any, tmp_path: Path) -> None:
+    seed = tmp_path / "users.json"
+    seed.write_text(json.dumps(SEED_USERS))
+    cli = start_cli(
+        "--token", TOKEN, "--seed", str(seed), "--journal-size", "2",
+        "--request-timeout", "0.5", "--idle-timeout", "0.5",
+    )  # fmt: skip
+    for _ in range(3):
+        assert cli.get("/v1/enterprise/users/j-ind").status_code == 200
+    journal = requests.get(f"{cli.url}/_sandbox/journal", timeout=5).json()["data"]
+    assert [e["seq"] for e in journal] == [2, 3]
+    # a stalled request is answered 408 and closed by the timeout
+    host, port = cli.url.rsplit("/", 1)[1].rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(b"GET /_sandbox/health HTTP/1.1\r\n")
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    assert data.startswith(b"HTTP/1.1 408 ")
+    code, _, err = cli.stop()
+    assert code == 0
+    assert "unauthenticated" not in err  # loopback: no warning
+
+
+@pytest.mark.parametrize(
+    ("args", "error"),
+    [
+        (["--journal-size", "-1"], "--journal-size"),
+        (["--request-timeout", "0"], "--request-timeout"),
+        (["--idle-timeout", "-3"], "--idle-timeout"),
+    ],
+)
+def test_invalid_bounds_are_refused(args: list[str], error: str) -> None:
+    result = subprocess.run(
+        _cli("--port", "0", *args), capture_output=True, text=True, env=_env(), timeout=30, check=False
+    )
+    assert result.returncode == 2
+    assert error in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("host", "warned"),
+    [("0.0.0.0", True), ("127.0.0.1", False), ("localhost", False)],  # noqa: S104 - the point
+)
+def test_non_loopback_host_warns_about_unauthenticated_admin(start_cli: Any, host: str, warned: bool) -> None:
+    cli = start_cli("--host", host, "--token", TOKEN)
+    port = cli.url.rsplit(":", 1)[1]
+    assert requests.get(f"http://127.0.0.1:{port}/_sandbox/health", timeout=5).status_code == 200
+    code, _, err = cli.stop()
+    assert code == 0
+    assert ("admin routes are unauthenticated" in err) is warned, err
+
+
+@pytest.mark.parametrize(
+    ("host", "loopback"),
+    [
+        ("127.0.0.1", True),
+        ("127.8.9.10", True),
+        ("::1", True),
+        ("[::1]", True),
+        ("localhost", True),
+        ("LOCALHOST", True),
+        ("0.0.0.0", False),  # noqa: S104
+        ("::", False),
+        ("192.168.1.20", False),
+        ("sandbox.example.com", False),
+    ],
+)
+def test_is_loopback(host: str, loopback: bool) -> None:
+    assert is_loopback(host) is loopback
