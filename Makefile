@@ -10,7 +10,7 @@ UV := $(VENV)/bin/uv
 # recompiling them in every process (the machine sets PYTHONDONTWRITEBYTECODE).
 RUN := env -u PYTHONDONTWRITEBYTECODE PYTHONPYCACHEPREFIX=$(CURDIR)/.cache/pycache
 
-.PHONY: venv install lint pytest test clean
+.PHONY: venv install lint pytest test demo clean
 
 $(UV):
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,10 @@ pytest: install
 	$(RUN) $(VPY) -m pytest $(PYTEST_ARGS)
 
 test: lint pytest
+
+# Onboards ~1,000 synthetic users through the DAG against the local sandbox (a few minutes).
+demo: install
+	$(RUN) $(VPY) demo/run_demo.py
 
 clean:
 	rm -rf .venv .venv-* .cache .pytest_cache .mypy_cache .ruff_cache

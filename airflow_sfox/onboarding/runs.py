@@ -95,7 +95,7 @@ def record_chunk(warehouse: Warehouse, run_id: str, stats: Mapping[str, Any]) ->
 
 def summarize_run(
     *,
-    counts: Mapping[str, Any],
+    counts: Mapping[str, Any] | None,
     params: Mapping[str, Any],
     run_id: str,
     dag_id: str,
@@ -113,6 +113,8 @@ def summarize_run(
     :param warehouse_conn_id: the SQL connection of the warehouse.
     :param started_at: when the run started, for the run's requests per second.
     """
+    if counts is None:
+        raise AirflowException(f"sFOX onboarding run {run_id}: planning failed, nothing was sent")
     config = OnboardingConfig.from_params(params)
     warehouse = Warehouse.from_conn_id(warehouse_conn_id)
     if config.dry_run:
