@@ -38,4 +38,4 @@ demo: install
 	$(RUN) $(VPY) demo/run_demo.py
 
 clean:
-	rm -rf .venv .venv-* .cache .pytest_cache .mypy_cache .ruff_cache
+	rm -rf .venv .venv-* .cache .demo .pytest_cache .mypy_cache .ruff_cache

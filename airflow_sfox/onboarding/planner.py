@@ -182,6 +182,10 @@ class _Chunker:
         return chunk
 
 
+def _text_id(value: object) -> str:
+    return "" if value is None else str(value)
+
+
 def _descriptors(chunkers: list[_Chunker], max_chunks: int) -> list[dict[str, Any]]:
     total = sum(len(c.per_chunk) for c in chunkers)
     group = max(1, math.ceil(total / max_chunks))
@@ -357,9 +361,9 @@ class Planner:
             self.reasons["other"] += rows
         if keep_state in DONE_STATES:
             return  # a code already went out: keep that record, the report counts the rejection
-        row_number = self.counts["source_rows"] - rows + 1
-        key = ledger_key(raw_id, row_number)
-        self._write(key, "email", None, "rejected", None, reason)
+        if not _text_id(raw_id).strip():
+            reason = "user_id is empty (every such row is counted in the run's rejected rows)"
+        self._write(ledger_key(raw_id), "email", None, "rejected", None, reason)
 
     def _write(
         self,

@@ -51,7 +51,7 @@ def plan_run(
     figures = sfox.stats.as_dict()  # the one bulk read of sFOX's users counts too
     counts = plan.counts
     log.info(
-        "Planned %d users (%s) from %d source rows; %d rows rejected; %d chunk tasks%s",
+        "Planned %d users (%s) from %d source rows; rejected rows: %d; chunks to map: %d%s",
         counts["planned_users"],
         ", ".join(f"{k.removeprefix('due_')}: {v}" for k, v in counts.items() if k.startswith("due_"))
         or "none",
@@ -61,7 +61,7 @@ def plan_run(
         " (dry run: nothing written or sent)" if config.dry_run else "",
     )
     for reason, rows in counts["rejected_reasons"].items():
-        log.info("rejected %d rows: %s", rows, reason)
+        log.info("rejected rows: %d, %s", rows, reason)
     if not config.dry_run:
         warehouse.write_run(
             {
@@ -72,6 +72,9 @@ def plan_run(
                 "source_rows": counts["source_rows"],
                 "planned": counts["planned_users"],
                 "rejected": counts["rejected"],
+                # Chunk tasks to run: an email step per chunk, an sms step per individual chunk.
+                "steps": sum(2 if chunk["account_type"] == "individual" else 1 for chunk in plan.chunks),
+                "steps_done": 0,
                 "requests": figures["requests"],
                 "rate_limited": figures["rate_limited"],
                 "send_seconds": 0.0,
@@ -81,15 +84,24 @@ def plan_run(
     return plan.as_xcom()
 
 
-def record_chunk(warehouse: Warehouse, run_id: str, stats: Mapping[str, Any]) -> None:
-    """Add one chunk task's request figures to the run row."""
+def record_chunk(warehouse: Warehouse, run_id: str, stats: Mapping[str, Any], *, done: bool) -> None:
+    """
+    Add one chunk step's request figures to the run row, and count it done if it finished.
+
+    :param warehouse: where the run row is.
+    :param run_id: the run.
+    :param stats: ``requests``, ``rate_limited`` and ``seconds`` of the step.
+    :param done: the step sent all its work (a failed step is counted, not done).
+    """
     ph = warehouse.ph
     sql = (
         f"UPDATE {warehouse.runs} SET requests = requests + {ph}, rate_limited = rate_limited + {ph}, "  # noqa: S608
-        f"send_seconds = send_seconds + {ph} WHERE run_id = {ph}"
+        f"send_seconds = send_seconds + {ph}, steps_done = steps_done + {ph} WHERE run_id = {ph}"
     )
     with warehouse.connect() as conn:
-        conn.cursor().execute(sql, (stats["requests"], stats["rate_limited"], stats["seconds"], run_id))
+        conn.cursor().execute(
+            sql, (stats["requests"], stats["rate_limited"], stats["seconds"], 1 if done else 0, run_id)
+        )
         conn.commit()
 
 
@@ -133,12 +145,15 @@ def summarize_run(
 
     failed = sum(v for (_, state), v in table.items() if state in FAILED_STATES)
     unsent = sum(v for (_, state), v in table.items() if state == "queued")
+    run = {} if config.dry_run else warehouse.run_row(run_id)
+    unfinished = int(run.get("steps") or 0) - int(run.get("steps_done") or 0)
     total = max(int(counts["source_rows"]), 1)
     share = (failed + rejected) / total
     status = "success"
     problem = None
-    if unsent:
-        status, problem = "incomplete", f"{unsent} planned requests were not sent (a chunk task failed)"
+    if unsent or unfinished:
+        status = "incomplete"
+        problem = f"{unfinished} chunk steps did not finish and {unsent} planned requests were not sent"
     elif share > config.failure_threshold:
         status = "failed"
         problem = (
@@ -156,7 +171,6 @@ def summarize_run(
     }
     if not config.dry_run:
         finished = utcnow()
-        run = warehouse.run_row(run_id)
         seconds = (finished - (started_at or finished)).total_seconds()
         by_state = {state: 0 for state in ("sent", "already_verified", "not_registered")}
         for (_, state), v in table.items():
@@ -191,4 +205,5 @@ def _log_table(table: Mapping[tuple[str, str], int], *, dry_run: bool) -> None:
     width = max([len(state) for (_, state), _ in rows] + [7])
     lines = [f"{'channel':<8} {'outcome':<{width}} {'count':>8}", "-" * (width + 18)]
     lines += [f"{channel:<8} {state:<{width}} {count:>8}" for (channel, state), count in rows]
-    log.info("sFOX onboarding %s:\n%s", "dry run" if dry_run else "summary", "\n".join(lines))
+    # A trailing newline keeps the logger's own suffix off the table's last row.
+    log.info("sFOX onboarding %s:\n%s\n", "dry run" if dry_run else "summary", "\n".join(lines))

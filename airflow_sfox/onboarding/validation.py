@@ -75,18 +75,21 @@ def validate_row(user_id: object, account_type: object, email: object, phone: ob
     return SourceUser(uid, kind)
 
 
-def ledger_key(user_id: object, row_number: int) -> str:
+def ledger_key(user_id: object) -> str:
     """
-    The ledger key of a rejected row: its user_id when storable, else a readable stand-in.
+    The ledger key of a rejected row: its user_id when storable, else a stable stand-in.
+
+    The stand-in of an unstorable id (control characters, too long) is a printable prefix
+    and a hash of the whole id, so the same bad row keeps one ledger row from run to run.
 
     :param user_id: the raw ``user_id`` value.
-    :param row_number: the row's 1-based position in the source, ordered by user_id.
     """
     uid = _text(user_id)
     if not uid.strip():
-        return f"<empty user_id, source row {row_number}>"
+        return "<empty user_id>"
     if _has_control(uid) or len(uid) > MAX_USER_ID_LENGTH:
         digest = hashlib.sha256(uid.encode("utf-8", "surrogatepass")).hexdigest()[:16]
         printable = "".join(c if unicodedata.category(c) != "Cc" else "?" for c in uid[:40])
-        return f"<invalid user_id {printable!r}... sha256:{digest}, source row {row_number}>"
+        cut = "..." if len(uid) > 40 else ""
+        return f"<invalid user_id {printable!r}{cut} sha256:{digest}>"
     return uid

@@ -172,6 +172,8 @@ class Warehouse:
                 not_registered INTEGER,
                 failed INTEGER,
                 uncertain INTEGER,
+                steps INTEGER,
+                steps_done INTEGER,
                 requests INTEGER,
                 rate_limited INTEGER,
                 send_seconds REAL,

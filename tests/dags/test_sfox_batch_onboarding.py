@@ -188,3 +188,27 @@ print("parsed", len(dag.tasks), "tasks")
     assert result.returncode == 0, result.stderr[-2000:]
     assert "parsed 4 tasks" in result.stdout
     assert socket  # imported for the patch above
+
+
+def test_a_chunk_step_that_crashes_after_sending_fails_the_run(
+    run_dag, warehouse_db, sfox_sandbox, monkeypatch
+):
+    """Every outcome is in the ledger, but the step did not finish: the run must not pass."""
+    from airflow_sfox.onboarding import sender
+
+    users = make_users(10, seed=13, corporation_share=0)
+    warehouse_db.seed(users)
+    sfox_sandbox.seed_users(sandbox_users(users))
+
+    def crash(*args, **kwargs):
+        raise RuntimeError("worker lost after its last send")
+
+    monkeypatch.setattr(sender, "_progress", crash)
+    dag_run = run_dag()
+
+    assert dag_run.state == "failed"
+    assert codes(sfox_sandbox) == Counter({(u[0], "email"): 1 for u in users})
+    status, steps, steps_done = warehouse_db.query(
+        "SELECT status, steps, steps_done FROM sfox_onboarding_runs"
+    )[0]
+    assert (status, steps, steps_done) == ("incomplete", 2, 0)
