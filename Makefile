@@ -24,8 +24,8 @@ install: $(UV)
 	@$(VPY) -c "import airflow_sfox, sys; print('python', sys.version.split()[0], '| airflow-provider-sfox', airflow_sfox.__version__)"
 
 lint: install
-	$(RUN) $(VENV)/bin/ruff check airflow_sfox dags tests benchmarks
-	$(RUN) $(VENV)/bin/ruff format --check airflow_sfox dags tests benchmarks
+	$(RUN) $(VENV)/bin/ruff check airflow_sfox dags tests benchmarks docker demo
+	$(RUN) $(VENV)/bin/ruff format --check airflow_sfox dags tests benchmarks docker demo
 	$(RUN) $(VENV)/bin/mypy
 
 pytest: install

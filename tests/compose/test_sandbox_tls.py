@@ -1,0 +1,126 @@
+"""
+The sandbox's https front of docker-compose (docker/sandbox_tls_proxy.py), run natively.
+
+In compose, the Airflow containers reach the sandbox as ``https://sfox-sandbox:8443``: the
+sandbox listens on 127.0.0.1 in its container, the proxy (same network namespace) terminates
+TLS with a throw-away CA, and the Airflow containers trust it through ``REQUESTS_CA_BUNDLE``.
+Here the same two processes run on loopback, and the unchanged hook talks to the proxy.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import ssl
+import subprocess
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import certifi
+import pytest
+import requests
+
+from tests.helpers import TOKEN
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+REPO = Path(__file__).resolve().parents[2]
+PROXY = REPO / "docker" / "sandbox_tls_proxy.py"
+SEED = REPO / "docker" / "sandbox" / "users.json"
+
+
+@contextlib.contextmanager
+def _process(argv: list[str], cwd: Path) -> Iterator[tuple[subprocess.Popen, str]]:
+    """Start ``argv`` in its own session; yield it and its first stdout line; stop it by pid."""
+    proc = subprocess.Popen(
+        argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=cwd, start_new_session=True
+    )
+    try:
+        assert proc.stdout is not None
+        first_line = proc.stdout.readline().strip()
+        if not first_line:
+            proc.wait(10)
+            pytest.fail(f"{argv[1:3]} exited {proc.returncode}: {proc.stderr.read() if proc.stderr else ''}")
+        yield proc, first_line
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+
+
+@pytest.fixture(scope="module")
+def tls_sandbox(tmp_path_factory) -> Iterator[tuple[str, str, Path]]:
+    """(https URL, plain sandbox URL, cert dir) of the sandbox behind the proxy, both on loopback."""
+    cert_dir = tmp_path_factory.mktemp("sandbox-tls")
+    sandbox_argv = [sys.executable, "-m", "airflow_sfox.sandbox", "--host", "127.0.0.1", "--port", "0"]
+    sandbox_argv += ["--token", TOKEN, "--seed", str(SEED), "--rate-limit", "0"]
+    with _process(sandbox_argv, REPO) as (_, sandbox_url):
+        upstream = sandbox_url.removeprefix("http://")
+        proxy_argv = [sys.executable, str(PROXY), "--listen", "127.0.0.1:0", "--upstream", upstream]
+        proxy_argv += ["--hostname", "sfox-sandbox", "--cert-dir", str(cert_dir)]
+        with _process(proxy_argv, cert_dir) as (_, banner):
+            listen = banner.split()[0]  # "https://127.0.0.1:PORT -> http://..."
+            port = listen.rsplit(":", 1)[1]
+            yield f"https://localhost:{port}", sandbox_url, cert_dir
+
+
+def test_trust_files_hold_the_public_roots_and_the_sandbox_ca(tls_sandbox):
+    _, _, cert_dir = tls_sandbox
+    ca = (cert_dir / "ca.pem").read_text()
+    bundle = (cert_dir / "ca-bundle.pem").read_text()
+    assert bundle.endswith(ca)
+    assert bundle.startswith(Path(certifi.where()).read_text().rstrip("\n"))
+    assert sorted(p.name for p in cert_dir.iterdir()) == ["ca-bundle.pem", "ca.pem"]  # no private key
+    ssl.create_default_context(cafile=str(cert_dir / "ca-bundle.pem"))  # parses
+
+
+def test_the_certificate_names_the_compose_host(tls_sandbox):
+    from cryptography import x509
+
+    url, _, cert_dir = tls_sandbox
+    port = int(url.rsplit(":", 1)[1])
+    pem = ssl.get_server_certificate(("127.0.0.1", port))
+    names = x509.load_pem_x509_certificate(pem.encode()).extensions.get_extension_for_class(
+        x509.SubjectAlternativeName
+    )
+    assert "sfox-sandbox" in names.value.get_values_for_type(x509.DNSName)
+    assert "localhost" in names.value.get_values_for_type(x509.DNSName)
+    # Verified against the CA, by host name, as requests does.
+    response = requests.get(f"{url}/_sandbox/health", verify=str(cert_dir / "ca.pem"), timeout=10)
+    assert response.json() == {"data": {"ok": True}}
+
+
+def test_the_hook_sends_through_the_https_front(tls_sandbox, monkeypatch):
+    from airflow_sfox.hooks.sfox import SfoxConnectHook
+
+    url, sandbox_url, cert_dir = tls_sandbox
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(cert_dir / "ca-bundle.pem"))
+    conn = {"conn_type": "sfox", "host": url, "password": TOKEN, "extra": {"requests_per_second": 0}}
+    monkeypatch.setenv("AIRFLOW_CONN_SFOX_TLS", json.dumps(conn))
+    with SfoxConnectHook(sfox_conn_id="sfox_tls") as hook:
+        users = hook.list_users()
+        assert {u["user_id"] for u in users} >= {"demo-0001", "demo-0003"}
+        hook.send_verification("demo-0001", "email")
+    codes = requests.get(f"{sandbox_url}/_sandbox/codes/demo-0001", timeout=10).json()["data"]
+    assert codes["email"]["count"] == 1
+
+
+def test_the_hook_refuses_an_unknown_certificate(tls_sandbox, monkeypatch):
+    """Without the sandbox CA in REQUESTS_CA_BUNDLE, TLS verification fails: nothing is sent."""
+    from airflow_sfox.exceptions import SfoxError
+    from airflow_sfox.hooks.sfox import SfoxConnectHook
+
+    url, _, _ = tls_sandbox
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", certifi.where())
+    conn = {"conn_type": "sfox", "host": url, "password": TOKEN, "extra": {"max_retry_seconds": 0}}
+    monkeypatch.setenv("AIRFLOW_CONN_SFOX_TLS", json.dumps(conn))
+    with SfoxConnectHook(sfox_conn_id="sfox_tls") as hook, pytest.raises(SfoxError, match="SSLError"):
+        hook.list_users()
