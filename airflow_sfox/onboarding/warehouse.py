@@ -51,6 +51,23 @@ def check_identifier(name: str, what: str) -> str:
     return name
 
 
+def ledger_indexes(ledger_table: str = LEDGER_TABLE) -> list[str]:
+    """
+    The indexes the UI page needs on the ledger, as ``CREATE INDEX IF NOT EXISTS`` statements.
+
+    * ``(account_type, channel, state, user_id)``: the funnel is read from this covering index
+      alone (the user_id serves the "sms row without an email row" count).
+    * ``(state, updated_at, last_error)``: the reasons and the recent failures read only the
+      failed, rejected and not_registered rows, newest first.
+    """
+    table = check_identifier(ledger_table, "ledger_table")
+    prefix = f"ix_{table.replace('.', '_')}"
+    return [
+        f"CREATE INDEX IF NOT EXISTS {prefix}_funnel ON {table} (account_type, channel, state, user_id)",
+        f"CREATE INDEX IF NOT EXISTS {prefix}_state ON {table} (state, updated_at, last_error)",
+    ]
+
+
 def utcnow() -> datetime:
     """The current time, timezone-aware UTC."""
     return datetime.now(timezone.utc)
@@ -158,6 +175,7 @@ class Warehouse:
             )""",
             f"CREATE INDEX IF NOT EXISTS ix_{self.ledger.replace('.', '_')}_run "
             f"ON {self.ledger} (run_id, account_type, chunk, channel, state)",
+            *ledger_indexes(self.ledger),
             f"""CREATE TABLE IF NOT EXISTS {self.runs} (
                 run_id VARCHAR(250) PRIMARY KEY,
                 dag_id VARCHAR(250),

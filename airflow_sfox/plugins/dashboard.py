@@ -1,0 +1,345 @@
+"""
+The figures of the onboarding page, read from the ledger and the run table.
+
+Every figure is aggregated by the database: a handful of ``GROUP BY`` queries whose result has
+a few dozen rows, whatever the size of the ledger. With the indexes of
+:data:`LEDGER_INDEXES` a million-row ledger is summarised in a few hundred milliseconds
+(SQLite) and the result holds no personal data: user ids, states, counts and the engine's
+short reasons, never an email address or a phone number (the ledger has none).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from airflow_sfox.onboarding.warehouse import (
+    LEDGER_TABLE,
+    RUNS_TABLE,
+    Warehouse,
+    check_identifier,
+    ledger_indexes,
+    utcnow,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+
+log = logging.getLogger(__name__)
+
+#: Ledger states that mean "the code went out or was not needed": the step is passed.
+REQUESTED_STATES = ("sent", "verified", "already_verified")
+#: Ledger states that mean "sFOX reports the channel verified".
+VERIFIED_STATES = ("verified", "already_verified")
+#: States counted beside the funnel.
+SIDE_STATES = ("queued", "rejected", "failed", "not_registered")
+#: Channels an account type has to verify; the last one makes the user VERIFIED.
+#: Corporations verify their email only; individuals their email, then their phone.
+CHANNELS_BY_ACCOUNT_TYPE: dict[str | None, tuple[str, ...]] = {"corporation": ("email",)}
+DEFAULT_CHANNELS = ("email", "sms")
+#: Order of the account types on the page; other values follow, ``None`` (rejected rows) last.
+ACCOUNT_TYPE_ORDER = ("individual", "corporation")
+#: States listed as recent failures.
+FAILURE_STATES = ("failed", "not_registered")
+#: States whose ``last_error`` is counted as a reason.
+REASON_STATES = ("rejected", "failed")
+
+
+#: The statements for the default ledger table name.
+LEDGER_INDEXES = ledger_indexes()
+
+
+@dataclass(frozen=True)
+class DashboardSettings:
+    """
+    Where the page reads from and how much it shows.
+
+    :param conn_id: the warehouse connection (any Airflow SQL connection).
+    :param ledger_table: name of the ledger table.
+    :param runs_table: name of the run table.
+    :param runs: how many of the last runs to show.
+    :param failures: how many recent failures to show.
+    :param reasons: how many reasons to show.
+    """
+
+    conn_id: str = "sfox_warehouse"
+    ledger_table: str = LEDGER_TABLE
+    runs_table: str = RUNS_TABLE
+    runs: int = 15
+    failures: int = 25
+    reasons: int = 10
+
+    def __post_init__(self) -> None:
+        check_identifier(self.ledger_table, "ledger_table")
+        check_identifier(self.runs_table, "runs_table")
+        for name in ("runs", "failures", "reasons"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or not 1 <= value <= 500:
+                raise ValueError(f"{name} must be an integer from 1 to 500, got {value!r}")
+
+
+def _iso(value: Any) -> str | None:
+    """A stored timestamp as ISO 8601 text in UTC (``None`` stays ``None``)."""
+    parsed = Warehouse.parse_ts(value)
+    return parsed.isoformat() if parsed else None
+
+
+def _int(value: Any) -> int:
+    return int(value or 0)
+
+
+def _sort_key(account_type: str | None) -> tuple[int, str]:
+    if account_type in ACCOUNT_TYPE_ORDER:
+        return (0, f"{ACCOUNT_TYPE_ORDER.index(account_type):03d}")
+    return (2, "") if account_type is None else (1, account_type)
+
+
+class Dashboard:
+    """
+    Reads the page's figures from one warehouse.
+
+    :param warehouse: the warehouse, with its ledger and run table names.
+    :param settings: how much to show.
+    """
+
+    def __init__(self, warehouse: Warehouse, settings: DashboardSettings) -> None:
+        self.warehouse = warehouse
+        self.settings = settings
+
+    def _query(self, conn: Any, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        cursor = conn.cursor()
+        try:
+            cursor.execute(sql, tuple(params))
+            return list(cursor.fetchall())
+        finally:
+            cursor.close()
+
+    def _in(self, values: Sequence[str]) -> str:
+        return ", ".join([self.warehouse.ph] * len(values))
+
+    def summary(self) -> dict[str, Any]:
+        """All the figures of the page as one JSON-ready dict."""
+        started = time.perf_counter()
+        result: dict[str, Any] = {
+            "ledger_table": self.warehouse.ledger,
+            "runs_table": self.warehouse.runs,
+            "generated_at": utcnow().isoformat(),
+            "ledger_missing": False,
+            "funnel": [],
+            "totals": _empty_counts(None),
+            "runs": [],
+            "reasons": [],
+            "recent_failures": [],
+        }
+        if not self.warehouse.has_ledger():
+            result["ledger_missing"] = True
+        else:
+            with self.warehouse.connect() as conn:
+                result["funnel"] = self.funnel(conn)
+                result["reasons"] = self.reasons(conn)
+                result["recent_failures"] = self.recent_failures(conn)
+                result["runs"] = self.runs(conn)
+                conn.rollback()  # read only: end the transaction PostgreSQL opened
+            result["totals"] = _totals(result["funnel"])
+        result["query_ms"] = round((time.perf_counter() - started) * 1000, 1)
+        return result
+
+    def funnel(self, conn: Any) -> list[dict[str, Any]]:
+        """Users per step of the funnel, one dict per account type."""
+        ledger = self.warehouse.ledger
+        groups = self._query(
+            conn,
+            f"SELECT account_type, channel, state, COUNT(*) FROM {ledger} "  # noqa: S608
+            "GROUP BY account_type, channel, state",
+        )
+        # A user has an email row, an sms row or both: seen = email rows + sms rows without one.
+        sms_only = self._query(
+            conn,
+            f"SELECT s.account_type, COUNT(*) FROM {ledger} s WHERE s.channel = 'sms' "  # noqa: S608
+            f"AND NOT EXISTS (SELECT 1 FROM {ledger} e WHERE e.user_id = s.user_id "
+            "AND e.channel = 'email') GROUP BY s.account_type",
+        )
+        counts: dict[str | None, dict[tuple[str, str], int]] = {}
+        for account_type, channel, state, count in groups:
+            counts.setdefault(account_type, {})[(channel, state)] = _int(count)
+        extra_users = {account_type: _int(count) for account_type, count in sms_only}
+        rows = []
+        for account_type in sorted(counts, key=_sort_key):
+            by_state = counts[account_type]
+            channels = CHANNELS_BY_ACCOUNT_TYPE.get(account_type, DEFAULT_CHANNELS)
+            row = _empty_counts(account_type)
+            row["channels"] = list(channels)
+            row["seen"] = sum(n for (c, _), n in by_state.items() if c == "email") + extra_users.get(
+                account_type, 0
+            )
+            row["email_requested"] = _total(by_state, "email", REQUESTED_STATES)
+            row["email_verified"] = _total(by_state, "email", VERIFIED_STATES)
+            if "sms" in channels:
+                row["sms_requested"] = _total(by_state, "sms", REQUESTED_STATES)
+                row["sms_verified"] = _total(by_state, "sms", VERIFIED_STATES)
+            else:
+                row["sms_requested"] = None
+                row["sms_verified"] = None
+            row["verified"] = _total(by_state, channels[-1], VERIFIED_STATES)
+            for state in SIDE_STATES:
+                row[state] = _total(by_state, None, (state,))
+            rows.append(row)
+        return rows
+
+    def reasons(self, conn: Any) -> list[dict[str, Any]]:
+        """The most frequent ``last_error`` of rejected and failed rows."""
+        ph_list = self._in(REASON_STATES)
+        rows = self._query(
+            conn,
+            f"SELECT state, last_error, COUNT(*) AS n FROM {self.warehouse.ledger} "  # noqa: S608
+            f"WHERE state IN ({ph_list}) GROUP BY state, last_error "
+            f"ORDER BY n DESC, state, last_error LIMIT {int(self.settings.reasons)}",
+            REASON_STATES,
+        )
+        return [
+            {"state": state, "reason": reason or "(no reason recorded)", "count": _int(n)}
+            for state, reason, n in rows
+        ]
+
+    def recent_failures(self, conn: Any) -> list[dict[str, Any]]:
+        """The newest failed and not_registered rows, by user_id (no personal data)."""
+        limit = int(self.settings.failures)
+        rows: list[tuple[Any, ...]] = []
+        # One query per state: each reads the (state, updated_at) index backwards and stops.
+        for state in FAILURE_STATES:
+            rows += self._query(
+                conn,
+                "SELECT user_id, channel, account_type, state, last_status, last_error, attempts, "  # noqa: S608
+                f"last_request_at, updated_at, run_id FROM {self.warehouse.ledger} "
+                f"WHERE state = {self.warehouse.ph} ORDER BY updated_at DESC LIMIT {limit}",
+                (state,),
+            )
+        items = [
+            {
+                "user_id": user_id,
+                "channel": channel,
+                "account_type": account_type,
+                "state": state,
+                "last_status": last_status,
+                "reason": last_error,
+                "attempts": _int(attempts),
+                "last_request_at": _iso(last_request_at),
+                "updated_at": _iso(updated_at),
+                "run_id": run_id,
+            }
+            for (
+                user_id,
+                channel,
+                account_type,
+                state,
+                last_status,
+                last_error,
+                attempts,
+                last_request_at,
+                updated_at,
+                run_id,
+            ) in rows
+        ]
+        items.sort(key=lambda item: item["updated_at"] or "", reverse=True)
+        return items[:limit]
+
+    def runs(self, conn: Any) -> list[dict[str, Any]]:
+        """The last runs, newest first, from the run table (empty when it is missing)."""
+        columns = (
+            "run_id",
+            "dag_id",
+            "dry_run",
+            "started_at",
+            "finished_at",
+            "source_rows",
+            "planned",
+            "rejected",
+            "sent",
+            "already_verified",
+            "not_registered",
+            "failed",
+            "uncertain",
+            "requests",
+            "rate_limited",
+            "send_seconds",
+            "requests_per_second",
+            "status",
+        )
+        rows = self._query(
+            conn,
+            f"SELECT {', '.join(columns)} FROM {self.warehouse.runs} "  # noqa: S608
+            "ORDER BY CASE WHEN started_at IS NULL THEN 1 ELSE 0 END, started_at DESC, run_id DESC "
+            f"LIMIT {int(self.settings.runs)}",
+        )
+        runs = []
+        for row in rows:
+            run = dict(zip(columns, row, strict=True))
+            started = Warehouse.parse_ts(run["started_at"])
+            finished = Warehouse.parse_ts(run["finished_at"])
+            run["started_at"] = started.isoformat() if started else None
+            run["finished_at"] = finished.isoformat() if finished else None
+            run["duration_seconds"] = (
+                round((finished - started).total_seconds(), 1) if started and finished else None
+            )
+            run["dry_run"] = bool(run["dry_run"])
+            for key in ("send_seconds", "requests_per_second"):
+                run[key] = None if run[key] is None else round(float(run[key]), 2)
+            runs.append(run)
+        return runs
+
+
+def _total(by_state: dict[tuple[str, str], int], channel: str | None, states: Sequence[str]) -> int:
+    """Rows of one channel (``None``: any) in any of ``states``."""
+    return sum(n for (c, s), n in by_state.items() if s in states and channel in (None, c))
+
+
+def _empty_counts(account_type: str | None) -> dict[str, Any]:
+    return {
+        "account_type": account_type,
+        "seen": 0,
+        "email_requested": 0,
+        "email_verified": 0,
+        "sms_requested": 0,
+        "sms_verified": 0,
+        "verified": 0,
+        **dict.fromkeys(SIDE_STATES, 0),
+    }
+
+
+def _totals(funnel: list[dict[str, Any]]) -> dict[str, Any]:
+    totals = _empty_counts(None)
+    for row in funnel:
+        for key, value in row.items():
+            if key in totals and key != "account_type" and value is not None:
+                totals[key] += value
+    return totals
+
+
+class TTLCache:
+    """
+    Remembers the last summary for a few seconds, so many open pages cost one set of queries.
+
+    :param seconds: how long a summary is served again; 0 turns the cache off.
+    :param clock: the monotonic clock (tests replace it).
+    """
+
+    def __init__(self, seconds: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.seconds = seconds
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._entries: dict[Any, tuple[float, dict[str, Any]]] = {}
+
+    def get(self, key: Any, compute: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+        """The cached value of ``key``, or ``compute()`` (one computation at a time)."""
+        if self.seconds <= 0:
+            return compute()
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry and self.clock() < entry[0]:
+                return entry[1]
+            value = compute()
+            self._entries = {key: (self.clock() + self.seconds, value)}
+            return value

@@ -1,0 +1,88 @@
+"""
+The Airflow plugin that adds the "sFOX onboarding" page to the Airflow UI.
+
+Registered through the ``airflow.plugins`` entry point of the package::
+
+    [project.entry-points."airflow.plugins"]
+    sfox_onboarding = "airflow_sfox.plugins.onboarding:SfoxOnboardingPlugin"
+
+The api-server mounts the plugin's FastAPI app under :data:`URL_PREFIX`; the UI shows the
+external view as an entry of its navigation bar (seen on Airflow 3.1.8 and 3.3.2) and renders
+it in an iframe at ``/plugin/sfox-onboarding``.
+
+Every Airflow process loads plugins (scheduler, workers, DAG processor, ...), so this module
+stays light: the FastAPI app, and with it Airflow's api-server modules, is built on the first
+request the api-server routes to it.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import TYPE_CHECKING, Any
+
+from airflow.plugins_manager import AirflowPlugin
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable, MutableMapping
+
+    Scope = MutableMapping[str, Any]
+    Message = MutableMapping[str, Any]
+    Receive = Callable[[], Awaitable[Message]]
+    Send = Callable[[Message], Awaitable[None]]
+
+#: Where the api-server mounts the page's app (must not start with a reserved Airflow prefix).
+URL_PREFIX = "/sfox-onboarding"
+#: The UI route of the page: ``/plugin/<URL_ROUTE>``.
+URL_ROUTE = "sfox-onboarding"
+PAGE_NAME = "sFOX onboarding"
+
+
+class LazyApp:
+    """
+    An ASGI app that builds the real one (:func:`airflow_sfox.plugins.app.create_app`) on first use.
+
+    :param factory: import path ``module:function`` of the app factory.
+    """
+
+    def __init__(self, factory: str = "airflow_sfox.plugins.app:create_app") -> None:
+        self.factory = factory
+        self._app: Any = None
+        self._lock = threading.Lock()
+
+    @property
+    def app(self) -> Any:
+        """The real app, built once."""
+        if self._app is None:
+            with self._lock:
+                if self._app is None:
+                    import importlib
+
+                    module, _, name = self.factory.partition(":")
+                    self._app = getattr(importlib.import_module(module), name)()
+        return self._app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Hand the request to the real app."""
+        await self.app(scope, receive, send)
+
+
+class SfoxOnboardingPlugin(AirflowPlugin):
+    """The "sFOX onboarding" page: funnel, runs and failures of batch onboarding."""
+
+    name = "sfox_onboarding"
+    fastapi_apps = [  # noqa: RUF012 - the attribute type is AirflowPlugin's
+        {"app": LazyApp(), "url_prefix": URL_PREFIX, "name": PAGE_NAME},
+    ]
+    external_views = [  # noqa: RUF012
+        {
+            "name": PAGE_NAME,
+            # Relative to the UI's <base href>: works when Airflow is served under a sub-path.
+            "href": f"{URL_PREFIX.lstrip('/')}/",
+            "url_route": URL_ROUTE,
+            "destination": "nav",
+            # No category; nav_top_level (ignored by 3.1) keeps it out of a "Plugins" menu.
+            "nav_top_level": True,
+            "icon": f"{URL_PREFIX.lstrip('/')}/static/icon.svg",
+            "icon_dark_mode": f"{URL_PREFIX.lstrip('/')}/static/icon-dark.svg",
+        }
+    ]

@@ -1,0 +1,219 @@
+// sFOX onboarding page: polls api/summary and renders it. Plain DOM, no framework, no CDN.
+// Every value from the server is written with textContent, never parsed as HTML.
+"use strict";
+
+(function () {
+  const SUMMARY_URL = "api/summary";
+  const SVG_NS = "http://www.w3.org/2000/svg";
+  let refreshMs = 10000;
+  let timer = null;
+
+  const fmt = new Intl.NumberFormat("en-US");
+  const num = (n) => (n === null || n === undefined ? "–" : fmt.format(n));
+  const pct = (part, whole) => (whole > 0 && part !== null ? `${Math.round((100 * part) / whole)}%` : "");
+
+  function el(tag, attrs, children) {
+    const node = document.createElement(tag);
+    for (const [key, value] of Object.entries(attrs || {})) {
+      if (key === "text") node.textContent = value;
+      else if (key === "class") node.className = value;
+      else node.setAttribute(key, value);
+    }
+    for (const child of children || []) node.appendChild(child);
+    return node;
+  }
+
+  function when(iso) {
+    if (!iso) return "–";
+    return iso.replace("T", " ").replace(/\.\d+/, "").replace(/\+00:00$|Z$/, "");
+  }
+
+  function duration(seconds) {
+    if (seconds === null || seconds === undefined) return "–";
+    if (seconds < 60) return `${seconds.toFixed(1)} s`;
+    const m = Math.floor(seconds / 60);
+    if (m < 60) return `${m} min ${Math.round(seconds % 60)} s`;
+    return `${Math.floor(m / 60)} h ${m % 60} min`;
+  }
+
+  // A tiny inline SVG bar: the share of `value` in `max`.
+  function bar(value, max, final) {
+    const svg = document.createElementNS(SVG_NS, "svg");
+    svg.setAttribute("viewBox", "0 0 100 10");
+    svg.setAttribute("preserveAspectRatio", "none");
+    const rect = document.createElementNS(SVG_NS, "rect");
+    const width = max > 0 && value ? Math.max(0.5, (100 * value) / max) : 0;
+    rect.setAttribute("width", String(width));
+    rect.setAttribute("height", "10");
+    rect.setAttribute("fill", final ? "var(--bar-done)" : "var(--bar)");
+    svg.appendChild(rect);
+    return el("div", { class: "track" }, [svg]);
+  }
+
+  // Rejected source rows have no valid account type: a small card with their count.
+  function rejectedCard(row) {
+    return el("div", { class: "card compact", "data-account-type": "none" }, [
+      el("h3", { class: "plain", text: "Rejected source rows" }),
+      el("div", { class: "big bad", "data-metric": "none.rejected", text: num(row.rejected) }),
+      el("p", { class: "muted small", text: "no valid account type; never sent (see the reasons below)" }),
+    ]);
+  }
+
+  function funnelCard(row) {
+    if (row.account_type === null) return rejectedCard(row);
+    const kind = row.account_type;
+    const title = row.account_type;
+    const steps = [
+      ["seen", "In ledger (seen)", row.seen],
+      ["email_requested", "Email requested", row.email_requested],
+      ["email_verified", "Email verified", row.email_verified],
+      ["sms_requested", "SMS requested", row.sms_requested],
+      ["verified", "VERIFIED", row.verified],
+    ];
+    const stepNodes = steps.map(([key, label, value]) => {
+      const final = key === "verified";
+      const na = value === null;
+      return el("div", { class: `step${final ? " final" : ""}${na ? " na" : ""}` }, [
+        el("span", { class: "label", text: label }),
+        bar(value, row.seen, final),
+        el("span", { class: "value" }, [
+          el("b", { "data-metric": `${kind}.${key}`, text: na ? "n/a" : num(value) }),
+          document.createTextNode(na || key === "seen" ? "" : ` ${pct(value, row.seen)}`),
+        ]),
+      ]);
+    });
+    const side = [
+      ["queued", "queued", ""],
+      ["rejected", "rejected", "bad"],
+      ["failed", "failed", "bad"],
+      ["not_registered", "not registered", "warn"],
+    ].map(([key, label, cls]) =>
+      el("div", { class: row[key] ? cls : "" }, [
+        el("span", { text: label }),
+        el("span", { class: "n", "data-metric": `${kind}.${key}`, text: num(row[key]) }),
+      ]),
+    );
+    return el("div", { class: "card", "data-account-type": kind }, [
+      el("h3", { text: title }),
+      el("div", { class: "card-body" }, [
+        el("div", { class: "steps" }, stepNodes),
+        el("div", { class: "side" }, side),
+      ]),
+    ]);
+  }
+
+  function fillTable(id, rows, columns, emptyText) {
+    const body = document.querySelector(`#${id} tbody`);
+    body.replaceChildren();
+    if (!rows.length) {
+      body.appendChild(el("tr", {}, [el("td", { class: "empty", colspan: String(columns), text: emptyText })]));
+      return;
+    }
+    for (const cells of rows) body.appendChild(el("tr", {}, cells));
+  }
+
+  function pill(state) {
+    return el("span", { class: `pill ${state || ""}`, text: (state || "–").replace("_", " ") });
+  }
+
+  function render(data) {
+    refreshMs = Math.max(2000, (data.refresh_seconds || 10) * 1000);
+    document.getElementById("source").textContent =
+      `Ledger ${data.ledger_table} and runs ${data.runs_table} on connection ${data.conn_id}` +
+      ` · refreshes every ${refreshMs / 1000} s`;
+    document.getElementById("empty").hidden = !data.ledger_missing;
+
+    const funnels = document.getElementById("funnels");
+    funnels.classList.toggle("with-rejected", data.funnel.some((row) => row.account_type === null));
+    funnels.replaceChildren(...data.funnel.map(funnelCard));
+    if (!data.funnel.length) funnels.appendChild(el("p", { class: "muted", text: "No users in the ledger yet." }));
+
+    fillTable(
+      "runs",
+      data.runs.map((run) => [
+        el("td", { class: "nowrap", text: when(run.started_at) }),
+        el("td", { class: "mono", text: run.run_id + (run.dry_run ? " (dry run)" : "") }),
+        el("td", {}, [pill(run.status)]),
+        el("td", { class: "num", text: duration(run.duration_seconds) }),
+        el("td", { class: "num", "data-field": "requests", text: num(run.requests) }),
+        el("td", {
+          class: "num",
+          text: run.requests_per_second === null ? "–" : run.requests_per_second.toFixed(1),
+        }),
+        el("td", { class: "num", text: num(run.sent) }),
+        el("td", { class: "num", "data-field": "failed", text: num(run.failed) }),
+        el("td", { class: "num", text: num(run.rejected) }),
+        el("td", { class: "num", text: num(run.not_registered) }),
+        el("td", { class: "num", "data-field": "rate_limited", text: num(run.rate_limited) }),
+      ]),
+      11,
+      "No runs recorded yet.",
+    );
+
+    const top = data.reasons.length ? data.reasons[0].count : 0;
+    fillTable(
+      "reasons",
+      data.reasons.map((r) => {
+        const line = el("span", { class: "reason-bar" });
+        line.style.width = `${top ? Math.max(2, (100 * r.count) / top) : 0}%`;
+        return [
+          el("td", {}, [el("span", { text: r.reason }), line]),
+          el("td", {}, [pill(r.state)]),
+          el("td", { class: "num", "data-field": "count", text: num(r.count) }),
+        ];
+      }),
+      3,
+      "No rejected or failed rows.",
+    );
+
+    fillTable(
+      "failures",
+      data.recent_failures.map((f) => [
+        el("td", { class: "mono nowrap", "data-field": "user_id", text: f.user_id }),
+        el("td", { text: f.channel }),
+        el("td", {}, [pill(f.state)]),
+        el("td", { class: "num", text: f.last_status === null ? "–" : String(f.last_status) }),
+        el("td", { text: f.reason || "" }),
+        el("td", { class: "nowrap", text: when(f.updated_at) }),
+      ]),
+      6,
+      "No failures.",
+    );
+  }
+
+  function setStatus(ok, text) {
+    document.getElementById("status-dot").className = `dot ${ok ? "ok" : "bad"}`;
+    document.getElementById("status-text").textContent = text;
+  }
+
+  async function refresh() {
+    clearTimeout(timer);
+    try {
+      const response = await fetch(SUMMARY_URL, { credentials: "same-origin", cache: "no-store" });
+      const error = document.getElementById("error");
+      if (response.status === 401 || response.status === 403) {
+        error.textContent = "Your Airflow session has ended: reload the page to log in again.";
+        error.hidden = false;
+        setStatus(false, "signed out");
+        return; // no more polling until the user logs in again
+      }
+      const data = await response.json();
+      if (!response.ok) throw new Error(data.detail || `HTTP ${response.status}`);
+      render(data);
+      error.hidden = true;
+      document.body.dataset.loaded = data.generated_at;
+      setStatus(true, `updated ${new Date().toLocaleTimeString()} · ${data.query_ms} ms`);
+    } catch (err) {
+      const error = document.getElementById("error");
+      error.textContent = `Cannot load the onboarding figures: ${err.message}`;
+      error.hidden = false;
+      setStatus(false, "error");
+    }
+    timer = setTimeout(refresh, refreshMs);
+  }
+
+  document.addEventListener("visibilitychange", () => {
+    if (!document.hidden) refresh();
+  });
+  refresh();
+})();

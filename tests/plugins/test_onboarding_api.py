@@ -1,0 +1,203 @@
+"""The plugin's JSON endpoints against a real SQLite ledger with known figures (FastAPI TestClient)."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import pytest
+from fastapi.testclient import TestClient
+
+from airflow_sfox.plugins.app import create_app
+from airflow_sfox.plugins.dashboard import LEDGER_INDEXES, TTLCache, ledger_indexes
+from tests.plugins.ledger_data import (
+    EXPECTED_FAILURES,
+    EXPECTED_FUNNEL,
+    EXPECTED_REASONS,
+    RUNS,
+    build_ledger,
+    sqlite_conn_json,
+)
+
+
+@pytest.fixture
+def ledger_path(tmp_path, monkeypatch) -> str:
+    """A SQLite warehouse with the known ledger, as ``sfox_warehouse``."""
+    path = str(tmp_path / "warehouse.db")
+    build_ledger(path)
+    monkeypatch.setenv("AIRFLOW_CONN_SFOX_WAREHOUSE", sqlite_conn_json(path))
+    return path
+
+
+def _client(*, logged_in: bool = True) -> TestClient:
+    from airflow.api_fastapi.core_api.security import get_user
+
+    app = create_app(cache_seconds=0)
+    if logged_in:
+        # Unit level only: Airflow's own token check is proven against a live api-server.
+        app.dependency_overrides[get_user] = lambda: object()
+    return TestClient(app)
+
+
+def test_summary_funnel_matches_the_ledger(ledger_path):
+    response = _client().get("/api/summary")
+    assert response.status_code == 200, response.text
+    data = response.json()
+    assert data["conn_id"] == "sfox_warehouse"
+    assert data["ledger_missing"] is False
+    assert data["refresh_seconds"] == 10
+    funnel = {row["account_type"]: row for row in data["funnel"]}
+    assert [row["account_type"] for row in data["funnel"]] == ["individual", "corporation", None]
+    for account_type, expected in EXPECTED_FUNNEL.items():
+        assert {k: funnel[account_type][k] for k in expected} == expected, account_type
+    assert funnel["corporation"]["channels"] == ["email"]
+    assert funnel["individual"]["channels"] == ["email", "sms"]
+    assert data["totals"]["seen"] == 16
+    assert data["totals"]["verified"] == 4
+    assert data["totals"]["failed"] == 3
+    assert data["totals"]["rejected"] == 3
+
+
+def test_summary_reasons_failures_and_runs(ledger_path):
+    data = _client().get("/api/summary").json()
+    assert data["reasons"] == EXPECTED_REASONS
+    failures = [(f["user_id"], f["channel"], f["state"]) for f in data["recent_failures"]]
+    assert failures == EXPECTED_FAILURES
+    first = data["recent_failures"][0]
+    assert first["last_status"] == 500
+    assert first["reason"] == "HTTP 500 after 3 attempts"
+    assert first["updated_at"] == "2026-03-02T05:00:00+00:00"
+
+    runs = data["runs"]
+    assert [r["run_id"] for r in runs] == [RUNS[1]["run_id"], RUNS[0]["run_id"]]  # newest first
+    running, finished = runs
+    assert running["status"] == "running"
+    assert running["duration_seconds"] is None
+    assert finished["duration_seconds"] == 150.0
+    assert finished["requests"] == 120
+    assert finished["requests_per_second"] == 0.8
+    assert finished["rate_limited"] == 4
+    assert finished["failed"] == 3
+    assert finished["started_at"] == "2026-03-01T10:00:00+00:00"
+    assert finished["dry_run"] is False
+
+
+def test_summary_holds_no_personal_data(ledger_path):
+    with sqlite3.connect(ledger_path) as conn:
+        conn.execute("UPDATE sfox_onboarding_ledger SET last_error = 'x' WHERE user_id = 'nobody'")
+    text = _client().get("/api/summary").text
+    assert "@" not in text
+    assert "+1" not in text
+
+
+def test_missing_ledger_is_an_empty_page(tmp_path, monkeypatch):
+    monkeypatch.setenv("AIRFLOW_CONN_SFOX_WAREHOUSE", sqlite_conn_json(str(tmp_path / "empty.db")))
+    data = _client().get("/api/summary").json()
+    assert data["ledger_missing"] is True
+    assert data["funnel"] == []
+    assert data["runs"] == []
+
+
+def test_settings_come_from_airflow_config(ledger_path, tmp_path, monkeypatch):
+    other = str(tmp_path / "other.db")
+    build_ledger(other)
+    with sqlite3.connect(other) as conn:
+        conn.execute("ALTER TABLE sfox_onboarding_ledger RENAME TO my_ledger")
+        conn.execute("DELETE FROM my_ledger WHERE account_type IS NULL")
+    monkeypatch.setenv("AIRFLOW_CONN_OTHER_WAREHOUSE", sqlite_conn_json(other))
+    monkeypatch.setenv("AIRFLOW__SFOX__ONBOARDING_WAREHOUSE_CONN_ID", "other_warehouse")
+    monkeypatch.setenv("AIRFLOW__SFOX__ONBOARDING_LEDGER_TABLE", "my_ledger")
+    monkeypatch.setenv("AIRFLOW__SFOX__ONBOARDING_REFRESH_SECONDS", "30")
+    data = _client().get("/api/summary").json()
+    assert data["conn_id"] == "other_warehouse"
+    assert data["ledger_table"] == "my_ledger"
+    assert data["refresh_seconds"] == 30
+    assert [row["account_type"] for row in data["funnel"]] == ["individual", "corporation"]
+
+
+def test_bad_settings_and_connections_are_reported_without_details(monkeypatch):
+    monkeypatch.setenv("AIRFLOW__SFOX__ONBOARDING_LEDGER_TABLE", "x; DROP TABLE y")
+    response = _client().get("/api/summary")
+    assert response.status_code == 500
+    assert "ledger_table must be a SQL identifier" in response.json()["detail"]
+
+    monkeypatch.delenv("AIRFLOW__SFOX__ONBOARDING_LEDGER_TABLE")
+    monkeypatch.setenv("AIRFLOW__SFOX__ONBOARDING_WAREHOUSE_CONN_ID", "no_such_conn")
+    response = _client().get("/api/summary")
+    assert response.status_code == 503
+    assert "'no_such_conn'" in response.json()["detail"]
+
+
+def test_page_and_static_files(ledger_path):
+    client = _client()
+    page = client.get("/")
+    assert page.status_code == 200
+    assert "sFOX onboarding" in page.text
+    assert page.headers["cache-control"] == "no-store"
+    for asset in ("dashboard.js", "dashboard.css", "icon.svg", "icon-dark.svg"):
+        assert client.get(f"/static/{asset}").status_code == 200, asset
+    # Everything is served by the plugin: no external script, style or font.
+    assert "http" not in page.text.replace('xmlns="http', "")
+    assert "http://www.w3.org/2000/svg" in client.get("/static/dashboard.js").text
+    assert "https://" not in client.get("/static/dashboard.js").text
+
+
+def test_anonymous_requests_are_refused(ledger_path):
+    client = _client(logged_in=False)
+    assert client.get("/api/summary").status_code == 401
+    page = client.get("/", follow_redirects=False)
+    assert page.status_code == 303  # to Airflow's login page
+
+
+def test_cache_serves_one_summary_for_a_while():
+    now = [100.0]
+    cache = TTLCache(5, clock=lambda: now[0])
+    calls = []
+
+    def compute() -> dict:
+        calls.append(1)
+        return {"n": len(calls)}
+
+    assert cache.get("k", compute) == {"n": 1}
+    now[0] += 4
+    assert cache.get("k", compute) == {"n": 1}
+    now[0] += 2
+    assert cache.get("k", compute) == {"n": 2}
+    assert cache.get("other", compute) == {"n": 3}
+
+
+def test_proposed_indexes_serve_the_queries(ledger_path):
+    """With the proposed indexes, SQLite answers every page query from an index."""
+    from airflow_sfox.onboarding.warehouse import Warehouse
+    from airflow_sfox.plugins.dashboard import Dashboard, DashboardSettings
+    from tests.plugins.ledger_data import SqliteFileHook
+
+    assert ledger_indexes("s.l")[0].startswith("CREATE INDEX IF NOT EXISTS ix_s_l_funnel ON s.l ")
+    with sqlite3.connect(ledger_path) as conn:
+        for statement in LEDGER_INDEXES:
+            conn.execute(statement)
+        plans = []
+
+        class Recorder:
+            def cursor(self):
+                return self
+
+            def execute(self, sql, params=()):
+                plans.append(" | ".join(r[3] for r in conn.execute(f"EXPLAIN QUERY PLAN {sql}", params)))
+                self._rows = conn.execute(sql, params).fetchall()
+
+            def fetchall(self):
+                return self._rows
+
+            def close(self):
+                pass
+
+        dashboard = Dashboard(Warehouse(SqliteFileHook(ledger_path)), DashboardSettings())
+        recorder = Recorder()
+        dashboard.funnel(recorder)
+        dashboard.reasons(recorder)
+        dashboard.recent_failures(recorder)
+    assert "COVERING INDEX ix_sfox_onboarding_ledger_funnel" in plans[0]
+    assert "COVERING INDEX ix_sfox_onboarding_ledger_funnel" in plans[1]
+    for plan in plans:  # no step reads the table itself row by row
+        for step in plan.split(" | "):
+            assert not step.startswith("SCAN") or "INDEX" in step, plan

@@ -1,0 +1,229 @@
+"""
+End to end: the plugin inside a live Airflow api-server, with Airflow's real authentication,
+seen by a headless Chromium that logs in, opens the page and reads the numbers it shows.
+
+Saves the README screenshot to ``docs/sfox-onboarding.png``.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.plugins.ledger_data import build_demo_ledger, sqlite_conn_json
+from tests.plugins.live import (
+    PASSWORD,
+    USERNAME,
+    LiveAirflow,
+    ensure_chromium,
+    http,
+    plugin_entry_point_installed,
+    start_chromium,
+)
+
+SCREENSHOT = Path(__file__).parents[2] / "docs" / "sfox-onboarding.png"
+PAGE = "/sfox-onboarding/"
+SUMMARY = "/sfox-onboarding/api/summary"
+#: Reads what the page shows, in one go.
+SNAPSHOT_JS = """
+const texts = (selector) => Array.from(document.querySelectorAll(selector), (e) => e.textContent);
+const metrics = {};
+for (const e of document.querySelectorAll("[data-metric]")) metrics[e.dataset.metric] = e.textContent;
+return {
+  metrics,
+  counts: texts("#reasons [data-field='count']"),
+  runs: document.querySelectorAll("#runs tbody tr").length,
+  users: texts("#failures [data-field='user_id']"),
+  body: document.body.innerText,
+};
+"""
+#: Bounded waits for the browser (the machine may be busy).
+UI_TIMEOUT = 90
+
+
+@pytest.fixture(scope="module")
+def ledger(tmp_path_factory) -> str:
+    """A realistic SQLite ledger and run table."""
+    path = str(tmp_path_factory.mktemp("sfox-plugin-warehouse") / "warehouse.db")
+    build_demo_ledger(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory, ledger):
+    """One api-server for the module, stopped (by its process group id) whatever happens."""
+    server = LiveAirflow(tmp_path_factory.mktemp("sfox-plugin-airflow-home"), sqlite_conn_json(ledger))
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+
+
+def expected_from_sql(path: str) -> dict[str, dict[str, int | None]]:
+    """The funnel computed with plain SQL on the ledger, independently of the plugin's code."""
+
+    def one(conn: sqlite3.Connection, sql: str, *params: object) -> int:
+        return int(conn.execute(sql, params).fetchone()[0])
+
+    done, verified = "('sent', 'verified', 'already_verified')", "('verified', 'already_verified')"
+    expected: dict[str, dict[str, int | None]] = {}
+    with sqlite3.connect(path) as conn:
+        for kind in ("individual", "corporation"):
+            where = "account_type = ?"
+            row: dict[str, int | None] = {
+                "seen": one(
+                    conn, f"SELECT COUNT(DISTINCT user_id) FROM sfox_onboarding_ledger WHERE {where}", kind
+                ),
+                "email_requested": one(
+                    conn,
+                    f"SELECT COUNT(*) FROM sfox_onboarding_ledger WHERE {where} "
+                    f"AND channel = 'email' AND state IN {done}",
+                    kind,
+                ),
+                "email_verified": one(
+                    conn,
+                    f"SELECT COUNT(*) FROM sfox_onboarding_ledger WHERE {where} "
+                    f"AND channel = 'email' AND state IN {verified}",
+                    kind,
+                ),
+            }
+            for state in ("queued", "rejected", "failed", "not_registered"):
+                row[state] = one(
+                    conn,
+                    f"SELECT COUNT(*) FROM sfox_onboarding_ledger WHERE {where} AND state = ?",
+                    kind,
+                    state,
+                )
+            if kind == "individual":
+                row["sms_requested"] = one(
+                    conn,
+                    f"SELECT COUNT(*) FROM sfox_onboarding_ledger WHERE {where} "
+                    f"AND channel = 'sms' AND state IN {done}",
+                    kind,
+                )
+                row["verified"] = one(
+                    conn,
+                    f"SELECT COUNT(*) FROM sfox_onboarding_ledger WHERE {where} "
+                    f"AND channel = 'sms' AND state IN {verified}",
+                    kind,
+                )
+            else:
+                row["sms_requested"] = None  # corporations verify their email only
+                row["verified"] = row["email_verified"]
+            expected[kind] = row
+        expected["none"] = {
+            "rejected": one(
+                conn,
+                "SELECT COUNT(*) FROM sfox_onboarding_ledger "
+                "WHERE account_type IS NULL AND state = 'rejected'",
+            )
+        }
+        expected["reasons"] = {
+            "top": one(
+                conn,
+                "SELECT MAX(n) FROM (SELECT COUNT(*) AS n FROM sfox_onboarding_ledger "
+                "WHERE state IN ('rejected', 'failed') GROUP BY state, last_error)",
+            )
+        }
+    return expected
+
+
+def test_plugin_is_registered_with_the_api_server(live):
+    status, body, _ = http("GET", f"{live.url}/api/v2/plugins", token=live.token())
+    assert status == 200, body
+    assert isinstance(body, dict)
+    plugin = next(p for p in body["plugins"] if p["name"] == "sfox_onboarding")
+    assert plugin["fastapi_apps"][0]["url_prefix"] == "/sfox-onboarding"
+    view = plugin["external_views"][0]
+    assert (view["name"], view["href"], view["url_route"]) == (
+        "sFOX onboarding",
+        "sfox-onboarding/",
+        "sfox-onboarding",
+    )
+    source = "entry point" if plugin_entry_point_installed() else "plugins folder stand-in"
+    print(f"plugin loaded through its {source}: {plugin['source']}")
+    assert not http("GET", f"{live.url}/api/v2/importErrors", token=live.token())[1].get("import_errors")
+
+
+def test_endpoints_need_an_airflow_login(live):
+    token = live.token()  # POST /auth/token of the simple auth manager
+    status, body, _ = http("GET", f"{live.url}{SUMMARY}", token=token)
+    assert status == 200, body
+    assert isinstance(body, dict)
+    assert body["funnel"]
+
+    assert http("GET", f"{live.url}{SUMMARY}")[0] == 401  # anonymous
+    assert http("GET", f"{live.url}{SUMMARY}", token="not-a-jwt")[0] == 403
+    forged = token[:-4] + ("AAAA" if not token.endswith("AAAA") else "BBBB")
+    assert http("GET", f"{live.url}{SUMMARY}", token=forged)[0] in (401, 403)
+    # An anonymous visitor of the page is sent to Airflow's login page; the HTML is not served.
+    status, body, headers = http("GET", f"{live.url}{PAGE}")
+    assert status == 303
+    assert headers["location"].startswith("/auth/login")
+    assert http("GET", f"{live.url}{PAGE}", token=token)[0] == 200
+
+
+def test_browser_shows_the_ledger_figures(live, ledger, tmp_path):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    ensure_chromium()
+    expected = expected_from_sql(ledger)
+    driver = start_chromium(tmp_path / "chromium-profile")
+    try:
+        wait = WebDriverWait(driver, UI_TIMEOUT)
+        driver.get(f"{live.url}/")
+        wait.until(ec.presence_of_element_located((By.NAME, "username"))).send_keys(USERNAME)
+        driver.find_element(By.NAME, "password").send_keys(PASSWORD)
+        wait.until(ec.element_to_be_clickable((By.CSS_SELECTOR, "button[type=submit]"))).click()
+        wait.until(lambda d: "/auth/login" not in d.current_url)
+
+        # The page is in Airflow's navigation bar (or, should a release group plugins, its Plugins menu).
+        link = "a[href$='plugin/sfox-onboarding']"
+        if not driver.find_elements(By.CSS_SELECTOR, link):
+            time.sleep(3)  # the navigation renders once the UI has fetched the plugins
+        if not driver.find_elements(By.CSS_SELECTOR, link):
+            wait.until(ec.element_to_be_clickable((By.CSS_SELECTOR, "button[aria-label='Plugins']"))).click()
+        wait.until(ec.element_to_be_clickable((By.CSS_SELECTOR, link))).click()
+        frame = wait.until(
+            ec.presence_of_element_located((By.CSS_SELECTOR, "iframe[title='sFOX onboarding']"))
+        )
+        driver.switch_to.frame(frame)
+        wait.until(lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-loaded"))
+
+        def snapshot() -> dict:
+            # One script: the page re-renders every refresh, element handles would go stale.
+            return driver.execute_script(SNAPSHOT_JS)
+
+        shown = snapshot()
+        for kind in ("individual", "corporation"):
+            for key, value in expected[kind].items():
+                text = shown["metrics"][f"{kind}.{key}"]
+                assert text == ("n/a" if value is None else f"{value:,}"), (kind, key, text, value)
+        assert shown["metrics"]["none.rejected"] == f"{expected['none']['rejected']:,}"
+        assert shown["counts"][0] == f"{expected['reasons']['top']:,}"
+        assert shown["runs"] == 10
+        assert shown["users"]
+        assert all(u.startswith("client_") for u in shown["users"])
+        assert "@" not in shown["body"]
+
+        # The page refreshes itself: a new ledger row shows up without a reload.
+        with sqlite3.connect(ledger) as conn:
+            conn.execute(
+                "INSERT INTO sfox_onboarding_ledger (user_id, channel, account_type, state, updated_at) "
+                "VALUES ('client_new', 'email', 'corporation', 'queued', '2026-03-06T00:00:00+00:00')"
+            )
+        want = f"{int(expected['corporation']['seen'] or 0) + 1:,}"
+        wait.until(lambda _: snapshot()["metrics"]["corporation.seen"] == want)
+        time.sleep(1)  # let the bars settle before the screenshot
+
+        driver.switch_to.default_content()
+        SCREENSHOT.parent.mkdir(exist_ok=True)
+        assert driver.save_screenshot(str(SCREENSHOT))
+    finally:
+        driver.quit()
