@@ -10,7 +10,7 @@ UV := $(VENV)/bin/uv
 # recompiling them in every process (the machine sets PYTHONDONTWRITEBYTECODE).
 RUN := env -u PYTHONDONTWRITEBYTECODE PYTHONPYCACHEPREFIX=$(CURDIR)/.cache/pycache
 
-.PHONY: venv install lint pytest test demo clean
+.PHONY: venv install lint pytest test demo bench bench-full clean
 
 $(UV):
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,15 @@ test: lint pytest
 # Onboards ~1,000 synthetic users through the DAG against the local sandbox (a few minutes).
 demo: install
 	$(RUN) $(VPY) demo/run_demo.py
+
+# Benchmarks: writes benchmarks/REPORT.md, report.png, results.json. Quick mode: under 5 minutes.
+bench: install
+	$(UV) pip install --quiet --python $(VPY) -e ".[bench]"
+	$(RUN) $(VPY) benchmarks/run.py --mode quick
+
+bench-full: install
+	$(UV) pip install --quiet --python $(VPY) -e ".[bench]"
+	$(RUN) $(VPY) benchmarks/run.py --mode full
 
 clean:
 	rm -rf .venv .venv-* .cache .demo .pytest_cache .mypy_cache .ruff_cache

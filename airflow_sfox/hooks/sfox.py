@@ -49,7 +49,7 @@ DEFAULT_BASE_URL = "https://api.sfox.com"
 #: Defaults of the connection extras, taken from the form definition so the two never drift.
 EXTRA_DEFAULTS: dict[str, float] = {name: field["schema"]["default"] for name, field in CONN_FIELDS.items()}
 #: Threads that may share one hook without waiting for a pooled connection.
-DEFAULT_POOL_SIZE = 32
+DEFAULT_POOL_SIZE = 32  # as many as a chunk task's most threads (sender.MAX_THREADS)
 #: Longest single back-off between two retries of a 5xx or a connection error.
 MAX_BACKOFF_SECONDS = 30.0
 #: Longest Retry-After honoured; sFOX documents a 60 s block.
@@ -270,11 +270,15 @@ class SfoxConnectHook(BaseHook):
                 if self._config is None:
                     conn = self.get_connection(self.sfox_conn_id)
                     config = _HookConfig.from_connection(conn, self._overrides)
-                    self.pacer = RequestPacer(
-                        config.requests_per_second * self.rate_share, clock=self._clock, sleep=self._sleep
-                    )
+                    rate = config.requests_per_second * self.rate_share
+                    self.pacer = RequestPacer(rate, clock=self._clock, sleep=self._sleep)
                     self._config = config
         return self._config
+
+    @property
+    def pacer_rate(self) -> float:
+        """The requests per second this hook paces itself to (0: unpaced)."""
+        return self.config.requests_per_second * self.rate_share
 
     @property
     def base_url(self) -> str:

@@ -11,7 +11,6 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from airflow_sfox._compat import AirflowException
-from airflow_sfox.hooks.sfox import SfoxConnectHook
 from airflow_sfox.onboarding.planner import OnboardingConfig, Planner
 from airflow_sfox.onboarding.warehouse import Warehouse, utcnow
 
@@ -44,6 +43,8 @@ def plan_run(
     :param sfox_conn_id: the ``sfox`` connection.
     :param started_at: when the run started (default: now).
     """
+    from airflow_sfox.hooks.sfox import SfoxConnectHook  # not at parse time: see operators
+
     config = OnboardingConfig.from_params(params)
     warehouse = Warehouse.from_conn_id(warehouse_conn_id)
     with SfoxConnectHook(sfox_conn_id=sfox_conn_id) as sfox:

@@ -10,6 +10,7 @@ run (at-least-once; each such duplicate shows as a second request in sFOX's reco
 from __future__ import annotations
 
 import logging
+import math
 import queue
 import threading
 import time
@@ -31,8 +32,28 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-#: Threads per chunk task: enough to keep ~25 requests/s going at 300 ms latency.
+#: Threads per chunk task when the budget is unknown or unpaced.
 DEFAULT_THREADS = 8
+#: Most threads per chunk task (the hook's connection pool holds as many connections).
+MAX_THREADS = 32
+#: Latency the thread count is sized for: sFOX answers in 100-300 ms.
+SIZING_LATENCY_SECONDS = 0.3
+
+
+def threads_for(requests_per_second: float) -> int:
+    """
+    Threads that keep a request budget busy at :data:`SIZING_LATENCY_SECONDS` of latency.
+
+    The pacer, not the thread count, holds the rate: spare threads only wait.
+
+    :param requests_per_second: the paced rate (0: unpaced).
+    """
+    if requests_per_second <= 0:
+        return DEFAULT_THREADS
+    needed = math.ceil(requests_per_second * SIZING_LATENCY_SECONDS * 1.3)
+    return max(4, min(MAX_THREADS, needed))
+
+
 #: Seconds between two progress lines in the task log.
 PROGRESS_EVERY = 10.0
 

@@ -7,7 +7,10 @@ from typing import TYPE_CHECKING, Any
 
 from airflow_sfox._compat import AirflowSkipException, BaseOperator
 from airflow_sfox.exceptions import SfoxAlreadyVerifiedError
-from airflow_sfox.hooks.sfox import SfoxConnectHook
+
+# The hook (and with it requests) is imported in execute(): a DAG file that uses these
+# operators parses without loading the HTTP stack.
+DEFAULT_SFOX_CONN_ID = "sfox_default"
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -58,7 +61,7 @@ class SendVerificationOperator(BaseOperator):
         *,
         user_id: str,
         verification_type: str,
-        sfox_conn_id: str = SfoxConnectHook.default_conn_name,
+        sfox_conn_id: str = DEFAULT_SFOX_CONN_ID,
         fail_if_already_verified: bool = False,
         **kwargs: Any,
     ) -> None:
@@ -70,6 +73,8 @@ class SendVerificationOperator(BaseOperator):
 
     def execute(self, context: Context) -> dict[str, str]:
         """Send the code; return the JSON-serialisable outcome."""
+        from airflow_sfox.hooks.sfox import SfoxConnectHook
+
         with SfoxConnectHook(sfox_conn_id=self.sfox_conn_id) as hook:
             try:
                 data = hook.send_verification(self.user_id, self.verification_type)
@@ -124,7 +129,8 @@ class SendVerificationBatchOperator(BaseOperator):
     :param account_types: the account types this step applies to.
     :param warehouse_conn_id: the SQL connection holding the ledger.
     :param sfox_conn_id: the ``sfox`` connection.
-    :param threads: concurrent requests.
+    :param threads: concurrent requests; by default enough to fill this task's share of the
+        connection's budget at up to 300 ms of latency (8 at 20 requests/s, at most 32).
     :param rate_share: fraction of the connection's request budget this task may use; set it
         to ``1 / n`` when ``n`` such tasks may run at once.
     """
@@ -139,8 +145,8 @@ class SendVerificationBatchOperator(BaseOperator):
         verification_type: str,
         account_types: Sequence[str] = ("individual", "corporation"),
         warehouse_conn_id: str = "sfox_warehouse",
-        sfox_conn_id: str = SfoxConnectHook.default_conn_name,
-        threads: int = 8,
+        sfox_conn_id: str = DEFAULT_SFOX_CONN_ID,
+        threads: int | None = None,
         rate_share: float = 1.0,
         **kwargs: Any,
     ) -> None:
@@ -156,8 +162,9 @@ class SendVerificationBatchOperator(BaseOperator):
 
     def execute(self, context: Context) -> dict[str, Any]:
         """Send the chunk; return its figures."""
+        from airflow_sfox.hooks.sfox import SfoxConnectHook
         from airflow_sfox.onboarding.runs import record_chunk
-        from airflow_sfox.onboarding.sender import send_chunk
+        from airflow_sfox.onboarding.sender import send_chunk, threads_for
         from airflow_sfox.onboarding.warehouse import Warehouse
 
         if self.chunk["account_type"] not in self.account_types:
@@ -176,7 +183,7 @@ class SendVerificationBatchOperator(BaseOperator):
                     run_id=run_id,
                     chunk=self.chunk,
                     channel=self.verification_type,
-                    threads=self.threads,
+                    threads=self.threads or threads_for(hook.pacer_rate),
                 )
                 done = True
             finally:

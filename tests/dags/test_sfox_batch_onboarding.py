@@ -162,7 +162,7 @@ def test_dry_run_sends_nothing_and_reports(run_dag, warehouse_db, sfox_sandbox, 
 
 
 def test_dag_file_imports_without_io():
-    """Parsing the DAG file needs no connection, no network and no database."""
+    """Parsing the DAG file needs no connection, no network, no database, no HTTP stack."""
     code = f"""
 import socket, sys
 def refuse(*args, **kwargs):
@@ -175,6 +175,7 @@ dag = load_dag("{DAG_ID}")
 assert dag.max_active_runs == 1
 assert {{t.task_id for t in dag.tasks}} == {{"plan", "summarize", "onboard_chunk.send_email",
     "onboard_chunk.send_sms"}}
+assert "requests" not in sys.modules, "the HTTP stack is loaded at parse time"
 print("parsed", len(dag.tasks), "tasks")
 """
     env_keys = ("AIRFLOW_CONN_SFOX_DEFAULT", "AIRFLOW_CONN_SFOX_WAREHOUSE")

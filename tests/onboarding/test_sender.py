@@ -9,7 +9,7 @@ import pytest
 from airflow_sfox.exceptions import SfoxAuthError
 from airflow_sfox.hooks.sfox import SfoxConnectHook
 from airflow_sfox.onboarding.planner import OnboardingConfig, Planner
-from airflow_sfox.onboarding.sender import send_chunk
+from airflow_sfox.onboarding.sender import MAX_THREADS, send_chunk, threads_for
 from airflow_sfox.onboarding.warehouse import Warehouse
 from tests.helpers import sfox_conn_json
 from tests.onboarding_data import make_users, sandbox_users
@@ -89,3 +89,11 @@ def test_dropped_answers_are_marked_uncertain(planned, warehouse_db, sfox_sandbo
     assert uncertain  # the fault was hit
     assert stats.uncertain == len(uncertain)
     assert all(row["state"] == "sent" for row in ledger.values())
+
+
+@pytest.mark.parametrize(
+    ("rate", "threads"),
+    [(0, 8), (1, 4), (10, 4), (20, 8), (50, 20), (240, MAX_THREADS), (10_000, MAX_THREADS)],
+)
+def test_threads_fill_the_budget_at_300_ms(rate, threads):
+    assert threads_for(rate) == threads

@@ -59,3 +59,10 @@ def test_partial_sets_a_readable_map_index_label(kwargs, template):
             user_id=["a", "b"]
         )
     assert mapped.map_index_template == template
+
+
+def test_default_connection_id_is_the_hooks():
+    from airflow_sfox.hooks.sfox import SfoxConnectHook
+    from airflow_sfox.operators.verification import DEFAULT_SFOX_CONN_ID
+
+    assert DEFAULT_SFOX_CONN_ID == SfoxConnectHook.default_conn_name

@@ -1,0 +1,117 @@
+"""
+Benchmarks of the sFOX provider: ``make bench`` (quick, a few minutes) or ``make bench-full``.
+
+Measures, side by side in one run, against the local sFOX sandbox (a process of its own):
+
+1. end-to-end throughput of the onboarding DAG at sFOX's limit shape, scaled up;
+2. the alternative: one mapped HttpOperator task per user, under ``dag.test()`` and under a
+   live scheduler (api-server + scheduler with LocalExecutor + dag-processor);
+3. client overhead: ``SfoxConnectHook`` against a bare ``requests.Session`` loop;
+4. DAG parse time against an empty DAG file with the same Airflow imports;
+5. planning at 10k / 100k (/ 1M) source rows: wall time, peak RSS, XCom bytes, task instances.
+
+Writes ``benchmarks/REPORT.md``, ``benchmarks/report.png`` and ``benchmarks/results.json``.
+Every figure is measured in processes of its own; logs of every process stay in the work
+folder (``--work``, default a temporary folder, named in the report). No timing is asserted:
+goals are compared and reported, met or missed.
+
+    python benchmarks/run.py --mode quick
+    python benchmarks/run.py --mode full
+    python benchmarks/run.py --mode quick --only overhead,parse
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from sfox_bench import e2e, micro
+from sfox_bench.common import BENCH_DIR, log, machine
+from sfox_bench.report import write_report
+
+MODES = {
+    "quick": {
+        "e2e_users": 2000,
+        "alt_users": 100,
+        "live_timeout_s": 240,
+        "overhead": {"threads": 8, "seconds": 3.0, "rounds": 2},
+        "parse_reps": 5,
+        "planning_sizes": [10_000, 100_000],
+    },
+    "full": {
+        "e2e_users": 20_000,
+        "alt_users": 1000,
+        "live_timeout_s": 1800,
+        "overhead": {"threads": 8, "seconds": 10.0, "rounds": 5},
+        "parse_reps": 9,
+        "planning_sizes": [10_000, 100_000, 1_000_000],
+    },
+}
+STEPS = ("throughput", "alternative", "live", "overhead", "parse", "planning")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--mode", choices=sorted(MODES), default="quick")
+    parser.add_argument(
+        "--only", default=",".join(STEPS), help=f"comma-separated subset of {','.join(STEPS)}"
+    )
+    parser.add_argument("--work", type=Path, help="folder for Airflow homes, warehouses and logs (kept)")
+    parser.add_argument("--out", type=Path, default=BENCH_DIR, help="where REPORT.md and report.png go")
+    args = parser.parse_args()
+    steps = [s for s in args.only.split(",") if s]
+    unknown = set(steps) - set(STEPS)
+    if unknown:
+        parser.error(f"unknown steps: {sorted(unknown)}")
+    settings = MODES[args.mode]
+    work = args.work or Path(tempfile.mkdtemp(prefix="sfox-bench-"))
+    work.mkdir(parents=True, exist_ok=True)
+    log(f"mode {args.mode}, work folder {work}")
+
+    results: dict = {"mode": args.mode, "settings": settings, "machine": machine(), "work": str(work)}
+    errors: dict[str, str] = {}
+    started = time.monotonic()
+    for step in steps:
+        step_started = time.monotonic()
+        log(f"--- {step}")
+        try:
+            if step == "throughput":
+                results[step] = e2e.throughput(work, settings["e2e_users"])
+            elif step == "alternative":
+                results[step] = e2e.alternative_dag_test(work, settings["alt_users"])
+            elif step == "live":
+                results[step] = e2e.alternative_live(work, settings["alt_users"], settings["live_timeout_s"])
+            elif step == "overhead":
+                results[step] = micro.overhead(work, **settings["overhead"])
+            elif step == "parse":
+                results[step] = micro.parse(work, reps=settings["parse_reps"])
+            elif step == "planning":
+                results[step] = micro.planning(work, sizes=settings["planning_sizes"])
+        except Exception as err:  # one failed measurement must not lose the others
+            errors[step] = f"{type(err).__name__}: {err}"
+            log(f"{step} FAILED: {errors[step]}")
+        results.setdefault("step_seconds", {})[step] = time.monotonic() - step_started
+    results["errors"] = errors
+    results["total_seconds"] = time.monotonic() - started
+    results["machine"]["load_average_end"] = machine()["load_average"]
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "results.json").write_text(json.dumps(results, indent=1, default=str) + "\n")
+    write_report(results, args.out / "REPORT.md", args.out / "report.png")
+    log(f"done in {results['total_seconds']:.0f} s: {args.out / 'REPORT.md'}")
+    if not args.work and not errors:
+        shutil.rmtree(work, ignore_errors=True)
+    return 1 if errors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

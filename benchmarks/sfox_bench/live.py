@@ -1,0 +1,173 @@
+"""
+A live Airflow in a throw-away home: api-server, scheduler (LocalExecutor) and dag-processor.
+
+The three are what ``airflow standalone`` starts (minus the triggerer, which no task here
+needs), run as separate processes on a free port so the benchmark never touches a real
+deployment. Runs are driven through the REST API (simple auth manager, every request admin)
+and timed by the scheduler's own ``start_date`` / ``end_date`` of the DAG run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import time
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+import requests
+
+from sfox_bench.common import airflow_bin, airflow_env, log
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _ts(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value.replace("Z", "+00:00")) if value else None
+
+
+class LiveAirflow:
+    """Start the services on enter, stop them (each process group, by pid) on exit."""
+
+    executor = "LocalExecutor"
+
+    def __init__(self, work: Path, home: Path, conns: dict[str, str]) -> None:
+        self.work = work
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.parallelism = 32  # Airflow's default [core] parallelism, stated in the report
+        self.env = airflow_env(
+            home,
+            **conns,
+            AIRFLOW__CORE__EXECUTOR=self.executor,
+            AIRFLOW__CORE__PARALLELISM=str(self.parallelism),
+            AIRFLOW__CORE__AUTH_MANAGER="airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager",
+            AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS="True",
+            AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION="True",
+            AIRFLOW__CORE__EXECUTION_API_SERVER_URL=f"{self.url}/execution/",
+            AIRFLOW__API__PORT=str(self.port),
+            AIRFLOW__API__HOST="127.0.0.1",
+            AIRFLOW__API_AUTH__JWT_SECRET=secrets.token_urlsafe(32),
+            AIRFLOW__API__SECRET_KEY=secrets.token_urlsafe(32),
+            AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL="5",
+            AIRFLOW__API__MAXIMUM_PAGE_LIMIT="5000",
+        )
+        self.procs: list[subprocess.Popen[bytes]] = []
+        self.session = requests.Session()
+
+    def __enter__(self) -> LiveAirflow:
+        for name, argv in (
+            ("api-server", ["api-server", "--port", str(self.port), "--host", "127.0.0.1"]),
+            ("scheduler", ["scheduler"]),
+            ("dag-processor", ["dag-processor"]),
+        ):
+            with (self.work / f"live-{name}.log").open("w") as out:
+                self.procs.append(
+                    subprocess.Popen(
+                        [airflow_bin(), *argv],
+                        env=self.env,
+                        stdout=out,
+                        stderr=subprocess.STDOUT,
+                        start_new_session=True,  # its workers share its process group
+                    )
+                )
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGTERM)
+        for proc in self.procs:
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(10)
+        self.procs = []
+
+    def _check_alive(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is not None:
+                raise RuntimeError(f"an Airflow service exited ({proc.args}); see {self.work}/live-*.log")
+
+    def api(self, method: str, path: str, **kwargs: Any) -> requests.Response:
+        return self.session.request(method, f"{self.url}/api/v2{path}", timeout=30, **kwargs)
+
+    def wait_parsed(self, dag_ids: list[str], timeout_s: float) -> None:
+        """Until the API serves and every DAG is parsed."""
+        deadline = time.monotonic() + timeout_s
+        pending = list(dag_ids)
+        while pending:
+            self._check_alive()
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"DAGs not parsed within {timeout_s:.0f} s: {pending}")
+            with contextlib.suppress(requests.RequestException):
+                pending = [d for d in pending if self.api("GET", f"/dags/{d}").status_code != 200]
+            if pending:
+                time.sleep(1)
+        log(f"live Airflow up on {self.url}, DAGs parsed")
+
+    def run_dag(self, dag_id: str, conf: dict[str, Any], timeout_s: float) -> dict[str, Any]:
+        """
+        Run one DAG to its end; a scheduled DAG runs its scheduled run (created on unpause),
+        an unscheduled one a triggered run. Paused again afterwards.
+        """
+        submitted = time.monotonic()
+        scheduled = self.api("GET", f"/dags/{dag_id}").json().get("timetable_summary") not in (None, "None")
+        self.api("PATCH", f"/dags/{dag_id}", json={"is_paused": False}).raise_for_status()
+        run_id = None
+        if not scheduled:
+            r = self.api("POST", f"/dags/{dag_id}/dagRuns", json={"logical_date": None, "conf": conf})
+            r.raise_for_status()
+            run_id = r.json()["dag_run_id"]
+        deadline = submitted + timeout_s
+        run: dict[str, Any] = {}
+        try:
+            while True:
+                self._check_alive()
+                if time.monotonic() > deadline:
+                    run.setdefault("state", "timeout")
+                    break
+                with contextlib.suppress(requests.RequestException, ValueError, KeyError, IndexError):
+                    if run_id is None:
+                        runs = self.api("GET", f"/dags/{dag_id}/dagRuns").json()["dag_runs"]
+                        run_id = runs[0]["dag_run_id"] if runs else None
+                    if run_id is not None:
+                        run = self.api("GET", f"/dags/{dag_id}/dagRuns/{run_id}").json()
+                        if run["state"] in ("success", "failed"):
+                            break
+                time.sleep(1)
+        finally:
+            self.api("PATCH", f"/dags/{dag_id}", json={"is_paused": True})
+        done = time.monotonic()
+        start, end = _ts(run.get("start_date")), _ts(run.get("end_date"))
+        tis: list[dict[str, Any]] = []
+        if run_id is not None:
+            with contextlib.suppress(requests.RequestException, ValueError, KeyError):
+                tis = self.api(
+                    "GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances", params={"limit": 2000}
+                ).json()["task_instances"]
+        states: dict[str, int] = {}
+        for ti in tis:
+            states[str(ti["state"])] = states.get(str(ti["state"]), 0) + 1
+        return {
+            "run_id": run_id,
+            "state": run.get("state", "unknown"),
+            "wall_s": (end - start).total_seconds() if start and end else None,
+            "submit_to_done_s": done - submitted,
+            "task_instances": len(tis),
+            "ti_states": states,
+        }
