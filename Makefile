@@ -10,7 +10,7 @@ UV := $(VENV)/bin/uv
 # recompiling them in every process (the machine sets PYTHONDONTWRITEBYTECODE).
 RUN := env -u PYTHONDONTWRITEBYTECODE PYTHONPYCACHEPREFIX=$(CURDIR)/.cache/pycache
 
-.PHONY: venv install lint pytest test demo bench bench-full clean
+.PHONY: venv install lint pytest test demo bench bench-full soak clean
 
 $(UV):
 	$(PYTHON) -m venv $(VENV)
@@ -45,6 +45,13 @@ bench: install
 bench-full: install
 	$(UV) pip install --quiet --python $(VPY) -e ".[bench]"
 	$(RUN) $(VPY) benchmarks/run.py --mode full
+
+SOAK_USERS ?= 5000
+# The reliability promise at soak sizes: a 5,000-user onboarding under faults, then the
+# reliability suite with thousands of users and Hypothesis examples (a few minutes).
+soak: install
+	$(RUN) $(VPY) benchmarks/soak.py --users $(SOAK_USERS) --bursts 3
+	$(RUN) env SFOX_RELIABILITY_PROFILE=soak $(VPY) -m pytest tests/reliability -q
 
 clean:
 	rm -rf .venv .venv-* .cache .demo .pytest_cache .mypy_cache .ruff_cache

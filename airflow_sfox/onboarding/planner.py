@@ -182,6 +182,13 @@ class _Chunker:
         return chunk
 
 
+def _same_user(a: object, b: object) -> bool:
+    """Whether two adjacent source ids are one user (empty ids never are: each row is its own)."""
+    if a is None or b is None or not str(a).strip():
+        return False
+    return str(a) == str(b)
+
+
 def _text_id(value: object) -> str:
     return "" if value is None else str(value)
 
@@ -282,7 +289,7 @@ class Planner:
         with self.warehouse.connect() as reader, self.warehouse.connect() as writer:
             group: list[tuple[Any, ...]] = []
             for row in self.warehouse.stream(reader, sql, params):
-                if group and str(row[0]) != str(group[0][0]):
+                if group and not _same_user(row[0], group[0][0]):
                     if not self._plan_user(group, directory):
                         break
                     group = []

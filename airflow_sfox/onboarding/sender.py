@@ -141,7 +141,12 @@ def send_chunk(
     requests_before = hook.stats.as_dict()
     started = time.monotonic()
 
+    # A request may start only while fewer than `threads` outcomes wait for their commit: if
+    # the ledger stalls or dies, at most that many codes go out unrecorded.
+    uncommitted = threading.Semaphore(threads)
+
     def work(user_id: str) -> None:
+        uncommitted.acquire()
         if stop.is_set():
             results.put(None)
             return
@@ -152,33 +157,51 @@ def send_chunk(
             results.put(err)
 
     failure: BaseException | None = None
-    done = 0
     next_progress = started + progress_every
-    with warehouse.connect() as conn, ThreadPoolExecutor(threads, thread_name_prefix="sfox-send") as pool:
-        for user_id in user_ids:
-            pool.submit(work, user_id)
-        pending = len(user_ids)
-        while pending:
-            items = [results.get()]
-            while True:
-                try:
-                    items.append(results.get_nowait())
-                except queue.Empty:
-                    break
-            pending -= len(items)
-            batch = [item for item in items if isinstance(item, Outcome)]
-            failure = failure or next((i for i in items if isinstance(i, BaseException)), None)
-            warehouse.record_outcomes(conn, batch)
-            conn.commit()
-            for outcome in batch:
-                stats.outcomes[outcome.state] = stats.outcomes.get(outcome.state, 0) + 1
-                stats.uncertain += outcome.uncertain
-            done += len(batch)
-            now = time.monotonic()
-            if now >= next_progress or not pending:
-                requests_made = hook.stats.as_dict()["requests"] - requests_before["requests"]
-                _progress(chunk["label"], channel, done, len(user_ids), stats, requests_made, now - started)
-                next_progress = now + progress_every
+
+    def record(conn: Any, batch: list[Outcome]) -> None:
+        warehouse.record_outcomes(conn, batch)
+        conn.commit()
+        for outcome in batch:
+            stats.outcomes[outcome.state] = stats.outcomes.get(outcome.state, 0) + 1
+            stats.uncertain += outcome.uncertain
+
+    with warehouse.connect() as conn:
+        # The first request goes alone: a refused token then costs one request, not one per thread.
+        record(conn, [_outcome(hook, user_ids[0], channel)])
+        done = 1
+        with ThreadPoolExecutor(threads, thread_name_prefix="sfox-send") as pool:
+            try:
+                for user_id in user_ids[1:]:
+                    pool.submit(work, user_id)
+                pending = len(user_ids) - 1
+                while pending:
+                    items = [results.get()]
+                    while True:
+                        try:
+                            items.append(results.get_nowait())
+                        except queue.Empty:
+                            break
+                    pending -= len(items)
+                    batch = [item for item in items if isinstance(item, Outcome)]
+                    failure = failure or next((i for i in items if isinstance(i, BaseException)), None)
+                    record(conn, batch)
+                    for _ in items:
+                        uncommitted.release()
+                    done += len(batch)
+                    now = time.monotonic()
+                    if now >= next_progress or not pending:
+                        made = hook.stats.as_dict()["requests"] - requests_before["requests"]
+                        _progress(chunk["label"], channel, done, len(user_ids), stats, made, now - started)
+                        next_progress = now + progress_every
+            except BaseException:
+                # The ledger is gone (or the task is being killed): send nothing more that
+                # could not be recorded; wake the jobs waiting for a slot so they end.
+                stop.set()
+                for _ in range(threads):
+                    uncommitted.release()
+                pool.shutdown(wait=True, cancel_futures=True)
+                raise
     stats.seconds = time.monotonic() - started
     after = hook.stats.as_dict()
     stats.requests = after["requests"] - requests_before["requests"]
@@ -195,9 +218,9 @@ def _progress(
     label: str, channel: str, done: int, total: int, stats: ChunkStats, requests: int, elapsed: float
 ) -> None:
     users_per_second = done / elapsed if elapsed > 0 else 0.0
-    eta = (total - done) / users_per_second if users_per_second > 0 else float("nan")
+    eta = f"{(total - done) / users_per_second:.0f} s" if users_per_second > 0 else "unknown"
     log.info(
-        "%s %s: %d/%d done, %.1f requests/s, %d failed, ETA %.0f s",
+        "%s %s: %d/%d done, %.1f requests/s, %d failed, ETA %s",
         label,
         channel,
         done,

@@ -5,12 +5,14 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
-from airflow_sfox._compat import AirflowSkipException, BaseOperator
-from airflow_sfox.exceptions import SfoxAlreadyVerifiedError
+from airflow_sfox._compat import AirflowException, AirflowSkipException, BaseOperator
+from airflow_sfox.exceptions import SfoxAlreadyVerifiedError, SfoxAuthError
 
 # The hook (and with it requests) is imported in execute(): a DAG file that uses these
 # operators parses without loading the HTTP stack.
 DEFAULT_SFOX_CONN_ID = "sfox_default"
+#: Run status set when sFOX refuses the token: the run's other chunk tasks send nothing.
+AUTH_FAILED = "auth_failed"
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -173,6 +175,11 @@ class SendVerificationBatchOperator(BaseOperator):
             )
         warehouse = Warehouse.from_conn_id(self.warehouse_conn_id)
         run_id = context["run_id"]
+        if warehouse.run_row(run_id).get("status") == AUTH_FAILED:
+            raise AirflowException(
+                f"sFOX refused the token earlier in run {run_id}: nothing sent. "
+                f"Fix connection {self.sfox_conn_id!r}, then run again."
+            )
         started = time.monotonic()
         done = False
         with SfoxConnectHook(sfox_conn_id=self.sfox_conn_id, rate_share=self.rate_share) as hook:
@@ -186,9 +193,19 @@ class SendVerificationBatchOperator(BaseOperator):
                     threads=self.threads or threads_for(hook.pacer_rate),
                 )
                 done = True
+            except SfoxAuthError:
+                # Later chunk tasks of this run fail at once instead of each trying the token.
+                warehouse.write_run({"run_id": run_id, "status": AUTH_FAILED})
+                raise
             finally:
                 # Count the requests even when the chunk stopped half-way; the summary checks
                 # that every step was done.
                 figures = {**hook.stats.as_dict(), "seconds": time.monotonic() - started}
-                record_chunk(warehouse, run_id, figures, done=done)
+                try:
+                    record_chunk(warehouse, run_id, figures, done=done)
+                except Exception:
+                    if done:
+                        raise
+                    # Already failing (often: the warehouse is down): keep the first error.
+                    self.log.warning("could not record the chunk's figures", exc_info=True)
         return stats.as_dict()

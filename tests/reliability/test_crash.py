@@ -1,0 +1,77 @@
+"""
+Issue 7.2: ``airflow dags test`` is killed with SIGKILL in the middle of a chunk, then the DAG
+runs again. Nobody is missed, and the only duplicate codes are the requests that were in
+flight at the kill (at most the threads of the one chunk task that was sending).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.helpers import load_dag, sfox_conn_json
+from tests.onboarding_data import make_users, sandbox_users
+from tests.reliability.support import DAG_THREADS, audit, sends, wait_for
+
+DAG_ID = "sfox_batch_onboarding"
+CONF = {"chunk_size": 150, "failure_threshold": 0.2}
+
+
+@pytest.mark.parametrize("warehouse_db", ["sqlite"], indirect=True)
+def test_kill_9_mid_chunk_then_rerun(airflow_db, warehouse_db, sfox_sandbox, monkeypatch, tmp_path):
+    users = make_users(300, seed=21, corporation_share=0.2)
+    warehouse_db.seed(users)
+    sfox_sandbox.seed_users(sandbox_users(users))
+    monkeypatch.setenv("AIRFLOW_CONN_SFOX_DEFAULT", sfox_conn_json(sfox_sandbox.url, requests_per_second=500))
+    sfox_sandbox.set_faults(latency_ms=150)  # a chunk takes seconds
+
+    output = tmp_path / "dags-test.log"
+    with output.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "airflow", "dags", "test", DAG_ID, "-c", json.dumps(CONF)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=dict(os.environ),
+            start_new_session=True,  # its own process group: the kill takes every child too
+        )
+    try:
+        started = wait_for(lambda: len(sends(sfox_sandbox)) >= 40 or proc.poll() is not None, timeout=240)
+        assert started, "no sends within 240 s"
+        assert proc.poll() is None, output.read_text()[-3000:]
+        os.killpg(proc.pid, signal.SIGKILL)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(30)
+    assert proc.returncode == -signal.SIGKILL
+    time.sleep(0.5)  # requests already on the wire still reach the sandbox (150 ms latency)
+
+    at_kill = sfox_sandbox.journal()
+    sent_at_kill = {e.user_id for e in at_kill if e.code_sent}
+    ledger = warehouse_db.ledger()
+    assert 0 < len(sent_at_kill) < len(users), "the kill must land in the middle of the sending"
+    # A code went out but its outcome never reached the ledger: the requests in flight.
+    unrecorded = {uid for uid in sent_at_kill if ledger[(uid, "email")]["state"] == "queued"}
+    assert len(unrecorded) <= DAG_THREADS, (len(unrecorded), len(sent_at_kill))
+    assert {u[0] for u in users} - sent_at_kill, "some users were still queued at the kill"
+
+    sfox_sandbox.set_faults(latency_ms=0)
+    monkeypatch.setenv("AIRFLOW_CONN_SFOX_DEFAULT", sfox_conn_json(sfox_sandbox.url, requests_per_second=500))
+    rerun = load_dag(DAG_ID).test(run_conf=CONF)
+    assert rerun.state == "success"
+
+    report = audit(sfox_sandbox.journal(), warehouse_db.ledger(), [u[0] for u in users])
+    facts = {**report.summary(), "unrecorded_at_kill": len(unrecorded)}
+    assert report.missed == [], facts
+    assert report.not_done_in_ledger == [], facts
+    assert set(report.duplicates) <= unrecorded, facts  # duplicates: only the requests in flight
+    assert len(report.duplicates) <= DAG_THREADS, facts
+    assert all(n == 2 for n in report.duplicates.values()), facts
+    assert report.stray_requests == [], facts
+    print("crash:", facts)
