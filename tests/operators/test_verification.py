@@ -65,4 +65,4 @@ def test_default_connection_id_is_the_hooks():
     from airflow_sfox.hooks.sfox import SfoxConnectHook
     from airflow_sfox.operators.verification import DEFAULT_SFOX_CONN_ID
 
-    assert DEFAULT_SFOX_CONN_ID == SfoxConnectHook.default_conn_name
+    assert SfoxConnectHook.default_conn_name == DEFAULT_SFOX_CONN_ID
