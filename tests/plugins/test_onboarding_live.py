@@ -43,6 +43,8 @@ return {
 #: Bounded waits for the browser (the machine may be busy).
 UI_TIMEOUT = 90
 
+pytestmark = pytest.mark.live
+
 
 @pytest.fixture(scope="module")
 def ledger(tmp_path_factory) -> str:
