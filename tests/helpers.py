@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import os
+import signal
+import subprocess
 from pathlib import Path
 
 #: A recognisable token: tests search logs, errors and XCom for it.
@@ -28,3 +31,15 @@ def load_dag(dag_id: str):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return next(v for v in vars(module).values() if getattr(v, "dag_id", None) == dag_id)
+
+
+def stop_process_group(proc: subprocess.Popen, timeout: float = 10) -> None:
+    """Stop a process started with ``start_new_session=True`` and its children: TERM, then KILL."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout)

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import signal
 import ssl
 import subprocess
 import sys
@@ -23,7 +21,7 @@ import certifi
 import pytest
 import requests
 
-from tests.helpers import TOKEN
+from tests.helpers import TOKEN, stop_process_group
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -47,13 +45,7 @@ def _process(argv: list[str], cwd: Path) -> Iterator[tuple[subprocess.Popen, str
             pytest.fail(f"{argv[1:3]} exited {proc.returncode}: {proc.stderr.read() if proc.stderr else ''}")
         yield proc, first_line
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(10)
+        stop_process_group(proc)
 
 
 @pytest.fixture(scope="module")

@@ -34,7 +34,7 @@ import pytest
 import requests
 
 from airflow_sfox.get_provider_info import CONN_FIELDS
-from tests.helpers import TOKEN, sfox_conn_json
+from tests.helpers import TOKEN, sfox_conn_json, stop_process_group
 from tests.onboarding_data import BAD_ROWS, make_users, sandbox_users
 
 if TYPE_CHECKING:
@@ -145,13 +145,7 @@ def sandbox(tmp_path_factory) -> Iterator[str]:
         )
         yield url
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(10)
+        stop_process_group(proc)
 
 
 def _conn_json_postgres(uri: str) -> str:
