@@ -9,7 +9,6 @@ Measurements 1 and 2: whole DAG runs against the sandbox at sFOX's limit shape, 
 
 from __future__ import annotations
 
-import math
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -42,9 +41,16 @@ ONBOARDING_DAG = "sfox_batch_onboarding"
 HTTP_DAG = "sfox_http_onboarding"
 
 
-def whatif_threads(budget: float = BUDGET, latency_ms: float = LATENCY_MS) -> int:
-    """Threads that keep ``budget`` requests/s in flight at ``latency_ms`` (Little's law, +30%)."""
-    return math.ceil(budget * latency_ms / 1000 * 1.3)
+def shipped_threads(budget: float = BUDGET) -> int:
+    """The send threads the shipped operator picks for this budget."""
+    from airflow_sfox.onboarding.sender import threads_for
+
+    return threads_for(budget)
+
+
+def whatif_threads(budget: float = BUDGET) -> int:
+    """The what-if: twice the shipped threads, to show whether threads still limit the rate."""
+    return 2 * shipped_threads(budget)
 
 
 def _sandbox(work: Path, name: str) -> Sandbox:
@@ -109,7 +115,7 @@ def throughput(work: Path, users: int) -> dict[str, Any]:
         "budget": BUDGET,
         "limit": f"{LIMIT} per {WINDOW_S:g} s, {BLOCK_S:g} s block",
         "latency_ms": LATENCY_MS,
-        "default_threads": 8,
+        "default_threads": shipped_threads(),
         "whatif_threads": threads,
         "shipped": shipped,
         "whatif": whatif,
