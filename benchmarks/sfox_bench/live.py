@@ -3,8 +3,10 @@ A live Airflow in a throw-away home: api-server, scheduler (LocalExecutor) and d
 
 The three are what ``airflow standalone`` starts (minus the triggerer, which no task here
 needs), run as separate processes on a free port so the benchmark never touches a real
-deployment. Runs are driven through the REST API (simple auth manager, every request admin)
-and timed by the scheduler's own ``start_date`` / ``end_date`` of the DAG run.
+deployment. The metadata DB is PostgreSQL (the test suite's private server, ``tests/pg.py``):
+with LocalExecutor running dozens of tasks at once, SQLite answers "database is locked".
+Runs are driven through the REST API (simple auth manager, every request admin) and timed
+by the scheduler's own ``start_date`` / ``end_date`` of the DAG run.
 """
 
 from __future__ import annotations
@@ -21,10 +23,29 @@ from typing import TYPE_CHECKING, Any
 
 import requests
 
-from sfox_bench.common import airflow_bin, airflow_env, log
+from sfox_bench.common import REPO, airflow_bin, airflow_env, log
 
 if TYPE_CHECKING:
     from pathlib import Path
+
+
+def postgres_metadata_db() -> str:
+    """A new, empty database on the private PostgreSQL server, as a SQLAlchemy URL."""
+    import sys
+
+    import psycopg2
+
+    sys.path.insert(0, str(REPO))
+    from tests import pg  # installs and starts the server when needed, stops it at exit
+
+    uri = pg.ensure_postgres_server()
+    name = f"bench_airflow_{secrets.token_hex(4)}"
+    conn = psycopg2.connect(uri)
+    conn.autocommit = True
+    with conn.cursor() as cursor:
+        cursor.execute(f"CREATE DATABASE {name}")
+    conn.close()
+    return "postgresql+psycopg2://" + uri.split("://", 1)[1].rsplit("/", 1)[0] + f"/{name}"
 
 
 def _free_port() -> int:
@@ -50,6 +71,7 @@ class LiveAirflow:
         self.env = airflow_env(
             home,
             **conns,
+            AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=postgres_metadata_db(),
             AIRFLOW__CORE__EXECUTOR=self.executor,
             AIRFLOW__CORE__PARALLELISM=str(self.parallelism),
             AIRFLOW__CORE__AUTH_MANAGER="airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager",
@@ -67,6 +89,15 @@ class LiveAirflow:
         self.session = requests.Session()
 
     def __enter__(self) -> LiveAirflow:
+        with (self.work / "live-db-migrate.log").open("w") as out:
+            subprocess.run(
+                [airflow_bin(), "db", "migrate"],
+                env=self.env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                check=True,
+                timeout=600,
+            )
         for name, argv in (
             ("api-server", ["api-server", "--port", str(self.port), "--host", "127.0.0.1"]),
             ("scheduler", ["scheduler"]),
