@@ -24,7 +24,11 @@ def sfox_conn_json(host: str, *, password: str | None = TOKEN, **extra: object) 
 
 def load_dag(dag_id: str):
     """Import ``<dag_id>.py`` from the session's DAG folder (set by conftest); return its DAG."""
-    path = Path(os.environ["AIRFLOW__CORE__DAGS_FOLDER"]) / f"{dag_id}.py"
+    return load_dag_file(Path(os.environ["AIRFLOW__CORE__DAGS_FOLDER"]) / f"{dag_id}.py", dag_id)
+
+
+def load_dag_file(path: str | Path, dag_id: str):
+    """Import a DAG file as a module of its own; return its DAG ``dag_id``."""
     spec = importlib.util.spec_from_file_location(f"dag_file_{dag_id}", path)
     assert spec is not None
     assert spec.loader is not None

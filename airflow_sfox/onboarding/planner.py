@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from airflow_sfox.onboarding.validation import ACCOUNT_TYPES, SourceUser, ledger_key, validate_row
+from airflow_sfox.onboarding.validation import ACCOUNT_TYPES, SourceUser, as_text, ledger_key, validate_row
 from airflow_sfox.onboarding.warehouse import DONE_STATES, USER_ID_COLUMN_LENGTH, check_identifier, utcnow
 
 if TYPE_CHECKING:
@@ -184,13 +184,9 @@ class _Chunker:
 
 def _same_user(a: object, b: object) -> bool:
     """Whether two adjacent source ids are one user (empty ids never are: each row is its own)."""
-    if a is None or b is None or not str(a).strip():
+    if a is None or b is None or not as_text(a).strip():
         return False
-    return str(a) == str(b)
-
-
-def _text_id(value: object) -> str:
-    return "" if value is None else str(value)
+    return as_text(a) == as_text(b)
 
 
 def _descriptors(chunkers: list[_Chunker], max_chunks: int) -> list[dict[str, Any]]:
@@ -368,7 +364,7 @@ class Planner:
             self.reasons["other"] += rows
         if keep_state in DONE_STATES:
             return  # a code already went out: keep that record, the report counts the rejection
-        if not _text_id(raw_id).strip():
+        if not as_text(raw_id).strip():
             reason = "user_id is empty (every such row is counted in the run's rejected rows)"
         self._write(ledger_key(raw_id), "email", None, "rejected", None, reason)
 

@@ -15,7 +15,7 @@ import queue
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from airflow_sfox.exceptions import (
@@ -73,16 +73,7 @@ class ChunkStats:
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready."""
-        return {
-            "channel": self.channel,
-            "label": self.label,
-            "queued": self.queued,
-            "outcomes": dict(self.outcomes),
-            "uncertain": self.uncertain,
-            "requests": self.requests,
-            "rate_limited": self.rate_limited,
-            "seconds": round(self.seconds, 3),
-        }
+        return {**asdict(self), "seconds": round(self.seconds, 3)}
 
 
 def _outcome(hook: SfoxConnectHook, user_id: str, channel: str) -> Outcome:

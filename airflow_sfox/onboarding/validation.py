@@ -32,7 +32,8 @@ def _has_control(text: str) -> bool:
     return any(unicodedata.category(char) == "Cc" for char in text)
 
 
-def _text(value: object) -> str:
+def as_text(value: object) -> str:
+    """A source value as text: ``None`` is empty, anything else ``str()``."""
     if value is None:
         return ""
     return value if isinstance(value, str) else str(value)
@@ -49,7 +50,7 @@ def validate_row(user_id: object, account_type: object, email: object, phone: ob
     :param email: the ``email`` column (required).
     :param phone: the ``phone_number`` column, E.164 (required for individuals).
     """
-    uid = _text(user_id)
+    uid = as_text(user_id)
     if not uid.strip():
         return "user_id is empty"
     if len(uid) > MAX_USER_ID_LENGTH:
@@ -58,16 +59,16 @@ def validate_row(user_id: object, account_type: object, email: object, phone: ob
         return "user_id contains control characters"
     if uid in (".", ".."):
         return "user_id cannot be '.' or '..'"
-    kind = _text(account_type).strip().lower()
+    kind = as_text(account_type).strip().lower()
     if kind not in ACCOUNT_TYPES:
-        shown = _text(account_type)[:32]
+        shown = as_text(account_type)[:32]
         return f"account_type {shown!r} is not one of {', '.join(ACCOUNT_TYPES)}"
-    mail = _text(email).strip()
+    mail = as_text(email).strip()
     if not mail:
         return "email is missing"
     if len(mail) > MAX_EMAIL_LENGTH or not _EMAIL.match(mail):
         return "email is malformed"
-    number = _text(phone).strip()
+    number = as_text(phone).strip()
     if kind == "individual" and not number:
         return "phone_number is missing (required for individuals)"
     if number and not _E164.match(number):
@@ -84,7 +85,7 @@ def ledger_key(user_id: object) -> str:
 
     :param user_id: the raw ``user_id`` value.
     """
-    uid = _text(user_id)
+    uid = as_text(user_id)
     if not uid.strip():
         return "<empty user_id>"
     if _has_control(uid) or len(uid) > MAX_USER_ID_LENGTH:

@@ -9,30 +9,20 @@ holds the Airflow home and the connections. Prints ``{"wall_s", "state", "task_i
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
 import time
 from collections import Counter
-from typing import Any
 
 from sfox_bench.common import emit, log
-
-
-def load_dag(path: str, dag_id: str) -> Any:
-    spec = importlib.util.spec_from_file_location(f"bench_dag_{dag_id}", path)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return next(v for v in vars(module).values() if getattr(v, "dag_id", None) == dag_id)
+from tests.helpers import load_dag_file  # the repository root is on PYTHONPATH (common.airflow_env)
 
 
 def main() -> None:
     args = json.loads(sys.argv[1])
-    dag = load_dag(args["dag_file"], args["dag_id"])
+    dag = load_dag_file(args["dag_file"], args["dag_id"])
     if args.get("threads"):
-        # What-if only: the shipped DAG leaves the operator's default (8 threads).
+        # What-if only: the shipped DAG leaves the operator's default (sized to the budget).
         for task in dag.tasks:
             if hasattr(task, "threads"):
                 task.threads = int(args["threads"])
