@@ -1,0 +1,117 @@
+"""
+The vocabulary of onboarding, in one place: account types, channels, ledger states, run statuses.
+
+Everything else (planner, sender, run summary, DAG factory, the UI page, the sandbox) imports
+these names instead of spelling the strings. The module imports nothing but the standard
+library, so the sandbox and the UI plugin can use it without loading Airflow's task SDK.
+
+The enums subclass :class:`str`: a member compares equal to its value, is stored as its
+value, and reads back from the warehouse as plain text (``LedgerState(text)`` turns it back).
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+
+
+class _Text(str, Enum):
+    """A ``str`` enum whose ``str()`` and f-string form is the bare value on every Python."""
+
+    def __str__(self) -> str:
+        return str(self.value)
+
+    def __format__(self, spec: str) -> str:
+        return format(str(self.value), spec)
+
+
+class AccountType(_Text):
+    """sFOX's ``account_type``; sFOX's prose says "business account" for ``corporation``."""
+
+    INDIVIDUAL = "individual"
+    CORPORATION = "corporation"
+
+
+class Channel(_Text):
+    """A verification channel: the ``type`` of ``POST .../send-verification/{user_id}``."""
+
+    EMAIL = "email"
+    SMS = "sms"
+
+
+#: The channels each account type verifies, in order: a channel may be requested only once the
+#: one before it is verified, and the last one verified makes the user VERIFIED.
+#: Corporations verify their email only; individuals their email, then their phone (sms).
+CHANNELS_BY_ACCOUNT_TYPE: dict[AccountType, tuple[Channel, ...]] = {
+    AccountType.CORPORATION: (Channel.EMAIL,),
+    AccountType.INDIVIDUAL: (Channel.EMAIL, Channel.SMS),
+}
+ACCOUNT_TYPES: tuple[AccountType, ...] = tuple(CHANNELS_BY_ACCOUNT_TYPE)
+CHANNELS: tuple[Channel, ...] = tuple(Channel)
+
+
+def channels_for(account_type: str) -> tuple[Channel, ...]:
+    """
+    The channels an account type verifies (empty for an unknown type).
+
+    :param account_type: ``individual`` or ``corporation``.
+    """
+    try:
+        return CHANNELS_BY_ACCOUNT_TYPE[AccountType(account_type)]
+    except ValueError:
+        return ()
+
+
+def prerequisite(account_type: str, channel: str) -> Channel | None:
+    """
+    The channel that must be verified before ``channel`` may be requested, if any.
+
+    :param account_type: ``individual`` or ``corporation``.
+    :param channel: ``email`` or ``sms``.
+    """
+    order = channels_for(account_type)
+    position = order.index(Channel(channel)) if channel in order else 0
+    return order[position - 1] if position > 0 else None
+
+
+class LedgerState(_Text):
+    """The state of one (user_id, channel) row of the onboarding ledger."""
+
+    #: planned by a run, not sent yet
+    QUEUED = "queued"
+    #: sFOX accepted the request: a code went out
+    SENT = "sent"
+    #: sFOX answered 422 "already verified", or listed the channel as verified before any send
+    ALREADY_VERIFIED = "already_verified"
+    #: sent earlier, and sFOX now lists the channel as verified
+    VERIFIED = "verified"
+    #: sFOX does not know the user (404); planned again by later runs
+    NOT_REGISTERED = "not_registered"
+    #: sFOX refused it, or retries ran out; planned again by later runs
+    FAILED = "failed"
+    #: the source row is invalid (``last_error`` says why); never sent
+    REJECTED = "rejected"
+
+
+#: The channel needs no new code: it was requested successfully, or sFOX reports it verified.
+DONE_STATES: frozenset[LedgerState] = frozenset(
+    {LedgerState.SENT, LedgerState.ALREADY_VERIFIED, LedgerState.VERIFIED}
+)
+#: sFOX reports the channel verified.
+VERIFIED_STATES: frozenset[LedgerState] = frozenset({LedgerState.ALREADY_VERIFIED, LedgerState.VERIFIED})
+#: Outcomes counted against the run's failure threshold, beside rejected rows.
+FAILED_STATES: frozenset[LedgerState] = frozenset({LedgerState.FAILED})
+
+
+class RunStatus(_Text):
+    """The status of one onboarding run, as its run row records it."""
+
+    RUNNING = "running"
+    SUCCESS = "success"
+    #: failures passed the threshold
+    FAILED = "failed"
+    #: planned work was left unsent (a chunk step failed or was killed)
+    INCOMPLETE = "incomplete"
+    #: sFOX refused the token: the run's other chunk steps send nothing
+    AUTH_FAILED = "auth_failed"
+    #: planning failed before anything was sent (bad source, sFOX unreachable, ...)
+    PLAN_FAILED = "plan_failed"
