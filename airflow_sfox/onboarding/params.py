@@ -1,4 +1,10 @@
-"""The params of the onboarding DAG: its trigger form in the UI and ``dags trigger -c``."""
+"""
+The params of the onboarding DAG: its trigger form in the UI and ``dags trigger -c``.
+
+Only operational knobs are params. Where the users come from (table, query, columns, schema,
+connections) is set where the DAG is defined: anyone who may trigger a run could otherwise run
+SQL of their choice with the warehouse connection's rights.
+"""
 
 from __future__ import annotations
 
@@ -6,71 +12,92 @@ from typing import Any
 
 from airflow.sdk import Param
 
-from airflow_sfox.onboarding.planner import CHANNELS, OnboardingConfig
+from airflow_sfox.onboarding.model import CHANNELS
+from airflow_sfox.onboarding.planner import OnboardingConfig
 
 _DEFAULTS = OnboardingConfig()
+#: Sections of the trigger form, in order.
+WHO = "Who"
+WHAT = "What to send"
+SAFETY = "Safety"
 
 
 def onboarding_params(**overrides: Any) -> dict[str, Param]:
     """
-    The DAG params, with a UI form field each; defaults are :class:`OnboardingConfig`'s.
+    The DAG params, each with a title, a description and a section of the trigger form.
 
-    :param overrides: other defaults, e.g. ``source_table="customers"``.
+    Defaults are :class:`~airflow_sfox.onboarding.planner.OnboardingConfig`'s.
+
+    :param overrides: other defaults, e.g. ``chunk_size=200``.
     """
+    unknown = set(overrides) - set(OnboardingConfig.__dataclass_fields__)
+    if unknown:
+        raise ValueError(f"unknown onboarding params {sorted(unknown)}")
     d = {**{f: getattr(_DEFAULTS, f) for f in OnboardingConfig.__dataclass_fields__}, **overrides}
+    OnboardingConfig(**d)  # the same checks as a run's, at parse time, with no I/O
     return {
         "dry_run": Param(
-            d["dry_run"], type="boolean", description="Plan and report; write and send nothing."
+            d["dry_run"],
+            type="boolean",
+            title="Dry run",
+            description="Plan and report who would get which code; write nothing, send nothing.",
+            section=SAFETY,
         ),
         "user_ids": Param(
             d["user_ids"],
             type=["null", "array"],
             items={"type": "string"},
-            description="Only these user_ids (empty: everyone in the source).",
+            title="Only these user ids",
+            description="Onboard only these user_ids of the source (empty: everyone due).",
+            section=WHO,
         ),
         "max_users": Param(
             d["max_users"],
             type=["null", "integer"],
             minimum=0,
-            description="At most this many users get a code.",
+            title="At most this many users",
+            description="Stop planning once this many users have a code due (empty: no limit).",
+            section=WHO,
         ),
         "channels": Param(
             d["channels"],
             type="array",
-            items={"type": "string", "enum": list(CHANNELS)},
-            description="Which verifications to send.",
+            items={"type": "string", "enum": [str(c) for c in CHANNELS]},
+            title="Verifications to send",
+            description="email for every user; sms for individuals whose email sFOX reports verified.",
+            section=WHAT,
         ),
-        "chunk_size": Param(d["chunk_size"], type="integer", minimum=1, description="Users per chunk task."),
         "resend_after_hours": Param(
             d["resend_after_hours"],
             type="number",
             minimum=0,
-            description="Resend a code that is still unverified after this many hours.",
+            title="Resend after (hours)",
+            description="Send a new code when the last one is still unverified after this many hours.",
+            section=WHAT,
         ),
         "max_sends": Param(
             d["max_sends"],
             type="integer",
             minimum=1,
-            description="Never send more codes per user and channel.",
+            title="Most codes per user and channel",
+            description="Never send a user more codes than this for one channel, resends included.",
+            section=WHAT,
+        ),
+        "chunk_size": Param(
+            d["chunk_size"],
+            type="integer",
+            minimum=1,
+            title="Users per chunk task",
+            description="Users sent by one chunk task; a run maps one task per chunk.",
+            section=SAFETY,
         ),
         "failure_threshold": Param(
             d["failure_threshold"],
             type="number",
             minimum=0,
             maximum=1,
-            description="Fail the run when failed plus rejected rows exceed this share of the source.",
-        ),
-        "source_table": Param(
-            d["source_table"], type="string", description="Table (or schema.table) of users."
-        ),
-        "source_query": Param(
-            d["source_query"],
-            type=["null", "string"],
-            description="A SELECT to read instead of source_table.",
-        ),
-        "columns": Param(
-            d["columns"],
-            type="object",
-            description='Source column names when they differ, e.g. {"user_id": "customer_id"}.',
+            title="Failure threshold",
+            description="Fail the run when failed plus rejected rows exceed this share of the source rows.",
+            section=SAFETY,
         ),
     }

@@ -5,11 +5,12 @@ The planner streams the source table joined with the ledger, ordered by user_id 
 duplicates are adjacent and memory does not grow with the table), asks sFOX once for the
 state of every end user (one ``GET /v1/enterprise/users``), validates each row and decides:
 
-- email is due for a valid user without a successful email request (``sent``,
+- each account type verifies the channels of
+  :data:`~airflow_sfox.onboarding.model.CHANNELS_BY_ACCOUNT_TYPE`, in order: a channel is
+  considered only once sFOX reports the one before it verified (sms after email);
+- a channel is due for a valid user without a successful request (``sent``,
   ``already_verified`` or ``verified``), or whose code is still unverified after
   ``resend_after_hours`` and who has had fewer than ``max_sends`` codes;
-- sms is due for an individual whose email sFOX reports verified and whose phone is still
-  required, under the same rules;
 - a channel sFOX reports verified is marked so without any request.
 
 Due work is cut into chunks of ``chunk_size`` users of one account type; what the DAG maps
@@ -25,8 +26,19 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from airflow_sfox.onboarding.validation import ACCOUNT_TYPES, SourceUser, as_text, ledger_key, validate_row
-from airflow_sfox.onboarding.warehouse import DONE_STATES, USER_ID_COLUMN_LENGTH, check_identifier, utcnow
+from airflow_sfox.onboarding.model import (
+    ACCOUNT_TYPES,
+    CHANNELS,
+    DONE_STATES,
+    VERIFIED_STATES,
+    AccountType,
+    Channel,
+    LedgerState,
+    channels_for,
+    prerequisite,
+)
+from airflow_sfox.onboarding.validation import SourceUser, as_text, ledger_key, validate_row
+from airflow_sfox.onboarding.warehouse import USER_ID_COLUMN_LENGTH, check_identifier, utcnow
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -34,7 +46,6 @@ if TYPE_CHECKING:
     from airflow_sfox.hooks.sfox import SfoxConnectHook
     from airflow_sfox.onboarding.warehouse import Warehouse
 
-CHANNELS = ("email", "sms")
 SOURCE_COLUMNS = ("user_id", "account_type", "email", "phone_number")
 #: Ledger writes buffered before one commit while planning.
 _WRITE_BATCH = 1000
@@ -42,15 +53,49 @@ _WRITE_BATCH = 1000
 _MAX_REASONS = 20
 
 
+@dataclass(frozen=True)
+class OnboardingSource:
+    """
+    Where the users come from: set where the DAG is defined, never by a run's conf.
+
+    :param table: table (or ``schema.table``) holding the users.
+    :param query: a SELECT to read instead of ``table`` (the DAG author's SQL, run as is).
+    :param columns: source column for each of ``user_id``, ``account_type``, ``email``,
+        ``phone_number`` when they are named differently, e.g. ``{"user_id": "customer_id"}``.
+    """
+
+    table: str = "sfox_users"
+    query: str | None = None
+    columns: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        check_identifier(self.table, "source table")
+        if self.query is not None and not self.query.strip():
+            raise ValueError("source query is empty: give a SELECT, or None to read the table")
+        for logical, column in self.columns.items():
+            if logical not in SOURCE_COLUMNS:
+                raise ValueError(f"source columns: unknown key {logical!r}; expected one of {SOURCE_COLUMNS}")
+            check_identifier(column, f"source columns[{logical!r}]")
+
+    def column(self, logical: str) -> str:
+        """The source column of a logical column."""
+        return self.columns.get(logical, logical)
+
+    def sql(self) -> str:
+        """The FROM item of the source."""
+        return f"({self.query})" if self.query else self.table
+
+
+#: Run conf keys that name SQL or tables: refused, since whoever may trigger the DAG could
+#: then run SQL of their choice with the warehouse connection's rights.
+SOURCE_CONF_KEYS = ("source_table", "source_query", "columns", "source", "schema")
+
+
 @dataclass
 class OnboardingConfig:
     """
-    The settings of one onboarding run (the DAG's params).
+    The operational settings of one onboarding run (the DAG's params).
 
-    :param source_table: table (or ``schema.table``) holding the users.
-    :param source_query: a SELECT to use instead of ``source_table``.
-    :param columns: source column for each of ``user_id``, ``account_type``, ``email``,
-        ``phone_number`` when they are named differently.
     :param channels: which verifications to send.
     :param user_ids: only these users (``None``: everyone).
     :param max_users: at most this many users get a request in this run.
@@ -63,10 +108,7 @@ class OnboardingConfig:
     :param dry_run: plan and report, write and send nothing.
     """
 
-    source_table: str = "sfox_users"
-    source_query: str | None = None
-    columns: dict[str, str] = field(default_factory=dict)
-    channels: list[str] = field(default_factory=lambda: list(CHANNELS))
+    channels: list[str] = field(default_factory=lambda: [str(c) for c in CHANNELS])
     user_ids: list[str] | None = None
     max_users: int | None = None
     chunk_size: int = 500
@@ -77,14 +119,11 @@ class OnboardingConfig:
     dry_run: bool = False
 
     def __post_init__(self) -> None:
-        check_identifier(self.source_table, "source_table")
-        for logical, column in self.columns.items():
-            if logical not in SOURCE_COLUMNS:
-                raise ValueError(f"columns: unknown key {logical!r}; expected one of {SOURCE_COLUMNS}")
-            check_identifier(column, f"columns[{logical!r}]")
         unknown = set(self.channels) - set(CHANNELS)
         if unknown or not self.channels:
-            raise ValueError(f"channels must be a non-empty subset of {CHANNELS}, got {self.channels!r}")
+            raise ValueError(
+                f"channels must be a non-empty subset of {[str(c) for c in CHANNELS]}, got {self.channels!r}"
+            )
         for name in ("chunk_size", "max_chunks", "max_sends"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)!r}")
@@ -102,22 +141,38 @@ class OnboardingConfig:
         """Build from DAG params, ignoring params that are not settings of the run."""
         names = set(cls.__dataclass_fields__)
         values = {key: value for key, value in params.items() if key in names}
-        for key in ("user_ids", "max_users", "source_query"):
+        for key in ("user_ids", "max_users"):
             if values.get(key) in ("", [], None):
                 values[key] = None
         return cls(**values)
 
-    def column(self, logical: str) -> str:
-        """The source column of a logical column."""
-        return self.columns.get(logical, logical)
+    @classmethod
+    def check_conf(cls, conf: Mapping[str, Any] | None) -> None:
+        """
+        Refuse a run conf that names the source or a key that is no setting of the run.
+
+        A typo such as ``dryrun`` would otherwise be ignored, and the run would send codes.
+
+        :param conf: the DAG run's conf (``dag_run.conf``).
+        """
+        for key in conf or {}:
+            if key in SOURCE_CONF_KEYS:
+                raise ValueError(
+                    f"run conf key {key!r} is refused: the source (table, query, columns) is set "
+                    "where the DAG is defined (onboarding_dag(source=...)), not by a run"
+                )
+            if key not in cls.__dataclass_fields__:
+                raise ValueError(
+                    f"run conf key {key!r} is not a param of this DAG; "
+                    f"expected some of {sorted(cls.__dataclass_fields__)}"
+                )
 
 
 @dataclass
 class SfoxDirectory:
     """What sFOX reports about end users: who has verified which channel."""
 
-    email_verified: set[str] = field(default_factory=set)
-    sms_verified: set[str] = field(default_factory=set)
+    verified: dict[Channel, set[str]] = field(default_factory=lambda: {c: set() for c in CHANNELS})
 
     @classmethod
     def from_users(cls, users: Iterable[Mapping[str, Any]]) -> SfoxDirectory:
@@ -134,15 +189,15 @@ class SfoxDirectory:
             user_id = str(user_id)
             requirements = user.get("requirements")
             verified_user = str(user.get("status", "")).upper() == "VERIFIED"
-            if isinstance(requirements, Mapping):
-                if requirements.get("email") is False or verified_user:
-                    directory.email_verified.add(user_id)
-                if requirements.get("sms") is False or verified_user:
-                    directory.sms_verified.add(user_id)
-            elif verified_user:
-                directory.email_verified.add(user_id)
-                directory.sms_verified.add(user_id)
+            for channel, ids in directory.verified.items():
+                required = requirements.get(channel.value) if isinstance(requirements, Mapping) else None
+                if required is False or verified_user:
+                    ids.add(user_id)
         return directory
+
+    def is_verified(self, user_id: str, channel: str) -> bool:
+        """Whether sFOX lists the channel of the user as verified."""
+        return user_id in self.verified[Channel(channel)]
 
 
 @dataclass
@@ -162,6 +217,15 @@ class Plan:
     def as_xcom(self) -> dict[str, Any]:
         """A small JSON-ready dict (no rows, no personal data)."""
         return asdict(self)
+
+    def chunks_of(self, account_type: str) -> list[dict[str, Any]]:
+        """The chunk descriptors of one account type: what its mapped group maps over."""
+        return [chunk for chunk in self.chunks if chunk["account_type"] == account_type]
+
+    @property
+    def steps(self) -> int:
+        """Chunk steps that have codes to send: one per chunk and channel with work due."""
+        return sum(1 for chunk in self.chunks for channel in CHANNELS if chunk.get(str(channel)))
 
 
 class _Chunker:
@@ -203,37 +267,37 @@ def _descriptors(chunkers: list[_Chunker], max_chunks: int) -> list[dict[str, An
                 counts.update(c)
             out.append(
                 {
-                    "account_type": chunker.account_type,
+                    "account_type": str(chunker.account_type),
                     "chunks": [first, last],
                     "label": f"{chunker.account_type} {start}-{end}",
                     "users": end - start + 1,
-                    "email": counts["email"],
-                    "sms": counts["sms"],
+                    # Codes due per channel: a step with none is skipped, saying why.
+                    **{str(channel): counts[str(channel)] for channel in CHANNELS},
                 }
             )
     return out
 
 
 def _source_sql(
-    config: OnboardingConfig, warehouse: Warehouse, *, with_ledger: bool
+    config: OnboardingConfig, source: OnboardingSource, warehouse: Warehouse, *, with_ledger: bool
 ) -> tuple[str, list[Any]]:
-    cols = ", ".join(f"src.{config.column(c)} AS {c}" for c in SOURCE_COLUMNS)
-    source = f"({config.source_query})" if config.source_query else config.source_table
+    """The source joined with its ledger rows: user columns, then (state, sends, last_sent_at) per channel."""
+    cols = ", ".join(f"src.{source.column(c)} AS {c}" for c in SOURCE_COLUMNS)
     key = f"CAST(s.user_id AS VARCHAR({USER_ID_COLUMN_LENGTH}))"
     ledger = warehouse.ledger
+    alias = {channel: f"l_{channel.value}" for channel in CHANNELS}
     if with_ledger:
-        sql = (
-            f"SELECT s.user_id, s.account_type, s.email, s.phone_number, "
-            f"e.state, e.sends, e.last_sent_at, m.state, m.sends, m.last_sent_at "
-            f"FROM (SELECT {cols} FROM {source} src) s "
-            f"LEFT JOIN {ledger} e ON e.user_id = {key} AND e.channel = 'email' "
-            f"LEFT JOIN {ledger} m ON m.user_id = {key} AND m.channel = 'sms'"
+        picked = ", ".join(f"{a}.state, {a}.sends, {a}.last_sent_at" for a in alias.values())
+        joins = " ".join(
+            f"LEFT JOIN {ledger} {a} ON {a}.user_id = {key} AND {a}.channel = '{channel.value}'"
+            for channel, a in alias.items()
         )
     else:  # a dry run before the first real run: no ledger yet, nothing sent yet
-        sql = (
-            f"SELECT s.user_id, s.account_type, s.email, s.phone_number, "
-            f"NULL, NULL, NULL, NULL, NULL, NULL FROM (SELECT {cols} FROM {source} src) s"
-        )
+        picked, joins = ", ".join(["NULL, NULL, NULL"] * len(alias)), ""
+    sql = (
+        f"SELECT s.user_id, s.account_type, s.email, s.phone_number, {picked} "
+        f"FROM (SELECT {cols} FROM {source.sql()} src) s {joins}"
+    )
     params: list[Any] = []
     if config.user_ids is not None:
         if not config.user_ids:
@@ -251,6 +315,7 @@ class Planner:
     :param warehouse: the warehouse holding the source and the ledger.
     :param sfox: the hook used for the one bulk read of sFOX's end users.
     :param config: the run's settings.
+    :param source: where the users come from (default: table ``sfox_users``).
     :param run_id: the Airflow run id, recorded in the ledger.
     :param now: the planning time (injectable for tests of the resend policy).
     """
@@ -261,12 +326,14 @@ class Planner:
         sfox: SfoxConnectHook,
         config: OnboardingConfig,
         *,
+        source: OnboardingSource | None = None,
         run_id: str,
         now: datetime | None = None,
     ) -> None:
         self.warehouse = warehouse
         self.sfox = sfox
         self.config = config
+        self.source = source or OnboardingSource()
         self.run_id = run_id
         self.now = now or utcnow()
         self.chunkers = {kind: _Chunker(kind, config.chunk_size) for kind in ACCOUNT_TYPES}
@@ -274,14 +341,34 @@ class Planner:
         self.reasons: Counter[str] = Counter()
         self._writes: list[tuple[Any, ...]] = []
 
+    def check_source(self) -> None:
+        """
+        Check that the source has every column the planner reads, before any request to sFOX.
+
+        :raises ValueError: naming each missing column and how to map it.
+        """
+        found = {name.lower() for name in self.warehouse.columns_of(self.source.sql())}
+        missing = [c for c in SOURCE_COLUMNS if self.source.column(c).lower() not in found]
+        if missing:
+            shown = ", ".join(
+                f"{c!r}" + (f" (mapped to {self.source.column(c)!r})" if c in self.source.columns else "")
+                for c in missing
+            )
+            raise ValueError(
+                f"the source {self.source.sql()[:80]} has no column {shown}; it has {sorted(found)}. "
+                'Map source columns where the DAG is defined: OnboardingSource(columns={"phone_number": '
+                '"mobile", ...}).'
+            )
+
     def plan(self) -> Plan:
         """Plan the run, write it to the ledger (unless dry run), return the descriptors."""
         config = self.config
+        self.check_source()
         if not config.dry_run:
             self.warehouse.create_tables()
         directory = SfoxDirectory.from_users(self.sfox.list_users())
         with_ledger = not config.dry_run or self.warehouse.has_ledger()
-        sql, params = _source_sql(config, self.warehouse, with_ledger=with_ledger)
+        sql, params = _source_sql(config, self.source, self.warehouse, with_ledger=with_ledger)
         with self.warehouse.connect() as reader, self.warehouse.connect() as writer:
             group: list[tuple[Any, ...]] = []
             for row in self.warehouse.stream(reader, sql, params):
@@ -297,63 +384,73 @@ class Planner:
             self._flush(writer, force=True)
         return self._result()
 
+    def _ledger_states(self, row: tuple[Any, ...]) -> dict[Channel, _LedgerState]:
+        """The (state, sends, last_sent_at) triple of each channel, after the four user columns."""
+        states = {}
+        for i, channel in enumerate(CHANNELS):
+            state, sends, last_sent_at = row[4 + 3 * i : 7 + 3 * i]
+            states[channel] = _LedgerState(state, int(sends or 0), self.warehouse.parse_ts(last_sent_at))
+        return states
+
     def _plan_user(self, rows: list[tuple[Any, ...]], directory: SfoxDirectory) -> bool:
         """Decide one user's work; return False once ``max_users`` is reached."""
         config = self.config
         self.counts["source_rows"] += len(rows)
         raw_id, account_type, email, phone = rows[0][:4]
-        email_state = _LedgerState(rows[0][4], int(rows[0][5] or 0), self.warehouse.parse_ts(rows[0][6]))
-        sms_state = _LedgerState(rows[0][7], int(rows[0][8] or 0), self.warehouse.parse_ts(rows[0][9]))
+        ledger = self._ledger_states(rows[0])
         checked = (
             validate_row(raw_id, account_type, email, phone)
             if len(rows) == 1
             else f"user_id appears {len(rows)} times in the source"
         )
         if not isinstance(checked, SourceUser):
-            self._reject(raw_id, checked, rows=len(rows), keep_state=email_state.state)
+            self._reject(raw_id, checked, rows=len(rows), keep_state=ledger[Channel.EMAIL].state)
             return True
         user = checked
         self.counts["valid_users"] += 1
 
         due: list[str] = []
-        if "email" in config.channels:
-            due += self._decide(user, "email", email_state, user.user_id in directory.email_verified)
-        if (
-            "sms" in config.channels
-            and user.account_type == "individual"
-            and user.user_id in directory.email_verified
-        ):
-            due += self._decide(user, "sms", sms_state, user.user_id in directory.sms_verified)
+        for channel in channels_for(user.account_type):
+            before = prerequisite(user.account_type, channel)
+            if before is not None and not directory.is_verified(user.user_id, before):
+                if channel in config.channels:
+                    self.counts[f"awaiting_{before}_verification"] += 1
+                continue  # e.g. sms waits until sFOX reports the email verified
+            if channel in config.channels:
+                verified = directory.is_verified(user.user_id, channel)
+                due += self._decide(user, channel, ledger[channel], verified)
         if not due:
             return True
         if config.max_users is not None and self._due_users() >= config.max_users:
             self.counts["deferred_by_max_users"] += 1
             return False
-        chunk = self.chunkers[user.account_type].add(due)
-        for channel in due:
-            self.counts[f"due_{user.account_type}_{channel}"] += 1
-            self._write(user.user_id, channel, user.account_type, "queued", chunk, None)
+        chunk = self.chunkers[AccountType(user.account_type)].add(due)
+        for due_channel in due:
+            self.counts[f"due_{user.account_type}_{due_channel}"] += 1
+            self._write(user.user_id, due_channel, user.account_type, LedgerState.QUEUED, chunk, None)
         return True
 
     def _decide(self, user: SourceUser, channel: str, ledger: _LedgerState, verified: bool) -> list[str]:
         """Return ``[channel]`` when a code is due, recording what sFOX already reports."""
         if verified:
-            target = "verified" if ledger.state == "sent" else "already_verified"
-            if ledger.state not in ("verified", "already_verified"):
+            target = (
+                LedgerState.VERIFIED if ledger.state == LedgerState.SENT else LedgerState.ALREADY_VERIFIED
+            )
+            if ledger.state not in VERIFIED_STATES:
                 self.counts[f"marked_{target}"] += 1
                 self._write(user.user_id, channel, user.account_type, target, None, None)
             return []
         if ledger.state not in DONE_STATES:
-            return [channel]
+            return [str(channel)]
         resend_after = timedelta(hours=self.config.resend_after_hours)
         if (
-            ledger.state == "sent"
+            ledger.state == LedgerState.SENT
             and ledger.sends < self.config.max_sends
             and ledger.last_sent_at is not None
             and self.now - ledger.last_sent_at >= resend_after
         ):
             self.counts[f"resend_{channel}"] += 1
-            return [channel]
+            return [str(channel)]
         return []
 
     def _reject(self, raw_id: object, reason: str, *, rows: int, keep_state: str | None) -> None:
@@ -366,7 +463,7 @@ class Planner:
             return  # a code already went out: keep that record, the report counts the rejection
         if not as_text(raw_id).strip():
             reason = "user_id is empty (every such row is counted in the run's rejected rows)"
-        self._write(ledger_key(raw_id), "email", None, "rejected", None, reason)
+        self._write(ledger_key(raw_id), Channel.EMAIL, None, LedgerState.REJECTED, None, reason)
 
     def _write(
         self,
@@ -378,7 +475,9 @@ class Planner:
         error: str | None,
     ) -> None:
         if not self.config.dry_run:
-            self._writes.append((user_id, channel, account_type, state, self.run_id, chunk, error))
+            # Plain text for the driver: the enums are str subclasses, which some drivers refuse.
+            row = (str(user_id), str(channel), account_type and str(account_type), str(state))
+            self._writes.append((*row, self.run_id, chunk, error))
 
     def _flush(self, writer: Any, *, force: bool) -> None:
         if self._writes and (force or len(self._writes) >= _WRITE_BATCH):

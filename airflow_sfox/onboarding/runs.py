@@ -11,6 +11,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from airflow_sfox._compat import AirflowException
+from airflow_sfox.onboarding.model import ACCOUNT_TYPES, FAILED_STATES, LedgerState, RunStatus
 from airflow_sfox.onboarding.planner import OnboardingConfig, Planner
 from airflow_sfox.onboarding.warehouse import Warehouse, utcnow
 
@@ -18,10 +19,9 @@ if TYPE_CHECKING:
     from collections.abc import Mapping
     from datetime import datetime
 
-log = logging.getLogger(__name__)
+    from airflow_sfox.onboarding.planner import OnboardingSource
 
-#: Outcomes counted against ``failure_threshold``, beside rejected rows.
-FAILED_STATES = ("failed",)
+log = logging.getLogger(__name__)
 
 
 def plan_run(
@@ -31,24 +31,32 @@ def plan_run(
     dag_id: str,
     warehouse_conn_id: str,
     sfox_conn_id: str,
+    source: OnboardingSource | None = None,
+    conf: Mapping[str, Any] | None = None,
     started_at: datetime | None = None,
 ) -> dict[str, Any]:
     """
-    Plan one run and open its summary row; return ``{"chunks": [...], "counts": {...}}``.
+    Plan one run and open its summary row.
+
+    Returns ``{"counts": {...}, "<account type>": [chunk descriptors], ...}``: one list per
+    account type, for its own mapped group.
 
     :param params: the DAG params (see :func:`airflow_sfox.onboarding.params.onboarding_params`).
     :param run_id: the Airflow run id.
     :param dag_id: the DAG id, recorded in the run row.
     :param warehouse_conn_id: the SQL connection of the warehouse.
     :param sfox_conn_id: the ``sfox`` connection.
+    :param source: where the users come from (default: table ``sfox_users``).
+    :param conf: the run's conf, refused when it names the source or an unknown key.
     :param started_at: when the run started (default: now).
     """
     from airflow_sfox.hooks.sfox import SfoxConnectHook  # not at parse time: see operators
 
+    OnboardingConfig.check_conf(conf)
     config = OnboardingConfig.from_params(params)
     warehouse = Warehouse.from_conn_id(warehouse_conn_id)
     with SfoxConnectHook(sfox_conn_id=sfox_conn_id) as sfox:
-        plan = Planner(warehouse, sfox, config, run_id=run_id).plan()
+        plan = Planner(warehouse, sfox, config, source=source, run_id=run_id).plan()
     figures = sfox.stats.as_dict()  # the one bulk read of sFOX's users counts too
     counts = plan.counts
     log.info(
@@ -73,16 +81,20 @@ def plan_run(
                 "source_rows": counts["source_rows"],
                 "planned": counts["planned_users"],
                 "rejected": counts["rejected"],
-                # Chunk tasks to run: an email step per chunk, an sms step per individual chunk.
-                "steps": sum(2 if chunk["account_type"] == "individual" else 1 for chunk in plan.chunks),
+                # Chunk steps to run: one per chunk and channel with codes due (others skip).
+                "steps": plan.steps,
                 "steps_done": 0,
                 "requests": figures["requests"],
                 "rate_limited": figures["rate_limited"],
                 "send_seconds": 0.0,
-                "status": "running",
+                "status": RunStatus.RUNNING.value,
             }
         )
-    return plan.as_xcom()
+    return {
+        "counts": counts,
+        "chunks": plan.chunks,
+        **{str(kind): plan.chunks_of(kind) for kind in ACCOUNT_TYPES},
+    }
 
 
 def record_chunk(warehouse: Warehouse, run_id: str, stats: Mapping[str, Any], *, done: bool) -> None:
@@ -139,24 +151,24 @@ def summarize_run(
     else:
         table = warehouse.run_counts(run_id)
     rejected = int(counts["rejected"])
-    table = {key: value for key, value in table.items() if key[1] != "rejected"}
+    table = {key: value for key, value in table.items() if key[1] != LedgerState.REJECTED}
     if rejected:
         table[("-", "rejected")] = rejected
     _log_table(table, dry_run=config.dry_run)
 
     failed = sum(v for (_, state), v in table.items() if state in FAILED_STATES)
-    unsent = sum(v for (_, state), v in table.items() if state == "queued")
+    unsent = sum(v for (_, state), v in table.items() if state == LedgerState.QUEUED)
     run = {} if config.dry_run else warehouse.run_row(run_id)
     unfinished = int(run.get("steps") or 0) - int(run.get("steps_done") or 0)
     total = max(int(counts["source_rows"]), 1)
     share = (failed + rejected) / total
-    status = "success"
+    status = RunStatus.SUCCESS
     problem = None
     if unsent or unfinished:
-        status = "incomplete"
+        status = RunStatus.INCOMPLETE
         problem = f"{unfinished} chunk steps did not finish and {unsent} planned requests were not sent"
     elif share > config.failure_threshold:
-        status = "failed"
+        status = RunStatus.FAILED
         problem = (
             f"{failed} failed + {rejected} rejected of {total} source rows = {share:.1%}, "
             f"over the failure threshold of {config.failure_threshold:.1%}"
@@ -167,13 +179,14 @@ def summarize_run(
         "source_rows": int(counts["source_rows"]),
         "rejected": rejected,
         "failed": failed,
-        "status": status,
+        "status": status.value,
         "outcomes": {f"{channel}:{state}": v for (channel, state), v in sorted(table.items())},
     }
     if not config.dry_run:
         finished = utcnow()
         seconds = (finished - (started_at or finished)).total_seconds()
-        by_state = {state: 0 for state in ("sent", "already_verified", "not_registered")}
+        states = (LedgerState.SENT, LedgerState.ALREADY_VERIFIED, LedgerState.NOT_REGISTERED)
+        by_state = {state.value: 0 for state in states}
         for (_, state), v in table.items():
             if state in by_state:
                 by_state[state] += v
@@ -185,7 +198,7 @@ def summarize_run(
                 "failed": failed,
                 "uncertain": warehouse.uncertain_count(run_id),
                 "requests_per_second": run["requests"] / seconds if seconds > 0 else None,
-                "status": status,
+                "status": status.value,
                 **by_state,
             }
         )

@@ -24,6 +24,8 @@ from airflow_sfox.exceptions import (
     SfoxError,
     SfoxNotFoundError,
 )
+from airflow_sfox.hooks.sfox import DEFAULT_POOL_SIZE
+from airflow_sfox.onboarding.model import LedgerState
 from airflow_sfox.onboarding.warehouse import Outcome, utcnow
 
 if TYPE_CHECKING:
@@ -34,8 +36,8 @@ log = logging.getLogger(__name__)
 
 #: Threads per chunk task when the budget is unknown or unpaced.
 DEFAULT_THREADS = 8
-#: Most threads per chunk task (the hook's connection pool holds as many connections).
-MAX_THREADS = 32
+#: Most threads per chunk task: as many as the hook's pool has connections.
+MAX_THREADS = DEFAULT_POOL_SIZE
 #: Latency the thread count is sized for: sFOX answers in 100-300 ms.
 SIZING_LATENCY_SECONDS = 0.3
 
@@ -79,7 +81,9 @@ class ChunkStats:
 def _outcome(hook: SfoxConnectHook, user_id: str, channel: str) -> Outcome:
     started = utcnow()
 
-    def outcome(state: str, status: int | None, error: str | None, attempts: int, uncertain: bool) -> Outcome:
+    def outcome(
+        state: LedgerState, status: int | None, error: str | None, attempts: int, uncertain: bool
+    ) -> Outcome:
         return Outcome(user_id, channel, state, status, error, attempts, uncertain, started)
 
     try:
@@ -87,14 +91,14 @@ def _outcome(hook: SfoxConnectHook, user_id: str, channel: str) -> Outcome:
     except SfoxAuthError:
         raise  # the token is wrong or revoked: stop the chunk, leave the rest queued
     except SfoxAlreadyVerifiedError as err:
-        return outcome("already_verified", err.status_code, None, err.attempts, err.uncertain)
+        return outcome(LedgerState.ALREADY_VERIFIED, err.status_code, None, err.attempts, err.uncertain)
     except SfoxNotFoundError as err:
-        return outcome("not_registered", err.status_code, err.message, err.attempts, err.uncertain)
+        return outcome(LedgerState.NOT_REGISTERED, err.status_code, err.message, err.attempts, err.uncertain)
     except SfoxError as err:
-        return outcome("failed", err.status_code, str(err)[:255], err.attempts, err.uncertain)
+        return outcome(LedgerState.FAILED, err.status_code, str(err)[:255], err.attempts, err.uncertain)
     except ValueError as err:  # the hook refused the user_id: validation should have caught it
-        return outcome("rejected", None, str(err)[:255], 0, False)
-    return outcome("sent", result.status_code, None, result.attempts, result.uncertain)
+        return outcome(LedgerState.REJECTED, None, str(err)[:255], 0, False)
+    return outcome(LedgerState.SENT, result.status_code, None, result.attempts, result.uncertain)
 
 
 def send_chunk(
@@ -154,7 +158,8 @@ def send_chunk(
         warehouse.record_outcomes(conn, batch)
         conn.commit()
         for outcome in batch:
-            stats.outcomes[outcome.state] = stats.outcomes.get(outcome.state, 0) + 1
+            state = str(outcome.state)
+            stats.outcomes[state] = stats.outcomes.get(state, 0) + 1
             stats.uncertain += outcome.uncertain
 
     with warehouse.connect() as conn:
@@ -217,6 +222,6 @@ def _progress(
         done,
         total,
         requests / elapsed if elapsed > 0 else 0.0,
-        stats.outcomes.get("failed", 0),
+        stats.outcomes.get(LedgerState.FAILED.value, 0),
         eta,
     )

@@ -5,15 +5,8 @@ Everything goes through a common.sql :class:`DbApiHook`, so any Airflow SQL conn
 in principle; SQLite (the embedded default) and PostgreSQL are the tested dialects. The
 ledger and run tables are created when missing.
 
-Ledger: one row per (``user_id``, ``channel``) with the state of that verification:
-
-``queued``            planned by a run, not sent yet
-``sent``              sFOX accepted the request: a code went out
-``already_verified``  sFOX answered 422 "already verified", or listed the channel as verified
-``verified``          sent earlier, and sFOX now lists the channel as verified
-``not_registered``    sFOX does not know the user (404); planned again by later runs
-``failed``            sFOX refused it, or retries ran out; planned again by later runs
-``rejected``          the source row is invalid (``last_error`` says why); never sent
+Ledger: one row per (``user_id``, ``channel``) with the state of that verification, one of
+:class:`~airflow_sfox.onboarding.model.LedgerState`.
 """
 
 from __future__ import annotations
@@ -24,15 +17,14 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
+from airflow_sfox.defaults import LEDGER_TABLE, RUNS_TABLE
+from airflow_sfox.onboarding.model import LedgerState
+
 if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence
 
     from airflow.providers.common.sql.hooks.sql import DbApiHook
 
-LEDGER_TABLE = "sfox_onboarding_ledger"
-RUNS_TABLE = "sfox_onboarding_runs"
-#: States that mean "this channel needs no new code".
-DONE_STATES = ("sent", "already_verified", "verified")
 #: A table or column name given as a parameter: plain or schema-qualified identifiers only.
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?$")
 #: Longest user_id the ledger stores; longer ones are rejected by validation anyway.
@@ -205,6 +197,20 @@ class Warehouse:
                 cursor.execute(statement)
             conn.commit()
 
+    def columns_of(self, from_item: str) -> list[str]:
+        """
+        The column names of a table or parenthesised query, read without reading a row.
+
+        :param from_item: a table name or ``(SELECT ...)``, as the planner puts it after FROM.
+        """
+        with self.connect() as conn:
+            cursor = conn.cursor()
+            try:
+                cursor.execute(f"SELECT * FROM {from_item} src WHERE 1 = 0")
+                return [str(d[0]) for d in cursor.description or ()]
+            finally:
+                cursor.close()
+
     def has_ledger(self) -> bool:
         """Whether the ledger table exists (a dry run must not create it)."""
         try:
@@ -251,21 +257,21 @@ class Warehouse:
         params = []
         for o in outcomes:
             at = self.ts(o.requested_at)
-            sent_at = at if o.state == "sent" else None
+            sent = o.state == LedgerState.SENT
             params.append(
                 (
-                    o.state,
-                    1 if o.state == "sent" else 0,
+                    str(o.state),
+                    1 if sent else 0,
                     o.attempts,
                     1 if o.uncertain else 0,
                     o.status,
                     o.error,
                     at,
                     at,
-                    sent_at,
+                    at if sent else None,
                     at,
                     o.user_id,
-                    o.channel,
+                    str(o.channel),
                 )
             )
         conn.cursor().executemany(sql, params)
@@ -277,11 +283,12 @@ class Warehouse:
         ph = self.ph
         sql = (
             f"SELECT user_id FROM {self.ledger} WHERE run_id = {ph} AND account_type = {ph} "
-            f"AND channel = {ph} AND chunk BETWEEN {ph} AND {ph} AND state = 'queued' ORDER BY user_id"
+            f"AND channel = {ph} AND chunk BETWEEN {ph} AND {ph} AND state = {ph} ORDER BY user_id"
         )
         with self.connect() as conn:
             cursor = conn.cursor()
-            cursor.execute(sql, (run_id, account_type, channel, chunks[0], chunks[1]))
+            args = (run_id, str(account_type), str(channel), chunks[0], chunks[1], LedgerState.QUEUED.value)
+            cursor.execute(sql, args)
             return [row[0] for row in cursor.fetchall()]
 
     def run_counts(self, run_id: str) -> dict[tuple[str, str], int]:

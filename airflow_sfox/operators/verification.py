@@ -6,13 +6,12 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from airflow_sfox._compat import AirflowException, AirflowSkipException, BaseOperator
+from airflow_sfox.defaults import DEFAULT_SFOX_CONN_ID, DEFAULT_WAREHOUSE_CONN_ID
 from airflow_sfox.exceptions import SfoxAlreadyVerifiedError, SfoxAuthError
+from airflow_sfox.onboarding.model import RunStatus, prerequisite
 
 # The hook (and with it requests) is imported in execute(): a DAG file that uses these
 # operators parses without loading the HTTP stack.
-DEFAULT_SFOX_CONN_ID = "sfox_default"
-#: Run status set when sFOX refuses the token: the run's other chunk tasks send nothing.
-AUTH_FAILED = "auth_failed"
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -123,12 +122,11 @@ class SendVerificationBatchOperator(BaseOperator):
     hook), and commits every outcome to the ledger as it arrives. Returns the chunk's figures
     (counts, requests, 429s; no personal data).
 
-    A chunk whose account type is not in ``account_types`` is skipped: corporations have no
-    sms step.
+    A chunk with no ``verification_type`` code due is skipped, and the skip says why (for
+    example: its individuals still wait for their email verification before any sms).
 
     :param chunk: a chunk descriptor made by the planner. (templated)
     :param verification_type: ``"email"`` or ``"sms"``. (templated)
-    :param account_types: the account types this step applies to.
     :param warehouse_conn_id: the SQL connection holding the ledger.
     :param sfox_conn_id: the ``sfox`` connection.
     :param threads: concurrent requests; by default enough to fill this task's share of the
@@ -145,8 +143,7 @@ class SendVerificationBatchOperator(BaseOperator):
         *,
         chunk: dict[str, Any],
         verification_type: str,
-        account_types: Sequence[str] = ("individual", "corporation"),
-        warehouse_conn_id: str = "sfox_warehouse",
+        warehouse_conn_id: str = DEFAULT_WAREHOUSE_CONN_ID,
         sfox_conn_id: str = DEFAULT_SFOX_CONN_ID,
         threads: int | None = None,
         rate_share: float = 1.0,
@@ -156,7 +153,6 @@ class SendVerificationBatchOperator(BaseOperator):
         super().__init__(**kwargs)
         self.chunk = chunk
         self.verification_type = verification_type
-        self.account_types = tuple(account_types)
         self.warehouse_conn_id = warehouse_conn_id
         self.sfox_conn_id = sfox_conn_id
         self.threads = threads
@@ -169,13 +165,10 @@ class SendVerificationBatchOperator(BaseOperator):
         from airflow_sfox.onboarding.sender import send_chunk, threads_for
         from airflow_sfox.onboarding.warehouse import Warehouse
 
-        if self.chunk["account_type"] not in self.account_types:
-            raise AirflowSkipException(
-                f"no {self.verification_type} step for {self.chunk['account_type']} users"
-            )
+        self._skip_if_nothing_due()
         warehouse = Warehouse.from_conn_id(self.warehouse_conn_id)
         run_id = context["run_id"]
-        if warehouse.run_row(run_id).get("status") == AUTH_FAILED:
+        if warehouse.run_row(run_id).get("status") == RunStatus.AUTH_FAILED:
             raise AirflowException(
                 f"sFOX refused the token earlier in run {run_id}: nothing sent. "
                 f"Fix connection {self.sfox_conn_id!r}, then run again."
@@ -195,7 +188,7 @@ class SendVerificationBatchOperator(BaseOperator):
                 done = True
             except SfoxAuthError:
                 # Later chunk tasks of this run fail at once instead of each trying the token.
-                warehouse.write_run({"run_id": run_id, "status": AUTH_FAILED})
+                warehouse.write_run({"run_id": run_id, "status": RunStatus.AUTH_FAILED.value})
                 raise
             finally:
                 # Count the requests even when the chunk stopped half-way; the summary checks
@@ -209,3 +202,15 @@ class SendVerificationBatchOperator(BaseOperator):
                     # Already failing (often: the warehouse is down): keep the first error.
                     self.log.warning("could not record the chunk's figures", exc_info=True)
         return stats.as_dict()
+
+    def _skip_if_nothing_due(self) -> None:
+        """Skip, saying why at INFO, when the planner queued no code of this channel in the chunk."""
+        due = int(self.chunk.get(self.verification_type) or 0)
+        if due:
+            return
+        waiting = prerequisite(self.chunk["account_type"], self.verification_type)
+        reason = f"{self.chunk['label']}: no {self.verification_type} code due in this chunk"
+        if waiting is not None:
+            reason += f" (its users wait for sFOX to report their {waiting} verified, or are done)"
+        self.log.info("Skipped: %s", reason)
+        raise AirflowSkipException(reason)

@@ -16,6 +16,14 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from airflow_sfox.onboarding.model import (
+    ACCOUNT_TYPES,
+    CHANNELS,
+    DONE_STATES,
+    VERIFIED_STATES,
+    LedgerState,
+    channels_for,
+)
 from airflow_sfox.onboarding.warehouse import (
     LEDGER_TABLE,
     RUNS_TABLE,
@@ -26,26 +34,33 @@ from airflow_sfox.onboarding.warehouse import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
+    from collections.abc import Callable, Iterable, Sequence
 
 log = logging.getLogger(__name__)
 
+# The model's vocabulary as plain text: these go to the driver as query parameters and to
+# the page as JSON keys.
+
+
+def _values(states: Iterable[LedgerState]) -> tuple[str, ...]:
+    return tuple(sorted(state.value for state in states))
+
+
 #: Ledger states that mean "the code went out or was not needed": the step is passed.
-REQUESTED_STATES = ("sent", "verified", "already_verified")
+REQUESTED_STATES = _values(DONE_STATES)
 #: Ledger states that mean "sFOX reports the channel verified".
-VERIFIED_STATES = ("verified", "already_verified")
+VERIFIED = _values(VERIFIED_STATES)
 #: States counted beside the funnel.
-SIDE_STATES = ("queued", "rejected", "failed", "not_registered")
-#: Channels an account type has to verify; the last one makes the user VERIFIED.
-#: Corporations verify their email only; individuals their email, then their phone.
-CHANNELS_BY_ACCOUNT_TYPE: dict[str | None, tuple[str, ...]] = {"corporation": ("email",)}
-DEFAULT_CHANNELS = ("email", "sms")
+SIDE_STATES = tuple(
+    s.value
+    for s in (LedgerState.QUEUED, LedgerState.REJECTED, LedgerState.FAILED, LedgerState.NOT_REGISTERED)
+)
 #: Order of the account types on the page; other values follow, ``None`` (rejected rows) last.
-ACCOUNT_TYPE_ORDER = ("individual", "corporation")
+ACCOUNT_TYPE_ORDER = tuple(kind.value for kind in ACCOUNT_TYPES)
 #: States listed as recent failures.
-FAILURE_STATES = ("failed", "not_registered")
+FAILURE_STATES = (LedgerState.FAILED.value, LedgerState.NOT_REGISTERED.value)
 #: States whose ``last_error`` is counted as a reason.
-REASON_STATES = ("rejected", "failed")
+REASON_STATES = (LedgerState.REJECTED.value, LedgerState.FAILED.value)
 
 
 #: The statements for the default ledger table name.
@@ -169,21 +184,22 @@ class Dashboard:
         rows = []
         for account_type in sorted(counts, key=_sort_key):
             by_state = counts[account_type]
-            channels = CHANNELS_BY_ACCOUNT_TYPE.get(account_type, DEFAULT_CHANNELS)
+            # A row of an unknown account type (a rejected row) shows every channel.
+            channels = channels_for(account_type or "") or CHANNELS
             row = _empty_counts(account_type)
-            row["channels"] = list(channels)
+            row["channels"] = [channel.value for channel in channels]
             row["seen"] = sum(n for (c, _), n in by_state.items() if c == "email") + extra_users.get(
                 account_type, 0
             )
             row["email_requested"] = _total(by_state, "email", REQUESTED_STATES)
-            row["email_verified"] = _total(by_state, "email", VERIFIED_STATES)
+            row["email_verified"] = _total(by_state, "email", VERIFIED)
             if "sms" in channels:
                 row["sms_requested"] = _total(by_state, "sms", REQUESTED_STATES)
-                row["sms_verified"] = _total(by_state, "sms", VERIFIED_STATES)
+                row["sms_verified"] = _total(by_state, "sms", VERIFIED)
             else:
                 row["sms_requested"] = None
                 row["sms_verified"] = None
-            row["verified"] = _total(by_state, channels[-1], VERIFIED_STATES)
+            row["verified"] = _total(by_state, channels[-1], VERIFIED)
             for state in SIDE_STATES:
                 row[state] = _total(by_state, None, (state,))
             rows.append(row)

@@ -115,14 +115,30 @@ def test_two_runs_send_each_code_exactly_once(run_dag, warehouse_db, sfox_sandbo
         ("success", len(BAD_ROWS), len(verified), len(verified) + 1),
     ]
 
-    # Each chunk ran the steps of its account type; the others show as skipped, labelled.
-    states = task_states(first)
+    # Each account type has its own path; a step with no code due skips itself, labelled.
+    steps = chunk_steps(first)
+    assert {"corporation 1-20", "individual 1-20"} <= set(steps)
+    for label, states in steps.items():
+        if label.startswith("corporation"):
+            assert states == {"corporation.send_email": "success"}
+        else:
+            assert states == {"individual.send_email": "success", "individual.send_sms": "skipped"}
+    # The second run has only sms due: one individual chunk, whose email step skips itself.
+    assert chunk_steps(second) == {
+        f"individual 1-{len(verified)}": {
+            "individual.send_email": "skipped",
+            "individual.send_sms": "success",
+        }
+    }
+
+
+def chunk_steps(dag_run) -> dict[str, dict[str, str]]:
+    """The chunk steps of a run, by chunk label: ``{label: {task_id: state}}``."""
     by_label: dict[str, dict[str, str]] = {}
-    for (task, _), (state, label) in states.items():
-        if task.startswith("onboard_chunk."):
-            by_label.setdefault(label, {})[task.removeprefix("onboard_chunk.")] = state
-    assert by_label["individual 1-20"] == {"send_email": "success", "send_sms": "success"}
-    assert by_label["corporation 1-20"] == {"send_email": "success", "send_sms": "skipped"}
+    for (task, map_index), (state, label) in task_states(dag_run).items():
+        if map_index >= 0:
+            by_label.setdefault(label, {})[task] = state
+    return by_label
 
 
 def test_failed_chunk_is_rerun_without_resending(run_dag, warehouse_db, sfox_sandbox):
@@ -173,8 +189,8 @@ sys.path.insert(0, {str(Path(__file__).parents[2])!r})
 from tests.helpers import load_dag
 dag = load_dag("{DAG_ID}")
 assert dag.max_active_runs == 1
-assert {{t.task_id for t in dag.tasks}} == {{"plan", "summarize", "onboard_chunk.send_email",
-    "onboard_chunk.send_sms"}}
+assert {{t.task_id for t in dag.tasks}} == {{"plan", "summarize", "corporation_chunks",
+    "corporation.send_email", "individual_chunks", "individual.send_email", "individual.send_sms"}}
 assert "requests" not in sys.modules, "the HTTP stack is loaded at parse time"
 print("parsed", len(dag.tasks), "tasks")
 """
@@ -187,7 +203,7 @@ print("parsed", len(dag.tasks), "tasks")
         [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120
     )
     assert result.returncode == 0, result.stderr[-2000:]
-    assert "parsed 4 tasks" in result.stdout
+    assert "parsed 7 tasks" in result.stdout
 
 
 def test_a_chunk_step_that_crashes_after_sending_fails_the_run(
@@ -211,4 +227,4 @@ def test_a_chunk_step_that_crashes_after_sending_fails_the_run(
     status, steps, steps_done = warehouse_db.query(
         "SELECT status, steps, steps_done FROM sfox_onboarding_runs"
     )[0]
-    assert (status, steps, steps_done) == ("incomplete", 2, 0)
+    assert (status, steps, steps_done) == ("incomplete", 1, 0)  # the one email step; no sms due

@@ -7,7 +7,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from airflow_sfox.hooks.sfox import SfoxConnectHook
-from airflow_sfox.onboarding.planner import OnboardingConfig, Planner
+from airflow_sfox.onboarding.planner import OnboardingConfig, OnboardingSource, Planner
 from airflow_sfox.onboarding.warehouse import Warehouse
 from tests.onboarding_data import BAD_ROWS, make_users, sandbox_users
 
@@ -18,10 +18,13 @@ RUN = "run-1"
 def plan(warehouse_db, sfox_sandbox):
     """Plan with the given settings; returns the Plan (ledger in ``warehouse_db``)."""
 
-    def run(run_id: str = RUN, now: datetime | None = None, **settings):
+    def run(
+        run_id: str = RUN, now: datetime | None = None, source: OnboardingSource | None = None, **settings
+    ):
         warehouse = Warehouse.from_conn_id("sfox_warehouse")
         with SfoxConnectHook() as hook:
-            return Planner(warehouse, hook, OnboardingConfig(**settings), run_id=run_id, now=now).plan()
+            config = OnboardingConfig(**settings)
+            return Planner(warehouse, hook, config, source=source, run_id=run_id, now=now).plan()
 
     return run
 
@@ -155,13 +158,14 @@ def test_column_mapping_and_query_source(plan, warehouse_db, sfox_sandbox):
         warehouse_db.query("INSERT INTO customers VALUES (?, ?, ?, ?, ?)", row)
     columns = {"user_id": "cid", "account_type": "kind", "email": "mail", "phone_number": "tel"}
 
-    plan(source_table="customers", columns=columns, run_id="by-table")
+    plan(source=OnboardingSource(table="customers", columns=columns), run_id="by-table")
     assert {k for k, v in warehouse_db.ledger().items() if v["state"] == "queued"} == {
         ("c1", "email"),
         ("c2", "email"),
     }
     warehouse_db.query("DELETE FROM sfox_onboarding_ledger")
-    plan(source_query="SELECT * FROM customers WHERE active = 1", columns=columns, run_id="by-query")
+    query = "SELECT * FROM customers WHERE active = 1"
+    plan(source=OnboardingSource(query=query, columns=columns), run_id="by-query")
     assert {k for k, v in warehouse_db.ledger().items() if v["state"] == "queued"} == {("c1", "email")}
 
 
@@ -176,11 +180,49 @@ def test_many_chunks_are_grouped_under_max_chunks(plan, warehouse_db, sfox_sandb
 
 
 @pytest.mark.parametrize(
-    ("settings", "match"),
+    ("source", "match"),
     [
-        ({"source_table": "users; DROP TABLE x"}, "source_table must be a SQL identifier"),
+        ({"table": "users; DROP TABLE x"}, "source table must be a SQL identifier"),
         ({"columns": {"user_id": "id)--"}}, "columns"),
         ({"columns": {"nickname": "n"}}, "unknown key 'nickname'"),
+        ({"query": "  "}, "source query is empty"),
+    ],
+)
+def test_bad_sources_are_refused(source, match):
+    with pytest.raises(ValueError, match=match):
+        OnboardingSource(**source)
+
+
+@pytest.mark.parametrize(
+    ("conf", "match"),
+    [
+        ({"source_query": "SELECT * FROM secrets"}, "'source_query' is refused"),
+        ({"source_table": "payroll"}, "'source_table' is refused"),
+        ({"columns": {"user_id": "ssn"}}, "'columns' is refused"),
+        ({"dryrun": True}, "'dryrun' is not a param"),
+    ],
+)
+def test_run_conf_naming_the_source_or_an_unknown_key_is_refused(conf, match):
+    with pytest.raises(ValueError, match=match):
+        OnboardingConfig.check_conf(conf)
+
+
+def test_missing_source_column_is_named_before_any_request(plan, warehouse_db, sfox_sandbox):
+    warehouse_db.query("DROP TABLE IF EXISTS customers")
+    warehouse_db.query(
+        "CREATE TABLE customers (user_id VARCHAR(20), account_type VARCHAR(20), email VARCHAR(50))"
+    )
+    with pytest.raises(ValueError, match=r"no column 'phone_number'.*columns=") as error:
+        plan(source=OnboardingSource(table="customers"))
+    assert "tel" not in str(error.value)
+    with pytest.raises(ValueError, match=r"'phone_number' \(mapped to 'tel'\)"):
+        plan(source=OnboardingSource(table="customers", columns={"phone_number": "tel"}))
+    assert sfox_sandbox.journal() == []  # not even the GET of sFOX's users
+
+
+@pytest.mark.parametrize(
+    ("settings", "match"),
+    [
         ({"channels": ["fax"]}, "channels"),
         ({"channels": []}, "channels"),
         ({"chunk_size": 0}, "chunk_size"),

@@ -14,6 +14,7 @@ No personal data ever needs to be read back: the audit works on user ids, states
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import sqlite3
@@ -88,7 +89,8 @@ def run_onboarding(
     stops the run there (as a failed task would), and the summary's own failure (run over
     the threshold, or incomplete) is returned as ``error``.
     """
-    from airflow_sfox._compat import AirflowException
+    from airflow_sfox._compat import AirflowException, AirflowSkipException
+    from airflow_sfox.onboarding.model import channels_for
     from airflow_sfox.onboarding.runs import plan_run, summarize_run
     from airflow_sfox.onboarding.warehouse import utcnow
     from airflow_sfox.operators.verification import SendVerificationBatchOperator
@@ -105,20 +107,18 @@ def run_onboarding(
     )
     chunks = []
     for chunk in planned["chunks"]:
-        # The DAG's task group: send_email, then send_sms (skipped for corporation chunks).
-        for channel in ("email", "sms"):
-            if channel == "sms" and chunk["account_type"] != "individual":
-                continue
+        # The DAG's path of the chunk's account type: a step per channel, in order.
+        for channel in channels_for(chunk["account_type"]):
             task = SendVerificationBatchOperator(
                 task_id=f"send_{channel}",
                 chunk=chunk,
-                verification_type=channel,
-                account_types=("individual",) if channel == "sms" else ("individual", "corporation"),
+                verification_type=str(channel),
                 warehouse_conn_id=warehouse_conn_id,
                 sfox_conn_id=sfox_conn_id,
                 threads=threads,
             )
-            chunks.append(task.execute({"run_id": run_id}))  # type: ignore[arg-type]
+            with contextlib.suppress(AirflowSkipException):  # no code of this channel due
+                chunks.append(task.execute({"run_id": run_id}))  # type: ignore[arg-type]
     error = None
     try:
         summary = summarize_run(

@@ -1,0 +1,219 @@
+"""
+The DAG factory of batch onboarding: a DAG file is one call to :func:`onboarding_dag`.
+
+::
+
+    from airflow_sfox.onboarding.dag import OnboardingSource, onboarding_dag
+
+    dag = onboarding_dag(
+        dag_id="sfox_batch_onboarding",
+        source=OnboardingSource(table="customers", columns={"user_id": "customer_id"}),
+        sfox_conn_id="sfox_default",
+        warehouse_conn_id="sfox_warehouse",
+    )
+
+The graph has one path per account type, from the table of channels per account type
+(:data:`~airflow_sfox.onboarding.model.CHANNELS_BY_ACCOUNT_TYPE`)::
+
+    plan -> corporation_chunks -> corporation (mapped: send_email)              -> summarize
+         -> individual_chunks  -> individual  (mapped: send_email >> send_sms)  -> summarize
+
+Building the DAG does no I/O: no connection, database or network is touched at parse time.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from typing import TYPE_CHECKING, Any
+
+import pendulum
+from airflow.sdk import DAG, task, task_group
+
+from airflow_sfox.defaults import DEFAULT_ONBOARDING_DAG_ID, DEFAULT_SFOX_CONN_ID, DEFAULT_WAREHOUSE_CONN_ID
+from airflow_sfox.onboarding.model import CHANNELS_BY_ACCOUNT_TYPE, AccountType
+from airflow_sfox.onboarding.params import onboarding_params
+from airflow_sfox.onboarding.planner import OnboardingSource
+from airflow_sfox.operators.verification import SendVerificationBatchOperator
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from datetime import datetime
+
+    from airflow.sdk.definitions.xcom_arg import XComArg
+
+try:  # Airflow 3.2+
+    from airflow.sdk import CronTriggerTimetable
+except ImportError:  # Airflow 3.1
+    from airflow.timetables.trigger import CronTriggerTimetable  # type: ignore[assignment,no-redef,unused-ignore]
+
+_log = logging.getLogger(__name__)
+PLAN_TASK_ID = "plan"
+
+__all__ = ["OnboardingSource", "default_schedule", "onboarding_dag"]
+
+_DOC = """
+Send sFOX verification codes to the users of a warehouse source, in chunks, within the sFOX
+rate budget, idempotently: corporations verify their email; individuals their email, then
+(in a later run, once sFOX reports the email verified) their phone by sms.
+
+Source: `{source}` through connection `{warehouse_conn_id}`; sFOX connection `{sfox_conn_id}`.
+"""
+
+
+def default_schedule() -> CronTriggerTimetable:
+    """
+    Hourly, at minute 0 UTC, creating no run when the DAG is unpaused.
+
+    A cron *trigger* timetable runs at the next tick: unlike ``"@hourly"`` it does not start a
+    run for the hour that just passed as soon as somebody unpauses the DAG (for example by
+    triggering a dry run from the form with "unpause on trigger" ticked).
+    """
+    return CronTriggerTimetable("0 * * * *", timezone="UTC")
+
+
+def onboarding_dag(
+    *,
+    source: OnboardingSource,
+    dag_id: str = DEFAULT_ONBOARDING_DAG_ID,
+    sfox_conn_id: str = DEFAULT_SFOX_CONN_ID,
+    warehouse_conn_id: str = DEFAULT_WAREHOUSE_CONN_ID,
+    parallel_chunks: int = 1,
+    schedule: Any = None,
+    start_date: datetime | None = None,
+    params: dict[str, Any] | None = None,
+    tags: Sequence[str] = ("sfox",),
+    **dag_kwargs: Any,
+) -> DAG:
+    """
+    Build the onboarding DAG of one source.
+
+    :param source: where the users come from (table or query, column mapping).
+    :param dag_id: the DAG id.
+    :param sfox_conn_id: the ``sfox`` connection.
+    :param warehouse_conn_id: the SQL connection holding the source, the ledger and the run table.
+    :param parallel_chunks: chunk tasks that may send at once. Each gets ``1/parallel_chunks``
+        of the connection's request budget, so together they stay within it.
+    :param schedule: when to run (default: :func:`default_schedule`, hourly; nothing at unpause).
+    :param start_date: the DAG's start date (default: 2026-01-01 UTC; runs never catch up).
+    :param params: other defaults of the run params, e.g. ``{"chunk_size": 200}``.
+    :param tags: the DAG's tags.
+    :param dag_kwargs: any other :class:`~airflow.sdk.DAG` argument (``on_failure_callback``, ...).
+    """
+    if int(parallel_chunks) < 1:
+        raise ValueError(f"parallel_chunks must be >= 1, got {parallel_chunks!r}")
+    dag_kwargs.setdefault("description", f"Send sFOX verification codes to the users of {source.sql()[:60]}")
+    dag_kwargs.setdefault(
+        "doc_md",
+        _DOC.format(source=source.sql(), sfox_conn_id=sfox_conn_id, warehouse_conn_id=warehouse_conn_id),
+    )
+    with DAG(
+        dag_id=dag_id,
+        schedule=default_schedule() if schedule is None else schedule,
+        start_date=start_date or pendulum.datetime(2026, 1, 1, tz="UTC"),
+        catchup=False,
+        max_active_runs=1,
+        max_active_tasks=parallel_chunks,
+        params=onboarding_params(**(params or {})),
+        tags=list(tags),
+        **dag_kwargs,
+    ) as dag:
+        planned = _plan_task(source=source, sfox_conn_id=sfox_conn_id, warehouse_conn_id=warehouse_conn_id)
+        paths = [
+            _account_type_path(
+                kind, _chunks_task(kind, planned), sfox_conn_id, warehouse_conn_id, parallel_chunks
+            )
+            for kind in CHANNELS_BY_ACCOUNT_TYPE
+        ]
+        paths >> _summarize_task(warehouse_conn_id=warehouse_conn_id)
+    return dag
+
+
+def _plan_task(*, source: OnboardingSource, sfox_conn_id: str, warehouse_conn_id: str) -> XComArg:
+    @task(task_id=PLAN_TASK_ID)
+    def plan(**context: Any) -> dict[str, Any]:
+        """Check the source, plan who gets which code, and queue it in the ledger."""
+        from airflow_sfox.onboarding.runs import plan_run
+
+        result = plan_run(
+            params=context["params"],
+            conf=context["dag_run"].conf,
+            run_id=context["run_id"],
+            dag_id=context["dag"].dag_id,
+            warehouse_conn_id=warehouse_conn_id,
+            sfox_conn_id=sfox_conn_id,
+            source=source,
+            started_at=context["dag_run"].start_date,
+        )
+        for kind in CHANNELS_BY_ACCOUNT_TYPE:  # each path's chunks task hands its key on
+            context["ti"].xcom_push(key=str(kind), value=result[str(kind)])
+        return result["counts"]
+
+    return plan()
+
+
+def _chunks_task(kind: AccountType, plan: XComArg) -> XComArg:
+    """The chunk descriptors of one account type (Airflow maps only over a task's return value)."""
+
+    @task(task_id=f"{kind}_chunks")
+    def chunks(**context: Any) -> list[dict[str, Any]]:
+        """Hand this account type's chunks to its mapped group, and say what they hold."""
+        found = context["ti"].xcom_pull(task_ids=PLAN_TASK_ID, key=str(kind)) or []
+        due = {
+            str(c): sum(int(chunk.get(str(c), 0)) for chunk in found) for c in CHANNELS_BY_ACCOUNT_TYPE[kind]
+        }
+        counts = ", ".join(f"{n} {channel} codes" for channel, n in due.items())
+        if found:
+            _log.info("%d %s chunks to send: %s", len(found), kind, counts)
+        else:
+            _log.info("No %s chunk to send: no %s user has a code due (see the plan task's log)", kind, kind)
+        return found
+
+    selected = chunks()
+    plan >> selected
+    return selected
+
+
+def _account_type_path(
+    kind: AccountType, chunks: XComArg, sfox_conn_id: str, warehouse_conn_id: str, parallel_chunks: int
+) -> Any:
+    """One mapped group per account type, a chunk per instance: a step per channel, in order."""
+
+    @task_group(group_id=str(kind), tooltip=f"{kind} chunks: {', '.join(CHANNELS_BY_ACCOUNT_TYPE[kind])}")
+    def path(chunk: dict[str, Any]) -> None:
+        steps = [
+            SendVerificationBatchOperator(
+                task_id=f"send_{channel}",
+                chunk=chunk,
+                verification_type=str(channel),
+                warehouse_conn_id=warehouse_conn_id,
+                sfox_conn_id=sfox_conn_id,
+                rate_share=1 / parallel_chunks,
+                # A later channel runs when the one before had nothing to do (skipped) too.
+                trigger_rule="none_failed" if position else "all_success",
+            )
+            for position, channel in enumerate(CHANNELS_BY_ACCOUNT_TYPE[kind])
+        ]
+        for before, after in itertools.pairwise(steps):
+            before >> after
+
+    return path.expand(chunk=chunks)
+
+
+def _summarize_task(*, warehouse_conn_id: str) -> XComArg:
+    @task(task_id="summarize", trigger_rule="all_done")
+    def summarize(**context: Any) -> dict[str, Any]:
+        """This run's accounting, logged as a table; fails the run past the threshold."""
+        from airflow_sfox.onboarding.runs import summarize_run
+
+        return summarize_run(
+            # Pulled, not passed: a failed plan leaves no XCom, and the summary says so.
+            counts=context["ti"].xcom_pull(task_ids=PLAN_TASK_ID),
+            params=context["params"],
+            run_id=context["run_id"],
+            dag_id=context["dag"].dag_id,
+            warehouse_conn_id=warehouse_conn_id,
+            started_at=context["dag_run"].start_date,
+        )
+
+    return summarize()

@@ -1,0 +1,163 @@
+"""The DAG factory: its shape, its params, and two factory DAGs side by side (real runs)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from airflow_sfox.onboarding.dag import OnboardingSource, onboarding_dag
+from airflow_sfox.onboarding.model import CHANNELS_BY_ACCOUNT_TYPE
+from tests.helpers import load_dag_file, sfox_conn_json
+from tests.onboarding_data import make_users, sandbox_users
+
+DAG_FILE = "sfox_test_two_sources"
+RETAIL, BUSINESS = "sfox_test_retail", "sfox_test_business"
+
+
+def test_each_account_type_has_its_own_path_from_the_channel_table():
+    dag = onboarding_dag(dag_id="shape", source=OnboardingSource())
+    for kind, channels in CHANNELS_BY_ACCOUNT_TYPE.items():
+        steps = [f"{kind}.send_{channel}" for channel in channels]
+        assert dag.get_task(f"{kind}_chunks").upstream_task_ids == {"plan"}
+        assert dag.get_task(steps[0]).upstream_task_ids == {f"{kind}_chunks"}
+        for before, after in zip(steps, steps[1:], strict=False):
+            assert before in dag.get_task(after).upstream_task_ids
+        assert steps[-1] in dag.get_task("summarize").upstream_task_ids
+    assert "corporation.send_sms" not in dag.task_dict
+
+
+def test_every_param_has_a_title_a_description_and_a_section():
+    dag = onboarding_dag(dag_id="form", source=OnboardingSource())
+    for name in dag.params:
+        param = dag.params.get_param(name)
+        assert param.schema.get("title") and param.schema.get("section") and param.description, name
+    assert not {"source_table", "source_query", "columns"} & set(dag.params)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"parallel_chunks": 0}, "parallel_chunks"),
+        ({"params": {"source_query": "SELECT 1"}}, "unknown onboarding params"),
+        ({"params": {"chunk_size": 0}}, "chunk_size"),
+    ],
+)
+def test_bad_factory_arguments_are_refused_at_parse_time(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        onboarding_dag(dag_id="bad", source=OnboardingSource(), **kwargs)
+
+
+class TwoWarehouses:
+    """The retail and business warehouses (SQLite files) behind the two DAGs' connections."""
+
+    def __init__(self, tmp_path: Path, monkeypatch) -> None:
+        self.paths = {RETAIL: str(tmp_path / "retail.db"), BUSINESS: str(tmp_path / "business.db")}
+        for dag_id, conn_id in ((RETAIL, "RETAIL"), (BUSINESS, "BUSINESS")):
+            conn = json.dumps({"conn_type": "sqlite", "host": self.paths[dag_id]})
+            monkeypatch.setenv(f"AIRFLOW_CONN_SFOX_WAREHOUSE_{conn_id}", conn)
+        self.execute(
+            RETAIL,
+            "CREATE TABLE retail_customers (customer_id TEXT, account_type TEXT, "
+            "email TEXT, phone_number TEXT)",
+        )
+        self.execute(
+            BUSINESS,
+            "CREATE TABLE companies (user_id TEXT, account_type TEXT, email TEXT, "
+            "phone_number TEXT, active INT)",
+        )
+
+    def execute(self, dag_id: str, sql: str, rows=None) -> list[tuple]:
+        with sqlite3.connect(self.paths[dag_id]) as conn:
+            cursor = conn.executemany(sql, rows) if rows is not None else conn.execute(sql)
+            return cursor.fetchall()
+
+    def add(self, retail: list[tuple], business: list[tuple]) -> None:
+        self.execute(RETAIL, "INSERT INTO retail_customers VALUES (?, ?, ?, ?)", retail)
+        self.execute(BUSINESS, "INSERT INTO companies VALUES (?, ?, ?, ?, 1)", business)
+        # An inactive company: the business DAG's query leaves it out.
+        self.execute(
+            BUSINESS, "INSERT INTO companies VALUES ('inactive-1', 'corporation', 'i@example.com', NULL, 0)"
+        )
+
+    def ledger_users(self, dag_id: str) -> set[str]:
+        return {row[0] for row in self.execute(dag_id, "SELECT user_id FROM sfox_onboarding_ledger")}
+
+
+def _codes(server) -> Counter:
+    return Counter((e.user_id, e.type) for e in server.journal() if e.code_sent)
+
+
+def _users(prefix: str, count: int, seed: int) -> list[tuple]:
+    return [(f"{prefix}-{uid}", *rest) for uid, *rest in make_users(count, seed=seed)]
+
+
+@pytest.fixture
+def two_warehouses(airflow_db, sfox_sandbox, tmp_path, monkeypatch):
+    monkeypatch.setenv("AIRFLOW_CONN_SFOX_DEFAULT", sfox_conn_json(sfox_sandbox.url, requests_per_second=500))
+    return TwoWarehouses(tmp_path, monkeypatch)
+
+
+def test_two_factory_dags_one_after_the_other_and_at_once(two_warehouses, sfox_sandbox, airflow_db, tmp_path):
+    retail, business = _users("r", 30, seed=21), _users("b", 25, seed=22)
+    two_warehouses.add(retail, business)
+    sfox_sandbox.seed_users(sandbox_users(retail + business))
+
+    # One after the other, in this process.
+    for dag_id in (RETAIL, BUSINESS):
+        assert load_dag_file_dag(dag_id).test().state == "success"
+    assert _codes(sfox_sandbox) == Counter({(u[0], "email"): 1 for u in retail + business})
+
+    # At once: two `airflow dags test` processes, each with a copy of the migrated metadata DB.
+    more_retail, more_business = _users("r2", 40, seed=23), _users("b2", 40, seed=24)
+    two_warehouses.add(more_retail, more_business)
+    sfox_sandbox.seed_users(sandbox_users(more_retail + more_business))
+    procs = [_dags_test(dag_id, airflow_db, tmp_path) for dag_id in (RETAIL, BUSINESS)]
+    for proc in procs:
+        out, _ = proc.communicate(timeout=600)
+        assert proc.returncode == 0, out[-3000:]
+
+    everyone = retail + business + more_retail + more_business
+    assert _codes(sfox_sandbox) == Counter({(u[0], "email"): 1 for u in everyone})
+    assert "inactive-1" not in {e.user_id for e in sfox_sandbox.journal()}
+    # Each DAG's ledger holds its own users and none of the other's.
+    assert two_warehouses.ledger_users(RETAIL) == {u[0] for u in retail + more_retail}
+    assert two_warehouses.ledger_users(BUSINESS) == {u[0] for u in business + more_business}
+
+
+def load_dag_file_dag(dag_id: str):
+    return load_dag_file(Path(os.environ["AIRFLOW__CORE__DAGS_FOLDER"]) / f"{DAG_FILE}.py", dag_id)
+
+
+def _dags_test(dag_id: str, airflow_home: str, tmp_path: Path) -> subprocess.Popen:
+    metadata = tmp_path / f"{dag_id}-airflow.db"
+    shutil.copy(Path(airflow_home) / "airflow.db", metadata)
+    env = {
+        **os.environ,
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{metadata}",
+        "AIRFLOW__CORE__DAGS_FOLDER": str(Path(os.environ["AIRFLOW__CORE__DAGS_FOLDER"]) / f"{DAG_FILE}.py"),
+    }
+    return subprocess.Popen(
+        [sys.executable, "-m", "airflow", "dags", "test", dag_id],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def test_a_conf_naming_the_source_fails_before_any_sql(two_warehouses, sfox_sandbox):
+    retail = _users("r", 5, seed=25)
+    two_warehouses.add(retail, [])
+    dag_run = load_dag_file_dag(RETAIL).test(run_conf={"source_query": "SELECT * FROM sqlite_master"})
+    assert dag_run.state == "failed"
+    assert sfox_sandbox.journal() == []
+    tables = {row[0] for row in two_warehouses.execute(RETAIL, "SELECT name FROM sqlite_master")}
+    assert tables == {"retail_customers"}  # no ledger, no run row: nothing was written
