@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import shutil
@@ -28,7 +29,7 @@ def test_each_account_type_has_its_own_path_from_the_channel_table():
         steps = [f"{kind}.send_{channel}" for channel in channels]
         assert dag.get_task(f"{kind}_chunks").upstream_task_ids == {"plan"}
         assert dag.get_task(steps[0]).upstream_task_ids == {f"{kind}_chunks"}
-        for before, after in zip(steps, steps[1:], strict=False):
+        for before, after in itertools.pairwise(steps):
             assert before in dag.get_task(after).upstream_task_ids
         assert steps[-1] in dag.get_task("summarize").upstream_task_ids
     assert "corporation.send_sms" not in dag.task_dict
@@ -38,7 +39,9 @@ def test_every_param_has_a_title_a_description_and_a_section():
     dag = onboarding_dag(dag_id="form", source=OnboardingSource())
     for name in dag.params:
         param = dag.params.get_param(name)
-        assert param.schema.get("title") and param.schema.get("section") and param.description, name
+        assert param.schema.get("title"), name
+        assert param.schema.get("section"), name
+        assert param.description, name
     assert not {"source_table", "source_query", "columns"} & set(dag.params)
 
 
