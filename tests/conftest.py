@@ -59,11 +59,37 @@ def sfox_sandbox(sfox_sandbox_server, monkeypatch):
     return sfox_sandbox_server
 
 
+def pytest_configure(config) -> None:
+    from tests.tiers import TIERS
+
+    for tier, needs in TIERS.items():
+        config.addinivalue_line("markers", f"{tier}: needs {needs}")
+
+
+def pytest_collection_modifyitems(items) -> None:
+    """Mark the tests of a service tier by the fixtures they use (a parametrized warehouse too)."""
+    for item in items:
+        fixtures = set(getattr(item, "fixturenames", ()))
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        if "postgres_uri" in fixtures or params.get("warehouse_db") == "postgres":
+            item.add_marker(pytest.mark.postgres)
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    from tests.tiers import report
+
+    report(terminalreporter)
+
+
 @pytest.fixture(scope="session")
 def postgres_uri():
     """libpq URI of a real PostgreSQL server, installed and started once per session, then stopped."""
     from tests import pg
+    from tests.tiers import require_installable, unavailable
 
+    if os.geteuid() != 0:  # the private server runs as the postgres OS user
+        unavailable("postgres", "the test server runs as the postgres OS user, which needs root")
+    require_installable("postgres", pg.find_pg_bin_dir() is not None, "PostgreSQL")
     yield pg.ensure_postgres_server()
     pg.stop_postgres_server()
 

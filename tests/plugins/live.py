@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import shutil
 import signal
 import socket
 import subprocess
@@ -24,8 +23,6 @@ import urllib.error
 import urllib.request
 from importlib.metadata import entry_points
 from pathlib import Path
-
-import pytest
 
 PLUGIN_CLASS = "airflow_sfox.plugins.onboarding:SfoxOnboardingPlugin"
 CHROMIUM = "/usr/bin/chromium"
@@ -53,8 +50,9 @@ def ensure_chromium() -> None:
     """Install the Debian ``chromium`` and ``chromium-driver`` packages when missing (needs root)."""
     if os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER):
         return
-    if shutil.which("apt-get") is None or os.geteuid() != 0:
-        pytest.skip("chromium/chromium-driver missing and apt-get is not usable (not Debian, or not root)")
+    from tests.tiers import require_installable
+
+    require_installable("chromium", False, "Debian's chromium/chromium-driver")
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     lock = ["-o", "DPkg::Lock::Timeout=600"]
     subprocess.run(["apt-get", *lock, "update", "-qq"], check=True, env=env, timeout=900)

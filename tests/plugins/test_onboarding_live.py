@@ -169,6 +169,7 @@ def test_endpoints_need_an_airflow_login(live):
     assert http("GET", f"{live.url}{PAGE}", token=token)[0] == 200
 
 
+@pytest.mark.chromium
 def test_browser_shows_the_ledger_figures(live, ledger, tmp_path):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as ec
