@@ -42,8 +42,8 @@ class Channel(_Text):
 #: one before it is verified, and the last one verified makes the user VERIFIED.
 #: Corporations verify their email only; individuals their email, then their phone (sms).
 CHANNELS_BY_ACCOUNT_TYPE: dict[AccountType, tuple[Channel, ...]] = {
-    AccountType.CORPORATION: (Channel.EMAIL,),
     AccountType.INDIVIDUAL: (Channel.EMAIL, Channel.SMS),
+    AccountType.CORPORATION: (Channel.EMAIL,),
 }
 ACCOUNT_TYPES: tuple[AccountType, ...] = tuple(CHANNELS_BY_ACCOUNT_TYPE)
 CHANNELS: tuple[Channel, ...] = tuple(Channel)

@@ -217,7 +217,7 @@ def write_report(r: dict[str, Any], md_path: Path, png_path: Path) -> None:
             f"warehouse, first run: every user is due an email code, plus the plan's one "
             f"`GET /v1/enterprise/users`). Sandbox: sFOX's limit shape scaled up 10x ({t['limit']}), "
             f"{t['latency_ms']:g} ms latency. Connection budget `requests_per_second={t['budget']:g}`. "
-            "DAG defaults: `chunk_size` 500, `PARALLEL_CHUNKS` 1. Ideal wall time = requests / budget. "
+            "DAG defaults: `chunk_size` 500, `parallel_chunks` 1. Ideal wall time = requests / budget. "
             "'Send phase' = requests / (last request - first request).",
             "",
             "| run | state | wall s | ideal s | requests | req/s over the run (of budget) | "
