@@ -1,7 +1,7 @@
 """Local emulator of the sFOX Connect (enterprise) API: a real HTTP server on 127.0.0.1.
 
 It imports nothing from Airflow (only the standard library), so
-``python -m airflow_sfox.sandbox`` starts fast; see :mod:`airflow_sfox.sandbox.__main__`
+``python -m sfox_sandbox`` starts fast; see :mod:`sfox_sandbox.__main__`
 for the command line and ``--help``.
 
 Public Python API
@@ -37,7 +37,7 @@ corporation, 422 invalid state: already verified (``Email already verified`` /
 500/503 injected faults. ``user_id`` is one path segment: the raw path is split on ``/``,
 then each segment percent-decoded (``a%2Fb`` is user ``a/b``).
 
-Admin routes under ``/_sandbox/`` are listed in :mod:`airflow_sfox.sandbox.app`. They are
+Admin routes under ``/_sandbox/`` are listed in :mod:`sfox_sandbox.app`. They are
 UNAUTHENTICATED (no token): keep the sandbox on a loopback address; the CLI warns on stderr
 when ``--host`` is not one.
 
@@ -51,10 +51,10 @@ close) and an idle keep-alive connection is closed after ``idle_timeout`` (defau
 
 from __future__ import annotations
 
-from airflow_sfox.sandbox.config import FaultSettings, RateLimitSettings, SandboxConfig
-from airflow_sfox.sandbox.seed import load_seed_file
-from airflow_sfox.sandbox.server import SandboxServer
-from airflow_sfox.sandbox.state import JournalEntry, SandboxState, SandboxUser
+from sfox_sandbox.config import FaultSettings, RateLimitSettings, SandboxConfig
+from sfox_sandbox.seed import load_seed_file
+from sfox_sandbox.server import SandboxServer
+from sfox_sandbox.state import JournalEntry, SandboxState, SandboxUser
 
 __all__ = [
     "FaultSettings",

@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from airflow_sfox.sandbox.config import FaultSettings, RateLimitSettings, SandboxConfig
+    from sfox_sandbox.config import FaultSettings, RateLimitSettings, SandboxConfig
 
 ACCOUNT_TYPES = ("individual", "corporation")
 ACCOUNT_ROLES = ("client", "advisor")

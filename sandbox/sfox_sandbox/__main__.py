@@ -1,4 +1,4 @@
-"""Command line: ``python -m airflow_sfox.sandbox --port 8089 --token TOKEN [options]``.
+"""Command line: ``python -m sfox_sandbox --port 8089 --token TOKEN [options]``.
 
 Prints the base URL (e.g. ``http://127.0.0.1:8089``) alone on the first line of stdout once
 listening, so a caller using ``--port 0`` can learn the port. Logs go to stderr. Stops on
@@ -18,14 +18,14 @@ import os
 import sys
 from typing import TYPE_CHECKING
 
-from airflow_sfox.sandbox.config import (
+from sfox_sandbox.config import (
     DEFAULT_TOKEN,
     FaultSettings,
     RateLimitSettings,
     SandboxConfig,
 )
-from airflow_sfox.sandbox.seed import load_seed_file
-from airflow_sfox.sandbox.server import SandboxServer
+from sfox_sandbox.seed import load_seed_file
+from sfox_sandbox.server import SandboxServer
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -77,7 +77,7 @@ def is_loopback(host: str) -> bool:
 def build_parser() -> argparse.ArgumentParser:
     """Return the argument parser of the sandbox command."""
     parser = argparse.ArgumentParser(
-        prog="python -m airflow_sfox.sandbox",
+        prog="python -m sfox_sandbox",
         description=(
             "Local emulator of the sFOX Connect (enterprise) API for demos, tests and "
             "benchmarks. Serves /v1/enterprise/... like sFOX (bearer token, sFOX rate limit, "
@@ -270,7 +270,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     def announce(port: int) -> None:
         print(server.url, flush=True)
-        logging.getLogger("airflow_sfox.sandbox").info(
+        logging.getLogger("sfox_sandbox").info(
             "listening on %s with %d seed users", server.url, len(config.seed_users)
         )
 

@@ -1,6 +1,6 @@
 """Request handling of the sandbox: sFOX ``/v1/`` routes, fault injection and ``/_sandbox/`` admin.
 
-The HTTP layer (:mod:`airflow_sfox.sandbox.server`) parses a request into a :class:`Request`
+The HTTP layer (:mod:`sfox_sandbox.server`) parses a request into a :class:`Request`
 and carries out the :class:`Response` it gets back from :meth:`SandboxApp.handle`, including
 the actions ``reset`` and ``drop`` (abort the TCP connection) and a ``delay`` (hang).
 
@@ -44,7 +44,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs, unquote
 
-from airflow_sfox.sandbox.state import ApiError, ApiResult, SandboxState
+from sfox_sandbox.state import ApiError, ApiResult, SandboxState
 
 log = logging.getLogger(__name__)
 
