@@ -56,6 +56,8 @@ from sfox_sandbox.seed import load_seed_file
 from sfox_sandbox.server import SandboxServer
 from sfox_sandbox.state import JournalEntry, SandboxState, SandboxUser
 
+__version__ = "0.1.0"
+
 __all__ = [
     "FaultSettings",
     "JournalEntry",

@@ -29,7 +29,7 @@ from airflow_sfox.onboarding.sender import threads_for
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
 
-    from airflow_sfox.sandbox import JournalEntry, SandboxServer
+    from sfox_sandbox import JournalEntry, SandboxServer
 
 PROFILE = os.environ.get("SFOX_RELIABILITY_PROFILE", "ci")
 if PROFILE not in ("ci", "soak"):

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import pytest
 import requests
 
-from airflow_sfox.sandbox import RateLimitSettings, SandboxConfig, SandboxServer
+from sfox_sandbox import RateLimitSettings, SandboxConfig, SandboxServer
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

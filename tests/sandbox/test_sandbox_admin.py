@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 import requests
 
-from airflow_sfox.sandbox import SandboxConfig, SandboxServer
+from sfox_sandbox import SandboxConfig, SandboxServer
 
 if TYPE_CHECKING:
     from conftest import Sandbox

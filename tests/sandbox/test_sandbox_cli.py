@@ -1,4 +1,4 @@
-"""``python -m airflow_sfox.sandbox`` as a subprocess, and seed files (JSON and CSV)."""
+"""``python -m sfox_sandbox`` as a subprocess, and seed files (JSON and CSV)."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING, Any
 import pytest
 import requests
 
-from airflow_sfox.sandbox import load_seed_file
-from airflow_sfox.sandbox.__main__ import is_loopback
+from sfox_sandbox import load_seed_file
+from sfox_sandbox.__main__ import is_loopback
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -56,7 +56,7 @@ def _env() -> dict[str, str]:
 
 
 def _cli(*args: str) -> list[str]:
-    return [sys.executable, "-m", "airflow_sfox.sandbox", *args]
+    return [sys.executable, "-m", "sfox_sandbox", *args]
 
 
 class Cli:

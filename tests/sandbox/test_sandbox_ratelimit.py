@@ -97,7 +97,7 @@ def test_limit_zero_disables(seeded: Sandbox) -> None:
 
 
 def test_default_is_sfox_limit(sandbox: Sandbox) -> None:
-    from airflow_sfox.sandbox import RateLimitSettings
+    from sfox_sandbox import RateLimitSettings
 
     defaults = RateLimitSettings()
     assert (defaults.limit, defaults.window, defaults.block, defaults.retry_after) == (250, 10.0, 60.0, False)

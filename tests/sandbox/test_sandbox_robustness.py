@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING, Any
 import pytest
 import requests
 
-from airflow_sfox.sandbox import FaultSettings, RateLimitSettings, SandboxConfig, SandboxServer
-from airflow_sfox.sandbox.config import _field_types
+from sfox_sandbox import FaultSettings, RateLimitSettings, SandboxConfig, SandboxServer
+from sfox_sandbox.config import _field_types
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
