@@ -23,12 +23,23 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
+# The one vocabulary of account types and channels (stdlib only: no Airflow is loaded).
+from airflow_sfox.onboarding.model import (
+    ACCOUNT_TYPES,
+    CHANNELS,
+    Channel,
+    channels_for,
+    prerequisite,
+)
+
 if TYPE_CHECKING:
     from sfox_sandbox.config import FaultSettings, RateLimitSettings, SandboxConfig
 
-ACCOUNT_TYPES = ("individual", "corporation")
 ACCOUNT_ROLES = ("client", "advisor")
-CHANNELS = ("email", "sms")
+#: How the sandbox's answers name a channel ("Email already verified", "Phone already verified").
+_LABELS: dict[Channel, str] = {Channel.EMAIL: "Email", Channel.SMS: "Phone"}
+#: The user field a channel's code goes to, as sFOX's send-verification answer names it.
+_CONTACT_FIELDS: dict[Channel, str] = {Channel.EMAIL: "email", Channel.SMS: "phone_number"}
 
 _EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 _E164_RE = re.compile(r"^\+[1-9][0-9]{6,14}$")
@@ -36,7 +47,18 @@ _TRUE_STRINGS = {"1", "true", "t", "yes", "y"}
 _FALSE_STRINGS = {"0", "false", "f", "no", "n", ""}
 _TOKEN_LIFETIME_S = 24 * 3600
 # Canonical copies of the short strings every journal entry repeats (saves ~100 B an entry).
-_SHARED_STRINGS = {s: s for s in ("GET", "POST", "PUT", "DELETE", "HEAD", "PATCH", "OPTIONS", *CHANNELS)}
+_SHARED_STRINGS = {
+    s: s for s in ("GET", "POST", "PUT", "DELETE", "HEAD", "PATCH", "OPTIONS", *(c.value for c in CHANNELS))
+}
+
+
+def requirements_for(account_type: str) -> dict[str, bool]:
+    """A new user's ``requirements``: ``True`` for each channel its account type verifies.
+
+    :param account_type: ``individual`` or ``corporation`` (see ``CHANNELS_BY_ACCOUNT_TYPE``).
+    """
+    needed = channels_for(account_type)
+    return {channel.value: channel in needed for channel in CHANNELS}
 
 
 class ApiError(Exception):
@@ -68,7 +90,7 @@ class SandboxUser:
     first_name: str | None = None
     last_name: str | None = None
     advisor_user_id: str | None = None
-    requirements: dict[str, bool] = field(default_factory=lambda: {"email": True, "sms": True})
+    requirements: dict[str, bool] = field(default_factory=lambda: {c.value: True for c in CHANNELS})
     balance: float = 0.0
 
     @property
@@ -217,24 +239,25 @@ def user_from_seed(obj: Mapping[str, Any]) -> SandboxUser:
     account_role = str(obj.get("account_role") or "client").strip().lower()
     if account_role not in ACCOUNT_ROLES:
         raise ValueError(f"account_role must be one of {', '.join(ACCOUNT_ROLES)}")
-    corporation = account_type == "corporation"
-    requirements = {"email": True, "sms": not corporation}
+    requirements = requirements_for(account_type)
     given = obj.get("requirements")
     if given is not None:
         if not isinstance(given, Mapping):
             raise ValueError("requirements must be an object")
         for channel in CHANNELS:
-            flag = _flag(given, channel)
+            flag = _flag(given, channel.value)
             if flag is not None:
-                requirements[channel] = flag
+                requirements[channel.value] = flag
     email_verified = _flag(obj, "email_verified")
     if email_verified is not None:
-        requirements["email"] = not email_verified
+        requirements[Channel.EMAIL.value] = not email_verified
     phone_verified = _flag(obj, "phone_verified")
     if phone_verified is not None:
-        requirements["sms"] = not phone_verified
-    if corporation:
-        requirements["sms"] = False  # corporations verify email only
+        requirements[Channel.SMS.value] = not phone_verified
+    verified_by_type = channels_for(account_type)
+    for channel in CHANNELS:
+        if channel not in verified_by_type:
+            requirements[channel.value] = False  # e.g. corporations verify email only
     balance = obj.get("balance") or 0
     try:
         balance = float(balance)
@@ -261,12 +284,16 @@ def _required_str(body: Mapping[str, Any], key: str) -> str:
     return value
 
 
-def _channel(body: Mapping[str, Any]) -> str:
+def _must_be(name: str, choices: Iterable[str]) -> str:
+    """``Invalid <name>: must be "a" or "b"``."""
+    return f"Invalid {name}: must be " + " or ".join(f'"{choice}"' for choice in choices)
+
+
+def _channel(body: Mapping[str, Any]) -> Channel:
     channel = body.get("type")
-    if channel not in CHANNELS:
-        raise ApiError(400, 'Invalid type: must be "email" or "sms"')
-    assert isinstance(channel, str)
-    return channel
+    if not isinstance(channel, str) or channel not in CHANNELS:
+        raise ApiError(400, _must_be("type", CHANNELS))
+    return Channel(channel)
 
 
 @dataclass
@@ -393,10 +420,11 @@ class SandboxState:
         with self.lock:
             sent = list(self.sent_codes.get(user_id, ()))
             for channel in CHANNELS:
-                latest = self._latest_code.get((user_id, channel))
-                out[channel] = {
+                key = (user_id, channel.value)
+                latest = self._latest_code.get(key)
+                out[channel.value] = {
                     "latest": latest.code if latest else None,
-                    "count": self._code_counts.get((user_id, channel), 0),
+                    "count": self._code_counts.get(key, 0),
                     "sent_at": latest.time if latest else None,
                 }
         out["history"] = [{"type": s.channel, "code": s.code, "time": s.time} for s in sent]
@@ -491,8 +519,8 @@ class SandboxState:
         """``POST /v1/enterprise/register-account``: create a PENDING user (200 + user)."""
         user_id = _required_str(body, "user_id")
         account_type = body.get("account_type")
-        if account_type not in ACCOUNT_TYPES:
-            raise ApiError(400, 'Invalid account_type: must be "individual" or "corporation"')
+        if not isinstance(account_type, str) or account_type not in ACCOUNT_TYPES:
+            raise ApiError(400, _must_be("account_type", ACCOUNT_TYPES))
         role = body.get("account_role", "client")
         if not isinstance(role, str) or role.lower() not in ACCOUNT_ROLES:
             raise ApiError(400, 'Invalid account_role: must be "client" or "advisor"')
@@ -502,7 +530,7 @@ class SandboxState:
         first_name = _required_str(body, "first_name")
         last_name = _required_str(body, "last_name")
         phone = body.get("phone_number")
-        if phone is None and account_type == "individual":
+        if phone is None and Channel.SMS in channels_for(account_type):
             raise ApiError(400, "phone_number is required")
         if phone is not None and (not isinstance(phone, str) or not _E164_RE.match(phone)):
             raise ApiError(400, "Invalid phone_number: must be E.164")
@@ -518,7 +546,7 @@ class SandboxState:
             first_name=first_name,
             last_name=last_name,
             advisor_user_id=advisor,
-            requirements={"email": True, "sms": account_type == "individual"},
+            requirements=requirements_for(account_type),
         )
         with self.lock:
             if user_id in self.users:
@@ -527,8 +555,10 @@ class SandboxState:
             sent = self.config.register_sends_code
             if sent:
                 # sFOX emails the first OTP itself after registration.
-                self._send_code(user_id, "email")
-            return ApiResult(200, {"data": user.to_api()}, code_sent=sent, channel="email" if sent else None)
+                self._send_code(user_id, Channel.EMAIL.value)
+            return ApiResult(
+                200, {"data": user.to_api()}, code_sent=sent, channel=Channel.EMAIL.value if sent else None
+            )
 
     def send_verification(self, user_id: str, body: Mapping[str, Any]) -> ApiResult:
         """``POST /v1/enterprise/users/send-verification/{user_id}``."""
@@ -536,21 +566,26 @@ class SandboxState:
         with self.lock:
             user = self._user(user_id)
             self._check_channel(user, channel)
-            if channel == "sms" and user.requirements["email"]:
-                raise ApiError(422, "Email must be verified before phone")
-            target = user.email if channel == "email" else user.phone_number
+            before = prerequisite(user.account_type, channel)
+            if before is not None and user.requirements[before.value]:
+                raise ApiError(422, f"{_LABELS[before]} must be verified before {_LABELS[channel].lower()}")
+            key = _CONTACT_FIELDS[channel]
+            target = getattr(user, key)
             if not target:
-                raise ApiError(422, f"User has no {'email' if channel == 'email' else 'phone'}")
-            self._send_code(user_id, channel)
-        key = "email" if channel == "email" else "phone_number"
-        return ApiResult(200, {"data": {"user_id": user_id, "type": channel, key: target}}, code_sent=True)
+                raise ApiError(422, f"User has no {_LABELS[channel].lower()}")
+            self._send_code(user_id, channel.value)
+        return ApiResult(
+            200, {"data": {"user_id": user_id, "type": channel.value, key: target}}, code_sent=True
+        )
 
     @staticmethod
-    def _check_channel(user: SandboxUser, channel: str) -> None:
-        if channel == "sms" and user.account_type == "corporation":
-            raise ApiError(400, "SMS verification is not available for corporation accounts")
-        if not user.requirements[channel]:
-            raise ApiError(422, "Email already verified" if channel == "email" else "Phone already verified")
+    def _check_channel(user: SandboxUser, channel: Channel) -> None:
+        if channel not in channels_for(user.account_type):
+            raise ApiError(
+                400, f"{channel.value.upper()} verification is not available for {user.account_type} accounts"
+            )
+        if not user.requirements[channel.value]:
+            raise ApiError(422, f"{_LABELS[channel]} already verified")
 
     def verify(self, user_id: str, body: Mapping[str, Any]) -> ApiResult:
         """``POST /v1/enterprise/users/verify/{user_id}``: a wrong or unknown otp is 422."""
@@ -561,14 +596,14 @@ class SandboxState:
         with self.lock:
             user = self._user(user_id)
             self._check_channel(user, channel)
-            expected = self._pending.get((user_id, channel))
+            expected = self._pending.get((user_id, channel.value))
             if expected is None:
                 raise ApiError(422, "No verification code was requested")
             if otp != expected:
                 raise ApiError(422, "Invalid verification code")
-            del self._pending[(user_id, channel)]
-            user.requirements[channel] = False
-        return ApiResult(200, {"data": {"success": True, "user_id": user_id, "type": channel}})
+            del self._pending[(user_id, channel.value)]
+            user.requirements[channel.value] = False
+        return ApiResult(200, {"data": {"success": True, "user_id": user_id, "type": channel.value}})
 
     def get_user(self, user_id: str) -> ApiResult:
         """``GET /v1/enterprise/users/{user_id}``."""
@@ -623,5 +658,5 @@ class SandboxState:
                 raise ApiError(422, "Account balances must be zero to deactivate")
             del self.users[user_id]
             for channel in CHANNELS:
-                self._pending.pop((user_id, channel), None)
+                self._pending.pop((user_id, channel.value), None)
         return ApiResult(200, {"data": {"success": True, "user_id": user_id}})
