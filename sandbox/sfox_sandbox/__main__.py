@@ -82,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
             "Local emulator of the sFOX Connect (enterprise) API for demos, tests and "
             "benchmarks. Serves /v1/enterprise/... like sFOX (bearer token, sFOX rate limit, "
             "optional faults) and an unauthenticated admin API under /_sandbox/ "
-            "(codes, faults, rate-limit, users, reset, journal). Prints the base URL on the "
+            "(codes, faults, rate-limit, token, users, reset, journal). Prints the base URL on the "
             "first line of stdout once listening."
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,

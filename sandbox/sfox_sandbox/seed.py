@@ -3,7 +3,7 @@
 JSON: a list of user objects, or an object with the list under ``"users"`` or ``"data"``.
 CSV: a header row with the columns ``user_id, account_type, email, phone_number,
 first_name, last_name`` and optionally ``account_role``, ``advisor_user_id``,
-``email_verified``, ``phone_verified``, ``balance``; empty cells count as missing, other
+``email_verified``, ``phone_verified``; empty cells count as missing, other
 columns are ignored. See :func:`sfox_sandbox.state.user_from_seed` for the meaning
 of each key.
 """

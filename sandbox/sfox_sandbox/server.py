@@ -322,7 +322,7 @@ class SandboxServer:
         self.config = config if config is not None else SandboxConfig()
         self.config.validate()
         self.state = SandboxState(self.config)
-        self.app = SandboxApp(self.state, self.config.token)
+        self.app = SandboxApp(self.state)
         self._http = _HttpServer(
             self.app,
             self.config.max_body_bytes,
@@ -460,6 +460,17 @@ class SandboxServer:
         :raises ValueError: on an invalid value (nothing is changed).
         """
         return self.state.set_rate_limit(changes)
+
+    def set_token(self, token: str) -> None:
+        """Change the Enterprise token at run time (``PUT /_sandbox/token`` does the same).
+
+        Later ``/v1/`` requests with the old token get 401, as sFOX answers a revoked key;
+        :meth:`reset` restores the start-up token.
+
+        :param token: the new token.
+        :raises ValueError: when it is empty or holds spaces or control characters.
+        """
+        self.state.set_token(token)
 
     def seed_users(self, users: Iterable[Mapping[str, Any]]) -> int:
         """Add or replace users; return how many.

@@ -45,7 +45,6 @@ _EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 _E164_RE = re.compile(r"^\+[1-9][0-9]{6,14}$")
 _TRUE_STRINGS = {"1", "true", "t", "yes", "y"}
 _FALSE_STRINGS = {"0", "false", "f", "no", "n", ""}
-_TOKEN_LIFETIME_S = 24 * 3600
 # Canonical copies of the short strings every journal entry repeats (saves ~100 B an entry).
 _SHARED_STRINGS = {
     s: s for s in ("GET", "POST", "PUT", "DELETE", "HEAD", "PATCH", "OPTIONS", *(c.value for c in CHANNELS))
@@ -91,7 +90,6 @@ class SandboxUser:
     last_name: str | None = None
     advisor_user_id: str | None = None
     requirements: dict[str, bool] = field(default_factory=lambda: {c.value: True for c in CHANNELS})
-    balance: float = 0.0
 
     @property
     def status(self) -> str:
@@ -223,9 +221,8 @@ def user_from_seed(obj: Mapping[str, Any]) -> SandboxUser:
     default), ``email``, ``phone_number``, ``first_name``, ``last_name``, ``advisor_user_id``
     (optional); to seed a partly or fully verified user, either ``requirements``
     (``{"email": bool, "sms": bool}``, true = still required) or ``email_verified`` /
-    ``phone_verified`` (booleans, or strings such as ``true``/``1`` in CSV); ``balance``
-    (non-zero makes deactivation fail). Seeds are trusted: email and phone formats are not
-    checked.
+    ``phone_verified`` (booleans, or strings such as ``true``/``1`` in CSV). Seeds are
+    trusted: email and phone formats are not checked.
 
     :param obj: the seed object.
     :raises ValueError: when a required key is missing or a value has the wrong type.
@@ -258,11 +255,6 @@ def user_from_seed(obj: Mapping[str, Any]) -> SandboxUser:
     for channel in CHANNELS:
         if channel not in verified_by_type:
             requirements[channel.value] = False  # e.g. corporations verify email only
-    balance = obj.get("balance") or 0
-    try:
-        balance = float(balance)
-    except (TypeError, ValueError):
-        raise ValueError("balance must be a number") from None
     return SandboxUser(
         user_id=user_id,
         account_type=account_type,
@@ -273,8 +265,12 @@ def user_from_seed(obj: Mapping[str, Any]) -> SandboxUser:
         last_name=_opt_str(obj, "last_name"),
         advisor_user_id=_opt_str(obj, "advisor_user_id"),
         requirements=requirements,
-        balance=balance,
     )
+
+
+def _auth_header(token: str) -> bytes:
+    """The ``Authorization`` value of ``token`` as the sandbox compares it (scheme lower-cased)."""
+    return f"bearer {token}".encode()
 
 
 def _required_str(body: Mapping[str, Any], key: str) -> str:
@@ -317,7 +313,9 @@ class SandboxState:
       (at most ``config.code_history_size`` each; :meth:`codes_for` has the exact counts);
     - ``journal``: ``deque[JournalEntry]`` the latest ``config.journal_size`` ``/v1/``
       requests, in arrival order, ``seq`` increasing by one from entry to entry;
-    - ``faults`` / ``rate_limit``: current :class:`FaultSettings` / :class:`RateLimitSettings`.
+    - ``faults`` / ``rate_limit``: current :class:`FaultSettings` / :class:`RateLimitSettings`;
+    - ``auth_header``: the ``Authorization`` value ``/v1/`` requests must carry, as
+      ``b"bearer <token>"`` (see :meth:`set_token`).
 
     :param config: start-up configuration; :meth:`reset` returns to it.
     """
@@ -338,12 +336,13 @@ class SandboxState:
         # Latest code not yet used, per (user_id, channel): the one verify accepts.
         self._pending: dict[tuple[str, str], str] = {}
         self._seq = 0
+        self.auth_header = _auth_header(config.token)
         self.reset()
 
     # ----------------------------------------------------------------- admin side
     def reset(self) -> None:
         """Return to the start state: seed users, no codes, empty journal and windows,
-        start-up faults and rate limit, RNG re-seeded."""
+        start-up token, faults and rate limit, RNG re-seeded."""
         seeds = [user_from_seed(obj) for obj in self.config.seed_users]
         with self.lock:
             self.users = {}
@@ -359,6 +358,23 @@ class SandboxState:
             self.rate_limit = self.config.rate_limit
             self.limiter.clear()
             self.rng.seed(self.config.random_seed)
+            self.auth_header = _auth_header(self.config.token)
+
+    def set_token(self, token: str) -> None:
+        """Change the Enterprise token at run time: later ``/v1/`` requests with the old one
+        get 401, as sFOX answers a revoked key. :meth:`reset` restores the start-up token.
+
+        :param token: the new token.
+        :raises ValueError: when it is not a non-empty string of visible characters.
+        """
+        if (
+            not isinstance(token, str)
+            or not token
+            or not all(c.isprintable() and not c.isspace() for c in token)
+        ):
+            raise ValueError("token must be a non-empty string without spaces or control characters")
+        with self.lock:
+            self.auth_header = _auth_header(token)
 
     def seed_users(self, objs: Iterable[Mapping[str, Any]]) -> int:
         """Add or replace users from seed objects (all or none); return how many.
@@ -429,12 +445,6 @@ class SandboxState:
                 }
         out["history"] = [{"type": s.channel, "code": s.code, "time": s.time} for s in sent]
         return out
-
-    def all_codes(self) -> list[dict[str, Any]]:
-        """Return :meth:`codes_for` of every user that was sent at least one code."""
-        with self.lock:
-            user_ids = list(self.sent_codes)
-        return [self.codes_for(user_id) for user_id in user_ids]
 
     def journal_entries(self, since: int = 0, user_id: str | None = None) -> list[JournalEntry]:
         """Return a copy of the journal (the entries still kept, see ``journal_size``).
@@ -620,43 +630,3 @@ class SandboxState:
         with self.lock:
             users = [u.to_api() for u in self.users.values() if role is None or u.account_role == role]
         return ApiResult(200, {"data": users})
-
-    def _token(self, user_id: str) -> dict[str, Any]:
-        expires = time.gmtime(time.time() + _TOKEN_LIFETIME_S)
-        return {
-            "token": f"{self.rng.getrandbits(128):032x}",
-            "partner_user_id": user_id,
-            "expires": time.strftime("%Y-%m-%dT%H:%M:%S.000Z", expires),
-        }
-
-    def user_token(self, user_id: str) -> ApiResult:
-        """``POST /v1/enterprise/user-tokens/{user_id}``: 201 with one token."""
-        with self.lock:
-            self._user(user_id)
-            return ApiResult(201, {"data": self._token(user_id)})
-
-    def user_tokens(self, body: Mapping[str, Any]) -> ApiResult:
-        """``POST /v1/enterprise/user-tokens`` with ``{"data": [ids]}``: 201 with a list."""
-        ids = body.get("data")
-        if not isinstance(ids, list) or not ids or not all(isinstance(i, str) and i for i in ids):
-            raise ApiError(400, "data must be a non-empty list of user ids")
-        with self.lock:
-            missing = [i for i in ids if i not in self.users]
-            if missing:
-                raise ApiError(404, f"User not found: {missing[0]}")
-            return ApiResult(201, {"data": [self._token(i) for i in ids]})
-
-    def deactivate(self, user_id: str) -> ApiResult:
-        """``DELETE /v1/enterprise/account/{user_id}``: the user is removed (later 404).
-
-        A user seeded with a non-zero ``balance`` gets 422, as sFOX refuses to deactivate
-        accounts whose balances are not zero.
-        """
-        with self.lock:
-            user = self._user(user_id)
-            if user.balance != 0:
-                raise ApiError(422, "Account balances must be zero to deactivate")
-            del self.users[user_id]
-            for channel in CHANNELS:
-                self._pending.pop((user_id, channel.value), None)
-        return ApiResult(200, {"data": {"success": True, "user_id": user_id}})

@@ -137,12 +137,11 @@ def test_start_serve_and_stop_by_pid(start_cli: Any, tmp_path: Path) -> None:
     assert resp.json() == {"data": {"user_id": "j-ind", "type": "email", "email": "j-ind@example.com"}}
     assert requests.get(f"{cli.url}/_sandbox/codes/j-ind", timeout=5).json()["data"]["email"]["count"] == 1
     # reset reloads the seed file's users
-    requests.delete(
-        f"{cli.url}/v1/enterprise/account/j-ind", headers={"Authorization": f"Bearer {TOKEN}"}, timeout=5
-    )
-    assert cli.get("/v1/enterprise/users/j-ind").status_code == 404
+    replaced = {"user_id": "j-ind", "account_type": "corporation", "email": "other@example.com"}
+    requests.post(f"{cli.url}/_sandbox/users", json=[replaced], timeout=5).raise_for_status()
+    assert cli.get("/v1/enterprise/users/j-ind").json()["data"]["account_type"] == "corporation"
     requests.post(f"{cli.url}/_sandbox/reset", timeout=5)
-    assert cli.get("/v1/enterprise/users/j-ind").status_code == 200
+    assert cli.get("/v1/enterprise/users/j-ind").json()["data"]["account_type"] == "individual"
 
     code, out, err = cli.stop()
     assert code == 0
@@ -193,7 +192,7 @@ def test_fault_and_rate_limit_flags(start_cli: Any) -> None:
         "--token", TOKEN, "--error-503", "1", "--rate-limit", "2", "--rate-block", "100",
         "--retry-after", "--latency-ms", "1", "--hang-seconds", "5",
     )  # fmt: skip
-    faults = requests.get(f"{cli.url}/_sandbox/faults", timeout=5).json()["data"]
+    faults = requests.put(f"{cli.url}/_sandbox/faults", json={}, timeout=5).json()["data"]
     assert (faults["error_503_rate"], faults["latency_ms"], faults["hang_seconds"]) == (1.0, 1.0, 5.0)
     assert [cli.get("/v1/enterprise/users").status_code for _ in range(2)] == [503, 503]
     resp = cli.get("/v1/enterprise/users")
