@@ -74,6 +74,17 @@ def is_loopback(host: str) -> bool:
         return False  # another host name: may resolve to anything
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows each option's default once: "(default: X)" is added unless the help text names
+    the default itself, the option has no default value (``None``) or it is a flag."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        if "(default:" in text or action.default is None or isinstance(action.default, bool):
+            return text
+        return super()._get_help_string(action)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Return the argument parser of the sandbox command."""
     parser = argparse.ArgumentParser(
@@ -85,7 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
             "(codes, faults, rate-limit, token, users, reset, journal). Prints the base URL on the "
             "first line of stdout once listening."
         ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=_HelpFormatter,
     )
     srv = parser.add_argument_group("server")
     srv.add_argument(
@@ -106,7 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="seed users from a JSON list of user objects or a CSV file with columns "
         "user_id, account_type, email, phone_number, first_name, last_name[, account_role, "
-        "email_verified, phone_verified]; reloaded on every reset",
+        "email_verified, phone_verified]; reloaded on every reset (default: no users)",
     )
     srv.add_argument(
         "--random-seed",

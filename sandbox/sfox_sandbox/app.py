@@ -358,7 +358,10 @@ class SandboxApp:
                 data["blocked"] = state.limiter.blocked(now)
             return json_response(200, {"data": data})
         if head == "token" and not rest and method == "PUT":
-            state.set_token(_json_object(req).get("token"))  # ValueError: 400
+            token = _json_object(req).get("token")
+            if not isinstance(token, str):
+                raise ApiError(400, "token must be a non-empty string")
+            state.set_token(token)  # ValueError (empty, spaces): 400
             return json_response(200, {"data": {"token_changed": True}})
         if head == "users" and not rest and method == "POST":
             body = _json_body(req)

@@ -120,6 +120,17 @@ def test_help_lists_every_option() -> None:
         "--hang-seconds", "--drop", "--journal-size", "--request-timeout", "--idle-timeout",
     ):  # fmt: skip
         assert flag in result.stdout
+    # each option shows its default once (the help text's own, or argparse's)
+    options = re.split(r"\n  (?=-)", result.stdout)
+    twice = [o.split()[0] for o in options if o.count("(default:") > 1]
+    assert twice == []
+    help_of = {o.split()[0]: " ".join(o.split()) for o in options}
+    assert help_of["--token"].count("default") == 1
+    assert "$SFOX_SANDBOX_TOKEN, else 'sandbox-token'" in help_of["--token"]
+    assert help_of["--random-seed"].endswith("(default: random)")
+    assert help_of["--port"].endswith("(default: 8089)")
+    assert help_of["--seed"].endswith("reset (default: no users)")
+    assert "default" not in help_of["--retry-after"]
 
 
 def test_start_serve_and_stop_by_pid(start_cli: Any, tmp_path: Path) -> None:
