@@ -10,6 +10,8 @@ UV := $(VENV)/bin/uv
 # recompiling them in every process (the machine sets PYTHONDONTWRITEBYTECODE).
 RUN := env -u PYTHONDONTWRITEBYTECODE PYTHONPYCACHEPREFIX=$(CURDIR)/.cache/pycache
 
+LINT_PATHS := airflow_sfox sandbox dags tests benchmarks docker demo
+
 .PHONY: venv install lint pytest test demo bench bench-full soak clean
 
 $(UV):
@@ -18,14 +20,16 @@ $(UV):
 
 venv: $(UV)
 
+# The provider, and beside it the sandbox (sfox-sandbox, its own distribution in sandbox/):
+# the tests, the demo and the benchmarks run against it.
 install: $(UV)
-	$(UV) pip install --quiet --python $(VPY) -e ".[test]" \
+	$(UV) pip install --quiet --python $(VPY) -e ".[test]" -e ./sandbox \
 		$(if $(AIRFLOW_VERSION),"apache-airflow==$(AIRFLOW_VERSION)")
-	@$(VPY) -c "import airflow_sfox, sys; print('python', sys.version.split()[0], '| airflow-provider-sfox', airflow_sfox.__version__)"
+	@$(VPY) -c "import airflow_sfox, sfox_sandbox, sys; print('python', sys.version.split()[0], '| airflow-provider-sfox', airflow_sfox.__version__, '| sfox-sandbox', sfox_sandbox.__version__)"
 
 lint: install
-	$(RUN) $(VENV)/bin/ruff check airflow_sfox dags tests benchmarks docker demo
-	$(RUN) $(VENV)/bin/ruff format --check airflow_sfox dags tests benchmarks docker demo
+	$(RUN) $(VENV)/bin/ruff check $(LINT_PATHS)
+	$(RUN) $(VENV)/bin/ruff format --check $(LINT_PATHS)
 	$(RUN) $(VENV)/bin/mypy
 
 pytest: install

@@ -1,6 +1,6 @@
 """Measure the sandbox's throughput.
 
-Starts ``python -m airflow_sfox.sandbox --port 0 --rate-limit 0`` as a separate process (so
+Starts ``python -m sfox_sandbox --port 0 --rate-limit 0`` as a separate process (so
 the client does not share its GIL), seeds users, then sends send-verification requests over
 keep-alive connections from several client threads and prints requests per second.
 
@@ -67,7 +67,7 @@ def main() -> int:
     args = parser.parse_args()
 
     proc = subprocess.Popen(
-        [sys.executable, "-m", "airflow_sfox.sandbox", "--port", "0", "--token", TOKEN, "--rate-limit", "0"],
+        [sys.executable, "-m", "sfox_sandbox", "--port", "0", "--token", TOKEN, "--rate-limit", "0"],
         stdout=subprocess.PIPE,
         text=True,
         env=dict(os.environ),

@@ -110,7 +110,7 @@ def main() -> int:
 def _soak(args: argparse.Namespace, tmp: str) -> int:
     _environment(tmp)
 
-    from airflow_sfox.sandbox import RateLimitSettings, SandboxConfig, SandboxServer
+    from sfox_sandbox import RateLimitSettings, SandboxConfig, SandboxServer
     from tests.helpers import TOKEN, sfox_conn_json
     from tests.onboarding_data import BAD_ROWS, make_users, sandbox_users
     from tests.reliability.support import (

@@ -3,7 +3,7 @@ The end-to-end demo behind ``make demo``: the onboarding DAG against the local s
 
 1. Makes ``.demo/`` in the repository: an Airflow home and a SQLite warehouse holding about
    1,000 synthetic users (individuals and corporations) plus a few bad rows.
-2. Starts the sFOX sandbox (``python -m airflow_sfox.sandbox``) on a free port, seeded with
+2. Starts the sFOX sandbox (``python -m sfox_sandbox``) on a free port, seeded with
    the valid users.
 3. Runs ``airflow dags test sfox_batch_onboarding``: every valid user gets an email code.
 4. A third of the individuals "verify" their email through the sandbox, like a person typing
@@ -142,7 +142,7 @@ def start_sandbox() -> tuple[subprocess.Popen[str], str]:
         [
             sys.executable,
             "-m",
-            "airflow_sfox.sandbox",
+            "sfox_sandbox",
             "--port",
             "0",
             "--token",

@@ -41,7 +41,7 @@ def airflow_db() -> str:
 @pytest.fixture(scope="session")
 def sfox_sandbox_server():
     """One real sandbox HTTP server on 127.0.0.1 for the session, rate limit off by default."""
-    from airflow_sfox.sandbox import RateLimitSettings, SandboxConfig, SandboxServer
+    from sfox_sandbox import RateLimitSettings, SandboxConfig, SandboxServer
     from tests.helpers import TOKEN
 
     config = SandboxConfig(token=TOKEN, random_seed=42, rate_limit=RateLimitSettings(limit=0))

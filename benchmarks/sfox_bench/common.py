@@ -79,7 +79,7 @@ def sandbox_seed(count: int) -> list[dict[str, Any]]:
 
 
 class Sandbox:
-    """``python -m airflow_sfox.sandbox`` on a free port, driven through its admin API."""
+    """``python -m sfox_sandbox`` on a free port, driven through its admin API."""
 
     def __init__(
         self,
@@ -117,7 +117,7 @@ class Sandbox:
                 [
                     sys.executable,
                     "-m",
-                    "airflow_sfox.sandbox",
+                    "sfox_sandbox",
                     "--port",
                     "0",
                     "--token",

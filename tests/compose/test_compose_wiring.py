@@ -157,6 +157,9 @@ def test_provider_is_installed_in_the_image(config):
     dockerfile = DOCKERFILE.read_text()
     assert "COPY --chown=airflow:0 airflow_sfox /opt/sfox/src/airflow_sfox" in dockerfile
     assert '"/opt/sfox/src[postgres]"' in dockerfile
+    # The sandbox service runs the sfox-sandbox distribution: installed beside the provider.
+    assert "COPY --chown=airflow:0 sandbox/sfox_sandbox /opt/sfox/src/sandbox/sfox_sandbox" in dockerfile
+    assert "        /opt/sfox/src/sandbox \\" in dockerfile.splitlines()
     assert "apache-airflow-providers-postgres" in dockerfile
     assert '"apache-airflow==${AIRFLOW_VERSION}"' in dockerfile  # the image's Airflow stays
 
@@ -271,7 +274,7 @@ def test_start_up_order(config):
 def test_sandbox_is_plain_http_on_loopback_only(config):
     sandbox = config["services"]["sfox-sandbox"]
     command = sandbox["command"]
-    assert command[:3] == ["python", "-m", "airflow_sfox.sandbox"]
+    assert command[:3] == ["python", "-m", "sfox_sandbox"]
     assert command[command.index("--host") + 1] == "127.0.0.1"
     assert "--token" not in command  # from SFOX_SANDBOX_TOKEN: not visible in the process list
     assert [p["target"] for p in sandbox["ports"]] == [8443]  # the https front only
@@ -315,7 +318,7 @@ def test_warehouse_seed_matches_the_sandbox_seed(postgres_uri):
     """The sample table loads in a real PostgreSQL; its valid users are the sandbox's users."""
     import psycopg2
 
-    from airflow_sfox.sandbox.seed import load_seed_file
+    from sfox_sandbox.seed import load_seed_file
 
     sql = (REPO / "docker" / "warehouse" / "01-sfox_users.sql").read_text()
     conn = psycopg2.connect(postgres_uri)

@@ -52,7 +52,7 @@ def _process(argv: list[str], cwd: Path) -> Iterator[tuple[subprocess.Popen, str
 def tls_sandbox(tmp_path_factory) -> Iterator[tuple[str, str, Path]]:
     """(https URL, plain sandbox URL, cert dir) of the sandbox behind the proxy, both on loopback."""
     cert_dir = tmp_path_factory.mktemp("sandbox-tls")
-    sandbox_argv = [sys.executable, "-m", "airflow_sfox.sandbox", "--host", "127.0.0.1", "--port", "0"]
+    sandbox_argv = [sys.executable, "-m", "sfox_sandbox", "--host", "127.0.0.1", "--port", "0"]
     sandbox_argv += ["--token", TOKEN, "--seed", str(SEED), "--rate-limit", "0"]
     with _process(sandbox_argv, REPO) as (_, sandbox_url):
         upstream = sandbox_url.removeprefix("http://")

@@ -125,9 +125,9 @@ def databases(postgres_uri) -> Iterator[dict[str, str]]:
 
 @pytest.fixture(scope="module")
 def sandbox(tmp_path_factory) -> Iterator[str]:
-    """``python -m airflow_sfox.sandbox`` on loopback (free port); yields its URL."""
+    """``python -m sfox_sandbox`` on loopback (free port); yields its URL."""
     log_dir = tmp_path_factory.mktemp("live-sandbox")
-    argv = [sys.executable, "-m", "airflow_sfox.sandbox", "--host", "127.0.0.1", "--port", "0"]
+    argv = [sys.executable, "-m", "sfox_sandbox", "--host", "127.0.0.1", "--port", "0"]
     argv += ["--token", TOKEN, "--random-seed", "5", "--rate-limit", "0"]
     proc = subprocess.Popen(
         argv,

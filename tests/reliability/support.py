@@ -4,6 +4,7 @@ Shared pieces of the reliability suite and of ``benchmarks/soak.py``.
 - sizes: ``SFOX_RELIABILITY_PROFILE=ci`` (default, scaled down for CI) or ``soak``;
 - :func:`run_onboarding`: one onboarding run through the engine and the chunk operator, as
   the DAG's tasks do it (plan -> each chunk's send task -> summarize), without a scheduler;
+- :class:`Revoker`: the token revoked while a run sends (``PUT /_sandbox/token``);
 - :class:`BurstOf429`: a 429 burst, made by setting a small, time-scaled rate limit on the
   sandbox for a moment while a run is sending;
 - :func:`audit`: compares the warehouse ledger with the sandbox journal (the sandbox's record
@@ -25,12 +26,14 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
+import requests
+
 from airflow_sfox.onboarding.sender import threads_for
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
 
-    from airflow_sfox.sandbox import JournalEntry, SandboxServer
+    from sfox_sandbox import JournalEntry, SandboxServer
 
 PROFILE = os.environ.get("SFOX_RELIABILITY_PROFILE", "ci")
 if PROFILE not in ("ci", "soak"):
@@ -148,6 +151,40 @@ def wait_for(predicate: Callable[[], bool], *, timeout: float, every: float = 0.
 def sends(server: SandboxServer, since: int = 0) -> list[JournalEntry]:
     """Journal entries of send-verification requests."""
     return [e for e in server.journal(since=since) if e.path.startswith(SEND_PATH)]
+
+
+class Revoker:
+    """
+    Revokes the sandbox's token once ``after`` send requests reached it, through the admin
+    API (``PUT /_sandbox/token`` with another token): from then on every ``/v1/`` request
+    gets 401, exactly as sFOX answers a revoked key. ``revoked`` is set once it happened;
+    :meth:`restore` puts ``token`` back (the sandbox fixture's reset does too).
+    """
+
+    #: The token the sandbox expects once revoked: no client knows it.
+    REVOKED_TOKEN = "revoked-token-no-client-has"
+
+    def __init__(self, server: SandboxServer, *, after: int, token: str) -> None:
+        self.server = server
+        self.after = after
+        self.token = token
+        self.revoked = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _set_token(self, token: str) -> None:
+        resp = requests.put(f"{self.server.url}/_sandbox/token", json={"token": token}, timeout=10)
+        resp.raise_for_status()
+
+    def _run(self) -> None:
+        if wait_for(lambda: len(sends(self.server)) >= self.after, timeout=300):
+            self._set_token(self.REVOKED_TOKEN)
+            self.revoked.set()
+
+    def restore(self) -> None:
+        self._thread.join(5)
+        self._set_token(self.token)
+        self.revoked.clear()
 
 
 class BurstOf429:

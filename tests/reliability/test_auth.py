@@ -1,14 +1,13 @@
 """
 Issue 7.3: the token is revoked while a run sends (the sandbox answers 401 from then on).
 
-The sandbox has no admin route to change its token at run time, so the tests revoke it by
-wrapping the running sandbox app's token check (``SandboxServer.app._authorized``): from
-that moment every ``/v1/`` request gets 401, exactly as sFOX answers a revoked key.
+The tests revoke the token through the sandbox's admin API (``PUT /_sandbox/token`` with
+another token, see ``support.Revoker``): from that moment every ``/v1/`` request gets 401,
+exactly as sFOX answers a revoked key.
 """
 
 from __future__ import annotations
 
-import threading
 from collections import Counter
 
 import pytest
@@ -16,32 +15,9 @@ import pytest
 from airflow_sfox._compat import AirflowException
 from tests.helpers import TOKEN, load_dag, sfox_conn_json
 from tests.onboarding_data import make_users, sandbox_users
-from tests.reliability.support import DAG_THREADS, audit, sends, wait_for
+from tests.reliability.support import DAG_THREADS, Revoker, audit
 
 DAG_ID = "sfox_batch_onboarding"
-
-
-class Revoker:
-    """Revokes the sandbox's token once ``after`` send requests arrived (see module doc)."""
-
-    def __init__(self, server, monkeypatch, *, after: int) -> None:
-        self.server = server
-        self.after = after
-        self.revoked = threading.Event()
-        accepted = server.app._authorized
-        monkeypatch.setattr(
-            server.app, "_authorized", lambda req: not self.revoked.is_set() and accepted(req)
-        )
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        if wait_for(lambda: len(sends(self.server)) >= self.after, timeout=300):
-            self.revoked.set()
-
-    def restore(self) -> None:
-        self._thread.join(5)
-        self.revoked.clear()
 
 
 def _users():
@@ -71,7 +47,7 @@ def test_token_revoked_mid_run_stops_with_a_clear_error_and_a_rerun_completes(
 ):
     users = _users()
     _setup(warehouse_db, sfox_sandbox, monkeypatch, users)
-    revoker = Revoker(sfox_sandbox, monkeypatch, after=40)
+    revoker = Revoker(sfox_sandbox, after=40, token=TOKEN)
     dag = load_dag(DAG_ID)
 
     failed = dag.test(run_conf={"chunk_size": 80, "channels": ["email"]})
@@ -108,7 +84,7 @@ def test_token_revoked_mid_run_stops_with_a_clear_error_and_a_rerun_completes(
 def test_token_revoked_costs_a_handful_of_401s_per_run(warehouse_db, sfox_sandbox, monkeypatch):
     users = _users()
     _setup(warehouse_db, sfox_sandbox, monkeypatch, users)
-    revoker = Revoker(sfox_sandbox, monkeypatch, after=40)
+    revoker = Revoker(sfox_sandbox, after=40, token=TOKEN)
 
     from airflow_sfox.onboarding.runs import plan_run
     from airflow_sfox.operators.verification import SendVerificationBatchOperator

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import TOKEN, load_dag, sfox_conn_json
+from tests.reliability.support import Revoker
 
 DAG_ID = "sfox_batch_onboarding"
 
@@ -88,15 +89,11 @@ def test_nothing_secret_in_logs_xcom_rendered_fields_or_errors(
         sfox_conn_json(sfox_sandbox.url, requests_per_second=500, max_retry_seconds=0),
     )
     sfox_sandbox.set_faults(error_500_rate=0.1, latency_ms=20)
-    accepted = sfox_sandbox.app._authorized  # revoke the token after 45 sends (see test_auth)
-    monkeypatch.setattr(
-        sfox_sandbox.app,
-        "_authorized",
-        lambda req: accepted(req) and sum(1 for e in sfox_sandbox.journal() if e.method == "POST") < 45,
-    )
+    revoker = Revoker(sfox_sandbox, after=45, token=TOKEN)  # the token revoked after 45 sends
 
     dag_run = load_dag(DAG_ID).test(run_conf={"chunk_size": 20, "failure_threshold": 1.0})
 
+    assert revoker.revoked.is_set()
     assert dag_run.state == "failed"  # chunk tasks failed on 401, the summary on the unsent rest
     statuses = {e.status for e in sfox_sandbox.journal()}
     assert {200, 404, 500, 401} <= statuses, statuses  # every kind of answer happened

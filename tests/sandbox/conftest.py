@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import pytest
 import requests
 
-from airflow_sfox.sandbox import RateLimitSettings, SandboxConfig, SandboxServer
+from sfox_sandbox import RateLimitSettings, SandboxConfig, SandboxServer
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -87,6 +88,20 @@ class Sandbox:
         code = resp.json()["data"][channel]["latest"]
         assert isinstance(code, str)
         return code
+
+    # The settings and users, read from the Python side (the admin API has no GET for them).
+    def faults(self) -> dict[str, Any]:
+        with self.server.state.lock:
+            return self.server.state.faults.to_dict()
+
+    def rate_limit(self) -> dict[str, Any]:
+        state = self.server.state
+        with state.lock:
+            return dict(state.rate_limit.to_dict(), blocked=state.limiter.blocked(time.monotonic()))
+
+    def all_users(self) -> list[dict[str, Any]]:
+        with self.server.state.lock:
+            return [u.to_api() for u in self.server.state.users.values()]
 
     def journal(self, **params: Any) -> list[dict[str, Any]]:
         resp = self.admin("GET", "journal", params=params)

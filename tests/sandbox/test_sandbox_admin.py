@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 import requests
 
-from airflow_sfox.sandbox import SandboxConfig, SandboxServer
+from sfox_sandbox import SandboxConfig, SandboxServer
 
 if TYPE_CHECKING:
     from conftest import Sandbox
@@ -30,12 +30,9 @@ def test_codes_per_user_and_channel(seeded: Sandbox) -> None:
     assert data["sms"] == {"latest": None, "count": 0, "sent_at": None}
     assert [h["type"] for h in data["history"]] == ["email", "email"]
     assert data["history"][-1]["code"] == data["email"]["latest"]
-    # query form and Python form agree with the path form
-    assert seeded.admin("GET", "codes", params={"user_id": "ind-1"}).json()["data"] == data
+    # the Python form agrees with the path form
     assert seeded.server.codes("ind-1") == data
-    # the list holds every user who got a code
-    listed = seeded.admin("GET", "codes").json()["data"]
-    assert {c["user_id"]: c["email"]["count"] for c in listed} == {"ind-1": 2, "corp-1": 1}
+    assert seeded.admin("GET", "codes/corp-1").json()["data"]["email"]["count"] == 1
 
 
 def test_codes_of_user_with_slash(sandbox: Sandbox) -> None:
@@ -44,15 +41,26 @@ def test_codes_of_user_with_slash(sandbox: Sandbox) -> None:
     assert sandbox.admin("GET", "codes/a%2Fb").json()["data"]["email"]["count"] == 1
 
 
-@pytest.mark.parametrize("path", ["codes/nobody", "codes?user_id=nobody"])
-def test_codes_of_unknown_user_is_404(sandbox: Sandbox, path: str) -> None:
-    assert sandbox.admin("GET", path).status_code == 404
+def test_codes_of_unknown_user_is_404(sandbox: Sandbox) -> None:
+    assert sandbox.admin("GET", "codes/nobody").status_code == 404
 
 
-def test_codes_survive_deactivation(seeded: Sandbox) -> None:
-    seeded.send("corp-1", "email")
-    assert seeded.api("DELETE", "/v1/enterprise/account/corp-1").status_code == 200
-    assert seeded.admin("GET", "codes/corp-1").json()["data"]["email"]["count"] == 1
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("GET", "codes"),  # codes are read one user at a time
+        ("GET", "faults"),  # PUT answers with the new settings
+        ("GET", "rate-limit"),
+        ("GET", "users"),
+        ("DELETE", "journal"),
+        ("GET", "token"),  # the token is never read back
+        ("POST", "token"),
+    ],
+)
+def test_routes_nothing_uses_are_gone(sandbox: Sandbox, method: str, path: str) -> None:
+    resp = sandbox.admin(method, path)
+    assert resp.status_code == 404
+    assert resp.json() == {"error": "Unknown sandbox admin route"}
 
 
 # ----------------------------------------------------------------------------- users
@@ -90,7 +98,7 @@ def test_seed_users_forms(sandbox: Sandbox) -> None:
         },
     )
     assert resp.json() == {"data": {"seeded": 4}}
-    users = {u["user_id"]: u for u in sandbox.admin("GET", "users").json()["data"]}
+    users = {u["user_id"]: u for u in sandbox.all_users()}
     assert users["u1"]["requirements"] == {"email": True, "sms": True}
     assert users["u1"]["status"] == "PENDING"
     assert users["u2"]["account_type"] == "corporation"
@@ -101,7 +109,6 @@ def test_seed_users_forms(sandbox: Sandbox) -> None:
     )
     assert users["u3"]["requirements"] == {"email": False, "sms": True}
     assert users["u4"]["status"] == "VERIFIED"
-    assert users["u1"]["balance"] == 0.0
     # a seeded user with a verified email may get an sms code at once
     assert sandbox.send("u3", "sms").status_code == 422  # u3 has no phone number
     assert sandbox.send("u1", "sms").json() == {"error": "Email must be verified before phone"}
@@ -124,7 +131,6 @@ def test_seed_replaces_existing_user(seeded: Sandbox) -> None:
         [{"user_id": "x", "account_type": "individual", "account_role": "boss"}],
         [{"user_id": "x", "account_type": "individual", "requirements": "none"}],
         [{"user_id": "x", "account_type": "individual", "email_verified": "maybe"}],
-        [{"user_id": "x", "account_type": "individual", "balance": "lots"}],
         ["not-an-object"],
         {"no": "list"},
         "not json",
@@ -135,7 +141,7 @@ def test_invalid_seed_is_400_and_all_or_nothing(sandbox: Sandbox, body: Any) -> 
     resp = sandbox.admin("POST", "users", **kwargs)
     assert resp.status_code == 400
     assert "error" in resp.json()
-    assert sandbox.admin("GET", "users").json() == {"data": []}
+    assert sandbox.all_users() == []
 
 
 def test_invalid_seed_names_the_index(sandbox: Sandbox) -> None:
@@ -145,14 +151,57 @@ def test_invalid_seed_names_the_index(sandbox: Sandbox) -> None:
     assert "user #1" in resp.json()["error"]
 
 
+# ----------------------------------------------------------------------------- token
+def test_put_token_revokes_the_old_one_until_reset(seeded: Sandbox) -> None:
+    assert seeded.api("GET", "/v1/enterprise/users/ind-1").status_code == 200
+    resp = seeded.admin("PUT", "token", json={"token": "rotated-1"})
+    assert resp.json() == {"data": {"token_changed": True}}  # the token is never echoed
+    old = seeded.api("GET", "/v1/enterprise/users/ind-1")
+    assert old.status_code == 401
+    assert old.json() == {"error": "Unauthorized: missing or invalid API key"}
+    assert seeded.api("GET", "/v1/enterprise/users/ind-1", token="rotated-1").status_code == 200
+    assert [e["status"] for e in seeded.journal()] == [200, 401, 200]
+    # reset restores the start-up token
+    seeded.admin("POST", "reset")
+    assert seeded.api("GET", "/v1/enterprise/users", token="rotated-1").status_code == 401
+    assert seeded.api("GET", "/v1/enterprise/users").status_code == 200
+
+
+def test_set_token_python_api(seeded: Sandbox) -> None:
+    seeded.server.set_token("rotated-2")
+    assert seeded.api("GET", "/v1/enterprise/users").status_code == 401
+    assert seeded.api("GET", "/v1/enterprise/users", token="rotated-2").status_code == 200
+    seeded.server.set_token(seeded.token)
+    assert seeded.api("GET", "/v1/enterprise/users").status_code == 200
+    for bad in ("", " ", "two words", "line\nbreak"):
+        with pytest.raises(ValueError, match="token"):
+            seeded.server.set_token(bad)
+
+
+@pytest.mark.parametrize(
+    "body", [{}, {"token": ""}, {"token": "   "}, {"token": None}, {"token": 7}, {"token": "a b"}]
+)
+def test_put_token_without_a_token_is_400(seeded: Sandbox, body: Any) -> None:
+    resp = seeded.admin("PUT", "token", json=body)
+    assert resp.status_code == 400
+    assert "token" in resp.json()["error"]
+    assert seeded.api("GET", "/v1/enterprise/users").status_code == 200  # the token is unchanged
+
+
+def test_put_token_without_a_body_is_400(seeded: Sandbox) -> None:
+    assert seeded.admin("PUT", "token").status_code == 400
+    assert seeded.admin("PUT", "token", json=["t"]).status_code == 400
+    assert seeded.api("GET", "/v1/enterprise/users").status_code == 200
+
+
 # ----------------------------------------------------------------------------- reset
 def test_reset_returns_to_start_state(seeded: Sandbox) -> None:
     seeded.send("ind-1", "email")
     seeded.server.set_faults(latency_ms=1)
     seeded.server.set_rate_limit(limit=100)
     assert seeded.admin("POST", "reset").json() == {"data": {"reset": True}}
-    assert seeded.admin("GET", "users").json() == {"data": []}
-    assert seeded.admin("GET", "codes").json() == {"data": []}
+    assert seeded.all_users() == []
+    assert seeded.server.state.sent_codes == {}
     assert seeded.journal() == []
     assert seeded.server.state.faults.latency_ms == 0
     assert seeded.server.state.rate_limit.limit == 0
@@ -169,12 +218,13 @@ def test_reset_restores_config_seed_users_and_rng() -> None:
         url = f"{server.url}/v1/enterprise/users/send-verification/s1"
         assert session.post(url, json={"type": "email"}, headers=auth, timeout=5).status_code == 200
         first = server.codes("s1")["email"]["latest"]
-        session.delete(f"{server.url}/v1/enterprise/account/s1", headers=auth, timeout=5)
+        server.seed_users([{"user_id": "s1", "account_type": "individual", "email_verified": True}])
         session.post(f"{server.url}/_sandbox/reset", timeout=5)
         # the seed user is back; the same requests from the re-seeded RNG give the same code
         assert session.post(url, json={"type": "email"}, headers=auth, timeout=5).status_code == 200
         assert server.codes("s1")["email"]["latest"] == first
-        assert session.get(f"{server.url}/v1/enterprise/users/s1", headers=auth, timeout=5).status_code == 200
+        user = session.get(f"{server.url}/v1/enterprise/users/s1", headers=auth, timeout=5).json()["data"]
+        assert user["account_type"] == "corporation"
 
 
 # ---------------------------------------------------------------------------- journal
@@ -201,7 +251,7 @@ def test_journal_records_every_v1_request(seeded: Sandbox) -> None:
     }  # fmt: skip
 
 
-def test_journal_filters_and_clear(seeded: Sandbox) -> None:
+def test_journal_filters_and_clear(seeded: Sandbox) -> None:  # clear: from Python
     seeded.send("ind-1", "email")
     seeded.send("corp-1", "email")
     seeded.send("ind-1", "email")
@@ -212,7 +262,7 @@ def test_journal_filters_and_clear(seeded: Sandbox) -> None:
     # count codes per user from the journal
     sent = [e["user_id"] for e in seeded.journal() if e["code_sent"]]
     assert sent.count("ind-1") == 2
-    assert seeded.admin("DELETE", "journal").json() == {"data": {"cleared": True}}
+    seeded.server.clear_journal()
     assert seeded.journal() == []
     seeded.send("corp-1", "email")
     assert [e["seq"] for e in seeded.journal()] == [1]

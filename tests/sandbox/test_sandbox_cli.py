@@ -1,4 +1,4 @@
-"""``python -m airflow_sfox.sandbox`` as a subprocess, and seed files (JSON and CSV)."""
+"""``python -m sfox_sandbox`` as a subprocess, and seed files (JSON and CSV)."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING, Any
 import pytest
 import requests
 
-from airflow_sfox.sandbox import load_seed_file
-from airflow_sfox.sandbox.__main__ import is_loopback
+from sfox_sandbox import load_seed_file
+from sfox_sandbox.__main__ import is_loopback
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -56,7 +56,7 @@ def _env() -> dict[str, str]:
 
 
 def _cli(*args: str) -> list[str]:
-    return [sys.executable, "-m", "airflow_sfox.sandbox", *args]
+    return [sys.executable, "-m", "sfox_sandbox", *args]
 
 
 class Cli:
@@ -120,6 +120,17 @@ def test_help_lists_every_option() -> None:
         "--hang-seconds", "--drop", "--journal-size", "--request-timeout", "--idle-timeout",
     ):  # fmt: skip
         assert flag in result.stdout
+    # each option shows its default once (the help text's own, or argparse's)
+    options = re.split(r"\n  (?=-)", result.stdout)
+    twice = [o.split()[0] for o in options if o.count("(default:") > 1]
+    assert twice == []
+    help_of = {o.split()[0]: " ".join(o.split()) for o in options}
+    assert help_of["--token"].count("default") == 1
+    assert "$SFOX_SANDBOX_TOKEN, else 'sandbox-token'" in help_of["--token"]
+    assert help_of["--random-seed"].endswith("(default: random)")
+    assert help_of["--port"].endswith("(default: 8089)")
+    assert help_of["--seed"].endswith("reset (default: no users)")
+    assert "default" not in help_of["--retry-after"]
 
 
 def test_start_serve_and_stop_by_pid(start_cli: Any, tmp_path: Path) -> None:
@@ -137,12 +148,11 @@ def test_start_serve_and_stop_by_pid(start_cli: Any, tmp_path: Path) -> None:
     assert resp.json() == {"data": {"user_id": "j-ind", "type": "email", "email": "j-ind@example.com"}}
     assert requests.get(f"{cli.url}/_sandbox/codes/j-ind", timeout=5).json()["data"]["email"]["count"] == 1
     # reset reloads the seed file's users
-    requests.delete(
-        f"{cli.url}/v1/enterprise/account/j-ind", headers={"Authorization": f"Bearer {TOKEN}"}, timeout=5
-    )
-    assert cli.get("/v1/enterprise/users/j-ind").status_code == 404
+    replaced = {"user_id": "j-ind", "account_type": "corporation", "email": "other@example.com"}
+    requests.post(f"{cli.url}/_sandbox/users", json=[replaced], timeout=5).raise_for_status()
+    assert cli.get("/v1/enterprise/users/j-ind").json()["data"]["account_type"] == "corporation"
     requests.post(f"{cli.url}/_sandbox/reset", timeout=5)
-    assert cli.get("/v1/enterprise/users/j-ind").status_code == 200
+    assert cli.get("/v1/enterprise/users/j-ind").json()["data"]["account_type"] == "individual"
 
     code, out, err = cli.stop()
     assert code == 0
@@ -193,7 +203,7 @@ def test_fault_and_rate_limit_flags(start_cli: Any) -> None:
         "--token", TOKEN, "--error-503", "1", "--rate-limit", "2", "--rate-block", "100",
         "--retry-after", "--latency-ms", "1", "--hang-seconds", "5",
     )  # fmt: skip
-    faults = requests.get(f"{cli.url}/_sandbox/faults", timeout=5).json()["data"]
+    faults = requests.put(f"{cli.url}/_sandbox/faults", json={}, timeout=5).json()["data"]
     assert (faults["error_503_rate"], faults["latency_ms"], faults["hang_seconds"]) == (1.0, 1.0, 5.0)
     assert [cli.get("/v1/enterprise/users").status_code for _ in range(2)] == [503, 503]
     resp = cli.get("/v1/enterprise/users")

@@ -48,7 +48,7 @@ def test_limit_then_block_then_recover(seeded: Sandbox) -> None:
     assert seeded.api("GET", "/v1/nothing", token="bad").status_code == 429
     assert seeded.server.codes("ind-1")["email"]["count"] == 0
     # admin routes are not rate limited and show the block
-    blocked = seeded.admin("GET", "rate-limit").json()["data"]["blocked"]
+    blocked = seeded.admin("PUT", "rate-limit", json={}).json()["data"]["blocked"]
     assert set(blocked) == {"127.0.0.1"}
     assert 0 < blocked["127.0.0.1"] <= 0.6
 
@@ -97,15 +97,14 @@ def test_limit_zero_disables(seeded: Sandbox) -> None:
 
 
 def test_default_is_sfox_limit(sandbox: Sandbox) -> None:
-    from airflow_sfox.sandbox import RateLimitSettings
+    from sfox_sandbox import RateLimitSettings
 
     defaults = RateLimitSettings()
     assert (defaults.limit, defaults.window, defaults.block, defaults.retry_after) == (250, 10.0, 60.0, False)
     # the session fixture turned it off; reset restores that start-up value
     assert _limit(sandbox, limit=7)["limit"] == 7
     sandbox.admin("POST", "reset")
-    data = sandbox.admin("GET", "rate-limit").json()["data"]
-    assert data == {
+    assert sandbox.rate_limit() == {
         "limit": 0,
         "window_seconds": 10.0,
         "block_seconds": 60.0,
@@ -136,8 +135,8 @@ def test_reset_clears_a_block(seeded: Sandbox) -> None:
     ],
 )
 def test_invalid_rate_limit_settings_are_400(sandbox: Sandbox, body: dict[str, Any]) -> None:
-    before = sandbox.admin("GET", "rate-limit").json()
+    before = sandbox.rate_limit()
     resp = sandbox.admin("PUT", "rate-limit", json=body)
     assert resp.status_code == 400
     assert "error" in resp.json()
-    assert sandbox.admin("GET", "rate-limit").json() == before
+    assert sandbox.rate_limit() == before

@@ -1,4 +1,4 @@
-"""Command line: ``python -m airflow_sfox.sandbox --port 8089 --token TOKEN [options]``.
+"""Command line: ``python -m sfox_sandbox --port 8089 --token TOKEN [options]``.
 
 Prints the base URL (e.g. ``http://127.0.0.1:8089``) alone on the first line of stdout once
 listening, so a caller using ``--port 0`` can learn the port. Logs go to stderr. Stops on
@@ -18,14 +18,14 @@ import os
 import sys
 from typing import TYPE_CHECKING
 
-from airflow_sfox.sandbox.config import (
+from sfox_sandbox.config import (
     DEFAULT_TOKEN,
     FaultSettings,
     RateLimitSettings,
     SandboxConfig,
 )
-from airflow_sfox.sandbox.seed import load_seed_file
-from airflow_sfox.sandbox.server import SandboxServer
+from sfox_sandbox.seed import load_seed_file
+from sfox_sandbox.server import SandboxServer
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -74,18 +74,29 @@ def is_loopback(host: str) -> bool:
         return False  # another host name: may resolve to anything
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows each option's default once: "(default: X)" is added unless the help text names
+    the default itself, the option has no default value (``None``) or it is a flag."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        if "(default:" in text or action.default is None or isinstance(action.default, bool):
+            return text
+        return super()._get_help_string(action)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Return the argument parser of the sandbox command."""
     parser = argparse.ArgumentParser(
-        prog="python -m airflow_sfox.sandbox",
+        prog="python -m sfox_sandbox",
         description=(
             "Local emulator of the sFOX Connect (enterprise) API for demos, tests and "
             "benchmarks. Serves /v1/enterprise/... like sFOX (bearer token, sFOX rate limit, "
             "optional faults) and an unauthenticated admin API under /_sandbox/ "
-            "(codes, faults, rate-limit, users, reset, journal). Prints the base URL on the "
+            "(codes, faults, rate-limit, token, users, reset, journal). Prints the base URL on the "
             "first line of stdout once listening."
         ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=_HelpFormatter,
     )
     srv = parser.add_argument_group("server")
     srv.add_argument(
@@ -106,7 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="seed users from a JSON list of user objects or a CSV file with columns "
         "user_id, account_type, email, phone_number, first_name, last_name[, account_role, "
-        "email_verified, phone_verified]; reloaded on every reset",
+        "email_verified, phone_verified]; reloaded on every reset (default: no users)",
     )
     srv.add_argument(
         "--random-seed",
@@ -270,7 +281,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     def announce(port: int) -> None:
         print(server.url, flush=True)
-        logging.getLogger("airflow_sfox.sandbox").info(
+        logging.getLogger("sfox_sandbox").info(
             "listening on %s with %d seed users", server.url, len(config.seed_users)
         )
 

@@ -3,8 +3,8 @@
 JSON: a list of user objects, or an object with the list under ``"users"`` or ``"data"``.
 CSV: a header row with the columns ``user_id, account_type, email, phone_number,
 first_name, last_name`` and optionally ``account_role``, ``advisor_user_id``,
-``email_verified``, ``phone_verified``, ``balance``; empty cells count as missing, other
-columns are ignored. See :func:`airflow_sfox.sandbox.state.user_from_seed` for the meaning
+``email_verified``, ``phone_verified``; empty cells count as missing, other
+columns are ignored. See :func:`sfox_sandbox.state.user_from_seed` for the meaning
 of each key.
 """
 
@@ -16,7 +16,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from airflow_sfox.sandbox.state import user_from_seed
+from sfox_sandbox.state import user_from_seed
 
 CSV_REQUIRED_COLUMNS = ("user_id", "account_type")
 

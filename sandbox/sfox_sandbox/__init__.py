@@ -1,8 +1,10 @@
 """Local emulator of the sFOX Connect (enterprise) API: a real HTTP server on 127.0.0.1.
 
-It imports nothing from Airflow (only the standard library), so
-``python -m airflow_sfox.sandbox`` starts fast; see :mod:`airflow_sfox.sandbox.__main__`
-for the command line and ``--help``.
+It imports nothing from Airflow: only the standard library and the provider's vocabulary
+module :mod:`airflow_sfox.onboarding.model` (account types, the channels each verifies),
+which imports only the standard library too. So ``python -m sfox_sandbox`` starts fast; see
+:mod:`sfox_sandbox.__main__` for the command line and ``--help``. It is a distribution of its
+own (``sfox-sandbox``), never part of the provider's wheel.
 
 Public Python API
 -----------------
@@ -10,9 +12,9 @@ Public Python API
   -> str`` (background thread; returns the URL once listening), ``stop(timeout=10.0)``,
   ``serve_forever(on_ready=None)``, context manager, ``url`` / ``host`` / ``port``,
   ``state`` (:class:`SandboxState`), ``set_faults(**changes) -> FaultSettings``,
-  ``set_rate_limit(**changes) -> RateLimitSettings``, ``seed_users(users) -> int``,
-  ``codes(user_id) -> dict``, ``journal(since=0, user_id=None) -> list[JournalEntry]``,
-  ``clear_journal()``, ``reset()``.
+  ``set_rate_limit(**changes) -> RateLimitSettings``, ``set_token(token)``,
+  ``seed_users(users) -> int``, ``codes(user_id) -> dict``,
+  ``journal(since=0, user_id=None) -> list[JournalEntry]``, ``clear_journal()``, ``reset()``.
 - :class:`SandboxConfig`, :class:`FaultSettings`, :class:`RateLimitSettings`: settings.
 - :class:`SandboxState`: users, codes, journal, settings (``state.journal`` is the live
   ``deque`` of :class:`JournalEntry`; hold ``state.lock`` while reading it from another
@@ -24,10 +26,8 @@ Emulated routes (``Authorization: Bearer <token>``, ``{"data": ...}`` / ``{"erro
 ``POST /v1/enterprise/register-account`` (200, user; also sends an email code unless
 ``register_sends_code=False``), ``POST /v1/enterprise/users/send-verification/{user_id}``,
 ``POST /v1/enterprise/users/verify/{user_id}``, ``GET /v1/enterprise/users/{user_id}``,
-``GET /v1/enterprise/users[?accountRole=client|advisor]``,
-``POST /v1/enterprise/user-tokens/{user_id}`` (201), ``POST /v1/enterprise/user-tokens``
-with ``{"data": [ids]}`` (201, list), ``DELETE /v1/enterprise/account/{user_id}`` (200; the
-user is removed, later calls get 404).
+``GET /v1/enterprise/users[?accountRole=client|advisor]``: the routes the provider's hook
+calls.
 
 Status codes: 401 missing/wrong token (checked before routing), 404 unknown user or route,
 405 known path with another method, 400 malformed body, invalid ``type``/field, or sms for a
@@ -37,7 +37,7 @@ corporation, 422 invalid state: already verified (``Email already verified`` /
 500/503 injected faults. ``user_id`` is one path segment: the raw path is split on ``/``,
 then each segment percent-decoded (``a%2Fb`` is user ``a/b``).
 
-Admin routes under ``/_sandbox/`` are listed in :mod:`airflow_sfox.sandbox.app`. They are
+Admin routes under ``/_sandbox/`` are listed in :mod:`sfox_sandbox.app`. They are
 UNAUTHENTICATED (no token): keep the sandbox on a loopback address; the CLI warns on stderr
 when ``--host`` is not one.
 
@@ -51,10 +51,12 @@ close) and an idle keep-alive connection is closed after ``idle_timeout`` (defau
 
 from __future__ import annotations
 
-from airflow_sfox.sandbox.config import FaultSettings, RateLimitSettings, SandboxConfig
-from airflow_sfox.sandbox.seed import load_seed_file
-from airflow_sfox.sandbox.server import SandboxServer
-from airflow_sfox.sandbox.state import JournalEntry, SandboxState, SandboxUser
+from sfox_sandbox.config import FaultSettings, RateLimitSettings, SandboxConfig
+from sfox_sandbox.seed import load_seed_file
+from sfox_sandbox.server import SandboxServer
+from sfox_sandbox.state import JournalEntry, SandboxState, SandboxUser
+
+__version__ = "0.1.0"
 
 __all__ = [
     "FaultSettings",

@@ -1,6 +1,6 @@
 """Request handling of the sandbox: sFOX ``/v1/`` routes, fault injection and ``/_sandbox/`` admin.
 
-The HTTP layer (:mod:`airflow_sfox.sandbox.server`) parses a request into a :class:`Request`
+The HTTP layer (:mod:`sfox_sandbox.server`) parses a request into a :class:`Request`
 and carries out the :class:`Response` it gets back from :meth:`SandboxApp.handle`, including
 the actions ``reset`` and ``drop`` (abort the TCP connection) and a ``delay`` (hang).
 
@@ -12,23 +12,23 @@ is journaled. Paths outside ``/v1/`` and ``/_sandbox/`` get a plain 404 and are 
 
 Admin routes (no faults, no rate limit, not journaled), all JSON in ``{"data": ...}``.
 They are UNAUTHENTICATED: anyone who can reach the port can read every verification code,
-change faults, seed or list users and reset the state. Keep the sandbox on a loopback
+change faults or the token, seed users and reset the state. Keep the sandbox on a loopback
 address (the default ``127.0.0.1``); the CLI warns on stderr for any other ``--host``.
 
 - ``GET /_sandbox/health`` -> ``{"ok": true}``
-- ``GET /_sandbox/codes[?user_id=ID]`` -> list of code summaries (one user when filtered)
 - ``GET /_sandbox/codes/{user_id}`` -> ``{"user_id", "email": {"latest", "count",
   "sent_at"}, "sms": {...}, "history": [...]}``; 404 if the user neither exists nor got codes
-- ``GET|PUT /_sandbox/faults`` -> fault settings; PUT takes a partial object, plus an
-  optional ``"random_seed"`` to re-seed the RNG; 400 on invalid values
-- ``GET|PUT /_sandbox/rate-limit`` -> rate-limit settings plus ``"blocked"``
-  (client address -> seconds left); PUT takes a partial object
-- ``GET /_sandbox/users`` -> all users (API shape plus ``balance``);
-  ``POST /_sandbox/users`` with a list of seed objects (or ``{"users": [...]}``) ->
+- ``PUT /_sandbox/faults`` with a partial object of fault settings, plus an optional
+  ``"random_seed"`` to re-seed the RNG -> the new fault settings; 400 on invalid values
+- ``PUT /_sandbox/rate-limit`` with a partial object -> the new rate-limit settings plus
+  ``"blocked"`` (client address -> seconds left); 400 on invalid values
+- ``PUT /_sandbox/token`` with ``{"token": "..."}`` -> ``{"token_changed": true}``: from
+  then on ``/v1/`` requests must present the new token (the old one gets 401, as a revoked
+  sFOX key does); 400 when the token is absent or empty; ``reset`` restores the start-up token
+- ``POST /_sandbox/users`` with a list of seed objects (or ``{"users": [...]}``) ->
   ``{"seeded": n}``
 - ``POST /_sandbox/reset`` -> back to the start state
-- ``GET /_sandbox/journal[?since=SEQ][&user_id=ID]`` -> list of journal entries;
-  ``DELETE /_sandbox/journal`` empties it
+- ``GET /_sandbox/journal[?since=SEQ][&user_id=ID]`` -> list of journal entries
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs, unquote
 
-from airflow_sfox.sandbox.state import ApiError, ApiResult, SandboxState
+from sfox_sandbox.state import ApiError, ApiResult, SandboxState
 
 log = logging.getLogger(__name__)
 
@@ -154,13 +154,6 @@ _V1_ROUTES: list[tuple[_Pattern, str, _Handler]] = [
         "POST",
         lambda s, r, u: s.verify(_uid(u), _json_object(r)),
     ),
-    (
-        ("v1", "enterprise", "user-tokens"),
-        "POST",
-        lambda s, r, u: s.user_tokens(_json_object(r)),
-    ),
-    (("v1", "enterprise", "user-tokens", None), "POST", lambda s, r, u: s.user_token(_uid(u))),
-    (("v1", "enterprise", "account", None), "DELETE", lambda s, r, u: s.deactivate(_uid(u))),
 ]
 
 
@@ -214,13 +207,11 @@ def _channel_of(body: bytes) -> str | None:
 class SandboxApp:
     """Turns :class:`Request` objects into :class:`Response` objects over a :class:`SandboxState`.
 
-    :param state: the state to serve.
-    :param token: the Enterprise token clients must present.
+    :param state: the state to serve (it holds the Enterprise token clients must present).
     """
 
-    def __init__(self, state: SandboxState, token: str) -> None:
+    def __init__(self, state: SandboxState) -> None:
         self.state = state
-        self._auth = f"bearer {token}".encode()
 
     async def handle(self, req: Request) -> Response:
         """Handle one request; never raises (a sandbox bug becomes a 500)."""
@@ -239,7 +230,7 @@ class SandboxApp:
         given = req.headers.get("authorization", "")
         scheme, _, token = given.partition(" ")
         candidate = f"{scheme.lower()} {token.strip()}".encode()
-        return hmac.compare_digest(candidate, self._auth)
+        return hmac.compare_digest(candidate, self.state.auth_header)
 
     async def _v1(self, req: Request) -> Response:
         state = self.state
@@ -345,62 +336,49 @@ class SandboxApp:
         rest = segments[1:]
         if head == "health" and not rest and method == "GET":
             return json_response(200, {"data": {"ok": True}})
-        if head == "codes" and method == "GET":
-            if len(rest) == 1 and rest[0]:
-                return self._codes_one(rest[0])
-            if not rest:
-                user_id = _query_one(req, "user_id")
-                if user_id is not None:
-                    return self._codes_one(user_id)
-                return json_response(200, {"data": state.all_codes()})
-        if head == "faults" and not rest:
-            if method == "PUT":
-                changes = _json_object(req)
-                if "random_seed" in changes:
-                    seed = changes.pop("random_seed")
-                    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
-                        raise ApiError(400, "random_seed must be an integer or null")
-                    state.set_faults(changes)
-                    state.reseed(seed)
-                else:
-                    state.set_faults(changes)
-            if method in ("GET", "PUT"):
-                with state.lock:
-                    return json_response(200, {"data": state.faults.to_dict()})
-        if head == "rate-limit" and not rest:
-            if method == "PUT":
-                state.set_rate_limit(_json_object(req))
-            if method in ("GET", "PUT"):
-                now = time.monotonic()
-                with state.lock:
-                    data = state.rate_limit.to_dict()
-                    data["blocked"] = state.limiter.blocked(now)
-                return json_response(200, {"data": data})
-        if head == "users" and not rest:
-            if method == "POST":
-                body = _json_body(req)
-                if isinstance(body, dict):
-                    body = body.get("users", body.get("data"))
-                if not isinstance(body, list):
-                    raise ApiError(400, "Body must be a list of user objects")
-                return json_response(200, {"data": {"seeded": state.seed_users(body)}})
-            if method == "GET":
-                with state.lock:
-                    users = [dict(u.to_api(), balance=u.balance) for u in state.users.values()]
-                return json_response(200, {"data": users})
+        if head == "codes" and len(rest) == 1 and rest[0] and method == "GET":
+            return self._codes_one(rest[0])
+        if head == "faults" and not rest and method == "PUT":
+            changes = _json_object(req)
+            if "random_seed" in changes:
+                seed = changes.pop("random_seed")
+                if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+                    raise ApiError(400, "random_seed must be an integer or null")
+                state.set_faults(changes)
+                state.reseed(seed)
+            else:
+                state.set_faults(changes)
+            with state.lock:
+                return json_response(200, {"data": state.faults.to_dict()})
+        if head == "rate-limit" and not rest and method == "PUT":
+            state.set_rate_limit(_json_object(req))
+            now = time.monotonic()
+            with state.lock:
+                data = state.rate_limit.to_dict()
+                data["blocked"] = state.limiter.blocked(now)
+            return json_response(200, {"data": data})
+        if head == "token" and not rest and method == "PUT":
+            token = _json_object(req).get("token")
+            if not isinstance(token, str):
+                raise ApiError(400, "token must be a non-empty string")
+            state.set_token(token)  # ValueError (empty, spaces): 400
+            return json_response(200, {"data": {"token_changed": True}})
+        if head == "users" and not rest and method == "POST":
+            body = _json_body(req)
+            if isinstance(body, dict):
+                body = body.get("users", body.get("data"))
+            if not isinstance(body, list):
+                raise ApiError(400, "Body must be a list of user objects")
+            return json_response(200, {"data": {"seeded": state.seed_users(body)}})
         if head == "reset" and not rest and method == "POST":
             state.reset()
             return json_response(200, {"data": {"reset": True}})
-        if head == "journal" and not rest:
-            if method == "GET":
-                since_raw = _query_one(req, "since") or "0"
-                if not (since_raw.isascii() and since_raw.isdigit()):
-                    raise ApiError(400, "since must be a non-negative integer")
-                entries = state.journal_entries(int(since_raw), _query_one(req, "user_id"))
-                return json_response(200, {"data": [e.to_dict() for e in entries]})
-            if method == "DELETE":
-                state.clear_journal()
-                return json_response(200, {"data": {"cleared": True}})
+        if head == "journal" and not rest and method == "GET":
+            since_raw = _query_one(req, "since") or "0"
+            if not (since_raw.isascii() and since_raw.isdigit()):
+                raise ApiError(400, "since must be a non-negative integer")
+            entries = state.journal_entries(int(since_raw), _query_one(req, "user_id"))
+            return json_response(200, {"data": [e.to_dict() for e in entries]})
         return error_response(404, "Unknown sandbox admin route")
 
     def _codes_one(self, user_id: str) -> Response:

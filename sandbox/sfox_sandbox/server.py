@@ -12,7 +12,7 @@ request is closed after ``SandboxConfig.idle_timeout``.
 
 Usage from Python::
 
-    from airflow_sfox.sandbox import SandboxConfig, SandboxServer
+    from sfox_sandbox import SandboxConfig, SandboxServer
 
     with SandboxServer(SandboxConfig(token="t", random_seed=1)) as server:
         server.seed_users([{"user_id": "u1", "account_type": "individual", ...}])
@@ -32,15 +32,15 @@ import threading
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from airflow_sfox.sandbox.app import Request, Response, SandboxApp, error_response
-from airflow_sfox.sandbox.config import FaultSettings, RateLimitSettings, SandboxConfig
-from airflow_sfox.sandbox.state import SandboxState
+from sfox_sandbox.app import Request, Response, SandboxApp, error_response
+from sfox_sandbox.config import FaultSettings, RateLimitSettings, SandboxConfig
+from sfox_sandbox.state import SandboxState
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Iterable, Mapping
     from types import TracebackType
 
-    from airflow_sfox.sandbox.state import JournalEntry
+    from sfox_sandbox.state import JournalEntry
 
 log = logging.getLogger(__name__)
 
@@ -314,7 +314,7 @@ class SandboxServer:
 
     :param config: start-up configuration (``port=0`` picks a free port).
 
-    Attributes: ``state`` (:class:`~airflow_sfox.sandbox.state.SandboxState`), ``config``.
+    Attributes: ``state`` (:class:`~sfox_sandbox.state.SandboxState`), ``config``.
     ``url``, ``host`` and ``port`` are known once :meth:`start` returned.
     """
 
@@ -322,7 +322,7 @@ class SandboxServer:
         self.config = config if config is not None else SandboxConfig()
         self.config.validate()
         self.state = SandboxState(self.config)
-        self.app = SandboxApp(self.state, self.config.token)
+        self.app = SandboxApp(self.state)
         self._http = _HttpServer(
             self.app,
             self.config.max_body_bytes,
@@ -448,7 +448,7 @@ class SandboxServer:
     def set_faults(self, **changes: Any) -> FaultSettings:
         """Change fault settings at run time (partial update); return the new settings.
 
-        :param changes: :class:`~airflow_sfox.sandbox.config.FaultSettings` fields.
+        :param changes: :class:`~sfox_sandbox.config.FaultSettings` fields.
         :raises ValueError: on an invalid value (nothing is changed).
         """
         return self.state.set_faults(changes)
@@ -456,15 +456,26 @@ class SandboxServer:
     def set_rate_limit(self, **changes: Any) -> RateLimitSettings:
         """Change rate-limit settings at run time (partial update); return the new settings.
 
-        :param changes: :class:`~airflow_sfox.sandbox.config.RateLimitSettings` fields.
+        :param changes: :class:`~sfox_sandbox.config.RateLimitSettings` fields.
         :raises ValueError: on an invalid value (nothing is changed).
         """
         return self.state.set_rate_limit(changes)
 
+    def set_token(self, token: str) -> None:
+        """Change the Enterprise token at run time (``PUT /_sandbox/token`` does the same).
+
+        Later ``/v1/`` requests with the old token get 401, as sFOX answers a revoked key;
+        :meth:`reset` restores the start-up token.
+
+        :param token: the new token.
+        :raises ValueError: when it is empty or holds spaces or control characters.
+        """
+        self.state.set_token(token)
+
     def seed_users(self, users: Iterable[Mapping[str, Any]]) -> int:
         """Add or replace users; return how many.
 
-        :param users: seed objects (see :func:`~airflow_sfox.sandbox.state.user_from_seed`).
+        :param users: seed objects (see :func:`~sfox_sandbox.state.user_from_seed`).
         """
         return self.state.seed_users(users)
 

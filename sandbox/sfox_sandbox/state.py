@@ -23,20 +23,41 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
-if TYPE_CHECKING:
-    from airflow_sfox.sandbox.config import FaultSettings, RateLimitSettings, SandboxConfig
+# The one vocabulary of account types and channels (stdlib only: no Airflow is loaded).
+from airflow_sfox.onboarding.model import (
+    ACCOUNT_TYPES,
+    CHANNELS,
+    Channel,
+    channels_for,
+    prerequisite,
+)
 
-ACCOUNT_TYPES = ("individual", "corporation")
+if TYPE_CHECKING:
+    from sfox_sandbox.config import FaultSettings, RateLimitSettings, SandboxConfig
+
 ACCOUNT_ROLES = ("client", "advisor")
-CHANNELS = ("email", "sms")
+#: How the sandbox's answers name a channel ("Email already verified", "Phone already verified").
+_LABELS: dict[Channel, str] = {Channel.EMAIL: "Email", Channel.SMS: "Phone"}
+#: The user field a channel's code goes to, as sFOX's send-verification answer names it.
+_CONTACT_FIELDS: dict[Channel, str] = {Channel.EMAIL: "email", Channel.SMS: "phone_number"}
 
 _EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 _E164_RE = re.compile(r"^\+[1-9][0-9]{6,14}$")
 _TRUE_STRINGS = {"1", "true", "t", "yes", "y"}
 _FALSE_STRINGS = {"0", "false", "f", "no", "n", ""}
-_TOKEN_LIFETIME_S = 24 * 3600
 # Canonical copies of the short strings every journal entry repeats (saves ~100 B an entry).
-_SHARED_STRINGS = {s: s for s in ("GET", "POST", "PUT", "DELETE", "HEAD", "PATCH", "OPTIONS", *CHANNELS)}
+_SHARED_STRINGS = {
+    s: s for s in ("GET", "POST", "PUT", "DELETE", "HEAD", "PATCH", "OPTIONS", *(c.value for c in CHANNELS))
+}
+
+
+def requirements_for(account_type: str) -> dict[str, bool]:
+    """A new user's ``requirements``: ``True`` for each channel its account type verifies.
+
+    :param account_type: ``individual`` or ``corporation`` (see ``CHANNELS_BY_ACCOUNT_TYPE``).
+    """
+    needed = channels_for(account_type)
+    return {channel.value: channel in needed for channel in CHANNELS}
 
 
 class ApiError(Exception):
@@ -68,8 +89,7 @@ class SandboxUser:
     first_name: str | None = None
     last_name: str | None = None
     advisor_user_id: str | None = None
-    requirements: dict[str, bool] = field(default_factory=lambda: {"email": True, "sms": True})
-    balance: float = 0.0
+    requirements: dict[str, bool] = field(default_factory=lambda: {c.value: True for c in CHANNELS})
 
     @property
     def status(self) -> str:
@@ -201,9 +221,8 @@ def user_from_seed(obj: Mapping[str, Any]) -> SandboxUser:
     default), ``email``, ``phone_number``, ``first_name``, ``last_name``, ``advisor_user_id``
     (optional); to seed a partly or fully verified user, either ``requirements``
     (``{"email": bool, "sms": bool}``, true = still required) or ``email_verified`` /
-    ``phone_verified`` (booleans, or strings such as ``true``/``1`` in CSV); ``balance``
-    (non-zero makes deactivation fail). Seeds are trusted: email and phone formats are not
-    checked.
+    ``phone_verified`` (booleans, or strings such as ``true``/``1`` in CSV). Seeds are
+    trusted: email and phone formats are not checked.
 
     :param obj: the seed object.
     :raises ValueError: when a required key is missing or a value has the wrong type.
@@ -217,29 +236,25 @@ def user_from_seed(obj: Mapping[str, Any]) -> SandboxUser:
     account_role = str(obj.get("account_role") or "client").strip().lower()
     if account_role not in ACCOUNT_ROLES:
         raise ValueError(f"account_role must be one of {', '.join(ACCOUNT_ROLES)}")
-    corporation = account_type == "corporation"
-    requirements = {"email": True, "sms": not corporation}
+    requirements = requirements_for(account_type)
     given = obj.get("requirements")
     if given is not None:
         if not isinstance(given, Mapping):
             raise ValueError("requirements must be an object")
         for channel in CHANNELS:
-            flag = _flag(given, channel)
+            flag = _flag(given, channel.value)
             if flag is not None:
-                requirements[channel] = flag
+                requirements[channel.value] = flag
     email_verified = _flag(obj, "email_verified")
     if email_verified is not None:
-        requirements["email"] = not email_verified
+        requirements[Channel.EMAIL.value] = not email_verified
     phone_verified = _flag(obj, "phone_verified")
     if phone_verified is not None:
-        requirements["sms"] = not phone_verified
-    if corporation:
-        requirements["sms"] = False  # corporations verify email only
-    balance = obj.get("balance") or 0
-    try:
-        balance = float(balance)
-    except (TypeError, ValueError):
-        raise ValueError("balance must be a number") from None
+        requirements[Channel.SMS.value] = not phone_verified
+    verified_by_type = channels_for(account_type)
+    for channel in CHANNELS:
+        if channel not in verified_by_type:
+            requirements[channel.value] = False  # e.g. corporations verify email only
     return SandboxUser(
         user_id=user_id,
         account_type=account_type,
@@ -250,8 +265,12 @@ def user_from_seed(obj: Mapping[str, Any]) -> SandboxUser:
         last_name=_opt_str(obj, "last_name"),
         advisor_user_id=_opt_str(obj, "advisor_user_id"),
         requirements=requirements,
-        balance=balance,
     )
+
+
+def _auth_header(token: str) -> bytes:
+    """The ``Authorization`` value of ``token`` as the sandbox compares it (scheme lower-cased)."""
+    return f"bearer {token}".encode()
 
 
 def _required_str(body: Mapping[str, Any], key: str) -> str:
@@ -261,12 +280,16 @@ def _required_str(body: Mapping[str, Any], key: str) -> str:
     return value
 
 
-def _channel(body: Mapping[str, Any]) -> str:
+def _must_be(name: str, choices: Iterable[str]) -> str:
+    """``Invalid <name>: must be "a" or "b"``."""
+    return f"Invalid {name}: must be " + " or ".join(f'"{choice}"' for choice in choices)
+
+
+def _channel(body: Mapping[str, Any]) -> Channel:
     channel = body.get("type")
-    if channel not in CHANNELS:
-        raise ApiError(400, 'Invalid type: must be "email" or "sms"')
-    assert isinstance(channel, str)
-    return channel
+    if not isinstance(channel, str) or channel not in CHANNELS:
+        raise ApiError(400, _must_be("type", CHANNELS))
+    return Channel(channel)
 
 
 @dataclass
@@ -290,7 +313,9 @@ class SandboxState:
       (at most ``config.code_history_size`` each; :meth:`codes_for` has the exact counts);
     - ``journal``: ``deque[JournalEntry]`` the latest ``config.journal_size`` ``/v1/``
       requests, in arrival order, ``seq`` increasing by one from entry to entry;
-    - ``faults`` / ``rate_limit``: current :class:`FaultSettings` / :class:`RateLimitSettings`.
+    - ``faults`` / ``rate_limit``: current :class:`FaultSettings` / :class:`RateLimitSettings`;
+    - ``auth_header``: the ``Authorization`` value ``/v1/`` requests must carry, as
+      ``b"bearer <token>"`` (see :meth:`set_token`).
 
     :param config: start-up configuration; :meth:`reset` returns to it.
     """
@@ -311,12 +336,13 @@ class SandboxState:
         # Latest code not yet used, per (user_id, channel): the one verify accepts.
         self._pending: dict[tuple[str, str], str] = {}
         self._seq = 0
+        self.auth_header = _auth_header(config.token)
         self.reset()
 
     # ----------------------------------------------------------------- admin side
     def reset(self) -> None:
         """Return to the start state: seed users, no codes, empty journal and windows,
-        start-up faults and rate limit, RNG re-seeded."""
+        start-up token, faults and rate limit, RNG re-seeded."""
         seeds = [user_from_seed(obj) for obj in self.config.seed_users]
         with self.lock:
             self.users = {}
@@ -332,6 +358,23 @@ class SandboxState:
             self.rate_limit = self.config.rate_limit
             self.limiter.clear()
             self.rng.seed(self.config.random_seed)
+            self.auth_header = _auth_header(self.config.token)
+
+    def set_token(self, token: str) -> None:
+        """Change the Enterprise token at run time: later ``/v1/`` requests with the old one
+        get 401, as sFOX answers a revoked key. :meth:`reset` restores the start-up token.
+
+        :param token: the new token.
+        :raises ValueError: when it is not a non-empty string of visible characters.
+        """
+        if (
+            not isinstance(token, str)
+            or not token
+            or not all(c.isprintable() and not c.isspace() for c in token)
+        ):
+            raise ValueError("token must be a non-empty string without spaces or control characters")
+        with self.lock:
+            self.auth_header = _auth_header(token)
 
     def seed_users(self, objs: Iterable[Mapping[str, Any]]) -> int:
         """Add or replace users from seed objects (all or none); return how many.
@@ -393,20 +436,15 @@ class SandboxState:
         with self.lock:
             sent = list(self.sent_codes.get(user_id, ()))
             for channel in CHANNELS:
-                latest = self._latest_code.get((user_id, channel))
-                out[channel] = {
+                key = (user_id, channel.value)
+                latest = self._latest_code.get(key)
+                out[channel.value] = {
                     "latest": latest.code if latest else None,
-                    "count": self._code_counts.get((user_id, channel), 0),
+                    "count": self._code_counts.get(key, 0),
                     "sent_at": latest.time if latest else None,
                 }
         out["history"] = [{"type": s.channel, "code": s.code, "time": s.time} for s in sent]
         return out
-
-    def all_codes(self) -> list[dict[str, Any]]:
-        """Return :meth:`codes_for` of every user that was sent at least one code."""
-        with self.lock:
-            user_ids = list(self.sent_codes)
-        return [self.codes_for(user_id) for user_id in user_ids]
 
     def journal_entries(self, since: int = 0, user_id: str | None = None) -> list[JournalEntry]:
         """Return a copy of the journal (the entries still kept, see ``journal_size``).
@@ -491,8 +529,8 @@ class SandboxState:
         """``POST /v1/enterprise/register-account``: create a PENDING user (200 + user)."""
         user_id = _required_str(body, "user_id")
         account_type = body.get("account_type")
-        if account_type not in ACCOUNT_TYPES:
-            raise ApiError(400, 'Invalid account_type: must be "individual" or "corporation"')
+        if not isinstance(account_type, str) or account_type not in ACCOUNT_TYPES:
+            raise ApiError(400, _must_be("account_type", ACCOUNT_TYPES))
         role = body.get("account_role", "client")
         if not isinstance(role, str) or role.lower() not in ACCOUNT_ROLES:
             raise ApiError(400, 'Invalid account_role: must be "client" or "advisor"')
@@ -502,7 +540,7 @@ class SandboxState:
         first_name = _required_str(body, "first_name")
         last_name = _required_str(body, "last_name")
         phone = body.get("phone_number")
-        if phone is None and account_type == "individual":
+        if phone is None and Channel.SMS in channels_for(account_type):
             raise ApiError(400, "phone_number is required")
         if phone is not None and (not isinstance(phone, str) or not _E164_RE.match(phone)):
             raise ApiError(400, "Invalid phone_number: must be E.164")
@@ -518,7 +556,7 @@ class SandboxState:
             first_name=first_name,
             last_name=last_name,
             advisor_user_id=advisor,
-            requirements={"email": True, "sms": account_type == "individual"},
+            requirements=requirements_for(account_type),
         )
         with self.lock:
             if user_id in self.users:
@@ -527,8 +565,10 @@ class SandboxState:
             sent = self.config.register_sends_code
             if sent:
                 # sFOX emails the first OTP itself after registration.
-                self._send_code(user_id, "email")
-            return ApiResult(200, {"data": user.to_api()}, code_sent=sent, channel="email" if sent else None)
+                self._send_code(user_id, Channel.EMAIL.value)
+            return ApiResult(
+                200, {"data": user.to_api()}, code_sent=sent, channel=Channel.EMAIL.value if sent else None
+            )
 
     def send_verification(self, user_id: str, body: Mapping[str, Any]) -> ApiResult:
         """``POST /v1/enterprise/users/send-verification/{user_id}``."""
@@ -536,21 +576,26 @@ class SandboxState:
         with self.lock:
             user = self._user(user_id)
             self._check_channel(user, channel)
-            if channel == "sms" and user.requirements["email"]:
-                raise ApiError(422, "Email must be verified before phone")
-            target = user.email if channel == "email" else user.phone_number
+            before = prerequisite(user.account_type, channel)
+            if before is not None and user.requirements[before.value]:
+                raise ApiError(422, f"{_LABELS[before]} must be verified before {_LABELS[channel].lower()}")
+            key = _CONTACT_FIELDS[channel]
+            target = getattr(user, key)
             if not target:
-                raise ApiError(422, f"User has no {'email' if channel == 'email' else 'phone'}")
-            self._send_code(user_id, channel)
-        key = "email" if channel == "email" else "phone_number"
-        return ApiResult(200, {"data": {"user_id": user_id, "type": channel, key: target}}, code_sent=True)
+                raise ApiError(422, f"User has no {_LABELS[channel].lower()}")
+            self._send_code(user_id, channel.value)
+        return ApiResult(
+            200, {"data": {"user_id": user_id, "type": channel.value, key: target}}, code_sent=True
+        )
 
     @staticmethod
-    def _check_channel(user: SandboxUser, channel: str) -> None:
-        if channel == "sms" and user.account_type == "corporation":
-            raise ApiError(400, "SMS verification is not available for corporation accounts")
-        if not user.requirements[channel]:
-            raise ApiError(422, "Email already verified" if channel == "email" else "Phone already verified")
+    def _check_channel(user: SandboxUser, channel: Channel) -> None:
+        if channel not in channels_for(user.account_type):
+            raise ApiError(
+                400, f"{channel.value.upper()} verification is not available for {user.account_type} accounts"
+            )
+        if not user.requirements[channel.value]:
+            raise ApiError(422, f"{_LABELS[channel]} already verified")
 
     def verify(self, user_id: str, body: Mapping[str, Any]) -> ApiResult:
         """``POST /v1/enterprise/users/verify/{user_id}``: a wrong or unknown otp is 422."""
@@ -561,14 +606,14 @@ class SandboxState:
         with self.lock:
             user = self._user(user_id)
             self._check_channel(user, channel)
-            expected = self._pending.get((user_id, channel))
+            expected = self._pending.get((user_id, channel.value))
             if expected is None:
                 raise ApiError(422, "No verification code was requested")
             if otp != expected:
                 raise ApiError(422, "Invalid verification code")
-            del self._pending[(user_id, channel)]
-            user.requirements[channel] = False
-        return ApiResult(200, {"data": {"success": True, "user_id": user_id, "type": channel}})
+            del self._pending[(user_id, channel.value)]
+            user.requirements[channel.value] = False
+        return ApiResult(200, {"data": {"success": True, "user_id": user_id, "type": channel.value}})
 
     def get_user(self, user_id: str) -> ApiResult:
         """``GET /v1/enterprise/users/{user_id}``."""
@@ -585,43 +630,3 @@ class SandboxState:
         with self.lock:
             users = [u.to_api() for u in self.users.values() if role is None or u.account_role == role]
         return ApiResult(200, {"data": users})
-
-    def _token(self, user_id: str) -> dict[str, Any]:
-        expires = time.gmtime(time.time() + _TOKEN_LIFETIME_S)
-        return {
-            "token": f"{self.rng.getrandbits(128):032x}",
-            "partner_user_id": user_id,
-            "expires": time.strftime("%Y-%m-%dT%H:%M:%S.000Z", expires),
-        }
-
-    def user_token(self, user_id: str) -> ApiResult:
-        """``POST /v1/enterprise/user-tokens/{user_id}``: 201 with one token."""
-        with self.lock:
-            self._user(user_id)
-            return ApiResult(201, {"data": self._token(user_id)})
-
-    def user_tokens(self, body: Mapping[str, Any]) -> ApiResult:
-        """``POST /v1/enterprise/user-tokens`` with ``{"data": [ids]}``: 201 with a list."""
-        ids = body.get("data")
-        if not isinstance(ids, list) or not ids or not all(isinstance(i, str) and i for i in ids):
-            raise ApiError(400, "data must be a non-empty list of user ids")
-        with self.lock:
-            missing = [i for i in ids if i not in self.users]
-            if missing:
-                raise ApiError(404, f"User not found: {missing[0]}")
-            return ApiResult(201, {"data": [self._token(i) for i in ids]})
-
-    def deactivate(self, user_id: str) -> ApiResult:
-        """``DELETE /v1/enterprise/account/{user_id}``: the user is removed (later 404).
-
-        A user seeded with a non-zero ``balance`` gets 422, as sFOX refuses to deactivate
-        accounts whose balances are not zero.
-        """
-        with self.lock:
-            user = self._user(user_id)
-            if user.balance != 0:
-                raise ApiError(422, "Account balances must be zero to deactivate")
-            del self.users[user_id]
-            for channel in CHANNELS:
-                self._pending.pop((user_id, channel), None)
-        return ApiResult(200, {"data": {"success": True, "user_id": user_id}})

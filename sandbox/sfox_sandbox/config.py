@@ -2,8 +2,8 @@
 
 :class:`FaultSettings` and :class:`RateLimitSettings` can be changed while the sandbox runs
 (``PUT /_sandbox/faults``, ``PUT /_sandbox/rate-limit``, or
-:meth:`~airflow_sfox.sandbox.server.SandboxServer.set_faults` /
-:meth:`~airflow_sfox.sandbox.server.SandboxServer.set_rate_limit`); :class:`SandboxConfig` is
+:meth:`~sfox_sandbox.server.SandboxServer.set_faults` /
+:meth:`~sfox_sandbox.server.SandboxServer.set_rate_limit`); :class:`SandboxConfig` is
 fixed at start.
 """
 
@@ -195,7 +195,7 @@ class SandboxConfig:
     :param faults: initial fault settings (``reset`` restores them).
     :param rate_limit: initial rate-limit settings (``reset`` restores them).
     :param seed_users: user objects loaded at start and after every reset (see
-        :func:`airflow_sfox.sandbox.state.user_from_seed` for the accepted keys).
+        :func:`sfox_sandbox.state.user_from_seed` for the accepted keys).
     :param random_seed: seed of the RNG behind codes, tokens and fault draws; ``None`` for a
         random seed.
     :param register_sends_code: like sFOX, ``register-account`` sends an email code at once.
