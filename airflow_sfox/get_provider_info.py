@@ -57,6 +57,72 @@ UI_FIELD_BEHAVIOUR: dict[str, Any] = {
     },
 }
 
+#: The ``[sfox]`` configuration section, as Airflow's provider ``config`` (``airflow config list``
+#: documents it). The ``default`` of each option is also the fallback the code applies when
+#: Airflow has not loaded the providers' configuration: one source of truth (:func:`config_default`).
+CONFIG_SECTION = "sfox"
+CONFIG: dict[str, Any] = {
+    CONFIG_SECTION: {
+        "description": 'Settings of the sFOX provider: the "sFOX onboarding" page of the Airflow UI.\n',
+        "options": {
+            "onboarding_page_enabled": {
+                "description": (
+                    'Whether the api-server serves the "sFOX onboarding" page (and its JSON) and the UI '
+                    "shows it in the navigation. When False the plugin registers no app and no view.\n"
+                ),
+                "version_added": "0.1.0",
+                "type": "boolean",
+                "example": "False",
+                "default": "True",
+            },
+            "onboarding_dag_ids": {
+                "description": (
+                    "Comma-separated ids of the onboarding DAGs whose ledger the page shows. A user sees "
+                    "the page and its JSON only with read access to every one of them, as checked by "
+                    "Airflow's auth manager (for example the FAB permission can_read on DAG:<dag_id>).\n"
+                ),
+                "version_added": "0.1.0",
+                "type": "string",
+                "example": "sfox_batch_onboarding,sfox_onboarding_followup",
+                "default": "sfox_batch_onboarding",
+            },
+            "onboarding_warehouse_conn_id": {
+                "description": "The Airflow connection of the warehouse that holds the onboarding ledger.\n",
+                "version_added": "0.1.0",
+                "type": "string",
+                "example": "my_warehouse",
+                "default": "sfox_warehouse",
+            },
+            "onboarding_ledger_table": {
+                "description": "The ledger table the page reads (a SQL identifier, or schema.table).\n",
+                "version_added": "0.1.0",
+                "type": "string",
+                "example": "onboarding.sfox_ledger",
+                "default": "sfox_onboarding_ledger",
+            },
+            "onboarding_runs_table": {
+                "description": "The run table the page reads (a SQL identifier, or schema.table).\n",
+                "version_added": "0.1.0",
+                "type": "string",
+                "example": "onboarding.sfox_runs",
+                "default": "sfox_onboarding_runs",
+            },
+            "onboarding_refresh_seconds": {
+                "description": "How often, in seconds, the open page reloads its figures (at least 2).\n",
+                "version_added": "0.1.0",
+                "type": "integer",
+                "example": "30",
+                "default": "10",
+            },
+        },
+    }
+}
+
+
+def config_default(option: str) -> str:
+    """The declared default of ``[sfox] <option>`` (a string, as Airflow's config holds it)."""
+    return str(CONFIG[CONFIG_SECTION]["options"][option]["default"])
+
 
 def get_provider_info() -> dict[str, Any]:
     """Return the provider's metadata in the shape of Airflow's ``provider_info.schema.json``."""
@@ -90,4 +156,5 @@ def get_provider_info() -> dict[str, Any]:
                 "ui-field-behaviour": UI_FIELD_BEHAVIOUR,
             }
         ],
+        "config": CONFIG,
     }

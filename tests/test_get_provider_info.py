@@ -10,7 +10,13 @@ from pathlib import Path
 import pytest
 
 from airflow_sfox import __version__
-from airflow_sfox.get_provider_info import CONN_FIELDS, get_provider_info
+from airflow_sfox.get_provider_info import (
+    CONFIG,
+    CONFIG_SECTION,
+    CONN_FIELDS,
+    config_default,
+    get_provider_info,
+)
 
 
 def test_provider_info_validates_against_airflows_schema():
@@ -83,3 +89,41 @@ def test_connection_form_has_one_field_per_extra(sfox_hook_meta):
     for name, field in CONN_FIELDS.items():
         assert extra_fields[name]["schema"]["title"] == field["label"]
         assert "null" in extra_fields[name]["schema"]["type"]  # every extra is optional
+
+
+def _airflow_cli(*args: str) -> str:
+    """``airflow <args>`` in a fresh process (the session's AIRFLOW_HOME), its standard output."""
+    return subprocess.run(
+        [sys.executable, "-m", "airflow", *args], capture_output=True, text=True, check=True, timeout=180
+    ).stdout
+
+
+def test_airflow_config_list_documents_the_sfox_section():
+    out = _airflow_cli(
+        "config", "list", "--section", CONFIG_SECTION, "--include-descriptions", "--color", "off"
+    )
+    assert f"[{CONFIG_SECTION}]" in out
+    options = CONFIG[CONFIG_SECTION]["options"]
+    assert {"onboarding_page_enabled", "onboarding_dag_ids"} <= set(options)
+    for name, option in options.items():
+        assert f"{name} = " in out, name
+        assert f"# {option['description'].splitlines()[0]}" in out, name
+
+
+def test_airflow_config_get_value_gives_the_declared_defaults():
+    out = _airflow_cli("config", "get-value", CONFIG_SECTION, "onboarding_dag_ids")
+    assert out.strip().splitlines()[-1] == "sfox_batch_onboarding"  # after any log line
+    assert config_default("onboarding_dag_ids") == "sfox_batch_onboarding"
+    assert config_default("onboarding_page_enabled") == "True"
+
+
+def test_config_defaults_match_the_engine_and_the_page():
+    """The page's defaults are the engine's table names and the DAG file's connection id."""
+    from airflow_sfox.onboarding.warehouse import LEDGER_TABLE, RUNS_TABLE
+    from airflow_sfox.plugins.dashboard import DashboardSettings
+
+    assert config_default("onboarding_ledger_table") == LEDGER_TABLE
+    assert config_default("onboarding_runs_table") == RUNS_TABLE
+    assert config_default("onboarding_warehouse_conn_id") == DashboardSettings().conn_id
+    for option in CONFIG[CONFIG_SECTION]["options"].values():
+        assert set(option) == {"description", "version_added", "type", "example", "default"}

@@ -7,68 +7,81 @@ Routes, relative to the plugin's ``url_prefix`` (``/sfox-onboarding``):
 ``GET /api/summary``   every figure of the page as JSON (the page polls it)
 ``GET /static/...``    the page's own JS, CSS and icons (no CDN: works without internet)
 
-The page and the JSON need an Airflow login: the routes depend on Airflow's own
-:func:`airflow.api_fastapi.core_api.security.get_user`, which accepts the UI's ``_token``
-cookie or an ``Authorization: Bearer <JWT>`` header (``POST /auth/token``) and answers 401
-(no or expired token) or 403 (invalid token) otherwise. The static files hold no data.
+The page and the JSON show a DAG's ledger, so they need read access to that DAG: the routes
+depend on :func:`requires_onboarding_dag_access`, which identifies the caller with Airflow's own
+:func:`airflow.api_fastapi.core_api.security.get_user` (the UI's ``_token`` cookie or an
+``Authorization: Bearer <JWT>`` header from ``POST /auth/token``; 401 without or with an
+expired token, 403 with an invalid one) and then asks the configured auth manager, as Airflow's
+``requires_access_dag`` does, whether the user may ``GET`` every DAG of
+``[sfox] onboarding_dag_ids`` (403 otherwise). An anonymous browser asking for the page is sent
+to Airflow's login page instead. The static files hold no data and need no login.
 
-Settings, read on each request from Airflow's configuration (or ``AIRFLOW__SFOX__*``):
+Settings, read on each request from Airflow's configuration (or ``AIRFLOW__SFOX__*``), declared
+with their defaults in :data:`airflow_sfox.get_provider_info.CONFIG`:
 
-``[sfox] onboarding_warehouse_conn_id``  the warehouse connection (default ``sfox_warehouse``)
-``[sfox] onboarding_ledger_table``       ledger table (default ``sfox_onboarding_ledger``)
-``[sfox] onboarding_runs_table``         run table (default ``sfox_onboarding_runs``)
-``[sfox] onboarding_refresh_seconds``    how often the page polls (default 10)
+``[sfox] onboarding_dag_ids``            the DAGs whose ledger the page shows (comma-separated)
+``[sfox] onboarding_warehouse_conn_id``  the warehouse connection
+``[sfox] onboarding_ledger_table``       ledger table
+``[sfox] onboarding_runs_table``         run table
+``[sfox] onboarding_refresh_seconds``    how often the page polls
 """
 
 from __future__ import annotations
 
+import html
 import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fastapi import Depends, FastAPI, HTTPException, Request
-from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Response
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from airflow_sfox.onboarding.warehouse import LEDGER_TABLE, RUNS_TABLE, Warehouse
+from airflow_sfox.get_provider_info import CONFIG_SECTION, config_default
+from airflow_sfox.onboarding.warehouse import Warehouse
 from airflow_sfox.plugins.dashboard import Dashboard, DashboardSettings, TTLCache
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Sequence
 
 log = logging.getLogger(__name__)
 
 STATIC_DIR = Path(__file__).parent / "static"
-#: Configuration section and options of the page.
-CONFIG_SECTION = "sfox"
-DEFAULT_CONN_ID = "sfox_warehouse"
-DEFAULT_REFRESH_SECONDS = 10
 
 
-def _config(key: str, fallback: str) -> str:
+def _config(key: str) -> str:
+    """``[sfox] <key>``, or its declared default when unset or blank."""
     from airflow.configuration import conf
 
+    fallback = config_default(key)
     value = conf.get(CONFIG_SECTION, key, fallback=fallback)
-    return str(value).strip() if value else fallback
+    return str(value).strip() if value and str(value).strip() else fallback
 
 
 def settings_from_config() -> DashboardSettings:
     """The page's settings from Airflow's configuration (``[sfox] onboarding_*``)."""
     return DashboardSettings(
-        conn_id=_config("onboarding_warehouse_conn_id", DEFAULT_CONN_ID),
-        ledger_table=_config("onboarding_ledger_table", LEDGER_TABLE),
-        runs_table=_config("onboarding_runs_table", RUNS_TABLE),
+        conn_id=_config("onboarding_warehouse_conn_id"),
+        ledger_table=_config("onboarding_ledger_table"),
+        runs_table=_config("onboarding_runs_table"),
     )
 
 
 def refresh_seconds_from_config() -> int:
     """How often the page polls, from ``[sfox] onboarding_refresh_seconds`` (at least 2 s)."""
-    raw = _config("onboarding_refresh_seconds", str(DEFAULT_REFRESH_SECONDS))
+    default = int(config_default("onboarding_refresh_seconds"))
     try:
-        return max(2, int(float(raw)))
+        return max(2, int(float(_config("onboarding_refresh_seconds"))))
     except ValueError:
-        return DEFAULT_REFRESH_SECONDS
+        return default
+
+
+def dag_ids_from_config() -> tuple[str, ...]:
+    """The DAGs whose ledger the page shows, from ``[sfox] onboarding_dag_ids`` (comma-separated)."""
+    return tuple(
+        dict.fromkeys(part.strip() for part in _config("onboarding_dag_ids").split(",") if part.strip())
+    )
 
 
 def airflow_user_dependency() -> Callable[..., Any]:
@@ -76,6 +89,71 @@ def airflow_user_dependency() -> Callable[..., Any]:
     from airflow.api_fastapi.core_api.security import get_user
 
     return get_user
+
+
+class DagAccessDenied(HTTPException):
+    """403 from the DAG check: a known user without read access (not a bad or missing token)."""
+
+
+def _team_names(dag_ids: Sequence[str]) -> dict[str, str | None]:
+    """
+    The team of each DAG, for the auth manager, as Airflow's ``requires_access_dag`` passes it.
+
+    Teams exist only with ``[core] multi_team`` (Airflow 3.2+); otherwise every DAG has none and
+    the metadata DB is not asked.
+    """
+    from airflow.configuration import conf
+
+    if not conf.getboolean("core", "multi_team", fallback=False):
+        return {}
+    from airflow.models.dag import DagModel
+
+    return {dag_id: DagModel.get_team_name(dag_id) for dag_id in dag_ids}
+
+
+def requires_onboarding_dag_access(
+    dag_ids: Callable[[], Sequence[str]] = dag_ids_from_config,
+    auth_manager: Callable[[], Any] | None = None,
+) -> Callable[..., None]:
+    """
+    A FastAPI dependency: the caller may read (``GET``) every DAG whose ledger the page shows.
+
+    The style of Airflow's own ``airflow.api_fastapi.core_api.security.requires_access_dag``:
+    the user comes from Airflow's ``get_user`` (401 anonymous or expired, 403 invalid token) and
+    the configured auth manager decides, through ``batch_is_authorized_dag`` with one
+    ``DagDetails(id=...)`` request per DAG (the same API on Airflow 3.1 to 3.3). Refused: 403.
+
+    :param dag_ids: returns the DAG ids (called on every request); none configured is refused.
+    :param auth_manager: returns the auth manager; default: the api-server's (tests pass a fake).
+    """
+    from airflow.api_fastapi.auth.managers.models.resource_details import DagDetails
+
+    if auth_manager is None:
+        from airflow.api_fastapi.app import get_auth_manager
+
+        auth_manager = get_auth_manager
+    decider: Callable[[], Any] = auth_manager
+
+    get_user = airflow_user_dependency()
+
+    def inner(user: Any = Depends(get_user)) -> None:  # noqa: B008 - FastAPI's idiom
+        ids = tuple(dag_ids())
+        if not ids:
+            raise HTTPException(
+                status_code=500, detail="Invalid [sfox] onboarding setting: onboarding_dag_ids names no DAG"
+            )
+        teams = _team_names(ids)
+        requests: list[Any] = [
+            {"method": "GET", "details": DagDetails(id=dag_id, team_name=teams.get(dag_id))} for dag_id in ids
+        ]
+        if not decider().batch_is_authorized_dag(requests, user=user):
+            raise DagAccessDenied(
+                status_code=403,
+                detail="Forbidden: the sFOX onboarding page needs read access to the DAG(s) "
+                + ", ".join(ids),
+            )
+
+    return inner
 
 
 def _login_url(request: Request) -> str:
@@ -92,6 +170,8 @@ def create_app(
     *,
     settings: Callable[[], DashboardSettings] = settings_from_config,
     refresh_seconds: Callable[[], int] = refresh_seconds_from_config,
+    dag_ids: Callable[[], Sequence[str]] = dag_ids_from_config,
+    auth_manager: Callable[[], Any] | None = None,
     cache_seconds: float = 3.0,
 ) -> FastAPI:
     """
@@ -99,9 +179,11 @@ def create_app(
 
     :param settings: returns where to read from (called on every request).
     :param refresh_seconds: returns the page's polling period.
+    :param dag_ids: returns the DAGs whose ledger is shown; the caller must be able to read all.
+    :param auth_manager: returns the auth manager that decides; default: the api-server's.
     :param cache_seconds: serve a summary again for this long (many open pages, one query set).
     """
-    get_user = airflow_user_dependency()
+    can_read_dags = Depends(requires_onboarding_dag_access(dag_ids, auth_manager))
     cache = TTLCache(cache_seconds)
     app = FastAPI(
         title="sFOX onboarding",
@@ -114,19 +196,27 @@ def create_app(
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
-        """Send an anonymous visitor of the page to Airflow's login; JSON callers get the status."""
-        if exc.status_code in (401, 403) and request.url.path.rstrip("/") == request.scope.get(
-            "root_path", ""
-        ).rstrip("/"):
+        """
+        An anonymous visitor of the page (or one with a bad token) goes to Airflow's login and a
+        known user without read access gets a short 403 page; JSON callers get the status.
+        """
+        is_page = request.url.path.rstrip("/") == request.scope.get("root_path", "").rstrip("/")
+        if is_page and isinstance(exc, DagAccessDenied):
+            return HTMLResponse(
+                f"<!doctype html><title>sFOX onboarding</title><p>{html.escape(str(exc.detail))}.</p>",
+                status_code=exc.status_code,
+                headers={"Cache-Control": "no-store"},
+            )
+        if is_page and exc.status_code in (401, 403):
             return RedirectResponse(_login_url(request), status_code=303)
         return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
 
-    @app.get("/", include_in_schema=False, dependencies=[Depends(get_user)])
+    @app.get("/", include_in_schema=False, dependencies=[can_read_dags])
     def page() -> FileResponse:
         """The page: static HTML that polls ``api/summary``."""
         return FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-store"})
 
-    @app.get("/api/summary", dependencies=[Depends(get_user)])
+    @app.get("/api/summary", dependencies=[can_read_dags])
     def summary() -> JSONResponse:
         """Funnel, runs, reasons and recent failures as JSON."""
         try:

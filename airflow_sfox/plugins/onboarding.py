@@ -13,6 +13,10 @@ it in an iframe at ``/plugin/sfox-onboarding``.
 Every Airflow process loads plugins (scheduler, workers, DAG processor, ...), so this module
 stays light: the FastAPI app, and with it Airflow's api-server modules, is built on the first
 request the api-server routes to it.
+
+``[sfox] onboarding_page_enabled = False`` (read once, when this module is imported) leaves the
+plugin without app and view: no route, no navigation entry. Who may see the page:
+:func:`airflow_sfox.plugins.app.requires_onboarding_dag_access`.
 """
 
 from __future__ import annotations
@@ -20,7 +24,10 @@ from __future__ import annotations
 import threading
 from typing import TYPE_CHECKING, Any
 
+from airflow.configuration import conf
 from airflow.plugins_manager import AirflowPlugin
+
+from airflow_sfox.get_provider_info import CONFIG_SECTION, config_default
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, MutableMapping
@@ -66,23 +73,31 @@ class LazyApp:
         await self.app(scope, receive, send)
 
 
+def page_enabled() -> bool:
+    """``[sfox] onboarding_page_enabled``: whether the plugin registers the page at all."""
+    return conf.getboolean(
+        CONFIG_SECTION, "onboarding_page_enabled", fallback=config_default("onboarding_page_enabled")
+    )
+
+
 class SfoxOnboardingPlugin(AirflowPlugin):
     """The "sFOX onboarding" page: funnel, runs and failures of batch onboarding."""
 
     name = "sfox_onboarding"
-    fastapi_apps = [  # noqa: RUF012 - the attribute type is AirflowPlugin's
-        {"app": LazyApp(), "url_prefix": URL_PREFIX, "name": PAGE_NAME},
-    ]
-    external_views = [  # noqa: RUF012
-        {
-            "name": PAGE_NAME,
-            # Relative to the UI's <base href>: works when Airflow is served under a sub-path.
-            "href": f"{URL_PREFIX.lstrip('/')}/",
-            "url_route": URL_ROUTE,
-            "destination": "nav",
-            # No category; nav_top_level (ignored by 3.1) keeps it out of a "Plugins" menu.
-            "nav_top_level": True,
-            "icon": f"{URL_PREFIX.lstrip('/')}/static/icon.svg",
-            "icon_dark_mode": f"{URL_PREFIX.lstrip('/')}/static/icon-dark.svg",
-        }
-    ]
+    if page_enabled():
+        fastapi_apps = [
+            {"app": LazyApp(), "url_prefix": URL_PREFIX, "name": PAGE_NAME},
+        ]
+        external_views = [
+            {
+                "name": PAGE_NAME,
+                # Relative to the UI's <base href>: works when Airflow is served under a sub-path.
+                "href": f"{URL_PREFIX.lstrip('/')}/",
+                "url_route": URL_ROUTE,
+                "destination": "nav",
+                # No category; nav_top_level (ignored by 3.1) keeps it out of a "Plugins" menu.
+                "nav_top_level": True,
+                "icon": f"{URL_PREFIX.lstrip('/')}/static/icon.svg",
+                "icon_dark_mode": f"{URL_PREFIX.lstrip('/')}/static/icon-dark.svg",
+            }
+        ]

@@ -2,7 +2,8 @@
 A live Airflow api-server and a headless Chromium for the plugin's end-to-end tests.
 
 The api-server runs as a subprocess with its own AIRFLOW_HOME (a tmp dir): SQLite metadata DB,
-the simple auth manager with one known user, the plugin registered through its
+the simple auth manager with one known user (or, with ``auth="fab"``, the FAB auth manager with
+real users and roles that have per-DAG permissions), the plugin registered through its
 ``airflow.plugins`` entry point, or, while the installed package does not declare it yet,
 through a one-line file in the plugins folder. Chromium and chromedriver are the Debian
 packages (installed with apt-get when missing); Selenium is pointed at them explicitly and
@@ -29,6 +30,31 @@ CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
 USERNAME = "compliance"
 PASSWORD = secrets.token_urlsafe(12)
+SIMPLE_AUTH_MANAGER = "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager"
+FAB_AUTH_MANAGER = "airflow.providers.fab.auth_manager.fab_auth_manager.FabAuthManager"
+#: The onboarding DAG the page shows by default ([sfox] onboarding_dag_ids) and another one.
+ONBOARDING_DAG_ID = "sfox_batch_onboarding"
+OTHER_DAG_ID = "sfox_unrelated"
+ONBOARDING_DAG_FILE = Path(__file__).parents[2] / "dags" / f"{ONBOARDING_DAG_ID}.py"
+OTHER_DAG_SOURCE = f"""
+import pendulum
+from airflow.sdk import DAG
+from airflow.providers.standard.operators.empty import EmptyOperator
+
+with DAG("{OTHER_DAG_ID}", schedule=None, start_date=pendulum.datetime(2026, 1, 1, tz="UTC")):
+    EmptyOperator(task_id="nothing")
+"""
+#: FAB roles, imported with ``airflow roles import``: read on one DAG each, nothing else.
+FAB_ROLES = [
+    {"name": "sfox_onboarding_reader", "resource": f"DAG:{ONBOARDING_DAG_ID}", "action": "can_read"},
+    {"name": "sfox_outsider", "resource": f"DAG:{OTHER_DAG_ID}", "action": "can_read"},
+]
+#: FAB users (``airflow users create``): user name -> role; all share PASSWORD.
+FAB_USERS = {
+    "onboarding_reader": "sfox_onboarding_reader",
+    "outsider": "sfox_outsider",
+    "viewer": "Viewer",  # FAB's built-in role: read on every DAG
+}
 #: Bounded waits, generous for a busy 2-core machine.
 MIGRATE_TIMEOUT = 600
 START_TIMEOUT = 240
@@ -97,7 +123,13 @@ def http(
 class LiveAirflow:
     """A running ``airflow api-server`` subprocess."""
 
-    def __init__(self, home: Path, warehouse_conn_json: str) -> None:
+    def __init__(self, home: Path, warehouse_conn_json: str, *, auth: str = "simple") -> None:
+        """
+        :param auth: ``"simple"`` (one viewer, USERNAME) or ``"fab"`` (FAB_USERS and FAB_ROLES).
+        """
+        if auth not in ("simple", "fab"):
+            raise ValueError(f"auth must be 'simple' or 'fab', got {auth!r}")
+        self.auth = auth
         self.home = home
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -125,15 +157,18 @@ class LiveAirflow:
                 "AIRFLOW__CORE__DAGS_FOLDER": str(home / "dags"),
                 "AIRFLOW__CORE__PLUGINS_FOLDER": str(plugins),
                 "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-                "AIRFLOW__CORE__AUTH_MANAGER": (
-                    "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager"
-                ),
-                # A viewer: the page needs a login, not an admin.
+                "AIRFLOW__CORE__AUTH_MANAGER": FAB_AUTH_MANAGER
+                if self.auth == "fab"
+                else SIMPLE_AUTH_MANAGER,
+                # A viewer: the page needs read access to the onboarding DAG, which viewers have.
                 "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{USERNAME}:viewer",
                 "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords),
                 "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_urlsafe(32),
+                # Airflow 3.1 with PyJWT 2.10+ issues no usable token without an issuer.
+                "AIRFLOW__API_AUTH__JWT_ISSUER": "sfox-live-tests",
                 "AIRFLOW__API__SECRET_KEY": secrets.token_urlsafe(32),
                 "AIRFLOW__API__WORKERS": "1",
+                "AIRFLOW__API__BASE_URL": self.url,
                 "AIRFLOW_CONN_SFOX_WAREHOUSE": warehouse_conn_json,
                 "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[2]), env.get("PYTHONPATH", "")]),
             }
@@ -143,16 +178,39 @@ class LiveAirflow:
     def _airflow(self) -> list[str]:
         return [sys.executable, "-m", "airflow"]
 
+    def cli(self, *args: str, timeout: float = MIGRATE_TIMEOUT) -> None:
+        """One ``airflow`` command in the server's environment; its output goes to ``cli.log``."""
+        with open(self.home / "cli.log", "ab") as log:
+            log.write(f"$ airflow {' '.join(args)}\n".encode())
+            log.flush()
+            done = subprocess.run(
+                [*self._airflow(), *args], env=self.env, timeout=timeout, stdout=log, stderr=subprocess.STDOUT
+            )
+        if done.returncode:
+            tail = "\n".join((self.home / "cli.log").read_text(errors="replace").splitlines()[-40:])
+            raise RuntimeError(f"airflow {' '.join(args)} exited {done.returncode}:\n{tail}")
+
+    def _set_up_fab(self) -> None:
+        """Real DAGs, their FAB permissions, roles with read on one DAG each, and the users."""
+        dags = self.home / "dags"
+        shutil.copy(ONBOARDING_DAG_FILE, dags / ONBOARDING_DAG_FILE.name)
+        (dags / f"{OTHER_DAG_ID}.py").write_text(OTHER_DAG_SOURCE)
+        self.cli("dags", "reserialize")  # the DAGs into the metadata DB, as the DAG processor would
+        self.cli("sync-perm", "--include-dags")  # creates the DAG:<dag_id> resources
+        roles = self.home / "roles.json"
+        roles.write_text(json.dumps(FAB_ROLES))
+        self.cli("roles", "import", str(roles))
+        for name, role in FAB_USERS.items():
+            self.cli(
+                "users", "create", "--username", name, "--password", PASSWORD, "--role", role,
+                "--firstname", name, "--lastname", "test", "--email", f"{name}@example.invalid",
+            )  # fmt: skip
+
     def start(self) -> None:
-        """Migrate the metadata DB, start the api-server and wait until it answers."""
-        subprocess.run(
-            [*self._airflow(), "db", "migrate"],
-            env=self.env,
-            check=True,
-            timeout=MIGRATE_TIMEOUT,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        """Migrate the metadata DB (and set up FAB), start the api-server and wait until it answers."""
+        self.cli("db", "migrate")
+        if self.auth == "fab":
+            self._set_up_fab()
         with open(self.log_path, "wb") as log:
             self.process = subprocess.Popen(
                 [*self._airflow(), "api-server", "--host", "127.0.0.1", "--port", str(self.port), "-w", "1"],
@@ -196,10 +254,10 @@ class LiveAirflow:
             except subprocess.TimeoutExpired:
                 continue
 
-    def token(self) -> str:
-        """A JWT of the test user from the simple auth manager's ``POST /auth/token``."""
+    def token(self, username: str = USERNAME) -> str:
+        """A JWT of a test user from the auth manager's ``POST /auth/token`` (simple and FAB alike)."""
         status, body, _ = http(
-            "POST", f"{self.url}/auth/token", body={"username": USERNAME, "password": PASSWORD}
+            "POST", f"{self.url}/auth/token", body={"username": username, "password": PASSWORD}
         )
         assert status == 201, (status, body)
         assert isinstance(body, dict)

@@ -1,13 +1,22 @@
-"""The plugin's JSON endpoints against a real SQLite ledger with known figures (FastAPI TestClient)."""
+"""
+The plugin's JSON endpoints against a real SQLite ledger with known figures (FastAPI TestClient),
+and its authorization dependency against a fake auth manager with per-DAG read rights.
+"""
 
 from __future__ import annotations
 
+import json
+import os
 import sqlite3
+import subprocess
+import sys
 
 import pytest
+from airflow.api_fastapi.auth.managers.base_auth_manager import BaseAuthManager
+from fastapi import HTTPException
 from fastapi.testclient import TestClient
 
-from airflow_sfox.plugins.app import create_app
+from airflow_sfox.plugins.app import create_app, dag_ids_from_config
 from airflow_sfox.plugins.dashboard import LEDGER_INDEXES, TTLCache, ledger_indexes
 from tests.plugins.ledger_data import (
     EXPECTED_FAILURES,
@@ -28,13 +37,48 @@ def ledger_path(tmp_path, monkeypatch) -> str:
     return path
 
 
-def _client(*, logged_in: bool = True) -> TestClient:
+class FakeUser:
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+
+class FakeAuthManager:
+    """
+    Per-DAG read rights, ``{user name: readable dag ids}``; records every question.
+
+    ``batch_is_authorized_dag`` is Airflow's own default, which asks ``is_authorized_dag`` once
+    per request: the dependency is checked against the auth-manager API it really calls.
+    """
+
+    batch_is_authorized_dag = BaseAuthManager.batch_is_authorized_dag
+
+    def __init__(self, readable: dict[str, set[str]]) -> None:
+        self.readable = readable
+        self.calls: list[tuple] = []
+
+    def is_authorized_dag(self, *, method, user, access_entity=None, details=None) -> bool:
+        self.calls.append((method, user.name, access_entity, details))
+        return (
+            method == "GET"
+            and access_entity is None
+            and details is not None
+            and details.id in self.readable.get(user.name, set())
+        )
+
+
+#: Who may read which DAG in these tests.
+RIGHTS = {"reader": {"sfox_batch_onboarding"}, "outsider": {"some_other_dag"}}
+
+
+def _client(user: str | None = "reader", manager: FakeAuthManager | None = None) -> TestClient:
+    """The app as ``user`` (``None``: anonymous), authorized by ``manager`` (default: :data:`RIGHTS`)."""
     from airflow.api_fastapi.core_api.security import get_user
 
-    app = create_app(cache_seconds=0)
-    if logged_in:
+    manager = manager or FakeAuthManager(RIGHTS)
+    app = create_app(cache_seconds=0, auth_manager=lambda: manager)
+    if user is not None:
         # Unit level only: Airflow's own token check is proven against a live api-server.
-        app.dependency_overrides[get_user] = lambda: object()
+        app.dependency_overrides[get_user] = lambda: FakeUser(user)
     return TestClient(app)
 
 
@@ -142,10 +186,115 @@ def test_page_and_static_files(ledger_path):
 
 
 def test_anonymous_requests_are_refused(ledger_path):
-    client = _client(logged_in=False)
+    manager = FakeAuthManager(RIGHTS)
+    client = _client(user=None, manager=manager)
     assert client.get("/api/summary").status_code == 401
     page = client.get("/", follow_redirects=False)
     assert page.status_code == 303  # to Airflow's login page
+    assert manager.calls == []  # no user, no question to the auth manager
+    # The static files hold no data: open to anyone.
+    assert client.get("/static/dashboard.js").status_code == 200
+
+
+def test_reader_is_asked_for_get_on_the_onboarding_dag(ledger_path):
+    manager = FakeAuthManager(RIGHTS)
+    client = _client("reader", manager)
+    assert client.get("/api/summary").status_code == 200
+    assert client.get("/").status_code == 200
+    assert len(manager.calls) == 2
+    for method, user, access_entity, details in manager.calls:
+        assert (method, user, access_entity) == ("GET", "reader", None)
+        assert (details.id, details.team_name) == ("sfox_batch_onboarding", None)
+
+
+def test_user_without_read_on_the_dag_is_forbidden(ledger_path):
+    client = _client("outsider")
+    response = client.get("/api/summary")
+    assert response.status_code == 403
+    assert "sfox_batch_onboarding" in response.json()["detail"]
+    assert "funnel" not in response.text
+    # The page answers 403 too (a short page, not a redirect: logging in again would not help).
+    page = client.get("/", follow_redirects=False)
+    assert page.status_code == 403
+    assert page.headers["content-type"].startswith("text/html")
+    assert "read access to the DAG(s) sfox_batch_onboarding" in page.text
+    assert "client_" not in page.text
+
+
+def test_invalid_token_sends_the_page_to_the_login(ledger_path):
+    from airflow.api_fastapi.core_api.security import get_user
+
+    def invalid_token():
+        raise HTTPException(status_code=403, detail="Invalid JWT token")  # what get_user raises
+
+    app = create_app(cache_seconds=0, auth_manager=lambda: FakeAuthManager(RIGHTS))
+    app.dependency_overrides[get_user] = invalid_token
+    client = TestClient(app)
+    assert client.get("/", follow_redirects=False).status_code == 303
+    assert client.get("/api/summary").status_code == 403
+
+
+def test_every_configured_dag_must_be_readable(ledger_path, monkeypatch):
+    monkeypatch.setenv("AIRFLOW__SFOX__ONBOARDING_DAG_IDS", " sfox_batch_onboarding, sfox_followup ,")
+    rights = {"reader": {"sfox_batch_onboarding"}, "both": {"sfox_batch_onboarding", "sfox_followup"}}
+    manager = FakeAuthManager(rights)
+    assert _client("reader", manager).get("/api/summary").status_code == 403
+    assert _client("reader", manager).get("/").status_code == 403
+    manager.calls.clear()
+    assert _client("both", manager).get("/api/summary").status_code == 200
+    assert [details.id for *_, details in manager.calls] == ["sfox_batch_onboarding", "sfox_followup"]
+
+
+def test_no_configured_dag_is_refused_not_opened(ledger_path, monkeypatch):
+    monkeypatch.setenv("AIRFLOW__SFOX__ONBOARDING_DAG_IDS", " , ")
+    response = _client("reader").get("/api/summary")
+    assert response.status_code == 500
+    assert "onboarding_dag_ids" in response.json()["detail"]
+
+
+def test_dag_ids_setting_is_parsed(monkeypatch):
+    assert dag_ids_from_config() == ("sfox_batch_onboarding",)  # the declared default
+    monkeypatch.setenv("AIRFLOW__SFOX__ONBOARDING_DAG_IDS", "a, b,,a , c")
+    assert dag_ids_from_config() == ("a", "b", "c")
+
+
+def test_team_of_the_dag_is_passed_in_multi_team_mode(ledger_path, monkeypatch):
+    from airflow.models.dag import DagModel
+
+    monkeypatch.setenv("AIRFLOW__CORE__MULTI_TEAM", "True")
+    monkeypatch.setattr(DagModel, "get_team_name", staticmethod(lambda dag_id, **_: f"team_of_{dag_id}"))
+    manager = FakeAuthManager(RIGHTS)
+    assert _client("reader", manager).get("/api/summary").status_code == 200
+    assert manager.calls[0][3].team_name == "team_of_sfox_batch_onboarding"
+
+
+_PLUGIN_SCRIPT = """
+import json
+from airflow_sfox.plugins.onboarding import SfoxOnboardingPlugin as P
+print("PLUGIN=" + json.dumps({"apps": [a["url_prefix"] for a in P.fastapi_apps],
+                              "views": [v["name"] for v in P.external_views]}))
+"""
+
+
+@pytest.mark.parametrize(
+    ("enabled", "apps", "views"),
+    [(None, ["/sfox-onboarding"], ["sFOX onboarding"]), ("False", [], [])],
+)
+def test_switch_registers_no_app_and_no_view(enabled, apps, views):
+    """``[sfox] onboarding_page_enabled`` is read when the plugin class is built (a fresh process)."""
+    env = {k: v for k, v in os.environ.items() if k != "AIRFLOW__SFOX__ONBOARDING_PAGE_ENABLED"}
+    if enabled is not None:
+        env["AIRFLOW__SFOX__ONBOARDING_PAGE_ENABLED"] = enabled
+    out = subprocess.run(
+        [sys.executable, "-c", _PLUGIN_SCRIPT],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    ).stdout
+    line = next(line for line in out.splitlines() if line.startswith("PLUGIN="))
+    assert json.loads(line.removeprefix("PLUGIN=")) == {"apps": apps, "views": views}
 
 
 def test_cache_serves_one_summary_for_a_while():
