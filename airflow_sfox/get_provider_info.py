@@ -5,6 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 from airflow_sfox import __version__
+from airflow_sfox.defaults import (
+    DEFAULT_ONBOARDING_DAG_ID,
+    DEFAULT_WAREHOUSE_CONN_ID,
+    LEDGER_TABLE,
+    RUNS_TABLE,
+)
 
 #: Connection extras the hook reads, as Airflow 3.2+ ``conn-fields`` (JSON schema per field).
 #: The ``default`` of each schema is also the default the hook applies: one source of truth.
@@ -84,28 +90,28 @@ CONFIG: dict[str, Any] = {
                 "version_added": "0.1.0",
                 "type": "string",
                 "example": "sfox_batch_onboarding,sfox_onboarding_followup",
-                "default": "sfox_batch_onboarding",
+                "default": DEFAULT_ONBOARDING_DAG_ID,
             },
             "onboarding_warehouse_conn_id": {
                 "description": "The Airflow connection of the warehouse that holds the onboarding ledger.\n",
                 "version_added": "0.1.0",
                 "type": "string",
                 "example": "my_warehouse",
-                "default": "sfox_warehouse",
+                "default": DEFAULT_WAREHOUSE_CONN_ID,
             },
             "onboarding_ledger_table": {
                 "description": "The ledger table the page reads (a SQL identifier, or schema.table).\n",
                 "version_added": "0.1.0",
                 "type": "string",
                 "example": "onboarding.sfox_ledger",
-                "default": "sfox_onboarding_ledger",
+                "default": LEDGER_TABLE,
             },
             "onboarding_runs_table": {
                 "description": "The run table the page reads (a SQL identifier, or schema.table).\n",
                 "version_added": "0.1.0",
                 "type": "string",
                 "example": "onboarding.sfox_runs",
-                "default": "sfox_onboarding_runs",
+                "default": RUNS_TABLE,
             },
             "onboarding_refresh_seconds": {
                 "description": "How often, in seconds, the open page reloads its figures (at least 2).\n",

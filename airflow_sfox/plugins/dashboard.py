@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from airflow_sfox.defaults import DEFAULT_WAREHOUSE_CONN_ID
 from airflow_sfox.onboarding.model import (
     ACCOUNT_TYPES,
     CHANNELS,
@@ -80,7 +81,7 @@ class DashboardSettings:
     :param reasons: how many reasons to show.
     """
 
-    conn_id: str = "sfox_warehouse"
+    conn_id: str = DEFAULT_WAREHOUSE_CONN_ID
     ledger_table: str = LEDGER_TABLE
     runs_table: str = RUNS_TABLE
     runs: int = 15
