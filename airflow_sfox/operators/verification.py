@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 from airflow_sfox._compat import AirflowException, AirflowSkipException, BaseOperator
 from airflow_sfox.defaults import DEFAULT_SFOX_CONN_ID, DEFAULT_WAREHOUSE_CONN_ID
 from airflow_sfox.exceptions import SfoxAlreadyVerifiedError, SfoxAuthError
-from airflow_sfox.onboarding.model import RunStatus, prerequisite
+from airflow_sfox.onboarding.model import LedgerState, RunStatus, prerequisite
 
 # The hook (and with it requests) is imported in execute(): a DAG file that uses these
 # operators parses without loading the HTTP stack.
@@ -83,16 +83,16 @@ class SendVerificationOperator(BaseOperator):
                 if self.fail_if_already_verified:
                     raise
                 self.log.info("%s of user %s is already verified", self.verification_type, self.user_id)
-                return self._result("already_verified", None)
+                return self._result(LedgerState.ALREADY_VERIFIED, None)
         destination = data.get("phone_number") if self.verification_type == "sms" else None
         destination = destination or data.get("email")  # one docs version puts the phone under "email"
-        return self._result("sent", destination)
+        return self._result(LedgerState.SENT, destination)
 
-    def _result(self, outcome: str, destination: object) -> dict[str, str]:
+    def _result(self, outcome: LedgerState, destination: object) -> dict[str, str]:
         return {
             "user_id": self.user_id,
             "type": self.verification_type,
-            "outcome": outcome,
+            "outcome": outcome.value,
             "destination": mask_destination(destination),
         }
 
