@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from airflow_sfox._compat import AirflowException
 from airflow_sfox.onboarding.model import ACCOUNT_TYPES, FAILED_STATES, LedgerState, RunStatus
 from airflow_sfox.onboarding.planner import OnboardingConfig, Planner
-from airflow_sfox.onboarding.warehouse import Warehouse, utcnow
+from airflow_sfox.onboarding.warehouse import REASON_LENGTH, Warehouse, utcnow
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -52,11 +52,17 @@ def plan_run(
     """
     from airflow_sfox.hooks.sfox import SfoxConnectHook  # not at parse time: see operators
 
-    OnboardingConfig.check_conf(conf)
-    config = OnboardingConfig.from_params(params)
+    started_at = started_at or utcnow()
     warehouse = Warehouse.from_conn_id(warehouse_conn_id)
-    with SfoxConnectHook(sfox_conn_id=sfox_conn_id) as sfox:
-        plan = Planner(warehouse, sfox, config, source=source, run_id=run_id).plan()
+    try:
+        OnboardingConfig.check_conf(conf)
+        config = OnboardingConfig.from_params(params)
+        with SfoxConnectHook(sfox_conn_id=sfox_conn_id) as sfox:
+            plan = Planner(warehouse, sfox, config, source=source, run_id=run_id).plan()
+    except Exception as error:
+        if not params.get("dry_run"):
+            _record_plan_failure(warehouse, run_id=run_id, dag_id=dag_id, started_at=started_at, error=error)
+        raise
     figures = sfox.stats.as_dict()  # the one bulk read of sFOX's users counts too
     counts = plan.counts
     log.info(
@@ -77,7 +83,7 @@ def plan_run(
                 "run_id": run_id,
                 "dag_id": dag_id,
                 "dry_run": 0,
-                "started_at": started_at or utcnow(),
+                "started_at": started_at,
                 "source_rows": counts["source_rows"],
                 "planned": counts["planned_users"],
                 "rejected": counts["rejected"],
@@ -95,6 +101,23 @@ def plan_run(
         "chunks": plan.chunks,
         **{str(kind): plan.chunks_of(kind) for kind in ACCOUNT_TYPES},
     }
+
+
+def _record_plan_failure(
+    warehouse: Warehouse, *, run_id: str, dag_id: str, started_at: datetime, error: Exception
+) -> None:
+    """Write the run row of a run whose planning failed, with the reason, so the page shows it."""
+    # The hook's errors are already scrubbed of the token, emails and phones; others name
+    # columns, params and connection ids.
+    reason = f"planning failed: {type(error).__name__}: {error}"[:REASON_LENGTH]
+    try:
+        warehouse.create_tables()
+        row = {"run_id": run_id, "dag_id": dag_id, "dry_run": 0, "started_at": started_at}
+        warehouse.write_run(
+            {**row, "finished_at": utcnow(), "status": RunStatus.PLAN_FAILED.value, "reason": reason}
+        )
+    except Exception:  # the warehouse itself is the problem: the task log has the first error
+        log.warning("could not record the failed plan of run %s in the warehouse", run_id, exc_info=True)
 
 
 def record_chunk(warehouse: Warehouse, run_id: str, stats: Mapping[str, Any], *, done: bool) -> None:
@@ -199,6 +222,7 @@ def summarize_run(
                 "uncertain": warehouse.uncertain_count(run_id),
                 "requests_per_second": run["requests"] / seconds if seconds > 0 else None,
                 "status": status.value,
+                "reason": problem[:REASON_LENGTH] if problem else None,
                 **by_state,
             }
         )

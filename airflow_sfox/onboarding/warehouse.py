@@ -29,6 +29,8 @@ if TYPE_CHECKING:
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?$")
 #: Longest user_id the ledger stores; longer ones are rejected by validation anyway.
 USER_ID_COLUMN_LENGTH = 255
+#: Longest reason stored in a run row (why it failed).
+REASON_LENGTH = 500
 
 
 def check_identifier(name: str, what: str) -> str:
@@ -188,7 +190,8 @@ class Warehouse:
                 rate_limited INTEGER,
                 send_seconds REAL,
                 requests_per_second REAL,
-                status VARCHAR(16)
+                status VARCHAR(16),
+                reason VARCHAR({REASON_LENGTH})
             )""",
         ]
         with self.connect() as conn:
@@ -196,6 +199,14 @@ class Warehouse:
             for statement in statements:
                 cursor.execute(statement)
             conn.commit()
+        self._add_missing_columns()
+
+    def _add_missing_columns(self) -> None:
+        """Bring a run table made by an earlier version up to date (columns are only ever added)."""
+        if "reason" not in {c.lower() for c in self.columns_of(self.runs)}:
+            with self.connect() as conn:
+                conn.cursor().execute(f"ALTER TABLE {self.runs} ADD COLUMN reason VARCHAR({REASON_LENGTH})")
+                conn.commit()
 
     def columns_of(self, from_item: str) -> list[str]:
         """

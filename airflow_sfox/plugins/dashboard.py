@@ -285,6 +285,9 @@ class Dashboard:
             "requests_per_second",
             "status",
         )
+        # A run table made before runs recorded their reason has no such column yet.
+        if "reason" in {c.lower() for c in self.warehouse.columns_of(self.warehouse.runs)}:
+            columns = (*columns, "reason")
         rows = self._query(
             conn,
             f"SELECT {', '.join(columns)} FROM {self.warehouse.runs} "  # noqa: S608
@@ -294,6 +297,7 @@ class Dashboard:
         runs = []
         for row in rows:
             run = dict(zip(columns, row, strict=True))
+            run.setdefault("reason", None)
             started = Warehouse.parse_ts(run["started_at"])
             finished = Warehouse.parse_ts(run["finished_at"])
             run["started_at"] = started.isoformat() if started else None

@@ -162,5 +162,9 @@ def test_a_conf_naming_the_source_fails_before_any_sql(two_warehouses, sfox_sand
     dag_run = load_dag_file_dag(RETAIL).test(run_conf={"source_query": "SELECT * FROM sqlite_master"})
     assert dag_run.state == "failed"
     assert sfox_sandbox.journal() == []
-    tables = {row[0] for row in two_warehouses.execute(RETAIL, "SELECT name FROM sqlite_master")}
-    assert tables == {"retail_customers"}  # no ledger, no run row: nothing was written
+    assert two_warehouses.execute(RETAIL, "SELECT COUNT(*) FROM retail_customers") == [(5,)]
+    assert two_warehouses.execute(RETAIL, "SELECT COUNT(*) FROM sfox_onboarding_ledger") == [(0,)]
+    # The run row says why the run failed, for the onboarding page.
+    ((status, reason),) = two_warehouses.execute(RETAIL, "SELECT status, reason FROM sfox_onboarding_runs")
+    assert status == "plan_failed"
+    assert "'source_query' is refused" in reason

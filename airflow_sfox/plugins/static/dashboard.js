@@ -133,7 +133,9 @@
       data.runs.map((run) => [
         el("td", { class: "nowrap", text: when(run.started_at) }),
         el("td", { class: "mono", text: run.run_id + (run.dry_run ? " (dry run)" : "") }),
-        el("td", {}, [pill(run.status)]),
+        el("td", {}, [pill(run.status)].concat(
+          run.reason ? [el("div", { class: "reason", "data-field": "reason", text: run.reason })] : [],
+        )),
         el("td", { class: "num", text: duration(run.duration_seconds) }),
         el("td", { class: "num", "data-field": "requests", text: num(run.requests) }),
         el("td", {
