@@ -12,7 +12,7 @@ RUN := env -u PYTHONDONTWRITEBYTECODE PYTHONPYCACHEPREFIX=$(CURDIR)/.cache/pycac
 
 LINT_PATHS := airflow_sfox sandbox dags tests benchmarks docker demo
 
-.PHONY: venv install lint pytest test demo bench bench-full soak clean
+.PHONY: venv install lint pytest test dist demo bench bench-full soak clean
 
 $(UV):
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,13 @@ pytest: install
 
 test: lint pytest
 
+# The release artifacts: sdist and wheel in dist/, checked by twine (metadata, README rendering).
+dist: $(UV)
+	rm -rf dist
+	$(UV) build --out-dir dist .
+	$(UV) pip install --quiet --python $(VPY) "twine>=6.1"
+	$(VPY) -m twine check --strict dist/*
+
 # Onboards ~1,000 synthetic users through the DAG against the local sandbox (a few minutes).
 demo: install
 	$(RUN) $(VPY) demo/run_demo.py
@@ -58,4 +65,4 @@ soak: install
 	$(RUN) env SFOX_RELIABILITY_PROFILE=soak $(VPY) -m pytest tests/reliability -q
 
 clean:
-	rm -rf .venv .venv-* .cache .demo .pytest_cache .mypy_cache .ruff_cache
+	rm -rf .venv .venv-* .cache .demo .pytest_cache .mypy_cache .ruff_cache dist
