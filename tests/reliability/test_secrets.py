@@ -85,7 +85,7 @@ def test_nothing_secret_in_logs_xcom_rendered_fields_or_errors(
     )
     monkeypatch.setenv(
         "AIRFLOW_CONN_SFOX_DEFAULT",
-        sfox_conn_json(sfox_sandbox.url, requests_per_second=500, max_retry_seconds=0),
+        sfox_conn_json(sfox_sandbox.url, requests_per_second=0, max_retry_seconds=0),
     )
     sfox_sandbox.set_faults(error_500_rate=0.1, latency_ms=20)
     accepted = sfox_sandbox.app._authorized  # revoke the token after 45 sends (see test_auth)
