@@ -199,6 +199,20 @@ class MemoryBackend(BudgetBackend):
             return max(0.0, self._paused_until.get(key, 0.0) - self._clock())
 
 
+_LOCAL_BACKENDS: dict[tuple[int, str], SqliteBackend] = {}
+_LOCAL_BACKENDS_LOCK = threading.Lock()
+
+
+def local_backend(folder: str | os.PathLike[str]) -> SqliteBackend:
+    """The process's one ``local`` backend (on ``time.monotonic``) for ``folder``."""
+    key = (os.getpid(), os.path.abspath(folder))
+    with _LOCAL_BACKENDS_LOCK:
+        backend = _LOCAL_BACKENDS.get(key)
+        if backend is None:
+            backend = _LOCAL_BACKENDS[key] = SqliteBackend(folder)
+        return backend
+
+
 def _file_name(key: str) -> str:
     safe = re.sub(r"[^A-Za-z0-9._-]+", "_", key)[:80]
     digest = hashlib.sha256(key.encode()).hexdigest()[:12]
@@ -224,8 +238,12 @@ class SqliteBackend(BudgetBackend):
         self._clock = clock
         self._lock = threading.Lock()
         self._conns: dict[str, sqlite3.Connection] = {}
+        self._pid = os.getpid()
 
     def _conn(self, key: str) -> sqlite3.Connection:
+        if self._pid != os.getpid():
+            # A forked child (a task process) must not use its parent's SQLite connections.
+            self._conns, self._pid = {}, os.getpid()
         conn = self._conns.get(key)
         if conn is None:
             path = self.folder / _file_name(key)

@@ -54,6 +54,7 @@ from airflow_sfox.ratelimit import (
     SqliteBackend,
     Waited,
     budget_from_rate,
+    local_backend,
     redis_client_from_connection,
 )
 
@@ -334,7 +335,10 @@ class SfoxConnectHook(BaseHook):
         if name == "memory":
             return MemoryBackend(self._clock)
         if name == "local":
-            return SqliteBackend(config.rate_limit_dir or DEFAULT_DIR, clock=self._clock)
+            folder = config.rate_limit_dir or DEFAULT_DIR
+            if self._clock is time.monotonic:
+                return local_backend(folder)  # one SQLite connection per scope and process
+            return SqliteBackend(folder, clock=self._clock)
         redis_conn_id = config.rate_limit_redis_conn_id
         try:
             import redis  # noqa: F401 - an optional dependency
