@@ -125,13 +125,17 @@ def test_processes_share_exactly_250_per_10s_without_a_429(sandbox, backend_extr
     statuses = [entry.status for entry in journal]
     outcomes = [r["outcome"] for result in results for r in result["requests"]]
     most = most_in_window(arrivals, 10.0)
-    # steady rate: the first window's 250 come at once; the rest at most 250 per window
-    rate = (len(arrivals) - 250) / (arrivals[-1] - arrivals[0])
+    # The budget's rate: the first window's 250 go at once, the next 250 one span later, ... so
+    # the 501st arrival is ~2 spans after the 1st; 500 / that is what the budget lets through.
+    # (The overall rate also counts how long this 2-core machine takes to send the last burst.)
+    rate = 500 / (arrivals[500] - arrivals[0])
+    overall = (len(arrivals) - 250) / (arrivals[-1] - arrivals[0])
     closest = min(arrivals[i + 250] - arrivals[i] for i in range(len(arrivals) - 250))
     waited = sum(result["stats"]["budget_wait_seconds"] for result in results)
     print(
         f"\n[{backend_extras['rate_limit_backend']}] {len(arrivals)} requests, 429s: {statuses.count(429)}, "
-        f"max in a 10-s window: {most}, rate {rate:.2f}/s = {rate / 25:.3f} of the budget, "
+        f"max in a 10-s window: {most}, rate {rate:.2f}/s = {rate / 25:.3f} of the budget "
+        f"(overall {overall / 25:.3f}), "
         f"closest start k to k+250 at the server: {closest:.3f} s, budget waits {waited:.0f} s"
     )
     failures = [outcome for outcome in outcomes if outcome != "ok"]
