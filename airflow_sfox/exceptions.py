@@ -14,6 +14,7 @@ to retry later (rate limited, server unavailable)::
     ├── SfoxInvalidRequestError    400, 405, 406, 409, other 4xx and 422
     │   └── SfoxAlreadyVerifiedError   422 "... already verified"
     ├── SfoxRateLimitError         429 (retryable)
+    ├── SfoxRateBudgetError        the shared rate budget's backend is unreachable (retryable)
     └── SfoxServerError            5xx (retryable)
         └── SfoxConnectionError    no response: connection refused / reset, timeout
 """
@@ -131,6 +132,18 @@ class SfoxRateLimitError(SfoxError):
     """429: sFOX's rate limit was hit and the retry budget ran out while waiting."""
 
     retryable = True
+
+
+class SfoxRateBudgetError(SfoxError):
+    """
+    The shared rate budget's backend (the ``local`` folder, the ``redis`` server) cannot be
+    used: the request was not sent (never unpaced). A retry of the task resumes once it is back.
+    """
+
+    retryable = True
+
+    def __str__(self) -> str:
+        return self.message
 
 
 class SfoxServerError(SfoxError):

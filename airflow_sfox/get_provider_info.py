@@ -25,14 +25,67 @@ CONN_FIELDS: dict[str, dict[str, Any]] = {
         "description": "How long to wait for a TCP/TLS connection to sFOX.",
         "schema": {"type": ["number", "null"], "minimum": 0.1, "default": 10},
     },
-    "requests_per_second": {
-        "label": "Request budget (requests/second)",
+    "rate_limit_requests": {
+        "label": "Rate budget: requests (N)",
         "description": (
-            "Client-side pace shared by every request of one hook, all threads together. "
-            "sFOX allows 250 requests per 10 s per IP and then blocks for 60 s; keep the sum over "
-            "all concurrent hooks under 25. 0 disables pacing."
+            "At most N request starts in any window of W seconds, shared by every hook, thread "
+            "and process sending to sFOX from this machine (or from every worker, with the redis "
+            "backend). sFOX allows 250 requests per 10 s per IP and then blocks the IP for 60 s: "
+            "a budget that could put more than 250 in one 10-s window (N x ceil(10 / W) > 250) "
+            "is refused. The default 200 per 10 s leaves head-room for the partner's other "
+            "traffic from the same IP. 0 turns the client-side budget off (a sandbox without a "
+            "limit only; the 429 pause still applies)."
         ),
-        "schema": {"type": ["number", "null"], "minimum": 0, "default": 20},
+        "schema": {"type": ["integer", "null"], "minimum": 0, "maximum": 250, "default": 200},
+    },
+    "rate_limit_window_seconds": {
+        "label": "Rate budget: window (W, seconds)",
+        "description": "The window of the rate budget, in seconds (sFOX states its limit per 10 s).",
+        "schema": {"type": ["number", "null"], "minimum": 1, "maximum": 300, "default": 10},
+    },
+    "requests_per_second": {
+        "label": "Request budget (requests/second, deprecated)",
+        "description": (
+            "Deprecated: set rate_limit_requests and rate_limit_window_seconds. Read only when "
+            "neither is set, as a budget of ceil(10 x value) requests per 10 s (20 -> 200 per "
+            "10 s); values above 25 are refused; 0 turns the client-side budget off."
+        ),
+        "schema": {"type": ["number", "null"], "minimum": 0, "default": None},
+    },
+    "rate_limit_scope": {
+        "label": "Rate budget: scope",
+        "description": (
+            "Connections with the same scope share one budget and one 429 pause: one scope per "
+            "egress IP. Default: the base URL's host[:port], so all connections to one sFOX host "
+            "share it; name a scope when several hosts or connections leave through one IP."
+        ),
+        "schema": {"type": ["string", "null"], "default": None},
+    },
+    "rate_limit_backend": {
+        "label": "Rate budget: backend",
+        "description": (
+            "Where the budget is kept. 'local': a SQLite file per scope in the folder below, shared "
+            "by every process of one machine (LocalExecutor, dags test, triggerer), nothing to "
+            "start. 'redis': a Redis server (pip install airflow-provider-sfox[redis]), shared by "
+            "workers on several machines. If the backend cannot be reached, no request is sent "
+            "and the task fails with a retryable error."
+        ),
+        "schema": {"type": ["string", "null"], "default": "local"},
+    },
+    "rate_limit_dir": {
+        "label": "Rate budget: folder (local backend)",
+        "description": (
+            "Folder of the local backend's files; every process sharing the budget must use the "
+            "same one. Default: airflow-sfox-rate-limit in the system temp folder (/tmp)."
+        ),
+        "schema": {"type": ["string", "null"], "default": None},
+    },
+    "rate_limit_redis_conn_id": {
+        "label": "Rate budget: Redis connection id (redis backend)",
+        "description": (
+            "The Airflow connection of the Redis server (host, port, password, extras db and ssl)."
+        ),
+        "schema": {"type": ["string", "null"], "default": "redis_default"},
     },
     "max_retry_seconds": {
         "label": "Retry budget (seconds)",
@@ -45,8 +98,8 @@ CONN_FIELDS: dict[str, dict[str, Any]] = {
     "rate_limit_pause_seconds": {
         "label": "Pause after HTTP 429 (seconds)",
         "description": (
-            "How long every request of the hook pauses after a 429 without a Retry-After header "
-            "(sFOX documents a 60 s block)."
+            "How long every request sharing the rate budget (every thread and process of the "
+            "scope) pauses after a 429 without a Retry-After header (sFOX documents a 60 s block)."
         ),
         "schema": {"type": ["number", "null"], "minimum": 0, "default": 60},
     },

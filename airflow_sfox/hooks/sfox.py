@@ -2,8 +2,10 @@
 Hook for the sFOX Connect (enterprise) End Users API.
 
 One :class:`SfoxConnectHook` owns one :class:`requests.Session` (a connection pool sized for
-concurrent use), a request pacer shared by every thread that uses the hook, and the retry
-policy. It is safe to share one hook between the threads of a pool.
+concurrent use) and the retry policy, and asks the shared rate budget
+(:mod:`airflow_sfox.ratelimit`) before every request: one window-exact budget and one 429
+pause for every hook, thread and process behind one egress address. It is safe to share one
+hook between the threads of a pool.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import random
 import threading
 import time
 import unicodedata
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
@@ -30,11 +33,30 @@ from airflow_sfox.exceptions import (
     SfoxConfigError,
     SfoxConnectionError,
     SfoxError,
+    SfoxRateBudgetError,
     SfoxRateLimitError,
     error_for_status,
     scrub,
 )
 from airflow_sfox.get_provider_info import CONN_FIELDS, UI_FIELD_BEHAVIOUR
+from airflow_sfox.ratelimit import (
+    BACKENDS,
+    DEFAULT_DIR,
+    SFOX_LIMIT_REQUESTS,
+    SFOX_LIMIT_WINDOW_SECONDS,
+    Budget,
+    BudgetBackend,
+    BudgetUnavailable,
+    MemoryBackend,
+    PauseTooLong,
+    RateBudget,
+    RedisBackend,
+    SqliteBackend,
+    Waited,
+    budget_from_rate,
+    local_backend,
+    redis_client_from_connection,
+)
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -47,7 +69,7 @@ ACCOUNT_ROLES: tuple[str, ...] = ("client", "advisor")
 
 DEFAULT_BASE_URL = "https://api.sfox.com"
 #: Defaults of the connection extras, taken from the form definition so the two never drift.
-EXTRA_DEFAULTS: dict[str, float] = {name: field["schema"]["default"] for name, field in CONN_FIELDS.items()}
+EXTRA_DEFAULTS: dict[str, Any] = {name: field["schema"]["default"] for name, field in CONN_FIELDS.items()}
 #: Threads that may share one hook without waiting for a pooled connection.
 DEFAULT_POOL_SIZE = 32  # as many as a chunk task's most threads (sender.MAX_THREADS)
 #: Longest single back-off between two retries of a 5xx or a connection error.
@@ -78,12 +100,17 @@ class SfoxResult:
 
 @dataclass
 class RequestStats:
-    """Counters of the HTTP requests of one hook, all threads together (thread-safe)."""
+    """
+    Counters of the HTTP requests of one hook, all threads together (thread-safe), and the
+    seconds its threads waited (summed over threads) for the rate budget and for 429 pauses.
+    """
 
     requests: int = 0
     rate_limited: int = 0
     server_errors: int = 0
     connection_errors: int = 0
+    budget_wait_seconds: float = 0.0
+    pause_seconds: float = 0.0
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def count(self, *, status: int | None) -> None:
@@ -97,7 +124,14 @@ class RequestStats:
             elif status >= 500:
                 self.server_errors += 1
 
-    def as_dict(self) -> dict[str, int]:
+    def count_wait(self, waited: Waited) -> None:
+        """Add the seconds one request waited for the budget and for a 429 pause."""
+        if waited.budget_seconds or waited.pause_seconds:
+            with self._lock:
+                self.budget_wait_seconds += waited.budget_seconds
+                self.pause_seconds += waited.pause_seconds
+
+    def as_dict(self) -> dict[str, Any]:
         """A JSON-ready snapshot."""
         with self._lock:
             return {
@@ -105,20 +139,17 @@ class RequestStats:
                 "rate_limited": self.rate_limited,
                 "server_errors": self.server_errors,
                 "connection_errors": self.connection_errors,
+                "budget_wait_seconds": round(self.budget_wait_seconds, 3),
+                "pause_seconds": round(self.pause_seconds, 3),
             }
-
-
-class PauseTooLong(Exception):
-    """A rate-limit pause lasts longer than the caller's retry budget."""
-
-    def __init__(self, seconds: float) -> None:
-        super().__init__(f"paused for another {seconds:.0f} s")
-        self.seconds = seconds
 
 
 class RequestPacer:
     """
-    Thread-safe pacing of requests at a steady rate, with a shared pause after a 429.
+    Thread-safe pacing of requests at a steady rate, with a pause after a 429, in one process.
+
+    Deprecated: the hook no longer uses it; it asks the shared, window-exact
+    :class:`airflow_sfox.ratelimit.RateBudget` instead. Kept for callers of the old API.
 
     Pacing is a virtual-scheduling token bucket (GCRA): request *n* may start no earlier than
     ``n / rate`` after the first, with at most ``burst`` requests ahead of that schedule. With
@@ -204,19 +235,31 @@ class SfoxConnectHook(BaseHook):
     The connection's host holds the base URL with its scheme (``https://api.sfox.com``; plain
     ``http`` only for loopback hosts such as the local sandbox), the password the partner's
     Enterprise API token. Extras (all optional): ``timeout``, ``connect_timeout``,
-    ``requests_per_second``, ``max_retry_seconds``, ``rate_limit_pause_seconds``; see
-    :data:`airflow_sfox.get_provider_info.CONN_FIELDS`.
+    ``max_retry_seconds``, ``rate_limit_pause_seconds`` and the rate budget's
+    ``rate_limit_requests``, ``rate_limit_window_seconds``, ``rate_limit_scope``,
+    ``rate_limit_backend``, ``rate_limit_dir``, ``rate_limit_redis_conn_id`` (and the deprecated
+    ``requests_per_second``); see :data:`airflow_sfox.get_provider_info.CONN_FIELDS`.
+
+    Every request first asks the shared rate budget (:mod:`airflow_sfox.ratelimit`): at most
+    N starts in any W seconds for all hooks, threads and processes of one scope, and the first
+    429 anywhere pauses them all. Budget resolution: the ``requests_per_second`` argument if
+    given; else ``rate_limit_requests`` / ``rate_limit_window_seconds`` if either is set; else
+    the deprecated ``requests_per_second`` extra, as ``ceil(10 * rps)`` per 10 s; else 200 per
+    10 s. A budget that may put more than sFOX's 250 requests in one 10-s window is refused.
 
     Nothing is fetched in ``__init__``: the connection is read once, on the first request.
 
     :param sfox_conn_id: the Airflow connection id.
     :param timeout: read timeout in seconds; overrides the ``timeout`` extra.
-    :param requests_per_second: request budget; overrides the ``requests_per_second`` extra.
+    :param requests_per_second: request budget as a rate, ``ceil(10 * value)`` per 10 s;
+        overrides the connection's budget. Deprecated.
     :param max_retry_seconds: retry budget of one call; overrides the ``max_retry_seconds`` extra.
-    :param rate_share: fraction of the request budget this hook may use, for tasks that run
-        in parallel against one sFOX IP limit (``0.5``: half of ``requests_per_second``).
+    :param rate_share: deprecated and ignored: every hook of a scope now shares one budget, so
+        parallel tasks need no static split. Still checked to be in (0, 1].
     :param pool_size: connections kept open for concurrent threads.
-    :param clock: monotonic clock, injectable for tests.
+    :param clock: monotonic clock, injectable for tests. A hook given its own clock keeps its
+        budget in memory (``memory`` backend) unless the connection names a backend: a budget
+        shared between processes needs a clock they all share.
     :param sleep: sleep function, injectable for tests.
     :param rng: random source of the back-off jitter, injectable for tests.
     """
@@ -248,6 +291,13 @@ class SfoxConnectHook(BaseHook):
         }
         if not 0 < rate_share <= 1:
             raise ValueError(f"rate_share must be in (0, 1], got {rate_share!r}")
+        if rate_share != 1:
+            warnings.warn(
+                "SfoxConnectHook(rate_share=...) is deprecated and ignored: every hook of a scope "
+                "shares one rate budget (see the rate_limit_* connection extras).",
+                DeprecationWarning,
+                stacklevel=2,
+            )
         self.rate_share = rate_share
         self.pool_size = pool_size
         self.stats = RequestStats()
@@ -257,7 +307,7 @@ class SfoxConnectHook(BaseHook):
         self._init_lock = threading.Lock()
         self._config: _HookConfig | None = None
         self._session: requests.Session | None = None
-        self.pacer: RequestPacer  # set with the config: pacing needs the connection's budget
+        self._budget: RateBudget | None = None  # set with the config: it needs the connection
 
     # --- connection and configuration -------------------------------------------------------
 
@@ -270,15 +320,65 @@ class SfoxConnectHook(BaseHook):
                 if self._config is None:
                     conn = self.get_connection(self.sfox_conn_id)
                     config = _HookConfig.from_connection(conn, self._overrides)
-                    rate = config.requests_per_second * self.rate_share
-                    self.pacer = RequestPacer(rate, clock=self._clock, sleep=self._sleep)
+                    backend = self._budget_backend(config)
+                    self._budget = RateBudget(
+                        backend, config.rate_limit_scope, config.budget, clock=self._clock, sleep=self._sleep
+                    )
                     self._config = config
         return self._config
 
+    def _budget_backend(self, config: _HookConfig) -> BudgetBackend:
+        """The backend named by the connection (or ``memory`` for a hook on its own clock)."""
+        name = config.rate_limit_backend
+        if name is None:
+            name = "local" if self._clock is time.monotonic else "memory"
+        if name == "memory":
+            return MemoryBackend(self._clock)
+        if name == "local":
+            folder = config.rate_limit_dir or DEFAULT_DIR
+            if self._clock is time.monotonic:
+                return local_backend(folder)  # one SQLite connection per scope and process
+            return SqliteBackend(folder, clock=self._clock)
+        redis_conn_id = config.rate_limit_redis_conn_id
+        try:
+            import redis  # noqa: F401 - an optional dependency
+        except ImportError:
+            raise SfoxConfigError(
+                f"Connection {self.sfox_conn_id!r}: rate_limit_backend 'redis' needs the redis package: "
+                "pip install 'airflow-provider-sfox[redis]'."
+            ) from None
+        try:
+            redis_conn = self.get_connection(redis_conn_id)
+            client = redis_client_from_connection(redis_conn)
+        except Exception as err:  # noqa: BLE001 - not found, bad URI, ...: all fail closed
+            raise SfoxRateBudgetError(
+                f"sFOX rate budget of connection {self.sfox_conn_id!r}: the 'redis' backend's Airflow "
+                f"connection {redis_conn_id!r} cannot be read ({type(err).__name__}); no request was sent."
+            ) from None
+        address = f"{redis_conn.host or 'localhost'}:{redis_conn.port or 6379}"
+        where = f"Airflow connection {redis_conn_id!r}, {address}"
+        return RedisBackend(client, where)
+
+    @property
+    def budget(self) -> RateBudget:
+        """The shared rate budget this hook asks before every request (reads the connection)."""
+        if self._budget is None:
+            _ = self.config
+        assert self._budget is not None
+        return self._budget
+
+    @property
+    def pacer(self) -> RateBudget:
+        """Deprecated alias of :attr:`budget` (it has the old pacer's ``wait``/``pause``)."""
+        return self.budget
+
     @property
     def pacer_rate(self) -> float:
-        """The requests per second this hook paces itself to (0: unpaced)."""
-        return self.config.requests_per_second * self.rate_share
+        """
+        The rate budget as requests per second, N / W (0: no client-side budget), shared by
+        every hook of the scope: size thread pools by it. ``rate_share`` no longer divides it.
+        """
+        return self.budget.rate
 
     @property
     def base_url(self) -> str:
@@ -453,9 +553,11 @@ class SfoxConnectHook(BaseHook):
         while True:
             attempt += 1
             try:
-                self.pacer.wait(deadline)
+                self.stats.count_wait(self.budget.wait(deadline))
             except PauseTooLong as err:
                 raise self._rate_limit_error(method, path, attempt - 1, uncertain, err.seconds) from None
+            except BudgetUnavailable as err:
+                raise self._budget_error(method, path, attempt - 1, uncertain, err) from None
             started = self._clock()
             try:
                 response = session.request(
@@ -497,8 +599,11 @@ class SfoxConnectHook(BaseHook):
                 if response.status_code == 429:
                     retry_after = _retry_after(response.headers.get("Retry-After"))
                     wait = config.rate_limit_pause_seconds if retry_after is None else retry_after
-                    # Every thread of the hook waits: sFOX blocks the whole IP, not this request.
-                    self.pacer.pause(wait)
+                    # Every thread and process of the scope waits: sFOX blocks the whole IP.
+                    try:
+                        self.budget.pause(wait)
+                    except BudgetUnavailable as err:
+                        raise self._budget_error(method, path, attempt, uncertain, err) from None
                 else:
                     wait = self._backoff(attempt)
             if not (retry and error.retryable) or self._clock() + wait > deadline:
@@ -509,7 +614,7 @@ class SfoxConnectHook(BaseHook):
             self.log.info("%s %s: retrying in %.1f s", method, path, wait)
             if error.status_code != 429:
                 self._sleep(wait)
-            # after a 429 the pacer holds this thread, and every other one, until the pause ends
+            # after a 429 the budget holds this thread, and every other one, until the pause ends
 
     @staticmethod
     def _rate_limit_error(
@@ -518,6 +623,18 @@ class SfoxConnectHook(BaseHook):
         error = SfoxRateLimitError(
             f"sFOX rate limit: requests are paused for another {seconds:.0f} s, past the retry budget",
             status_code=429,
+            method=method,
+            path=path,
+        )
+        error.attempts, error.uncertain = attempts, uncertain
+        return error
+
+    def _budget_error(
+        self, method: str, path: str, attempts: int, uncertain: bool, err: BudgetUnavailable
+    ) -> SfoxRateBudgetError:
+        error = SfoxRateBudgetError(
+            f"sFOX rate budget of connection {self.sfox_conn_id!r}: {err}; the request was not sent "
+            "(never unpaced). A retry of the task resumes once the backend is back.",
             method=method,
             path=path,
         )
@@ -572,7 +689,8 @@ class SfoxConnectHook(BaseHook):
                 lazy_gettext(field["label"]),
                 widget=BS3TextFieldWidget(),
                 validators=[Optional()],
-                description=f"{field['description']} Default: {field['schema']['default']}.",
+                description=field["description"]
+                + ("" if field["schema"]["default"] is None else f" Default: {field['schema']['default']}."),
             )
             for name, field in CONN_FIELDS.items()
         }
@@ -585,7 +703,11 @@ class SfoxConnectHook(BaseHook):
             "relabeling": dict(UI_FIELD_BEHAVIOUR["relabeling"]),
             "placeholders": {
                 **UI_FIELD_BEHAVIOUR["placeholders"],
-                **{name: str(field["schema"]["default"]) for name, field in CONN_FIELDS.items()},
+                **{
+                    name: str(field["schema"]["default"])
+                    for name, field in CONN_FIELDS.items()
+                    if field["schema"]["default"] is not None
+                },
             },
         }
 
@@ -595,9 +717,13 @@ class _HookConfig:
 
     __slots__ = (
         "base_url",
+        "budget",
         "max_retry_seconds",
+        "rate_limit_backend",
+        "rate_limit_dir",
         "rate_limit_pause_seconds",
-        "requests_per_second",
+        "rate_limit_redis_conn_id",
+        "rate_limit_scope",
         "timeouts",
         "token",
     )
@@ -608,16 +734,29 @@ class _HookConfig:
         base_url: str,
         token: str,
         timeouts: tuple[float, float],
-        requests_per_second: float,
+        budget: Budget | None,
         max_retry_seconds: float,
         rate_limit_pause_seconds: float,
+        rate_limit_scope: str,
+        rate_limit_backend: str | None = None,
+        rate_limit_dir: str | None = None,
+        rate_limit_redis_conn_id: str = "redis_default",
     ) -> None:
         self.base_url = base_url
         self.token = token
         self.timeouts = timeouts
-        self.requests_per_second = requests_per_second
+        self.budget = budget
         self.max_retry_seconds = max_retry_seconds
         self.rate_limit_pause_seconds = rate_limit_pause_seconds
+        self.rate_limit_scope = rate_limit_scope
+        self.rate_limit_backend = rate_limit_backend
+        self.rate_limit_dir = rate_limit_dir
+        self.rate_limit_redis_conn_id = rate_limit_redis_conn_id
+
+    @property
+    def requests_per_second(self) -> float:
+        """The budget as a rate, N / W (0: no client-side budget); for older callers."""
+        return self.budget.rate if self.budget else 0.0
 
     def __repr__(self) -> str:  # never show the token
         return f"_HookConfig(base_url={self.base_url!r}, token='***')"
@@ -638,11 +777,15 @@ class _HookConfig:
         mask_secret(token)
         extras = conn.extra_dejson or {}
 
-        def number(name: str) -> float:
+        def given(name: str) -> Any:
             value = overrides.get(name)
             if value is None:
                 value = extras.get(name)
-            if value is None or value == "":
+            return None if value == "" else value
+
+        def number(name: str) -> float:
+            value = given(name)
+            if value is None:
                 return float(EXTRA_DEFAULTS[name])
             try:
                 result = float(value)
@@ -650,21 +793,108 @@ class _HookConfig:
                 raise SfoxConfigError(
                     f"Connection {conn_id!r}: extra {name!r} must be a number, got {value!r}."
                 ) from None
-            minimum = CONN_FIELDS[name]["schema"]["minimum"]
-            if result < minimum:
+            if not math.isfinite(result):
                 raise SfoxConfigError(
-                    f"Connection {conn_id!r}: extra {name!r} must be >= {minimum}, got {value!r}."
+                    f"Connection {conn_id!r}: extra {name!r} must be finite, got {value!r}."
+                )
+            schema = CONN_FIELDS[name]["schema"]
+            if result < schema["minimum"]:
+                raise SfoxConfigError(
+                    f"Connection {conn_id!r}: extra {name!r} must be >= {schema['minimum']}, got {value!r}."
+                )
+            if "maximum" in schema and result > schema["maximum"] and name != "rate_limit_requests":
+                raise SfoxConfigError(
+                    f"Connection {conn_id!r}: extra {name!r} must be <= {schema['maximum']}, got {value!r}."
                 )
             return result
 
+        def text(name: str) -> str | None:
+            value = given(name)
+            if value is None:
+                default = EXTRA_DEFAULTS[name]
+                return None if default is None else str(default)
+            if not isinstance(value, str) or not value.strip():
+                raise SfoxConfigError(
+                    f"Connection {conn_id!r}: extra {name!r} must be a non-empty string, got {value!r}."
+                )
+            return value.strip()
+
+        base_url = _base_url(conn)
+        backend = text("rate_limit_backend") if given("rate_limit_backend") is not None else None
+        if backend is not None and backend not in BACKENDS:
+            raise SfoxConfigError(
+                f"Connection {conn_id!r}: extra 'rate_limit_backend' must be one of {BACKENDS}, "
+                f"got {backend!r}."
+            )
         return cls(
-            base_url=_base_url(conn),
+            base_url=base_url,
             token=token,
             timeouts=(number("connect_timeout"), number("timeout")),
-            requests_per_second=number("requests_per_second"),
+            budget=_budget(
+                conn_id, given, number, rate_given=overrides.get("requests_per_second") is not None
+            ),
             max_retry_seconds=number("max_retry_seconds"),
             rate_limit_pause_seconds=number("rate_limit_pause_seconds"),
+            rate_limit_scope=text("rate_limit_scope") or _default_scope(base_url),
+            rate_limit_backend=backend,
+            rate_limit_dir=text("rate_limit_dir"),
+            rate_limit_redis_conn_id=text("rate_limit_redis_conn_id") or "redis_default",
         )
+
+
+def _budget(
+    conn_id: str | None, given: Callable[[str], Any], number: Callable[[str], float], *, rate_given: bool
+) -> Budget | None:
+    """
+    The connection's rate budget (``None``: no client-side budget), refused when it may put
+    more than sFOX's 250 requests in one 10-s window.
+
+    :param rate_given: the hook's ``requests_per_second`` argument is set: it wins.
+    """
+    if not rate_given and (
+        given("rate_limit_requests") is not None or given("rate_limit_window_seconds") is not None
+    ):
+        requests = number("rate_limit_requests")
+        if requests != int(requests):
+            raise SfoxConfigError(
+                f"Connection {conn_id!r}: extra 'rate_limit_requests' must be a whole number, "
+                f"got {requests!r}."
+            )
+        if requests == 0:
+            return None
+        budget = Budget(int(requests), number("rate_limit_window_seconds"))
+        worst = budget.per_sfox_window()
+        if worst > SFOX_LIMIT_REQUESTS:
+            raise SfoxConfigError(
+                f"Connection {conn_id!r}: extra 'rate_limit_requests' = {budget.requests} per "
+                f"'rate_limit_window_seconds' = {budget.window_seconds:g} s is above sFOX's limit of "
+                f"{SFOX_LIMIT_REQUESTS} requests per {SFOX_LIMIT_WINDOW_SECONDS:g} s per IP: it may put "
+                f"{worst} requests in one 10-s window (N x ceil(10 / W) must be <= {SFOX_LIMIT_REQUESTS})."
+            )
+        return budget
+    if given("requests_per_second") is not None:
+        rate = number("requests_per_second")
+        if rate == 0:
+            return None
+        budget = budget_from_rate(rate)
+        if budget.requests > SFOX_LIMIT_REQUESTS:
+            raise SfoxConfigError(
+                f"Connection {conn_id!r}: extra 'requests_per_second' = {rate:g} ({budget.requests} per "
+                f"{SFOX_LIMIT_WINDOW_SECONDS:g} s) is above sFOX's limit of {SFOX_LIMIT_REQUESTS} "
+                f"requests per {SFOX_LIMIT_WINDOW_SECONDS:g} s per IP (25/s); set at most 25, or use "
+                "rate_limit_requests and rate_limit_window_seconds."
+            )
+        return budget
+    return Budget(
+        int(EXTRA_DEFAULTS["rate_limit_requests"]), float(EXTRA_DEFAULTS["rate_limit_window_seconds"])
+    )
+
+
+def _default_scope(base_url: str) -> str:
+    """The default scope of the budget: the base URL's host[:port], lower case."""
+    parts = urlsplit(base_url)
+    host = (parts.hostname or "").lower()
+    return f"{host}:{parts.port}" if parts.port else host
 
 
 def _base_url(conn: Connection) -> str:

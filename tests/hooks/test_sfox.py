@@ -30,6 +30,7 @@ from airflow_sfox.hooks.sfox import (
     SfoxConnectHook,
     _retry_after,
 )
+from airflow_sfox.ratelimit import DEFAULT_MARGIN_SECONDS
 from tests.hooks.conftest import BASE_URL
 
 SEND = f"{BASE_URL}/v1/enterprise/users/send-verification/"
@@ -461,13 +462,24 @@ def test_pacer_threads_share_one_schedule():
     assert sorted(round(w, 6) for w in waits) == [round(i * 0.25, 6) for i in range(20)]
 
 
-@pytest.mark.parametrize(("rate", "expected_waits"), [(2, [0.5, 0.5]), (0, [])])
-def test_hook_paces_requests(make_hook, mock, clock, rate, expected_waits):
+@pytest.mark.parametrize(
+    ("extra", "expected_waits"),
+    [
+        # 2 per 10 s: the third start waits until the first has left the window (+ the margin).
+        ({"rate_limit_requests": 2}, [10 + DEFAULT_MARGIN_SECONDS]),
+        ({"requests_per_second": 0.2}, [10 + DEFAULT_MARGIN_SECONDS]),  # legacy: ceil(0.2*10) per 10 s
+        ({"rate_limit_requests": 3}, []),
+        ({"requests_per_second": 0}, []),  # no client-side budget
+        ({"rate_limit_requests": 0}, []),
+    ],
+)
+def test_hook_paces_requests(make_hook, mock, clock, extra, expected_waits):
     mock.post(rm.ANY, json=OK_EMAIL)
-    hook = make_hook(requests_per_second=rate)
+    hook = make_hook(**extra)
     for user in ("a", "b", "c"):
         hook.send_verification(user, "email")
-    assert clock.waits == expected_waits
+    assert clock.waits == pytest.approx(expected_waits)
+    assert hook.stats.as_dict()["budget_wait_seconds"] == pytest.approx(sum(expected_waits))
 
 
 @pytest.mark.parametrize(("rate", "burst"), [(-1, 1), (1, 0)])
@@ -702,6 +714,8 @@ def test_result_reports_attempts_and_uncertain_sends(make_hook, mock, exc, uncer
         "rate_limited": 0,
         "server_errors": 0,
         "connection_errors": 1,
+        "budget_wait_seconds": 0.0,
+        "pause_seconds": 0.0,
     }
 
 
@@ -738,14 +752,19 @@ def test_rate_limit_pause_past_the_budget_fails_fast(make_hook, mock, clock):
     assert clock.waits == []
 
 
-@pytest.mark.parametrize(("share", "expected_wait"), [(1.0, 0.1), (0.5, 0.2), (0.25, 0.4)])
-def test_rate_share_divides_the_budget(make_hook, mock, clock, share, expected_wait):
+@pytest.mark.parametrize("share", [1.0, 0.5, 0.25])
+def test_rate_share_is_deprecated_and_no_longer_divides_the_budget(make_hook, mock, clock, share):
     mock.post(rm.ANY, json=OK_EMAIL)
-    make_hook(requests_per_second=10)  # sets the connection
-    hook = SfoxConnectHook(rate_share=share, clock=clock, sleep=clock.sleep)
-    hook.send_verification("a", "email")
-    hook.send_verification("b", "email")
-    assert clock.waits == [pytest.approx(expected_wait)]
+    make_hook(rate_limit_requests=100)  # sets the connection
+    if share == 1.0:
+        hook = SfoxConnectHook(rate_share=share, clock=clock, sleep=clock.sleep)
+    else:
+        with pytest.warns(DeprecationWarning, match="rate_share"):
+            hook = SfoxConnectHook(rate_share=share, clock=clock, sleep=clock.sleep)
+    for user in range(100):
+        hook.send_verification(f"u{user}", "email")
+    assert clock.waits == []  # the whole budget, whatever the share
+    assert hook.pacer_rate == 10.0  # N / W: the shared budget's rate, to size thread pools
 
 
 @pytest.mark.parametrize("share", [0, -0.5, 1.5])

@@ -142,9 +142,10 @@ def test_rate_limit_pauses_and_completes_every_call(sfox_sandbox, monkeypatch):
 
 
 def test_pacing_keeps_under_the_limit(sfox_sandbox, monkeypatch):
-    """Paced at the budget, the same limit is never hit."""
+    """Within a window-exact budget just under the limit, the limit is never hit."""
     sfox_sandbox.set_rate_limit(limit=10, window_seconds=10, block_seconds=60, time_scale=0.1)  # 10/s
-    monkeypatch.setenv("AIRFLOW_CONN_SFOX_DEFAULT", sfox_conn_json(sfox_sandbox.url, requests_per_second=8))
+    budget = {"rate_limit_requests": 9, "rate_limit_window_seconds": 1}  # 9 per 1 s: bursts of 9
+    monkeypatch.setenv("AIRFLOW_CONN_SFOX_DEFAULT", sfox_conn_json(sfox_sandbox.url, **budget))
     user_ids = _seed_individuals(sfox_sandbox, 20)
     with SfoxConnectHook() as hook:
         assert _send_all(hook, user_ids) == []

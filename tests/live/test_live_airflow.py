@@ -226,7 +226,7 @@ def _airflow_env(home: Path, api_port: int, meta_uri: str, sandbox_url: str, war
             # Log servers of the scheduler (LocalExecutor) and triggerer: free ports, not 8793/8794.
             "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(_free_port()),
             "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(_free_port()),
-            "AIRFLOW_CONN_SFOX_DEFAULT": sfox_conn_json(sandbox_url, requests_per_second=50),
+            "AIRFLOW_CONN_SFOX_DEFAULT": sfox_conn_json(sandbox_url, requests_per_second=0),
             "AIRFLOW_CONN_SFOX_WAREHOUSE": _conn_json_postgres(warehouse_uri),
         }
     )

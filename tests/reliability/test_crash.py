@@ -28,7 +28,7 @@ def test_kill_9_mid_chunk_then_rerun(airflow_db, warehouse_db, sfox_sandbox, mon
     users = make_users(300, seed=21, corporation_share=0.2)
     warehouse_db.seed(users)
     sfox_sandbox.seed_users(sandbox_users(users))
-    monkeypatch.setenv("AIRFLOW_CONN_SFOX_DEFAULT", sfox_conn_json(sfox_sandbox.url, requests_per_second=500))
+    monkeypatch.setenv("AIRFLOW_CONN_SFOX_DEFAULT", sfox_conn_json(sfox_sandbox.url, requests_per_second=0))
     sfox_sandbox.set_faults(latency_ms=150)  # a chunk takes seconds
 
     output = tmp_path / "dags-test.log"
@@ -62,7 +62,7 @@ def test_kill_9_mid_chunk_then_rerun(airflow_db, warehouse_db, sfox_sandbox, mon
     assert {u[0] for u in users} - sent_at_kill, "some users were still queued at the kill"
 
     sfox_sandbox.set_faults(latency_ms=0)
-    monkeypatch.setenv("AIRFLOW_CONN_SFOX_DEFAULT", sfox_conn_json(sfox_sandbox.url, requests_per_second=500))
+    monkeypatch.setenv("AIRFLOW_CONN_SFOX_DEFAULT", sfox_conn_json(sfox_sandbox.url, requests_per_second=0))
     rerun = load_dag(DAG_ID).test(run_conf=CONF)
     assert rerun.state == "success"
 
