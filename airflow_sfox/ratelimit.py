@@ -8,10 +8,12 @@ start only while fewer than N starts lie in the last ``W + margin`` seconds. So 
 W seconds ever holds more than N starts, and the whole budget is usable (no token bucket whose
 burst lets ~2N through the first window, no fixed rate that leaves head-room unused).
 
-The *margin* (:data:`DEFAULT_MARGIN_SECONDS`) keeps a start in the log a little longer than W:
+The *margin* (:meth:`Budget.jitter_margin`) keeps a start in the log a little longer than W:
 network and scheduling jitter bunch arrivals at the server (240 starts per 10 s were once seen
-as 241-245 arrivals), so even a budget of exactly 250 per 10 s never meets a 429. It costs
-``margin / (W + margin)`` of the throughput (0.5 s in 10 s: under 5 %).
+as 241-245 arrivals), so even a budget of exactly 250 per 10 s never meets a 429. A budget
+under sFOX's limit covers part of the jitter with its own slack, so the margin is only what is
+left: 0.5 s at 250 per 10 s (it costs under 5 % of the throughput), 0.08 s at 240, none at the
+default 200.
 
 The 429 pause lives in the same backend: the first 429 seen anywhere holds every request of
 every process sharing the budget until the block ends.
@@ -56,7 +58,8 @@ if TYPE_CHECKING:
 SFOX_LIMIT_REQUESTS = 250
 SFOX_LIMIT_WINDOW_SECONDS = 10.0
 SFOX_BLOCK_SECONDS = 60.0
-#: How much longer than its window a start stays in the log (arrival jitter at the server).
+#: Arrival jitter at the server the budget allows for: starts sent 10 s apart were seen as
+#: little as 9.73 s apart at the server on a loaded 2-core machine.
 DEFAULT_MARGIN_SECONDS = 0.5
 #: Longest window accepted; starts are kept this long (plus the margin) so that connections
 #: with different windows can share one scope.
@@ -95,12 +98,29 @@ class Budget:
 
     requests: int
     window_seconds: float
-    margin_seconds: float = DEFAULT_MARGIN_SECONDS
+    #: ``None``: :meth:`jitter_margin`, the jitter allowance that sFOX's slack does not cover.
+    margin_seconds: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.margin_seconds is None:
+            object.__setattr__(self, "margin_seconds", self.jitter_margin())
+
+    def jitter_margin(self, jitter: float = DEFAULT_MARGIN_SECONDS) -> float:
+        """
+        How long a start stays in the log beyond the window, so arrivals bunched by ``jitter``
+        seconds still stay within sFOX's limit.
+
+        A budget below sFOX's limit already has slack: 240 per 10 s at 24/s leaves 10 requests,
+        0.42 s, before the 251st. Only the jitter that slack does not cover costs a margin:
+        0.5 s at 250 per 10 s, 0.08 s at 240, none at the default 200.
+        """
+        slack_seconds = (SFOX_LIMIT_REQUESTS - self.per_sfox_window()) / self.rate
+        return round(max(0.0, jitter - slack_seconds), 6)
 
     @property
     def span(self) -> float:
         """Seconds a start stays in the log."""
-        return self.window_seconds + self.margin_seconds
+        return self.window_seconds + float(self.margin_seconds or 0.0)
 
     @property
     def rate(self) -> float:

@@ -73,6 +73,8 @@ def pytest_collection_modifyitems(items) -> None:
         params = getattr(getattr(item, "callspec", None), "params", {})
         if "postgres_uri" in fixtures or params.get("warehouse_db") == "postgres":
             item.add_marker(pytest.mark.postgres)
+        if "redis_server" in fixtures:
+            item.add_marker(pytest.mark.redis)
 
 
 def pytest_terminal_summary(terminalreporter) -> None:
@@ -92,6 +94,20 @@ def postgres_uri():
     require_installable("postgres", pg.find_pg_bin_dir() is not None, "PostgreSQL")
     yield pg.ensure_postgres_server()
     pg.stop_postgres_server()
+
+
+@pytest.fixture(scope="session")
+def redis_server():
+    """A private redis-server on a free loopback port for the session, stopped by its PID."""
+    from tests.redis_server import RedisUnavailable, start_redis_server
+    from tests.tiers import unavailable
+
+    try:
+        server = start_redis_server()
+    except RedisUnavailable as err:
+        unavailable("redis", str(err))
+    yield server
+    server.stop()
 
 
 class WarehouseDB:

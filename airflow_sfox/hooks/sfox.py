@@ -831,7 +831,12 @@ class _HookConfig:
             token=token,
             timeouts=(number("connect_timeout"), number("timeout")),
             budget=_budget(
-                conn_id, given, number, rate_given=overrides.get("requests_per_second") is not None
+                conn_id,
+                given,
+                number,
+                rate_given=overrides.get("requests_per_second") is not None,
+                # The local sandbox may run sFOX's limit on a faster clock: no sFOX is behind it.
+                sfox_limit=not _is_loopback(urlsplit(base_url).hostname or ""),
             ),
             max_retry_seconds=number("max_retry_seconds"),
             rate_limit_pause_seconds=number("rate_limit_pause_seconds"),
@@ -843,13 +848,19 @@ class _HookConfig:
 
 
 def _budget(
-    conn_id: str | None, given: Callable[[str], Any], number: Callable[[str], float], *, rate_given: bool
+    conn_id: str | None,
+    given: Callable[[str], Any],
+    number: Callable[[str], float],
+    *,
+    rate_given: bool,
+    sfox_limit: bool = True,
 ) -> Budget | None:
     """
     The connection's rate budget (``None``: no client-side budget), refused when it may put
     more than sFOX's 250 requests in one 10-s window.
 
     :param rate_given: the hook's ``requests_per_second`` argument is set: it wins.
+    :param sfox_limit: refuse budgets above sFOX's limit (not for a loopback sandbox).
     """
     if not rate_given and (
         given("rate_limit_requests") is not None or given("rate_limit_window_seconds") is not None
@@ -864,7 +875,7 @@ def _budget(
             return None
         budget = Budget(int(requests), number("rate_limit_window_seconds"))
         worst = budget.per_sfox_window()
-        if worst > SFOX_LIMIT_REQUESTS:
+        if sfox_limit and worst > SFOX_LIMIT_REQUESTS:
             raise SfoxConfigError(
                 f"Connection {conn_id!r}: extra 'rate_limit_requests' = {budget.requests} per "
                 f"'rate_limit_window_seconds' = {budget.window_seconds:g} s is above sFOX's limit of "
@@ -877,7 +888,7 @@ def _budget(
         if rate == 0:
             return None
         budget = budget_from_rate(rate)
-        if budget.requests > SFOX_LIMIT_REQUESTS:
+        if sfox_limit and budget.requests > SFOX_LIMIT_REQUESTS:
             raise SfoxConfigError(
                 f"Connection {conn_id!r}: extra 'requests_per_second' = {rate:g} ({budget.requests} per "
                 f"{SFOX_LIMIT_WINDOW_SECONDS:g} s) is above sFOX's limit of {SFOX_LIMIT_REQUESTS} "

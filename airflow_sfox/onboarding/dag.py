@@ -92,8 +92,9 @@ def onboarding_dag(
     :param dag_id: the DAG id.
     :param sfox_conn_id: the ``sfox`` connection.
     :param warehouse_conn_id: the SQL connection holding the source, the ledger and the run table.
-    :param parallel_chunks: chunk tasks that may send at once. Each gets ``1/parallel_chunks``
-        of the connection's request budget, so together they stay within it.
+    :param parallel_chunks: chunk tasks that may send at once. They share the connection's
+        one rate budget (with every other user of it on the host), so together they fill it:
+        while one chunk task starts, another sends.
     :param schedule: when to run (default: :func:`default_schedule`, hourly; nothing at unpause).
     :param start_date: the DAG's start date (default: 2026-01-01 UTC; runs never catch up).
     :param params: other defaults of the run params, e.g. ``{"chunk_size": 200}``.
@@ -120,9 +121,7 @@ def onboarding_dag(
     ) as dag:
         planned = _plan_task(source=source, sfox_conn_id=sfox_conn_id, warehouse_conn_id=warehouse_conn_id)
         paths = [
-            _account_type_path(
-                kind, _chunks_task(kind, planned), sfox_conn_id, warehouse_conn_id, parallel_chunks
-            )
+            _account_type_path(kind, _chunks_task(kind, planned), sfox_conn_id, warehouse_conn_id)
             for kind in CHANNELS_BY_ACCOUNT_TYPE
         ]
         paths >> _summarize_task(warehouse_conn_id=warehouse_conn_id)
@@ -174,9 +173,7 @@ def _chunks_task(kind: AccountType, plan: XComArg) -> XComArg:
     return selected
 
 
-def _account_type_path(
-    kind: AccountType, chunks: XComArg, sfox_conn_id: str, warehouse_conn_id: str, parallel_chunks: int
-) -> Any:
+def _account_type_path(kind: AccountType, chunks: XComArg, sfox_conn_id: str, warehouse_conn_id: str) -> Any:
     """One mapped group per account type, a chunk per instance: a step per channel, in order."""
 
     @task_group(group_id=str(kind), tooltip=f"{kind} chunks: {', '.join(CHANNELS_BY_ACCOUNT_TYPE[kind])}")
@@ -188,7 +185,6 @@ def _account_type_path(
                 verification_type=str(channel),
                 warehouse_conn_id=warehouse_conn_id,
                 sfox_conn_id=sfox_conn_id,
-                rate_share=1 / parallel_chunks,
                 # A later channel runs when the one before had nothing to do (skipped) too.
                 trigger_rule="none_failed" if position else "all_success",
             )

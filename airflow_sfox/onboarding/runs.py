@@ -126,18 +126,28 @@ def record_chunk(warehouse: Warehouse, run_id: str, stats: Mapping[str, Any], *,
 
     :param warehouse: where the run row is.
     :param run_id: the run.
-    :param stats: ``requests``, ``rate_limited`` and ``seconds`` of the step.
+    :param stats: ``requests``, ``rate_limited``, ``seconds``, ``budget_wait_seconds`` and
+        ``pause_seconds`` (thread-seconds waiting for the rate budget and for 429 pauses) of the step.
     :param done: the step sent all its work (a failed step is counted, not done).
     """
     ph = warehouse.ph
     sql = (
         f"UPDATE {warehouse.runs} SET requests = requests + {ph}, rate_limited = rate_limited + {ph}, "  # noqa: S608
-        f"send_seconds = send_seconds + {ph}, steps_done = steps_done + {ph} WHERE run_id = {ph}"
+        f"send_seconds = send_seconds + {ph}, steps_done = steps_done + {ph}, "
+        f"budget_wait_seconds = COALESCE(budget_wait_seconds, 0) + {ph}, "
+        f"pause_seconds = COALESCE(pause_seconds, 0) + {ph} WHERE run_id = {ph}"
+    )
+    values = (
+        stats["requests"],
+        stats["rate_limited"],
+        stats["seconds"],
+        1 if done else 0,
+        stats.get("budget_wait_seconds", 0.0),
+        stats.get("pause_seconds", 0.0),
+        run_id,
     )
     with warehouse.connect() as conn:
-        conn.cursor().execute(
-            sql, (stats["requests"], stats["rate_limited"], stats["seconds"], 1 if done else 0, run_id)
-        )
+        conn.cursor().execute(sql, values)
         conn.commit()
 
 
@@ -226,12 +236,18 @@ def summarize_run(
                 **by_state,
             }
         )
-        summary.update(requests=run["requests"], rate_limited=run["rate_limited"])
+        waits = {
+            key: round(float(run.get(key) or 0.0), 1) for key in ("budget_wait_seconds", "pause_seconds")
+        }
+        summary.update(requests=run["requests"], rate_limited=run["rate_limited"], **waits)
         log.info(
-            "%d requests, %d answered 429, %.1f requests/s over the run",
+            "%d requests, %d answered 429, %.1f requests/s over the run; request threads waited "
+            "%.1f s for the shared rate budget and %.1f s in 429 pauses",
             run["requests"],
             run["rate_limited"],
             run["requests"] / seconds if seconds > 0 else 0.0,
+            waits["budget_wait_seconds"],
+            waits["pause_seconds"],
         )
     if problem:
         raise AirflowException(f"sFOX onboarding run {run_id}: {problem}")

@@ -72,6 +72,9 @@ class ChunkStats:
     requests: int = 0
     rate_limited: int = 0
     seconds: float = 0.0
+    #: Thread-seconds spent waiting for the shared rate budget, and in 429 pauses.
+    budget_wait_seconds: float = 0.0
+    pause_seconds: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready."""
@@ -202,6 +205,8 @@ def send_chunk(
     after = hook.stats.as_dict()
     stats.requests = after["requests"] - requests_before["requests"]
     stats.rate_limited = after["rate_limited"] - requests_before["rate_limited"]
+    for waited in ("budget_wait_seconds", "pause_seconds"):
+        setattr(stats, waited, round(after[waited] - requests_before[waited], 3))
     if failure is not None:
         log.error(
             "%s %s stopped after %d of %d users: %s", chunk["label"], channel, done, len(user_ids), failure

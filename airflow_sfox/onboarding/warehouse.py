@@ -191,7 +191,9 @@ class Warehouse:
                 send_seconds REAL,
                 requests_per_second REAL,
                 status VARCHAR(16),
-                reason VARCHAR({REASON_LENGTH})
+                reason VARCHAR({REASON_LENGTH}),
+                budget_wait_seconds REAL,
+                pause_seconds REAL
             )""",
         ]
         with self.connect() as conn:
@@ -203,9 +205,17 @@ class Warehouse:
 
     def _add_missing_columns(self) -> None:
         """Bring a run table made by an earlier version up to date (columns are only ever added)."""
-        if "reason" not in {c.lower() for c in self.columns_of(self.runs)}:
+        present = {c.lower() for c in self.columns_of(self.runs)}
+        added = {
+            "reason": f"VARCHAR({REASON_LENGTH})",
+            "budget_wait_seconds": "REAL",
+            "pause_seconds": "REAL",
+        }
+        missing = [(name, kind) for name, kind in added.items() if name not in present]
+        if missing:
             with self.connect() as conn:
-                conn.cursor().execute(f"ALTER TABLE {self.runs} ADD COLUMN reason VARCHAR({REASON_LENGTH})")
+                for name, kind in missing:
+                    conn.cursor().execute(f"ALTER TABLE {self.runs} ADD COLUMN {name} {kind}")
                 conn.commit()
 
     def columns_of(self, from_item: str) -> list[str]:

@@ -129,10 +129,8 @@ class SendVerificationBatchOperator(BaseOperator):
     :param verification_type: ``"email"`` or ``"sms"``. (templated)
     :param warehouse_conn_id: the SQL connection holding the ledger.
     :param sfox_conn_id: the ``sfox`` connection.
-    :param threads: concurrent requests; by default enough to fill this task's share of the
-        connection's budget at up to 300 ms of latency (8 at 20 requests/s, at most 32).
-    :param rate_share: fraction of the connection's request budget this task may use; set it
-        to ``1 / n`` when ``n`` such tasks may run at once.
+    :param threads: concurrent requests; by default enough to fill the connection's rate budget
+        at up to 300 ms of latency (8 at 20 requests/s, at most 32).
     """
 
     template_fields: Sequence[str] = ("chunk", "verification_type")
@@ -146,7 +144,6 @@ class SendVerificationBatchOperator(BaseOperator):
         warehouse_conn_id: str = DEFAULT_WAREHOUSE_CONN_ID,
         sfox_conn_id: str = DEFAULT_SFOX_CONN_ID,
         threads: int | None = None,
-        rate_share: float = 1.0,
         **kwargs: Any,
     ) -> None:
         kwargs.setdefault("map_index_template", "{{ task.chunk['label'] }}")
@@ -156,7 +153,6 @@ class SendVerificationBatchOperator(BaseOperator):
         self.warehouse_conn_id = warehouse_conn_id
         self.sfox_conn_id = sfox_conn_id
         self.threads = threads
-        self.rate_share = rate_share
 
     def execute(self, context: Context) -> dict[str, Any]:
         """Send the chunk; return its figures."""
@@ -175,7 +171,8 @@ class SendVerificationBatchOperator(BaseOperator):
             )
         started = time.monotonic()
         done = False
-        with SfoxConnectHook(sfox_conn_id=self.sfox_conn_id, rate_share=self.rate_share) as hook:
+        # Every chunk task (and every other user of the connection's scope) shares one budget.
+        with SfoxConnectHook(sfox_conn_id=self.sfox_conn_id) as hook:
             try:
                 stats = send_chunk(
                     warehouse,

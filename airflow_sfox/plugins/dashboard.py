@@ -64,6 +64,9 @@ FAILURE_STATES = (LedgerState.FAILED.value, LedgerState.NOT_REGISTERED.value)
 REASON_STATES = (LedgerState.REJECTED.value, LedgerState.FAILED.value)
 
 
+#: Run-table columns added after the first version, read where they exist.
+_NEWER_RUN_COLUMNS = ("reason", "budget_wait_seconds", "pause_seconds")
+
 #: The statements for the default ledger table name.
 LEDGER_INDEXES = ledger_indexes()
 
@@ -265,7 +268,7 @@ class Dashboard:
 
     def runs(self, conn: Any) -> list[dict[str, Any]]:
         """The last runs, newest first, from the run table (empty when it is missing)."""
-        columns = (
+        columns: tuple[str, ...] = (
             "run_id",
             "dag_id",
             "dry_run",
@@ -285,9 +288,9 @@ class Dashboard:
             "requests_per_second",
             "status",
         )
-        # A run table made before runs recorded their reason has no such column yet.
-        if "reason" in {c.lower() for c in self.warehouse.columns_of(self.warehouse.runs)}:
-            columns = (*columns, "reason")
+        # A run table made by an earlier version lacks the newer columns until its next run.
+        present = {c.lower() for c in self.warehouse.columns_of(self.warehouse.runs)}
+        columns += tuple(c for c in _NEWER_RUN_COLUMNS if c in present)
         rows = self._query(
             conn,
             f"SELECT {', '.join(columns)} FROM {self.warehouse.runs} "  # noqa: S608
@@ -297,7 +300,8 @@ class Dashboard:
         runs = []
         for row in rows:
             run = dict(zip(columns, row, strict=True))
-            run.setdefault("reason", None)
+            for newer in _NEWER_RUN_COLUMNS:
+                run.setdefault(newer, None)
             started = Warehouse.parse_ts(run["started_at"])
             finished = Warehouse.parse_ts(run["finished_at"])
             run["started_at"] = started.isoformat() if started else None

@@ -78,8 +78,24 @@ def test_whole_budget_at_once_then_one_span_later(backend, clock):
     for _ in range(5):
         assert rate.wait().budget_seconds == 0  # usable to the full N: no burst limit below N
     waited = rate.wait()
-    assert waited.budget_seconds == pytest.approx(10 + DEFAULT_MARGIN_SECONDS)
+    assert waited.budget_seconds == pytest.approx(budget.span)
     assert waited.pause_seconds == 0
+
+
+@pytest.mark.parametrize(
+    ("requests", "window", "margin"),
+    [
+        (250, 10, DEFAULT_MARGIN_SECONDS),  # no slack: the whole jitter allowance
+        (240, 10, 0.083333),  # 10 requests of slack at 24/s cover 0.42 s of it
+        (200, 10, 0.0),  # the default: slack covers all of it
+        (125, 5, DEFAULT_MARGIN_SECONDS),  # 250 in a 10-s window, two windows of 5 s
+        (2, 10, 0.0),
+    ],
+)
+def test_the_jitter_margin_is_what_sfox_slack_does_not_cover(requests, window, margin):
+    budget = Budget(requests, window)
+    assert budget.margin_seconds == pytest.approx(margin, abs=1e-6)
+    assert Budget(requests, window, margin_seconds=0.25).margin_seconds == 0.25
 
 
 def test_window_edges(backend, clock):
