@@ -27,7 +27,6 @@ import itertools
 import logging
 from typing import TYPE_CHECKING, Any
 
-import pendulum
 from airflow.sdk import DAG, task, task_group
 
 from airflow_sfox.defaults import DEFAULT_ONBOARDING_DAG_ID, DEFAULT_SFOX_CONN_ID, DEFAULT_WAREHOUSE_CONN_ID
@@ -65,11 +64,13 @@ def default_schedule() -> CronTriggerTimetable:
     """
     Hourly, at minute 0 UTC, creating no run when the DAG is unpaused.
 
-    A cron *trigger* timetable runs at the next tick: unlike ``"@hourly"`` it does not start a
-    run for the hour that just passed as soon as somebody unpauses the DAG (for example by
-    triggering a dry run from the form with "unpause on trigger" ticked).
+    A cron *trigger* timetable with ``run_immediately=False`` on a DAG without a start date
+    waits for the next tick: unlike ``"@hourly"`` it does not start a run for the hour that just
+    passed as soon as somebody unpauses the DAG (for example by triggering a dry run from the
+    form with "unpause on trigger" ticked). Given a start date, Airflow would plan the latest
+    past tick at once, so the factory sets none.
     """
-    return CronTriggerTimetable("0 * * * *", timezone="UTC")
+    return CronTriggerTimetable("0 * * * *", timezone="UTC", run_immediately=False)
 
 
 def onboarding_dag(
@@ -96,7 +97,8 @@ def onboarding_dag(
         one rate budget (with every other user of it on the host), so together they fill it:
         while one chunk task starts, another sends.
     :param schedule: when to run (default: :func:`default_schedule`, hourly; nothing at unpause).
-    :param start_date: the DAG's start date (default: 2026-01-01 UTC; runs never catch up).
+    :param start_date: the DAG's start date. Leave it unset: with a start date, Airflow plans
+        a run for the latest past tick as soon as the DAG is unpaused, even without catch-up.
     :param params: other defaults of the run params, e.g. ``{"chunk_size": 200}``.
     :param tags: the DAG's tags.
     :param dag_kwargs: any other :class:`~airflow.sdk.DAG` argument (``on_failure_callback``, ...).
@@ -111,7 +113,7 @@ def onboarding_dag(
     with DAG(
         dag_id=dag_id,
         schedule=default_schedule() if schedule is None else schedule,
-        start_date=start_date or pendulum.datetime(2026, 1, 1, tz="UTC"),
+        start_date=start_date,
         catchup=False,
         max_active_runs=1,
         max_active_tasks=parallel_chunks,

@@ -168,3 +168,34 @@ def test_a_conf_naming_the_source_fails_before_any_sql(two_warehouses, sfox_sand
     ((status, reason),) = two_warehouses.execute(RETAIL, "SELECT status, reason FROM sfox_onboarding_runs")
     assert status == "plan_failed"
     assert "'source_query' is refused" in reason
+
+
+def _core_timetable(timetable):
+    """The scheduler's side of a DAG's timetable (Airflow 3.2+ splits SDK and core classes)."""
+    if hasattr(timetable, "next_dagrun_info"):
+        return timetable
+    from airflow.serialization.encoders import coerce_to_core_timetable
+
+    return coerce_to_core_timetable(timetable)
+
+
+@pytest.mark.parametrize(
+    ("schedule", "runs_at_unpause"),
+    [
+        (None, False),  # the factory's default: the next hourly tick, nothing for the past hour
+        ("@hourly", True),  # what the DAG used to have: a run for the hour that just ended
+    ],
+)
+def test_unpausing_creates_no_run_for_the_past_hour(schedule, runs_at_unpause):
+    """What the scheduler plans for a DAG that was never run, the moment it is unpaused."""
+    import pendulum
+    from airflow.timetables.base import TimeRestriction
+
+    dag = onboarding_dag(dag_id="unpause", source=OnboardingSource(), schedule=schedule)
+    timetable = _core_timetable(dag.timetable)
+    before = pendulum.now("UTC")
+    planned = timetable.next_dagrun_info(
+        last_automated_data_interval=None,
+        restriction=TimeRestriction(earliest=dag.start_date, latest=None, catchup=dag.catchup),
+    )
+    assert (planned.run_after <= before) is runs_at_unpause, planned
