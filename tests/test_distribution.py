@@ -176,3 +176,62 @@ def test_the_sandbox_loads_no_airflow(module):
     loaded = set(result.stdout.strip().strip("[]").replace("'", "").split(", "))
     assert {"sfox_sandbox", "airflow_sfox"} <= loaded
     assert "airflow" not in loaded
+
+
+def _readme_example_dag() -> str:
+    """The DAG file of the README's install section (the block after its example-dag marker)."""
+    readme = (REPO / "README.md").read_text()
+    after = readme.split("<!-- example-dag:", 1)[1]
+    return after.split("```python\n", 1)[1].split("```", 1)[0]
+
+
+def _run(argv: list[str], env: dict[str, str], timeout: float = 600) -> str:
+    result = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=timeout, check=False)
+    assert result.returncode == 0, f"{argv}\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    return result.stdout
+
+
+@pytest.mark.live
+def test_the_readme_install_path_from_a_wheel_into_a_fresh_airflow(tmp_path, sfox_sandbox):
+    """The wheel in a fresh venv with the newest Airflow: the README's DAG file, a dry run, a run."""
+    from tests.helpers import sfox_conn_json
+    from tests.onboarding_data import make_users, sandbox_users, seed_sqlite
+
+    with _build_wheel(REPO, tmp_path / "dist") as wheel:
+        wheel_path = wheel.filename
+    assert wheel_path is not None
+    venv = tmp_path / "venv"
+    uv = str(Path(sys.executable).with_name("uv"))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "VIRTUAL_ENV"))}
+    _run([uv, "venv", "--quiet", "--python", sys.executable, str(venv)], env)
+    _run([uv, "pip", "install", "--quiet", "--python", str(venv / "bin" / "python"), wheel_path], env)
+
+    home = tmp_path / "airflow-home"
+    (home / "dags").mkdir(parents=True)
+    (home / "dags" / "sfox_onboarding.py").write_text(_readme_example_dag())
+    users = make_users(12, seed=31)
+    seed_sqlite(str(tmp_path / "warehouse.db"), users)
+    sfox_sandbox.seed_users(sandbox_users(users))
+    env.update(
+        AIRFLOW_HOME=str(home),
+        AIRFLOW__CORE__LOAD_EXAMPLES="False",
+        AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=f"sqlite:///{home}/airflow.db",
+        AIRFLOW_CONN_SFOX_DEFAULT=sfox_conn_json(sfox_sandbox.url, rate_limit_dir=str(tmp_path / "budget")),
+        AIRFLOW_CONN_SFOX_WAREHOUSE=json.dumps(
+            {"conn_type": "sqlite", "host": str(tmp_path / "warehouse.db")}
+        ),
+        PYTHONPYCACHEPREFIX=str(tmp_path / "pycache"),
+    )
+    airflow = str(venv / "bin" / "airflow")
+    probe = "import airflow, importlib.util as u; print(airflow.__version__, u.find_spec('sfox_sandbox'))"
+    versions = _run([str(venv / "bin" / "python"), "-c", probe], env)
+    assert versions.split()[1] == "None", "the wheel brought the sandbox along"
+    _run([airflow, "db", "migrate"], env)
+    _run([airflow, "dags", "reserialize"], env)  # parse the DAG folder, as the dag-processor does
+    assert "sfox_batch_onboarding" in _run([airflow, "dags", "list"], env)
+
+    _run([airflow, "dags", "test", "sfox_batch_onboarding", "-c", '{"dry_run": true}'], env)
+    assert not [e for e in sfox_sandbox.journal() if e.method == "POST"], "the dry run sent a request"
+    _run([airflow, "dags", "test", "sfox_batch_onboarding"], env)
+    codes = [(e.user_id, e.type) for e in sfox_sandbox.journal() if e.code_sent]
+    assert sorted(codes) == sorted((u[0], "email") for u in users), versions
