@@ -42,6 +42,9 @@ URL_PREFIX = "/sfox-onboarding"
 #: The UI route of the page: ``/plugin/<URL_ROUTE>``.
 URL_ROUTE = "sfox-onboarding"
 PAGE_NAME = "sFOX onboarding"
+#: The page's entry in the UI's navigation bar, which shows about six characters under its icon
+#: ("sFOX onboarding" read "sFOX onb..."); the page itself is titled :data:`PAGE_NAME`.
+NAV_LABEL = "sFOX"
 
 
 class LazyApp:
@@ -90,7 +93,7 @@ class SfoxOnboardingPlugin(AirflowPlugin):
         ]
         external_views = [
             {
-                "name": PAGE_NAME,
+                "name": NAV_LABEL,
                 # Relative to the UI's <base href>: works when Airflow is served under a sub-path.
                 "href": f"{URL_PREFIX.lstrip('/')}/",
                 "url_route": URL_ROUTE,

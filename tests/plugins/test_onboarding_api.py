@@ -278,7 +278,7 @@ print("PLUGIN=" + json.dumps({"apps": [a["url_prefix"] for a in P.fastapi_apps],
 
 @pytest.mark.parametrize(
     ("enabled", "apps", "views"),
-    [(None, ["/sfox-onboarding"], ["sFOX onboarding"]), ("False", [], [])],
+    [(None, ["/sfox-onboarding"], ["sFOX"]), ("False", [], [])],
 )
 def test_switch_registers_no_app_and_no_view(enabled, apps, views):
     """``[sfox] onboarding_page_enabled`` is read when the plugin class is built (a fresh process)."""

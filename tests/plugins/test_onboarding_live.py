@@ -142,7 +142,7 @@ def test_plugin_is_registered_with_the_api_server(live):
     assert plugin["fastapi_apps"][0]["url_prefix"] == "/sfox-onboarding"
     view = plugin["external_views"][0]
     assert (view["name"], view["href"], view["url_route"]) == (
-        "sFOX onboarding",
+        "sFOX",
         "sfox-onboarding/",
         "sfox-onboarding",
     )
@@ -194,7 +194,7 @@ def test_browser_shows_the_ledger_figures(live, ledger, tmp_path):
             wait.until(ec.element_to_be_clickable((By.CSS_SELECTOR, "button[aria-label='Plugins']"))).click()
         wait.until(ec.element_to_be_clickable((By.CSS_SELECTOR, link))).click()
         frame = wait.until(
-            ec.presence_of_element_located((By.CSS_SELECTOR, "iframe[title='sFOX onboarding']"))
+            ec.presence_of_element_located((By.CSS_SELECTOR, "iframe[title='sFOX']"))
         )
         driver.switch_to.frame(frame)
         wait.until(lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-loaded"))
