@@ -33,7 +33,7 @@ import sys
 import time
 import uuid
 from collections import Counter
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -485,6 +485,7 @@ def test_a_new_user_in_the_browser(live_airflow, warehouse, sandbox, tmp_path):
     and a dry run of a paused DAG triggered from its form, "Unpause on trigger" as the UI
     leaves it. The dry run sends nothing, and the unpause creates no other run.
     """
+    from selenium.common.exceptions import WebDriverException
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
     from selenium.webdriver.support import expected_conditions as ec
@@ -523,13 +524,26 @@ def test_a_new_user_in_the_browser(live_airflow, warehouse, sandbox, tmp_path):
         driver.get(f"{airflow.url}/dags/{DAG_ID}/runs/{run_id}")
         for group in ("individual", "corporation"):
             toggle = f"span[aria-label='Toggle group'][data-group-id='{group}']"
-            wait.until(ec.element_to_be_clickable((By.CSS_SELECTOR, toggle))).click()
+            child = f"a[data-testid='{group}.send_email']"
+
+            def expanded(d, toggle=toggle, child=child) -> bool:
+                # The grid re-renders while it loads: click again until the group's tasks show.
+                if any(e.is_displayed() for e in d.find_elements(By.CSS_SELECTOR, child)):
+                    return True
+                for element in d.find_elements(By.CSS_SELECTOR, toggle):
+                    with contextlib.suppress(WebDriverException):
+                        element.click()
+                time.sleep(1)
+                return False
+
+            wait.until(expanded, f"group {group} did not expand")
         tasks = ["plan", "individual_chunks", "corporation_chunks", "summarize"]
         tasks += ["individual", "individual.send_email", "individual.send_sms"]
         tasks += ["corporation", "corporation.send_email"]
         for task_id in tasks:  # the task's row name and its cell in the selected run's column
             for testid in (task_id, f"grid-{run_id}-{task_id}"):
-                wait.until(ec.visibility_of_element_located((By.CSS_SELECTOR, f"a[data-testid='{testid}']")))
+                shown = ec.visibility_of_element_located((By.CSS_SELECTOR, f"a[data-testid='{testid}']"))
+                wait.until(shown, f"no visible grid element {testid!r}")
         names = [e.text for e in driver.find_elements(By.CSS_SELECTOR, "a[data-group-id]")]
         assert [n.split()[0] for n in names] == ["corporation", "individual"], names
         wait.until(lambda d: "Success" in d.find_element(By.TAG_NAME, "body").text)
@@ -626,4 +640,4 @@ def test_unpausing_the_factory_dag_schedules_nothing_in_the_past(live_airflow):
     _wait_for_dag(live_airflow, NEW_USER_DAG_ID)
     dag = live_airflow.api("GET", f"/api/v2/dags/{NEW_USER_DAG_ID}").json()
     run_after = datetime.fromisoformat(dag["next_dagrun_run_after"].replace("Z", "+00:00"))
-    assert run_after > datetime.now(UTC), dag["next_dagrun_run_after"]
+    assert run_after > datetime.now(timezone.utc), dag["next_dagrun_run_after"]

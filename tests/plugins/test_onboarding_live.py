@@ -193,9 +193,7 @@ def test_browser_shows_the_ledger_figures(live, ledger, tmp_path):
         if not driver.find_elements(By.CSS_SELECTOR, link):
             wait.until(ec.element_to_be_clickable((By.CSS_SELECTOR, "button[aria-label='Plugins']"))).click()
         wait.until(ec.element_to_be_clickable((By.CSS_SELECTOR, link))).click()
-        frame = wait.until(
-            ec.presence_of_element_located((By.CSS_SELECTOR, "iframe[title='sFOX']"))
-        )
+        frame = wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, "iframe[title='sFOX']")))
         driver.switch_to.frame(frame)
         wait.until(lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-loaded"))
 
