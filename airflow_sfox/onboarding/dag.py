@@ -41,6 +41,8 @@ if TYPE_CHECKING:
 
     from airflow.sdk.definitions.xcom_arg import XComArg
 
+    from airflow_sfox.onboarding.alerts import Notifier
+
 try:  # Airflow 3.2+
     from airflow.sdk import CronTriggerTimetable
 except ImportError:  # Airflow 3.1
@@ -83,6 +85,8 @@ def onboarding_dag(
     schedule: Any = None,
     start_date: datetime | None = None,
     params: dict[str, Any] | None = None,
+    on_failure: Sequence[Notifier] = (),
+    on_recovery: Sequence[Notifier] = (),
     tags: Sequence[str] = ("sfox",),
     **dag_kwargs: Any,
 ) -> DAG:
@@ -100,6 +104,10 @@ def onboarding_dag(
     :param start_date: the DAG's start date. Leave it unset: with a start date, Airflow plans
         a run for the latest past tick as soon as the DAG is unpaused, even without catch-up.
     :param params: other defaults of the run params, e.g. ``{"chunk_size": 200}``.
+    :param on_failure: notifiers (``BaseNotifier`` objects such as ``SmtpNotifier`` or
+        ``SlackNotifier``, or callables taking the context) called once when a run fails, with
+        ``sfox_summary`` in their template context (see :mod:`airflow_sfox.onboarding.alerts`).
+    :param on_recovery: notifiers called once when a run succeeds after a run that did not.
     :param tags: the DAG's tags.
     :param dag_kwargs: any other :class:`~airflow.sdk.DAG` argument (``on_failure_callback``, ...).
     """
@@ -126,7 +134,9 @@ def onboarding_dag(
             _account_type_path(kind, _chunks_task(kind, planned), sfox_conn_id, warehouse_conn_id)
             for kind in CHANNELS_BY_ACCOUNT_TYPE
         ]
-        paths >> _summarize_task(warehouse_conn_id=warehouse_conn_id)
+        paths >> _summarize_task(
+            warehouse_conn_id=warehouse_conn_id, on_failure=tuple(on_failure), on_recovery=tuple(on_recovery)
+        )
     return dag
 
 
@@ -198,20 +208,35 @@ def _account_type_path(kind: AccountType, chunks: XComArg, sfox_conn_id: str, wa
     return path.expand(chunk=chunks)
 
 
-def _summarize_task(*, warehouse_conn_id: str) -> XComArg:
+def _summarize_task(
+    *, warehouse_conn_id: str, on_failure: tuple[Notifier, ...], on_recovery: tuple[Notifier, ...]
+) -> XComArg:
     @task(task_id="summarize", trigger_rule="all_done")
     def summarize(**context: Any) -> dict[str, Any]:
-        """This run's accounting, logged as a table; fails the run past the threshold."""
-        from airflow_sfox.onboarding.runs import summarize_run
+        """This run's accounting, logged as a table; fails the run past the threshold; alerts."""
+        from airflow_sfox.onboarding import alerts
+        from airflow_sfox.onboarding.runs import OnboardingRunFailed, summarize_run
+        from airflow_sfox.onboarding.warehouse import Warehouse
 
-        return summarize_run(
-            # Pulled, not passed: a failed plan leaves no XCom, and the summary says so.
-            counts=context["ti"].xcom_pull(task_ids=PLAN_TASK_ID),
-            params=context["params"],
-            run_id=context["run_id"],
-            dag_id=context["dag"].dag_id,
-            warehouse_conn_id=warehouse_conn_id,
-            started_at=context["dag_run"].start_date,
-        )
+        dag_id, run_id = context["dag"].dag_id, context["run_id"]
+        try:
+            summary = summarize_run(
+                # Pulled, not passed: a failed plan leaves no XCom, and the summary says so.
+                counts=context["ti"].xcom_pull(task_ids=PLAN_TASK_ID),
+                params=context["params"],
+                run_id=run_id,
+                dag_id=dag_id,
+                warehouse_conn_id=warehouse_conn_id,
+                started_at=context["dag_run"].start_date,
+            )
+        except OnboardingRunFailed as failure:
+            alerts.notify(on_failure, context, failure.summary)
+            raise
+        if on_recovery and not summary["dry_run"]:
+            warehouse = Warehouse.from_conn_id(warehouse_conn_id)
+            previous = alerts.previous_status(warehouse, dag_id=dag_id, run_id=run_id)
+            if alerts.is_recovery(previous, summary["status"]):
+                alerts.notify(on_recovery, context, summary)
+        return summary
 
     return summarize()

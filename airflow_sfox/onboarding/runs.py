@@ -7,6 +7,7 @@ params, the run id) so it can be driven from a test without a scheduler.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from typing import TYPE_CHECKING, Any
 
@@ -22,6 +23,19 @@ if TYPE_CHECKING:
     from airflow_sfox.onboarding.planner import OnboardingSource
 
 log = logging.getLogger(__name__)
+
+
+class OnboardingRunFailed(AirflowException):
+    """
+    The run failed; ``summary`` holds its accounting (no personal data), for alerts.
+
+    :param message: why, with the run id.
+    :param summary: the run summary (see :func:`summarize_run`).
+    """
+
+    def __init__(self, message: str, summary: dict[str, Any]) -> None:
+        super().__init__(message)
+        self.summary = summary
 
 
 def plan_run(
@@ -172,7 +186,17 @@ def summarize_run(
     :param started_at: when the run started, for the run's requests per second.
     """
     if counts is None:
-        raise AirflowException(f"sFOX onboarding run {run_id}: planning failed, nothing was sent")
+        why = "planning failed, nothing was sent"
+        with contextlib.suppress(Exception):  # the reason the plan task recorded, if it could
+            recorded = Warehouse.from_conn_id(warehouse_conn_id).run_row(run_id).get("reason")
+            why += f": {recorded or 'see its log'}"
+        failed_plan: dict[str, Any] = {
+            "run_id": run_id,
+            "dag_id": dag_id,
+            "status": RunStatus.PLAN_FAILED.value,
+            "problem": why,
+        }
+        raise OnboardingRunFailed(f"sFOX onboarding run {run_id}: {why}", failed_plan)
     config = OnboardingConfig.from_params(params)
     warehouse = Warehouse.from_conn_id(warehouse_conn_id)
     if config.dry_run:
@@ -196,7 +220,7 @@ def summarize_run(
     total = max(int(counts["source_rows"]), 1)
     share = (failed + rejected) / total
     status = RunStatus.SUCCESS
-    problem = None
+    problem: str | None = None
     if unsent or unfinished:
         status = RunStatus.INCOMPLETE
         problem = f"{unfinished} chunk steps did not finish and {unsent} planned requests were not sent"
@@ -208,12 +232,15 @@ def summarize_run(
         )
     summary: dict[str, Any] = {
         "run_id": run_id,
+        "dag_id": dag_id,
         "dry_run": config.dry_run,
         "source_rows": int(counts["source_rows"]),
         "rejected": rejected,
         "failed": failed,
         "status": status.value,
         "outcomes": {f"{channel}:{state}": v for (channel, state), v in sorted(table.items())},
+        "rejected_reasons": dict(counts.get("rejected_reasons") or {}),
+        "problem": problem,
     }
     if not config.dry_run:
         finished = utcnow()
@@ -250,7 +277,7 @@ def summarize_run(
             waits["pause_seconds"],
         )
     if problem:
-        raise AirflowException(f"sFOX onboarding run {run_id}: {problem}")
+        raise OnboardingRunFailed(f"sFOX onboarding run {run_id}: {problem}", summary)
     return summary
 
 

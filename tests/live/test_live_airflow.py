@@ -33,7 +33,7 @@ import sys
 import time
 import uuid
 from collections import Counter
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -632,12 +632,19 @@ def test_a_new_user_in_the_browser(live_airflow, warehouse, sandbox, tmp_path):
 
 def test_unpausing_the_factory_dag_schedules_nothing_in_the_past(live_airflow):
     """
-    What the scheduler plans once the DAG is unpaused: its next scheduled run lies ahead.
+    What the scheduler plans once the DAG is unpaused: its first scheduled run lies ahead of the
+    moment it was unpaused (the browser test's dry run), not an hour that had already passed.
 
     The live Airflow here runs no scheduled run ([scheduler] use_job_schedule is off), so this
     reads the plan the api-server reports instead.
     """
     _wait_for_dag(live_airflow, NEW_USER_DAG_ID)
     dag = live_airflow.api("GET", f"/api/v2/dags/{NEW_USER_DAG_ID}").json()
-    run_after = datetime.fromisoformat(dag["next_dagrun_run_after"].replace("Z", "+00:00"))
-    assert run_after > datetime.now(timezone.utc), dag["next_dagrun_run_after"]
+    assert dag["is_paused"] is False, "run after test_a_new_user_in_the_browser, which unpauses it"
+    runs = live_airflow.api("GET", f"/api/v2/dags/{NEW_USER_DAG_ID}/dagRuns").json()["dag_runs"]
+    unpaused_at = min(_ts(run["queued_at"]) for run in runs)  # the click that unpaused it
+    assert _ts(dag["next_dagrun_run_after"]) > unpaused_at, (dag["next_dagrun_run_after"], unpaused_at)
+
+
+def _ts(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
