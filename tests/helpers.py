@@ -47,3 +47,15 @@ def stop_process_group(proc: subprocess.Popen, timeout: float = 10) -> None:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(timeout)
+
+
+def copy_metadata_db(airflow_home: str | Path, target: Path) -> str:
+    """
+    A consistent copy of the session's SQLite metadata DB (the backup API reads its WAL too,
+    which a file copy would miss); returns its SQLAlchemy URL, for one more Airflow process.
+    """
+    import sqlite3
+
+    with sqlite3.connect(Path(airflow_home) / "airflow.db") as source, sqlite3.connect(target) as copy:
+        source.backup(copy)
+    return f"sqlite:///{target}"

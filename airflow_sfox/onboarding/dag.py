@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import DAG, task, task_group
@@ -66,13 +67,18 @@ def default_schedule() -> CronTriggerTimetable:
     """
     Hourly, at minute 0 UTC, creating no run when the DAG is unpaused.
 
-    A cron *trigger* timetable with ``run_immediately=False`` on a DAG without a start date
-    waits for the next tick: unlike ``"@hourly"`` it does not start a run for the hour that just
-    passed as soon as somebody unpauses the DAG (for example by triggering a dry run from the
-    form with "unpause on trigger" ticked). Given a start date, Airflow would plan the latest
-    past tick at once, so the factory sets none.
+    A cron *trigger* timetable on a DAG without a start date waits for the next tick: unlike
+    ``"@hourly"`` it does not start a run for the hour that just passed as soon as somebody
+    unpauses the DAG (for example by triggering a dry run from the form with "unpause on
+    trigger" ticked). Two details of Airflow's timetable matter:
+
+    - given a start date, it plans the latest past tick at once (without catchup it aims at the
+      latest tick already past), so the factory sets none;
+    - ``run_immediately=False`` still runs the past tick within 6 minutes of it (10 % of the
+      period, at least 5 minutes: Airflow 3.3.2 treats False like None), so the grace is set
+      to zero instead.
     """
-    return CronTriggerTimetable("0 * * * *", timezone="UTC", run_immediately=False)
+    return CronTriggerTimetable("0 * * * *", timezone="UTC", run_immediately=timedelta(0))
 
 
 def onboarding_dag(

@@ -157,6 +157,7 @@ class SendVerificationBatchOperator(BaseOperator):
     def execute(self, context: Context) -> dict[str, Any]:
         """Send the chunk; return its figures."""
         from airflow_sfox.hooks.sfox import SfoxConnectHook
+        from airflow_sfox.onboarding.metrics import emit_chunk
         from airflow_sfox.onboarding.runs import record_chunk
         from airflow_sfox.onboarding.sender import send_chunk, threads_for
         from airflow_sfox.onboarding.warehouse import Warehouse
@@ -198,6 +199,7 @@ class SendVerificationBatchOperator(BaseOperator):
                         raise
                     # Already failing (often: the warehouse is down): keep the first error.
                     self.log.warning("could not record the chunk's figures", exc_info=True)
+        emit_chunk(stats, dag_id=self.dag_id)
         return stats.as_dict()
 
     def _skip_if_nothing_due(self) -> None:

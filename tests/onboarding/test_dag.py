@@ -5,7 +5,6 @@ from __future__ import annotations
 import itertools
 import json
 import os
-import shutil
 import sqlite3
 import subprocess
 import sys
@@ -16,7 +15,7 @@ import pytest
 
 from airflow_sfox.onboarding.dag import OnboardingSource, onboarding_dag
 from airflow_sfox.onboarding.model import CHANNELS_BY_ACCOUNT_TYPE
-from tests.helpers import load_dag_file, sfox_conn_json
+from tests.helpers import copy_metadata_db, load_dag_file, sfox_conn_json
 from tests.onboarding_data import make_users, sandbox_users
 
 DAG_FILE = "sfox_test_two_sources"
@@ -140,11 +139,11 @@ def load_dag_file_dag(dag_id: str):
 
 
 def _dags_test(dag_id: str, airflow_home: str, tmp_path: Path) -> subprocess.Popen:
-    metadata = tmp_path / f"{dag_id}-airflow.db"
-    shutil.copy(Path(airflow_home) / "airflow.db", metadata)
     env = {
         **os.environ,
-        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{metadata}",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": copy_metadata_db(
+            airflow_home, tmp_path / f"{dag_id}-airflow.db"
+        ),
         "AIRFLOW__CORE__DAGS_FOLDER": str(Path(os.environ["AIRFLOW__CORE__DAGS_FOLDER"]) / f"{DAG_FILE}.py"),
     }
     return subprocess.Popen(
@@ -179,6 +178,7 @@ def _core_timetable(timetable):
     return coerce_to_core_timetable(timetable)
 
 
+@pytest.mark.parametrize("minutes_after_the_hour", [0.5, 3, 30, 59])
 @pytest.mark.parametrize(
     ("schedule", "runs_at_unpause"),
     [
@@ -186,16 +186,22 @@ def _core_timetable(timetable):
         ("@hourly", True),  # what the DAG used to have: a run for the hour that just ended
     ],
 )
-def test_unpausing_creates_no_run_for_the_past_hour(schedule, runs_at_unpause):
+def test_unpausing_creates_no_run_for_the_past_hour(
+    monkeypatch, schedule, runs_at_unpause, minutes_after_the_hour
+):
     """What the scheduler plans for a DAG that was never run, the moment it is unpaused."""
+    import importlib
+
     import pendulum
     from airflow.timetables.base import TimeRestriction
 
     dag = onboarding_dag(dag_id="unpause", source=OnboardingSource(), schedule=schedule)
     timetable = _core_timetable(dag.timetable)
-    before = pendulum.now("UTC")
+    now = pendulum.datetime(2026, 12, 1, 9, tz="UTC").add(seconds=int(minutes_after_the_hour * 60))
+    for module in {type(timetable).__module__, "airflow.timetables._cron"}:
+        monkeypatch.setattr(importlib.import_module(module), "utcnow", lambda: now, raising=False)
     planned = timetable.next_dagrun_info(
         last_automated_data_interval=None,
         restriction=TimeRestriction(earliest=dag.start_date, latest=None, catchup=dag.catchup),
     )
-    assert (planned.run_after <= before) is runs_at_unpause, planned
+    assert (planned.run_after <= now) is runs_at_unpause, planned
