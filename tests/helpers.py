@@ -59,3 +59,13 @@ def copy_metadata_db(airflow_home: str | Path, target: Path) -> str:
     with sqlite3.connect(Path(airflow_home) / "airflow.db") as source, sqlite3.connect(target) as copy:
         source.backup(copy)
     return f"sqlite:///{target}"
+
+
+def most_in_window(times: list[float], window: float) -> int:
+    """The most of ``times`` (sorted) in any half-open window ``(t - window, t]``."""
+    most = tail = 0
+    for head, moment in enumerate(times):
+        while times[tail] <= moment - window:
+            tail += 1
+        most = max(most, head - tail + 1)
+    return most

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from tests.helpers import TOKEN, sfox_conn_json
+from tests.helpers import TOKEN, most_in_window, sfox_conn_json
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -97,16 +97,6 @@ def run_workers(url: str, workers: list[dict[str, Any]], timeout: float = 240) -
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
-
-
-def most_in_window(times: list[float], window: float) -> int:
-    """The most of ``times`` (sorted) in any half-open window (t - window, t]."""
-    most = tail = 0
-    for head, moment in enumerate(times):
-        while times[tail] <= moment - window:
-            tail += 1
-        most = max(most, head - tail + 1)
-    return most
 
 
 def test_processes_share_exactly_250_per_10s_without_a_429(sandbox, backend_extras):

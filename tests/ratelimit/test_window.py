@@ -17,6 +17,7 @@ from airflow_sfox.ratelimit import (
     SqliteBackend,
     budget_from_rate,
 )
+from tests.helpers import most_in_window
 
 KEY = "api.sfox.test"
 
@@ -60,16 +61,6 @@ def stored_starts(backend) -> list[float]:
         return sorted(backend._starts[KEY])
     conn = backend._conn(KEY)
     return [t for (t,) in conn.execute("SELECT t FROM starts ORDER BY t")]
-
-
-def most_in_window(starts: list[float], window: float) -> int:
-    """The most starts in any half-open window (t - window, t]."""
-    most = tail = 0
-    for head, start in enumerate(starts):
-        while starts[tail] <= start - window:
-            tail += 1
-        most = max(most, head - tail + 1)
-    return most
 
 
 def test_whole_budget_at_once_then_one_span_later(backend, clock):
