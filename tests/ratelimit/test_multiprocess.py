@@ -29,9 +29,9 @@ THREADS = 8
 
 def sandbox_module() -> Any:
     """The sandbox package: ``SandboxServer``, ``SandboxConfig``, ``RateLimitSettings``."""
-    import airflow_sfox.sandbox as sandbox  # moving to the sfox_sandbox distribution
+    import sfox_sandbox
 
-    return sandbox
+    return sfox_sandbox
 
 
 @pytest.fixture
