@@ -34,6 +34,7 @@ from airflow_sfox.defaults import DEFAULT_ONBOARDING_DAG_ID, DEFAULT_SFOX_CONN_I
 from airflow_sfox.onboarding.model import CHANNELS_BY_ACCOUNT_TYPE, AccountType
 from airflow_sfox.onboarding.params import onboarding_params
 from airflow_sfox.onboarding.planner import OnboardingSource
+from airflow_sfox.onboarding.warehouse import check_identifier
 from airflow_sfox.operators.verification import SendVerificationBatchOperator
 
 if TYPE_CHECKING:
@@ -78,6 +79,7 @@ def onboarding_dag(
     dag_id: str = DEFAULT_ONBOARDING_DAG_ID,
     sfox_conn_id: str = DEFAULT_SFOX_CONN_ID,
     warehouse_conn_id: str = DEFAULT_WAREHOUSE_CONN_ID,
+    warehouse_schema: str | None = None,
     parallel_chunks: int = 1,
     schedule: Any = None,
     start_date: datetime | None = None,
@@ -92,6 +94,9 @@ def onboarding_dag(
     :param dag_id: the DAG id.
     :param sfox_conn_id: the ``sfox`` connection.
     :param warehouse_conn_id: the SQL connection holding the source, the ledger and the run table.
+    :param warehouse_schema: the schema of the ledger, run and snapshot tables (MariaDB/MySQL: a
+        database), created when missing; ``None``: the connection's default. The source may name
+        its own schema (``OnboardingSource(table="crm.customers")``).
     :param parallel_chunks: chunk tasks that may send at once. Each gets ``1/parallel_chunks``
         of the connection's request budget, so together they stay within it.
     :param schedule: when to run (default: :func:`default_schedule`, hourly; nothing at unpause).
@@ -102,6 +107,11 @@ def onboarding_dag(
     """
     if int(parallel_chunks) < 1:
         raise ValueError(f"parallel_chunks must be >= 1, got {parallel_chunks!r}")
+    if warehouse_schema is not None:
+        check_identifier(warehouse_schema, "warehouse_schema")
+        if "." in warehouse_schema:
+            raise ValueError(f"warehouse_schema must be a plain SQL identifier, got {warehouse_schema!r}")
+    where: dict[str, Any] = {"warehouse_conn_id": warehouse_conn_id, "warehouse_schema": warehouse_schema}
     dag_kwargs.setdefault("description", f"Send sFOX verification codes to the users of {source.sql()[:60]}")
     dag_kwargs.setdefault(
         "doc_md",
@@ -118,18 +128,18 @@ def onboarding_dag(
         tags=list(tags),
         **dag_kwargs,
     ) as dag:
-        planned = _plan_task(source=source, sfox_conn_id=sfox_conn_id, warehouse_conn_id=warehouse_conn_id)
+        planned = _plan_task(source=source, sfox_conn_id=sfox_conn_id, **where)
         paths = [
-            _account_type_path(
-                kind, _chunks_task(kind, planned), sfox_conn_id, warehouse_conn_id, parallel_chunks
-            )
+            _account_type_path(kind, _chunks_task(kind, planned), sfox_conn_id, where, parallel_chunks)
             for kind in CHANNELS_BY_ACCOUNT_TYPE
         ]
-        paths >> _summarize_task(warehouse_conn_id=warehouse_conn_id)
+        paths >> _summarize_task(**where)
     return dag
 
 
-def _plan_task(*, source: OnboardingSource, sfox_conn_id: str, warehouse_conn_id: str) -> XComArg:
+def _plan_task(
+    *, source: OnboardingSource, sfox_conn_id: str, warehouse_conn_id: str, warehouse_schema: str | None
+) -> XComArg:
     @task(task_id=PLAN_TASK_ID)
     def plan(**context: Any) -> dict[str, Any]:
         """Check the source, plan who gets which code, and queue it in the ledger."""
@@ -141,6 +151,7 @@ def _plan_task(*, source: OnboardingSource, sfox_conn_id: str, warehouse_conn_id
             run_id=context["run_id"],
             dag_id=context["dag"].dag_id,
             warehouse_conn_id=warehouse_conn_id,
+            warehouse_schema=warehouse_schema,
             sfox_conn_id=sfox_conn_id,
             source=source,
             started_at=context["dag_run"].start_date,
@@ -175,7 +186,7 @@ def _chunks_task(kind: AccountType, plan: XComArg) -> XComArg:
 
 
 def _account_type_path(
-    kind: AccountType, chunks: XComArg, sfox_conn_id: str, warehouse_conn_id: str, parallel_chunks: int
+    kind: AccountType, chunks: XComArg, sfox_conn_id: str, where: dict[str, Any], parallel_chunks: int
 ) -> Any:
     """One mapped group per account type, a chunk per instance: a step per channel, in order."""
 
@@ -186,7 +197,7 @@ def _account_type_path(
                 task_id=f"send_{channel}",
                 chunk=chunk,
                 verification_type=str(channel),
-                warehouse_conn_id=warehouse_conn_id,
+                **where,
                 sfox_conn_id=sfox_conn_id,
                 rate_share=1 / parallel_chunks,
                 # A later channel runs when the one before had nothing to do (skipped) too.
@@ -200,7 +211,7 @@ def _account_type_path(
     return path.expand(chunk=chunks)
 
 
-def _summarize_task(*, warehouse_conn_id: str) -> XComArg:
+def _summarize_task(*, warehouse_conn_id: str, warehouse_schema: str | None) -> XComArg:
     @task(task_id="summarize", trigger_rule="all_done")
     def summarize(**context: Any) -> dict[str, Any]:
         """This run's accounting, logged as a table; fails the run past the threshold."""
@@ -213,6 +224,7 @@ def _summarize_task(*, warehouse_conn_id: str) -> XComArg:
             run_id=context["run_id"],
             dag_id=context["dag"].dag_id,
             warehouse_conn_id=warehouse_conn_id,
+            warehouse_schema=warehouse_schema,
             started_at=context["dag_run"].start_date,
         )
 
