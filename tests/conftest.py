@@ -176,7 +176,11 @@ class WarehouseDB:
         if self.kind == "sqlite":
             rows = self.query("SELECT COUNT(*) FROM sqlite_master WHERE name = ?", (name,))
         elif self.kind == "postgres":
-            rows = self.query("SELECT COUNT(*) FROM information_schema.tables WHERE table_name = ?", (name,))
+            rows = self.query(
+                "SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = current_schema() "
+                "AND table_name = ?",
+                (name,),
+            )
         else:
             rows = self.query(
                 "SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = DATABASE() "
