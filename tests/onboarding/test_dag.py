@@ -168,3 +168,18 @@ def test_a_conf_naming_the_source_fails_before_any_sql(two_warehouses, sfox_sand
     ((status, reason),) = two_warehouses.execute(RETAIL, "SELECT status, reason FROM sfox_onboarding_runs")
     assert status == "plan_failed"
     assert "'source_query' is refused" in reason
+
+
+def test_warehouse_schema_is_set_where_the_dag_is_defined():
+    dag = onboarding_dag(
+        dag_id="schema", source=OnboardingSource(table="crm.customers"), warehouse_schema="sfox"
+    )
+    for kind, channels in CHANNELS_BY_ACCOUNT_TYPE.items():
+        for channel in channels:
+            task = dag.get_task(f"{kind}.send_{channel}")
+            assert task.warehouse_schema == "sfox"
+    assert "warehouse_schema" not in dag.params  # never a run param
+    with pytest.raises(ValueError, match="warehouse_schema"):
+        onboarding_dag(dag_id="bad", source=OnboardingSource(), warehouse_schema="a.b")
+    with pytest.raises(ValueError, match="warehouse_schema"):
+        onboarding_dag(dag_id="bad", source=OnboardingSource(), warehouse_schema="x; DROP TABLE y")
