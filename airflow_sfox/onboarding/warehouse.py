@@ -408,7 +408,11 @@ class Warehouse:
         self.ledger = ".".join(p for p in ledger if p)
         self.runs = ".".join(p for p in runs if p)
         self.snapshot = ".".join(p for p in snapshot if p)
-        self.engine: Engine = hook.get_sqlalchemy_engine(engine_kwargs={"poolclass": NullPool})
+        # No pool: a connection per use, closed after it (as the DB-API path did). Errors do
+        # not repeat statement parameters (user ids, and whatever a source row held).
+        self.engine: Engine = hook.get_sqlalchemy_engine(
+            engine_kwargs={"poolclass": NullPool, "hide_parameters": True}
+        )
         self.dialect = self.engine.dialect.name
         support = DIALECTS.get(self.dialect)
         if support is None:
