@@ -17,3 +17,5 @@ DEFAULT_ONBOARDING_DAG_ID = "sfox_batch_onboarding"
 LEDGER_TABLE = "sfox_onboarding_ledger"
 #: One row per onboarding run.
 RUNS_TABLE = "sfox_onboarding_runs"
+#: sFOX's users as the last plan read them (no email, no phone): joined with the source in SQL.
+SNAPSHOT_TABLE = "sfox_onboarding_snapshot"

@@ -75,6 +75,8 @@ def pytest_collection_modifyitems(items) -> None:
             item.add_marker(pytest.mark.postgres)
         if "redis_server" in fixtures:
             item.add_marker(pytest.mark.redis)
+        if "mariadb_uri" in fixtures or params.get("warehouse_db") == "mariadb":
+            item.add_marker(pytest.mark.mariadb)
 
 
 def pytest_terminal_summary(terminalreporter) -> None:
@@ -110,6 +112,41 @@ def redis_server():
     server.stop()
 
 
+@pytest.fixture(scope="session")
+def mariadb_uri():
+    """Connection params (host, port, user, password, database) of a real MariaDB server, once per session."""
+    from tests import mariadb
+    from tests.tiers import require_installable, unavailable
+
+    if os.geteuid() != 0:  # the private server runs as the mysql OS user
+        unavailable("mariadb", "the test server runs as the mysql OS user, which needs root")
+    require_installable("mariadb", mariadb.find_mariadbd() is not None, "MariaDB (mariadb-server)")
+    try:
+        import MySQLdb  # noqa: F401 - the driver of the provider's default client
+    except ImportError:
+        unavailable("mariadb", "mysqlclient is not installed (pip install 'airflow-provider-sfox[mysql]')")
+    yield mariadb.ensure_mariadb_server()
+    mariadb.stop_mariadb_server()
+
+
+def mariadb_connect(params: dict, database: str | None = None):
+    """A MySQLdb connection to the test server (utf8mb4)."""
+    import MySQLdb
+
+    return MySQLdb.connect(
+        host=params["host"],
+        port=params["port"],
+        user=params["user"],
+        password=params["password"],
+        database=database or params["database"],
+        charset="utf8mb4",
+    )
+
+
+#: Databases (schemas) that MariaDB tests may create beside ``warehouse``; dropped per test.
+MARIADB_TEST_SCHEMAS = ("sfox_onboarding", "crm")
+
+
 class WarehouseDB:
     """A real warehouse database behind the ``sfox_warehouse`` connection, for tests."""
 
@@ -117,6 +154,7 @@ class WarehouseDB:
         self.kind = kind
         self.conn_json = conn_json
         self._connect = connect
+        # sqlite3: qmark; psycopg2 and MySQLdb: format. Tests write "?" and get the driver's.
         self.ph = "?" if kind == "sqlite" else "%s"
 
     def query(self, sql: str, params: tuple = ()) -> list[tuple]:
@@ -124,7 +162,7 @@ class WarehouseDB:
         try:
             cursor = conn.cursor()
             cursor.execute(sql.replace("?", self.ph), params)
-            rows = cursor.fetchall() if cursor.description else []
+            rows = [tuple(r) for r in cursor.fetchall()] if cursor.description else []
             conn.commit()
             return rows
         finally:
@@ -149,6 +187,33 @@ class WarehouseDB:
         finally:
             conn.close()
 
+    def has_table(self, name: str) -> bool:
+        """Whether a table of that name exists in the warehouse's database."""
+        if self.kind == "sqlite":
+            rows = self.query("SELECT COUNT(*) FROM sqlite_master WHERE name = ?", (name,))
+        elif self.kind == "postgres":
+            rows = self.query(
+                "SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = current_schema() "
+                "AND table_name = ?",
+                (name,),
+            )
+        else:
+            rows = self.query(
+                "SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = DATABASE() "
+                "AND table_name = ?",
+                (name,),
+            )
+        return bool(rows[0][0])
+
+    def timestamp(self, value):
+        """An aware datetime as this database's onboarding tables store it."""
+        from datetime import timezone
+
+        value = value.astimezone(timezone.utc)
+        if self.kind == "sqlite":
+            return value.isoformat(timespec="microseconds")
+        return value.replace(tzinfo=None) if self.kind == "mariadb" else value
+
     def ledger(self) -> dict[tuple[str, str], dict]:
         rows = self.query(
             "SELECT user_id, channel, state, sends, attempts, uncertain, last_status, last_error, run_id "
@@ -158,9 +223,9 @@ class WarehouseDB:
         return {(r[0], r[1]): dict(zip(keys, r[2:], strict=True)) for r in rows}
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
+@pytest.fixture(params=["sqlite", "postgres", "mariadb"])
 def warehouse_db(request, tmp_path, monkeypatch):
-    """An empty warehouse (SQLite file, or a real PostgreSQL server) as ``sfox_warehouse``."""
+    """An empty warehouse (SQLite file, a real PostgreSQL or MariaDB server) as ``sfox_warehouse``."""
     import json
 
     if request.param == "sqlite":
@@ -169,6 +234,28 @@ def warehouse_db(request, tmp_path, monkeypatch):
         path = str(tmp_path / "warehouse.db")
         conn_json = json.dumps({"conn_type": "sqlite", "host": path})
         db = WarehouseDB("sqlite", conn_json, lambda: sqlite3.connect(path))
+    elif request.param == "mariadb":
+        params = request.getfixturevalue("mariadb_uri")
+        conn = mariadb_connect(params)
+        try:
+            cursor = conn.cursor()
+            for name in (params["database"], *MARIADB_TEST_SCHEMAS):
+                cursor.execute(f"DROP DATABASE IF EXISTS {name}")
+            cursor.execute(f"CREATE DATABASE {params['database']} CHARACTER SET utf8mb4")
+        finally:
+            conn.close()
+        conn_json = json.dumps(
+            {
+                "conn_type": "mysql",
+                "host": params["host"],
+                "port": params["port"],
+                "login": params["user"],
+                "password": params["password"],
+                "schema": params["database"],
+                "extra": {"charset": "utf8mb4"},
+            }
+        )
+        db = WarehouseDB("mariadb", conn_json, lambda: mariadb_connect(params))
     else:
         import psycopg2
 

@@ -82,16 +82,18 @@ def previous_status(warehouse: Warehouse, *, dag_id: str, run_id: str) -> str | 
     :param dag_id: the DAG.
     :param run_id: this run, left out.
     """
-    ph = warehouse.ph
-    sql = (
-        f"SELECT status FROM {warehouse.runs} WHERE dag_id = {ph} AND run_id <> {ph} "  # noqa: S608
-        "AND started_at IS NOT NULL ORDER BY started_at DESC LIMIT 1"
+    import sqlalchemy as sa
+
+    t = warehouse.runs_t
+    query = (
+        sa.select(t.c.status)
+        .where(t.c.dag_id == dag_id, t.c.run_id != run_id, t.c.started_at.is_not(None))
+        .order_by(t.c.started_at.desc())
+        .limit(1)
     )
     with warehouse.connect() as conn:
-        cursor = conn.cursor()
-        cursor.execute(sql, (dag_id, run_id))
-        row = cursor.fetchone()
-    return None if row is None else str(row[0])
+        status = conn.execute(query).scalar()
+    return None if status is None else str(status)
 
 
 def is_recovery(previous: str | None, current: str) -> bool:

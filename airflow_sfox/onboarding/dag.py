@@ -34,6 +34,7 @@ from airflow_sfox.defaults import DEFAULT_ONBOARDING_DAG_ID, DEFAULT_SFOX_CONN_I
 from airflow_sfox.onboarding.model import CHANNELS_BY_ACCOUNT_TYPE, AccountType
 from airflow_sfox.onboarding.params import onboarding_params
 from airflow_sfox.onboarding.planner import OnboardingSource
+from airflow_sfox.onboarding.warehouse import check_identifier
 from airflow_sfox.operators.verification import SendVerificationBatchOperator
 
 if TYPE_CHECKING:
@@ -87,6 +88,7 @@ def onboarding_dag(
     dag_id: str = DEFAULT_ONBOARDING_DAG_ID,
     sfox_conn_id: str = DEFAULT_SFOX_CONN_ID,
     warehouse_conn_id: str = DEFAULT_WAREHOUSE_CONN_ID,
+    warehouse_schema: str | None = None,
     parallel_chunks: int = 1,
     schedule: Any = None,
     start_date: datetime | None = None,
@@ -103,6 +105,9 @@ def onboarding_dag(
     :param dag_id: the DAG id.
     :param sfox_conn_id: the ``sfox`` connection.
     :param warehouse_conn_id: the SQL connection holding the source, the ledger and the run table.
+    :param warehouse_schema: the schema of the ledger, run and snapshot tables (MariaDB/MySQL: a
+        database), created when missing; ``None``: the connection's default. The source may name
+        its own schema (``OnboardingSource(table="crm.customers")``).
     :param parallel_chunks: chunk tasks that may send at once. They share the connection's
         one rate budget (with every other user of it on the host), so together they fill it:
         while one chunk task starts, another sends.
@@ -119,6 +124,11 @@ def onboarding_dag(
     """
     if int(parallel_chunks) < 1:
         raise ValueError(f"parallel_chunks must be >= 1, got {parallel_chunks!r}")
+    if warehouse_schema is not None:
+        check_identifier(warehouse_schema, "warehouse_schema")
+        if "." in warehouse_schema:
+            raise ValueError(f"warehouse_schema must be a plain SQL identifier, got {warehouse_schema!r}")
+    where: dict[str, Any] = {"warehouse_conn_id": warehouse_conn_id, "warehouse_schema": warehouse_schema}
     dag_kwargs.setdefault("description", f"Send sFOX verification codes to the users of {source.sql()[:60]}")
     dag_kwargs.setdefault(
         "doc_md",
@@ -135,18 +145,18 @@ def onboarding_dag(
         tags=list(tags),
         **dag_kwargs,
     ) as dag:
-        planned = _plan_task(source=source, sfox_conn_id=sfox_conn_id, warehouse_conn_id=warehouse_conn_id)
+        planned = _plan_task(source=source, sfox_conn_id=sfox_conn_id, **where)
         paths = [
-            _account_type_path(kind, _chunks_task(kind, planned), sfox_conn_id, warehouse_conn_id)
+            _account_type_path(kind, _chunks_task(kind, planned), sfox_conn_id, where)
             for kind in CHANNELS_BY_ACCOUNT_TYPE
         ]
-        paths >> _summarize_task(
-            warehouse_conn_id=warehouse_conn_id, on_failure=tuple(on_failure), on_recovery=tuple(on_recovery)
-        )
+        paths >> _summarize_task(**where, on_failure=tuple(on_failure), on_recovery=tuple(on_recovery))
     return dag
 
 
-def _plan_task(*, source: OnboardingSource, sfox_conn_id: str, warehouse_conn_id: str) -> XComArg:
+def _plan_task(
+    *, source: OnboardingSource, sfox_conn_id: str, warehouse_conn_id: str, warehouse_schema: str | None
+) -> XComArg:
     @task(task_id=PLAN_TASK_ID)
     def plan(**context: Any) -> dict[str, Any]:
         """Check the source, plan who gets which code, and queue it in the ledger."""
@@ -158,6 +168,7 @@ def _plan_task(*, source: OnboardingSource, sfox_conn_id: str, warehouse_conn_id
             run_id=context["run_id"],
             dag_id=context["dag"].dag_id,
             warehouse_conn_id=warehouse_conn_id,
+            warehouse_schema=warehouse_schema,
             sfox_conn_id=sfox_conn_id,
             source=source,
             started_at=context["dag_run"].start_date,
@@ -191,7 +202,7 @@ def _chunks_task(kind: AccountType, plan: XComArg) -> XComArg:
     return selected
 
 
-def _account_type_path(kind: AccountType, chunks: XComArg, sfox_conn_id: str, warehouse_conn_id: str) -> Any:
+def _account_type_path(kind: AccountType, chunks: XComArg, sfox_conn_id: str, where: dict[str, Any]) -> Any:
     """One mapped group per account type, a chunk per instance: a step per channel, in order."""
 
     @task_group(group_id=str(kind), tooltip=f"{kind} chunks: {', '.join(CHANNELS_BY_ACCOUNT_TYPE[kind])}")
@@ -201,7 +212,7 @@ def _account_type_path(kind: AccountType, chunks: XComArg, sfox_conn_id: str, wa
                 task_id=f"send_{channel}",
                 chunk=chunk,
                 verification_type=str(channel),
-                warehouse_conn_id=warehouse_conn_id,
+                **where,
                 sfox_conn_id=sfox_conn_id,
                 # A later channel runs when the one before had nothing to do (skipped) too.
                 trigger_rule="none_failed" if position else "all_success",
@@ -215,7 +226,11 @@ def _account_type_path(kind: AccountType, chunks: XComArg, sfox_conn_id: str, wa
 
 
 def _summarize_task(
-    *, warehouse_conn_id: str, on_failure: tuple[Notifier, ...], on_recovery: tuple[Notifier, ...]
+    *,
+    warehouse_conn_id: str,
+    warehouse_schema: str | None,
+    on_failure: tuple[Notifier, ...],
+    on_recovery: tuple[Notifier, ...],
 ) -> XComArg:
     @task(task_id="summarize", trigger_rule="all_done")
     def summarize(**context: Any) -> dict[str, Any]:
@@ -233,13 +248,14 @@ def _summarize_task(
                 run_id=run_id,
                 dag_id=dag_id,
                 warehouse_conn_id=warehouse_conn_id,
+                warehouse_schema=warehouse_schema,
                 started_at=context["dag_run"].start_date,
             )
         except OnboardingRunFailed as failure:
             alerts.notify(on_failure, context, failure.summary)
             raise
         if on_recovery and not summary["dry_run"]:
-            warehouse = Warehouse.from_conn_id(warehouse_conn_id)
+            warehouse = Warehouse.from_conn_id(warehouse_conn_id, schema=warehouse_schema)
             previous = alerts.previous_status(warehouse, dag_id=dag_id, run_id=run_id)
             if alerts.is_recovery(previous, summary["status"]):
                 alerts.notify(on_recovery, context, summary)

@@ -1,9 +1,11 @@
 """
 Planning: which users need which code, written to the ledger as ``queued`` work in chunks.
 
-The planner streams the source table joined with the ledger, ordered by user_id (so
-duplicates are adjacent and memory does not grow with the table), asks sFOX once for the
-state of every end user (one ``GET /v1/enterprise/users``), validates each row and decides:
+The planner streams sFOX's end users (one ``GET /v1/enterprise/users``) into the snapshot
+table, then reads the source joined with the ledger and the snapshot **in SQL**, one row per
+distinct user_id compared as exact text (an integer 777 and a text '777' are one user; a
+user_id found on more than one source row is rejected), in user_id order, so memory does not
+grow with the table or with sFOX's list. It validates each row and decides:
 
 - each account type verifies the channels of
   :data:`~airflow_sfox.onboarding.model.CHANNELS_BY_ACCOUNT_TYPE`, in order: a channel is
@@ -20,11 +22,13 @@ over are small descriptors of chunk ranges, never rows.
 from __future__ import annotations
 
 import math
+import uuid
 from collections import Counter
-from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
+
+import sqlalchemy as sa
 
 from airflow_sfox.onboarding.model import (
     ACCOUNT_TYPES,
@@ -38,10 +42,12 @@ from airflow_sfox.onboarding.model import (
     prerequisite,
 )
 from airflow_sfox.onboarding.validation import SourceUser, as_text, ledger_key, validate_row
-from airflow_sfox.onboarding.warehouse import USER_ID_COLUMN_LENGTH, check_identifier, utcnow
+from airflow_sfox.onboarding.warehouse import check_identifier, snapshot_verified, utcnow
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Iterator, Mapping
+
+    from sqlalchemy.engine import Dialect
 
     from airflow_sfox.hooks.sfox import SfoxConnectHook
     from airflow_sfox.onboarding.warehouse import Warehouse
@@ -169,38 +175,6 @@ class OnboardingConfig:
 
 
 @dataclass
-class SfoxDirectory:
-    """What sFOX reports about end users: who has verified which channel."""
-
-    verified: dict[Channel, set[str]] = field(default_factory=lambda: {c: set() for c in CHANNELS})
-
-    @classmethod
-    def from_users(cls, users: Iterable[Mapping[str, Any]]) -> SfoxDirectory:
-        """
-        Read ``requirements`` (``true`` = still required) of sFOX user objects, tolerantly.
-
-        :param users: the ``data`` of ``GET /v1/enterprise/users``.
-        """
-        directory = cls()
-        for user in users:
-            user_id = user.get("user_id")
-            if user_id is None:
-                continue
-            user_id = str(user_id)
-            requirements = user.get("requirements")
-            verified_user = str(user.get("status", "")).upper() == "VERIFIED"
-            for channel, ids in directory.verified.items():
-                required = requirements.get(channel.value) if isinstance(requirements, Mapping) else None
-                if required is False or verified_user:
-                    ids.add(user_id)
-        return directory
-
-    def is_verified(self, user_id: str, channel: str) -> bool:
-        """Whether sFOX lists the channel of the user as verified."""
-        return user_id in self.verified[Channel(channel)]
-
-
-@dataclass
 class _LedgerState:
     state: str | None
     sends: int
@@ -246,13 +220,6 @@ class _Chunker:
         return chunk
 
 
-def _same_user(a: object, b: object) -> bool:
-    """Whether two adjacent source ids are one user (empty ids never are: each row is its own)."""
-    if a is None or b is None or not as_text(a).strip():
-        return False
-    return as_text(a) == as_text(b)
-
-
 def _descriptors(chunkers: list[_Chunker], max_chunks: int) -> list[dict[str, Any]]:
     total = sum(len(c.per_chunk) for c in chunkers)
     group = max(1, math.ceil(total / max_chunks))
@@ -278,34 +245,61 @@ def _descriptors(chunkers: list[_Chunker], max_chunks: int) -> list[dict[str, An
     return out
 
 
-def _source_sql(
-    config: OnboardingConfig, source: OnboardingSource, warehouse: Warehouse, *, with_ledger: bool
-) -> tuple[str, list[Any]]:
-    """The source joined with its ledger rows: user columns, then (state, sends, last_sent_at) per channel."""
+def sfox_users(hook: SfoxConnectHook) -> Iterator[Mapping[str, Any]]:
+    """sFOX's user objects, streamed when the hook can (``iter_users``), else the one list."""
+    users = hook.iter_users() if hasattr(hook, "iter_users") else iter(hook.list_users())
+    return users
+
+
+def planning_query(
+    config: OnboardingConfig,
+    source: OnboardingSource,
+    warehouse: Warehouse,
+    dialect: Dialect,
+    *,
+    snapshot: sa.Table,
+    snapshot_id: str,
+    with_ledger: bool,
+) -> sa.Select[Any]:
+    """
+    Source ⋈ ledger ⋈ snapshot, one row per distinct user_id (as exact text), in user_id order.
+
+    Columns: ``user_id`` (text), ``rows`` (source rows with that id), ``account_type``, ``email``,
+    ``phone_number``, then ``state, sends, last_sent_at`` per channel, then sFOX's ``status`` and
+    ``<channel>_required`` per channel from the snapshot.
+    """
     cols = ", ".join(f"src.{source.column(c)} AS {c}" for c in SOURCE_COLUMNS)
-    key = f"CAST(s.user_id AS VARCHAR({USER_ID_COLUMN_LENGTH}))"
-    ledger = warehouse.ledger
-    alias = {channel: f"l_{channel.value}" for channel in CHANNELS}
-    if with_ledger:
-        picked = ", ".join(f"{a}.state, {a}.sends, {a}.last_sent_at" for a in alias.values())
-        joins = " ".join(
-            f"LEFT JOIN {ledger} {a} ON {a}.user_id = {key} AND {a}.channel = '{channel.value}'"
-            for channel, a in alias.items()
-        )
-    else:  # a dry run before the first real run: no ledger yet, nothing sent yet
-        picked, joins = ", ".join(["NULL, NULL, NULL"] * len(alias)), ""
-    sql = (
-        f"SELECT s.user_id, s.account_type, s.email, s.phone_number, {picked} "
-        f"FROM (SELECT {cols} FROM {source.sql()} src) s {joins}"
+    src = (
+        sa.text(f"SELECT {cols} FROM {source.sql()} src")
+        .columns(*(sa.column(c) for c in SOURCE_COLUMNS))
+        .subquery("s")
     )
-    params: list[Any] = []
+    key = warehouse.support.text_key(src.c.user_id, dialect)
+    grouped = sa.select(
+        key.label("user_id"),
+        sa.func.count().label("rows"),
+        *(sa.func.min(src.c[c]).label(c) for c in SOURCE_COLUMNS[1:]),
+    )
     if config.user_ids is not None:
-        if not config.user_ids:
-            sql += " WHERE 1 = 0"
-        else:
-            sql += f" WHERE {key} IN ({', '.join([warehouse.ph] * len(config.user_ids))})"
-            params.extend(config.user_ids)
-    return sql + " ORDER BY s.user_id", params
+        grouped = grouped.where(key.in_(config.user_ids) if config.user_ids else sa.false())
+    users = grouped.group_by(key).subquery("k")
+    picked: list[Any] = []
+    joined: Any = users
+    for channel in CHANNELS:
+        if with_ledger:
+            ledger = warehouse.ledger_t.alias(f"l_{channel.value}")
+            joined = joined.outerjoin(
+                ledger, sa.and_(ledger.c.user_id == users.c.user_id, ledger.c.channel == channel.value)
+            )
+            picked += [ledger.c.state, ledger.c.sends, ledger.c.last_sent_at]
+        else:  # a dry run before the first real run: no ledger yet, nothing sent yet
+            picked += [sa.null(), sa.null(), sa.null()]
+    snap = snapshot.alias("snap")
+    joined = joined.outerjoin(
+        snap, sa.and_(snap.c.snapshot_id == snapshot_id, snap.c.user_id == users.c.user_id)
+    )
+    picked += [snap.c.status, *(snap.c[f"{channel}_required"] for channel in CHANNELS)]
+    return sa.select(*users.c, *picked).select_from(joined).order_by(users.c.user_id)
 
 
 class Planner:
@@ -361,64 +355,94 @@ class Planner:
             )
 
     def plan(self) -> Plan:
-        """Plan the run, write it to the ledger (unless dry run), return the descriptors."""
+        """
+        Plan the run, write it to the ledger (unless dry run), return the descriptors.
+
+        sFOX's users are streamed into the snapshot table (a temporary one in a dry run), then
+        the source, the ledger and the snapshot are joined in SQL and read one user at a time:
+        nothing here holds all users.
+        """
         config = self.config
         self.check_source()
         if not config.dry_run:
             self.warehouse.create_tables()
-        directory = SfoxDirectory.from_users(self.sfox.list_users())
         with_ledger = not config.dry_run or self.warehouse.has_ledger()
-        sql, params = _source_sql(config, self.source, self.warehouse, with_ledger=with_ledger)
+        snapshot_id = uuid.uuid4().hex
         with self.warehouse.connect() as reader, self.warehouse.connect() as writer:
-            group: list[tuple[Any, ...]] = []
-            for row in self.warehouse.stream(reader, sql, params):
-                if group and not _same_user(row[0], group[0][0]):
-                    if not self._plan_user(group, directory):
-                        break
-                    group = []
-                    self._flush(writer, force=False)
-                group.append(row)
+            if config.dry_run:  # nothing written to the warehouse: the connection's own table
+                snapshot = self.warehouse.temporary_snapshot(reader)
+                self.warehouse.write_snapshot(
+                    reader, sfox_users(self.sfox), snapshot_id=snapshot_id, run_id=self.run_id, table=snapshot
+                )
             else:
-                if group:
-                    self._plan_user(group, directory)
-            self._flush(writer, force=True)
+                snapshot = self.warehouse.snapshot_t
+                self.warehouse.write_snapshot(
+                    writer, sfox_users(self.sfox), snapshot_id=snapshot_id, run_id=self.run_id
+                )
+            try:
+                query = planning_query(
+                    config,
+                    self.source,
+                    self.warehouse,
+                    reader.dialect,
+                    snapshot=snapshot,
+                    snapshot_id=snapshot_id,
+                    with_ledger=with_ledger,
+                )
+                for row in self.warehouse.stream(reader, query):
+                    if not self._plan_user(tuple(row)):
+                        break
+                    self._flush(writer, force=False)
+                self._flush(writer, force=True)
+            finally:
+                if not config.dry_run:
+                    writer.rollback()
+                    self.warehouse.drop_snapshot(writer, snapshot_id)
         return self._result()
 
     def _ledger_states(self, row: tuple[Any, ...]) -> dict[Channel, _LedgerState]:
-        """The (state, sends, last_sent_at) triple of each channel, after the four user columns."""
+        """The (state, sends, last_sent_at) triple of each channel, after the five user columns."""
         states = {}
         for i, channel in enumerate(CHANNELS):
-            state, sends, last_sent_at = row[4 + 3 * i : 7 + 3 * i]
+            state, sends, last_sent_at = row[5 + 3 * i : 8 + 3 * i]
             states[channel] = _LedgerState(state, int(sends or 0), self.warehouse.parse_ts(last_sent_at))
         return states
 
-    def _plan_user(self, rows: list[tuple[Any, ...]], directory: SfoxDirectory) -> bool:
-        """Decide one user's work; return False once ``max_users`` is reached."""
+    @staticmethod
+    def _verified(row: tuple[Any, ...]) -> set[Channel]:
+        """The channels the snapshot reports verified, from the columns after the ledger's."""
+        status, *required = row[5 + 3 * len(CHANNELS) :]
+        return {c for c, req in zip(CHANNELS, required, strict=True) if snapshot_verified(status, req)}
+
+    def _plan_user(self, row: tuple[Any, ...]) -> bool:
+        """Decide one user's work (one row of :func:`planning_query`); False once ``max_users`` is reached."""
         config = self.config
-        self.counts["source_rows"] += len(rows)
-        raw_id, account_type, email, phone = rows[0][:4]
-        ledger = self._ledger_states(rows[0])
+        user_id, rows, account_type, email, phone = row[:5]
+        rows = int(rows)
+        self.counts["source_rows"] += rows
+        ledger = self._ledger_states(row)
+        blank = not as_text(user_id).strip()
         checked = (
-            validate_row(raw_id, account_type, email, phone)
-            if len(rows) == 1
-            else f"user_id appears {len(rows)} times in the source"
+            validate_row(user_id, account_type, email, phone)
+            if rows == 1 or blank
+            else f"user_id appears {rows} times in the source"
         )
         if not isinstance(checked, SourceUser):
-            self._reject(raw_id, checked, rows=len(rows), keep_state=ledger[Channel.EMAIL].state)
+            self._reject(user_id, checked, rows=rows, keep_state=ledger[Channel.EMAIL].state)
             return True
         user = checked
         self.counts["valid_users"] += 1
+        verified = self._verified(row)
 
         due: list[str] = []
         for channel in channels_for(user.account_type):
             before = prerequisite(user.account_type, channel)
-            if before is not None and not directory.is_verified(user.user_id, before):
+            if before is not None and before not in verified:
                 if channel in config.channels:
                     self.counts[f"awaiting_{before}_verification"] += 1
                 continue  # e.g. sms waits until sFOX reports the email verified
             if channel in config.channels:
-                verified = directory.is_verified(user.user_id, channel)
-                due += self._decide(user, channel, ledger[channel], verified)
+                due += self._decide(user, channel, ledger[channel], channel in verified)
         if not due:
             return True
         if config.max_users is not None and self._due_users() >= config.max_users:

@@ -48,6 +48,7 @@ def plan_run(
     source: OnboardingSource | None = None,
     conf: Mapping[str, Any] | None = None,
     started_at: datetime | None = None,
+    warehouse_schema: str | None = None,
 ) -> dict[str, Any]:
     """
     Plan one run and open its summary row.
@@ -63,11 +64,13 @@ def plan_run(
     :param source: where the users come from (default: table ``sfox_users``).
     :param conf: the run's conf, refused when it names the source or an unknown key.
     :param started_at: when the run started (default: now).
+    :param warehouse_schema: the schema of the ledger, run and snapshot tables (``None``: the
+        connection's default); set where the DAG is defined, never by a run.
     """
     from airflow_sfox.hooks.sfox import SfoxConnectHook  # not at parse time: see operators
 
     started_at = started_at or utcnow()
-    warehouse = Warehouse.from_conn_id(warehouse_conn_id)
+    warehouse = Warehouse.from_conn_id(warehouse_conn_id, schema=warehouse_schema)
     try:
         OnboardingConfig.check_conf(conf)
         config = OnboardingConfig.from_params(params)
@@ -144,25 +147,15 @@ def record_chunk(warehouse: Warehouse, run_id: str, stats: Mapping[str, Any], *,
         ``pause_seconds`` (thread-seconds waiting for the rate budget and for 429 pauses) of the step.
     :param done: the step sent all its work (a failed step is counted, not done).
     """
-    ph = warehouse.ph
-    sql = (
-        f"UPDATE {warehouse.runs} SET requests = requests + {ph}, rate_limited = rate_limited + {ph}, "  # noqa: S608
-        f"send_seconds = send_seconds + {ph}, steps_done = steps_done + {ph}, "
-        f"budget_wait_seconds = COALESCE(budget_wait_seconds, 0) + {ph}, "
-        f"pause_seconds = COALESCE(pause_seconds, 0) + {ph} WHERE run_id = {ph}"
-    )
-    values = (
-        stats["requests"],
-        stats["rate_limited"],
-        stats["seconds"],
-        1 if done else 0,
-        stats.get("budget_wait_seconds", 0.0),
-        stats.get("pause_seconds", 0.0),
+    warehouse.add_chunk_figures(
         run_id,
+        requests=int(stats["requests"]),
+        rate_limited=int(stats["rate_limited"]),
+        seconds=float(stats["seconds"]),
+        done=done,
+        budget_wait_seconds=float(stats.get("budget_wait_seconds", 0.0)),
+        pause_seconds=float(stats.get("pause_seconds", 0.0)),
     )
-    with warehouse.connect() as conn:
-        conn.cursor().execute(sql, values)
-        conn.commit()
 
 
 def summarize_run(
@@ -173,6 +166,7 @@ def summarize_run(
     dag_id: str,
     warehouse_conn_id: str,
     started_at: datetime | None = None,
+    warehouse_schema: str | None = None,
 ) -> dict[str, Any]:
     """
     Count the run's outcomes, log them as a table, write the run row, and fail the run when
@@ -184,11 +178,16 @@ def summarize_run(
     :param dag_id: the DAG id.
     :param warehouse_conn_id: the SQL connection of the warehouse.
     :param started_at: when the run started, for the run's requests per second.
+    :param warehouse_schema: the schema of the onboarding tables (``None``: the connection's default).
     """
     if counts is None:
         why = "planning failed, nothing was sent"
         with contextlib.suppress(Exception):  # the reason the plan task recorded, if it could
-            recorded = Warehouse.from_conn_id(warehouse_conn_id).run_row(run_id).get("reason")
+            recorded = (
+                Warehouse.from_conn_id(warehouse_conn_id, schema=warehouse_schema)
+                .run_row(run_id)
+                .get("reason")
+            )
             why += f": {recorded or 'see its log'}"
         failed_plan: dict[str, Any] = {
             "run_id": run_id,
@@ -198,7 +197,7 @@ def summarize_run(
         }
         raise OnboardingRunFailed(f"sFOX onboarding run {run_id}: {why}", failed_plan)
     config = OnboardingConfig.from_params(params)
-    warehouse = Warehouse.from_conn_id(warehouse_conn_id)
+    warehouse = Warehouse.from_conn_id(warehouse_conn_id, schema=warehouse_schema)
     if config.dry_run:
         table = {
             (key.rsplit("_", 1)[1], f"would send ({key.split('_')[1]})"): value

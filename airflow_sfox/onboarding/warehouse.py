@@ -1,29 +1,51 @@
 """
-The warehouse side of onboarding: the source table, the ledger and the run summary.
+The warehouse side of onboarding: the source table, the ledger, the snapshot and the run table.
 
-Everything goes through a common.sql :class:`DbApiHook`, so any Airflow SQL connection works
-in principle; SQLite (the embedded default) and PostgreSQL are the tested dialects. The
-ledger and run tables are created when missing.
+Every statement is built with SQLAlchemy Core on the engine of the connection's common.sql hook
+(:meth:`DbApiHook.get_sqlalchemy_engine`), so the SQL text is the dialect's own. What differs
+between databases beyond that is in one table, :data:`DIALECTS`: the dialect's upsert and the
+cast that turns a ``user_id`` into exact text. A dialect not in it is refused with an error
+naming the connection, never guessed at. SQLite (the embedded default), PostgreSQL and
+MariaDB/MySQL are the tested ones.
 
-Ledger: one row per (``user_id``, ``channel``) with the state of that verification, one of
-:class:`~airflow_sfox.onboarding.model.LedgerState`.
+Tables (created when missing, with their indexes, optionally in a schema of their own):
+
+* ledger: one row per (``user_id``, ``channel``) with the state of that verification, one of
+  :class:`~airflow_sfox.onboarding.model.LedgerState`;
+* runs: one row per run;
+* snapshot: sFOX's users as one plan read them (account type, status, which channels are still
+  required; never an email or a phone), keyed by a snapshot id and removed when the plan ends.
+
+``user_id`` is compared as exact text everywhere: the integer 777 and the text ``'777'`` are one
+user; ``'ABC'`` and ``'abc'``, ``'abc'`` and ``'abc '`` are different users on every database
+(MariaDB/MySQL columns and comparisons use a binary NO PAD collation).
 """
 
 from __future__ import annotations
 
 import re
-from contextlib import closing, contextmanager
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
-from airflow_sfox.defaults import LEDGER_TABLE, RUNS_TABLE
-from airflow_sfox.onboarding.model import LedgerState
+import sqlalchemy as sa
+from sqlalchemy.dialects import mysql, postgresql, sqlite
+from sqlalchemy.pool import NullPool
+from sqlalchemy.sql.elements import quoted_name
+from sqlalchemy.types import TypeDecorator
+
+from airflow_sfox.defaults import LEDGER_TABLE, RUNS_TABLE, SNAPSHOT_TABLE
+from airflow_sfox.onboarding.model import CHANNELS, LedgerState
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator, Sequence
+    from collections.abc import Iterator
 
     from airflow.providers.common.sql.hooks.sql import DbApiHook
+    from sqlalchemy.engine import Connection, Dialect, Engine
+    from sqlalchemy.sql.dml import Insert
+    from sqlalchemy.sql.elements import ColumnElement
 
 #: A table or column name given as a parameter: plain or schema-qualified identifiers only.
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?$")
@@ -31,6 +53,12 @@ _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?$")
 USER_ID_COLUMN_LENGTH = 255
 #: Longest reason stored in a run row (why it failed).
 REASON_LENGTH = 500
+#: sFOX users per INSERT statement of the snapshot.
+SNAPSHOT_BATCH = 5000
+#: Rows fetched at a time by streaming reads.
+STREAM_BATCH = 2000
+#: Snapshots older than this are left by plans that died: the next plan removes them.
+SNAPSHOT_MAX_AGE = timedelta(hours=24)
 
 
 def check_identifier(name: str, what: str) -> str:
@@ -49,17 +77,30 @@ def ledger_indexes(ledger_table: str = LEDGER_TABLE) -> list[str]:
     """
     The indexes the UI page needs on the ledger, as ``CREATE INDEX IF NOT EXISTS`` statements.
 
+    :meth:`Warehouse.create_tables` creates the same indexes (same names and columns) on every
+    supported database; this text is for a DBA who creates them by hand.
+
     * ``(account_type, channel, state, user_id)``: the funnel is read from this covering index
       alone (the user_id serves the "sms row without an email row" count).
     * ``(state, updated_at, last_error)``: the reasons and the recent failures read only the
       failed, rejected and not_registered rows, newest first.
     """
     table = check_identifier(ledger_table, "ledger_table")
-    prefix = f"ix_{table.replace('.', '_')}"
+    prefix = _index_prefix(table)
     return [
-        f"CREATE INDEX IF NOT EXISTS {prefix}_funnel ON {table} (account_type, channel, state, user_id)",
-        f"CREATE INDEX IF NOT EXISTS {prefix}_state ON {table} (state, updated_at, last_error)",
+        f"CREATE INDEX IF NOT EXISTS {prefix}_funnel ON {table} ({', '.join(_FUNNEL_INDEX)})",
+        f"CREATE INDEX IF NOT EXISTS {prefix}_state ON {table} ({', '.join(_STATE_INDEX)})",
     ]
+
+
+_FUNNEL_INDEX = ("account_type", "channel", "state", "user_id")
+_STATE_INDEX = ("state", "updated_at", "last_error")
+#: The sender's reads: the queued users of one run's chunks.
+_RUN_INDEX = ("run_id", "account_type", "chunk", "channel", "state")
+
+
+def _index_prefix(table: str) -> str:
+    return f"ix_{table.replace('.', '_')}"
 
 
 def utcnow() -> datetime:
@@ -67,23 +108,334 @@ def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
+def parse_ts(value: Any) -> datetime | None:
+    """A stored timestamp back as an aware datetime (naive values are UTC)."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+    parsed = datetime.fromisoformat(str(value))
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+
+
+def _is_mysql(dialect: Dialect) -> bool:
+    return dialect.name in ("mysql", "mariadb")
+
+
+def exact_collation(dialect: Dialect) -> str:
+    """MariaDB/MySQL: the binary collation without trailing-space padding ('abc' != 'abc ')."""
+    return "utf8mb4_nopad_bin" if getattr(dialect, "is_mariadb", False) else "utf8mb4_0900_bin"
+
+
+class Timestamp(TypeDecorator[datetime]):
+    """
+    An aware UTC timestamp: ``TIMESTAMP WITH TIME ZONE`` (PostgreSQL), ``DATETIME(6)`` holding UTC
+    (MariaDB/MySQL), ISO 8601 text (SQLite, which has no timestamp type; as earlier versions
+    stored it). Reads back as an aware datetime on every database.
+    """
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> Any:
+        if dialect.name == "sqlite":
+            return dialect.type_descriptor(sa.String(40))
+        if _is_mysql(dialect):
+            return dialect.type_descriptor(mysql.DATETIME(fsp=6))
+        return dialect.type_descriptor(sa.DateTime(timezone=True))
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> Any:
+        parsed = parse_ts(value)
+        if parsed is None:
+            return None
+        parsed = parsed.astimezone(timezone.utc)
+        if dialect.name == "sqlite":
+            return parsed.isoformat(timespec="microseconds")
+        if _is_mysql(dialect):
+            return parsed.replace(tzinfo=None)
+        return parsed
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        return parse_ts(value)
+
+
+class UserId(TypeDecorator[str]):
+    """A user_id column: ``VARCHAR(255)``, compared as exact text (binary NO PAD on MariaDB/MySQL)."""
+
+    impl = sa.String(USER_ID_COLUMN_LENGTH)
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> Any:
+        if _is_mysql(dialect):
+            return dialect.type_descriptor(
+                mysql.VARCHAR(USER_ID_COLUMN_LENGTH, charset="utf8mb4", collation=exact_collation(dialect))
+            )
+        return dialect.type_descriptor(sa.String(USER_ID_COLUMN_LENGTH))
+
+
+# --- the dialect table --------------------------------------------------------------------------
+
+
+def _on_conflict(stmt: Any, keys: Sequence[str], updates: Sequence[str]) -> Insert:
+    """PostgreSQL and SQLite: ``INSERT ... ON CONFLICT (keys) DO UPDATE SET c = excluded.c``."""
+    if not updates:
+        return stmt.on_conflict_do_nothing(index_elements=list(keys))
+    return stmt.on_conflict_do_update(index_elements=list(keys), set_={c: stmt.excluded[c] for c in updates})
+
+
+def _on_duplicate_key(stmt: Any, keys: Sequence[str], updates: Sequence[str]) -> Insert:
+    """MariaDB/MySQL: ``INSERT ... ON DUPLICATE KEY UPDATE c = VALUES(c)``."""
+    column = updates[0] if updates else keys[0]
+    return stmt.on_duplicate_key_update(
+        {c: stmt.inserted[c] for c in updates} or {column: stmt.table.c[column]}
+    )
+
+
+def _text_cast(expr: Any, dialect: Dialect) -> ColumnElement[str]:
+    """SQLite, PostgreSQL: ``CAST(x AS TEXT)``; both compare text exactly (binary / deterministic)."""
+    return sa.cast(expr, sa.Text())
+
+
+def _mysql_text_cast(expr: Any, dialect: Dialect) -> ColumnElement[str]:
+    """MariaDB/MySQL: ``CAST(x AS CHAR CHARACTER SET utf8mb4) COLLATE <binary NO PAD>``."""
+    return sa.cast(expr, mysql.CHAR(charset="utf8mb4")).collate(exact_collation(dialect))
+
+
+@dataclass(frozen=True)
+class DialectSupport:
+    """
+    What the onboarding engine needs of a SQLAlchemy dialect beyond portable Core.
+
+    :param insert: the dialect's own ``insert()`` construct (it carries the upsert clause).
+    :param upsert: ``(insert, key columns, columns to update) -> upsert statement``.
+    :param text_key: ``(expression, dialect) -> the expression as exact text``: how user_ids of
+        any source column type are compared, sorted and de-duplicated.
+    """
+
+    insert: Callable[[Any], Any]
+    upsert: Callable[[Any, Sequence[str], Sequence[str]], Insert]
+    text_key: Callable[[Any, Dialect], ColumnElement[str]]
+
+
+#: SQLAlchemy dialect name -> how to serve it. Another database needs an entry here.
+DIALECTS: dict[str, DialectSupport] = {
+    "sqlite": DialectSupport(sqlite.insert, _on_conflict, _text_cast),
+    "postgresql": DialectSupport(postgresql.insert, _on_conflict, _text_cast),
+    "mysql": DialectSupport(mysql.insert, _on_duplicate_key, _mysql_text_cast),
+    "mariadb": DialectSupport(mysql.insert, _on_duplicate_key, _mysql_text_cast),
+}
+
+
+def _split(name: str, schema: str | None, what: str) -> tuple[str | None, str]:
+    """``schema.table`` or ``table`` (+ the ``schema`` setting) -> (schema, table)."""
+    check_identifier(name, what)
+    table_schema, _, table = name.rpartition(".")
+    if table_schema and schema and table_schema != schema:
+        raise ValueError(
+            f"{what} {name!r} names schema {table_schema!r}, but the warehouse schema is {schema!r}"
+        )
+    return (table_schema or schema or None), table
+
+
+def _name(name: str) -> quoted_name:
+    """An identifier rendered as written (unquoted: the database folds its case as it always did)."""
+    return quoted_name(name, False)
+
+
+def define_tables(
+    metadata: sa.MetaData,
+    *,
+    ledger: tuple[str | None, str],
+    runs: tuple[str | None, str],
+    snapshot: tuple[str | None, str],
+) -> tuple[sa.Table, sa.Table, sa.Table]:
+    """The ledger, run and snapshot tables with their indexes, in ``metadata``."""
+    ledger_schema, ledger_name = ledger
+    prefix = _index_prefix(ledger_name if ledger_schema is None else f"{ledger_schema}.{ledger_name}")
+    ledger_t = sa.Table(
+        _name(ledger_name),
+        metadata,
+        sa.Column("user_id", UserId(), primary_key=True),
+        sa.Column("channel", sa.String(8), primary_key=True),
+        sa.Column("account_type", sa.String(16)),
+        sa.Column("state", sa.String(24), nullable=False),
+        sa.Column("sends", sa.Integer, nullable=False, server_default="0"),
+        sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+        sa.Column("uncertain", sa.Integer, nullable=False, server_default="0"),
+        sa.Column("last_status", sa.Integer),
+        sa.Column("last_error", sa.String(255)),
+        sa.Column("first_request_at", Timestamp()),
+        sa.Column("last_request_at", Timestamp()),
+        sa.Column("last_sent_at", Timestamp()),
+        sa.Column("run_id", sa.String(250)),
+        sa.Column("chunk", sa.Integer),
+        sa.Column("updated_at", Timestamp(), nullable=False),
+        sa.Index(f"{prefix}_run", *_RUN_INDEX),
+        sa.Index(f"{prefix}_funnel", *_FUNNEL_INDEX),
+        sa.Index(f"{prefix}_state", *_STATE_INDEX),
+        schema=ledger_schema,
+        mysql_charset="utf8mb4",
+    )
+    runs_t = sa.Table(
+        _name(runs[1]),
+        metadata,
+        sa.Column("run_id", sa.String(250), primary_key=True),
+        sa.Column("dag_id", sa.String(250)),
+        sa.Column("dry_run", sa.Integer, nullable=False, server_default="0"),
+        sa.Column("started_at", Timestamp()),
+        sa.Column("finished_at", Timestamp()),
+        *(
+            sa.Column(name, sa.Integer)
+            for name in (
+                "source_rows",
+                "planned",
+                "rejected",
+                "sent",
+                "already_verified",
+                "not_registered",
+                "failed",
+                "uncertain",
+                "steps",
+                "steps_done",
+                "requests",
+                "rate_limited",
+            )
+        ),
+        sa.Column("send_seconds", sa.Double()),
+        sa.Column("requests_per_second", sa.Double()),
+        sa.Column("status", sa.String(16)),
+        *(sa.Column(name, kind) for name, kind in _newer_run_columns().items()),
+        schema=runs[0],
+        mysql_charset="utf8mb4",
+    )
+    return ledger_t, runs_t, snapshot_table(metadata, *snapshot)
+
+
+def snapshot_table(
+    metadata: sa.MetaData, schema: str | None, name: str, *, temporary: bool = False
+) -> sa.Table:
+    """
+    The snapshot of sFOX's users: one row per (snapshot_id, user_id); no email, no phone.
+
+    ``<channel>_required`` is sFOX's ``requirements.<channel>``: ``False`` = verified,
+    ``True`` = still required, NULL = not reported.
+
+    :param temporary: a temporary table of the connection (a dry run writes no table).
+    """
+    return sa.Table(
+        _name(name),
+        metadata,
+        sa.Column("snapshot_id", sa.String(32), primary_key=True),
+        sa.Column("user_id", UserId(), primary_key=True),
+        sa.Column("run_id", sa.String(250)),
+        sa.Column("account_type", sa.String(16)),
+        sa.Column("status", sa.String(32)),
+        *(sa.Column(f"{channel}_required", sa.Boolean(create_constraint=False)) for channel in CHANNELS),
+        sa.Column("seen_at", Timestamp(), nullable=False),
+        schema=None if temporary else schema,
+        prefixes=["TEMPORARY"] if temporary else [],
+        mysql_charset="utf8mb4",
+    )
+
+
+def snapshot_row(user: Mapping[str, Any]) -> dict[str, Any] | None:
+    """
+    One sFOX user object as a snapshot row (``None`` without a user_id), read tolerantly.
+
+    A channel counts as verified when ``requirements.<channel> is False`` or the user's
+    ``status`` is ``VERIFIED``; anything else in ``requirements`` is "not reported".
+    """
+    user_id = user.get("user_id")
+    if user_id is None:
+        return None
+    requirements = user.get("requirements")
+    status = user.get("status")
+    row: dict[str, Any] = {
+        "user_id": str(user_id),
+        "account_type": str(user["account_type"])[:16] if user.get("account_type") is not None else None,
+        "status": str(status)[:32] if status is not None else None,
+    }
+    for channel in CHANNELS:
+        required = requirements.get(channel.value) if isinstance(requirements, Mapping) else None
+        row[f"{channel}_required"] = required if isinstance(required, bool) else None
+    return row
+
+
+def snapshot_verified(status: Any, required: Any) -> bool:
+    """Whether a snapshot row reports a channel verified (see :func:`snapshot_row`)."""
+    return required is False or str(status or "").upper() == "VERIFIED"
+
+
+class UnsupportedDialectError(ValueError):
+    """The warehouse connection's SQLAlchemy dialect has no entry in :data:`DIALECTS`."""
+
+
+def _conn_id(hook: Any) -> str:
+    """The connection id of a hook, for error messages."""
+    return str(getattr(hook, str(getattr(hook, "conn_name_attr", "")), None) or type(hook).__name__)
+
+
 class Warehouse:
     """
     The onboarding tables in one warehouse connection.
 
     :param hook: a common.sql hook of the warehouse connection.
-    :param ledger_table: name of the ledger table.
-    :param runs_table: name of the run summary table.
+    :param ledger_table: name of the ledger table (or ``schema.table``).
+    :param runs_table: name of the run summary table (or ``schema.table``).
+    :param snapshot_table: name of the snapshot of sFOX's users (or ``schema.table``).
+    :param schema: the schema holding these tables (MariaDB/MySQL: a database), created when
+        missing; ``None``: the connection's default.
+    :raises UnsupportedDialectError: the connection's dialect is not in :data:`DIALECTS`.
     """
 
     def __init__(
-        self, hook: DbApiHook, *, ledger_table: str = LEDGER_TABLE, runs_table: str = RUNS_TABLE
+        self,
+        hook: DbApiHook,
+        *,
+        ledger_table: str = LEDGER_TABLE,
+        runs_table: str = RUNS_TABLE,
+        snapshot_table: str = SNAPSHOT_TABLE,
+        schema: str | None = None,
     ) -> None:
         self.hook = hook
-        self.ledger = check_identifier(ledger_table, "ledger_table")
-        self.runs = check_identifier(runs_table, "runs_table")
-        self.dialect = "sqlite" if getattr(hook, "conn_type", "") == "sqlite" else "postgres"
-        self.ph = hook.placeholder
+        if schema is not None and (not schema or "." in check_identifier(schema, "warehouse schema")):
+            raise ValueError(f"warehouse schema must be a plain SQL identifier, got {schema!r}")
+        self.schema = schema
+        ledger = _split(ledger_table, schema, "ledger_table")
+        runs = _split(runs_table, schema, "runs_table")
+        snapshot = _split(snapshot_table, schema, "snapshot_table")
+        #: Qualified names, as put into raw SQL text (the page's queries) and shown on the page.
+        self.ledger = ".".join(p for p in ledger if p)
+        self.runs = ".".join(p for p in runs if p)
+        self.snapshot = ".".join(p for p in snapshot if p)
+        # No pool: a connection per use, closed after it (as the DB-API path did). Errors do
+        # not repeat statement parameters (user ids, and whatever a source row held).
+        self.engine: Engine = hook.get_sqlalchemy_engine(
+            engine_kwargs={"poolclass": NullPool, "hide_parameters": True}
+        )
+        self.dialect = self.engine.dialect.name
+        support = DIALECTS.get(self.dialect)
+        if support is None:
+            raise UnsupportedDialectError(
+                f"warehouse connection {_conn_id(hook)!r} uses the SQLAlchemy dialect {self.dialect!r}, "
+                "which the sFOX onboarding engine cannot serve: it needs an upsert (INSERT ... ON "
+                "CONFLICT or ON DUPLICATE KEY UPDATE) and a cast of user_ids to exact text, registered "
+                f"in airflow_sfox.onboarding.warehouse.DIALECTS. Supported: {', '.join(sorted(DIALECTS))}."
+            )
+        if self.dialect == "sqlite" and {ledger[0], runs[0], snapshot[0]} - {None, "main"}:
+            raise ValueError(
+                f"warehouse connection {_conn_id(hook)!r} is SQLite, whose schemas are attached "
+                "database files: keep the onboarding tables in the main database (no schema)"
+            )
+        self.support = support
+        if self.dialect == "sqlite":
+            sa.event.listen(self.engine, "connect", _sqlite_pragmas)
+        self.metadata = sa.MetaData()
+        self.ledger_t, self.runs_t, self.snapshot_t = define_tables(
+            self.metadata, ledger=ledger, runs=runs, snapshot=snapshot
+        )
+        #: The DB-API placeholder of the driver, for raw SQL through ``conn.exec_driver_sql``.
+        self.ph = "?" if self.engine.dialect.paramstyle in ("qmark", "numeric") else "%s"
 
     @classmethod
     def from_conn_id(cls, conn_id: str, **kwargs: Any) -> Warehouse:
@@ -100,123 +452,62 @@ class Warehouse:
     # --- connections --------------------------------------------------------------------------
 
     @contextmanager
-    def connect(self) -> Iterator[Any]:
-        """A DB-API connection, closed on exit; the caller commits."""
-        with closing(self.hook.get_conn()) as conn:
-            if self.dialect == "sqlite":
-                # The planner reads the source on one connection while it writes the ledger on
-                # another: WAL lets a reader and a writer work at once.
-                conn.execute("PRAGMA journal_mode=WAL")
-                conn.execute("PRAGMA busy_timeout=30000")
+    def connect(self) -> Iterator[Connection]:
+        """
+        A SQLAlchemy connection of its own (no pool), closed on exit; the caller commits.
+
+        Raw SQL goes through ``conn.exec_driver_sql(sql, params)`` with :attr:`ph` placeholders.
+        """
+        with self.engine.connect() as conn:
             yield conn
 
-    def stream(self, conn: Any, sql: str, params: Sequence[Any] = (), batch: int = 2000) -> Iterator[tuple]:
-        """
-        Yield the rows of a query without holding them all in memory.
-
-        PostgreSQL drivers buffer a whole result unless the cursor is a named (server-side)
-        one; SQLite cursors stream as they are.
-        """
-        cursor = conn.cursor(name="sfox_onboarding_source") if self.dialect == "postgres" else conn.cursor()
+    def stream(self, conn: Connection, statement: Any, batch: int = STREAM_BATCH) -> Iterator[sa.Row[Any]]:
+        """Yield the rows of a query without holding them all (a server-side cursor where there is one)."""
+        result = conn.execution_options(stream_results=True, yield_per=batch).execute(statement)
         try:
-            if self.dialect == "postgres":
-                cursor.itersize = batch
-            cursor.execute(sql, tuple(params))
-            while rows := cursor.fetchmany(batch):
-                yield from rows
+            yield from result
         finally:
-            cursor.close()
+            result.close()
 
     def ts(self, value: datetime | None) -> Any:
-        """A timestamp as the dialect stores it (ISO text in SQLite)."""
-        if value is None or self.dialect != "sqlite":
-            return value
-        return value.astimezone(timezone.utc).isoformat(timespec="microseconds")
+        """A timestamp as the dialect stores it (ISO text in SQLite, naive UTC in MariaDB/MySQL)."""
+        return Timestamp().process_bind_param(value, self.engine.dialect)
 
-    @staticmethod
-    def parse_ts(value: Any) -> datetime | None:
-        """A stored timestamp back as an aware datetime."""
-        if value is None or value == "":
-            return None
-        if isinstance(value, datetime):
-            return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
-        parsed = datetime.fromisoformat(str(value))
-        return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+    parse_ts = staticmethod(parse_ts)
+
+    def text_key(self, expr: Any) -> ColumnElement[str]:
+        """``expr`` as exact text in this dialect: how user_ids are compared and de-duplicated."""
+        return self.support.text_key(expr, self.engine.dialect)
+
+    def upsert(self, table: sa.Table, keys: Sequence[str], updates: Sequence[str]) -> Insert:
+        """An insert of ``table`` that updates ``updates`` of the row already holding ``keys``."""
+        return self.support.upsert(self.support.insert(table), keys, updates)
 
     # --- schema -------------------------------------------------------------------------------
 
     def create_tables(self) -> None:
-        """Create the ledger and run tables and their indexes when missing."""
-        ts = "TEXT" if self.dialect == "sqlite" else "TIMESTAMP WITH TIME ZONE"
-        statements = [
-            f"""CREATE TABLE IF NOT EXISTS {self.ledger} (
-                user_id VARCHAR({USER_ID_COLUMN_LENGTH}) NOT NULL,
-                channel VARCHAR(8) NOT NULL,
-                account_type VARCHAR(16),
-                state VARCHAR(24) NOT NULL,
-                sends INTEGER NOT NULL DEFAULT 0,
-                attempts INTEGER NOT NULL DEFAULT 0,
-                uncertain INTEGER NOT NULL DEFAULT 0,
-                last_status INTEGER,
-                last_error VARCHAR(255),
-                first_request_at {ts},
-                last_request_at {ts},
-                last_sent_at {ts},
-                run_id VARCHAR(250),
-                chunk INTEGER,
-                updated_at {ts} NOT NULL,
-                PRIMARY KEY (user_id, channel)
-            )""",
-            f"CREATE INDEX IF NOT EXISTS ix_{self.ledger.replace('.', '_')}_run "
-            f"ON {self.ledger} (run_id, account_type, chunk, channel, state)",
-            *ledger_indexes(self.ledger),
-            f"""CREATE TABLE IF NOT EXISTS {self.runs} (
-                run_id VARCHAR(250) PRIMARY KEY,
-                dag_id VARCHAR(250),
-                dry_run INTEGER NOT NULL DEFAULT 0,
-                started_at {ts},
-                finished_at {ts},
-                source_rows INTEGER,
-                planned INTEGER,
-                rejected INTEGER,
-                sent INTEGER,
-                already_verified INTEGER,
-                not_registered INTEGER,
-                failed INTEGER,
-                uncertain INTEGER,
-                steps INTEGER,
-                steps_done INTEGER,
-                requests INTEGER,
-                rate_limited INTEGER,
-                send_seconds REAL,
-                requests_per_second REAL,
-                status VARCHAR(16),
-                reason VARCHAR({REASON_LENGTH}),
-                budget_wait_seconds REAL,
-                pause_seconds REAL
-            )""",
-        ]
-        with self.connect() as conn:
-            cursor = conn.cursor()
-            for statement in statements:
-                cursor.execute(statement)
-            conn.commit()
-        self._add_missing_columns()
-
-    def _add_missing_columns(self) -> None:
-        """Bring a run table made by an earlier version up to date (columns are only ever added)."""
-        present = {c.lower() for c in self.columns_of(self.runs)}
-        added = {
-            "reason": f"VARCHAR({REASON_LENGTH})",
-            "budget_wait_seconds": "REAL",
-            "pause_seconds": "REAL",
-        }
-        missing = [(name, kind) for name, kind in added.items() if name not in present]
-        if missing:
-            with self.connect() as conn:
-                for name, kind in missing:
-                    conn.cursor().execute(f"ALTER TABLE {self.runs} ADD COLUMN {name} {kind}")
-                conn.commit()
+        """Create the schema, the ledger, run and snapshot tables and their indexes when missing."""
+        with self.engine.begin() as conn:
+            schemas = {t.schema for t in self.metadata.tables.values() if t.schema is not None}
+            if schemas:
+                existing = set(sa.inspect(conn).get_schema_names())
+                for name in sorted(schemas - existing):
+                    conn.execute(sa.schema.CreateSchema(_name(name)))
+            self.metadata.create_all(conn, checkfirst=True)
+            # Tables made by an earlier version: the indexes and run columns they lack.
+            inspector = sa.inspect(conn)
+            for table in self.metadata.tables.values():
+                have = {ix["name"] for ix in inspector.get_indexes(table.name, schema=table.schema)}
+                for index in table.indexes:
+                    if index.name not in have:
+                        index.create(conn)
+            columns = {
+                c["name"].lower() for c in inspector.get_columns(self.runs_t.name, schema=self.runs_t.schema)
+            }
+            for name in _newer_run_columns():
+                if name not in columns:
+                    kind = self.runs_t.c[name].type.compile(dialect=conn.dialect)
+                    conn.exec_driver_sql(f"ALTER TABLE {self.runs} ADD COLUMN {name} {kind}")
 
     def columns_of(self, from_item: str) -> list[str]:
         """
@@ -225,25 +516,20 @@ class Warehouse:
         :param from_item: a table name or ``(SELECT ...)``, as the planner puts it after FROM.
         """
         with self.connect() as conn:
-            cursor = conn.cursor()
+            result = conn.exec_driver_sql(f"SELECT * FROM {from_item} src WHERE 1 = 0")
             try:
-                cursor.execute(f"SELECT * FROM {from_item} src WHERE 1 = 0")
-                return [str(d[0]) for d in cursor.description or ()]
+                return [str(name) for name in result.keys()]  # noqa: SIM118 - a Result is no dict
             finally:
-                cursor.close()
+                result.close()
 
     def has_ledger(self) -> bool:
         """Whether the ledger table exists (a dry run must not create it)."""
-        try:
-            with self.connect() as conn:
-                conn.cursor().execute(f"SELECT 1 FROM {self.ledger} WHERE 1 = 0")
-        except Exception:  # noqa: BLE001 - each driver raises its own "no such table"
-            return False
-        return True
+        with self.connect() as conn:
+            return bool(sa.inspect(conn).has_table(self.ledger_t.name, schema=self.ledger_t.schema))
 
     # --- ledger writes ------------------------------------------------------------------------
 
-    def upsert_plan(self, conn: Any, rows: Sequence[tuple[Any, ...]]) -> None:
+    def upsert_plan(self, conn: Connection, rows: Sequence[tuple[Any, ...]]) -> None:
         """
         Write planned states: ``(user_id, channel, account_type, state, run_id, chunk, last_error)``.
 
@@ -251,108 +537,221 @@ class Warehouse:
         """
         if not rows:
             return
-        ph = self.ph
-        now = self.ts(utcnow())
-        sql = (
-            f"INSERT INTO {self.ledger} (user_id, channel, account_type, state, run_id, chunk, "
-            f"last_error, updated_at) VALUES ({', '.join([ph] * 8)}) "
-            "ON CONFLICT (user_id, channel) DO UPDATE SET account_type = excluded.account_type, "
-            "state = excluded.state, run_id = excluded.run_id, chunk = excluded.chunk, "
-            "last_error = excluded.last_error, updated_at = excluded.updated_at"
-        )
-        cursor = conn.cursor()
-        cursor.executemany(sql, [(*row, now) for row in rows])
+        names = ("user_id", "channel", "account_type", "state", "run_id", "chunk", "last_error")
+        now = utcnow()
+        updates = ("account_type", "state", "run_id", "chunk", "last_error", "updated_at")
+        statement = self.upsert(self.ledger_t, ("user_id", "channel"), updates)
+        conn.execute(statement, [{**dict(zip(names, row, strict=True)), "updated_at": now} for row in rows])
 
-    def record_outcomes(self, conn: Any, outcomes: Sequence[Outcome]) -> None:
+    def record_outcomes(self, conn: Connection, outcomes: Sequence[Outcome]) -> None:
         """Write the outcomes of send requests (one UPDATE per outcome, one commit by the caller)."""
         if not outcomes:
             return
-        ph = self.ph
-        sql = (
-            f"UPDATE {self.ledger} SET state = {ph}, sends = sends + {ph}, attempts = attempts + {ph}, "
-            f"uncertain = CASE WHEN {ph} = 1 THEN 1 ELSE uncertain END, last_status = {ph}, "
-            f"last_error = {ph}, first_request_at = COALESCE(first_request_at, {ph}), "
-            f"last_request_at = {ph}, last_sent_at = COALESCE({ph}, last_sent_at), updated_at = {ph} "
-            f"WHERE user_id = {ph} AND channel = {ph}"
+        t = self.ledger_t
+        p = sa.bindparam
+        statement = (
+            sa.update(t)
+            .where(t.c.user_id == p("o_user_id", type_=UserId()), t.c.channel == p("o_channel"))
+            .values(
+                state=p("o_state"),
+                sends=t.c.sends + p("o_sent", type_=sa.Integer),
+                attempts=t.c.attempts + p("o_attempts", type_=sa.Integer),
+                uncertain=sa.case((p("o_uncertain", type_=sa.Integer) == 1, 1), else_=t.c.uncertain),
+                last_status=p("o_status", type_=sa.Integer),
+                last_error=p("o_error"),
+                first_request_at=sa.func.coalesce(t.c.first_request_at, p("o_at", type_=Timestamp())),
+                last_request_at=p("o_at2", type_=Timestamp()),
+                last_sent_at=sa.func.coalesce(p("o_sent_at", type_=Timestamp()), t.c.last_sent_at),
+                updated_at=p("o_at3", type_=Timestamp()),
+            )
         )
         params = []
         for o in outcomes:
-            at = self.ts(o.requested_at)
             sent = o.state == LedgerState.SENT
+            at = o.requested_at
             params.append(
-                (
-                    str(o.state),
-                    1 if sent else 0,
-                    o.attempts,
-                    1 if o.uncertain else 0,
-                    o.status,
-                    o.error,
-                    at,
-                    at,
-                    at if sent else None,
-                    at,
-                    o.user_id,
-                    str(o.channel),
-                )
+                {
+                    "o_user_id": o.user_id,
+                    "o_channel": str(o.channel),
+                    "o_state": str(o.state),
+                    "o_sent": 1 if sent else 0,
+                    "o_attempts": o.attempts,
+                    "o_uncertain": 1 if o.uncertain else 0,
+                    "o_status": o.status,
+                    "o_error": o.error,
+                    "o_at": at,
+                    "o_at2": at,
+                    "o_sent_at": at if sent else None,
+                    "o_at3": at,
+                }
             )
-        conn.cursor().executemany(sql, params)
+        conn.execute(statement, params)
+
+    # --- snapshot -----------------------------------------------------------------------------
+
+    def temporary_snapshot(self, conn: Connection) -> sa.Table:
+        """A snapshot table of this connection only, gone when it closes (for dry runs)."""
+        table = snapshot_table(sa.MetaData(), None, self.snapshot_t.name, temporary=True)
+        table.create(conn)
+        return table
+
+    def write_snapshot(
+        self,
+        conn: Connection,
+        users: Iterable[Mapping[str, Any]],
+        *,
+        snapshot_id: str,
+        run_id: str,
+        table: sa.Table | None = None,
+        batch: int = SNAPSHOT_BATCH,
+        commit: bool = True,
+    ) -> int:
+        """
+        Write sFOX's users into the snapshot, ``batch`` rows per INSERT, committed per batch.
+
+        A user listed twice keeps its last entry. Returns the users written.
+
+        :param users: sFOX user objects, streamed (never held all at once).
+        """
+        table = self.snapshot_t if table is None else table
+        updates = [c.name for c in table.columns if c.name not in ("snapshot_id", "user_id")]
+        statement = self.upsert(table, ("snapshot_id", "user_id"), updates)
+        seen_at = utcnow()
+        written = 0
+        pending: dict[str, dict[str, Any]] = {}
+
+        def flush() -> None:
+            if pending:
+                conn.execute(statement, list(pending.values()))
+                if commit:
+                    conn.commit()
+                pending.clear()
+
+        for user in users:
+            row = snapshot_row(user) if isinstance(user, Mapping) else None
+            if row is None:
+                continue
+            row.update(snapshot_id=snapshot_id, run_id=run_id, seen_at=seen_at)
+            pending.pop(row["user_id"], None)
+            pending[row["user_id"]] = row
+            written += 1
+            if len(pending) >= batch:
+                flush()
+        flush()
+        return written
+
+    def drop_snapshot(self, conn: Connection, snapshot_id: str) -> None:
+        """Remove one snapshot, and those older than :data:`SNAPSHOT_MAX_AGE` (plans that died)."""
+        t = self.snapshot_t
+        conn.execute(
+            sa.delete(t).where(
+                sa.or_(t.c.snapshot_id == snapshot_id, t.c.seen_at < utcnow() - SNAPSHOT_MAX_AGE)
+            )
+        )
+        conn.commit()
 
     # --- ledger reads -------------------------------------------------------------------------
 
     def queued(self, run_id: str, account_type: str, channel: str, chunks: tuple[int, int]) -> list[str]:
         """The user_ids still queued in a range of chunks of a run, in order."""
-        ph = self.ph
-        sql = (
-            f"SELECT user_id FROM {self.ledger} WHERE run_id = {ph} AND account_type = {ph} "
-            f"AND channel = {ph} AND chunk BETWEEN {ph} AND {ph} AND state = {ph} ORDER BY user_id"
+        t = self.ledger_t
+        statement = (
+            sa.select(t.c.user_id)
+            .where(
+                t.c.run_id == run_id,
+                t.c.account_type == str(account_type),
+                t.c.channel == str(channel),
+                t.c.chunk.between(chunks[0], chunks[1]),
+                t.c.state == LedgerState.QUEUED.value,
+            )
+            .order_by(t.c.user_id)
         )
         with self.connect() as conn:
-            cursor = conn.cursor()
-            args = (run_id, str(account_type), str(channel), chunks[0], chunks[1], LedgerState.QUEUED.value)
-            cursor.execute(sql, args)
-            return [row[0] for row in cursor.fetchall()]
+            return [str(user_id) for user_id in conn.execute(statement).scalars()]
 
     def run_counts(self, run_id: str) -> dict[tuple[str, str], int]:
         """Ledger rows last touched by a run, counted by (channel, state)."""
-        sql = (
-            f"SELECT channel, state, COUNT(*) FROM {self.ledger} WHERE run_id = {self.ph} "
-            "GROUP BY channel, state"
+        t = self.ledger_t
+        statement = (
+            sa.select(t.c.channel, t.c.state, sa.func.count())
+            .where(t.c.run_id == run_id)
+            .group_by(t.c.channel, t.c.state)
         )
         with self.connect() as conn:
-            cursor = conn.cursor()
-            cursor.execute(sql, (run_id,))
-            return {(channel, state): int(count) for channel, state, count in cursor.fetchall()}
+            return {(channel, state): int(count) for channel, state, count in conn.execute(statement)}
 
     def uncertain_count(self, run_id: str) -> int:
         """Rows of a run whose request may have sent a code twice."""
-        sql = f"SELECT COUNT(*) FROM {self.ledger} WHERE run_id = {self.ph} AND uncertain = 1"
+        t = self.ledger_t
+        statement = sa.select(sa.func.count()).where(t.c.run_id == run_id, t.c.uncertain == 1)
         with self.connect() as conn:
-            cursor = conn.cursor()
-            cursor.execute(sql, (run_id,))
-            return int(cursor.fetchone()[0])
+            return int(conn.execute(statement).scalar_one())
 
     def run_row(self, run_id: str) -> dict[str, Any]:
         """The summary row of one run as a dict (empty when missing)."""
         with self.connect() as conn:
-            cursor = conn.cursor()
-            cursor.execute(f"SELECT * FROM {self.runs} WHERE run_id = {self.ph}", (run_id,))
-            row = cursor.fetchone()
-            if row is None:
-                return {}
-            return dict(zip([d[0] for d in cursor.description], row, strict=True))
+            row = conn.execute(sa.select(self.runs_t).where(self.runs_t.c.run_id == run_id)).first()
+            return {} if row is None else dict(row._mapping)
 
     def write_run(self, row: dict[str, Any]) -> None:
-        """Insert or replace the summary row of one run."""
-        row = {key: self.ts(value) if isinstance(value, datetime) else value for key, value in row.items()}
-        columns = list(row)
-        updates = ", ".join(f"{c} = excluded.{c}" for c in columns if c != "run_id")
-        sql = (
-            f"INSERT INTO {self.runs} ({', '.join(columns)}) VALUES ({', '.join([self.ph] * len(columns))}) "
-            f"ON CONFLICT (run_id) DO UPDATE SET {updates}"
+        """Insert or update the summary row of one run (only the columns given)."""
+        updates = [c for c in row if c != "run_id"]
+        with self.connect() as conn:
+            conn.execute(self.upsert(self.runs_t, ("run_id",), updates), [row])
+            conn.commit()
+
+    def add_chunk_figures(
+        self,
+        run_id: str,
+        *,
+        requests: int,
+        rate_limited: int,
+        seconds: float,
+        done: bool,
+        budget_wait_seconds: float = 0.0,
+        pause_seconds: float = 0.0,
+    ) -> None:
+        """
+        Add one chunk step's request figures to the run row, and count it done if it finished.
+
+        ``budget_wait_seconds`` and ``pause_seconds``: thread-seconds waiting for the shared rate
+        budget and in 429 pauses.
+        """
+        t = self.runs_t
+        statement = (
+            sa.update(t)
+            .where(t.c.run_id == run_id)
+            .values(
+                requests=t.c.requests + requests,
+                rate_limited=t.c.rate_limited + rate_limited,
+                send_seconds=t.c.send_seconds + seconds,
+                steps_done=t.c.steps_done + (1 if done else 0),
+                budget_wait_seconds=sa.func.coalesce(t.c.budget_wait_seconds, 0) + budget_wait_seconds,
+                pause_seconds=sa.func.coalesce(t.c.pause_seconds, 0) + pause_seconds,
+            )
         )
         with self.connect() as conn:
-            conn.cursor().execute(sql, tuple(row.values()))
+            conn.execute(statement)
             conn.commit()
+
+
+def _newer_run_columns() -> dict[str, Any]:
+    """Run-table columns added after the first version: added to older tables by create_tables."""
+    return {
+        "reason": sa.String(REASON_LENGTH),
+        "budget_wait_seconds": sa.Float(),
+        "pause_seconds": sa.Float(),
+    }
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    """The planner reads on one connection while it writes on another: WAL lets both work at once."""
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA busy_timeout=30000")
+    finally:
+        cursor.close()
 
 
 @dataclass(frozen=True)

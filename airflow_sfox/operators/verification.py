@@ -128,6 +128,7 @@ class SendVerificationBatchOperator(BaseOperator):
     :param chunk: a chunk descriptor made by the planner. (templated)
     :param verification_type: ``"email"`` or ``"sms"``. (templated)
     :param warehouse_conn_id: the SQL connection holding the ledger.
+    :param warehouse_schema: the schema of the onboarding tables (``None``: the connection's default).
     :param sfox_conn_id: the ``sfox`` connection.
     :param threads: concurrent requests; by default enough to fill the connection's rate budget
         at up to 300 ms of latency (8 at 20 requests/s, at most 32).
@@ -142,6 +143,7 @@ class SendVerificationBatchOperator(BaseOperator):
         chunk: dict[str, Any],
         verification_type: str,
         warehouse_conn_id: str = DEFAULT_WAREHOUSE_CONN_ID,
+        warehouse_schema: str | None = None,
         sfox_conn_id: str = DEFAULT_SFOX_CONN_ID,
         threads: int | None = None,
         **kwargs: Any,
@@ -151,6 +153,7 @@ class SendVerificationBatchOperator(BaseOperator):
         self.chunk = chunk
         self.verification_type = verification_type
         self.warehouse_conn_id = warehouse_conn_id
+        self.warehouse_schema = warehouse_schema
         self.sfox_conn_id = sfox_conn_id
         self.threads = threads
 
@@ -163,7 +166,7 @@ class SendVerificationBatchOperator(BaseOperator):
         from airflow_sfox.onboarding.warehouse import Warehouse
 
         self._skip_if_nothing_due()
-        warehouse = Warehouse.from_conn_id(self.warehouse_conn_id)
+        warehouse = Warehouse.from_conn_id(self.warehouse_conn_id, schema=self.warehouse_schema)
         run_id = context["run_id"]
         if warehouse.run_row(run_id).get("status") == RunStatus.AUTH_FAILED:
             raise AirflowException(

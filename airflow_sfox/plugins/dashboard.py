@@ -129,12 +129,8 @@ class Dashboard:
         self.settings = settings
 
     def _query(self, conn: Any, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        cursor = conn.cursor()
-        try:
-            cursor.execute(sql, tuple(params))
-            return list(cursor.fetchall())
-        finally:
-            cursor.close()
+        """Raw SQL with the driver's placeholders on a connection of ``Warehouse.connect()``."""
+        return [tuple(row) for row in conn.exec_driver_sql(sql, tuple(params)).fetchall()]
 
     def _in(self, values: Sequence[str]) -> str:
         return ", ".join([self.warehouse.ph] * len(values))

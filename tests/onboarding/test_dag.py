@@ -205,3 +205,18 @@ def test_unpausing_creates_no_run_for_the_past_hour(
         restriction=TimeRestriction(earliest=dag.start_date, latest=None, catchup=dag.catchup),
     )
     assert (planned.run_after <= now) is runs_at_unpause, planned
+
+
+def test_warehouse_schema_is_set_where_the_dag_is_defined():
+    dag = onboarding_dag(
+        dag_id="schema", source=OnboardingSource(table="crm.customers"), warehouse_schema="sfox"
+    )
+    for kind, channels in CHANNELS_BY_ACCOUNT_TYPE.items():
+        for channel in channels:
+            task = dag.get_task(f"{kind}.send_{channel}")
+            assert task.warehouse_schema == "sfox"
+    assert "warehouse_schema" not in dag.params  # never a run param
+    with pytest.raises(ValueError, match="warehouse_schema"):
+        onboarding_dag(dag_id="bad", source=OnboardingSource(), warehouse_schema="a.b")
+    with pytest.raises(ValueError, match="warehouse_schema"):
+        onboarding_dag(dag_id="bad", source=OnboardingSource(), warehouse_schema="x; DROP TABLE y")

@@ -63,12 +63,8 @@ def test_dry_run_writes_nothing(plan, warehouse_db, sfox_sandbox):
     result = plan(dry_run=True)
     assert result.chunks == []
     assert result.counts["planned_users"] == 10
-    tables = warehouse_db.query(
-        "SELECT COUNT(*) FROM information_schema.tables WHERE table_name = 'sfox_onboarding_ledger'"
-        if warehouse_db.kind == "postgres"
-        else "SELECT COUNT(*) FROM sqlite_master WHERE name = 'sfox_onboarding_ledger'"
-    )
-    assert tables == [(0,)]
+    for table in ("sfox_onboarding_ledger", "sfox_onboarding_snapshot", "sfox_onboarding_runs"):
+        assert not warehouse_db.has_table(table), table
     assert [e for e in sfox_sandbox.journal() if e.method == "POST"] == []
 
 
@@ -98,7 +94,7 @@ def test_sms_due_only_once_sfox_reports_email_verified(plan, warehouse_db, sfox_
 
 def _mark_sent(warehouse_db, user_id: str, channel: str, *, sends: int, hours_ago: float) -> None:
     at = datetime.now(timezone.utc) - timedelta(hours=hours_ago)
-    value = at.isoformat(timespec="microseconds") if warehouse_db.kind == "sqlite" else at
+    value = warehouse_db.timestamp(at)
     warehouse_db.query(
         "UPDATE sfox_onboarding_ledger SET state = 'sent', sends = ?, last_sent_at = ? "
         "WHERE user_id = ? AND channel = ?",

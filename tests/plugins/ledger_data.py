@@ -156,6 +156,11 @@ class SqliteFileHook:
     def get_conn(self) -> sqlite3.Connection:
         return sqlite3.connect(self.path)
 
+    def get_sqlalchemy_engine(self, engine_kwargs: dict | None = None):
+        import sqlalchemy
+
+        return sqlalchemy.create_engine(f"sqlite:///{self.path}", **(engine_kwargs or {}))
+
 
 def build_ledger(path: str) -> None:
     """Create the onboarding tables (the engine's own DDL) in a SQLite file and fill them."""

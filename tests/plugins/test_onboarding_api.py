@@ -327,18 +327,15 @@ def test_proposed_indexes_serve_the_queries(ledger_path):
         plans = []
 
         class Recorder:
-            def cursor(self):
-                return self
+            """The part of a SQLAlchemy connection the page uses: raw SQL, with its query plan."""
 
-            def execute(self, sql, params=()):
+            def exec_driver_sql(self, sql, params=()):
                 plans.append(" | ".join(r[3] for r in conn.execute(f"EXPLAIN QUERY PLAN {sql}", params)))
                 self._rows = conn.execute(sql, params).fetchall()
+                return self
 
             def fetchall(self):
                 return self._rows
-
-            def close(self):
-                pass
 
         dashboard = Dashboard(Warehouse(SqliteFileHook(ledger_path)), DashboardSettings())
         recorder = Recorder()
