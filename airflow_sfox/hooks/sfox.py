@@ -1144,6 +1144,8 @@ class _StreamReader:
         self.eof = False
 
     def read(self, size: int = -1) -> bytes:
+        if size == 0:
+            return b""  # ijson's probe of the file's type
         for chunk in self._chunks:
             if chunk:
                 self.received += len(chunk)
