@@ -60,7 +60,9 @@ def test_generated_shares_and_determinism(sandbox: Sandbox) -> None:
     assert 0.67 < len(individuals) / len(users) < 0.73
     assert 0.30 < len(verified) / len(users) < 0.36
     assert all(u["phone_number"] and u["requirements"]["sms"] for u in individuals)
-    assert all(u["phone_number"] is None and not u["requirements"]["sms"] for u in users if u not in individuals)
+    assert all(
+        u["phone_number"] is None and not u["requirements"]["sms"] for u in users if u not in individuals
+    )
     sandbox.server.reset()
     assert sandbox.server.state.user_count == 0
     sandbox.server.generate_users(10_000, individual_share=0.7, email_verified_share=0.33)
@@ -145,7 +147,9 @@ def test_list_keeps_the_connection_usable(seeded: Sandbox) -> None:
     assert seeded.api("GET", f"{USERS}/ind-1").status_code == 200
 
 
-@pytest.mark.parametrize("next_key", ["next", "next_url", "links.next", "next_cursor", "cursor", "meta.next_cursor"])
+@pytest.mark.parametrize(
+    "next_key", ["next", "next_url", "links.next", "next_cursor", "cursor", "meta.next_cursor"]
+)
 @pytest.mark.parametrize("next_first", [False, True])
 def test_pagination(seeded: Sandbox, next_key: str, next_first: bool) -> None:
     seeded.server.generate_users(10)
