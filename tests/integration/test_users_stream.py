@@ -6,13 +6,16 @@ import gc
 import subprocess
 import sys
 import tracemalloc
-from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
 
 import pytest
 import requests
 
 from airflow_sfox.hooks.sfox import SfoxConnectHook
 from tests.helpers import TOKEN, sfox_conn_json
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
 
 USERS = 100_000
 
@@ -67,9 +70,9 @@ def test_100k_users_stream_in_bounded_memory(sandbox_process, monkeypatch):
         whole, listed_peak = _peak_growth(lambda: len(hook.list_users()))
 
     assert count == whole == USERS
-    print(
-        f"\n{USERS} users: iter_users peak {streamed_peak / 2**20:.1f} MiB, list_users {listed_peak / 2**20:.1f} MiB"
-    )
+    mib = 2**20
+    print(f"\n{USERS} users: iter_users peak {streamed_peak / mib:.1f} MiB,", end=" ")
+    print(f"list_users {listed_peak / mib:.1f} MiB")
     assert streamed_peak < 20 * 2**20
     assert listed_peak > 10 * streamed_peak
 
