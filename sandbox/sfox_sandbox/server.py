@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from sfox_sandbox.app import Request, Response, SandboxApp, error_response
 from sfox_sandbox.config import FaultSettings, RateLimitSettings, SandboxConfig
-from sfox_sandbox.state import SandboxState
+from sfox_sandbox.state import SandboxState, StreamCut
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
@@ -226,7 +226,11 @@ class _HttpServer:
             writer.write(_encode(resp, keep_alive, req.method == "HEAD"))
             await self._timed(writer.drain(), self.request_timeout, writer, "write")
             if resp.stream is not None and req.method != "HEAD":
-                await self._write_chunked(writer, resp.stream)
+                try:
+                    await self._write_chunked(writer, resp.stream)
+                except StreamCut:
+                    _abort(writer)
+                    return True
             if not keep_alive:
                 return False
 

@@ -66,6 +66,10 @@ def requirements_for(account_type: str) -> dict[str, bool]:
     return {channel.value: channel in needed for channel in CHANNELS}
 
 
+class StreamCut(Exception):
+    """Raised by a streamed body to make the server reset the connection there (a fault)."""
+
+
 class ApiError(Exception):
     """An sFOX-style error answer: HTTP ``status`` and ``{"error": message}``.
 
@@ -306,27 +310,32 @@ class ListSettings:
         ``/v1/enterprise/users?cursor=...``, the others the cursor itself; the client sends
         the cursor back as ``?cursor=``. The last page has no such key.
     :param next_first: put that key before ``data`` instead of after it.
+    :param cut_after: a fault: reset the connection once this many users of a list body were
+        sent (the body breaks off mid-stream); ``0``: off.
     """
 
     page_size: int = 0
     next_key: str = "next"
     next_first: bool = False
+    cut_after: int = 0
 
     def updated(self, changes: Mapping[str, Any]) -> ListSettings:
         """A copy with a partial update applied; ``ValueError`` on an invalid one."""
-        values = {"page_size": self.page_size, "next_key": self.next_key, "next_first": self.next_first}
+        values = asdict(self)
         for key, value in changes.items():
             if key not in values:
                 raise ValueError(f"unknown setting {key!r}; known: {', '.join(sorted(values))}")
             values[key] = value
         page_size, next_key, next_first = values["page_size"], values["next_key"], values["next_first"]
-        if isinstance(page_size, bool) or not isinstance(page_size, int) or page_size < 0:
-            raise ValueError("page_size must be a non-negative integer")
+        for name in ("page_size", "cut_after"):
+            value = values[name]
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"{name} must be a non-negative integer")
         if next_key not in LIST_NEXT_KEYS:
             raise ValueError(f"next_key must be one of {', '.join(LIST_NEXT_KEYS)}")
         if not isinstance(next_first, bool):
             raise ValueError("next_first must be a boolean")
-        return ListSettings(page_size, next_key, next_first)
+        return ListSettings(page_size, next_key, next_first, values["cut_after"])
 
     def to_dict(self) -> dict[str, Any]:
         """The settings as a JSON-ready dict."""
@@ -886,8 +895,10 @@ class SandboxState:
             raise ApiError(400, "Invalid cursor")
         walk = _ListWalk(self, role, explicit, blocks)
         if settings.page_size:
-            return ApiResult(200, {}, stream=self._page(walk, position, settings, account_role))
-        return ApiResult(200, {}, stream=self._whole(walk, position))
+            stream = self._page(walk, position, settings, account_role)
+        else:
+            stream = self._whole(walk, position)
+        return ApiResult(200, {}, stream=_cut(stream, settings.cut_after) if settings.cut_after else stream)
 
     @staticmethod
     def _whole(walk: _ListWalk, position: tuple[int, int]) -> Iterator[bytes]:
@@ -925,6 +936,22 @@ class SandboxState:
         for start in range(0, len(parts), LIST_BATCH):
             yield (b"," if start else b"") + b",".join(parts[start : start + LIST_BATCH])
         yield b"]}" if settings.next_first or not key_json else b"]," + key_json + b"}"
+
+
+def _cut(pieces: Iterator[bytes], users: int) -> Iterator[bytes]:
+    """Pass a list body on until ``users`` users went out (counted by ``"user_id"``), then
+    raise :class:`StreamCut` in the middle of the next user."""
+    sent = 0
+    for piece in pieces:
+        count = piece.count(b'"user_id":')
+        if sent + count >= users:
+            at = -1
+            for _ in range(users - sent + 1):  # the first user past the limit, if in this piece
+                at = piece.find(b'"user_id":', at + 1)
+            yield piece[: at + 5] if at >= 0 else piece
+            raise StreamCut
+        sent += count
+        yield piece
 
 
 def _parse_cursor(cursor: str | None) -> tuple[int, int]:

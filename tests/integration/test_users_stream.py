@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 import pytest
 import requests
 
+from airflow_sfox.exceptions import SfoxStreamInterruptedError
 from airflow_sfox.hooks.sfox import SfoxConnectHook
 from tests.helpers import TOKEN, sfox_conn_json
 
@@ -103,3 +104,16 @@ def test_test_connection_with_many_users(sfox_sandbox):
     assert ok is True, message
     assert "at least 1000 end users visible" in message
     assert len(sfox_sandbox.journal()) == 1
+
+
+def test_a_body_broken_off_mid_stream_is_not_retried(sfox_sandbox, monkeypatch):
+    monkeypatch.setenv("AIRFLOW_CONN_SFOX_DEFAULT", sfox_conn_json(sfox_sandbox.url, requests_per_second=0))
+    sfox_sandbox.generate_users(5_000)
+    sfox_sandbox.set_list(cut_after=3_000)
+    seen = []
+    with SfoxConnectHook() as hook, pytest.raises(SfoxStreamInterruptedError) as caught:
+        seen.extend(hook.iter_users())
+    assert 0 < len(seen) <= 3_000
+    assert f"after {len(seen)} users" in str(caught.value)
+    assert caught.value.retryable
+    assert len(sfox_sandbox.journal()) == 1  # never retried from the start

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import requests
 
 from tests.sandbox.conftest import ADVISOR, INDIVIDUAL, Sandbox
 
@@ -154,7 +155,12 @@ def test_list_keeps_the_connection_usable(seeded: Sandbox) -> None:
 def test_pagination(seeded: Sandbox, next_key: str, next_first: bool) -> None:
     seeded.server.generate_users(10)
     resp = seeded.admin("PUT", "list", json={"page_size": 4, "next_key": next_key, "next_first": next_first})
-    assert resp.json() == {"data": {"page_size": 4, "next_key": next_key, "next_first": next_first}}
+    assert resp.json()["data"] == {
+        "page_size": 4,
+        "next_key": next_key,
+        "next_first": next_first,
+        "cut_after": 0,
+    }
     head, _, tail = next_key.partition(".")
     ids, params, pages = [], {}, 0
     while True:
@@ -182,8 +188,24 @@ def test_pagination_keeps_the_role_filter(seeded: Sandbox) -> None:
     assert len(page["data"]) == 5
 
 
+def test_cut_after_breaks_the_body_off(seeded: Sandbox) -> None:
+    seeded.server.generate_users(3000)
+    seeded.server.set_list(cut_after=1500)
+    with pytest.raises(requests.exceptions.ChunkedEncodingError):
+        seeded.api("GET", USERS)
+    seeded.session.close()
+    seeded.server.set_list(cut_after=0)
+    assert len(seeded.api("GET", USERS).json()["data"]) == 3003
+
+
 def test_list_settings_and_cursor_validation(sandbox: Sandbox) -> None:
-    for bad in ({"page_size": -1}, {"next_key": "after"}, {"next_first": "yes"}, {"size": 3}):
+    for bad in (
+        {"page_size": -1},
+        {"next_key": "after"},
+        {"next_first": "yes"},
+        {"size": 3},
+        {"cut_after": 1.5},
+    ):
         assert sandbox.admin("PUT", "list", json=bad).status_code == 400, bad
     for cursor in ("x", "1", "9.0", "-1.2"):
         assert sandbox.api("GET", USERS, params={"cursor": cursor}).status_code == 400, cursor
