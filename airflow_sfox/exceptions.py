@@ -15,8 +15,10 @@ to retry later (rate limited, server unavailable)::
     │   └── SfoxAlreadyVerifiedError   422 "... already verified"
     ├── SfoxRateLimitError         429 (retryable)
     ├── SfoxRateBudgetError        the shared rate budget's backend is unreachable (retryable)
-    └── SfoxServerError            5xx (retryable)
-        └── SfoxConnectionError    no response: connection refused / reset, timeout
+    ├── SfoxServerError            5xx (retryable)
+    │   └── SfoxConnectionError    no response: connection refused / reset, timeout
+    ├── SfoxStreamInterruptedError a streamed list broke off mid-body (retryable, by the caller)
+    └── SfoxPaginationError        a list's next page loops or leaves the connection's host
 """
 
 from __future__ import annotations
@@ -154,6 +156,22 @@ class SfoxServerError(SfoxError):
 
 class SfoxConnectionError(SfoxServerError):
     """No response at all: connection refused or reset, or a timeout."""
+
+
+class SfoxStreamInterruptedError(SfoxError):
+    """
+    A streamed answer (the user list) broke off after its body had started: the connection was
+    lost, a read timed out, or the body ended before its JSON did.
+
+    The hook never retries it: the items read before the break were already handed to the
+    caller, and a retry would hand them again. Retryable by the caller, from the start.
+    """
+
+    retryable = True
+
+
+class SfoxPaginationError(SfoxError):
+    """A paginated list names the same next page twice (a loop), or a page on another host."""
 
 
 def error_for_status(

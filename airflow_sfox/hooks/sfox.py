@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import email.utils
 import ipaddress
+import itertools
 import math
 import random
 import threading
@@ -21,8 +22,9 @@ import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
-from urllib.parse import quote, urlsplit
+from urllib.parse import parse_qsl, quote, urljoin, urlsplit
 
+import ijson
 import requests
 from requests.adapters import HTTPAdapter
 from urllib3.exceptions import NewConnectionError
@@ -33,8 +35,10 @@ from airflow_sfox.exceptions import (
     SfoxConfigError,
     SfoxConnectionError,
     SfoxError,
+    SfoxPaginationError,
     SfoxRateBudgetError,
     SfoxRateLimitError,
+    SfoxStreamInterruptedError,
     error_for_status,
     scrub,
 )
@@ -59,6 +63,7 @@ from airflow_sfox.ratelimit import (
 )
 
 if TYPE_CHECKING:
+    from collections.abc import Generator, Iterator
     from types import TracebackType
 
     from airflow.sdk import Connection
@@ -77,6 +82,21 @@ MAX_BACKOFF_SECONDS = 30.0
 #: Longest Retry-After honoured; sFOX documents a 60 s block.
 MAX_RETRY_AFTER_SECONDS = 3600.0
 BASE_BACKOFF_SECONDS = 0.5
+
+USERS_PATH = "/v1/enterprise/users"
+#: Keys of the top-level object of a user-list answer that name its next page. sFOX documents no
+#: pagination; these are read when present, in this order. Their value is a URL on the
+#: connection's host or a path (``/v1/enterprise/users?cursor=...``); a value that is neither is
+#: taken as a cursor.
+NEXT_URL_KEYS: tuple[str, ...] = ("next", "next_url", "links.next")
+#: Keys whose value is a cursor, sent back as the ``cursor`` query parameter (after the URL keys).
+NEXT_CURSOR_KEYS: tuple[str, ...] = ("next_cursor", "cursor", "meta.next_cursor", "pagination.next_cursor")
+#: The query parameter a cursor is sent back in.
+CURSOR_PARAM = "cursor"
+#: Bytes asked of the socket per read while a user list streams.
+STREAM_CHUNK_BYTES = 64 * 1024
+#: Users ``test_connection`` counts at most before it stops reading the list.
+TEST_CONNECTION_MAX_COUNT = 1000
 
 
 @dataclass(frozen=True)
@@ -481,17 +501,133 @@ class SfoxConnectHook(BaseHook):
 
     def list_users(self, account_role: str | None = None) -> list[dict[str, Any]]:
         """
-        Read every end user of the partner: ``GET /v1/enterprise/users``.
+        Read every end user of the partner into one list: ``GET /v1/enterprise/users``.
+
+        Loads everything in memory (about 1.5 KB a user): for large partners use
+        :meth:`iter_users`, which this wraps.
 
         :param account_role: ``"client"`` or ``"advisor"`` to filter; ``None`` for all.
+        :raises SfoxStreamInterruptedError: the list broke off mid-body (see :meth:`iter_users`).
+        """
+        return list(self.iter_users(account_role))
+
+    def iter_users(self, account_role: str | None = None) -> Iterator[dict[str, Any]]:
+        """
+        Stream every end user of the partner, one user object at a time.
+
+        ``GET /v1/enterprise/users`` is sent with ``stream=True`` and its body parsed
+        incrementally (``ijson``, the ``data.item`` objects), so memory does not grow with the
+        number of users. Each request goes through the hook's normal path: auth, pacing (one
+        request counts once in the budget), retries and typed errors *before* the body starts
+        (a 401 raises :class:`SfoxAuthError`, a 5xx is retried, then :class:`SfoxServerError`).
+
+        Pagination is not documented by sFOX and never assumed; when a page's top-level object
+        names a next page (before or after ``data``), it is fetched the same way until none is
+        named: :data:`NEXT_URL_KEYS` (``next``, ``next_url``, ``links.next``: a URL on the
+        connection's host or a path; any other string there is a cursor), then
+        :data:`NEXT_CURSOR_KEYS` (``next_cursor``, ``cursor``, ``meta.next_cursor``,
+        ``pagination.next_cursor``: sent back as ``?cursor=``, with the role filter).
+
+        Nothing is retried once a body has started: a retry would yield the users already
+        yielded a second time. A caller that needs the whole list starts again from scratch.
+
+        :param account_role: ``"client"`` or ``"advisor"`` to filter; ``None`` for all.
+        :raises ValueError: ``account_role`` is not ``"client"``, ``"advisor"`` or ``None``
+            (at once, before any request).
+        :raises SfoxStreamInterruptedError: the connection broke, a read timed out or the body
+            ended before its JSON did, after some users were yielded (retryable, never by the
+            hook itself).
+        :raises SfoxPaginationError: a next page named twice (a loop) or on another host.
+        :raises SfoxError: a body that is not JSON, and the typed errors of a failed request.
         """
         params = None
         if account_role is not None:
             if account_role not in ACCOUNT_ROLES:
                 raise ValueError(f"account_role must be one of {ACCOUNT_ROLES}, got {account_role!r}")
             params = {"accountRole": account_role}
-        users = self._request("GET", "/v1/enterprise/users", params=params)
-        return users if isinstance(users, list) else []
+        return self._iter_user_pages(params)
+
+    def _iter_user_pages(self, params: dict[str, str] | None) -> Iterator[dict[str, Any]]:
+        path, query = USERS_PATH, params
+        seen: set[str] = set()
+        while True:
+            response = self._call("GET", path, params=query, stream=True).data
+            try:
+                following = yield from self._stream_users(response, path)
+            finally:
+                response.close()
+            if following is None:
+                return
+            kind, value = following
+            if value in seen:
+                raise SfoxPaginationError(
+                    f"the user list names the same next page twice ({kind} seen before): a loop",
+                    method="GET",
+                    path=path,
+                )
+            seen.add(value)
+            if kind == "url":
+                path, query = self._next_page_path(value, path)
+            else:
+                path, query = USERS_PATH, {**(params or {}), CURSOR_PARAM: value}
+
+    def _next_page_path(self, url: str, path: str) -> tuple[str, dict[str, str]]:
+        """A next-page URL or path as (path under the base URL, query); only on the base URL."""
+        base = self.base_url
+        full = urljoin(base + "/", url)
+        parts, base_parts = urlsplit(full), urlsplit(base)
+        same_origin = (parts.scheme, parts.netloc) == (base_parts.scheme, base_parts.netloc)
+        if not same_origin or not (parts.path + "/").startswith(base_parts.path.rstrip("/") + "/"):
+            # The token goes only to the connection's host.
+            raise SfoxPaginationError(
+                f"the user list's next page is not under {base}", method="GET", path=path
+            )
+        return parts.path[len(base_parts.path.rstrip("/")) :], dict(parse_qsl(parts.query))
+
+    def _stream_users(
+        self, response: requests.Response, path: str
+    ) -> Generator[dict[str, Any], None, tuple[str, str] | None]:
+        """Yield the users of one streamed page; return the next page it names (or ``None``)."""
+        reader = _StreamReader(response)
+        found: dict[str, Any] = {}
+
+        def tap(event: tuple[str, str, Any]) -> tuple[str, str, Any]:
+            # Top-level pagination keys, wherever they come (before or after "data").
+            if event[0] in _PAGINATION_PREFIXES and event[1] in ("string", "number"):
+                found.setdefault(event[0], event[2])
+            return event
+
+        count = 0
+        try:
+            events = ijson.parse(reader, use_float=True)
+            first = next(events)
+            prefix = "item" if first[1] == "start_array" else "data.item"  # a bare list, too
+            for user in ijson.items(map(tap, itertools.chain([first], events)), prefix):
+                if isinstance(user, dict):
+                    count += 1
+                    yield user
+        except ijson.JSONError:
+            if reader.eof and reader.received == 0:
+                return None  # an empty body: no users, as before
+            if reader.eof:
+                raise SfoxStreamInterruptedError(
+                    f"the body ended before its JSON did, after {count} users",
+                    status_code=response.status_code,
+                    method="GET",
+                    path=path,
+                ) from None
+            # Never chain the parser's error: it quotes the body (PII).
+            raise SfoxError(
+                "response is not JSON", status_code=response.status_code, method="GET", path=path
+            ) from None
+        except requests.RequestException as err:
+            raise SfoxStreamInterruptedError(
+                f"{type(err).__name__} reading the body from {self.base_url}, after {count} users",
+                status_code=response.status_code,
+                method="GET",
+                path=path,
+            ) from None
+        return _next_page(found)
 
     def create_user(self, payload: Mapping[str, Any]) -> dict[str, Any]:
         """
@@ -505,17 +641,42 @@ class SfoxConnectHook(BaseHook):
         return _as_dict(self._request("POST", "/v1/enterprise/register-account", json=dict(payload)))
 
     def test_connection(self) -> tuple[bool, str]:
-        """Make one cheap authenticated read (the advisors list), without retries; never raises."""
+        """
+        Make one authenticated read, without retries; never raises.
+
+        Streams the first page of ``GET /v1/enterprise/users`` and counts its users without
+        keeping them, stopping after :data:`TEST_CONNECTION_MAX_COUNT` (the rest of the body is
+        not read). Failure messages name the connection id.
+        """
         try:
-            advisors = self._request(
-                "GET", "/v1/enterprise/users", params={"accountRole": "advisor"}, retry=False
-            )
-        except SfoxError as err:
-            return False, str(err)
+            response = self._call("GET", USERS_PATH, retry=False, stream=True).data
+            try:
+                counting = self._stream_users(response, USERS_PATH)
+                count, complete, more_pages = 0, False, False
+                while count < TEST_CONNECTION_MAX_COUNT:
+                    try:
+                        next(counting)
+                    except StopIteration as end:
+                        complete, more_pages = True, end.value is not None
+                        break
+                    count += 1
+            finally:
+                response.close()
         except Exception as err:  # noqa: BLE001 - a connection test reports, it never raises
-            return False, f"{type(err).__name__}: {scrub(str(err), secrets=self._secrets())}"
-        count = len(advisors) if isinstance(advisors, list) else 0
-        return True, f"Connected to {self.base_url} ({count} advisor accounts visible)."
+            if isinstance(err, SfoxError):
+                message = str(err)
+            else:
+                message = f"{type(err).__name__}: {scrub(str(err), secrets=self._secrets())}"
+            if repr(self.sfox_conn_id) not in message:
+                message = f"Connection {self.sfox_conn_id!r}: {message}"
+            return False, message
+        if not complete:
+            seen = f"at least {count} end users visible (stopped counting)"
+        elif more_pages:
+            seen = f"{count} end users on the first page, more pages follow"
+        else:
+            seen = f"{count} end users visible"
+        return True, f"Connected to {self.base_url} as the partner: {seen}."
 
     # --- transport ---------------------------------------------------------------------------
 
@@ -534,6 +695,7 @@ class SfoxConnectHook(BaseHook):
         json: dict[str, Any] | None = None,
         params: dict[str, str] | None = None,
         retry: bool = True,
+        stream: bool = False,
     ) -> SfoxResult:
         """
         Send one API call with pacing and retries.
@@ -543,6 +705,9 @@ class SfoxConnectHook(BaseHook):
         pause) and is then retried. Both stop when the next wait would pass
         ``max_retry_seconds``. Other 4xx are raised at once. A raised :class:`SfoxError` carries
         ``attempts`` and ``uncertain`` like :class:`SfoxResult`.
+
+        With ``stream=True`` a 2xx answer is not read: the result's ``data`` is the open
+        :class:`requests.Response`, for the caller to read and close (see :meth:`iter_users`).
         """
         config = self.config
         session = self.session
@@ -561,7 +726,13 @@ class SfoxConnectHook(BaseHook):
             started = self._clock()
             try:
                 response = session.request(
-                    method, url, json=json, params=params, timeout=config.timeouts, allow_redirects=False
+                    method,
+                    url,
+                    json=json,
+                    params=params,
+                    timeout=config.timeouts,
+                    allow_redirects=False,
+                    stream=stream,
                 )
             except requests.RequestException as err:
                 if not _is_transient(err):
@@ -581,6 +752,8 @@ class SfoxConnectHook(BaseHook):
                 elapsed = self._clock() - started
                 self.log.info("%s %s -> %d (%.2f s)", method, path, response.status_code, elapsed)
                 if 200 <= response.status_code < 300:
+                    if stream:
+                        return SfoxResult(response, response.status_code, attempt, uncertain)
                     data = self._payload(response, method, path)
                     return SfoxResult(data, response.status_code, attempt, uncertain)
                 if response.status_code < 400:  # 1xx, or a redirect we do not follow
@@ -959,6 +1132,39 @@ def _retry_after(value: str | None) -> float | None:
 
 
 _NOT_JSON = object()
+_PAGINATION_PREFIXES = frozenset(NEXT_URL_KEYS + NEXT_CURSOR_KEYS)
+
+
+class _StreamReader:
+    """A file-like view of a streamed response body for ijson, counting what it read."""
+
+    def __init__(self, response: requests.Response) -> None:
+        self._chunks = response.iter_content(STREAM_CHUNK_BYTES)
+        self.received = 0
+        self.eof = False
+
+    def read(self, size: int = -1) -> bytes:
+        if size == 0:
+            return b""  # ijson's probe of the file's type
+        for chunk in self._chunks:
+            if chunk:
+                self.received += len(chunk)
+                return chunk
+        self.eof = True
+        return b""
+
+
+def _next_page(found: Mapping[str, Any]) -> tuple[str, str] | None:
+    """The next page a list answer names, as ``("url", value)`` or ``("cursor", value)``."""
+    for key in NEXT_URL_KEYS + NEXT_CURSOR_KEYS:
+        value = found.get(key)
+        if isinstance(value, bool) or value is None or value == "":
+            continue
+        text = str(value)
+        if key in NEXT_URL_KEYS and (text.startswith("/") or "://" in text):
+            return "url", text
+        return "cursor", text
+    return None
 
 
 def _is_transient(err: requests.RequestException) -> bool:

@@ -13,7 +13,10 @@ Public Python API
   ``serve_forever(on_ready=None)``, context manager, ``url`` / ``host`` / ``port``,
   ``state`` (:class:`SandboxState`), ``set_faults(**changes) -> FaultSettings``,
   ``set_rate_limit(**changes) -> RateLimitSettings``, ``set_token(token)``,
-  ``seed_users(users) -> int``, ``codes(user_id) -> dict``,
+  ``seed_users(users) -> int``, ``generate_users(count, *, prefix="user-", individual_share=0.7,
+  email_verified_share=0.33, start=0) -> GeneratedUsers`` (synthetic users in O(1) memory),
+  ``set_list(**changes) -> ListSettings`` (pagination of the user list, a mid-body cut fault),
+  ``codes(user_id) -> dict``,
   ``journal(since=0, user_id=None) -> list[JournalEntry]``, ``clear_journal()``, ``reset()``.
 - :class:`SandboxConfig`, :class:`FaultSettings`, :class:`RateLimitSettings`: settings.
 - :class:`SandboxState`: users, codes, journal, settings (``state.journal`` is the live
@@ -26,8 +29,8 @@ Emulated routes (``Authorization: Bearer <token>``, ``{"data": ...}`` / ``{"erro
 ``POST /v1/enterprise/register-account`` (200, user; also sends an email code unless
 ``register_sends_code=False``), ``POST /v1/enterprise/users/send-verification/{user_id}``,
 ``POST /v1/enterprise/users/verify/{user_id}``, ``GET /v1/enterprise/users/{user_id}``,
-``GET /v1/enterprise/users[?accountRole=client|advisor]``: the routes the provider's hook
-calls.
+``GET /v1/enterprise/users[?accountRole=client|advisor][&cursor=...]`` (streamed, chunked;
+paged only when ``set_list(page_size=N)`` asks): the routes the provider's hook calls.
 
 Status codes: 401 missing/wrong token (checked before routing), 404 unknown user or route,
 405 known path with another method, 400 malformed body, invalid ``type``/field, or sms for a

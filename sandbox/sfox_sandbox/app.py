@@ -27,6 +27,14 @@ address (the default ``127.0.0.1``); the CLI warns on stderr for any other ``--h
   sFOX key does); 400 when the token is absent or empty; ``reset`` restores the start-up token
 - ``POST /_sandbox/users`` with a list of seed objects (or ``{"users": [...]}``) ->
   ``{"seeded": n}``
+- ``POST /_sandbox/users/generate`` with ``{"count": N, "prefix": "user-", "start": 0,
+  "individual_share": 0.7, "email_verified_share": 0.33}`` (all but ``count`` optional) ->
+  the range created (``prefix``, ``start``, ``count``, ``first``, ``last``, shares) plus
+  ``"total_users"``: N synthetic users kept in O(1) memory (see ``GeneratedUsers``); 400 on
+  invalid values or a range that could collide with existing users
+- ``PUT /_sandbox/list`` with a partial object ``{"page_size": 0, "next_key": "next",
+  "next_first": false}`` -> the new settings: ``page_size > 0`` makes ``GET
+  /v1/enterprise/users`` answer in pages naming the next one (see ``ListSettings``)
 - ``POST /_sandbox/reset`` -> back to the start state
 - ``GET /_sandbox/journal[?since=SEQ][&user_id=ID]`` -> list of journal entries
 """
@@ -39,7 +47,7 @@ import json
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs, unquote
@@ -77,6 +85,8 @@ class Response:
 
     :param action: ``send`` an answer, or ``reset`` / ``drop`` the connection (TCP RST).
     :param delay: seconds to hold the answer back (hang fault).
+    :param stream: a body produced in pieces, sent with chunked transfer encoding instead of
+        ``body`` (the user list).
     """
 
     status: int
@@ -84,6 +94,7 @@ class Response:
     headers: list[tuple[str, str]] = field(default_factory=list)
     action: str = "send"
     delay: float = 0.0
+    stream: Iterator[bytes] | None = None
 
 
 def json_response(status: int, payload: Any, headers: list[tuple[str, str]] | None = None) -> Response:
@@ -141,7 +152,7 @@ _V1_ROUTES: list[tuple[_Pattern, str, _Handler]] = [
     (
         ("v1", "enterprise", "users"),
         "GET",
-        lambda s, r, u: s.get_users(_query_one(r, "accountRole")),
+        lambda s, r, u: s.get_users(_query_one(r, "accountRole"), _query_one(r, "cursor")),
     ),
     (("v1", "enterprise", "users", None), "GET", lambda s, r, u: s.get_user(_uid(u))),
     (
@@ -293,6 +304,7 @@ class SandboxApp:
             return error_response(status, message)
 
         code_sent = False
+        stream = None
         if not self._authorized(req):
             status, payload = 401, {"error": "Unauthorized: missing or invalid API key"}
         elif segments is None:
@@ -309,12 +321,16 @@ class SandboxApp:
             else:
                 status, payload, code_sent = result.status, result.body, result.code_sent
                 channel = result.channel or channel
+                stream = result.stream
 
         if fault == "drop":
             record("dropped", code_sent, fault)
             return Response(status, action="drop")
         record(status, code_sent, fault)
-        resp = json_response(status, payload)
+        if stream is not None:
+            resp = Response(status, headers=list(JSON_HEADERS), stream=stream)
+        else:
+            resp = json_response(status, payload)
         if fault == "hang":
             resp.delay = faults.hang_seconds
         return resp
@@ -370,6 +386,17 @@ class SandboxApp:
             if not isinstance(body, list):
                 raise ApiError(400, "Body must be a list of user objects")
             return json_response(200, {"data": {"seeded": state.seed_users(body)}})
+        if head == "users" and rest == ["generate"] and method == "POST":
+            options = _json_object(req)
+            unknown = set(options) - {"count", "prefix", "start", "individual_share", "email_verified_share"}
+            if unknown:
+                raise ApiError(400, f"unknown field(s): {', '.join(sorted(unknown))}")
+            if "count" not in options:
+                raise ApiError(400, "count is required")
+            block = state.generate_users(**options)  # ValueError: 400
+            return json_response(200, {"data": {**block.to_dict(), "total_users": state.user_count}})
+        if head == "list" and not rest and method == "PUT":
+            return json_response(200, {"data": state.set_list(_json_object(req)).to_dict()})
         if head == "reset" and not rest and method == "POST":
             state.reset()
             return json_response(200, {"data": {"reset": True}})
@@ -384,7 +411,7 @@ class SandboxApp:
     def _codes_one(self, user_id: str) -> Response:
         state = self.state
         with state.lock:
-            known = user_id in state.users or user_id in state.sent_codes
+            known = state.find_user(user_id) is not None or user_id in state.sent_codes
         if not known:
             return error_response(404, "User not found")
         return json_response(200, {"data": state.codes_for(user_id)})

@@ -34,13 +34,13 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from sfox_sandbox.app import Request, Response, SandboxApp, error_response
 from sfox_sandbox.config import FaultSettings, RateLimitSettings, SandboxConfig
-from sfox_sandbox.state import SandboxState
+from sfox_sandbox.state import SandboxState, StreamCut
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, Iterable, Mapping
+    from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
     from types import TracebackType
 
-    from sfox_sandbox.state import JournalEntry
+    from sfox_sandbox.state import GeneratedUsers, JournalEntry, ListSettings
 
 log = logging.getLogger(__name__)
 
@@ -71,15 +71,16 @@ def _abort(writer: asyncio.StreamWriter) -> None:
 
 
 def _encode(resp: Response, keep_alive: bool, head_only: bool) -> bytes:
+    """The head (and body) of an answer; only the head when ``resp.stream`` is set."""
     lines = [
         f"HTTP/1.1 {resp.status} {_REASONS.get(resp.status, 'Unknown')}",
-        f"Content-Length: {len(resp.body)}",
+        "Transfer-Encoding: chunked" if resp.stream is not None else f"Content-Length: {len(resp.body)}",
         "Connection: keep-alive" if keep_alive else "Connection: close",
         "Server: sfox-sandbox",
     ]
     lines.extend(f"{name}: {value}" for name, value in resp.headers)
     head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
-    return head if head_only else head + resp.body
+    return head if head_only or resp.stream is not None else head + resp.body
 
 
 def _expire(writer: asyncio.StreamWriter, kind: str) -> None:
@@ -224,8 +225,31 @@ class _HttpServer:
                     return False
             writer.write(_encode(resp, keep_alive, req.method == "HEAD"))
             await self._timed(writer.drain(), self.request_timeout, writer, "write")
+            if resp.stream is not None and req.method != "HEAD":
+                try:
+                    await self._write_chunked(writer, resp.stream)
+                except StreamCut:
+                    _abort(writer)
+                    return True
             if not keep_alive:
                 return False
+
+    async def _write_chunked(self, writer: asyncio.StreamWriter, pieces: Iterator[bytes]) -> None:
+        """Send a body in pieces (chunked transfer encoding), waiting for each to drain, so the
+        whole body is never in memory."""
+        try:
+            for piece in pieces:
+                if piece:
+                    writer.write(b"%x\r\n" % len(piece))
+                    writer.write(piece)
+                    writer.write(b"\r\n")
+                    await self._timed(writer.drain(), self.request_timeout, writer, "write")
+            writer.write(b"0\r\n\r\n")
+            await self._timed(writer.drain(), self.request_timeout, writer, "write")
+        finally:
+            close = getattr(pieces, "close", None)
+            if close is not None:
+                close()
 
     async def _refuse(self, writer: asyncio.StreamWriter, exc: _HttpError) -> None:
         writer.write(_encode(error_response(exc.status, exc.message), False, False))
@@ -478,6 +502,32 @@ class SandboxServer:
         :param users: seed objects (see :func:`~sfox_sandbox.state.user_from_seed`).
         """
         return self.state.seed_users(users)
+
+    def generate_users(
+        self,
+        count: int,
+        *,
+        prefix: str = "user-",
+        individual_share: float = 0.7,
+        email_verified_share: float = 0.33,
+        start: int = 0,
+    ) -> GeneratedUsers:
+        """Add ``count`` synthetic users ``{prefix}{start}``.. in O(1) memory
+        (``POST /_sandbox/users/generate`` does the same; see ``SandboxState.generate_users``).
+
+        :raises ValueError: invalid values, or a range that could collide with existing users.
+        """
+        return self.state.generate_users(
+            count,
+            prefix=prefix,
+            individual_share=individual_share,
+            email_verified_share=email_verified_share,
+            start=start,
+        )
+
+    def set_list(self, **changes: Any) -> ListSettings:
+        """Change the user list's pagination (``PUT /_sandbox/list``; see ``ListSettings``)."""
+        return self.state.set_list(changes)
 
     def codes(self, user_id: str) -> dict[str, Any]:
         """Latest code and count per channel of one user (see ``SandboxState.codes_for``).

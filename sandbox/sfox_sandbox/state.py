@@ -9,17 +9,23 @@ Memory is bounded per request: the journal is a ``deque`` holding the latest
 ``SandboxConfig.journal_size`` entries (default 1,000,000), and each user's code history
 the latest ``SandboxConfig.code_history_size`` codes (default 20; counts stay exact). Users
 themselves are kept until deactivated or reset.
+
+Generated users (:meth:`SandboxState.generate_users`, for tests at 1,000,000 users) are kept
+as ranges (:class:`GeneratedUsers`: a prefix, a first number, a count and two shares) and
+built on access from their number; only those that change (verified, or replaced by a seed)
+are stored as objects. Every route treats them as it treats seeded users.
 """
 
 from __future__ import annotations
 
 import itertools
+import json
 import random
 import re
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -58,6 +64,10 @@ def requirements_for(account_type: str) -> dict[str, bool]:
     """
     needed = channels_for(account_type)
     return {channel.value: channel in needed for channel in CHANNELS}
+
+
+class StreamCut(Exception):
+    """Raised by a streamed body to make the server reset the connection there (a fault)."""
 
 
 class ApiError(Exception):
@@ -194,6 +204,144 @@ class RateLimiter:
         return {key: until - now for key, until in self._blocked_until.items() if until > now}
 
 
+_MASK64 = (1 << 64) - 1
+
+
+def _unit(number: int, salt: int) -> float:
+    """A deterministic draw in [0, 1) for a user number (splitmix64)."""
+    x = (number * 0x9E3779B97F4A7C15 + salt) & _MASK64
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _MASK64
+    return (x ^ (x >> 31)) / 2.0**64
+
+
+#: Most users one generate call may create.
+MAX_GENERATED = 100_000_000
+
+
+@dataclass
+class GeneratedUsers:
+    """A range of synthetic users, kept in O(1) memory and built on access.
+
+    User ``n`` (``start <= n < start + count``) is ``{prefix}{n}`` (no leading zeros), an
+    individual with probability ``individual_share`` (else a corporation), email already
+    verified with probability ``email_verified_share``; a client, email
+    ``{prefix}{n}@example.com``, phone ``+1555`` plus 7 digits for individuals. The draws
+    are a hash of ``n``: the same number is always the same user. ``changed`` holds the users
+    of the range that changed since (by offset), which then win over the built ones.
+    """
+
+    prefix: str
+    start: int
+    count: int
+    individual_share: float
+    email_verified_share: float
+    changed: dict[int, SandboxUser] = field(default_factory=dict)
+
+    def offset_of(self, user_id: str) -> int | None:
+        """The offset of ``user_id`` in this range, or ``None`` when it is not one of it."""
+        if not user_id.startswith(self.prefix):
+            return None
+        digits = user_id[len(self.prefix) :]
+        if not (digits.isascii() and digits.isdigit()) or (digits[0] == "0" and len(digits) > 1):
+            return None
+        offset = int(digits) - self.start
+        return offset if 0 <= offset < self.count else None
+
+    def build(self, offset: int) -> SandboxUser:
+        """A fresh user object for ``offset`` (ignores ``changed``)."""
+        number = self.start + offset
+        individual = _unit(number, 1) < self.individual_share
+        account_type = "individual" if individual else "corporation"
+        requirements = requirements_for(account_type)
+        if _unit(number, 2) < self.email_verified_share:
+            requirements[Channel.EMAIL.value] = False
+        user_id = f"{self.prefix}{number}"
+        return SandboxUser(
+            user_id=user_id,
+            account_type=account_type,
+            email=f"{user_id}@example.com",
+            phone_number=f"+1555{number % 10_000_000:07d}" if individual else None,
+            first_name="Generated",
+            last_name=f"User{number}",
+            requirements=requirements,
+        )
+
+    def get(self, offset: int) -> SandboxUser:
+        """The user at ``offset``: its changed object if any, else a built one."""
+        user = self.changed.get(offset)
+        return user if user is not None else self.build(offset)
+
+    def overlaps(self, other: GeneratedUsers) -> bool:
+        """Whether some user_id could belong to both ranges."""
+        if self.prefix == other.prefix:
+            return self.start < other.start + other.count and other.start < self.start + self.count
+        # "user-" and "user-1" would both claim "user-10": refuse nested prefixes.
+        return self.prefix.startswith(other.prefix) or other.prefix.startswith(self.prefix)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The range as a JSON-ready dict (without the changed users)."""
+        return {
+            "prefix": self.prefix,
+            "start": self.start,
+            "count": self.count,
+            "individual_share": self.individual_share,
+            "email_verified_share": self.email_verified_share,
+            "first": f"{self.prefix}{self.start}",
+            "last": f"{self.prefix}{self.start + self.count - 1}",
+        }
+
+
+#: Keys a paginated list may name its next page under; URL keys carry a path, others a cursor.
+LIST_NEXT_KEYS = ("next", "next_url", "links.next", "next_cursor", "cursor", "meta.next_cursor")
+_LIST_URL_KEYS = ("next", "next_url", "links.next")
+#: Users serialised per piece of a streamed list body (one lock hold, ~250 KB).
+LIST_BATCH = 1000
+
+
+@dataclass(frozen=True)
+class ListSettings:
+    """How ``GET /v1/enterprise/users`` pages (``PUT /_sandbox/list``); off by default.
+
+    :param page_size: users per page; ``0``: one answer with every user (sFOX's documented
+        behaviour), streamed.
+    :param next_key: where a page names the next one (see :data:`LIST_NEXT_KEYS`; dotted keys
+        nest: ``links.next`` is ``{"links": {"next": ...}}``). URL keys hold a path
+        ``/v1/enterprise/users?cursor=...``, the others the cursor itself; the client sends
+        the cursor back as ``?cursor=``. The last page has no such key.
+    :param next_first: put that key before ``data`` instead of after it.
+    :param cut_after: a fault: reset the connection once this many users of a list body were
+        sent (the body breaks off mid-stream); ``0``: off.
+    """
+
+    page_size: int = 0
+    next_key: str = "next"
+    next_first: bool = False
+    cut_after: int = 0
+
+    def updated(self, changes: Mapping[str, Any]) -> ListSettings:
+        """A copy with a partial update applied; ``ValueError`` on an invalid one."""
+        values = asdict(self)
+        for key, value in changes.items():
+            if key not in values:
+                raise ValueError(f"unknown setting {key!r}; known: {', '.join(sorted(values))}")
+            values[key] = value
+        page_size, next_key, next_first = values["page_size"], values["next_key"], values["next_first"]
+        for name in ("page_size", "cut_after"):
+            value = values[name]
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"{name} must be a non-negative integer")
+        if next_key not in LIST_NEXT_KEYS:
+            raise ValueError(f"next_key must be one of {', '.join(LIST_NEXT_KEYS)}")
+        if not isinstance(next_first, bool):
+            raise ValueError("next_first must be a boolean")
+        return ListSettings(page_size, next_key, next_first, values["cut_after"])
+
+    def to_dict(self) -> dict[str, Any]:
+        """The settings as a JSON-ready dict."""
+        return asdict(self)
+
+
 def _opt_str(obj: Mapping[str, Any], key: str) -> str | None:
     value = obj.get(key)
     if value is None or value == "":
@@ -301,6 +449,8 @@ class ApiResult:
     code_sent: bool = False
     # Channel of the code sent, when the request body does not name it (register-account).
     channel: str | None = None
+    # A body produced in pieces (the user list), sent instead of ``body``.
+    stream: Iterator[bytes] | None = None
 
 
 class SandboxState:
@@ -308,7 +458,11 @@ class SandboxState:
 
     Public attributes (read them under :attr:`lock` when the server runs):
 
-    - ``users``: ``dict[str, SandboxUser]`` by user_id, in insertion order;
+    - ``users``: ``dict[str, SandboxUser]`` by user_id, in insertion order: the seeded and
+      registered users; generated ones are in ``generated`` (use :meth:`find_user`,
+      :meth:`all_users` and :attr:`user_count` for both);
+    - ``generated``: ``list[GeneratedUsers]``, the ranges of :meth:`generate_users`;
+    - ``list_settings``: :class:`ListSettings`, pagination of the user list;
     - ``sent_codes``: ``dict[str, deque[SentCode]]`` the latest codes sent, by user_id
       (at most ``config.code_history_size`` each; :meth:`codes_for` has the exact counts);
     - ``journal``: ``deque[JournalEntry]`` the latest ``config.journal_size`` ``/v1/``
@@ -324,6 +478,8 @@ class SandboxState:
         self.config = config
         self.lock = threading.RLock()
         self.users: dict[str, SandboxUser] = {}
+        self.generated: list[GeneratedUsers] = []
+        self.list_settings = ListSettings()
         self.sent_codes: dict[str, deque[SentCode]] = {}
         # Exact number of codes sent and the latest one, per (user_id, channel).
         self._code_counts: dict[tuple[str, str], int] = {}
@@ -346,6 +502,8 @@ class SandboxState:
         seeds = [user_from_seed(obj) for obj in self.config.seed_users]
         with self.lock:
             self.users = {}
+            self.generated = []
+            self.list_settings = ListSettings()
             for user in seeds:
                 self.users[user.user_id] = user
             self.sent_codes = {}
@@ -392,8 +550,96 @@ class SandboxState:
                 raise ValueError(f"user #{index}: {exc}") from None
         with self.lock:
             for user in users:
-                self.users[user.user_id] = user
+                self._store(user)
         return len(users)
+
+    def _store(self, user: SandboxUser) -> None:
+        """Add or replace a user, in its generated range when it belongs to one."""
+        for block in self.generated:
+            offset = block.offset_of(user.user_id)
+            if offset is not None:
+                block.changed[offset] = user
+                return
+        self.users[user.user_id] = user
+
+    def generate_users(
+        self,
+        count: int,
+        *,
+        prefix: str = "user-",
+        individual_share: float = 0.7,
+        email_verified_share: float = 0.33,
+        start: int = 0,
+    ) -> GeneratedUsers:
+        """Add ``count`` synthetic users ``{prefix}{start}`` .. ``{prefix}{start+count-1}``.
+
+        Kept as one :class:`GeneratedUsers` range (O(1) memory until users change).
+
+        :raises ValueError: an invalid argument, or a range that could share a user_id with
+            an earlier range (same prefix and overlapping numbers, or nested prefixes) or
+            with a seeded user.
+        """
+        if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= MAX_GENERATED:
+            raise ValueError(f"count must be an integer from 1 to {MAX_GENERATED}")
+        if isinstance(start, bool) or not isinstance(start, int) or start < 0:
+            raise ValueError("start must be a non-negative integer")
+        if not isinstance(prefix, str) or not prefix or not prefix.isprintable():
+            raise ValueError("prefix must be a non-empty string of printable characters")
+        shares = {"individual_share": individual_share, "email_verified_share": email_verified_share}
+        for name, share in shares.items():
+            if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0 <= share <= 1:
+                raise ValueError(f"{name} must be a number from 0 to 1")
+        block = GeneratedUsers(prefix, start, count, float(individual_share), float(email_verified_share))
+        with self.lock:
+            for other in self.generated:
+                if block.overlaps(other):
+                    raise ValueError(
+                        f"users {prefix}{start}.. could collide with the range {other.prefix}..."
+                    )
+            for user_id in self.users:
+                if block.offset_of(user_id) is not None:
+                    raise ValueError(f"user {user_id!r} exists already")
+            self.generated.append(block)
+        return block
+
+    @property
+    def user_count(self) -> int:
+        """How many users the sandbox knows, seeded, registered and generated."""
+        with self.lock:
+            return len(self.users) + sum(block.count for block in self.generated)
+
+    def find_user(self, user_id: str) -> SandboxUser | None:
+        """The user ``user_id`` (a generated one is built, not stored), or ``None``."""
+        with self.lock:
+            user = self.users.get(user_id)
+            if user is not None:
+                return user
+            for block in self.generated:
+                offset = block.offset_of(user_id)
+                if offset is not None:
+                    return block.get(offset)
+        return None
+
+    def all_users(self) -> Iterator[SandboxUser]:
+        """Every user in list order: seeded and registered ones, then each generated range."""
+        with self.lock:
+            explicit = list(self.users.values())
+            blocks = list(self.generated)
+        yield from explicit
+        for block in blocks:
+            for offset in range(block.count):
+                with self.lock:
+                    user = block.get(offset)
+                yield user
+
+    def set_list(self, changes: Mapping[str, Any]) -> ListSettings:
+        """Apply a partial update of the list's pagination; return the new settings.
+
+        :raises ValueError: on an invalid change (nothing is applied).
+        """
+        with self.lock:
+            self.list_settings = self.list_settings.updated(changes)
+            return self.list_settings
 
     def set_faults(self, changes: Mapping[str, Any]) -> FaultSettings:
         """Apply a partial fault update; return the new settings.
@@ -506,11 +752,20 @@ class SandboxState:
         return entry
 
     # ------------------------------------------------------------ emulated API
-    def _user(self, user_id: str) -> SandboxUser:
+    def _user(self, user_id: str, *, for_update: bool = False) -> SandboxUser:
+        """The user ``user_id`` (404 if unknown); ``for_update`` stores a generated one, so that
+        changes to the returned object last."""
         user = self.users.get(user_id)
-        if user is None:
-            raise ApiError(404, "User not found")
-        return user
+        if user is not None:
+            return user
+        for block in self.generated:
+            offset = block.offset_of(user_id)
+            if offset is not None:
+                user = block.get(offset)
+                if for_update:
+                    block.changed[offset] = user
+                return user
+        raise ApiError(404, "User not found")
 
     def _send_code(self, user_id: str, channel: str) -> str:
         code = f"{self.rng.randrange(1_000_000):06d}"
@@ -559,9 +814,9 @@ class SandboxState:
             requirements=requirements_for(account_type),
         )
         with self.lock:
-            if user_id in self.users:
+            if self.find_user(user_id) is not None:
                 raise ApiError(422, "User already exists")
-            self.users[user_id] = user
+            self._store(user)
             sent = self.config.register_sends_code
             if sent:
                 # sFOX emails the first OTP itself after registration.
@@ -604,7 +859,7 @@ class SandboxState:
         if not isinstance(otp, str) or not otp:
             raise ApiError(400, "otp is required and must be a string")
         with self.lock:
-            user = self._user(user_id)
+            user = self._user(user_id, for_update=True)
             self._check_channel(user, channel)
             expected = self._pending.get((user_id, channel.value))
             if expected is None:
@@ -620,13 +875,145 @@ class SandboxState:
         with self.lock:
             return ApiResult(200, {"data": self._user(user_id).to_api()})
 
-    def get_users(self, account_role: str | None) -> ApiResult:
-        """``GET /v1/enterprise/users[?accountRole=client|advisor]``."""
+    def get_users(self, account_role: str | None, cursor: str | None = None) -> ApiResult:
+        """``GET /v1/enterprise/users[?accountRole=client|advisor][&cursor=...]``.
+
+        The body is streamed in pieces of :data:`LIST_BATCH` users (the lock is held per
+        piece, never across the whole list); pages follow :attr:`list_settings`.
+        """
         role = None
         if account_role is not None:
             role = account_role.lower()
             if role not in ACCOUNT_ROLES:
                 raise ApiError(400, 'Invalid accountRole: must be "client" or "advisor"')
+        position = _parse_cursor(cursor)
         with self.lock:
-            users = [u.to_api() for u in self.users.values() if role is None or u.account_role == role]
-        return ApiResult(200, {"data": users})
+            settings = self.list_settings
+            explicit = list(self.users.values())
+            blocks = list(self.generated)
+        if position[0] > len(blocks):
+            raise ApiError(400, "Invalid cursor")
+        walk = _ListWalk(self, role, explicit, blocks)
+        if settings.page_size:
+            stream = self._page(walk, position, settings, account_role)
+        else:
+            stream = self._whole(walk, position)
+        return ApiResult(200, {}, stream=_cut(stream, settings.cut_after) if settings.cut_after else stream)
+
+    @staticmethod
+    def _whole(walk: _ListWalk, position: tuple[int, int]) -> Iterator[bytes]:
+        yield b'{"data":['
+        separator = b""
+        at: tuple[int, int] | None = position
+        while at is not None:
+            parts, at = walk.batch(at, LIST_BATCH)
+            if parts:
+                yield separator + b",".join(parts)
+                separator = b","
+        yield b"]}"
+
+    @staticmethod
+    def _page(
+        walk: _ListWalk, position: tuple[int, int], settings: ListSettings, account_role: str | None
+    ) -> Iterator[bytes]:
+        parts, at = walk.batch(position, settings.page_size)
+        if at is not None and not walk.batch(at, 1)[0]:
+            at = None  # nothing after this page
+        key_json = b""
+        if at is not None:
+            cursor = f"{at[0]}.{at[1]}"
+            value: str = cursor
+            if settings.next_key in _LIST_URL_KEYS:
+                value = "/v1/enterprise/users?" + (f"accountRole={account_role}&" if account_role else "")
+                value += f"cursor={cursor}"
+            head, _, tail = settings.next_key.partition(".")
+            named: Any = {tail: value} if tail else value
+            key_json = json.dumps(head).encode() + b":" + json.dumps(named, separators=(",", ":")).encode()
+        if settings.next_first and key_json:
+            yield b"{" + key_json + b',"data":['
+        else:
+            yield b'{"data":['
+        for start in range(0, len(parts), LIST_BATCH):
+            yield (b"," if start else b"") + b",".join(parts[start : start + LIST_BATCH])
+        yield b"]}" if settings.next_first or not key_json else b"]," + key_json + b"}"
+
+
+def _cut(pieces: Iterator[bytes], users: int) -> Iterator[bytes]:
+    """Pass a list body on until ``users`` users went out (counted by ``"user_id"``), then
+    raise :class:`StreamCut` in the middle of the next user."""
+    sent = 0
+    for piece in pieces:
+        count = piece.count(b'"user_id":')
+        if sent + count >= users:
+            at = -1
+            for _ in range(users - sent + 1):  # the first user past the limit, if in this piece
+                at = piece.find(b'"user_id":', at + 1)
+            yield piece[: at + 5] if at >= 0 else piece
+            raise StreamCut
+        sent += count
+        yield piece
+
+
+def _parse_cursor(cursor: str | None) -> tuple[int, int]:
+    """``"<segment>.<offset>"`` (segment 0: seeded users, k: the k-th generated range)."""
+    if cursor is None:
+        return (0, 0)
+    segment, dot, offset = cursor.partition(".")
+    if not (dot and segment.isascii() and segment.isdigit() and offset.isascii() and offset.isdigit()):
+        raise ApiError(400, "Invalid cursor")
+    return (int(segment), int(offset))
+
+
+class _ListWalk:
+    """One request's walk over the user list, from snapshots of the seeded users and ranges."""
+
+    def __init__(
+        self,
+        state: SandboxState,
+        role: str | None,
+        explicit: list[SandboxUser],
+        blocks: list[GeneratedUsers],
+    ) -> None:
+        self.state = state
+        self.role = role
+        self.explicit = explicit
+        self.blocks = blocks
+
+    def batch(self, at: tuple[int, int], limit: int) -> tuple[list[bytes], tuple[int, int] | None]:
+        """Up to ``limit`` users' JSON from position ``at``; return them and the position after
+        the last one (``None`` at the end of the list)."""
+        role = self.role
+        parts: list[bytes] = []
+        segment, offset = at
+        dumps = json.JSONEncoder(separators=(",", ":")).encode
+        with self.state.lock:
+            while segment <= len(self.blocks):
+                if segment == 0:
+                    source = self.explicit
+                    while offset < len(source) and len(parts) < limit:
+                        user = source[offset]
+                        offset += 1
+                        if role is None or user.account_role == role:
+                            parts.append(dumps(user.to_api()).encode())
+                else:
+                    block = self.blocks[segment - 1]
+                    if role == "advisor":
+                        # Generated users are clients: only changed ones may be advisors.
+                        for changed in sorted(k for k in block.changed if k >= offset):
+                            if len(parts) >= limit:
+                                break
+                            offset = changed + 1
+                            if block.changed[changed].account_role == role:
+                                parts.append(dumps(block.changed[changed].to_api()).encode())
+                        else:
+                            offset = block.count
+                    else:
+                        while offset < block.count and len(parts) < limit:
+                            user = block.get(offset)
+                            offset += 1
+                            if role is None or user.account_role == role:
+                                parts.append(dumps(user.to_api()).encode())
+                if len(parts) >= limit:
+                    return parts, (segment, offset)
+                segment, offset = segment + 1, 0
+        return parts, None

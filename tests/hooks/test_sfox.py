@@ -584,10 +584,11 @@ def test_bad_extra_is_refused(make_hook, extra, match):
 
 
 def test_test_connection_success(make_hook, mock):
-    mock.get(f"{BASE_URL}/v1/enterprise/users?accountRole=advisor", json={"data": [{"user_id": "adv"}]})
+    mock.get(f"{BASE_URL}/v1/enterprise/users", json={"data": [{"user_id": "adv"}, {"user_id": "c"}]})
     ok, message = make_hook().test_connection()
     assert ok is True
     assert BASE_URL in message
+    assert "2 end users visible" in message
     assert mock.call_count == 1
 
 

@@ -101,7 +101,7 @@ class Sandbox:
 
     def all_users(self) -> list[dict[str, Any]]:
         with self.server.state.lock:
-            return [u.to_api() for u in self.server.state.users.values()]
+            return [u.to_api() for u in self.server.state.all_users()]
 
     def journal(self, **params: Any) -> list[dict[str, Any]]:
         resp = self.admin("GET", "journal", params=params)
