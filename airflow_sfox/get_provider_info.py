@@ -43,6 +43,16 @@ CONN_FIELDS: dict[str, dict[str, Any]] = {
         "description": "The window of the rate budget, in seconds (sFOX states its limit per 10 s).",
         "schema": {"type": ["number", "null"], "minimum": 1, "maximum": 300, "default": 10},
     },
+    "rate_limit_margin_seconds": {
+        "label": "Rate budget: jitter margin (seconds)",
+        "description": (
+            "How much longer than its window a request start counts, for arrivals bunched by "
+            "network jitter. Empty: 0.5 s less the slack the budget leaves under sFOX's 250 per "
+            "10 s (0.5 s at 250, 0.08 s at 240, none at 200). Set it for a sandbox that runs the "
+            "limit on a faster clock (scale it with the clock)."
+        ),
+        "schema": {"type": ["number", "null"], "minimum": 0, "maximum": 10, "default": None},
+    },
     "requests_per_second": {
         "label": "Request budget (requests/second, deprecated)",
         "description": (

@@ -114,7 +114,9 @@ class Budget:
         0.42 s, before the 251st. Only the jitter that slack does not cover costs a margin:
         0.5 s at 250 per 10 s, 0.08 s at 240, none at the default 200.
         """
-        slack_seconds = (SFOX_LIMIT_REQUESTS - self.per_sfox_window()) / self.rate
+        # A budget above sFOX's limit (a loopback sandbox on a faster clock) has no slack to
+        # give: it gets the whole allowance, never more.
+        slack_seconds = max(0.0, (SFOX_LIMIT_REQUESTS - self.per_sfox_window()) / self.rate)
         return round(max(0.0, jitter - slack_seconds), 6)
 
     @property

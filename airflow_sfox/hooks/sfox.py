@@ -10,6 +10,7 @@ hook between the threads of a pool.
 
 from __future__ import annotations
 
+import dataclasses
 import email.utils
 import ipaddress
 import itertools
@@ -1003,13 +1004,18 @@ class _HookConfig:
             base_url=base_url,
             token=token,
             timeouts=(number("connect_timeout"), number("timeout")),
-            budget=_budget(
-                conn_id,
-                given,
-                number,
-                rate_given=overrides.get("requests_per_second") is not None,
-                # The local sandbox may run sFOX's limit on a faster clock: no sFOX is behind it.
-                sfox_limit=not _is_loopback(urlsplit(base_url).hostname or ""),
+            budget=_with_margin(
+                _budget(
+                    conn_id,
+                    given,
+                    number,
+                    rate_given=overrides.get("requests_per_second") is not None,
+                    # The local sandbox may run sFOX's limit on a faster clock: no sFOX is behind it.
+                    sfox_limit=not _is_loopback(urlsplit(base_url).hostname or ""),
+                ),
+                number("rate_limit_margin_seconds")
+                if given("rate_limit_margin_seconds") is not None
+                else None,
             ),
             max_retry_seconds=number("max_retry_seconds"),
             rate_limit_pause_seconds=number("rate_limit_pause_seconds"),
@@ -1018,6 +1024,13 @@ class _HookConfig:
             rate_limit_dir=text("rate_limit_dir"),
             rate_limit_redis_conn_id=text("rate_limit_redis_conn_id") or "redis_default",
         )
+
+
+def _with_margin(budget: Budget | None, margin_seconds: float | None) -> Budget | None:
+    """The budget with the connection's own jitter margin, when it sets one."""
+    if budget is None or margin_seconds is None:
+        return budget
+    return dataclasses.replace(budget, margin_seconds=margin_seconds)
 
 
 def _budget(

@@ -81,6 +81,7 @@ def test_whole_budget_at_once_then_one_span_later(backend, clock):
         (200, 10, 0.0),  # the default: slack covers all of it
         (125, 5, DEFAULT_MARGIN_SECONDS),  # 250 in a 10-s window, two windows of 5 s
         (2, 10, 0.0),
+        (2500, 10, DEFAULT_MARGIN_SECONDS),  # above sFOX's limit (a loopback sandbox): no more than all
     ],
 )
 def test_the_jitter_margin_is_what_sfox_slack_does_not_cover(requests, window, margin):
