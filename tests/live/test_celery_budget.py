@@ -119,6 +119,10 @@ def _celery_env(home: Path, api_port: int, dbs: dict[str, str], sandbox_url: str
             "AIRFLOW__CORE__HOSTNAME_CALLABLE": write_worker_name_module(home / "pylib"),
             "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": str(HEARTBEAT_TIMEOUT),
             "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT_DETECTION_INTERVAL": "3",
+            # A task w1 had received but not started when it was killed stays queued: send it
+            # again after a minute, not after the default 10.
+            "AIRFLOW__SCHEDULER__TASK_QUEUED_TIMEOUT": "60",
+            "AIRFLOW__SCHEDULER__TASK_QUEUED_TIMEOUT_CHECK_INTERVAL": "10",
             "AIRFLOW_CONN_SFOX_DEFAULT": sfox_conn_json(sandbox_url, **BUDGET_EXTRAS),
             "AIRFLOW_CONN_BUDGET_REDIS": f"redis://127.0.0.1:{redis_port}/0",
         }
