@@ -156,7 +156,7 @@ def test_provider_is_installed_in_the_image(config):
         assert build["dockerfile"] == "docker/Dockerfile", name
     dockerfile = DOCKERFILE.read_text()
     assert "COPY --chown=airflow:0 airflow_sfox /opt/sfox/src/airflow_sfox" in dockerfile
-    assert '"/opt/sfox/src[postgres]"' in dockerfile
+    assert '"/opt/sfox/src[postgres,redis]"' in dockerfile
     # The sandbox service runs the sfox-sandbox distribution: installed beside the provider.
     assert "COPY --chown=airflow:0 sandbox/sfox_sandbox /opt/sfox/src/sandbox/sfox_sandbox" in dockerfile
     assert "        /opt/sfox/src/sandbox \\" in dockerfile.splitlines()
@@ -181,8 +181,23 @@ def test_connections_come_from_env(config, env_values):
             "conn_type": "sfox",
             "host": "https://sfox-sandbox:8443",
             "password": env_values["SFOX_SANDBOX_TOKEN"],
-            "extra": {"requests_per_second": 20},
+            "extra": {
+                "rate_limit_requests": 200,
+                "rate_limit_window_seconds": 10,
+                "rate_limit_backend": "redis",
+                "rate_limit_redis_conn_id": "budget_redis",
+            },
         }
+        # The budget's Redis: the broker's server, another DB, the same password.
+        budget = json.loads(environment["AIRFLOW_CONN_BUDGET_REDIS"])
+        assert budget == {
+            "conn_type": "redis",
+            "host": "redis",
+            "port": 6379,
+            "password": env_values["REDIS_PASSWORD"],
+            "extra": {"db": 1},
+        }
+        assert environment["AIRFLOW__CELERY__BROKER_URL"].endswith("@redis:6379/0")
         warehouse = json.loads(environment["AIRFLOW_CONN_SFOX_WAREHOUSE"])
         assert warehouse == {
             "conn_type": "postgres",
