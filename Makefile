@@ -20,10 +20,15 @@ $(UV):
 
 venv: $(UV)
 
+# The MariaDB warehouse tier needs the mysql provider, whose mysqlclient builds against libmariadb:
+# installed where its headers are (.ci/run apt-installs libmariadb-dev); elsewhere the test run
+# names the mariadb tier as not run.
+MYSQL_EXTRA := $(shell pkg-config --exists libmariadb 2>/dev/null && echo ",mysql")
+
 # The provider, and beside it the sandbox (sfox-sandbox, its own distribution in sandbox/):
 # the tests, the demo and the benchmarks run against it.
 install: $(UV)
-	$(UV) pip install --quiet --python $(VPY) -e ".[test]" -e ./sandbox \
+	$(UV) pip install --quiet --python $(VPY) -e ".[test$(MYSQL_EXTRA)]" -e ./sandbox \
 		$(if $(AIRFLOW_VERSION),"apache-airflow==$(AIRFLOW_VERSION)")
 	@$(VPY) -c "import airflow_sfox, sfox_sandbox, sys; print('python', sys.version.split()[0], '| airflow-provider-sfox', airflow_sfox.__version__, '| sfox-sandbox', sfox_sandbox.__version__)"
 
