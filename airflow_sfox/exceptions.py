@@ -85,26 +85,36 @@ class SfoxError(AirflowException):
         self.uncertain = False
         self.method = method
         self.path = path
+        #: The Airflow connection the request used (set by the hook).
+        self.conn_id: str | None = None
         super().__init__(str(self))
 
     def __str__(self) -> str:
         where = f"sFOX {self.method} {self.path}" if self.method and self.path else "sFOX"
         status = f"HTTP {self.status_code}" if self.status_code is not None else "no response"
-        return f"{where} failed ({status}): {self.message}"
+        through = f" through connection {self.conn_id!r}" if self.conn_id else ""
+        return f"{where} failed ({status}){through}: {self.message}"
 
     def __reduce__(self) -> tuple[object, ...]:
         # Keyword-only arguments do not survive the default pickling; Airflow pickles
         # exceptions across processes.
         return (
             _rebuild,
-            (type(self), self.message, self.status_code, self.method, self.path),
+            (type(self), self.message, self.status_code, self.method, self.path, self.conn_id),
         )
 
 
 def _rebuild(
-    cls: type[SfoxError], message: str, status_code: int | None, method: str | None, path: str | None
+    cls: type[SfoxError],
+    message: str,
+    status_code: int | None,
+    method: str | None,
+    path: str | None,
+    conn_id: str | None = None,
 ) -> SfoxError:
-    return cls(message, status_code=status_code, method=method, path=path)
+    error = cls(message, status_code=status_code, method=method, path=path)
+    error.conn_id = conn_id
+    return error
 
 
 class SfoxConfigError(SfoxError):

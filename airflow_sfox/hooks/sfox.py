@@ -10,6 +10,7 @@ hook between the threads of a pool.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import email.utils
 import ipaddress
@@ -549,6 +550,10 @@ class SfoxConnectHook(BaseHook):
         return self._iter_user_pages(params)
 
     def _iter_user_pages(self, params: dict[str, str] | None) -> Iterator[dict[str, Any]]:
+        with self._naming_the_connection():  # errors raised mid-stream too
+            yield from self._user_pages(params)
+
+    def _user_pages(self, params: dict[str, str] | None) -> Iterator[dict[str, Any]]:
         path, query = USERS_PATH, params
         seen: set[str] = set()
         while True:
@@ -688,7 +693,31 @@ class SfoxConnectHook(BaseHook):
         """Send one API call (see :meth:`_call`); return the ``data`` of its JSON envelope."""
         return self._call(method, path, **kwargs).data
 
+    @contextlib.contextmanager
+    def _naming_the_connection(self) -> Iterator[None]:
+        """Every error of a request names the Airflow connection it used (config errors already do)."""
+        try:
+            yield
+        except SfoxError as error:
+            if error.conn_id is None and not isinstance(error, SfoxConfigError):
+                error.conn_id = self.sfox_conn_id
+            raise
+
     def _call(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: dict[str, Any] | None = None,
+        params: dict[str, str] | None = None,
+        retry: bool = True,
+        stream: bool = False,
+    ) -> SfoxResult:
+        """:meth:`_send`, its errors naming the connection."""
+        with self._naming_the_connection():
+            return self._send(method, path, json=json, params=params, retry=retry, stream=stream)
+
+    def _send(
         self,
         method: str,
         path: str,

@@ -605,8 +605,30 @@ def test_test_connection_failure_never_raises_nor_retries(make_hook, mock, respo
     ok, message = make_hook(password="very-secret").test_connection()
     assert ok is False
     assert expected in message
+    assert "'sfox_default'" in message
     assert "very-secret" not in message
     assert mock.call_count == 1
+
+
+@pytest.mark.parametrize(
+    ("call", "response"),
+    [
+        (
+            lambda hook: hook.send_verification("u1", "email"),
+            {"status_code": 401, "json": {"error": "bad key"}},
+        ),
+        (lambda hook: hook.get_user("u1"), {"status_code": 404, "json": {"error": "not found"}}),
+        (lambda hook: list(hook.iter_users()), {"status_code": 403, "json": {"error": "forbidden"}}),
+        (lambda hook: hook.get_user("u1"), {"exc": requests.ConnectionError("refused")}),
+    ],
+)
+def test_every_request_error_names_the_connection(make_hook, mock, call, response):
+    mock.register_uri(rm.ANY, rm.ANY, **response)
+    with pytest.raises(SfoxError) as caught:
+        call(make_hook(max_retry_seconds=0))
+    assert caught.value.conn_id == "sfox_default"
+    assert "through connection 'sfox_default'" in str(caught.value)
+    assert pickle.loads(pickle.dumps(caught.value)).conn_id == "sfox_default"  # across processes
 
 
 def test_test_connection_reports_config_errors(make_hook, mock):

@@ -220,3 +220,19 @@ def test_warehouse_schema_is_set_where_the_dag_is_defined():
         onboarding_dag(dag_id="bad", source=OnboardingSource(), warehouse_schema="a.b")
     with pytest.raises(ValueError, match="warehouse_schema"):
         onboarding_dag(dag_id="bad", source=OnboardingSource(), warehouse_schema="x; DROP TABLE y")
+
+
+def test_a_wrong_token_fails_the_plan_naming_the_connection_and_the_page_shows_why(
+    two_warehouses, sfox_sandbox, monkeypatch
+):
+    two_warehouses.add(_users("r", 5, seed=26), [])
+    wrong = "not-the-token-1234"
+    monkeypatch.setenv("AIRFLOW_CONN_SFOX_DEFAULT", sfox_conn_json(sfox_sandbox.url, password=wrong))
+    assert load_dag_file_dag(RETAIL).test().state == "failed"
+
+    assert [(e.method, e.status) for e in sfox_sandbox.journal()] == [("GET", 401)]  # then nothing
+    ((status, reason),) = two_warehouses.execute(RETAIL, "SELECT status, reason FROM sfox_onboarding_runs")
+    assert status == "plan_failed"
+    assert "HTTP 401" in reason
+    assert "through connection 'sfox_default'" in reason
+    assert wrong not in reason
