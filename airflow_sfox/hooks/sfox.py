@@ -15,6 +15,7 @@ import dataclasses
 import email.utils
 import ipaddress
 import itertools
+import logging
 import math
 import random
 import threading
@@ -279,6 +280,8 @@ class SfoxConnectHook(BaseHook):
     :param rate_share: deprecated and ignored: every hook of a scope now shares one budget, so
         parallel tasks need no static split. Still checked to be in (0, 1].
     :param pool_size: connections kept open for concurrent threads.
+    :param request_log_level: level of the one log line per request (``logging.DEBUG`` in batch
+        tasks, whose logs report progress instead; retries and failures log at WARNING).
     :param clock: monotonic clock, injectable for tests. A hook given its own clock keeps its
         budget in memory (``memory`` backend) unless the connection names a backend: a budget
         shared between processes needs a clock they all share.
@@ -300,6 +303,7 @@ class SfoxConnectHook(BaseHook):
         max_retry_seconds: float | None = None,
         rate_share: float = 1.0,
         pool_size: int = DEFAULT_POOL_SIZE,
+        request_log_level: int = logging.INFO,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
         rng: random.Random | None = None,
@@ -322,6 +326,7 @@ class SfoxConnectHook(BaseHook):
             )
         self.rate_share = rate_share
         self.pool_size = pool_size
+        self.request_log_level = request_log_level
         self.stats = RequestStats()
         self._clock = clock
         self._sleep = sleep
@@ -780,7 +785,14 @@ class SfoxConnectHook(BaseHook):
             else:
                 self.stats.count(status=response.status_code)
                 elapsed = self._clock() - started
-                self.log.info("%s %s -> %d (%.2f s)", method, path, response.status_code, elapsed)
+                self.log.log(
+                    self.request_log_level,
+                    "%s %s -> %d (%.2f s)",
+                    method,
+                    path,
+                    response.status_code,
+                    elapsed,
+                )
                 if 200 <= response.status_code < 300:
                     if stream:
                         return SfoxResult(response, response.status_code, attempt, uncertain)

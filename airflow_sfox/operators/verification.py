@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -176,7 +177,8 @@ class SendVerificationBatchOperator(BaseOperator):
         started = time.monotonic()
         done = False
         # Every chunk task (and every other user of the connection's scope) shares one budget.
-        with SfoxConnectHook(sfox_conn_id=self.sfox_conn_id) as hook:
+        # One line per request would bury the progress lines: those go to DEBUG here.
+        with SfoxConnectHook(sfox_conn_id=self.sfox_conn_id, request_log_level=logging.DEBUG) as hook:
             try:
                 stats = send_chunk(
                     warehouse,

@@ -810,3 +810,20 @@ def test_non_json_error_has_no_body_in_its_context(make_hook, mock):
         make_hook().get_user("u1")
     assert caught.value.__context__ is None
     assert caught.value.__cause__ is None
+
+
+@pytest.mark.parametrize(("level", "logged_at_info"), [(logging.INFO, True), (logging.DEBUG, False)])
+def test_the_per_request_line_has_the_level_the_caller_chose(
+    make_hook, mock, caplog, monkeypatch, level, logged_at_info
+):
+    """Batch tasks log their requests at DEBUG (progress lines report instead); one-offs at INFO."""
+    mock.get(f"{BASE_URL}/v1/enterprise/users/u1", json={"data": {"user_id": "u1"}})
+    # The hook's own logger, as a plain stdlib logger that caplog sees.
+    monkeypatch.setattr(SfoxConnectHook, "log", logging.getLogger("tests.sfox_hook"))
+    caplog.set_level(logging.DEBUG, logger="tests.sfox_hook")
+    hook = make_hook()
+    hook.request_log_level = level
+    hook.get_user("u1")
+    lines = [r for r in caplog.records if "/v1/enterprise/users/u1 -> 200" in r.getMessage()]
+    assert [r.levelno for r in lines] == [level]
+    assert any(r.levelno >= logging.INFO for r in lines) is logged_at_info
