@@ -428,7 +428,12 @@ class Planner:
             else f"user_id appears {rows} times in the source"
         )
         if not isinstance(checked, SourceUser):
-            self._reject(user_id, checked, rows=rows, keep_state=ledger[Channel.EMAIL].state)
+            # The row keeps its account type when that part of it was valid: the page counts it there.
+            kind = as_text(account_type).strip().lower()
+            known = kind if kind in ACCOUNT_TYPES else None
+            self._reject(
+                user_id, checked, rows=rows, keep_state=ledger[Channel.EMAIL].state, account_type=known
+            )
             return True
         user = checked
         self.counts["valid_users"] += 1
@@ -477,7 +482,9 @@ class Planner:
             return [str(channel)]
         return []
 
-    def _reject(self, raw_id: object, reason: str, *, rows: int, keep_state: str | None) -> None:
+    def _reject(
+        self, raw_id: object, reason: str, *, rows: int, keep_state: str | None, account_type: str | None
+    ) -> None:
         self.counts["rejected"] += rows
         if len(self.reasons) < _MAX_REASONS or reason in self.reasons:
             self.reasons[reason] += rows
@@ -487,7 +494,7 @@ class Planner:
             return  # a code already went out: keep that record, the report counts the rejection
         if not as_text(raw_id).strip():
             reason = "user_id is empty (every such row is counted in the run's rejected rows)"
-        self._write(ledger_key(raw_id), Channel.EMAIL, None, LedgerState.REJECTED, None, reason)
+        self._write(ledger_key(raw_id), Channel.EMAIL, account_type, LedgerState.REJECTED, None, reason)
 
     def _write(
         self,

@@ -47,6 +47,17 @@ def test_first_plan_queues_email_for_every_valid_user(plan, warehouse_db, sfox_s
     assert rejected["dup-1"] == "user_id appears 2 times in the source"
     for _row, reason in BAD_ROWS:
         assert any(reason in error for error in rejected.values()), reason
+    # A rejected row keeps its account type where that was valid (the page counts it there).
+    kinds = dict(
+        warehouse_db.query(
+            "SELECT user_id, account_type FROM sfox_onboarding_ledger WHERE state = 'rejected'"
+        )
+    )
+    assert (kinds["bad-email"], kinds["bad-phone"], kinds["bad-account-type"]) == (
+        "individual",
+        "corporation",
+        None,
+    )
     # Chunks: one account type each, at most chunk_size users, labels count users from 1.
     individuals = sum(1 for u in users if u[1] == "individual")
     for chunk in result.chunks:

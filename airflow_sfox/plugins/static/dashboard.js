@@ -50,12 +50,12 @@
     return el("div", { class: "track" }, [svg]);
   }
 
-  // Rejected source rows have no valid account type: a small card with their count.
+  // Rejected rows whose account type was not valid either (others count in their type's funnel).
   function rejectedCard(row) {
     return el("div", { class: "card compact", "data-account-type": "none" }, [
       el("h3", { class: "plain", text: "Rejected source rows" }),
       el("div", { class: "big bad", "data-metric": "none.rejected", text: num(row.rejected) }),
-      el("p", { class: "muted small", text: "no valid account type; never sent (see the reasons below)" }),
+      el("p", { class: "muted small", text: "rejected rows without a valid account type; never sent (see the reasons below)" }),
     ]);
   }
 
