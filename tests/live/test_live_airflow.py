@@ -215,7 +215,7 @@ class LiveAirflow:
 def _dag_folder(home: Path) -> Path:
     """The repository's DAG files, and beside them NEW_USER_DAG_ID (a paused factory DAG of its own)."""
     folder = home / "dags"
-    folder.mkdir()
+    folder.mkdir(exist_ok=True)  # a caller may have put DAG files of its own there
     for path in (REPO / "dags").glob("*.py"):
         shutil.copy(path, folder / path.name)
     (folder / f"{NEW_USER_DAG_ID}.py").write_text(NEW_USER_DAG_SOURCE)
