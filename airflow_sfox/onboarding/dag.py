@@ -89,7 +89,7 @@ def onboarding_dag(
     sfox_conn_id: str = DEFAULT_SFOX_CONN_ID,
     warehouse_conn_id: str = DEFAULT_WAREHOUSE_CONN_ID,
     warehouse_schema: str | None = None,
-    parallel_chunks: int = 1,
+    parallel_chunks: int = 2,
     schedule: Any = None,
     start_date: datetime | None = None,
     params: dict[str, Any] | None = None,
@@ -108,9 +108,9 @@ def onboarding_dag(
     :param warehouse_schema: the schema of the ledger, run and snapshot tables (MariaDB/MySQL: a
         database), created when missing; ``None``: the connection's default. The source may name
         its own schema (``OnboardingSource(table="crm.customers")``).
-    :param parallel_chunks: chunk tasks that may send at once. They share the connection's
-        one rate budget (with every other user of it on the host), so together they fill it:
-        while one chunk task starts, another sends.
+    :param parallel_chunks: chunk tasks that may send at once (default 2). They share the
+        connection's one rate budget (with every other user of it on the host), so together
+        they fill it and never exceed it: while one chunk task starts, another sends.
     :param schedule: when to run (default: :func:`default_schedule`, hourly; nothing at unpause).
     :param start_date: the DAG's start date. Leave it unset: with a start date, Airflow plans
         a run for the latest past tick as soon as the DAG is unpaused, even without catch-up.
