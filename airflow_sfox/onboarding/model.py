@@ -98,8 +98,9 @@ DONE_STATES: frozenset[LedgerState] = frozenset(
 )
 #: sFOX reports the channel verified.
 VERIFIED_STATES: frozenset[LedgerState] = frozenset({LedgerState.ALREADY_VERIFIED, LedgerState.VERIFIED})
-#: Outcomes counted against the run's failure threshold, beside rejected rows.
-FAILED_STATES: frozenset[LedgerState] = frozenset({LedgerState.FAILED})
+#: Outcomes of this run's requests counted against its failure threshold, beside newly rejected
+#: rows: sFOX refused the request, or does not know the user (404).
+FAILED_STATES: frozenset[LedgerState] = frozenset({LedgerState.FAILED, LedgerState.NOT_REGISTERED})
 
 
 class RunStatus(_Text):

@@ -97,7 +97,11 @@ def onboarding_params(**overrides: Any) -> dict[str, Param]:
             minimum=0,
             maximum=1,
             title="Failure threshold",
-            description="Fail the run when failed plus rejected rows exceed this share of the source rows.",
+            description=(
+                "Fail the run when this share of its own work went wrong: (failed + not registered + "
+                "newly rejected rows) / (requests planned + newly rejected rows). Rows rejected by "
+                "an earlier run are reported, not counted again; a run that attempts nothing passes."
+            ),
             section=SAFETY,
         ),
     }

@@ -334,6 +334,9 @@ class Planner:
         self.counts: Counter[str] = Counter()
         self.reasons: Counter[str] = Counter()
         self._writes: list[tuple[Any, ...]] = []
+        #: (ledger key, rows) of rejected rows whose id needed a stand-in key, not looked up yet.
+        self._stand_ins: list[tuple[str, int]] = []
+        self._with_ledger = False
 
     def check_source(self) -> None:
         """
@@ -366,7 +369,7 @@ class Planner:
         self.check_source()
         if not config.dry_run:
             self.warehouse.create_tables()
-        with_ledger = not config.dry_run or self.warehouse.has_ledger()
+        with_ledger = self._with_ledger = not config.dry_run or self.warehouse.has_ledger()
         snapshot_id = uuid.uuid4().hex
         with self.warehouse.connect() as reader, self.warehouse.connect() as writer:
             if config.dry_run:  # nothing written to the warehouse: the connection's own table
@@ -486,6 +489,13 @@ class Planner:
         self, raw_id: object, reason: str, *, rows: int, keep_state: str | None, account_type: str | None
     ) -> None:
         self.counts["rejected"] += rows
+        # A row rejected by an earlier run (and still bad) is reported, not judged again.
+        self.counts["rejected_known" if keep_state == LedgerState.REJECTED else "rejected_new"] += rows
+        key = ledger_key(raw_id)
+        if key != as_text(raw_id) and keep_state is None and self._with_ledger:
+            # Its ledger row is keyed by a stand-in the source join cannot find: looked up in
+            # batches before the next write.
+            self._stand_ins.append((key, rows))
         if len(self.reasons) < _MAX_REASONS or reason in self.reasons:
             self.reasons[reason] += rows
         else:
@@ -494,7 +504,7 @@ class Planner:
             return  # a code already went out: keep that record, the report counts the rejection
         if not as_text(raw_id).strip():
             reason = "user_id is empty (every such row is counted in the run's rejected rows)"
-        self._write(ledger_key(raw_id), Channel.EMAIL, account_type, LedgerState.REJECTED, None, reason)
+        self._write(key, Channel.EMAIL, account_type, LedgerState.REJECTED, None, reason)
 
     def _write(
         self,
@@ -511,6 +521,12 @@ class Planner:
             self._writes.append((*row, self.run_id, chunk, error))
 
     def _flush(self, writer: Any, *, force: bool) -> None:
+        if self._stand_ins and (force or len(self._stand_ins) >= _WRITE_BATCH or self._writes):
+            known = self.warehouse.rejected_already(writer, [key for key, _ in self._stand_ins])
+            moved = sum(rows for key, rows in self._stand_ins if key in known)
+            self.counts["rejected_new"] -= moved
+            self.counts["rejected_known"] += moved
+            self._stand_ins = []
         if self._writes and (force or len(self._writes) >= _WRITE_BATCH):
             self.warehouse.upsert_plan(writer, self._writes)
             writer.commit()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from airflow_sfox._compat import AirflowException
@@ -158,6 +159,45 @@ def record_chunk(warehouse: Warehouse, run_id: str, stats: Mapping[str, Any], *,
     )
 
 
+@dataclass(frozen=True)
+class FailureShare:
+    """
+    The failure threshold's measure of one run's own work::
+
+        (failed + not registered + newly rejected) / (requests planned + newly rejected)
+
+    A row rejected by an earlier run and unchanged since is reported, not counted again; a run
+    that attempts nothing cannot fail the threshold.
+    """
+
+    failed: int
+    new_rejected: int
+    attempted: int
+    known_rejected: int = 0
+
+    @classmethod
+    def of(cls, counts: Mapping[str, Any], *, failed: int) -> FailureShare:
+        """From the plan's counts and the run's failed outcomes."""
+        attempted = sum(int(v) for k, v in counts.items() if k.startswith("due_"))
+        return cls(
+            failed=failed,
+            new_rejected=int(counts.get("rejected_new", 0)),
+            attempted=attempted,
+            known_rejected=int(counts.get("rejected_known", 0)),
+        )
+
+    @property
+    def share(self) -> float:
+        judged = self.attempted + self.new_rejected
+        return (self.failed + self.new_rejected) / judged if judged else 0.0
+
+    def __str__(self) -> str:
+        return (
+            f"({self.failed} failed or not registered + {self.new_rejected} newly rejected) / "
+            f"({self.attempted} requests planned + {self.new_rejected} newly rejected) = {self.share:.1%}"
+        )
+
+
 def summarize_run(
     *,
     counts: Mapping[str, Any] | None,
@@ -216,19 +256,16 @@ def summarize_run(
     unsent = sum(v for (_, state), v in table.items() if state == LedgerState.QUEUED)
     run = {} if config.dry_run else warehouse.run_row(run_id)
     unfinished = int(run.get("steps") or 0) - int(run.get("steps_done") or 0)
-    total = max(int(counts["source_rows"]), 1)
-    share = (failed + rejected) / total
+    judged = FailureShare.of(counts, failed=failed)
     status = RunStatus.SUCCESS
     problem: str | None = None
     if unsent or unfinished:
         status = RunStatus.INCOMPLETE
         problem = f"{unfinished} chunk steps did not finish and {unsent} planned requests were not sent"
-    elif share > config.failure_threshold:
+    elif judged.share > config.failure_threshold:
         status = RunStatus.FAILED
-        problem = (
-            f"{failed} failed + {rejected} rejected of {total} source rows = {share:.1%}, "
-            f"over the failure threshold of {config.failure_threshold:.1%}"
-        )
+        problem = f"{judged}, over the failure threshold of {config.failure_threshold:.1%}"
+
     summary: dict[str, Any] = {
         "run_id": run_id,
         "dag_id": dag_id,
@@ -275,6 +312,15 @@ def summarize_run(
             waits["budget_wait_seconds"],
             waits["pause_seconds"],
         )
+    # The summary's last line: the threshold's formula with this run's figures.
+    log.info(
+        "Failure share of this run's work: %s (threshold %.1f%%)%s",
+        judged,
+        config.failure_threshold * 100,
+        f"; {judged.known_rejected} rows rejected by earlier runs are reported, not judged again"
+        if judged.known_rejected
+        else "",
+    )
     if problem:
         raise OnboardingRunFailed(f"sFOX onboarding run {run_id}: {problem}", summary)
     return summary

@@ -529,6 +529,16 @@ class Warehouse:
 
     # --- ledger writes ------------------------------------------------------------------------
 
+    def rejected_already(self, conn: Connection, user_ids: Sequence[str]) -> set[str]:
+        """Which of these ledger keys an earlier run already recorded as ``rejected`` (email row)."""
+        if not user_ids:
+            return set()
+        t = self.ledger_t
+        statement = sa.select(t.c.user_id).where(
+            t.c.channel == "email", t.c.state == LedgerState.REJECTED.value, t.c.user_id.in_(list(user_ids))
+        )
+        return {str(uid) for uid in conn.execute(statement).scalars()}
+
     def upsert_plan(self, conn: Connection, rows: Sequence[tuple[Any, ...]]) -> None:
         """
         Write planned states: ``(user_id, channel, account_type, state, run_id, chunk, last_error)``.

@@ -71,7 +71,17 @@ def test_a_run_reports_requests_and_outcomes_as_airflow_metrics(airflow_db, sfox
     }
     try:
         result = subprocess.run(
-            [sys.executable, "-m", "airflow", "dags", "test", "sfox_batch_onboarding"],
+            # 5 of 25 unknown to sFOX (20 %): under a threshold of 50 %, the run passes.
+            [
+                sys.executable,
+                "-m",
+                "airflow",
+                "dags",
+                "test",
+                "sfox_batch_onboarding",
+                "-c",
+                '{"failure_threshold": 0.5}',
+            ],
             env=env,
             capture_output=True,
             text=True,
