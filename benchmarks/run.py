@@ -71,7 +71,9 @@ def main() -> int:
     )
     parser.add_argument("--work", type=Path, help="folder for Airflow homes, warehouses and logs (kept)")
     parser.add_argument("--out", type=Path, default=BENCH_DIR, help="where REPORT.md and report.png go")
-    parser.add_argument("--budget-users", type=int, help="users of the budget runs (a trial; not for the report)")
+    parser.add_argument(
+        "--budget-users", type=int, help="users of the budget runs (a trial; not for the report)"
+    )
     args = parser.parse_args()
     steps = [s for s in args.only.split(",") if s]
     unknown = set(steps) - set(STEPS)

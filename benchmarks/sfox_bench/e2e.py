@@ -15,14 +15,12 @@ block, 100 ms latency).
 from __future__ import annotations
 
 import time
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sfox_bench import journal
 from sfox_bench.common import (
     BENCH_DAGS,
     HTTP_DAG_FILE,
-    ONBOARDING_DAG_FILE,
     SOURCE_TABLE,
     TOKEN,
     Sandbox,
@@ -36,6 +34,9 @@ from sfox_bench.common import (
     sfox_conn,
     sqlite_conn,
 )
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 #: sFOX's limit shape, unscaled: 250 per 10 s, then a 60 s block; sFOX answers in ~100 ms.
 LIMIT = 250
@@ -53,7 +54,9 @@ LOOP_THREADS = 8
 OPERATOR_USERS = 200
 BUDGET_DAG_FILE = BENCH_DAGS / "sfox_onboarding_bench.py"
 OPERATOR_DAG_FILE = BENCH_DAGS / "sfox_operator_users.py"
-ONBOARDING_DAG = "sfox_batch_onboarding"
+#: The onboarding DAG of the HttpOperator comparison: the factory with parallel_chunks=1, as
+#: dags/sfox_batch_onboarding.py, but unscheduled (see benchmarks/dags/sfox_onboarding_bench.py).
+ONBOARDING_DAG = "sfox_onboarding_p1"
 OPERATOR_DAG = "sfox_operator_users"
 HTTP_DAG = "sfox_http_onboarding"
 
@@ -155,7 +158,11 @@ def _dag_test(
     api = _dag_test_api_startup(work / f"{name}.log")
     if api:
         run["tis"] = [api, *run["tis"]]
-    result = {**run, **_figures(sandbox, run, loop="dag.test() loop (between task instances)"), "users": users}
+    result = {
+        **run,
+        **_figures(sandbox, run, loop="dag.test() loop (between task instances)"),
+        "users": users,
+    }
     log(
         f"{name}: {run['state']} in {run['wall_s']:.1f} s, {result['requests']} requests "
         f"({result['share']:.3f} of {PHYSICAL_RPS:g}/s over the run, {result['send_share']:.3f} sending), "
@@ -252,7 +259,8 @@ def hand_loop(work: Path, users: int) -> dict[str, Any]:
 
 def budget_live(work: Path, users: int, timeout_s: float, compare_p1: bool) -> dict[str, Any]:
     """
-    The budget under a live scheduler: parallel_chunks=2 (and 1), then parallel_chunks=4 while the SendVerificationOperator DAG sends to 200 other users.
+    The budget under a live scheduler: parallel_chunks=2 (and 1), then parallel_chunks=4
+    while the SendVerificationOperator DAG sends to 200 other users.
     """
     from sfox_bench.live import LiveAirflow
 
@@ -309,7 +317,8 @@ def _fresh(sandbox: Sandbox, warehouse: Path, users: int) -> None:
 def _log_live(name: str, x: dict[str, Any]) -> None:
     log(
         f"{name}: {x.get('state', '')} in {x['wall_s'] or 0:.1f} s, {x['requests']} requests "
-        f"({x['share']:.3f} of {PHYSICAL_RPS:g}/s), {x['rate_limited']} x 429, max {x['max_per_10s']} per 10 s"
+        f"({x['share']:.3f} of {PHYSICAL_RPS:g}/s), {x['rate_limited']} x 429, "
+        f"max {x['max_per_10s']} per 10 s"
     )
 
 
@@ -322,7 +331,7 @@ def alternative_dag_test(work: Path, users: int) -> dict[str, Any]:
             sandbox,
             "alt-dagtest-onboarding",
             users=users,
-            dag_file=ONBOARDING_DAG_FILE,
+            dag_file=BUDGET_DAG_FILE,
             dag_id=ONBOARDING_DAG,
             conf={},
         )
@@ -346,7 +355,7 @@ def alternative_live(work: Path, users: int, timeout_s: float) -> dict[str, Any]
         sandbox.seed(sandbox_seed(users))
         warehouse = work / "warehouse-live.db"
         seed_warehouse(warehouse, users)
-        home = new_home(work, "home-live", [ONBOARDING_DAG_FILE, HTTP_DAG_FILE])
+        home = new_home(work, "home-live", [BUDGET_DAG_FILE, HTTP_DAG_FILE])
         conns = {
             "AIRFLOW_CONN_SFOX_DEFAULT": _conn(sandbox.url, work / "ratelimit-alt-live"),
             "AIRFLOW_CONN_SFOX_WAREHOUSE": sqlite_conn(warehouse),
