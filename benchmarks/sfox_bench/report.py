@@ -160,8 +160,12 @@ def _budget_goals(r: dict[str, Any]) -> list[dict[str, Any]]:
                 "ok": ok,
                 "cause": f"{runner}, {b['users']:,} users: {_lost_text(x)}. The budget itself allows at most "
                 f"240 starts per {b['budget_span_s']:.2f} s (window + jitter margin), "
-                f"{240 / b['budget_span_s'] / b['physical_rps']:.3f} of the limit over whole windows; what "
-                "lies before the first send is a fixed cost per run, so its share shrinks with more users.",
+                f"{240 / b['budget_span_s'] / b['physical_rps']:.3f} of the limit over whole windows. "
+                f"To reach {RUN_SHARE[step]} with this send phase ({_f(x['send_span_s'])} s), "
+                "the run could spend "
+                f"{x['requests'] / (RUN_SHARE[step] * b['physical_rps']) - x['send_span_s']:.1f} s outside "
+                f"it; it spent {(x['wall_s'] or 0) - x['send_span_s']:.1f} s. That cost is fixed per run "
+                "(it does not grow with users), so its share shrinks with more users (full mode: 5,000).",
             }
         )
         ok = ok_state and x["send_share"] >= SEND_SHARE and x["rate_limited"] == 0
@@ -569,7 +573,7 @@ def _chart(r: dict[str, Any], path: Path) -> bool:
         ax.axhline(0.92, color="m", ls=":", label="run goal 0.92 (live 0.90)")
         ax.set_ylim(0, 1.15)
         ax.tick_params(axis="x", labelsize=7)
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=7, loc="lower center", framealpha=0.9)
     ax.set_title("1. Share of sFOX's 25 requests/s")
     ax = axes[1]
     groups = [(k, r.get(k)) for k in ("alternative", "live") if r.get(k)]
