@@ -409,7 +409,7 @@ def write_report(r: dict[str, Any], md_path: Path, png_path: Path) -> None:
             f"send-verification per user (no pacing, no ledger). Both DAGs onboard the same {n:,} users "
             f"against the same sandbox (sandbox reset between runs)."
             + (
-                f" Quick mode keeps N at {n} so the whole benchmark stays within ~8 minutes; the full "
+                f" Quick mode keeps N at {n} to keep the quick run short; the full "
                 "mode runs 1,000 (the map limit is 1,024)."
                 if r["mode"] == "quick"
                 else ""
