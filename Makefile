@@ -53,7 +53,8 @@ dist: $(UV)
 demo: install
 	$(RUN) $(VPY) demo/run_demo.py
 
-# Benchmarks: writes benchmarks/REPORT.md, report.png, results.json. Quick mode: under 5 minutes.
+# Benchmarks: writes benchmarks/REPORT.md, report.png, results.json. Quick mode: about 8 minutes
+# (1,500 users at the budget); full mode: 5,000 users, parallel_chunks=1 for comparison.
 bench: install
 	$(UV) pip install --quiet --python $(VPY) -e ".[bench]"
 	$(RUN) $(VPY) benchmarks/run.py --mode quick

@@ -3,7 +3,9 @@ Benchmarks of the sFOX provider: ``make bench`` (quick, a few minutes) or ``make
 
 Measures, side by side in one run, against the local sFOX sandbox (a process of its own):
 
-1. end-to-end throughput of the onboarding DAG at sFOX's limit shape, scaled up;
+1. the onboarding DAG at a budget of 240 per 10 s against sFOX's real limit shape (250 per
+   10 s, 60-s block, 100 ms latency), under ``dag.test()`` and a live scheduler, against a
+   hand-written loop; with a second DAG sharing the budget; the seconds lost between chunks;
 2. the alternative: one mapped HttpOperator task per user, under ``dag.test()`` and under a
    live scheduler (api-server + scheduler with LocalExecutor + dag-processor);
 3. client overhead: ``SfoxConnectHook`` against a bare ``requests.Session`` loop;
@@ -38,7 +40,8 @@ from sfox_bench.report import write_report
 
 MODES = {
     "quick": {
-        "e2e_users": 2000,
+        "budget_users": 1500,
+        "compare_p1": False,
         "alt_users": 100,
         "live_timeout_s": 240,
         "overhead": {"threads": 8, "seconds": 3.0, "rounds": 2},
@@ -46,7 +49,8 @@ MODES = {
         "planning_sizes": [10_000, 100_000],
     },
     "full": {
-        "e2e_users": 20_000,
+        "budget_users": 5000,
+        "compare_p1": True,
         "alt_users": 1000,
         "live_timeout_s": 1800,
         "overhead": {"threads": 8, "seconds": 10.0, "rounds": 5},
@@ -54,7 +58,7 @@ MODES = {
         "planning_sizes": [10_000, 100_000, 1_000_000],
     },
 }
-STEPS = ("throughput", "alternative", "live", "overhead", "parse", "planning")
+STEPS = ("budget", "loop", "budget_live", "alternative", "live", "overhead", "parse", "planning")
 
 
 def main() -> int:
@@ -67,12 +71,17 @@ def main() -> int:
     )
     parser.add_argument("--work", type=Path, help="folder for Airflow homes, warehouses and logs (kept)")
     parser.add_argument("--out", type=Path, default=BENCH_DIR, help="where REPORT.md and report.png go")
+    parser.add_argument(
+        "--budget-users", type=int, help="users of the budget runs (a trial; not for the report)"
+    )
     args = parser.parse_args()
     steps = [s for s in args.only.split(",") if s]
     unknown = set(steps) - set(STEPS)
     if unknown:
         parser.error(f"unknown steps: {sorted(unknown)}")
-    settings = MODES[args.mode]
+    settings = dict(MODES[args.mode])
+    if args.budget_users:
+        settings["budget_users"] = args.budget_users
     work = args.work or Path(tempfile.mkdtemp(prefix="sfox-bench-"))
     work.mkdir(parents=True, exist_ok=True)
     log(f"mode {args.mode}, work folder {work}")
@@ -84,8 +93,14 @@ def main() -> int:
         step_started = time.monotonic()
         log(f"--- {step}")
         try:
-            if step == "throughput":
-                results[step] = e2e.throughput(work, settings["e2e_users"])
+            if step == "budget":
+                results[step] = e2e.budget_dag_test(work, settings["budget_users"], settings["compare_p1"])
+            elif step == "loop":
+                results[step] = e2e.hand_loop(work, settings["budget_users"])
+            elif step == "budget_live":
+                results[step] = e2e.budget_live(
+                    work, settings["budget_users"], settings["live_timeout_s"], settings["compare_p1"]
+                )
             elif step == "alternative":
                 results[step] = e2e.alternative_dag_test(work, settings["alt_users"])
             elif step == "live":

@@ -282,6 +282,8 @@ def run_measurement(
             timeout=timeout,
             cwd=REPO,
         )
+    with log_path.open("a") as err:  # the task logs of dag.test() come on stdout: keep them
+        err.write(result.stdout)
     lines = [line for line in result.stdout.splitlines() if line.startswith("{")]
     if result.returncode != 0 or not lines:
         raise RuntimeError(f"sfox_bench.{module} failed (exit {result.returncode}); see {log_path}")

@@ -4,7 +4,8 @@ One ``dag.test()`` run of a DAG file, in its own process: ``python -m sfox_bench
 Arguments: ``dag_file``, ``dag_id``, ``conf`` (the run conf), ``threads`` (optional: a what-if
 value for the onboarding DAG's send tasks instead of the operator's default). The environment
 holds the Airflow home and the connections. Prints ``{"wall_s", "state", "task_instances",
-"ti_states"}``: ``wall_s`` is the whole ``dag.test()`` call (plan, every chunk task, summary).
+"ti_states", "tis"}`` (``tis``: each task instance's start and end,
+epoch seconds): ``wall_s`` is the whole ``dag.test()`` call (plan, every chunk task, summary).
 """
 
 from __future__ import annotations
@@ -44,6 +45,16 @@ def main() -> None:
             )
         ).all()
         states = Counter(str(ti.state) for ti in tis)
+        timeline = [
+            {
+                "task_id": ti.task_id,
+                "map_index": ti.map_index,
+                "state": str(ti.state),
+                "start": ti.start_date.timestamp() if ti.start_date else None,
+                "end": ti.end_date.timestamp() if ti.end_date else None,
+            }
+            for ti in tis
+        ]
     emit(
         {
             "wall_s": wall,
@@ -52,6 +63,7 @@ def main() -> None:
             "state": str(dag_run.state),
             "task_instances": sum(states.values()),
             "ti_states": dict(states),
+            "tis": timeline,
         }
     )
 

@@ -151,19 +151,16 @@ class LiveAirflow:
                 time.sleep(1)
         log(f"live Airflow up on {self.url}, DAGs parsed")
 
-    def run_dag(self, dag_id: str, conf: dict[str, Any], timeout_s: float) -> dict[str, Any]:
-        """
-        Run one DAG to its end; a scheduled DAG runs its scheduled run (created on unpause),
-        an unscheduled one a triggered run. Paused again afterwards.
-        """
-        submitted = time.monotonic()
-        scheduled = self.api("GET", f"/dags/{dag_id}").json().get("timetable_summary") not in (None, "None")
+    def start_run(self, dag_id: str, conf: dict[str, Any]) -> str:
+        """Unpause ``dag_id`` and trigger a run (the factory's DAGs are hourly: none at unpause)."""
         self.api("PATCH", f"/dags/{dag_id}", json={"is_paused": False}).raise_for_status()
-        run_id = None
-        if not scheduled:
-            r = self.api("POST", f"/dags/{dag_id}/dagRuns", json={"logical_date": None, "conf": conf})
-            r.raise_for_status()
-            run_id = r.json()["dag_run_id"]
+        r = self.api("POST", f"/dags/{dag_id}/dagRuns", json={"logical_date": None, "conf": conf})
+        r.raise_for_status()
+        return str(r.json()["dag_run_id"])
+
+    def wait_run(self, dag_id: str, run_id: str, timeout_s: float) -> dict[str, Any]:
+        """Until the run ends (or ``timeout_s``); paused again afterwards. Its figures and timeline."""
+        submitted = time.monotonic()
         deadline = submitted + timeout_s
         run: dict[str, Any] = {}
         try:
@@ -172,33 +169,47 @@ class LiveAirflow:
                 if time.monotonic() > deadline:
                     run.setdefault("state", "timeout")
                     break
-                with contextlib.suppress(requests.RequestException, ValueError, KeyError, IndexError):
-                    if run_id is None:
-                        runs = self.api("GET", f"/dags/{dag_id}/dagRuns").json()["dag_runs"]
-                        run_id = runs[0]["dag_run_id"] if runs else None
-                    if run_id is not None:
-                        run = self.api("GET", f"/dags/{dag_id}/dagRuns/{run_id}").json()
-                        if run["state"] in ("success", "failed"):
-                            break
-                time.sleep(1)
+                with contextlib.suppress(requests.RequestException, ValueError, KeyError):
+                    run = self.api("GET", f"/dags/{dag_id}/dagRuns/{run_id}").json()
+                    if run["state"] in ("success", "failed"):
+                        break
+                time.sleep(0.5)
         finally:
             self.api("PATCH", f"/dags/{dag_id}", json={"is_paused": True})
         done = time.monotonic()
         start, end = _ts(run.get("start_date")), _ts(run.get("end_date"))
         tis: list[dict[str, Any]] = []
-        if run_id is not None:
-            with contextlib.suppress(requests.RequestException, ValueError, KeyError):
-                tis = self.api(
-                    "GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances", params={"limit": 2000}
-                ).json()["task_instances"]
+        with contextlib.suppress(requests.RequestException, ValueError, KeyError):
+            tis = self.api(
+                "GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances", params={"limit": 2000}
+            ).json()["task_instances"]
         states: dict[str, int] = {}
         for ti in tis:
             states[str(ti["state"])] = states.get(str(ti["state"]), 0) + 1
+        timeline = []
+        for ti in tis:
+            ti_start, ti_end = _ts(ti.get("start_date")), _ts(ti.get("end_date"))
+            timeline.append(
+                {
+                    "task_id": ti["task_id"],
+                    "map_index": ti.get("map_index", -1),
+                    "state": str(ti["state"]),
+                    "start": ti_start.timestamp() if ti_start else None,
+                    "end": ti_end.timestamp() if ti_end else None,
+                }
+            )
         return {
             "run_id": run_id,
             "state": run.get("state", "unknown"),
             "wall_s": (end - start).total_seconds() if start and end else None,
+            "started_at": start.timestamp() if start else None,
+            "ended_at": end.timestamp() if end else None,
             "submit_to_done_s": done - submitted,
             "task_instances": len(tis),
             "ti_states": states,
+            "tis": timeline,
         }
+
+    def run_dag(self, dag_id: str, conf: dict[str, Any], timeout_s: float) -> dict[str, Any]:
+        """Trigger one run of ``dag_id`` and wait for its end."""
+        return self.wait_run(dag_id, self.start_run(dag_id, conf), timeout_s)
