@@ -56,9 +56,9 @@ RANDOM_SEED = 2026
 VERIFY_EVERY = 3
 #: Chunk size and failure threshold of both runs; the bad rows are 1% of the source.
 RUN_CONF = {"chunk_size": 250, "failure_threshold": 0.02}
-#: The hook's request budget. 20/s is the production default, safely under sFOX's limit of
-#: 250 requests per 10 s; the demo uses 100/s so it is quick, and runs the sandbox's sFOX
-#: rate limit on a 10x faster clock (250 per 1 s, 6 s block) so the budget is still under it.
+#: The hook's request budget. 200 per 10 s is the production default, safely under sFOX's
+#: limit of 250 per 10 s; the demo runs the sandbox's sFOX limit on a 10x faster clock (250 per
+#: 1 s, 6 s block) and a budget of 100 per 1 s under it, with the jitter margin scaled too.
 REQUESTS_PER_SECOND = 100
 SANDBOX_TIME_SCALE = 0.1
 
@@ -233,7 +233,12 @@ def airflow_env(sandbox_url: str) -> dict[str, str]:
                 "conn_type": "sfox",
                 "host": sandbox_url,
                 "password": TOKEN,
-                "extra": {"requests_per_second": REQUESTS_PER_SECOND},
+                "extra": {
+                    "rate_limit_requests": REQUESTS_PER_SECOND,
+                    "rate_limit_window_seconds": 1,
+                    "rate_limit_margin_seconds": 0.5 * SANDBOX_TIME_SCALE,
+                    "rate_limit_dir": str(DEMO_DIR / "rate-budget"),
+                },
             }
         ),
         AIRFLOW_CONN_SFOX_WAREHOUSE=json.dumps({"conn_type": "sqlite", "host": str(WAREHOUSE)}),
