@@ -138,8 +138,7 @@ def test_an_earlier_ledger_gets_its_missing_indexes(warehouse_db):
 
 @pytest.fixture
 def server_db(warehouse_db):
-    if warehouse_db.kind == "sqlite":
-        pytest.skip("SQLite has no schemas but attached database files")
+    """The warehouse, on the database servers only (SQLite has attached files, not schemas)."""
     for name in ("sfox_onboarding", "crm"):
         warehouse_db.query(
             f"DROP SCHEMA IF EXISTS {name} CASCADE"
@@ -149,6 +148,7 @@ def server_db(warehouse_db):
     return warehouse_db
 
 
+@pytest.mark.parametrize("warehouse_db", ["postgres", "mariadb"], indirect=True)
 def test_tables_in_a_schema_of_their_own(server_db, sfox_sandbox):
     """Ledger, runs and snapshot in schema ``sfox_onboarding`` (created); the source in ``crm``."""
     db = server_db
