@@ -46,7 +46,7 @@ def threads_for(requests_per_second: float) -> int:
     """
     Threads that keep a request budget busy at :data:`SIZING_LATENCY_SECONDS` of latency.
 
-    The pacer, not the thread count, holds the rate: spare threads only wait.
+    The shared rate budget, not the thread count, holds the rate: spare threads only wait.
 
     :param requests_per_second: the paced rate (0: unpaced).
     """
@@ -118,7 +118,7 @@ def send_chunk(
     Send the queued ``channel`` codes of one chunk descriptor and record every outcome.
 
     :param warehouse: where the ledger is.
-    :param hook: the sFOX hook (its pacer bounds the request rate of all threads).
+    :param hook: the sFOX hook (its rate budget, shared with every hook of the scope, bounds the rate).
     :param run_id: the run that planned the chunk.
     :param chunk: a descriptor made by the planner.
     :param channel: ``email`` or ``sms``.
