@@ -144,9 +144,10 @@ def planning(
                     f"{result['peak_rss_mb']:.0f} MB, XCom {result['xcom_bytes']:,} B, "
                     f"{result['task_instances']} task instances (seeded in {seed_s:.0f} s)"
                 )
-            baseline = runs[0]
+            baseline, smallest = runs[0], runs[min(1, len(runs) - 1)]
             for run in runs:
                 run["growth_vs_empty_mb"] = run["peak_rss_mb"] - baseline["peak_rss_mb"]
+                run["growth_vs_smallest_mb"] = run["peak_rss_mb"] - smallest["peak_rss_mb"]
                 run["us_per_row"] = run["wall_s"] / run["rows"] * 1e6 if run["rows"] else None
             out["databases"][database] = {"baseline": baseline, "sizes": runs[1:]}
             if pg_uri is not None:
