@@ -21,6 +21,7 @@ driver, ``micro.planning``.
 from __future__ import annotations
 
 import json
+import os
 import resource
 import sys
 import time
@@ -138,8 +139,6 @@ def _rss_mb() -> float:
         import psutil
     except ImportError:
         with open("/proc/self/statm") as statm:
-            import os
-
             return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
     return float(psutil.Process().memory_info().rss) / 2**20
 
@@ -193,6 +192,8 @@ def main() -> None:
     params = {name: param.value for name, param in onboarding_params().items()}  # the DAG's defaults
     rss_before = _rss_mb()
     peak_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    load_before = os.getloadavg()[0]
+    cpu_before = resource.getrusage(resource.RUSAGE_SELF)
     started = time.perf_counter()
     result = plan_run(
         params=params,
@@ -203,6 +204,8 @@ def main() -> None:
         source=OnboardingSource(),
     )
     wall = time.perf_counter() - started
+    cpu_after = resource.getrusage(resource.RUSAGE_SELF)
+    cpu = (cpu_after.ru_utime - cpu_before.ru_utime) + (cpu_after.ru_stime - cpu_before.ru_stime)
     phases = {
         "snapshot (sFOX list streamed + written)": sum(snapshot_s),
         "join + decide + ledger writes": wall - sum(snapshot_s),
@@ -220,6 +223,10 @@ def main() -> None:
             "rows": args["rows"],
             "wall_s": wall,
             "phases_s": phases,
+            # CPU of the plan process itself (the sandbox and the database server run beside it)
+            # and the machine's 1-minute load: a shared machine stretches wall time.
+            "cpu_s": cpu,
+            "load_1min": [load_before, os.getloadavg()[0]],
             "rss_before_mb": rss_before,
             "peak_before_mb": peak_before,
             "peak_rss_mb": peak_after,

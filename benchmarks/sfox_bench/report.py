@@ -406,7 +406,8 @@ def write_report(r: dict[str, Any], md_path: Path, png_path: Path) -> None:
             "per account type. Task instances = the factory DAG's unmapped tasks (plan, 2 `_chunks`, "
             "summarize) plus, per descriptor, its group's steps (corporation 1, individual 2), counted "
             "on `onboarding_dag()`'s tasks. Wall time includes the sandbox serialising its list "
-            "(another process on the same cores).",
+            "and the database server's work (other processes on the same cores); plan CPU s is the "
+            "plan process's own CPU time, load the machine's highest 1-minute load average around it.",
             "",
         ]
         for database, db in _planning_dbs(pl).items():
@@ -417,8 +418,9 @@ def write_report(r: dict[str, Any], md_path: Path, png_path: Path) -> None:
                 f"Empty table, no users: {_f(b['wall_s'], 2)} s, peak RSS {_f(b['peak_rss_mb'])} MB.",
                 "",
                 "| rows | wall s | us/row | x time (x rows) | peak RSS MB | growth MB | vs empty MB "
-                "| XCom bytes | descriptors (corp + ind) | task instances | planned users | seed s |",
-                "|---|---|---|---|---|---|---|---|---|---|---|---|",
+                "| XCom bytes | descriptors (corp + ind) | task instances | planned users | plan CPU s "
+                "| load (1 min) | seed s |",
+                "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
             ]
             before = None
             for x in sizes:
@@ -433,7 +435,8 @@ def write_report(r: dict[str, Any], md_path: Path, png_path: Path) -> None:
                     f"| {x['rows']:,} | {_f(x['wall_s'], 2)} | {_f(x['us_per_row'])} | {ratio} | "
                     f"{_f(x['peak_rss_mb'])} | {_f(x.get('growth_vs_smallest_mb'))} | "
                     f"{_f(x['growth_vs_empty_mb'])} | {x['xcom_bytes']:,} | {x['chunks']}{kinds} | "
-                    f"{x['task_instances']:,} | {_f(x.get('planned_users'))} | {_f(x.get('seed_s'), 1)} |"
+                    f"{x['task_instances']:,} | {_f(x.get('planned_users'))} | {_f(x.get('cpu_s'))} | "
+                    f"{_f(max(x['load_1min']) if x.get('load_1min') else None)} | {_f(x.get('seed_s'), 1)} |"
                 )
                 before = x
             out.append("")
