@@ -132,8 +132,19 @@ def planning(
                 )
                 args = {"rows": rows, "database": database}
                 log_path = work / f"planning-{database}-{rows}.log"
+                server = _postmaster_pid() if pg_uri is not None else None
+                cpu_before = {
+                    "sandbox": _cpu_s(sandbox.proc.pid if sandbox.proc else None),
+                    "db": _cpu_s(server),
+                }
                 result = run_measurement("planning", args, env, log_path, 3600)
                 result["seed_s"] = seed_s
+                # CPU beside the plan process: the sandbox serving its list, the PostgreSQL server
+                # (its backends, counted once they exit: one per connection, no pool).
+                result["sandbox_cpu_s"] = (
+                    _cpu_s(sandbox.proc.pid if sandbox.proc else None) - cpu_before["sandbox"]
+                )
+                result["db_server_cpu_s"] = _cpu_s(server) - cpu_before["db"] if server else None
                 if pg_uri is None:
                     warehouse.unlink()
                     for suffix in ("-wal", "-shm"):
@@ -158,6 +169,28 @@ def planning(
     first = next(iter(out["databases"].values()))
     out.update(baseline=first["baseline"], sizes=first["sizes"])
     return out
+
+
+def _cpu_s(pid: int | None) -> float:
+    """CPU seconds of a process and its reaped children (``/proc/<pid>/stat``); 0 without one."""
+    import os
+
+    if pid is None:
+        return 0.0
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return sum(int(v) for v in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+
+
+def _postmaster_pid() -> int | None:
+    try:
+        data_dir = _pg_module().current_server().data_dir
+        return int((data_dir / "postmaster.pid").read_text().splitlines()[0])
+    except (OSError, ValueError, IndexError, RuntimeError):
+        return None
 
 
 def _pg_module() -> Any:

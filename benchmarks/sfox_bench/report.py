@@ -197,10 +197,17 @@ def _slow_part(big: dict[str, Any], prev: dict[str, Any]) -> str:
     """Which phase of planning grew faster than the rows, when the plan process timed its phases."""
     a, b = big.get("phases_s") or {}, prev.get("phases_s") or {}
     grown = {k: a[k] / b[k] for k in a if b.get(k)}
-    if not grown:
-        return ""
-    worst = max(grown, key=lambda k: grown[k])
-    return f"; the phase that grew most: {worst} ({_f(b[worst], 2)} -> {_f(a[worst], 2)} s)"
+    out = ""
+    if grown:
+        worst = max(grown, key=lambda k: grown[k])
+        out += f"; the phase that grew most: {worst} ({_f(b[worst], 2)} -> {_f(a[worst], 2)} s)"
+    for key, who in (
+        ("cpu_s", "the plan process's own CPU"),
+        ("db_server_cpu_s", "the database server's CPU"),
+    ):
+        if big.get(key) and prev.get(key):
+            out += f"; {who}: {_f(prev[key])} -> {_f(big[key])} s ({_f(big[key] / prev[key], 1)}x)"
+    return out
 
 
 def _machine(m: dict[str, Any]) -> list[str]:
@@ -407,7 +414,9 @@ def write_report(r: dict[str, Any], md_path: Path, png_path: Path) -> None:
             "summarize) plus, per descriptor, its group's steps (corporation 1, individual 2), counted "
             "on `onboarding_dag()`'s tasks. Wall time includes the sandbox serialising its list "
             "and the database server's work (other processes on the same cores); plan CPU s is the "
-            "plan process's own CPU time, load the machine's highest 1-minute load average around it.",
+            "plan process's own CPU time, sandbox and DB server CPU s the sandbox's and the PostgreSQL "
+            "server's (its backends) during the plan, load the machine's highest 1-minute load average "
+            "around it.",
             "",
         ]
         for database, db in _planning_dbs(pl).items():
@@ -419,8 +428,8 @@ def write_report(r: dict[str, Any], md_path: Path, png_path: Path) -> None:
                 "",
                 "| rows | wall s | us/row | x time (x rows) | peak RSS MB | growth MB | vs empty MB "
                 "| XCom bytes | descriptors (corp + ind) | task instances | planned users | plan CPU s "
-                "| load (1 min) | seed s |",
-                "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+                "| sandbox CPU s | DB server CPU s | load (1 min) | seed s |",
+                "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
             ]
             before = None
             for x in sizes:
@@ -436,6 +445,7 @@ def write_report(r: dict[str, Any], md_path: Path, png_path: Path) -> None:
                     f"{_f(x['peak_rss_mb'])} | {_f(x.get('growth_vs_smallest_mb'))} | "
                     f"{_f(x['growth_vs_empty_mb'])} | {x['xcom_bytes']:,} | {x['chunks']}{kinds} | "
                     f"{x['task_instances']:,} | {_f(x.get('planned_users'))} | {_f(x.get('cpu_s'))} | "
+                    f"{_f(x.get('sandbox_cpu_s'))} | {_f(x.get('db_server_cpu_s'))} | "
                     f"{_f(max(x['load_1min']) if x.get('load_1min') else None)} | {_f(x.get('seed_s'), 1)} |"
                 )
                 before = x
