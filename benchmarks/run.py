@@ -47,6 +47,7 @@ MODES = {
         "overhead": {"threads": 8, "seconds": 3.0, "rounds": 2},
         "parse_reps": 5,
         "planning_sizes": [10_000, 100_000],
+        "planning_databases": ["sqlite", "postgres"],
     },
     "full": {
         "budget_users": 5000,
@@ -56,6 +57,7 @@ MODES = {
         "overhead": {"threads": 8, "seconds": 10.0, "rounds": 5},
         "parse_reps": 9,
         "planning_sizes": [10_000, 100_000, 1_000_000],
+        "planning_databases": ["sqlite", "postgres"],
     },
 }
 STEPS = ("budget", "loop", "budget_live", "alternative", "live", "overhead", "parse", "planning")
@@ -110,7 +112,9 @@ def main() -> int:
             elif step == "parse":
                 results[step] = micro.parse(work, reps=settings["parse_reps"])
             elif step == "planning":
-                results[step] = micro.planning(work, sizes=settings["planning_sizes"])
+                results[step] = micro.planning(
+                    work, sizes=settings["planning_sizes"], databases=tuple(settings["planning_databases"])
+                )
         except Exception as err:  # one failed measurement must not lose the others
             errors[step] = f"{type(err).__name__}: {err}"
             log(f"{step} FAILED: {errors[step]}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import statistics
+import sys
 from typing import TYPE_CHECKING, Any
 
 from sfox_bench.common import (
@@ -12,7 +13,6 @@ from sfox_bench.common import (
     airflow_env,
     log,
     run_measurement,
-    seed_warehouse,
     sfox_conn,
     sqlite_conn,
 )
@@ -71,32 +71,147 @@ def parse(work: Path, *, reps: int) -> dict[str, Any]:
     return out
 
 
-def planning(work: Path, *, sizes: list[int]) -> dict[str, Any]:
-    """Measurement 5: an empty table first (the RSS baseline), then each size."""
+def planning(
+    work: Path, *, sizes: list[int], databases: tuple[str, ...] = ("sqlite", "postgres")
+) -> dict[str, Any]:
+    """
+    Measurement 5, per database: an empty table first (the RSS baseline), then each size,
+    with as many users registered at the sandbox as the source has rows (the same users).
+    """
+    import json
+    import time
+    from urllib.parse import urlsplit
+
+    import requests
+
+    from sfox_bench.planning import generate_spec, seed_postgres, seed_sqlite
+
     home = work / "home-planning"
     home.mkdir(exist_ok=True)
-    runs = []
-    with Sandbox(work / "sandbox-planning.log") as sandbox:  # no users: nobody verified yet
-        for rows in [0, *sizes]:
-            warehouse = work / f"warehouse-plan-{rows}.db"
-            seed_warehouse(warehouse, rows)
-            sandbox.reset()
-            env = airflow_env(
-                home,
-                AIRFLOW_CONN_SFOX_DEFAULT=sfox_conn(sandbox.url, requests_per_second=0),
-                AIRFLOW_CONN_SFOX_WAREHOUSE=sqlite_conn(warehouse),
-            )
-            result = run_measurement("planning", {"rows": rows}, env, work / f"planning-{rows}.log", 3600)
-            warehouse.unlink()
-            for suffix in ("-wal", "-shm"):
-                warehouse.with_name(warehouse.name + suffix).unlink(missing_ok=True)
-            runs.append(result)
-            log(
-                f"planning {rows:,} rows: {result['wall_s']:.1f} s, peak RSS {result['peak_rss_mb']:.0f} MB, "
-                f"XCom {result['xcom_bytes']:,} B, {result['task_instances']} task instances"
-            )
-    baseline = runs[0]
-    for run in runs:
-        run["growth_vs_empty_mb"] = run["peak_rss_mb"] - baseline["peak_rss_mb"]
-        run["us_per_row"] = run["wall_s"] / run["rows"] * 1e6 if run["rows"] else None
-    return {"baseline": baseline, "sizes": runs[1:]}
+    out: dict[str, Any] = {"databases": {}, "errors": {}}
+    with Sandbox(work / "sandbox-planning.log") as sandbox:
+        for database in databases:
+            pg_uri = None
+            if database == "postgres":
+                try:
+                    pg_uri = _postgres_uri()
+                except Exception as err:  # no server here: say so, keep SQLite's figures
+                    out["errors"][database] = f"{type(err).__name__}: {err}"
+                    log(f"planning on postgres not run: {out['errors'][database]}")
+                    continue
+            runs = []
+            for rows in [0, *sizes]:
+                seed_started = time.monotonic()
+                warehouse = work / f"warehouse-plan-{rows}.db"
+                if pg_uri is None:
+                    seed_sqlite(warehouse, rows)
+                    conn = sqlite_conn(warehouse)
+                else:
+                    seed_postgres(pg_uri, rows)
+                    url = urlsplit(pg_uri)
+                    conn = json.dumps(
+                        {
+                            "conn_type": "postgres",
+                            "host": url.hostname,
+                            "port": url.port,
+                            "login": url.username,
+                            "password": url.password,
+                            "schema": url.path.lstrip("/"),
+                        }
+                    )
+                sandbox.reset()
+                if rows:  # every user of the source registered at sFOX
+                    requests.post(
+                        f"{sandbox.url}/_sandbox/users/generate", json=generate_spec(rows), timeout=60
+                    ).raise_for_status()
+                seed_s = time.monotonic() - seed_started
+                env = airflow_env(
+                    home,
+                    AIRFLOW_CONN_SFOX_DEFAULT=sfox_conn(sandbox.url, requests_per_second=0),
+                    AIRFLOW_CONN_SFOX_WAREHOUSE=conn,
+                )
+                args = {"rows": rows, "database": database}
+                log_path = work / f"planning-{database}-{rows}.log"
+                server = _postmaster_pid() if pg_uri is not None else None
+                cpu_before = {
+                    "sandbox": _cpu_s(sandbox.proc.pid if sandbox.proc else None),
+                    "db": _cpu_s(server),
+                }
+                result = run_measurement("planning", args, env, log_path, 3600)
+                result["seed_s"] = seed_s
+                # CPU beside the plan process: the sandbox serving its list, the PostgreSQL server
+                # (its backends, counted once they exit: one per connection, no pool).
+                result["sandbox_cpu_s"] = (
+                    _cpu_s(sandbox.proc.pid if sandbox.proc else None) - cpu_before["sandbox"]
+                )
+                result["db_server_cpu_s"] = _cpu_s(server) - cpu_before["db"] if server else None
+                if pg_uri is None:
+                    warehouse.unlink()
+                    for suffix in ("-wal", "-shm"):
+                        warehouse.with_name(warehouse.name + suffix).unlink(missing_ok=True)
+                runs.append(result)
+                log(
+                    f"planning {database} {rows:,} rows: {result['wall_s']:.1f} s, peak RSS "
+                    f"{result['peak_rss_mb']:.0f} MB, XCom {result['xcom_bytes']:,} B, "
+                    f"{result['task_instances']} task instances (seeded in {seed_s:.0f} s)"
+                )
+            baseline, smallest = runs[0], runs[min(1, len(runs) - 1)]
+            for run in runs:
+                run["growth_vs_empty_mb"] = run["peak_rss_mb"] - baseline["peak_rss_mb"]
+                run["growth_vs_smallest_mb"] = run["peak_rss_mb"] - smallest["peak_rss_mb"]
+                run["us_per_row"] = run["wall_s"] / run["rows"] * 1e6 if run["rows"] else None
+            out["databases"][database] = {"baseline": baseline, "sizes": runs[1:]}
+            if pg_uri is not None:
+                _stop_postgres()
+    if not out["databases"]:
+        raise RuntimeError(f"planning measured on no database: {out['errors']}")
+    # The chart's panel and older readers: the first database's figures.
+    first = next(iter(out["databases"].values()))
+    out.update(baseline=first["baseline"], sizes=first["sizes"])
+    return out
+
+
+def _cpu_s(pid: int | None) -> float:
+    """CPU seconds of a process and its reaped children (``/proc/<pid>/stat``); 0 without one."""
+    import os
+
+    if pid is None:
+        return 0.0
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return sum(int(v) for v in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+
+
+def _postmaster_pid() -> int | None:
+    try:
+        data_dir = _pg_module().current_server().data_dir
+        return int((data_dir / "postmaster.pid").read_text().splitlines()[0])
+    except (OSError, ValueError, IndexError, RuntimeError):
+        return None
+
+
+def _pg_module() -> Any:
+    """``tests/pg.py`` (a private PostgreSQL server; run as root), imported by path."""
+    import importlib.util
+
+    path = BENCH_DIR.parent / "tests" / "pg.py"
+    spec = importlib.util.spec_from_file_location("sfox_bench_pg", path)
+    assert spec is not None
+    assert spec.loader is not None
+    module = sys.modules.get(spec.name)
+    if module is None:
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module
+        spec.loader.exec_module(module)
+    return module
+
+
+def _postgres_uri() -> str:
+    return str(_pg_module().ensure_postgres_server())
+
+
+def _stop_postgres() -> None:
+    _pg_module().stop_postgres_server()
