@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import fcntl
 import os
 import shutil
 import signal
@@ -26,6 +25,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from tests.tiers import free_port
 
 USER = "sfox"
 PASSWORD = "sfox"
@@ -52,31 +53,14 @@ def find_mariadbd() -> str | None:
 
 
 def install_mariadb() -> str:
-    """Apt-install ``mariadb-server`` if missing (serialised between sessions); return ``mariadbd``."""
-    with open(os.path.join(tempfile.gettempdir(), f"{TEMP_PREFIX}install.lock"), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        found = find_mariadbd()
-        if found:
-            return found
-        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        _log("mariadbd not found: apt-get update + install mariadb-server")
-        subprocess.run(["apt-get", "update", "-qq"], check=True, env=env, timeout=APT_TIMEOUT)
-        subprocess.run(
-            ["apt-get", "install", "-y", "-qq", "-o", "DPkg::Lock::Timeout=300", "mariadb-server"],
-            check=True,
-            env=env,
-            timeout=APT_TIMEOUT,
-        )
+    """Apt-install ``mariadb-server`` if missing; return ``mariadbd``."""
+    from tests.tiers import apt_install
+
+    apt_install("mariadb-server", present=find_mariadbd, timeout=APT_TIMEOUT)
     found = find_mariadbd()
     if not found:
         raise RuntimeError("apt-get installed mariadb-server but no mariadbd was found")
     return found
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class MariaDBServer:
@@ -88,7 +72,7 @@ class MariaDBServer:
         self.data_dir = self.base_dir / "data"
         self.socket = self.base_dir / "mysqld.sock"
         self.log_file = self.base_dir / "server.log"
-        self.port = _free_port()
+        self.port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property

@@ -19,19 +19,19 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import fcntl
 import glob
 import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from tests.tiers import free_port
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence
@@ -74,24 +74,10 @@ def find_pg_bin_dir() -> Path | None:
 
 
 def install_postgres() -> Path:
-    """Apt-install ``postgresql`` if its binaries are missing; return the bin dir (serialised)."""
-    with open(os.path.join(tempfile.gettempdir(), f"{TEMP_PREFIX}install.lock"), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # a concurrent session may be installing right now
-        bin_dir = find_pg_bin_dir()
-        if bin_dir is not None:
-            return bin_dir
-        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        started = time.monotonic()
-        _log("PostgreSQL binaries not found: running apt-get update -qq")
-        subprocess.run(["apt-get", "update", "-qq"], check=True, env=env, timeout=APT_TIMEOUT)
-        _log("running apt-get install -y -qq postgresql")
-        subprocess.run(
-            ["apt-get", "install", "-y", "-qq", "-o", "DPkg::Lock::Timeout=300", "postgresql"],
-            check=True,
-            env=env,
-            timeout=APT_TIMEOUT,
-        )
-        _log(f"apt-get update + install took {time.monotonic() - started:.1f}s")
+    """Apt-install ``postgresql`` if its binaries are missing; return the bin dir."""
+    from tests.tiers import apt_install
+
+    apt_install("postgresql", present=find_pg_bin_dir, timeout=APT_TIMEOUT)
     bin_dir = find_pg_bin_dir()
     if bin_dir is None:
         raise RuntimeError("apt-get installed postgresql but no /usr/lib/postgresql/*/bin has initdb")
@@ -110,12 +96,6 @@ def _as_postgres(argv: Sequence[str | os.PathLike[str]]) -> list[str]:
 
 def _sh_quote(arg: str) -> str:
     return "'" + arg.replace("'", "'\\''") + "'"
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _pid_alive(pid: int) -> bool:
@@ -137,7 +117,7 @@ class PostgresServer:
         self.data_dir = self.base_dir / "data"
         self.socket_dir = self.base_dir / "sock"
         self.log_file = self.base_dir / "server.log"
-        self.port = _free_port()
+        self.port = free_port()
         self.install_seconds = 0.0
         self.start_seconds = 0.0
         self._removed = False
@@ -195,7 +175,7 @@ class PostgresServer:
                 # Another process took the free port before the server bound it: pick another.
                 if attempt == 2 or "Address already in use" not in self.log_tail():
                     raise
-                self.port = _free_port()
+                self.port = free_port()
         connection = ["-h", self.socket_dir, "-p", str(self.port), "-U", "postgres", "-d", "postgres"]
         create_role = f"CREATE ROLE {PG_ROLE} LOGIN CREATEDB PASSWORD '{PG_PASSWORD}'"
         create_db = f"CREATE DATABASE {PG_DATABASE} OWNER {PG_ROLE}"

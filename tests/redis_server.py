@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import fcntl
 import os
 import shutil
 import signal
@@ -21,6 +20,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from tests.tiers import free_port
 
 APT_TIMEOUT = 900
 READY_TIMEOUT = 20.0
@@ -42,39 +43,22 @@ def find_redis_server() -> str | None:
 
 
 def install_redis_server() -> str:
-    """Apt-install ``redis-server`` if missing (serialised between sessions); return its path."""
+    """Apt-install ``redis-server`` if missing; return its path."""
+    from tests.tiers import apt_install, can_install
+
     found = find_redis_server()
     if found:
         return found
-    if os.geteuid() != 0 or not shutil.which("apt-get"):
+    if not can_install():
         raise RedisUnavailable("redis-server is not installed and cannot be apt-installed (not root)")
-    with open(os.path.join(tempfile.gettempdir(), f"{TEMP_PREFIX}install.lock"), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        found = find_redis_server()
-        if found:
-            return found
-        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        try:
-            _log("redis-server not found: apt-get update + install redis-server")
-            subprocess.run(["apt-get", "update", "-qq"], check=True, env=env, timeout=APT_TIMEOUT)
-            subprocess.run(
-                ["apt-get", "install", "-y", "-qq", "-o", "DPkg::Lock::Timeout=300", "redis-server"],
-                check=True,
-                env=env,
-                timeout=APT_TIMEOUT,
-            )
-        except (subprocess.SubprocessError, OSError) as err:
-            raise RedisUnavailable(f"apt-get install redis-server failed: {err}") from err
+    try:
+        apt_install("redis-server", present=find_redis_server, timeout=APT_TIMEOUT)
+    except (subprocess.SubprocessError, OSError) as err:
+        raise RedisUnavailable(f"apt-get install redis-server failed: {err}") from err
     found = find_redis_server()
     if not found:
         raise RedisUnavailable("apt-get installed redis-server but no redis-server binary was found")
     return found
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class RedisServer:
@@ -83,7 +67,7 @@ class RedisServer:
     def __init__(self, binary: str) -> None:
         self.binary = binary
         self.base_dir = Path(tempfile.mkdtemp(prefix=TEMP_PREFIX))
-        self.port = _free_port()
+        self.port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property

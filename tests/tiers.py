@@ -10,10 +10,20 @@ its tests instead: CI runs every tier.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 #: Tier marker -> what it needs (the pytest marker's description).
 TIERS = {
@@ -54,3 +64,33 @@ def report(terminalreporter) -> None:
     terminalreporter.section("tiers not run")
     for tier, reason in sorted(SKIPPED.items()):
         terminalreporter.write_line(f"{tier}: {reason}")
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now, for a test's own server."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def apt_install(*packages: str, present: Callable[[], object], timeout: float = 1800) -> None:
+    """
+    Install Debian packages unless ``present()`` finds them, one test session at a time.
+
+    :param packages: the Debian packages.
+    :param present: checks again under the lock (another session may have just installed them).
+    :param timeout: seconds allowed for ``apt-get install``.
+    """
+    with open(os.path.join(tempfile.gettempdir(), "sfox-tests-apt.lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if present():
+            return
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        options = ["-o", "DPkg::Lock::Timeout=600"]
+        started = time.monotonic()
+        print(f"[tests.tiers] apt-get install {' '.join(packages)}", file=sys.stderr, flush=True)
+        subprocess.run(["apt-get", *options, "update", "-qq"], check=True, env=env, timeout=900)
+        subprocess.run(
+            ["apt-get", *options, "install", "-y", "-qq", *packages], check=True, env=env, timeout=timeout
+        )
+        print(f"[tests.tiers] ... took {time.monotonic() - started:.1f} s", file=sys.stderr, flush=True)

@@ -49,6 +49,7 @@ from tests.live.celery_stack import (
     write_worker_name_module,
 )
 from tests.onboarding_data import make_users, sandbox_users
+from tests.tiers import free_port
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -137,7 +138,7 @@ def celery_airflow(tmp_path_factory, databases, sandbox, redis_server) -> Iterat
     (home / "dags").mkdir()
     (home / "pylib").mkdir()
     (home / "dags" / f"{DAG_ID}.py").write_text(DAG_FILE)
-    api_port = base._free_port()
+    api_port = free_port()
     password = secrets.token_urlsafe(16)
     (home / "passwords.json").write_text(json.dumps({base.ADMIN_USER: password}))
     env = _celery_env(home, api_port, databases, sandbox, redis_server.port)

@@ -27,7 +27,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -43,6 +42,7 @@ import requests
 from airflow_sfox.get_provider_info import CONN_FIELDS
 from tests.helpers import TOKEN, sfox_conn_json, stop_process_group
 from tests.onboarding_data import BAD_ROWS, make_users, sandbox_users
+from tests.tiers import free_port
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -70,12 +70,6 @@ START_TIMEOUT = 240.0  # api-server up and the DAG parsed (2 cores, cold bytecod
 RUN_TIMEOUT = 300.0  # the triggered run reaches a final state
 USERS = make_users(30, seed=21)
 CONF = {"chunk_size": 10, "failure_threshold": 0.5}
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _tail(path: Path, lines: int = 40) -> str:
@@ -255,8 +249,8 @@ def _airflow_env(home: Path, api_port: int, meta_uri: str, sandbox_url: str, war
             "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False",
             "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "2",
             # Log servers of the scheduler (LocalExecutor) and triggerer: free ports, not 8793/8794.
-            "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(_free_port()),
-            "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(_free_port()),
+            "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
+            "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(free_port()),
             "AIRFLOW_CONN_SFOX_DEFAULT": sfox_conn_json(sandbox_url, requests_per_second=0),
             "AIRFLOW_CONN_SFOX_WAREHOUSE": _conn_json_postgres(warehouse_uri),
         }
@@ -268,7 +262,7 @@ def _airflow_env(home: Path, api_port: int, meta_uri: str, sandbox_url: str, war
 def live_airflow(tmp_path_factory, databases, sandbox) -> Iterator[LiveAirflow]:
     """db migrate, then api-server, scheduler, dag-processor and triggerer; all stopped at the end."""
     home = tmp_path_factory.mktemp("live-airflow-home")
-    api_port = _free_port()
+    api_port = free_port()
     password = secrets.token_urlsafe(16)
     (home / "passwords.json").write_text(json.dumps({ADMIN_USER: password}))
     env = _airflow_env(home, api_port, databases["meta"], sandbox, databases["warehouse"])

@@ -17,7 +17,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -25,6 +24,8 @@ import urllib.error
 import urllib.request
 from importlib.metadata import entry_points
 from pathlib import Path
+
+from tests.tiers import free_port
 
 PLUGIN_CLASS = "airflow_sfox.plugins.onboarding:SfoxOnboardingPlugin"
 CHROMIUM = "/usr/bin/chromium"
@@ -61,33 +62,26 @@ MIGRATE_TIMEOUT = 600
 START_TIMEOUT = 240
 
 
-def free_port() -> int:
-    """A TCP port free on 127.0.0.1 right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def plugin_entry_point_installed() -> bool:
     """Whether the installed distribution declares the plugin's ``airflow.plugins`` entry point."""
     return any(ep.value == PLUGIN_CLASS for ep in entry_points(group="airflow.plugins"))
 
 
+def _chromium_present() -> bool:
+    return os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)
+
+
 def ensure_chromium() -> None:
     """Install the Debian ``chromium`` and ``chromium-driver`` packages when missing (needs root)."""
-    if os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER):
+    if _chromium_present():
         return
-    from tests.tiers import require_installable
+    from tests.tiers import apt_install, require_installable
 
     require_installable("chromium", False, "Debian's chromium/chromium-driver")
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    lock = ["-o", "DPkg::Lock::Timeout=600"]
-    subprocess.run(["apt-get", *lock, "update", "-qq"], check=True, env=env, timeout=900)
-    subprocess.run(
-        ["apt-get", *lock, "install", "-y", "-qq", "chromium", "chromium-driver"],
-        check=True,
-        env=env,
-        timeout=1800,
+    apt_install(
+        "chromium",
+        "chromium-driver",
+        present=lambda: os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER),
     )
 
 
