@@ -233,23 +233,22 @@ def test_a_chunk_step_that_crashes_after_sending_fails_the_run(
 def test_the_threshold_judges_this_run_s_work_404s_count_and_old_rejections_do_not(
     run_dag, warehouse_db, sfox_sandbox, caplog
 ):
-    """Issue #14's cases, at a smaller scale: the same shares, fewer users."""
-    onboarded = make_users(200, seed=14)
-    warehouse_db.seed(onboarded + [row for row, _ in BAD_ROWS])  # 8 bad rows of 208: 3.8 %
+    """Issue #14's cases, at a smaller scale: the same shares, fewer users (one chunk per type)."""
+    onboarded = make_users(100, seed=14)
+    warehouse_db.seed(onboarded + [row for row, _ in BAD_ROWS])  # 8 bad rows of 108: 7.4 %
     sfox_sandbox.seed_users(sandbox_users(onboarded))
-    assert run_dag(failure_threshold=0.05).state == "success"
+    assert run_dag(failure_threshold=0.1, chunk_size=500).state == "success"
 
     # 20 new users whom sFOX does not know: every request of this run answers 404. Judged on
-    # the source they were 20 / 228 (8.8 %) with the bad rows; judged on this run: 20 / 20.
+    # the source they were 20 / 128 (15.6 %) with the bad rows; judged on this run: 20 / 20.
     newcomers = [(f"new-{uid}", *rest) for uid, *rest in make_users(20, seed=15)]
     warehouse_db.seed(onboarded + newcomers + [row for row, _ in BAD_ROWS])
-    assert run_dag(failure_threshold=0.5).state == "failed"
+    assert run_dag(failure_threshold=0.5, chunk_size=500).state == "failed"
     assert "(20 failed or not registered + 0 newly rejected) / (20 requests planned" in caplog.text
 
-    # Nothing changed since: the old rejected rows (8 of 228, over a 3 % threshold) are reported,
+    # Nothing changed since: the old rejected rows (8 of 108, over a 3 % threshold) are reported,
     # not judged again, and the run that attempts nothing passes.
-    sfox_sandbox.seed_users(sandbox_users(newcomers))
     warehouse_db.seed(onboarded + [row for row, _ in BAD_ROWS])
     caplog.clear()
-    assert run_dag(failure_threshold=0.03).state == "success"
+    assert run_dag(failure_threshold=0.03, chunk_size=500).state == "success"
     assert "8 rows rejected by earlier runs are reported, not judged again" in caplog.text
