@@ -304,7 +304,7 @@ def define_tables(
         sa.Column("send_seconds", sa.Double()),
         sa.Column("requests_per_second", sa.Double()),
         sa.Column("status", sa.String(16)),
-        *(sa.Column(name, kind) for name, kind in _newer_run_columns().items()),
+        *(sa.Column(name, kind) for name, kind in newer_run_columns().items()),
         schema=runs[0],
         mysql_charset="utf8mb4",
     )
@@ -504,7 +504,7 @@ class Warehouse:
             columns = {
                 c["name"].lower() for c in inspector.get_columns(self.runs_t.name, schema=self.runs_t.schema)
             }
-            for name in _newer_run_columns():
+            for name in newer_run_columns():
                 if name not in columns:
                     kind = self.runs_t.c[name].type.compile(dialect=conn.dialect)
                     conn.exec_driver_sql(f"ALTER TABLE {self.runs} ADD COLUMN {name} {kind}")
@@ -745,7 +745,7 @@ class Warehouse:
             conn.commit()
 
 
-def _newer_run_columns() -> dict[str, Any]:
+def newer_run_columns() -> dict[str, Any]:
     """Run-table columns added after the first version: added to older tables by create_tables."""
     return {
         "reason": sa.String(REASON_LENGTH),

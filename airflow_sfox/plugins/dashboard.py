@@ -31,6 +31,7 @@ from airflow_sfox.onboarding.warehouse import (
     Warehouse,
     check_identifier,
     ledger_indexes,
+    newer_run_columns,
     utcnow,
 )
 
@@ -63,9 +64,6 @@ FAILURE_STATES = (LedgerState.FAILED.value, LedgerState.NOT_REGISTERED.value)
 #: States whose ``last_error`` is counted as a reason.
 REASON_STATES = (LedgerState.REJECTED.value, LedgerState.FAILED.value)
 
-
-#: Run-table columns added after the first version, read where they exist.
-_NEWER_RUN_COLUMNS = ("reason", "budget_wait_seconds", "pause_seconds")
 
 #: The statements for the default ledger table name.
 LEDGER_INDEXES = ledger_indexes()
@@ -286,7 +284,7 @@ class Dashboard:
         )
         # A run table made by an earlier version lacks the newer columns until its next run.
         present = {c.lower() for c in self.warehouse.columns_of(self.warehouse.runs)}
-        columns += tuple(c for c in _NEWER_RUN_COLUMNS if c in present)
+        columns += tuple(c for c in newer_run_columns() if c in present)
         rows = self._query(
             conn,
             f"SELECT {', '.join(columns)} FROM {self.warehouse.runs} "  # noqa: S608
@@ -296,7 +294,7 @@ class Dashboard:
         runs = []
         for row in rows:
             run = dict(zip(columns, row, strict=True))
-            for newer in _NEWER_RUN_COLUMNS:
+            for newer in newer_run_columns():
                 run.setdefault(newer, None)
             started = Warehouse.parse_ts(run["started_at"])
             finished = Warehouse.parse_ts(run["finished_at"])
