@@ -96,6 +96,7 @@ def plan_run(
     for reason, rows in counts["rejected_reasons"].items():
         log.info("rejected rows: %d, %s", rows, reason)
     if not config.dry_run:
+        warehouse.forget_steps(run_id)
         warehouse.write_run(
             {
                 "run_id": run_id,
@@ -138,18 +139,23 @@ def _record_plan_failure(
         log.warning("could not record the failed plan of run %s in the warehouse", run_id, exc_info=True)
 
 
-def record_chunk(warehouse: Warehouse, run_id: str, stats: Mapping[str, Any], *, done: bool) -> None:
+def record_chunk(
+    warehouse: Warehouse, run_id: str, stats: Mapping[str, Any], *, step: str, done: bool
+) -> None:
     """
-    Add one chunk step's request figures to the run row, and count it done if it finished.
+    Add one try of a chunk step's request figures to the run row; mark the step done (once) if
+    it finished.
 
     :param warehouse: where the run row is.
     :param run_id: the run.
+    :param step: the step's key in the run (its channel and chunk).
     :param stats: ``requests``, ``rate_limited``, ``seconds``, ``budget_wait_seconds`` and
         ``pause_seconds`` (thread-seconds waiting for the rate budget and for 429 pauses) of the step.
     :param done: the step sent all its work (a failed step is counted, not done).
     """
     warehouse.add_chunk_figures(
         run_id,
+        step=step,
         requests=int(stats["requests"]),
         rate_limited=int(stats["rate_limited"]),
         seconds=float(stats["seconds"]),

@@ -12,7 +12,8 @@ Tables (created when missing, with their indexes, optionally in a schema of thei
 
 * ledger: one row per (``user_id``, ``channel``) with the state of that verification, one of
   :class:`~airflow_sfox.onboarding.model.LedgerState`;
-* runs: one row per run;
+* runs: one row per run; beside it, ``<runs>_steps``: one row per chunk step that finished
+  (a step retried or cleared after it finished is counted once);
 * snapshot: sFOX's users as one plan read them (account type, status, which channels are still
   required; never an email or a phone), keyed by a snapshot id and removed when the plan ends.
 
@@ -248,8 +249,8 @@ def define_tables(
     ledger: tuple[str | None, str],
     runs: tuple[str | None, str],
     snapshot: tuple[str | None, str],
-) -> tuple[sa.Table, sa.Table, sa.Table]:
-    """The ledger, run and snapshot tables with their indexes, in ``metadata``."""
+) -> tuple[sa.Table, sa.Table, sa.Table, sa.Table]:
+    """The ledger, run, run-step and snapshot tables with their indexes, in ``metadata``."""
     ledger_schema, ledger_name = ledger
     prefix = _index_prefix(ledger_name if ledger_schema is None else f"{ledger_schema}.{ledger_name}")
     ledger_t = sa.Table(
@@ -308,7 +309,16 @@ def define_tables(
         schema=runs[0],
         mysql_charset="utf8mb4",
     )
-    return ledger_t, runs_t, snapshot_table(metadata, *snapshot)
+    steps_t = sa.Table(
+        _name(f"{runs[1]}_steps"),
+        metadata,
+        sa.Column("run_id", sa.String(250), primary_key=True),
+        sa.Column("step", sa.String(250), primary_key=True),
+        sa.Column("finished_at", Timestamp(), nullable=False),
+        schema=runs[0],
+        mysql_charset="utf8mb4",
+    )
+    return ledger_t, runs_t, steps_t, snapshot_table(metadata, *snapshot)
 
 
 def snapshot_table(
@@ -431,7 +441,7 @@ class Warehouse:
         if self.dialect == "sqlite":
             sa.event.listen(self.engine, "connect", _sqlite_pragmas)
         self.metadata = sa.MetaData()
-        self.ledger_t, self.runs_t, self.snapshot_t = define_tables(
+        self.ledger_t, self.runs_t, self.steps_t, self.snapshot_t = define_tables(
             self.metadata, ledger=ledger, runs=runs, snapshot=snapshot
         )
         #: The DB-API placeholder of the driver, for raw SQL through ``conn.exec_driver_sql``.
@@ -710,10 +720,17 @@ class Warehouse:
             conn.execute(self.upsert(self.runs_t, ("run_id",), updates), [row])
             conn.commit()
 
+    def forget_steps(self, run_id: str) -> None:
+        """Forget which chunk steps of a run finished: its plan ran again, with chunks of its own."""
+        with self.connect() as conn:
+            conn.execute(sa.delete(self.steps_t).where(self.steps_t.c.run_id == run_id))
+            conn.commit()
+
     def add_chunk_figures(
         self,
         run_id: str,
         *,
+        step: str,
         requests: int,
         rate_limited: int,
         seconds: float,
@@ -722,25 +739,36 @@ class Warehouse:
         pause_seconds: float = 0.0,
     ) -> None:
         """
-        Add one chunk step's request figures to the run row, and count it done if it finished.
+        Add one try of a chunk step's request figures to the run row; if the step finished, mark
+        it done (once: a retry or a clear of a finished step does not count it again).
 
-        ``budget_wait_seconds`` and ``pause_seconds``: thread-seconds waiting for the shared rate
-        budget and in 429 pauses.
+        :param step: the step's key in its run (its channel and chunk).
+        :param budget_wait_seconds: thread-seconds waiting for the shared rate budget.
+        :param pause_seconds: thread-seconds in 429 pauses.
         """
-        t = self.runs_t
-        statement = (
-            sa.update(t)
-            .where(t.c.run_id == run_id)
-            .values(
-                requests=t.c.requests + requests,
-                rate_limited=t.c.rate_limited + rate_limited,
-                send_seconds=t.c.send_seconds + seconds,
-                steps_done=t.c.steps_done + (1 if done else 0),
-                budget_wait_seconds=sa.func.coalesce(t.c.budget_wait_seconds, 0) + budget_wait_seconds,
-                pause_seconds=sa.func.coalesce(t.c.pause_seconds, 0) + pause_seconds,
-            )
-        )
+        t, steps = self.runs_t, self.steps_t
         with self.connect() as conn:
+            if done:
+                row = {"run_id": run_id, "step": step, "finished_at": utcnow()}
+                conn.execute(self.upsert(steps, ("run_id", "step"), ["finished_at"]), [row])
+            steps_done = (
+                sa.select(sa.func.count())
+                .select_from(steps)
+                .where(steps.c.run_id == run_id)
+                .scalar_subquery()
+            )
+            statement = (
+                sa.update(t)
+                .where(t.c.run_id == run_id)
+                .values(
+                    requests=t.c.requests + requests,
+                    rate_limited=t.c.rate_limited + rate_limited,
+                    send_seconds=t.c.send_seconds + seconds,
+                    steps_done=steps_done,
+                    budget_wait_seconds=sa.func.coalesce(t.c.budget_wait_seconds, 0) + budget_wait_seconds,
+                    pause_seconds=sa.func.coalesce(t.c.pause_seconds, 0) + pause_seconds,
+                )
+            )
             conn.execute(statement)
             conn.commit()
 

@@ -198,7 +198,7 @@ class SendVerificationBatchOperator(BaseOperator):
                 # that every step was done.
                 figures = {**hook.stats.as_dict(), "seconds": time.monotonic() - started}
                 try:
-                    record_chunk(warehouse, run_id, figures, done=done)
+                    record_chunk(warehouse, run_id, figures, step=self._step_key(), done=done)
                 except Exception:
                     if done:
                         raise
@@ -206,6 +206,10 @@ class SendVerificationBatchOperator(BaseOperator):
                     self.log.warning("could not record the chunk's figures", exc_info=True)
         emit_chunk(stats, dag_id=self.dag_id)
         return stats.as_dict()
+
+    def _step_key(self) -> str:
+        """The step's key in its run, the same for each of its tries: channel and chunk."""
+        return f"{self.verification_type} {self.chunk['label']}"
 
     def _skip_if_nothing_due(self) -> None:
         """Skip, saying why at INFO, when the planner queued no code of this channel in the chunk."""

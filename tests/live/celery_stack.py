@@ -128,9 +128,27 @@ class CeleryAirflow(LiveAirflow):
         self.dag_id = dag_id
         self.workers: dict[str, CeleryWorker] = {}
 
-    def report(self) -> str:
-        parts = [process.report() for process in self.processes]
-        for log in sorted((self.home / "logs").glob(f"dag_id={self.dag_id}/**/*.log")):
+    def report(self, run_id: str | None = None) -> str:
+        """
+        For a failure message: first the run's task states and every error its task logs hold
+        (what a truncated CI log must still show), then the tails of every log.
+        """
+        parts = []
+        if run_id is not None:
+            with contextlib.suppress(Exception):
+                states = sorted(
+                    (ti["task_id"], ti["map_index"], ti["state"], ti["try_number"], ti["hostname"])
+                    for ti in self.task_instances(run_id)
+                )
+                parts.append(f"--- task instances of {run_id} ---\n" + "\n".join(map(str, states)))
+        logs = sorted((self.home / "logs").glob(f"dag_id={self.dag_id}/**/*.log"))
+        for log in logs:
+            errors = [line[:1500] for line in _lines(log) if '"level":"error"' in line]
+            if errors:
+                name = log.relative_to(self.home / "logs")
+                parts.append(f"--- errors in {name} ---\n" + "\n".join(errors[:5]))
+        parts += [process.report() for process in self.processes]
+        for log in logs:
             parts.append(f"--- task log {log.relative_to(self.home / 'logs')} ---\n{_tail(log, 25)}")
         return "\n".join(parts)
 
@@ -178,15 +196,20 @@ class CeleryAirflow(LiveAirflow):
                     (ti["task_id"], ti["map_index"], ti["state"], ti["hostname"])
                     for ti in self.task_instances(run_id)
                 )
-                raise AssertionError(f"run still {state} after {timeout:.0f}s\n{states}\n{self.report()}")
+                report = self.report(run_id)
+                raise AssertionError(f"run still {state} after {timeout:.0f}s\n{states}\n{report}")
             time.sleep(2)
 
 
-def _tail(path: Path, lines: int = 40) -> str:
+def _lines(path: Path) -> list[str]:
     try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+        return path.read_text(errors="replace").splitlines()
     except OSError:
-        return "(no log)"
+        return []
+
+
+def _tail(path: Path, lines: int = 40) -> str:
+    return "\n".join(_lines(path)[-lines:]) or "(no log)"
 
 
 def journal(sandbox_url: str, since: int = 0) -> list[dict[str, Any]]:

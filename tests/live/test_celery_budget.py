@@ -251,7 +251,7 @@ def test_two_celery_workers_share_one_redis_budget(celery_airflow, warehouse, sa
     airflow.trigger(run_id, {"chunk_size": 50, "failure_threshold": 0.5})
     state = airflow.wait_for_run(run_id, RUN_TIMEOUT)
     seconds = time.monotonic() - started
-    assert state == "success", airflow.report()
+    assert state == "success", airflow.report(run_id)
 
     entries = journal(sandbox)
     chunks = _chunk_spans(airflow, run_id)
@@ -331,7 +331,7 @@ def test_kill_9_of_a_worker_mid_chunk_misses_no_user(celery_airflow, warehouse, 
         assert response.status_code == 200, response.text
         state = airflow.wait_for_run(run_id, RUN_TIMEOUT, allow_dead=["worker-w1"])
     seconds = time.monotonic() - started
-    assert state == "success", airflow.report()
+    assert state == "success", airflow.report(run_id)
 
     entries = journal(sandbox)
     this_run = [e for e in entries if e["seq"] > since]

@@ -1,9 +1,12 @@
-"""Run rows: a run table of an earlier version is brought up to date, and reasons reach the page."""
+"""Run rows: an earlier run table is brought up to date, reasons reach the page, steps count once."""
 
 from __future__ import annotations
 
 import sqlite3
 
+import pytest
+
+from airflow_sfox.onboarding.runs import record_chunk
 from airflow_sfox.onboarding.warehouse import Warehouse
 from airflow_sfox.plugins.dashboard import Dashboard, DashboardSettings
 from tests.plugins.ledger_data import SqliteFileHook
@@ -29,3 +32,44 @@ def test_a_run_table_without_reason_is_read_then_upgraded(tmp_path):
         "old": None,
         "new": "planning failed: no column",
     }
+
+
+def _figures(requests: int) -> dict:
+    return {"requests": requests, "rate_limited": 0, "seconds": 1.0}
+
+
+@pytest.mark.parametrize(
+    ("tries", "steps_done", "requests"),
+    [
+        ([], 0, 0),
+        ([("a", True)], 1, 10),
+        # Killed after it finished (before Airflow heard of it), then retried: done once.
+        ([("a", True), ("a", True)], 1, 20),
+        ([("a", False), ("a", True)], 1, 20),  # a failed try counts its requests, not a step
+        ([("a", False)], 0, 10),
+        ([("a", True), ("b", True), ("a", True)], 2, 30),
+    ],
+)
+def test_a_step_is_done_once_however_often_it_is_tried(warehouse_db, tries, steps_done, requests):
+    warehouse = Warehouse.from_conn_id("sfox_warehouse")
+    warehouse.create_tables()
+    row = {"run_id": "r", "steps": 2, "steps_done": 0, "requests": 0, "rate_limited": 0, "send_seconds": 0.0}
+    warehouse.write_run(row)
+    warehouse.write_run({**row, "run_id": "other"})
+    record_chunk(warehouse, "other", _figures(5), step="a", done=True)
+    for step, done in tries:
+        record_chunk(warehouse, "r", _figures(10), step=f"email individual {step}", done=done)
+    run = warehouse.run_row("r")
+    assert (run["steps_done"], run["requests"]) == (steps_done, requests)
+    assert warehouse.run_row("other")["steps_done"] == 1
+
+
+def test_a_plan_that_runs_again_forgets_the_steps_of_its_first_plan(warehouse_db):
+    warehouse = Warehouse.from_conn_id("sfox_warehouse")
+    warehouse.create_tables()
+    warehouse.write_run({"run_id": "r", "steps": 1, "steps_done": 0, "requests": 0, "rate_limited": 0})
+    record_chunk(warehouse, "r", _figures(1) | {"seconds": 0.0}, step="email individual 0-1", done=True)
+    warehouse.forget_steps("r")
+    warehouse.write_run({"run_id": "r", "steps_done": 0})
+    record_chunk(warehouse, "r", _figures(1), step="email individual 2-3", done=False)
+    assert warehouse.run_row("r")["steps_done"] == 0
