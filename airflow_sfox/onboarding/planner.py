@@ -13,7 +13,11 @@ grow with the table or with sFOX's list. It validates each row and decides:
 - a channel is due for a valid user without a successful request (``sent``,
   ``already_verified`` or ``verified``), or whose code is still unverified after
   ``resend_after_hours`` and who has had fewer than ``max_sends`` codes;
-- a channel sFOX reports verified is marked so without any request.
+- a channel sFOX reports verified is marked so without any request;
+- a ``failed`` or ``not_registered`` channel is tried again once ``retry_wait_hours`` have
+  passed since its last request (the n-th wait after the n-th failure in a row), until it has
+  failed ``max_tries`` times in a row: then it is ``gave_up``, and only ``redrive`` queues it
+  again (``redrive`` also queues ``failed``, ``not_registered`` and ``uncertain`` ones at once).
 
 Due work is cut into chunks of ``chunk_size`` users of one account type; what the DAG maps
 over are small descriptors of chunk ranges, never rows.
@@ -34,6 +38,9 @@ from airflow_sfox.onboarding.model import (
     ACCOUNT_TYPES,
     CHANNELS,
     DONE_STATES,
+    FAILED_STATES,
+    REDRIVE_CHOICES,
+    UNCERTAIN,
     VERIFIED_STATES,
     AccountType,
     Channel,
@@ -110,6 +117,12 @@ class OnboardingConfig:
         give each descriptor several chunks.
     :param resend_after_hours: resend a code still unverified after this long.
     :param max_sends: never send more codes than this per user and channel.
+    :param max_tries: tries in a row ending failed or not registered before a channel is
+        ``gave_up``.
+    :param retry_wait_hours: the wait after the 1st, 2nd, ... failure in a row before the next
+        try (the last applies to later ones).
+    :param redrive: queue these at once, whatever their wait or tries: ``failed``, ``gave_up``,
+        ``not_registered``, ``uncertain`` (with ``user_ids``: only those users).
     :param failure_threshold: the run fails when failed plus rejected exceed this share.
     :param dry_run: plan and report, write and send nothing.
     """
@@ -121,6 +134,9 @@ class OnboardingConfig:
     max_chunks: int = 256
     resend_after_hours: float = 48.0
     max_sends: int = 3
+    max_tries: int = 4
+    retry_wait_hours: list[float] = field(default_factory=lambda: [1.0, 4.0, 24.0])
+    redrive: list[str] = field(default_factory=list)
     failure_threshold: float = 0.05
     dry_run: bool = False
 
@@ -130,11 +146,20 @@ class OnboardingConfig:
             raise ValueError(
                 f"channels must be a non-empty subset of {[str(c) for c in CHANNELS]}, got {self.channels!r}"
             )
-        for name in ("chunk_size", "max_chunks", "max_sends"):
+        for name in ("chunk_size", "max_chunks", "max_sends", "max_tries"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)!r}")
         if self.max_users is not None and self.max_users < 0:
             raise ValueError(f"max_users must be >= 0, got {self.max_users!r}")
+        if not self.retry_wait_hours or any(float(h) < 0 for h in self.retry_wait_hours):
+            raise ValueError(
+                f"retry_wait_hours must be a non-empty list of hours >= 0, got {self.retry_wait_hours!r}"
+            )
+        unknown_redrive = set(self.redrive) - set(REDRIVE_CHOICES)
+        if unknown_redrive:
+            raise ValueError(
+                f"redrive must be a subset of {list(REDRIVE_CHOICES)}, got {sorted(unknown_redrive)}"
+            )
         if self.resend_after_hours < 0:
             raise ValueError(f"resend_after_hours must be >= 0, got {self.resend_after_hours!r}")
         if not 0 <= self.failure_threshold <= 1:
@@ -150,6 +175,8 @@ class OnboardingConfig:
         for key in ("user_ids", "max_users"):
             if values.get(key) in ("", [], None):
                 values[key] = None
+        if values.get("redrive") is None:
+            values.pop("redrive", None)
         return cls(**values)
 
     @classmethod
@@ -179,6 +206,13 @@ class _LedgerState:
     state: str | None
     sends: int
     last_sent_at: datetime | None
+    failures: int = 0
+    last_request_at: datetime | None = None
+    uncertain: bool = False
+
+
+#: The ledger columns the planner reads per channel, in this order (see :class:`_LedgerState`).
+_LEDGER_COLUMNS = ("state", "sends", "last_sent_at", "failures", "last_request_at", "uncertain")
 
 
 @dataclass
@@ -265,7 +299,7 @@ def planning_query(
     Source ⋈ ledger ⋈ snapshot, one row per distinct user_id (as exact text), in user_id order.
 
     Columns: ``user_id`` (text), ``rows`` (source rows with that id), ``account_type``, ``email``,
-    ``phone_number``, then ``state, sends, last_sent_at`` per channel, then sFOX's ``status`` and
+    ``phone_number``, then the ledger's :data:`_LEDGER_COLUMNS` per channel, then sFOX's ``status`` and
     ``<channel>_required`` per channel from the snapshot.
     """
     cols = ", ".join(f"src.{source.column(c)} AS {c}" for c in SOURCE_COLUMNS)
@@ -291,9 +325,9 @@ def planning_query(
             joined = joined.outerjoin(
                 ledger, sa.and_(ledger.c.user_id == users.c.user_id, ledger.c.channel == channel.value)
             )
-            picked += [ledger.c.state, ledger.c.sends, ledger.c.last_sent_at]
+            picked += [ledger.c[name] for name in _LEDGER_COLUMNS]
         else:  # a dry run before the first real run: no ledger yet, nothing sent yet
-            picked += [sa.null(), sa.null(), sa.null()]
+            picked += [sa.null()] * len(_LEDGER_COLUMNS)
     snap = snapshot.alias("snap")
     joined = joined.outerjoin(
         snap, sa.and_(snap.c.snapshot_id == snapshot_id, snap.c.user_id == users.c.user_id)
@@ -404,17 +438,26 @@ class Planner:
         return self._result()
 
     def _ledger_states(self, row: tuple[Any, ...]) -> dict[Channel, _LedgerState]:
-        """The (state, sends, last_sent_at) triple of each channel, after the five user columns."""
-        states = {}
+        """The ledger columns of each channel, after the five user columns."""
+        states, width, parse = {}, len(_LEDGER_COLUMNS), self.warehouse.parse_ts
         for i, channel in enumerate(CHANNELS):
-            state, sends, last_sent_at = row[5 + 3 * i : 8 + 3 * i]
-            states[channel] = _LedgerState(state, int(sends or 0), self.warehouse.parse_ts(last_sent_at))
+            state, sends, last_sent_at, failures, last_request_at, uncertain = row[
+                5 + width * i : 5 + width * (i + 1)
+            ]
+            states[channel] = _LedgerState(
+                state,
+                int(sends or 0),
+                parse(last_sent_at),
+                int(failures or 0),
+                parse(last_request_at),
+                bool(uncertain),
+            )
         return states
 
     @staticmethod
     def _verified(row: tuple[Any, ...]) -> set[Channel]:
         """The channels the snapshot reports verified, from the columns after the ledger's."""
-        status, *required = row[5 + 3 * len(CHANNELS) :]
+        status, *required = row[5 + len(_LEDGER_COLUMNS) * len(CHANNELS) :]
         return {c for c, req in zip(CHANNELS, required, strict=True) if snapshot_verified(status, req)}
 
     def _plan_user(self, row: tuple[Any, ...]) -> bool:
@@ -472,6 +515,11 @@ class Planner:
                 self.counts[f"marked_{target}"] += 1
                 self._write(user.user_id, channel, user.account_type, target, None, None)
             return []
+        if self._redriven(ledger):
+            self.counts[f"redrive_{channel}"] += 1
+            return [str(channel)]
+        if ledger.state in FAILED_STATES or ledger.state == LedgerState.GAVE_UP:
+            return self._retry(user, channel, ledger)
         if ledger.state not in DONE_STATES:
             return [str(channel)]
         resend_after = timedelta(hours=self.config.resend_after_hours)
@@ -484,6 +532,29 @@ class Planner:
             self.counts[f"resend_{channel}"] += 1
             return [str(channel)]
         return []
+
+    def _redriven(self, ledger: _LedgerState) -> bool:
+        """Whether the ``redrive`` param queues this (not verified) channel at once."""
+        redrive = self.config.redrive
+        return bool(redrive) and (ledger.state in redrive or (UNCERTAIN in redrive and ledger.uncertain))
+
+    def _retry(self, user: SourceUser, channel: str, ledger: _LedgerState) -> list[str]:
+        """A failed or not registered channel: due after its wait, ``gave_up`` after ``max_tries``."""
+        if ledger.state == LedgerState.GAVE_UP:
+            return []
+        failures = max(ledger.failures, 1)  # rows of versions before the count: one failure
+        if failures >= self.config.max_tries:
+            self.counts[f"gave_up_{channel}"] += 1
+            why = f"gave up after {failures} tries in a row ending {ledger.state}"
+            self._write(user.user_id, channel, user.account_type, LedgerState.GAVE_UP, None, why)
+            return []
+        waits = self.config.retry_wait_hours
+        wait = timedelta(hours=float(waits[min(failures, len(waits)) - 1]))
+        if ledger.last_request_at is not None and self.now - ledger.last_request_at < wait:
+            self.counts[f"retry_waiting_{channel}"] += 1
+            return []
+        self.counts[f"retry_{channel}"] += 1
+        return [str(channel)]
 
     def _reject(
         self, raw_id: object, reason: str, *, rows: int, keep_state: str | None, account_type: str | None

@@ -38,7 +38,7 @@ from sqlalchemy.sql.elements import quoted_name
 from sqlalchemy.types import TypeDecorator
 
 from airflow_sfox.defaults import LEDGER_TABLE, RUNS_TABLE, SNAPSHOT_TABLE
-from airflow_sfox.onboarding.model import CHANNELS, LedgerState
+from airflow_sfox.onboarding.model import CHANNELS, FAILED_STATES, LedgerState
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -263,6 +263,7 @@ def define_tables(
         sa.Column("sends", sa.Integer, nullable=False, server_default="0"),
         sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
         sa.Column("uncertain", sa.Integer, nullable=False, server_default="0"),
+        *(sa.Column(name, kind, **options) for name, (kind, options) in newer_ledger_columns().items()),
         sa.Column("last_status", sa.Integer),
         sa.Column("last_error", sa.String(255)),
         sa.Column("first_request_at", Timestamp()),
@@ -511,13 +512,18 @@ class Warehouse:
                 for index in table.indexes:
                     if index.name not in have:
                         index.create(conn)
-            columns = {
-                c["name"].lower() for c in inspector.get_columns(self.runs_t.name, schema=self.runs_t.schema)
-            }
-            for name in newer_run_columns():
-                if name not in columns:
-                    kind = self.runs_t.c[name].type.compile(dialect=conn.dialect)
-                    conn.exec_driver_sql(f"ALTER TABLE {self.runs} ADD COLUMN {name} {kind}")
+            newer = (
+                (self.runs_t, self.runs, newer_run_columns()),
+                (self.ledger_t, self.ledger, newer_ledger_columns()),
+            )
+            for table, qualified, names in newer:
+                have = {c["name"].lower() for c in inspector.get_columns(table.name, schema=table.schema)}
+                for name in names:
+                    if name not in have:
+                        kind = table.c[name].type.compile(dialect=conn.dialect)
+                        default = getattr(table.c[name].server_default, "arg", None)
+                        text = f" DEFAULT {default}" if default is not None else ""
+                        conn.exec_driver_sql(f"ALTER TABLE {qualified} ADD COLUMN {name} {kind}{text}")
 
     def columns_of(self, from_item: str) -> list[str]:
         """
@@ -577,6 +583,10 @@ class Warehouse:
                 sends=t.c.sends + p("o_sent", type_=sa.Integer),
                 attempts=t.c.attempts + p("o_attempts", type_=sa.Integer),
                 uncertain=sa.case((p("o_uncertain", type_=sa.Integer) == 1, 1), else_=t.c.uncertain),
+                failures=sa.case(
+                    (p("o_failed", type_=sa.Integer) == 1, sa.func.coalesce(t.c.failures, 0) + 1),
+                    else_=0,
+                ),
                 last_status=p("o_status", type_=sa.Integer),
                 last_error=p("o_error"),
                 first_request_at=sa.func.coalesce(t.c.first_request_at, p("o_at", type_=Timestamp())),
@@ -597,6 +607,7 @@ class Warehouse:
                     "o_sent": 1 if sent else 0,
                     "o_attempts": o.attempts,
                     "o_uncertain": 1 if o.uncertain else 0,
+                    "o_failed": 1 if o.state in FAILED_STATES else 0,
                     "o_status": o.status,
                     "o_error": o.error,
                     "o_at": at,
@@ -771,6 +782,12 @@ class Warehouse:
             )
             conn.execute(statement)
             conn.commit()
+
+
+def newer_ledger_columns() -> dict[str, tuple[Any, dict[str, Any]]]:
+    """Ledger columns added after the first version (type, column options): added by create_tables."""
+    # Tries in a row that ended failed or not registered: the wait before the next and when to give up.
+    return {"failures": (sa.Integer(), {"server_default": "0"})}
 
 
 def newer_run_columns() -> dict[str, Any]:

@@ -55,14 +55,20 @@ VERIFIED = _values(VERIFIED_STATES)
 #: States counted beside the funnel.
 SIDE_STATES = tuple(
     s.value
-    for s in (LedgerState.QUEUED, LedgerState.REJECTED, LedgerState.FAILED, LedgerState.NOT_REGISTERED)
+    for s in (
+        LedgerState.QUEUED,
+        LedgerState.REJECTED,
+        LedgerState.FAILED,
+        LedgerState.NOT_REGISTERED,
+        LedgerState.GAVE_UP,
+    )
 )
 #: Order of the account types on the page; other values follow, ``None`` (rejected rows) last.
 ACCOUNT_TYPE_ORDER = tuple(kind.value for kind in ACCOUNT_TYPES)
 #: States listed as recent failures.
 FAILURE_STATES = (LedgerState.FAILED.value, LedgerState.NOT_REGISTERED.value)
 #: States whose ``last_error`` is counted as a reason.
-REASON_STATES = (LedgerState.REJECTED.value, LedgerState.FAILED.value)
+REASON_STATES = (LedgerState.REJECTED.value, LedgerState.FAILED.value, LedgerState.GAVE_UP.value)
 
 
 #: The statements for the default ledger table name.
