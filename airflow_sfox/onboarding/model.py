@@ -101,11 +101,11 @@ DONE_STATES: frozenset[LedgerState] = frozenset(
 #: sFOX reports the channel verified.
 VERIFIED_STATES: frozenset[LedgerState] = frozenset({LedgerState.ALREADY_VERIFIED, LedgerState.VERIFIED})
 #: Outcomes of this run's requests counted against its failure threshold, beside newly rejected
-#: rows: sFOX refused the request, or does not know the user (404).
+#: rows: sFOX refused the request, or does not know the user (404). Later runs try them again.
 FAILED_STATES: frozenset[LedgerState] = frozenset({LedgerState.FAILED, LedgerState.NOT_REGISTERED})
-#: What the ``redrive`` param may queue again at once: ledger states, and ``uncertain`` (a
-#: request whose answer was lost, in any state but verified).
+#: The ``redrive`` choice for failed or not registered channels whose request's answer was lost.
 UNCERTAIN = "uncertain"
+#: What the ``redrive`` param may queue again at once: three ledger states, and ``uncertain``.
 REDRIVE_CHOICES: tuple[str, ...] = (
     LedgerState.FAILED.value,
     LedgerState.GAVE_UP.value,

@@ -105,7 +105,7 @@ def onboarding_params(**overrides: Any) -> dict[str, Param]:
         ),
         "redrive": Param(
             d["redrive"],
-            type="array",
+            type=["null", "array"],
             items={"type": "string", "enum": list(REDRIVE_CHOICES)},
             title="Re-drive",
             description=(

@@ -209,10 +209,13 @@ class _LedgerState:
     failures: int = 0
     last_request_at: datetime | None = None
     uncertain: bool = False
+    last_error: str | None = None
 
 
 #: The ledger columns the planner reads per channel, in this order (see :class:`_LedgerState`).
-_LEDGER_COLUMNS = ("state", "sends", "last_sent_at", "failures", "last_request_at", "uncertain")
+_LEDGER_COLUMNS = ("state", "sends", "last_sent_at", "failures", "last_request_at", "uncertain", "last_error")
+#: A retry is due once this share of its wait has passed since the last request.
+RETRY_WAIT_SHARE = 0.9
 
 
 @dataclass
@@ -294,6 +297,7 @@ def planning_query(
     snapshot: sa.Table,
     snapshot_id: str,
     with_ledger: bool,
+    ledger_lacks: frozenset[str] = frozenset(),
 ) -> sa.Select[Any]:
     """
     Source ⋈ ledger ⋈ snapshot, one row per distinct user_id (as exact text), in user_id order.
@@ -325,7 +329,8 @@ def planning_query(
             joined = joined.outerjoin(
                 ledger, sa.and_(ledger.c.user_id == users.c.user_id, ledger.c.channel == channel.value)
             )
-            picked += [ledger.c[name] for name in _LEDGER_COLUMNS]
+            # A dry run reads a ledger of an earlier version as it is: its newer columns as NULL.
+            picked += [sa.null() if name in ledger_lacks else ledger.c[name] for name in _LEDGER_COLUMNS]
         else:  # a dry run before the first real run: no ledger yet, nothing sent yet
             picked += [sa.null()] * len(_LEDGER_COLUMNS)
     snap = snapshot.alias("snap")
@@ -371,6 +376,8 @@ class Planner:
         #: (ledger key, rows) of rejected rows whose id needed a stand-in key, not looked up yet.
         self._stand_ins: list[tuple[str, int]] = []
         self._with_ledger = False
+        #: Why the current user's channels are due (retry, resend, redrive): counted once queued.
+        self._why_due: list[str] = []
 
     def check_source(self) -> None:
         """
@@ -425,6 +432,9 @@ class Planner:
                     snapshot=snapshot,
                     snapshot_id=snapshot_id,
                     with_ledger=with_ledger,
+                    ledger_lacks=self.warehouse.ledger_lacks()
+                    if with_ledger and config.dry_run
+                    else frozenset(),
                 )
                 for row in self.warehouse.stream(reader, query):
                     if not self._plan_user(tuple(row)):
@@ -441,16 +451,17 @@ class Planner:
         """The ledger columns of each channel, after the five user columns."""
         states, width, parse = {}, len(_LEDGER_COLUMNS), self.warehouse.parse_ts
         for i, channel in enumerate(CHANNELS):
-            state, sends, last_sent_at, failures, last_request_at, uncertain = row[
+            state, sends, sent_at, failures, requested_at, uncertain, error = row[
                 5 + width * i : 5 + width * (i + 1)
             ]
             states[channel] = _LedgerState(
                 state,
                 int(sends or 0),
-                parse(last_sent_at),
+                parse(sent_at),
                 int(failures or 0),
-                parse(last_request_at),
+                parse(requested_at),
                 bool(uncertain),
+                error,
             )
         return states
 
@@ -483,6 +494,7 @@ class Planner:
             return True
         user = checked
         self.counts["valid_users"] += 1
+        self._why_due = []
         verified = self._verified(row)
 
         due: list[str] = []
@@ -499,6 +511,7 @@ class Planner:
         if config.max_users is not None and self._due_users() >= config.max_users:
             self.counts["deferred_by_max_users"] += 1
             return False
+        self.counts.update(self._why_due)
         chunk = self.chunkers[AccountType(user.account_type)].add(due)
         for due_channel in due:
             self.counts[f"due_{user.account_type}_{due_channel}"] += 1
@@ -516,9 +529,10 @@ class Planner:
                 self._write(user.user_id, channel, user.account_type, target, None, None)
             return []
         if self._redriven(ledger):
-            self.counts[f"redrive_{channel}"] += 1
-            return [str(channel)]
-        if ledger.state in FAILED_STATES or ledger.state == LedgerState.GAVE_UP:
+            return self._due(channel, "redrive")
+        if ledger.state == LedgerState.GAVE_UP:
+            return []
+        if ledger.state in FAILED_STATES:
             return self._retry(user, channel, ledger)
         if ledger.state not in DONE_STATES:
             return [str(channel)]
@@ -529,32 +543,36 @@ class Planner:
             and ledger.last_sent_at is not None
             and self.now - ledger.last_sent_at >= resend_after
         ):
-            self.counts[f"resend_{channel}"] += 1
-            return [str(channel)]
+            return self._due(channel, "resend")
         return []
 
+    def _due(self, channel: str, why: str) -> list[str]:
+        """``[channel]``, counted as ``<why>_<channel>`` once the user is queued (not if deferred)."""
+        self._why_due.append(f"{why}_{channel}")
+        return [str(channel)]
+
     def _redriven(self, ledger: _LedgerState) -> bool:
-        """Whether the ``redrive`` param queues this (not verified) channel at once."""
+        """Whether the ``redrive`` param queues this channel at once (uncertain: failed ones only)."""
         redrive = self.config.redrive
-        return bool(redrive) and (ledger.state in redrive or (UNCERTAIN in redrive and ledger.uncertain))
+        uncertain = UNCERTAIN in redrive and ledger.uncertain and ledger.state in FAILED_STATES
+        return ledger.state in redrive or bool(uncertain)
 
     def _retry(self, user: SourceUser, channel: str, ledger: _LedgerState) -> list[str]:
         """A failed or not registered channel: due after its wait, ``gave_up`` after ``max_tries``."""
-        if ledger.state == LedgerState.GAVE_UP:
-            return []
-        failures = max(ledger.failures, 1)  # rows of versions before the count: one failure
+        failures = max(ledger.failures, 1)  # a failed row has failed at least once
         if failures >= self.config.max_tries:
             self.counts[f"gave_up_{channel}"] += 1
-            why = f"gave up after {failures} tries in a row ending {ledger.state}"
-            self._write(user.user_id, channel, user.account_type, LedgerState.GAVE_UP, None, why)
+            why = f"gave up after {failures} tries in a row ending {ledger.state}: {ledger.last_error or '-'}"
+            self._write(user.user_id, channel, user.account_type, LedgerState.GAVE_UP, None, why[:255])
             return []
         waits = self.config.retry_wait_hours
-        wait = timedelta(hours=float(waits[min(failures, len(waits)) - 1]))
+        # A try is stamped when its request went out, minutes after the run that planned it:
+        # RETRY_WAIT_SHARE of the wait lets the hourly run an hour later pick it up.
+        wait = timedelta(hours=float(waits[min(failures, len(waits)) - 1]) * RETRY_WAIT_SHARE)
         if ledger.last_request_at is not None and self.now - ledger.last_request_at < wait:
             self.counts[f"retry_waiting_{channel}"] += 1
             return []
-        self.counts[f"retry_{channel}"] += 1
-        return [str(channel)]
+        return self._due(channel, "retry")
 
     def _reject(
         self, raw_id: object, reason: str, *, rows: int, keep_state: str | None, account_type: str | None

@@ -84,7 +84,7 @@ def ledger_indexes(ledger_table: str = LEDGER_TABLE) -> list[str]:
     * ``(account_type, channel, state, user_id)``: the funnel is read from this covering index
       alone (the user_id serves the "sms row without an email row" count).
     * ``(state, updated_at, last_error)``: the reasons and the recent failures read only the
-      failed, rejected and not_registered rows, newest first.
+      failed, rejected, not_registered and gave_up rows, newest first.
     """
     table = check_identifier(ledger_table, "ledger_table")
     prefix = _index_prefix(table)
@@ -263,7 +263,6 @@ def define_tables(
         sa.Column("sends", sa.Integer, nullable=False, server_default="0"),
         sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
         sa.Column("uncertain", sa.Integer, nullable=False, server_default="0"),
-        *(sa.Column(name, kind, **options) for name, (kind, options) in newer_ledger_columns().items()),
         sa.Column("last_status", sa.Integer),
         sa.Column("last_error", sa.String(255)),
         sa.Column("first_request_at", Timestamp()),
@@ -272,6 +271,7 @@ def define_tables(
         sa.Column("run_id", sa.String(250)),
         sa.Column("chunk", sa.Integer),
         sa.Column("updated_at", Timestamp(), nullable=False),
+        *newer_ledger_columns(),
         sa.Index(f"{prefix}_run", *_RUN_INDEX),
         sa.Index(f"{prefix}_funnel", *_FUNNEL_INDEX),
         sa.Index(f"{prefix}_state", *_STATE_INDEX),
@@ -306,7 +306,7 @@ def define_tables(
         sa.Column("send_seconds", sa.Double()),
         sa.Column("requests_per_second", sa.Double()),
         sa.Column("status", sa.String(16)),
-        *(sa.Column(name, kind) for name, kind in newer_run_columns().items()),
+        *newer_run_columns(),
         schema=runs[0],
         mysql_charset="utf8mb4",
     )
@@ -516,14 +516,16 @@ class Warehouse:
                 (self.runs_t, self.runs, newer_run_columns()),
                 (self.ledger_t, self.ledger, newer_ledger_columns()),
             )
-            for table, qualified, names in newer:
+            for table, qualified, columns in newer:
                 have = {c["name"].lower() for c in inspector.get_columns(table.name, schema=table.schema)}
-                for name in names:
-                    if name not in have:
-                        kind = table.c[name].type.compile(dialect=conn.dialect)
-                        default = getattr(table.c[name].server_default, "arg", None)
-                        text = f" DEFAULT {default}" if default is not None else ""
-                        conn.exec_driver_sql(f"ALTER TABLE {qualified} ADD COLUMN {name} {kind}{text}")
+                for column in columns:
+                    if column.name not in have:
+                        ddl = sa.schema.CreateColumn(table.c[column.name]).compile(dialect=conn.dialect)
+                        conn.exec_driver_sql(f"ALTER TABLE {qualified} ADD COLUMN {ddl}")
+                        if column.name == "failures":  # a failed row of an earlier version: one try
+                            failed = [state.value for state in FAILED_STATES]
+                            t = self.ledger_t
+                            conn.execute(sa.update(t).where(t.c.state.in_(failed)).values(failures=1))
 
     def columns_of(self, from_item: str) -> list[str]:
         """
@@ -542,6 +544,13 @@ class Warehouse:
         """Whether the ledger table exists (a dry run must not create it)."""
         with self.connect() as conn:
             return bool(sa.inspect(conn).has_table(self.ledger_t.name, schema=self.ledger_t.schema))
+
+    def ledger_lacks(self) -> frozenset[str]:
+        """The newer ledger columns an existing ledger of an earlier version lacks."""
+        t = self.ledger_t
+        with self.connect() as conn:
+            have = {c["name"].lower() for c in sa.inspect(conn).get_columns(t.name, schema=t.schema)}
+        return frozenset(c.name for c in newer_ledger_columns() if c.name not in have)
 
     # --- ledger writes ------------------------------------------------------------------------
 
@@ -583,10 +592,7 @@ class Warehouse:
                 sends=t.c.sends + p("o_sent", type_=sa.Integer),
                 attempts=t.c.attempts + p("o_attempts", type_=sa.Integer),
                 uncertain=sa.case((p("o_uncertain", type_=sa.Integer) == 1, 1), else_=t.c.uncertain),
-                failures=sa.case(
-                    (p("o_failed", type_=sa.Integer) == 1, sa.func.coalesce(t.c.failures, 0) + 1),
-                    else_=0,
-                ),
+                failures=sa.case((p("o_failed", type_=sa.Integer) == 1, t.c.failures + 1), else_=0),
                 last_status=p("o_status", type_=sa.Integer),
                 last_error=p("o_error"),
                 first_request_at=sa.func.coalesce(t.c.first_request_at, p("o_at", type_=Timestamp())),
@@ -712,9 +718,11 @@ class Warehouse:
             return {(channel, state): int(count) for channel, state, count in conn.execute(statement)}
 
     def uncertain_count(self, run_id: str) -> int:
-        """Rows of a run whose request may have sent a code twice."""
+        """Rows of a run whose request may have sent a code twice (not rows it only gave up on)."""
         t = self.ledger_t
-        statement = sa.select(sa.func.count()).where(t.c.run_id == run_id, t.c.uncertain == 1)
+        statement = sa.select(sa.func.count()).where(
+            t.c.run_id == run_id, t.c.uncertain == 1, t.c.state != LedgerState.GAVE_UP.value
+        )
         with self.connect() as conn:
             return int(conn.execute(statement).scalar_one())
 
@@ -784,19 +792,19 @@ class Warehouse:
             conn.commit()
 
 
-def newer_ledger_columns() -> dict[str, tuple[Any, dict[str, Any]]]:
-    """Ledger columns added after the first version (type, column options): added by create_tables."""
-    # Tries in a row that ended failed or not registered: the wait before the next and when to give up.
-    return {"failures": (sa.Integer(), {"server_default": "0"})}
+def newer_ledger_columns() -> list[sa.Column[Any]]:
+    """Ledger columns added after the first version: added to older tables by create_tables."""
+    # Tries in a row that ended failed or not registered: the wait before the next, when to give up.
+    return [sa.Column("failures", sa.Integer, nullable=False, server_default="0")]
 
 
-def newer_run_columns() -> dict[str, Any]:
+def newer_run_columns() -> list[sa.Column[Any]]:
     """Run-table columns added after the first version: added to older tables by create_tables."""
-    return {
-        "reason": sa.String(REASON_LENGTH),
-        "budget_wait_seconds": sa.Float(),
-        "pause_seconds": sa.Float(),
-    }
+    return [
+        sa.Column("reason", sa.String(REASON_LENGTH)),
+        sa.Column("budget_wait_seconds", sa.Float()),
+        sa.Column("pause_seconds", sa.Float()),
+    ]
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
