@@ -84,10 +84,12 @@ class LedgerState(_Text):
     ALREADY_VERIFIED = "already_verified"
     #: sent earlier, and sFOX now lists the channel as verified
     VERIFIED = "verified"
-    #: sFOX does not know the user (404); planned again by later runs
+    #: sFOX does not know the user (404); tried again by later runs after a growing wait
     NOT_REGISTERED = "not_registered"
-    #: sFOX refused it, or retries ran out; planned again by later runs
+    #: sFOX refused it, or retries ran out; tried again by later runs after a growing wait
     FAILED = "failed"
+    #: failed or not registered ``max_tries`` times: planned again only by a re-drive
+    GAVE_UP = "gave_up"
     #: the source row is invalid (``last_error`` says why); never sent
     REJECTED = "rejected"
 
@@ -99,8 +101,17 @@ DONE_STATES: frozenset[LedgerState] = frozenset(
 #: sFOX reports the channel verified.
 VERIFIED_STATES: frozenset[LedgerState] = frozenset({LedgerState.ALREADY_VERIFIED, LedgerState.VERIFIED})
 #: Outcomes of this run's requests counted against its failure threshold, beside newly rejected
-#: rows: sFOX refused the request, or does not know the user (404).
+#: rows: sFOX refused the request, or does not know the user (404). Later runs try them again.
 FAILED_STATES: frozenset[LedgerState] = frozenset({LedgerState.FAILED, LedgerState.NOT_REGISTERED})
+#: The ``redrive`` choice for failed or not registered channels whose request's answer was lost.
+UNCERTAIN = "uncertain"
+#: What the ``redrive`` param may queue again at once: three ledger states, and ``uncertain``.
+REDRIVE_CHOICES: tuple[str, ...] = (
+    LedgerState.FAILED.value,
+    LedgerState.GAVE_UP.value,
+    LedgerState.NOT_REGISTERED.value,
+    UNCERTAIN,
+)
 
 
 class RunStatus(_Text):

@@ -12,7 +12,7 @@ from typing import Any
 
 from airflow.sdk import Param
 
-from airflow_sfox.onboarding.model import CHANNELS
+from airflow_sfox.onboarding.model import CHANNELS, REDRIVE_CHOICES
 from airflow_sfox.onboarding.planner import OnboardingConfig
 
 _DEFAULTS = OnboardingConfig()
@@ -82,6 +82,38 @@ def onboarding_params(**overrides: Any) -> dict[str, Param]:
             title="Most codes per user and channel",
             description="Never send a user more codes than this for one channel, resends included.",
             section=WHAT,
+        ),
+        "max_tries": Param(
+            d["max_tries"],
+            type="integer",
+            minimum=1,
+            title="Tries before giving up",
+            description=(
+                "A user whose request failed or who sFOX did not know (404) is tried again by later "
+                "runs; after this many such tries in a row the channel is gave_up until a re-drive."
+            ),
+            section=WHAT,
+        ),
+        "retry_wait_hours": Param(
+            d["retry_wait_hours"],
+            type="array",
+            items={"type": "number", "minimum": 0},
+            minItems=1,
+            title="Wait before each retry (hours)",
+            description="After the 1st, 2nd, ... failure in a row; the last wait applies to later ones.",
+            section=WHAT,
+        ),
+        "redrive": Param(
+            d["redrive"],
+            type=["null", "array"],
+            items={"type": "string", "enum": list(REDRIVE_CHOICES)},
+            title="Re-drive",
+            description=(
+                "Queue the users in these states again now, whatever their wait or tries "
+                "(uncertain: a request whose answer was lost). With 'Only these user ids': only "
+                "those. A dry run shows what it would queue."
+            ),
+            section=WHO,
         ),
         "chunk_size": Param(
             d["chunk_size"],

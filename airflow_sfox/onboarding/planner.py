@@ -13,7 +13,11 @@ grow with the table or with sFOX's list. It validates each row and decides:
 - a channel is due for a valid user without a successful request (``sent``,
   ``already_verified`` or ``verified``), or whose code is still unverified after
   ``resend_after_hours`` and who has had fewer than ``max_sends`` codes;
-- a channel sFOX reports verified is marked so without any request.
+- a channel sFOX reports verified is marked so without any request;
+- a ``failed`` or ``not_registered`` channel is tried again once ``retry_wait_hours`` have
+  passed since its last request (the n-th wait after the n-th failure in a row), until it has
+  failed ``max_tries`` times in a row: then it is ``gave_up``, and only ``redrive`` queues it
+  again (``redrive`` also queues ``failed``, ``not_registered`` and ``uncertain`` ones at once).
 
 Due work is cut into chunks of ``chunk_size`` users of one account type; what the DAG maps
 over are small descriptors of chunk ranges, never rows.
@@ -34,6 +38,9 @@ from airflow_sfox.onboarding.model import (
     ACCOUNT_TYPES,
     CHANNELS,
     DONE_STATES,
+    FAILED_STATES,
+    REDRIVE_CHOICES,
+    UNCERTAIN,
     VERIFIED_STATES,
     AccountType,
     Channel,
@@ -110,6 +117,12 @@ class OnboardingConfig:
         give each descriptor several chunks.
     :param resend_after_hours: resend a code still unverified after this long.
     :param max_sends: never send more codes than this per user and channel.
+    :param max_tries: tries in a row ending failed or not registered before a channel is
+        ``gave_up``.
+    :param retry_wait_hours: the wait after the 1st, 2nd, ... failure in a row before the next
+        try (the last applies to later ones).
+    :param redrive: queue these at once, whatever their wait or tries: ``failed``, ``gave_up``,
+        ``not_registered``, ``uncertain`` (with ``user_ids``: only those users).
     :param failure_threshold: the run fails when failed plus rejected exceed this share.
     :param dry_run: plan and report, write and send nothing.
     """
@@ -121,6 +134,9 @@ class OnboardingConfig:
     max_chunks: int = 256
     resend_after_hours: float = 48.0
     max_sends: int = 3
+    max_tries: int = 4
+    retry_wait_hours: list[float] = field(default_factory=lambda: [1.0, 4.0, 24.0])
+    redrive: list[str] = field(default_factory=list)
     failure_threshold: float = 0.05
     dry_run: bool = False
 
@@ -130,11 +146,20 @@ class OnboardingConfig:
             raise ValueError(
                 f"channels must be a non-empty subset of {[str(c) for c in CHANNELS]}, got {self.channels!r}"
             )
-        for name in ("chunk_size", "max_chunks", "max_sends"):
+        for name in ("chunk_size", "max_chunks", "max_sends", "max_tries"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)!r}")
         if self.max_users is not None and self.max_users < 0:
             raise ValueError(f"max_users must be >= 0, got {self.max_users!r}")
+        if not self.retry_wait_hours or any(float(h) < 0 for h in self.retry_wait_hours):
+            raise ValueError(
+                f"retry_wait_hours must be a non-empty list of hours >= 0, got {self.retry_wait_hours!r}"
+            )
+        unknown_redrive = set(self.redrive) - set(REDRIVE_CHOICES)
+        if unknown_redrive:
+            raise ValueError(
+                f"redrive must be a subset of {list(REDRIVE_CHOICES)}, got {sorted(unknown_redrive)}"
+            )
         if self.resend_after_hours < 0:
             raise ValueError(f"resend_after_hours must be >= 0, got {self.resend_after_hours!r}")
         if not 0 <= self.failure_threshold <= 1:
@@ -150,6 +175,8 @@ class OnboardingConfig:
         for key in ("user_ids", "max_users"):
             if values.get(key) in ("", [], None):
                 values[key] = None
+        if values.get("redrive") is None:
+            values.pop("redrive", None)
         return cls(**values)
 
     @classmethod
@@ -179,6 +206,16 @@ class _LedgerState:
     state: str | None
     sends: int
     last_sent_at: datetime | None
+    failures: int = 0
+    last_request_at: datetime | None = None
+    uncertain: bool = False
+    last_error: str | None = None
+
+
+#: The ledger columns the planner reads per channel, in this order (see :class:`_LedgerState`).
+_LEDGER_COLUMNS = ("state", "sends", "last_sent_at", "failures", "last_request_at", "uncertain", "last_error")
+#: A retry is due once this share of its wait has passed since the last request.
+RETRY_WAIT_SHARE = 0.9
 
 
 @dataclass
@@ -260,12 +297,13 @@ def planning_query(
     snapshot: sa.Table,
     snapshot_id: str,
     with_ledger: bool,
+    ledger_lacks: frozenset[str] = frozenset(),
 ) -> sa.Select[Any]:
     """
     Source ⋈ ledger ⋈ snapshot, one row per distinct user_id (as exact text), in user_id order.
 
     Columns: ``user_id`` (text), ``rows`` (source rows with that id), ``account_type``, ``email``,
-    ``phone_number``, then ``state, sends, last_sent_at`` per channel, then sFOX's ``status`` and
+    ``phone_number``, then the ledger's :data:`_LEDGER_COLUMNS` per channel, then sFOX's ``status`` and
     ``<channel>_required`` per channel from the snapshot.
     """
     cols = ", ".join(f"src.{source.column(c)} AS {c}" for c in SOURCE_COLUMNS)
@@ -291,9 +329,10 @@ def planning_query(
             joined = joined.outerjoin(
                 ledger, sa.and_(ledger.c.user_id == users.c.user_id, ledger.c.channel == channel.value)
             )
-            picked += [ledger.c.state, ledger.c.sends, ledger.c.last_sent_at]
+            # A dry run reads a ledger of an earlier version as it is: its newer columns as NULL.
+            picked += [sa.null() if name in ledger_lacks else ledger.c[name] for name in _LEDGER_COLUMNS]
         else:  # a dry run before the first real run: no ledger yet, nothing sent yet
-            picked += [sa.null(), sa.null(), sa.null()]
+            picked += [sa.null()] * len(_LEDGER_COLUMNS)
     snap = snapshot.alias("snap")
     joined = joined.outerjoin(
         snap, sa.and_(snap.c.snapshot_id == snapshot_id, snap.c.user_id == users.c.user_id)
@@ -337,6 +376,8 @@ class Planner:
         #: (ledger key, rows) of rejected rows whose id needed a stand-in key, not looked up yet.
         self._stand_ins: list[tuple[str, int]] = []
         self._with_ledger = False
+        #: Why the current user's channels are due (retry, resend, redrive): counted once queued.
+        self._why_due: list[str] = []
 
     def check_source(self) -> None:
         """
@@ -391,6 +432,9 @@ class Planner:
                     snapshot=snapshot,
                     snapshot_id=snapshot_id,
                     with_ledger=with_ledger,
+                    ledger_lacks=self.warehouse.ledger_lacks()
+                    if with_ledger and config.dry_run
+                    else frozenset(),
                 )
                 for row in self.warehouse.stream(reader, query):
                     if not self._plan_user(tuple(row)):
@@ -404,17 +448,27 @@ class Planner:
         return self._result()
 
     def _ledger_states(self, row: tuple[Any, ...]) -> dict[Channel, _LedgerState]:
-        """The (state, sends, last_sent_at) triple of each channel, after the five user columns."""
-        states = {}
+        """The ledger columns of each channel, after the five user columns."""
+        states, width, parse = {}, len(_LEDGER_COLUMNS), self.warehouse.parse_ts
         for i, channel in enumerate(CHANNELS):
-            state, sends, last_sent_at = row[5 + 3 * i : 8 + 3 * i]
-            states[channel] = _LedgerState(state, int(sends or 0), self.warehouse.parse_ts(last_sent_at))
+            state, sends, sent_at, failures, requested_at, uncertain, error = row[
+                5 + width * i : 5 + width * (i + 1)
+            ]
+            states[channel] = _LedgerState(
+                state,
+                int(sends or 0),
+                parse(sent_at),
+                int(failures or 0),
+                parse(requested_at),
+                bool(uncertain),
+                error,
+            )
         return states
 
     @staticmethod
     def _verified(row: tuple[Any, ...]) -> set[Channel]:
         """The channels the snapshot reports verified, from the columns after the ledger's."""
-        status, *required = row[5 + 3 * len(CHANNELS) :]
+        status, *required = row[5 + len(_LEDGER_COLUMNS) * len(CHANNELS) :]
         return {c for c, req in zip(CHANNELS, required, strict=True) if snapshot_verified(status, req)}
 
     def _plan_user(self, row: tuple[Any, ...]) -> bool:
@@ -440,6 +494,7 @@ class Planner:
             return True
         user = checked
         self.counts["valid_users"] += 1
+        self._why_due = []
         verified = self._verified(row)
 
         due: list[str] = []
@@ -456,6 +511,7 @@ class Planner:
         if config.max_users is not None and self._due_users() >= config.max_users:
             self.counts["deferred_by_max_users"] += 1
             return False
+        self.counts.update(self._why_due)
         chunk = self.chunkers[AccountType(user.account_type)].add(due)
         for due_channel in due:
             self.counts[f"due_{user.account_type}_{due_channel}"] += 1
@@ -472,6 +528,12 @@ class Planner:
                 self.counts[f"marked_{target}"] += 1
                 self._write(user.user_id, channel, user.account_type, target, None, None)
             return []
+        if self._redriven(ledger):
+            return self._due(channel, "redrive")
+        if ledger.state == LedgerState.GAVE_UP:
+            return []
+        if ledger.state in FAILED_STATES:
+            return self._retry(user, channel, ledger)
         if ledger.state not in DONE_STATES:
             return [str(channel)]
         resend_after = timedelta(hours=self.config.resend_after_hours)
@@ -481,9 +543,36 @@ class Planner:
             and ledger.last_sent_at is not None
             and self.now - ledger.last_sent_at >= resend_after
         ):
-            self.counts[f"resend_{channel}"] += 1
-            return [str(channel)]
+            return self._due(channel, "resend")
         return []
+
+    def _due(self, channel: str, why: str) -> list[str]:
+        """``[channel]``, counted as ``<why>_<channel>`` once the user is queued (not if deferred)."""
+        self._why_due.append(f"{why}_{channel}")
+        return [str(channel)]
+
+    def _redriven(self, ledger: _LedgerState) -> bool:
+        """Whether the ``redrive`` param queues this channel at once (uncertain: failed ones only)."""
+        redrive = self.config.redrive
+        uncertain = UNCERTAIN in redrive and ledger.uncertain and ledger.state in FAILED_STATES
+        return ledger.state in redrive or bool(uncertain)
+
+    def _retry(self, user: SourceUser, channel: str, ledger: _LedgerState) -> list[str]:
+        """A failed or not registered channel: due after its wait, ``gave_up`` after ``max_tries``."""
+        failures = max(ledger.failures, 1)  # a failed row has failed at least once
+        if failures >= self.config.max_tries:
+            self.counts[f"gave_up_{channel}"] += 1
+            why = f"gave up after {failures} tries in a row ending {ledger.state}: {ledger.last_error or '-'}"
+            self._write(user.user_id, channel, user.account_type, LedgerState.GAVE_UP, None, why[:255])
+            return []
+        waits = self.config.retry_wait_hours
+        # A try is stamped when its request went out, minutes after the run that planned it:
+        # RETRY_WAIT_SHARE of the wait lets the hourly run an hour later pick it up.
+        wait = timedelta(hours=float(waits[min(failures, len(waits)) - 1]) * RETRY_WAIT_SHARE)
+        if ledger.last_request_at is not None and self.now - ledger.last_request_at < wait:
+            self.counts[f"retry_waiting_{channel}"] += 1
+            return []
+        return self._due(channel, "retry")
 
     def _reject(
         self, raw_id: object, reason: str, *, rows: int, keep_state: str | None, account_type: str | None

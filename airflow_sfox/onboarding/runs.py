@@ -39,6 +39,10 @@ class OnboardingRunFailed(AirflowException):
         self.summary = summary
 
 
+#: Plan counts of the retries across runs, logged on a line of their own.
+_RETRY_COUNTS = ("retry_", "gave_up_", "redrive_")
+
+
 def plan_run(
     *,
     params: Mapping[str, Any],
@@ -95,6 +99,9 @@ def plan_run(
     )
     for reason, rows in counts["rejected_reasons"].items():
         log.info("rejected rows: %d, %s", rows, reason)
+    retries = {k: v for k, v in counts.items() if k.startswith(_RETRY_COUNTS)}
+    if retries:  # failed and not registered users: tried again, still waiting, given up, re-driven
+        log.info("Retries across runs: %s", ", ".join(f"{k} {v}" for k, v in retries.items()))
     if not config.dry_run:
         warehouse.forget_steps(run_id)
         warehouse.write_run(

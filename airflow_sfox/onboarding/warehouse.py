@@ -38,7 +38,7 @@ from sqlalchemy.sql.elements import quoted_name
 from sqlalchemy.types import TypeDecorator
 
 from airflow_sfox.defaults import LEDGER_TABLE, RUNS_TABLE, SNAPSHOT_TABLE
-from airflow_sfox.onboarding.model import CHANNELS, LedgerState
+from airflow_sfox.onboarding.model import CHANNELS, FAILED_STATES, LedgerState
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -84,7 +84,7 @@ def ledger_indexes(ledger_table: str = LEDGER_TABLE) -> list[str]:
     * ``(account_type, channel, state, user_id)``: the funnel is read from this covering index
       alone (the user_id serves the "sms row without an email row" count).
     * ``(state, updated_at, last_error)``: the reasons and the recent failures read only the
-      failed, rejected and not_registered rows, newest first.
+      failed, rejected, not_registered and gave_up rows, newest first.
     """
     table = check_identifier(ledger_table, "ledger_table")
     prefix = _index_prefix(table)
@@ -271,6 +271,7 @@ def define_tables(
         sa.Column("run_id", sa.String(250)),
         sa.Column("chunk", sa.Integer),
         sa.Column("updated_at", Timestamp(), nullable=False),
+        *newer_ledger_columns(),
         sa.Index(f"{prefix}_run", *_RUN_INDEX),
         sa.Index(f"{prefix}_funnel", *_FUNNEL_INDEX),
         sa.Index(f"{prefix}_state", *_STATE_INDEX),
@@ -305,7 +306,7 @@ def define_tables(
         sa.Column("send_seconds", sa.Double()),
         sa.Column("requests_per_second", sa.Double()),
         sa.Column("status", sa.String(16)),
-        *(sa.Column(name, kind) for name, kind in newer_run_columns().items()),
+        *newer_run_columns(),
         schema=runs[0],
         mysql_charset="utf8mb4",
     )
@@ -511,13 +512,20 @@ class Warehouse:
                 for index in table.indexes:
                     if index.name not in have:
                         index.create(conn)
-            columns = {
-                c["name"].lower() for c in inspector.get_columns(self.runs_t.name, schema=self.runs_t.schema)
-            }
-            for name in newer_run_columns():
-                if name not in columns:
-                    kind = self.runs_t.c[name].type.compile(dialect=conn.dialect)
-                    conn.exec_driver_sql(f"ALTER TABLE {self.runs} ADD COLUMN {name} {kind}")
+            newer = (
+                (self.runs_t, self.runs, newer_run_columns()),
+                (self.ledger_t, self.ledger, newer_ledger_columns()),
+            )
+            for table, qualified, columns in newer:
+                have = {c["name"].lower() for c in inspector.get_columns(table.name, schema=table.schema)}
+                for column in columns:
+                    if column.name not in have:
+                        ddl = sa.schema.CreateColumn(table.c[column.name]).compile(dialect=conn.dialect)
+                        conn.exec_driver_sql(f"ALTER TABLE {qualified} ADD COLUMN {ddl}")
+                        if column.name == "failures":  # a failed row of an earlier version: one try
+                            failed = [state.value for state in FAILED_STATES]
+                            t = self.ledger_t
+                            conn.execute(sa.update(t).where(t.c.state.in_(failed)).values(failures=1))
 
     def columns_of(self, from_item: str) -> list[str]:
         """
@@ -536,6 +544,13 @@ class Warehouse:
         """Whether the ledger table exists (a dry run must not create it)."""
         with self.connect() as conn:
             return bool(sa.inspect(conn).has_table(self.ledger_t.name, schema=self.ledger_t.schema))
+
+    def ledger_lacks(self) -> frozenset[str]:
+        """The newer ledger columns an existing ledger of an earlier version lacks."""
+        t = self.ledger_t
+        with self.connect() as conn:
+            have = {c["name"].lower() for c in sa.inspect(conn).get_columns(t.name, schema=t.schema)}
+        return frozenset(c.name for c in newer_ledger_columns() if c.name not in have)
 
     # --- ledger writes ------------------------------------------------------------------------
 
@@ -577,6 +592,7 @@ class Warehouse:
                 sends=t.c.sends + p("o_sent", type_=sa.Integer),
                 attempts=t.c.attempts + p("o_attempts", type_=sa.Integer),
                 uncertain=sa.case((p("o_uncertain", type_=sa.Integer) == 1, 1), else_=t.c.uncertain),
+                failures=sa.case((p("o_failed", type_=sa.Integer) == 1, t.c.failures + 1), else_=0),
                 last_status=p("o_status", type_=sa.Integer),
                 last_error=p("o_error"),
                 first_request_at=sa.func.coalesce(t.c.first_request_at, p("o_at", type_=Timestamp())),
@@ -597,6 +613,7 @@ class Warehouse:
                     "o_sent": 1 if sent else 0,
                     "o_attempts": o.attempts,
                     "o_uncertain": 1 if o.uncertain else 0,
+                    "o_failed": 1 if o.state in FAILED_STATES else 0,
                     "o_status": o.status,
                     "o_error": o.error,
                     "o_at": at,
@@ -701,9 +718,11 @@ class Warehouse:
             return {(channel, state): int(count) for channel, state, count in conn.execute(statement)}
 
     def uncertain_count(self, run_id: str) -> int:
-        """Rows of a run whose request may have sent a code twice."""
+        """Rows of a run whose request may have sent a code twice (not rows it only gave up on)."""
         t = self.ledger_t
-        statement = sa.select(sa.func.count()).where(t.c.run_id == run_id, t.c.uncertain == 1)
+        statement = sa.select(sa.func.count()).where(
+            t.c.run_id == run_id, t.c.uncertain == 1, t.c.state != LedgerState.GAVE_UP.value
+        )
         with self.connect() as conn:
             return int(conn.execute(statement).scalar_one())
 
@@ -773,13 +792,19 @@ class Warehouse:
             conn.commit()
 
 
-def newer_run_columns() -> dict[str, Any]:
+def newer_ledger_columns() -> list[sa.Column[Any]]:
+    """Ledger columns added after the first version: added to older tables by create_tables."""
+    # Tries in a row that ended failed or not registered: the wait before the next, when to give up.
+    return [sa.Column("failures", sa.Integer, nullable=False, server_default="0")]
+
+
+def newer_run_columns() -> list[sa.Column[Any]]:
     """Run-table columns added after the first version: added to older tables by create_tables."""
-    return {
-        "reason": sa.String(REASON_LENGTH),
-        "budget_wait_seconds": sa.Float(),
-        "pause_seconds": sa.Float(),
-    }
+    return [
+        sa.Column("reason", sa.String(REASON_LENGTH)),
+        sa.Column("budget_wait_seconds", sa.Float()),
+        sa.Column("pause_seconds", sa.Float()),
+    ]
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

@@ -55,14 +55,20 @@ VERIFIED = _values(VERIFIED_STATES)
 #: States counted beside the funnel.
 SIDE_STATES = tuple(
     s.value
-    for s in (LedgerState.QUEUED, LedgerState.REJECTED, LedgerState.FAILED, LedgerState.NOT_REGISTERED)
+    for s in (
+        LedgerState.QUEUED,
+        LedgerState.REJECTED,
+        LedgerState.FAILED,
+        LedgerState.NOT_REGISTERED,
+        LedgerState.GAVE_UP,
+    )
 )
 #: Order of the account types on the page; other values follow, ``None`` (rejected rows) last.
 ACCOUNT_TYPE_ORDER = tuple(kind.value for kind in ACCOUNT_TYPES)
 #: States listed as recent failures.
-FAILURE_STATES = (LedgerState.FAILED.value, LedgerState.NOT_REGISTERED.value)
+FAILURE_STATES = (LedgerState.FAILED.value, LedgerState.NOT_REGISTERED.value, LedgerState.GAVE_UP.value)
 #: States whose ``last_error`` is counted as a reason.
-REASON_STATES = (LedgerState.REJECTED.value, LedgerState.FAILED.value)
+REASON_STATES = (LedgerState.REJECTED.value, LedgerState.FAILED.value, LedgerState.GAVE_UP.value)
 
 
 #: The statements for the default ledger table name.
@@ -204,7 +210,7 @@ class Dashboard:
         return rows
 
     def reasons(self, conn: Any) -> list[dict[str, Any]]:
-        """The most frequent ``last_error`` of rejected and failed rows."""
+        """The most frequent ``last_error`` of rejected, failed and gave up rows."""
         ph_list = self._in(REASON_STATES)
         rows = self._query(
             conn,
@@ -219,7 +225,7 @@ class Dashboard:
         ]
 
     def recent_failures(self, conn: Any) -> list[dict[str, Any]]:
-        """The newest failed and not_registered rows, by user_id (no personal data)."""
+        """The newest failed, not_registered and gave_up rows, by user_id (no personal data)."""
         limit = int(self.settings.failures)
         rows: list[tuple[Any, ...]] = []
         # One query per state: each reads the (state, updated_at) index backwards and stops.
@@ -284,7 +290,7 @@ class Dashboard:
         )
         # A run table made by an earlier version lacks the newer columns until its next run.
         present = {c.lower() for c in self.warehouse.columns_of(self.warehouse.runs)}
-        columns += tuple(c for c in newer_run_columns() if c in present)
+        columns += tuple(c.name for c in newer_run_columns() if c.name in present)
         rows = self._query(
             conn,
             f"SELECT {', '.join(columns)} FROM {self.warehouse.runs} "  # noqa: S608
@@ -295,7 +301,7 @@ class Dashboard:
         for row in rows:
             run = dict(zip(columns, row, strict=True))
             for newer in newer_run_columns():
-                run.setdefault(newer, None)
+                run.setdefault(newer.name, None)
             started = Warehouse.parse_ts(run["started_at"])
             finished = Warehouse.parse_ts(run["finished_at"])
             run["started_at"] = started.isoformat() if started else None

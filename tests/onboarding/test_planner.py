@@ -234,8 +234,166 @@ def test_missing_source_column_is_named_before_any_request(plan, warehouse_db, s
         ({"channels": []}, "channels"),
         ({"chunk_size": 0}, "chunk_size"),
         ({"failure_threshold": 2}, "failure_threshold"),
+        ({"max_tries": 0}, "max_tries"),
+        ({"retry_wait_hours": []}, "retry_wait_hours"),
+        ({"retry_wait_hours": [1, -1]}, "retry_wait_hours"),
+        ({"redrive": ["bogus"]}, "redrive"),
     ],
 )
 def test_bad_settings_are_refused(settings, match):
     with pytest.raises(ValueError, match=match):
         OnboardingConfig(**settings)
+
+
+def _mark_failed(warehouse_db, user_id: str, *, state: str, failures: int, hours_ago: float, uncertain=0):
+    at = warehouse_db.timestamp(datetime.now(timezone.utc) - timedelta(hours=hours_ago))
+    warehouse_db.query(
+        "UPDATE sfox_onboarding_ledger SET state = ?, failures = ?, last_request_at = ?, uncertain = ? "
+        "WHERE user_id = ? AND channel = 'email'",
+        (state, failures, at, uncertain, user_id),
+    )
+
+
+@pytest.mark.parametrize(
+    ("state", "failures", "hours_ago", "redrive", "after", "count"),
+    [
+        # The wait grows with the failures in a row: 1 h, 4 h, then 24 h (max_tries 4); a try
+        # is due once 90% of its wait has passed (the hourly run after the one that failed).
+        ("failed", 1, 0.5, [], "failed", "retry_waiting_email"),
+        ("failed", 1, 0.95, [], "queued", "retry_email"),
+        ("failed", 1, 1.5, [], "queued", "retry_email"),
+        ("not_registered", 2, 3, [], "not_registered", "retry_waiting_email"),
+        ("not_registered", 2, 5, [], "queued", "retry_email"),
+        ("failed", 3, 21, [], "failed", "retry_waiting_email"),
+        ("failed", 3, 23, [], "queued", "retry_email"),
+        ("failed", 0, 0.5, [], "failed", "retry_waiting_email"),  # a row older than the count
+        # The 4th failure in a row: given up, whatever the wait; and it stays so.
+        ("failed", 4, 100, [], "gave_up", "gave_up_email"),
+        ("not_registered", 4, 0.1, [], "gave_up", "gave_up_email"),
+        ("gave_up", 4, 1000, [], "gave_up", None),
+        # A re-drive queues the states it names at once, and no others.
+        ("gave_up", 4, 0.1, ["gave_up"], "queued", "redrive_email"),
+        ("failed", 1, 0.1, ["failed"], "queued", "redrive_email"),
+        ("not_registered", 9, 0.1, ["not_registered"], "queued", "redrive_email"),
+        ("gave_up", 4, 0.1, ["failed", "not_registered"], "gave_up", None),
+        # uncertain: failed or not registered channels whose request's answer was lost, only.
+        ("failed", 1, 0.1, ["uncertain"], "queued", "redrive_email"),
+        ("gave_up", 4, 0.1, ["uncertain"], "gave_up", None),
+        ("sent", 0, 0.1, ["uncertain"], "sent", None),
+    ],
+)
+def test_retries_across_runs_wait_then_give_up_until_a_redrive(
+    plan, warehouse_db, sfox_sandbox, state, failures, hours_ago, redrive, after, count
+):
+    users = [("u1", "corporation", "a@example.com", None), ("u2", "corporation", "b@example.com", None)]
+    warehouse_db.seed(users)
+    sfox_sandbox.seed_users(sandbox_users(users))
+    plan(run_id="first")
+    _mark_failed(warehouse_db, "u1", state=state, failures=failures, hours_ago=hours_ago, uncertain=1)
+    _mark_failed(warehouse_db, "u2", state="sent", failures=0, hours_ago=0.1)  # not re-driven: certain
+
+    result = plan(run_id="second", redrive=redrive)
+
+    ledger = warehouse_db.ledger()
+    assert ledger[("u1", "email")]["state"] == after
+    assert ledger[("u2", "email")]["state"] == "sent"
+    if count is not None:
+        assert result.counts[count] == 1
+    assert result.counts["planned_users"] == (1 if after == "queued" else 0)
+    if after == "gave_up" and state != "gave_up":
+        expected = f"gave up after {max(failures, 1)} tries in a row ending {state}: -"
+        assert ledger[("u1", "email")]["last_error"] == expected
+
+
+def test_a_redrive_in_a_dry_run_counts_and_writes_nothing(plan, warehouse_db, sfox_sandbox):
+    users = [(f"u{i}", "corporation", f"u{i}@example.com", None) for i in range(3)]
+    warehouse_db.seed(users)
+    sfox_sandbox.seed_users(sandbox_users(users))
+    plan(run_id="first")
+    for user_id, *_ in users:
+        _mark_failed(warehouse_db, user_id, state="gave_up", failures=4, hours_ago=1)
+    before = warehouse_db.ledger()
+
+    result = plan(run_id="dry", redrive=["gave_up"], user_ids=["u0", "u2"], dry_run=True)
+
+    assert result.counts["redrive_email"] == 2
+    assert result.counts["due_corporation_email"] == 2
+    assert warehouse_db.ledger() == before
+
+
+def test_404s_are_retried_on_the_schedule_then_given_up(plan, warehouse_db, sfox_sandbox):
+    """A user sFOX does not know: sent, then tried again after 1 h, 4 h, 24 h, then given up."""
+    from airflow_sfox.onboarding.sender import send_chunk
+
+    users = [("ghost", "corporation", "g@example.com", None)]
+    warehouse_db.seed(users)  # not registered at sFOX: every request is a 404
+    warehouse = Warehouse.from_conn_id("sfox_warehouse")
+    start = datetime.now(timezone.utc)
+    sent_at: list[float] = []
+    for hours in (0, 0.5, 1.1, 1.5, 5.2, 29.0, 29.5, 53.5, 1000):
+        run_id = f"run-{hours}"
+        result = plan(run_id=run_id, now=start + timedelta(hours=hours))
+        for chunk in result.chunks:
+            with SfoxConnectHook() as hook:
+                send_chunk(warehouse, hook, run_id=run_id, chunk=chunk, channel="email", threads=1)
+            sent_at.append(hours)
+        # The sender stamps the real time: move it to the run's clock.
+        warehouse_db.query(
+            "UPDATE sfox_onboarding_ledger SET last_request_at = ? WHERE user_id = 'ghost' AND run_id = ?",
+            (warehouse_db.timestamp(start + timedelta(hours=hours)), run_id),
+        )
+    # Tried at 0, then once 90% of 1 h had passed (1.1), of 4 h after that (5.2), of 24 h after
+    # that (29.0 >= 5.2 + 21.6): 4 tries, then given up.
+    assert sent_at == [0, 1.1, 5.2, 29.0]
+    row = warehouse_db.ledger()[("ghost", "email")]
+    assert row["state"] == "gave_up"
+    assert row["attempts"] == 4
+    assert len(sfox_sandbox.journal(user_id="ghost")) == 4
+
+
+def test_a_sent_answer_resets_the_failures(plan, warehouse_db, sfox_sandbox):
+    from airflow_sfox.onboarding.sender import send_chunk
+
+    users = [("u1", "corporation", "a@example.com", None)]
+    warehouse_db.seed(users)
+    sfox_sandbox.seed_users(sandbox_users(users))
+    plan(run_id="first")
+    _mark_failed(warehouse_db, "u1", state="failed", failures=3, hours_ago=30)
+
+    result = plan(run_id="second")
+    warehouse = Warehouse.from_conn_id("sfox_warehouse")
+    with SfoxConnectHook() as hook:
+        send_chunk(warehouse, hook, run_id="second", chunk=result.chunks[0], channel="email")
+
+    assert warehouse_db.query("SELECT state, failures FROM sfox_onboarding_ledger") == [("sent", 0)]
+
+
+def test_a_ledger_of_an_earlier_version_is_read_by_a_dry_run_then_upgraded(plan, warehouse_db, sfox_sandbox):
+    """A failed row made before the failures count: one try so far, whichever run reads it first."""
+    users = [("u1", "corporation", "a@example.com", None), ("u2", "corporation", "b@example.com", None)]
+    warehouse_db.seed(users)
+    sfox_sandbox.seed_users(sandbox_users(users))
+    plan(run_id="first")
+    _mark_failed(warehouse_db, "u1", state="failed", failures=0, hours_ago=2)
+    warehouse_db.query("ALTER TABLE sfox_onboarding_ledger DROP COLUMN failures")
+
+    dry = plan(run_id="dry", dry_run=True)
+    assert dry.counts["retry_email"] == 1
+
+    plan(run_id="second", max_tries=2)  # adds the column: u1 has failed once, so it is tried again
+    failures = dict(warehouse_db.query("SELECT user_id, failures FROM sfox_onboarding_ledger"))
+    assert failures == {"u1": 1, "u2": 0}
+    assert warehouse_db.ledger()[("u1", "email")]["state"] == "queued"
+
+
+def test_a_redrive_beyond_max_users_counts_only_the_users_it_queues(plan, warehouse_db, sfox_sandbox):
+    users = [(f"u{i}", "corporation", f"u{i}@example.com", None) for i in range(3)]
+    warehouse_db.seed(users)
+    sfox_sandbox.seed_users(sandbox_users(users))
+    plan(run_id="first")
+    for user_id, *_ in users:
+        _mark_failed(warehouse_db, user_id, state="gave_up", failures=4, hours_ago=1)
+
+    result = plan(run_id="second", redrive=["gave_up"], max_users=2)
+
+    assert (result.counts["redrive_email"], result.counts["planned_users"]) == (2, 2)

@@ -9,6 +9,7 @@ from typing import Any
 from airflow_sfox.onboarding.warehouse import Warehouse
 
 T = "2026-03-0{day}T{hour:02d}:00:00.000000+00:00"
+GAVE_UP_REASON = "gave up after 4 tries in a row ending not_registered: user not found"
 
 #: (user_id, channel, account_type, state, last_status, last_error, updated_at)
 LEDGER_ROWS: list[tuple[Any, ...]] = [
@@ -30,6 +31,7 @@ LEDGER_ROWS: list[tuple[Any, ...]] = [
     ("corp_2", "email", "corporation", "sent", 200, None, T.format(day=1, hour=1)),
     ("corp_3", "email", "corporation", "failed", 400, "HTTP 400 invalid request", T.format(day=2, hour=1)),
     ("corp_4", "email", "corporation", "already_verified", 422, None, T.format(day=1, hour=1)),
+    ("corp_5", "email", "corporation", "gave_up", 404, GAVE_UP_REASON, T.format(day=2, hour=6)),
     (
         "<empty user_id, source row 14>",
         "email",
@@ -56,9 +58,10 @@ EXPECTED_FUNNEL: dict[str | None, dict[str, Any]] = {
         "rejected": 0,
         "failed": 2,
         "not_registered": 1,
+        "gave_up": 0,
     },
     "corporation": {
-        "seen": 4,
+        "seen": 5,
         "email_requested": 3,
         "email_verified": 2,
         "sms_requested": None,
@@ -68,6 +71,7 @@ EXPECTED_FUNNEL: dict[str | None, dict[str, Any]] = {
         "rejected": 0,
         "failed": 1,
         "not_registered": 0,
+        "gave_up": 1,
     },
     None: {
         "seen": 3,
@@ -80,16 +84,19 @@ EXPECTED_FUNNEL: dict[str | None, dict[str, Any]] = {
         "rejected": 3,
         "failed": 0,
         "not_registered": 0,
+        "gave_up": 0,
     },
 }
 EXPECTED_REASONS = [
     {"state": "failed", "reason": "HTTP 500 after 3 attempts", "count": 2},
     {"state": "rejected", "reason": "email is malformed", "count": 2},
     {"state": "failed", "reason": "HTTP 400 invalid request", "count": 1},
+    {"state": "gave_up", "reason": GAVE_UP_REASON, "count": 1},
     {"state": "rejected", "reason": "user_id is empty", "count": 1},
 ]
 #: Recent failures, newest first: (user_id, channel, state).
 EXPECTED_FAILURES = [
+    ("corp_5", "email", "gave_up"),
     ("ind_4", "sms", "failed"),
     ("ind_7", "email", "not_registered"),
     ("ind_6", "email", "failed"),

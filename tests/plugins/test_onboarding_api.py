@@ -22,6 +22,7 @@ from tests.plugins.ledger_data import (
     EXPECTED_FAILURES,
     EXPECTED_FUNNEL,
     EXPECTED_REASONS,
+    GAVE_UP_REASON,
     RUNS,
     build_ledger,
     sqlite_conn_json,
@@ -95,7 +96,7 @@ def test_summary_funnel_matches_the_ledger(ledger_path):
         assert {k: funnel[account_type][k] for k in expected} == expected, account_type
     assert funnel["corporation"]["channels"] == ["email"]
     assert funnel["individual"]["channels"] == ["email", "sms"]
-    assert data["totals"]["seen"] == 16
+    assert data["totals"]["seen"] == 17
     assert data["totals"]["verified"] == 4
     assert data["totals"]["failed"] == 3
     assert data["totals"]["rejected"] == 3
@@ -106,10 +107,12 @@ def test_summary_reasons_failures_and_runs(ledger_path):
     assert data["reasons"] == EXPECTED_REASONS
     failures = [(f["user_id"], f["channel"], f["state"]) for f in data["recent_failures"]]
     assert failures == EXPECTED_FAILURES
-    first = data["recent_failures"][0]
-    assert first["last_status"] == 500
-    assert first["reason"] == "HTTP 500 after 3 attempts"
-    assert first["updated_at"] == "2026-03-02T05:00:00+00:00"
+    first, second = data["recent_failures"][:2]
+    assert (first["last_status"], first["reason"]) == (404, GAVE_UP_REASON)
+    assert first["updated_at"] == "2026-03-02T06:00:00+00:00"
+    assert second["last_status"] == 500
+    assert second["reason"] == "HTTP 500 after 3 attempts"
+    assert second["updated_at"] == "2026-03-02T05:00:00+00:00"
 
     runs = data["runs"]
     assert [r["run_id"] for r in runs] == [RUNS[1]["run_id"], RUNS[0]["run_id"]]  # newest first

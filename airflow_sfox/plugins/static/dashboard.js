@@ -87,6 +87,7 @@
       ["rejected", "rejected", "bad"],
       ["failed", "failed", "bad"],
       ["not_registered", "not registered", "warn"],
+      ["gave_up", "gave up", "bad"],
     ].map(([key, label, cls]) =>
       el("div", { class: row[key] ? cls : "" }, [
         el("span", { text: label }),
