@@ -153,7 +153,12 @@ def test_failed_chunk_is_rerun_without_resending(run_dag, warehouse_db, sfox_san
     assert 0 < len(first_codes) < len(users)
 
     sfox_sandbox.set_faults(error_503_rate=0.0)
-    rerun = run_dag()
+    # The next scheduled run leaves the failed users to their retry wait (1 h after a failure)...
+    waiting = run_dag()
+    assert waiting.state == "success"
+    assert codes(sfox_sandbox) == first_codes
+    # ...and a re-drive of the failed ones, once the outage is over, sends them now: once each.
+    rerun = run_dag(redrive=["failed"])
     assert rerun.state == "success"
     assert codes(sfox_sandbox) == Counter({(u[0], "email"): 1 for u in users})
 
