@@ -53,15 +53,16 @@ dist: $(UV)
 demo: install
 	$(RUN) $(VPY) demo/run_demo.py
 
-# Benchmarks: writes benchmarks/REPORT.md, report.png, results.json. Quick mode: about 8 minutes
-# (1,500 users at the budget); full mode: 5,000 users, parallel_chunks=1 for comparison.
+# Benchmarks: write REPORT.md, report.png, results.json; quick mode (about 13 minutes, 1,500 users
+# at the budget) to benchmarks/, full mode (5,000 users, 1,000 HttpOperator tasks, 1M planning
+# rows, parallel_chunks=1 for comparison; about 45 minutes) to benchmarks/full/.
 bench: install
 	$(UV) pip install --quiet --python $(VPY) -e ".[bench]"
 	$(RUN) $(VPY) benchmarks/run.py --mode quick
 
 bench-full: install
 	$(UV) pip install --quiet --python $(VPY) -e ".[bench]"
-	$(RUN) $(VPY) benchmarks/run.py --mode full
+	$(RUN) $(VPY) benchmarks/run.py --mode full --out benchmarks/full
 
 SOAK_USERS ?= 5000
 # The reliability promise at soak sizes: a 5,000-user onboarding under faults, then the
