@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import requests
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Iterable, Iterator
 
 REPO = Path(__file__).resolve().parents[2]
 BENCH_DIR = REPO / "benchmarks"
@@ -49,8 +49,13 @@ def iter_users(count: int, *, seed: int = 7, corporation_share: float = 0.3) -> 
         yield (f"user-{i:07d}", kind, f"person{i}@example.com", phone)
 
 
-def seed_warehouse(path: Path, count: int) -> None:
-    """A new SQLite warehouse whose ``sfox_users`` holds ``count`` valid users."""
+def seed_warehouse(path: Path, count: int, rows: Iterable[tuple[Any, ...]] | None = None) -> None:
+    """
+    A new SQLite warehouse whose ``sfox_users`` holds ``count`` valid users (one executemany).
+
+    :param rows: the ``(user_id, account_type, email, phone_number)`` rows instead of this
+        module's synthetic users.
+    """
     path.unlink(missing_ok=True)
     conn = sqlite3.connect(path)
     try:
@@ -60,7 +65,7 @@ def seed_warehouse(path: Path, count: int) -> None:
         )
         conn.executemany(
             f"INSERT INTO {SOURCE_TABLE} (user_id, account_type, email, phone_number) VALUES (?, ?, ?, ?)",
-            iter_users(count),
+            iter_users(count) if rows is None else rows,
         )
         conn.commit()
     finally:

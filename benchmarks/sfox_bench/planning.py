@@ -27,7 +27,7 @@ import sys
 import time
 from typing import TYPE_CHECKING, Any
 
-from sfox_bench.common import SOURCE_TABLE, emit
+from sfox_bench.common import SOURCE_TABLE, emit, seed_warehouse
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -64,22 +64,7 @@ def source_rows(rows: int) -> Iterator[tuple[str, str, str, str | None]]:
 
 def seed_sqlite(path: Path, rows: int) -> None:
     """A new SQLite warehouse whose source table holds the ``rows`` users (one executemany)."""
-    import sqlite3
-
-    path.unlink(missing_ok=True)
-    conn = sqlite3.connect(path)
-    try:
-        conn.execute(
-            f"CREATE TABLE {SOURCE_TABLE} "
-            "(user_id TEXT, account_type TEXT, email TEXT, phone_number TEXT, extra TEXT)"
-        )
-        conn.executemany(
-            f"INSERT INTO {SOURCE_TABLE} ({', '.join(SOURCE_COLUMNS)}) VALUES (?, ?, ?, ?)",
-            source_rows(rows),
-        )
-        conn.commit()
-    finally:
-        conn.close()
+    seed_warehouse(path, rows, source_rows(rows))
 
 
 class _CopyStream:

@@ -305,13 +305,18 @@ def test_retries_across_runs_wait_then_give_up_until_a_redrive(
         assert ledger[("u1", "email")]["last_error"] == expected
 
 
-def test_a_redrive_in_a_dry_run_counts_and_writes_nothing(plan, warehouse_db, sfox_sandbox):
+@pytest.fixture
+def three_given_up(plan, warehouse_db, sfox_sandbox):
+    """Users u0, u1, u2, planned once, then given up on (4 failures in a row)."""
     users = [(f"u{i}", "corporation", f"u{i}@example.com", None) for i in range(3)]
     warehouse_db.seed(users)
     sfox_sandbox.seed_users(sandbox_users(users))
     plan(run_id="first")
     for user_id, *_ in users:
         _mark_failed(warehouse_db, user_id, state="gave_up", failures=4, hours_ago=1)
+
+
+def test_a_redrive_in_a_dry_run_counts_and_writes_nothing(plan, warehouse_db, three_given_up):
     before = warehouse_db.ledger()
 
     result = plan(run_id="dry", redrive=["gave_up"], user_ids=["u0", "u2"], dry_run=True)
@@ -386,13 +391,7 @@ def test_a_ledger_of_an_earlier_version_is_read_by_a_dry_run_then_upgraded(plan,
     assert warehouse_db.ledger()[("u1", "email")]["state"] == "queued"
 
 
-def test_a_redrive_beyond_max_users_counts_only_the_users_it_queues(plan, warehouse_db, sfox_sandbox):
-    users = [(f"u{i}", "corporation", f"u{i}@example.com", None) for i in range(3)]
-    warehouse_db.seed(users)
-    sfox_sandbox.seed_users(sandbox_users(users))
-    plan(run_id="first")
-    for user_id, *_ in users:
-        _mark_failed(warehouse_db, user_id, state="gave_up", failures=4, hours_ago=1)
+def test_a_redrive_beyond_max_users_counts_only_the_users_it_queues(plan, three_given_up):
 
     result = plan(run_id="second", redrive=["gave_up"], max_users=2)
 
