@@ -24,6 +24,7 @@ to retry later (rate limited, server unavailable)::
 from __future__ import annotations
 
 import re
+from typing import Any
 
 from airflow_sfox._compat import AirflowException
 
@@ -83,6 +84,8 @@ class SfoxError(AirflowException):
         self.attempts = 1
         #: Whether an attempt may have reached sFOX unanswered (a code may have been sent).
         self.uncertain = False
+        #: Each HTTP request made, in order (the hook's ``Attempt`` records; set by the hook).
+        self.trail: tuple[Any, ...] = ()
         self.method = method
         self.path = path
         #: The Airflow connection the request used (set by the hook).

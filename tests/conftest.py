@@ -241,6 +241,17 @@ class WarehouseDB:
         keys = ("state", "sends", "attempts", "uncertain", "last_status", "last_error", "run_id")
         return {(r[0], r[1]): dict(zip(keys, r[2:], strict=True)) for r in rows}
 
+    def attempts(self) -> list[dict]:
+        """The attempts table (one row per HTTP request of the engine), in insertion order."""
+        keys = ("user_id", "channel", "run_id", "attempt", "status", "outcome", "uncertain", "error")
+        rows = self.query(f"SELECT {', '.join(keys)} FROM sfox_onboarding_ledger_attempts ORDER BY id")
+        return [dict(zip(keys, r, strict=True)) for r in rows]
+
+    def claimed(self) -> set[tuple[str, str]]:
+        """The ledger keys with an open claim (being sent, or left by a try that died)."""
+        rows = self.query("SELECT user_id, channel FROM sfox_onboarding_ledger WHERE claimed_by IS NOT NULL")
+        return {(r[0], r[1]) for r in rows}
+
 
 @pytest.fixture(params=["sqlite", "postgres", "mariadb"])
 def warehouse_db(request, tmp_path, monkeypatch):

@@ -24,6 +24,7 @@ import unicodedata
 import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import parse_qsl, quote, urljoin, urlsplit
 
@@ -113,11 +114,30 @@ class SfoxResult:
     :param uncertain: an earlier attempt of this POST may have reached sFOX without us seeing
         the answer (a read timeout or a connection lost after sending): sFOX may have sent an
         extra code.
+    :param trail: each HTTP request of the call, in order (the last one gave ``status_code``).
     """
 
     data: Any
     status_code: int
     attempts: int = 1
+    uncertain: bool = False
+    trail: tuple[Attempt, ...] = ()
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """
+    One HTTP request of an API call, for callers that keep a per-request history.
+
+    :param at: when it was sent (UTC).
+    :param status: the HTTP status of its answer; ``None``: no answer arrived.
+    :param error: why it did not succeed (no personal data, never the token); ``None`` for a 2xx.
+    :param uncertain: it may have reached sFOX although no answer arrived.
+    """
+
+    at: datetime
+    status: int | None
+    error: str | None = None
     uncertain: bool = False
 
 
@@ -750,15 +770,23 @@ class SfoxConnectHook(BaseHook):
         deadline = self._clock() + config.max_retry_seconds
         attempt = 0
         uncertain = False
+        trail: list[Attempt] = []
+
+        def failed(error: SfoxError) -> SfoxError:
+            error.attempts, error.uncertain, error.trail = attempt, uncertain, tuple(trail)
+            return error
+
         while True:
             attempt += 1
             try:
                 self.stats.count_wait(self.budget.wait(deadline))
             except PauseTooLong as err:
-                raise self._rate_limit_error(method, path, attempt - 1, uncertain, err.seconds) from None
+                attempt -= 1
+                raise failed(self._rate_limit_error(method, path, err.seconds)) from None
             except BudgetUnavailable as err:
-                raise self._budget_error(method, path, attempt - 1, uncertain, err) from None
-            started = self._clock()
+                attempt -= 1
+                raise failed(self._budget_error(method, path, err)) from None
+            started, sent_at = self._clock(), datetime.now(timezone.utc)
             try:
                 response = session.request(
                     method,
@@ -770,13 +798,17 @@ class SfoxConnectHook(BaseHook):
                     stream=stream,
                 )
             except requests.RequestException as err:
+                lost = method == "POST" and _may_have_been_processed(err)
+                trail.append(Attempt(sent_at, None, type(err).__name__, lost))
                 if not _is_transient(err):
                     # TLS failures, bad URLs, ...: retrying cannot help. Never echo str(err).
-                    raise SfoxError(
-                        f"{type(err).__name__} talking to {config.base_url}", method=method, path=path
+                    raise failed(
+                        SfoxError(
+                            f"{type(err).__name__} talking to {config.base_url}", method=method, path=path
+                        )
                     ) from None
                 self.stats.count(status=None)
-                uncertain = uncertain or (method == "POST" and _may_have_been_processed(err))
+                uncertain = uncertain or lost
                 error: SfoxError = SfoxConnectionError(
                     f"{type(err).__name__} talking to {config.base_url}", method=method, path=path
                 )
@@ -794,16 +826,22 @@ class SfoxConnectHook(BaseHook):
                     elapsed,
                 )
                 if 200 <= response.status_code < 300:
-                    if stream:
-                        return SfoxResult(response, response.status_code, attempt, uncertain)
-                    data = self._payload(response, method, path)
-                    return SfoxResult(data, response.status_code, attempt, uncertain)
+                    try:
+                        data = response if stream else self._payload(response, method, path)
+                    except SfoxError as err:
+                        trail.append(Attempt(sent_at, response.status_code, err.message))
+                        raise failed(err) from None
+                    trail.append(Attempt(sent_at, response.status_code))
+                    return SfoxResult(data, response.status_code, attempt, uncertain, tuple(trail))
                 if response.status_code < 400:  # 1xx, or a redirect we do not follow
-                    raise SfoxError(
-                        f"unexpected HTTP {response.status_code}",
-                        status_code=response.status_code,
-                        method=method,
-                        path=path,
+                    trail.append(Attempt(sent_at, response.status_code, f"HTTP {response.status_code}"))
+                    raise failed(
+                        SfoxError(
+                            f"unexpected HTTP {response.status_code}",
+                            status_code=response.status_code,
+                            method=method,
+                            path=path,
+                        )
                     )
                 error = error_for_status(
                     response.status_code,
@@ -811,6 +849,7 @@ class SfoxConnectHook(BaseHook):
                     method=method,
                     path=path,
                 )
+                trail.append(Attempt(sent_at, response.status_code, error.message[:255]))
                 if response.status_code == 429:
                     retry_after = _retry_after(response.headers.get("Retry-After"))
                     wait = config.rate_limit_pause_seconds if retry_after is None else retry_after
@@ -818,43 +857,34 @@ class SfoxConnectHook(BaseHook):
                     try:
                         self.budget.pause(wait)
                     except BudgetUnavailable as err:
-                        raise self._budget_error(method, path, attempt, uncertain, err) from None
+                        raise failed(self._budget_error(method, path, err)) from None
                 else:
                     wait = self._backoff(attempt)
             if not (retry and error.retryable) or self._clock() + wait > deadline:
                 if error.retryable and attempt > 1:
                     self.log.error("%s %s gave up after %d attempts", method, path, attempt)
-                error.attempts, error.uncertain = attempt, uncertain
-                raise error
+                raise failed(error)
             self.log.info("%s %s: retrying in %.1f s", method, path, wait)
             if error.status_code != 429:
                 self._sleep(wait)
             # after a 429 the budget holds this thread, and every other one, until the pause ends
 
     @staticmethod
-    def _rate_limit_error(
-        method: str, path: str, attempts: int, uncertain: bool, seconds: float
-    ) -> SfoxRateLimitError:
-        error = SfoxRateLimitError(
+    def _rate_limit_error(method: str, path: str, seconds: float) -> SfoxRateLimitError:
+        return SfoxRateLimitError(
             f"sFOX rate limit: requests are paused for another {seconds:.0f} s, past the retry budget",
             status_code=429,
             method=method,
             path=path,
         )
-        error.attempts, error.uncertain = attempts, uncertain
-        return error
 
-    def _budget_error(
-        self, method: str, path: str, attempts: int, uncertain: bool, err: BudgetUnavailable
-    ) -> SfoxRateBudgetError:
-        error = SfoxRateBudgetError(
+    def _budget_error(self, method: str, path: str, err: BudgetUnavailable) -> SfoxRateBudgetError:
+        return SfoxRateBudgetError(
             f"sFOX rate budget of connection {self.sfox_conn_id!r}: {err}; the request was not sent "
             "(never unpaced). A retry of the task resumes once the backend is back.",
             method=method,
             path=path,
         )
-        error.attempts, error.uncertain = attempts, uncertain
-        return error
 
     def _backoff(self, attempt: int) -> float:
         """Full-jitter exponential back-off: uniform in [0, min(cap, base * 2**(attempt-1))]."""

@@ -90,6 +90,9 @@ class LedgerState(_Text):
     FAILED = "failed"
     #: failed or not registered ``max_tries`` times: planned again only by a re-drive
     GAVE_UP = "gave_up"
+    #: its request was in flight when a task died, and ``hold_uncertain`` holds such rows for
+    #: review instead of sending again: planned again only by a re-drive (``uncertain``)
+    HELD = "held"
     #: the source row is invalid (``last_error`` says why); never sent
     REJECTED = "rejected"
 
@@ -103,7 +106,10 @@ VERIFIED_STATES: frozenset[LedgerState] = frozenset({LedgerState.ALREADY_VERIFIE
 #: Outcomes of this run's requests counted against its failure threshold, beside newly rejected
 #: rows: sFOX refused the request, or does not know the user (404). Later runs try them again.
 FAILED_STATES: frozenset[LedgerState] = frozenset({LedgerState.FAILED, LedgerState.NOT_REGISTERED})
-#: The ``redrive`` choice for failed or not registered channels whose request's answer was lost.
+#: Planned again only when a re-drive names them: retries ran out, or held for review.
+REDRIVE_ONLY_STATES: frozenset[LedgerState] = frozenset({LedgerState.GAVE_UP, LedgerState.HELD})
+#: The ``redrive`` choice for channels whose request's answer was lost: ``held`` ones, and
+#: ``failed`` or ``not_registered`` ones marked uncertain.
 UNCERTAIN = "uncertain"
 #: What the ``redrive`` param may queue again at once: three ledger states, and ``uncertain``.
 REDRIVE_CHOICES: tuple[str, ...] = (
@@ -112,6 +118,20 @@ REDRIVE_CHOICES: tuple[str, ...] = (
     LedgerState.NOT_REGISTERED.value,
     UNCERTAIN,
 )
+
+
+class AttemptOutcome(_Text):
+    """What one HTTP request of the onboarding engine came to, as the attempts table records it."""
+
+    #: the last request of a call: the call's ledger outcome
+    SENT = "sent"
+    ALREADY_VERIFIED = "already_verified"
+    NOT_REGISTERED = "not_registered"
+    FAILED = "failed"
+    #: an earlier request of a call, retried by the hook (5xx, 429, connection error, timeout)
+    RETRIED = "retried"
+    #: claimed (about to be sent, perhaps sent) when its task died: recorded by the next try
+    LOST = "lost"
 
 
 class RunStatus(_Text):

@@ -115,6 +115,25 @@ def onboarding_params(**overrides: Any) -> dict[str, Param]:
             ),
             section=WHO,
         ),
+        "hold_uncertain": Param(
+            d["hold_uncertain"],
+            type="boolean",
+            title="Hold requests lost in a crash",
+            description=(
+                "A user whose request was in flight when its task died may have been sent a code: "
+                "off, it is sent again (at least once); on, it is held for review until a re-drive "
+                "of uncertain. Either way it is counted as uncertain."
+            ),
+            section=WHAT,
+        ),
+        "attempts_retention_days": Param(
+            d["attempts_retention_days"],
+            type="integer",
+            minimum=1,
+            title="Keep request history (days)",
+            description="Each plan deletes the per-request history (the attempts table) older than this.",
+            section=SAFETY,
+        ),
         "chunk_size": Param(
             d["chunk_size"],
             type="integer",

@@ -40,6 +40,7 @@ from airflow_sfox.onboarding.model import (
     DONE_STATES,
     FAILED_STATES,
     REDRIVE_CHOICES,
+    REDRIVE_ONLY_STATES,
     UNCERTAIN,
     VERIFIED_STATES,
     AccountType,
@@ -123,6 +124,9 @@ class OnboardingConfig:
         try (the last applies to later ones).
     :param redrive: queue these at once, whatever their wait or tries: ``failed``, ``gave_up``,
         ``not_registered``, ``uncertain`` (with ``user_ids``: only those users).
+    :param hold_uncertain: a user whose request was in flight when its task died is ``held``
+        for review (until a re-drive of ``uncertain``) instead of sent again.
+    :param attempts_retention_days: attempts older than this are pruned by each plan.
     :param failure_threshold: the run fails when failed plus rejected exceed this share.
     :param dry_run: plan and report, write and send nothing.
     """
@@ -137,6 +141,8 @@ class OnboardingConfig:
     max_tries: int = 4
     retry_wait_hours: list[float] = field(default_factory=lambda: [1.0, 4.0, 24.0])
     redrive: list[str] = field(default_factory=list)
+    hold_uncertain: bool = False
+    attempts_retention_days: int = 90
     failure_threshold: float = 0.05
     dry_run: bool = False
 
@@ -146,7 +152,7 @@ class OnboardingConfig:
             raise ValueError(
                 f"channels must be a non-empty subset of {[str(c) for c in CHANNELS]}, got {self.channels!r}"
             )
-        for name in ("chunk_size", "max_chunks", "max_sends", "max_tries"):
+        for name in ("chunk_size", "max_chunks", "max_sends", "max_tries", "attempts_retention_days"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)!r}")
         if self.max_users is not None and self.max_users < 0:
@@ -257,7 +263,7 @@ class _Chunker:
         return chunk
 
 
-def _descriptors(chunkers: list[_Chunker], max_chunks: int) -> list[dict[str, Any]]:
+def _descriptors(chunkers: list[_Chunker], max_chunks: int, *, hold_uncertain: bool) -> list[dict[str, Any]]:
     total = sum(len(c.per_chunk) for c in chunkers)
     group = max(1, math.ceil(total / max_chunks))
     out: list[dict[str, Any]] = []
@@ -275,6 +281,7 @@ def _descriptors(chunkers: list[_Chunker], max_chunks: int) -> list[dict[str, An
                     "chunks": [first, last],
                     "label": f"{chunker.account_type} {start}-{end}",
                     "users": end - start + 1,
+                    "hold_uncertain": hold_uncertain,
                     # Codes due per channel: a step with none is skipped, saying why.
                     **{str(channel): counts[str(channel)] for channel in CHANNELS},
                 }
@@ -530,7 +537,7 @@ class Planner:
             return []
         if self._redriven(ledger):
             return self._due(channel, "redrive")
-        if ledger.state == LedgerState.GAVE_UP:
+        if ledger.state in REDRIVE_ONLY_STATES:
             return []
         if ledger.state in FAILED_STATES:
             return self._retry(user, channel, ledger)
@@ -552,9 +559,10 @@ class Planner:
         return [str(channel)]
 
     def _redriven(self, ledger: _LedgerState) -> bool:
-        """Whether the ``redrive`` param queues this channel at once (uncertain: failed ones only)."""
+        """Whether the ``redrive`` param queues this channel at once (uncertain: held, or failed ones)."""
         redrive = self.config.redrive
-        uncertain = UNCERTAIN in redrive and ledger.uncertain and ledger.state in FAILED_STATES
+        lost = ledger.state == LedgerState.HELD or (ledger.uncertain and ledger.state in FAILED_STATES)
+        uncertain = UNCERTAIN in redrive and lost
         return ledger.state in redrive or bool(uncertain)
 
     def _retry(self, user: SourceUser, channel: str, ledger: _LedgerState) -> list[str]:
@@ -633,6 +641,12 @@ class Planner:
         counts["rejected_reasons"] = dict(self.reasons.most_common())
         counts["dry_run"] = self.config.dry_run
         chunks = (
-            [] if self.config.dry_run else _descriptors(list(self.chunkers.values()), self.config.max_chunks)
+            []
+            if self.config.dry_run
+            else _descriptors(
+                list(self.chunkers.values()),
+                self.config.max_chunks,
+                hold_uncertain=self.config.hold_uncertain,
+            )
         )
         return Plan(chunks=chunks, counts=counts)

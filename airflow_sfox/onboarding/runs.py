@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from airflow_sfox._compat import AirflowException
@@ -103,6 +104,11 @@ def plan_run(
     if retries:  # failed and not registered users: tried again, still waiting, given up, re-driven
         log.info("Retries across runs: %s", ", ".join(f"{k} {v}" for k, v in retries.items()))
     if not config.dry_run:
+        pruned = warehouse.prune_attempts(
+            older_than=started_at - timedelta(days=config.attempts_retention_days)
+        )
+        if pruned:
+            log.info("Pruned %d attempts older than %d days", pruned, config.attempts_retention_days)
         warehouse.forget_steps(run_id)
         warehouse.write_run(
             {

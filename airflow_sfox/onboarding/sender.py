@@ -1,21 +1,24 @@
 """
 Sending: the queued work of one chunk, through one hook and a small thread pool.
 
-Outcomes are committed to the ledger as they arrive (one commit per batch of whatever
-finished since the last one), so a worker that dies loses at most the outcomes of the
-requests in flight: those users stay ``queued`` and are sent again by a retry or a later
-run (at-least-once; each such duplicate shows as a second request in sFOX's records).
+Each user is claimed in the ledger just before its request goes out, and its outcome is
+committed as it arrives (one commit per batch of whatever finished since the last one, which
+also claims the next users), so a worker that dies leaves at most ``threads`` claims: the
+requests in flight. The next try of the step (a task retry, or a later run) finds them,
+records each as a ``lost`` attempt and marks it uncertain, and sends it again (at-least-once;
+each such duplicate shows as a second request in sFOX's records) or holds it for review.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import queue
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from airflow_sfox.exceptions import (
@@ -29,7 +32,7 @@ from airflow_sfox.onboarding.model import LedgerState
 from airflow_sfox.onboarding.warehouse import Outcome, utcnow
 
 if TYPE_CHECKING:
-    from airflow_sfox.hooks.sfox import SfoxConnectHook
+    from airflow_sfox.hooks.sfox import SfoxConnectHook, SfoxResult
     from airflow_sfox.onboarding.warehouse import Warehouse
 
 log = logging.getLogger(__name__)
@@ -69,12 +72,16 @@ class ChunkStats:
     queued: int = 0
     outcomes: dict[str, int] = field(default_factory=dict)
     uncertain: int = 0
+    #: users an earlier try of this step left claimed (in flight when it died)
+    lost: int = 0
     requests: int = 0
     rate_limited: int = 0
     seconds: float = 0.0
     #: Thread-seconds spent waiting for the shared rate budget, and in 429 pauses.
     budget_wait_seconds: float = 0.0
     pause_seconds: float = 0.0
+    #: why the step sent nothing, when it sent nothing
+    note: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready."""
@@ -85,23 +92,35 @@ def _outcome(hook: SfoxConnectHook, user_id: str, channel: str) -> Outcome:
     started = utcnow()
 
     def outcome(
-        state: LedgerState, status: int | None, error: str | None, attempts: int, uncertain: bool
+        state: LedgerState, answer: SfoxResult | SfoxError | None, error: str | None = None
     ) -> Outcome:
-        return Outcome(user_id, channel, state, status, error, attempts, uncertain, started)
+        if answer is None:
+            return Outcome(user_id, channel, state, None, error, 0, False, started)
+        return Outcome(
+            user_id,
+            channel,
+            state,
+            answer.status_code,
+            error,
+            answer.attempts,
+            answer.uncertain,
+            started,
+            tuple(answer.trail),
+        )
 
     try:
         result = hook.send_verification_result(user_id, channel)
     except SfoxAuthError:
         raise  # the token is wrong or revoked: stop the chunk, leave the rest queued
     except SfoxAlreadyVerifiedError as err:
-        return outcome(LedgerState.ALREADY_VERIFIED, err.status_code, None, err.attempts, err.uncertain)
+        return outcome(LedgerState.ALREADY_VERIFIED, err)
     except SfoxNotFoundError as err:
-        return outcome(LedgerState.NOT_REGISTERED, err.status_code, err.message, err.attempts, err.uncertain)
+        return outcome(LedgerState.NOT_REGISTERED, err, err.message)
     except SfoxError as err:
-        return outcome(LedgerState.FAILED, err.status_code, str(err)[:255], err.attempts, err.uncertain)
+        return outcome(LedgerState.FAILED, err, str(err)[:255])
     except ValueError as err:  # the hook refused the user_id: validation should have caught it
-        return outcome(LedgerState.REJECTED, None, str(err)[:255], 0, False)
-    return outcome(LedgerState.SENT, result.status_code, None, result.attempts, result.uncertain)
+        return outcome(LedgerState.REJECTED, None, str(err)[:255])
+    return outcome(LedgerState.SENT, result)
 
 
 def send_chunk(
@@ -112,10 +131,16 @@ def send_chunk(
     chunk: dict[str, Any],
     channel: str,
     threads: int = DEFAULT_THREADS,
+    hold_uncertain: bool = False,
     progress_every: float = PROGRESS_EVERY,
 ) -> ChunkStats:
     """
     Send the queued ``channel`` codes of one chunk descriptor and record every outcome.
+
+    Each user is claimed in the ledger (committed) just before its request goes out, so at most
+    ``threads`` claims are open at once. Claims left by a try that died are recorded first: each
+    as a ``lost`` attempt, its row marked uncertain, then sent again (at-least-once) or, with
+    ``hold_uncertain``, ``held`` for review.
 
     :param warehouse: where the ledger is.
     :param hook: the sFOX hook (its rate budget, shared with every hook of the scope, bounds the rate).
@@ -123,84 +148,38 @@ def send_chunk(
     :param chunk: a descriptor made by the planner.
     :param channel: ``email`` or ``sms``.
     :param threads: concurrent requests.
+    :param hold_uncertain: hold the users a dead try left claimed instead of sending them again.
     :param progress_every: seconds between progress log lines.
     :raises SfoxAuthError: the token was refused; outcomes so far are recorded first.
     """
     first, last = chunk["chunks"]
-    user_ids = warehouse.queued(run_id, chunk["account_type"], channel, (first, last))
-    stats = ChunkStats(channel=channel, label=chunk["label"], queued=len(user_ids))
-    if not user_ids:
-        log.info("%s %s: nothing queued", chunk["label"], channel)
+    queued = warehouse.queued(run_id, chunk["account_type"], channel, (first, last))
+    stats = ChunkStats(channel=channel, label=chunk["label"], queued=len(queued))
+    if not queued:
+        stats.note = "nothing queued: every user of this step was already recorded by an earlier try"
+        log.info("%s %s: %s", chunk["label"], channel, stats.note)
         return stats
-    # Each job puts exactly one item: an Outcome, the error that stops the chunk, or None
-    # for a job skipped after the stop. The calling thread owns the DB connection.
-    results: queue.Queue[Outcome | BaseException | None] = queue.Queue()
-    stop = threading.Event()
+    lost = [claim for claim in queued if claim.run_id is not None]
+    user_ids = [claim.user_id for claim in queued if claim.run_id is None or not hold_uncertain]
     requests_before = hook.stats.as_dict()
     started = time.monotonic()
-
-    # A request may start only while fewer than `threads` outcomes wait for their commit: if
-    # the ledger stalls or dies, at most that many codes go out unrecorded.
-    uncommitted = threading.Semaphore(threads)
-
-    def work(user_id: str) -> None:
-        uncommitted.acquire()
-        if stop.is_set():
-            results.put(None)
-            return
-        try:
-            results.put(_outcome(hook, user_id, channel))
-        except BaseException as err:  # noqa: BLE001 - handed to the calling thread, re-raised there
-            stop.set()
-            results.put(err)
-
-    failure: BaseException | None = None
-    next_progress = started + progress_every
-
-    def record(conn: Any, batch: list[Outcome]) -> None:
-        warehouse.record_outcomes(conn, batch)
-        conn.commit()
-        for outcome in batch:
-            state = str(outcome.state)
-            stats.outcomes[state] = stats.outcomes.get(state, 0) + 1
-            stats.uncertain += outcome.uncertain
-
     with warehouse.connect() as conn:
-        # The first request goes alone: a refused token then costs one request, not one per thread.
-        record(conn, [_outcome(hook, user_ids[0], channel)])
-        done = 1
-        with ThreadPoolExecutor(threads, thread_name_prefix="sfox-send") as pool:
-            try:
-                for user_id in user_ids[1:]:
-                    pool.submit(work, user_id)
-                pending = len(user_ids) - 1
-                while pending:
-                    items = [results.get()]
-                    while True:
-                        try:
-                            items.append(results.get_nowait())
-                        except queue.Empty:
-                            break
-                    pending -= len(items)
-                    batch = [item for item in items if isinstance(item, Outcome)]
-                    failure = failure or next((i for i in items if isinstance(i, BaseException)), None)
-                    record(conn, batch)
-                    for _ in items:
-                        uncommitted.release()
-                    done += len(batch)
-                    now = time.monotonic()
-                    if now >= next_progress or not pending:
-                        made = hook.stats.as_dict()["requests"] - requests_before["requests"]
-                        _progress(chunk["label"], channel, done, len(user_ids), stats, made, now - started)
-                        next_progress = now + progress_every
-            except BaseException:
-                # The ledger is gone (or the task is being killed): send nothing more that
-                # could not be recorded; wake the jobs waiting for a slot so they end.
-                stop.set()
-                for _ in range(threads):
-                    uncommitted.release()
-                pool.shutdown(wait=True, cancel_futures=True)
-                raise
+        if lost:
+            warehouse.record_lost(conn, lost, channel=channel, hold=hold_uncertain)
+            conn.commit()
+            stats.lost = len(lost)
+            if hold_uncertain:
+                stats.outcomes[LedgerState.HELD.value] = len(lost)
+            log.warning(
+                "%s %s: %d users were being sent when an earlier try died; marked uncertain and %s",
+                chunk["label"],
+                channel,
+                len(lost),
+                "held for review (hold_uncertain)" if hold_uncertain else "sent again",
+            )
+        sender = _ChunkSender(warehouse, hook, conn, run_id=run_id, channel=channel, stats=stats)
+        sender.resent = set() if hold_uncertain else {claim.user_id for claim in lost}
+        failure = sender.send(user_ids, threads=threads, progress_every=progress_every, started=started)
     stats.seconds = time.monotonic() - started
     after = hook.stats.as_dict()
     stats.requests = after["requests"] - requests_before["requests"]
@@ -209,10 +188,123 @@ def send_chunk(
         setattr(stats, waited, round(after[waited] - requests_before[waited], 3))
     if failure is not None:
         log.error(
-            "%s %s stopped after %d of %d users: %s", chunk["label"], channel, done, len(user_ids), failure
+            "%s %s stopped after %d of %d users: %s",
+            chunk["label"],
+            channel,
+            sender.done,
+            len(user_ids),
+            failure,
         )
         raise failure
     return stats
+
+
+class _ChunkSender:
+    """
+    One chunk step's requests: claim, send on a thread pool, record. The calling thread owns
+    the DB connection; each job puts exactly one item on ``results``: an Outcome, the error that
+    stops the chunk, or None for a job skipped after the stop.
+    """
+
+    def __init__(
+        self,
+        warehouse: Warehouse,
+        hook: SfoxConnectHook,
+        conn: Any,
+        *,
+        run_id: str,
+        channel: str,
+        stats: ChunkStats,
+    ) -> None:
+        self.warehouse, self.hook, self.conn = warehouse, hook, conn
+        self.run_id, self.channel, self.stats = run_id, channel, stats
+        self.results: queue.Queue[tuple[str, Outcome | BaseException | None]] = queue.Queue()
+        self.stop = threading.Event()
+        #: users sent again after a dead try's claim: their outcome is uncertain
+        self.resent: set[str] = set()
+        self.done = 0
+        self.requests_before = hook.stats.as_dict()["requests"]
+
+    def _work(self, user_id: str) -> None:
+        if self.stop.is_set():
+            self.results.put((user_id, None))
+            return
+        try:
+            self.results.put((user_id, _outcome(self.hook, user_id, self.channel)))
+        except BaseException as err:  # noqa: BLE001 - handed to the calling thread, re-raised there
+            self.stop.set()
+            self.results.put((user_id, err))
+
+    def _commit(self, outcomes: list[Outcome], skipped: list[str], claim: list[str]) -> None:
+        """Record outcomes, release the claims of skipped users, claim the next ones: one commit."""
+        outcomes = [replace(o, uncertain=True) if o.user_id in self.resent else o for o in outcomes]
+        warehouse, conn = self.warehouse, self.conn
+        warehouse.record_outcomes(conn, outcomes, run_id=self.run_id)
+        warehouse.unclaim(conn, skipped, channel=self.channel)
+        warehouse.claim(conn, claim, channel=self.channel, run_id=self.run_id)
+        conn.commit()
+        for outcome in outcomes:
+            state = str(outcome.state)
+            self.stats.outcomes[state] = self.stats.outcomes.get(state, 0) + 1
+            self.stats.uncertain += outcome.uncertain
+        self.done += len(outcomes)
+
+    def send(
+        self, user_ids: list[str], *, threads: int, progress_every: float, started: float
+    ) -> BaseException | None:
+        """Send every user; return the error that stopped the chunk (outcomes so far recorded)."""
+        if not user_ids:
+            return None
+        todo = iter(user_ids)
+        # The first request goes alone: a refused token then costs one request, not one per thread.
+        self._commit([], [], [user_ids[0]])
+        next(todo)
+        try:
+            first = _outcome(self.hook, user_ids[0], self.channel)
+        except BaseException:
+            self._commit([], [user_ids[0]], [])  # refused (the token): nothing went out
+            raise
+        batch = list(itertools.islice(todo, threads))
+        self._commit([first], [], batch)
+        failure: BaseException | None = None
+        next_progress = started + progress_every
+        with ThreadPoolExecutor(threads, thread_name_prefix="sfox-send") as pool:
+            try:
+                in_flight = 0
+                while batch or in_flight:
+                    for user_id in batch:
+                        pool.submit(self._work, user_id)
+                    in_flight += len(batch)
+                    items = [self.results.get()]
+                    while True:
+                        try:
+                            items.append(self.results.get_nowait())
+                        except queue.Empty:
+                            break
+                    in_flight -= len(items)
+                    failure = failure or next((i for _, i in items if isinstance(i, BaseException)), None)
+                    # A slot freed is a claim for the next user, in the same commit.
+                    batch = [] if self.stop.is_set() else list(itertools.islice(todo, len(items)))
+                    self._commit(
+                        [i for _, i in items if isinstance(i, Outcome)],
+                        [uid for uid, i in items if not isinstance(i, Outcome)],
+                        batch,
+                    )
+                    now = time.monotonic()
+                    if now >= next_progress or not (batch or in_flight):
+                        self._progress(len(user_ids), now - started)
+                        next_progress = now + progress_every
+            except BaseException:
+                # The ledger is gone (or the task is being killed): send nothing more that
+                # could not be recorded; the claims stay for the next try to find.
+                self.stop.set()
+                pool.shutdown(wait=True, cancel_futures=True)
+                raise
+        return failure
+
+    def _progress(self, total: int, elapsed: float) -> None:
+        made = self.hook.stats.as_dict()["requests"] - self.requests_before
+        _progress(self.stats.label, self.channel, self.done, total, self.stats, made, elapsed)
 
 
 def _progress(

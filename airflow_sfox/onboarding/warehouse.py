@@ -12,6 +12,9 @@ Tables (created when missing, with their indexes, optionally in a schema of thei
 
 * ledger: one row per (``user_id``, ``channel``) with the state of that verification, one of
   :class:`~airflow_sfox.onboarding.model.LedgerState`;
+* attempts, ``<ledger>_attempts``: append-only, one row per HTTP request the engine made to
+  sFOX (its time, status, outcome, whether it may have sent a code unseen; no email or phone),
+  pruned after the ``attempts_retention_days`` param; the ledger's counters add up from it;
 * runs: one row per run; beside it, ``<runs>_steps``: one row per chunk step that finished
   (a step retried or cleared after it finished is counted once);
 * snapshot: sFOX's users as one plan read them (account type, status, which channels are still
@@ -38,7 +41,7 @@ from sqlalchemy.sql.elements import quoted_name
 from sqlalchemy.types import TypeDecorator
 
 from airflow_sfox.defaults import LEDGER_TABLE, RUNS_TABLE, SNAPSHOT_TABLE
-from airflow_sfox.onboarding.model import CHANNELS, FAILED_STATES, LedgerState
+from airflow_sfox.onboarding.model import CHANNELS, FAILED_STATES, AttemptOutcome, LedgerState
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -47,6 +50,8 @@ if TYPE_CHECKING:
     from sqlalchemy.engine import Connection, Dialect, Engine
     from sqlalchemy.sql.dml import Insert
     from sqlalchemy.sql.elements import ColumnElement
+
+    from airflow_sfox.hooks.sfox import Attempt
 
 #: A table or column name given as a parameter: plain or schema-qualified identifiers only.
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?$")
@@ -98,6 +103,14 @@ _FUNNEL_INDEX = ("account_type", "channel", "state", "user_id")
 _STATE_INDEX = ("state", "updated_at", "last_error")
 #: The sender's reads: the queued users of one run's chunks.
 _RUN_INDEX = ("run_id", "account_type", "chunk", "channel", "state")
+#: The attempts table's reads: one user's timeline, one run's outcomes, and the retention prune.
+_ATTEMPT_INDEXES = {
+    "user": ("user_id", "channel", "attempted_at"),
+    "run": ("run_id", "outcome"),
+    "time": ("attempted_at",),
+}
+#: Why a claimed request has no recorded answer.
+LOST_ERROR = "in flight when its task died: the request may have reached sFOX"
 
 
 def _index_prefix(table: str) -> str:
@@ -249,8 +262,8 @@ def define_tables(
     ledger: tuple[str | None, str],
     runs: tuple[str | None, str],
     snapshot: tuple[str | None, str],
-) -> tuple[sa.Table, sa.Table, sa.Table, sa.Table]:
-    """The ledger, run, run-step and snapshot tables with their indexes, in ``metadata``."""
+) -> tuple[sa.Table, sa.Table, sa.Table, sa.Table, sa.Table]:
+    """The ledger, attempts, run, run-step and snapshot tables with their indexes, in ``metadata``."""
     ledger_schema, ledger_name = ledger
     prefix = _index_prefix(ledger_name if ledger_schema is None else f"{ledger_schema}.{ledger_name}")
     ledger_t = sa.Table(
@@ -319,7 +332,36 @@ def define_tables(
         schema=runs[0],
         mysql_charset="utf8mb4",
     )
-    return ledger_t, runs_t, steps_t, snapshot_table(metadata, *snapshot)
+    return ledger_t, attempts_table(metadata, *ledger), runs_t, steps_t, snapshot_table(metadata, *snapshot)
+
+
+def attempts_table(metadata: sa.MetaData, schema: str | None, ledger_name: str) -> sa.Table:
+    """
+    ``<ledger>_attempts``: one row per HTTP request of the engine, never updated.
+
+    ``attempt`` numbers the requests of one call (1, then the hook's retries); ``outcome`` is an
+    :class:`~airflow_sfox.onboarding.model.AttemptOutcome`; ``uncertain`` = the request may have
+    reached sFOX without its answer reaching us.
+    """
+    name = f"{ledger_name}_attempts"
+    prefix = _index_prefix(name if schema is None else f"{schema}.{name}")
+    return sa.Table(
+        _name(name),
+        metadata,
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True),
+        sa.Column("user_id", UserId(), nullable=False),
+        sa.Column("channel", sa.String(8), nullable=False),
+        sa.Column("run_id", sa.String(250)),
+        sa.Column("attempted_at", Timestamp(), nullable=False),
+        sa.Column("attempt", sa.Integer, nullable=False),
+        sa.Column("status", sa.Integer),
+        sa.Column("outcome", sa.String(24), nullable=False),
+        sa.Column("uncertain", sa.Integer, nullable=False, server_default="0"),
+        sa.Column("error", sa.String(255)),
+        *(sa.Index(f"{prefix}_{key}", *columns) for key, columns in _ATTEMPT_INDEXES.items()),
+        schema=schema,
+        mysql_charset="utf8mb4",
+    )
 
 
 def snapshot_table(
@@ -442,9 +484,11 @@ class Warehouse:
         if self.dialect == "sqlite":
             sa.event.listen(self.engine, "connect", _sqlite_pragmas)
         self.metadata = sa.MetaData()
-        self.ledger_t, self.runs_t, self.steps_t, self.snapshot_t = define_tables(
+        self.ledger_t, self.attempts_t, self.runs_t, self.steps_t, self.snapshot_t = define_tables(
             self.metadata, ledger=ledger, runs=runs, snapshot=snapshot
         )
+        #: The attempts table's qualified name (``<ledger>_attempts``).
+        self.attempts = f"{self.ledger}_attempts"
         #: The DB-API placeholder of the driver, for raw SQL through ``conn.exec_driver_sql``.
         self.ph = "?" if self.engine.dialect.paramstyle in ("qmark", "numeric") else "%s"
 
@@ -497,7 +541,7 @@ class Warehouse:
     # --- schema -------------------------------------------------------------------------------
 
     def create_tables(self) -> None:
-        """Create the schema, the ledger, run and snapshot tables and their indexes when missing."""
+        """Create the schema, the onboarding tables and their indexes when missing."""
         with self.engine.begin() as conn:
             schemas = {t.schema for t in self.metadata.tables.values() if t.schema is not None}
             if schemas:
@@ -578,8 +622,13 @@ class Warehouse:
         statement = self.upsert(self.ledger_t, ("user_id", "channel"), updates)
         conn.execute(statement, [{**dict(zip(names, row, strict=True)), "updated_at": now} for row in rows])
 
-    def record_outcomes(self, conn: Connection, outcomes: Sequence[Outcome]) -> None:
-        """Write the outcomes of send requests (one UPDATE per outcome, one commit by the caller)."""
+    def record_outcomes(self, conn: Connection, outcomes: Sequence[Outcome], *, run_id: str) -> None:
+        """
+        Write the outcomes of send requests, releasing their claims, and append their HTTP
+        requests to the attempts table (one UPDATE per outcome; the caller commits).
+
+        :param run_id: the run whose chunk step sent them.
+        """
         if not outcomes:
             return
         t = self.ledger_t
@@ -599,6 +648,8 @@ class Warehouse:
                 last_request_at=p("o_at2", type_=Timestamp()),
                 last_sent_at=sa.func.coalesce(p("o_sent_at", type_=Timestamp()), t.c.last_sent_at),
                 updated_at=p("o_at3", type_=Timestamp()),
+                claimed_by=None,
+                claimed_at=None,
             )
         )
         params = []
@@ -623,6 +674,82 @@ class Warehouse:
                 }
             )
         conn.execute(statement, params)
+        rows = [row for o in outcomes for row in _attempt_rows(o, run_id)]
+        if rows:
+            conn.execute(sa.insert(self.attempts_t), rows)
+
+    def claim(self, conn: Connection, user_ids: Sequence[str], *, channel: str, run_id: str) -> None:
+        """
+        Mark queued users as being sent by a run (the caller commits before their requests go
+        out): a try that dies leaves the claims for the next one to find (:meth:`record_lost`).
+        """
+        self._set_claim(conn, user_ids, channel, run_id, utcnow())
+
+    def unclaim(self, conn: Connection, user_ids: Sequence[str], *, channel: str) -> None:
+        """Release the claims of users whose requests were not sent after all."""
+        self._set_claim(conn, user_ids, channel, None, None)
+
+    def _set_claim(
+        self, conn: Connection, user_ids: Sequence[str], channel: str, run_id: str | None, at: datetime | None
+    ) -> None:
+        if not user_ids:
+            return
+        t = self.ledger_t
+        statement = (
+            sa.update(t)
+            .where(t.c.user_id == sa.bindparam("c_user_id", type_=UserId()), t.c.channel == str(channel))
+            .values(claimed_by=run_id, claimed_at=at)
+        )
+        conn.execute(statement, [{"c_user_id": user_id} for user_id in user_ids])
+
+    def record_lost(self, conn: Connection, claims: Sequence[Claim], *, channel: str, hold: bool) -> None:
+        """
+        Record claims a dead try left: each is an attempt that may have sent a code (``lost``,
+        uncertain), and its ledger row is marked uncertain; with ``hold`` the row is ``held`` for
+        review instead of staying queued (the caller commits).
+        """
+        if not claims:
+            return
+        t = self.ledger_t
+        now = utcnow()
+        values: dict[str, Any] = {
+            "attempts": t.c.attempts + 1,
+            "uncertain": 1,
+            "claimed_by": None,
+            "claimed_at": None,
+            "updated_at": now,
+        }
+        if hold:
+            values.update(state=LedgerState.HELD.value, last_error=f"held for review: {LOST_ERROR}")
+        statement = (
+            sa.update(t)
+            .where(t.c.user_id == sa.bindparam("c_user_id", type_=UserId()), t.c.channel == str(channel))
+            .values(values)
+        )
+        conn.execute(statement, [{"c_user_id": claim.user_id} for claim in claims])
+        rows = [
+            {
+                "user_id": claim.user_id,
+                "channel": str(channel),
+                "run_id": claim.run_id,
+                "attempted_at": claim.at or now,
+                "attempt": 1,
+                "status": None,
+                "outcome": AttemptOutcome.LOST.value,
+                "uncertain": 1,
+                "error": LOST_ERROR,
+            }
+            for claim in claims
+        ]
+        conn.execute(sa.insert(self.attempts_t), rows)
+
+    def prune_attempts(self, *, older_than: datetime) -> int:
+        """Delete attempts made before ``older_than`` (the retention param); returns how many."""
+        t = self.attempts_t
+        with self.connect() as conn:
+            deleted = conn.execute(sa.delete(t).where(t.c.attempted_at < older_than)).rowcount
+            conn.commit()
+        return int(deleted or 0)
 
     # --- snapshot -----------------------------------------------------------------------------
 
@@ -689,11 +816,14 @@ class Warehouse:
 
     # --- ledger reads -------------------------------------------------------------------------
 
-    def queued(self, run_id: str, account_type: str, channel: str, chunks: tuple[int, int]) -> list[str]:
-        """The user_ids still queued in a range of chunks of a run, in order."""
+    def queued(self, run_id: str, account_type: str, channel: str, chunks: tuple[int, int]) -> list[Claim]:
+        """
+        The users still queued in a range of chunks of a run, in user_id order, each with the
+        claim an earlier try left on it, if any (``run_id`` ``None``: not claimed).
+        """
         t = self.ledger_t
         statement = (
-            sa.select(t.c.user_id)
+            sa.select(t.c.user_id, t.c.claimed_by, t.c.claimed_at)
             .where(
                 t.c.run_id == run_id,
                 t.c.account_type == str(account_type),
@@ -704,7 +834,7 @@ class Warehouse:
             .order_by(t.c.user_id)
         )
         with self.connect() as conn:
-            return [str(user_id) for user_id in conn.execute(statement).scalars()]
+            return [Claim(str(uid), by, parse_ts(at)) for uid, by, at in conn.execute(statement)]
 
     def run_counts(self, run_id: str) -> dict[tuple[str, str], int]:
         """Ledger rows last touched by a run, counted by (channel, state)."""
@@ -794,8 +924,13 @@ class Warehouse:
 
 def newer_ledger_columns() -> list[sa.Column[Any]]:
     """Ledger columns added after the first version: added to older tables by create_tables."""
-    # Tries in a row that ended failed or not registered: the wait before the next, when to give up.
-    return [sa.Column("failures", sa.Integer, nullable=False, server_default="0")]
+    return [
+        # Tries in a row that ended failed or not registered: the wait before the next, when to give up.
+        sa.Column("failures", sa.Integer, nullable=False, server_default="0"),
+        # The run whose chunk step is sending this row's request, and since when (see Warehouse.claim).
+        sa.Column("claimed_by", sa.String(250)),
+        sa.Column("claimed_at", Timestamp()),
+    ]
 
 
 def newer_run_columns() -> list[sa.Column[Any]]:
@@ -830,6 +965,7 @@ class Outcome:
     :param attempts: HTTP requests made.
     :param uncertain: a code may have been sent without our knowing.
     :param requested_at: when the request started.
+    :param trail: each HTTP request of the call (the hook's records), for the attempts table.
     """
 
     user_id: str
@@ -840,3 +976,38 @@ class Outcome:
     attempts: int
     uncertain: bool
     requested_at: datetime
+    trail: tuple[Attempt, ...] = ()
+
+
+@dataclass(frozen=True)
+class Claim:
+    """
+    A queued user as a chunk step reads it, with the claim a try that died left on it.
+
+    :param user_id: the user.
+    :param run_id: the run whose try claimed it (``None``: not claimed).
+    :param at: when it was claimed.
+    """
+
+    user_id: str
+    run_id: str | None = None
+    at: datetime | None = None
+
+
+def _attempt_rows(outcome: Outcome, run_id: str) -> list[dict[str, Any]]:
+    """The attempts-table rows of one outcome: its last request has the outcome, earlier ones were retried."""
+    last = len(outcome.trail)
+    return [
+        {
+            "user_id": outcome.user_id,
+            "channel": str(outcome.channel),
+            "run_id": run_id,
+            "attempted_at": attempt.at,
+            "attempt": number,
+            "status": attempt.status,
+            "outcome": str(outcome.state) if number == last else AttemptOutcome.RETRIED.value,
+            "uncertain": 1 if attempt.uncertain else 0,
+            "error": attempt.error and attempt.error[:255],
+        }
+        for number, attempt in enumerate(outcome.trail, start=1)
+    ]

@@ -124,7 +124,9 @@ class SendVerificationBatchOperator(BaseOperator):
     (counts, requests, 429s; no personal data).
 
     A chunk with no ``verification_type`` code due is skipped, and the skip says why (for
-    example: its individuals still wait for their email verification before any sms).
+    example: its individuals still wait for their email verification before any sms). Users a
+    try that died left claimed are sent again, marked uncertain, or held for review when the
+    descriptor says ``hold_uncertain`` (the run's param of that name).
 
     :param chunk: a chunk descriptor made by the planner. (templated)
     :param verification_type: ``"email"`` or ``"sms"``. (templated)
@@ -187,6 +189,7 @@ class SendVerificationBatchOperator(BaseOperator):
                     chunk=self.chunk,
                     channel=self.verification_type,
                     threads=self.threads or threads_for(hook.pacer_rate),
+                    hold_uncertain=bool(self.chunk.get("hold_uncertain", False)),
                 )
                 done = True
             except SfoxAuthError:

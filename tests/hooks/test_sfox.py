@@ -274,6 +274,43 @@ def test_retries_stop_at_the_retry_budget(make_hook, mock, clock, response, erro
     assert len(clock.waits) == mock.call_count - 1
 
 
+@pytest.mark.parametrize(
+    ("responses", "trail", "raises"),
+    [
+        ([{"json": OK_EMAIL}], [(200, None, False)], None),
+        (
+            [
+                {"status_code": 503, "json": {"error": "down"}},
+                {"exc": requests.ReadTimeout},
+                {"json": OK_EMAIL},
+            ],
+            [(503, "down", False), (None, "ReadTimeout", True), (200, None, False)],
+            None,
+        ),
+        (
+            [{"exc": requests.ConnectTimeout}, {"status_code": 404, "json": {"error": "no such user"}}],
+            [(None, "ConnectTimeout", False), (404, "no such user", False)],
+            SfoxNotFoundError,
+        ),
+        ([{"status_code": 200, "text": "<html>"}], [(200, "response is not JSON", False)], SfoxError),
+    ],
+    ids=["ok", "503-timeout-ok", "connect-timeout-404", "not-json"],
+)
+def test_every_request_of_a_call_is_in_its_trail(make_hook, mock, clock, responses, trail, raises):
+    mock.post(f"{SEND}u1", responses)
+    hook = make_hook()
+    if raises is None:
+        answer = hook.send_verification_result("u1", "email")
+    else:
+        with pytest.raises(raises) as caught:
+            hook.send_verification_result("u1", "email")
+        answer = caught.value
+    assert [(a.status, a.error, a.uncertain) for a in answer.trail] == trail
+    assert answer.attempts == len(answer.trail) == mock.call_count
+    assert answer.uncertain == any(a.uncertain for a in answer.trail)
+    assert all(a.at.tzinfo is not None for a in answer.trail)
+
+
 def test_no_retry_budget_means_one_attempt(make_hook, mock, clock):
     mock.post(f"{SEND}u1", status_code=500, json={"error": "x"})
     with pytest.raises(SfoxServerError):

@@ -1,8 +1,9 @@
-"""Sending one chunk against the real sandbox: outcomes, auth failure, uncertain sends."""
+"""Sending one chunk against the real sandbox: outcomes, attempts, claims, auth failure, uncertain sends."""
 
 from __future__ import annotations
 
 import time
+from collections import Counter, defaultdict
 
 import pytest
 
@@ -72,6 +73,8 @@ def test_revoked_token_stops_the_chunk_fast_and_keeps_the_rest_queued(
     assert 1 <= len(unauthorized) <= 4  # at most the requests in flight
     states = [row["state"] for row in warehouse_db.ledger().values()]
     assert states.count("queued") == len(users)
+    # A refused request sent no code: its claim is released, and the next try sends it plainly.
+    assert warehouse_db.claimed() == set()
 
 
 def test_dropped_answers_are_marked_uncertain(planned, warehouse_db, sfox_sandbox):
@@ -89,6 +92,81 @@ def test_dropped_answers_are_marked_uncertain(planned, warehouse_db, sfox_sandbo
     assert uncertain  # the fault was hit
     assert stats.uncertain == len(uncertain)
     assert all(row["state"] == "sent" for row in ledger.values())
+
+
+def test_every_request_is_one_attempt_row_and_the_ledger_adds_up_from_them(
+    planned, warehouse_db, sfox_sandbox
+):
+    users = make_users(40, seed=9, corporation_share=0)
+    warehouse, chunks = planned(users, registered=users[:36])  # four unknown to sFOX (404)
+    sfox_sandbox.set_faults(error_503_rate=0.25, drop_rate=0.1)
+
+    with SfoxConnectHook(sleep=lambda s: time.sleep(s / 50)) as hook:
+        send_chunk(warehouse, hook, run_id="r1", chunk=chunks[0], channel="email", threads=4)
+
+    attempts = warehouse_db.attempts()
+    by_user = defaultdict(list)
+    for row in attempts:
+        by_user[row["user_id"]].append(row)
+    journal = Counter(e.user_id for e in sfox_sandbox.journal())
+    assert Counter({uid: len(rows) for uid, rows in by_user.items()}) == journal  # one row per request
+    assert {row["status"] for row in attempts} >= {200, 404, 503, None}  # the faults were hit
+    for (uid, _), row in warehouse_db.ledger().items():
+        trail = by_user[uid]
+        assert [a["attempt"] for a in trail] == list(range(1, len(trail) + 1))
+        assert [a["outcome"] for a in trail] == ["retried"] * (len(trail) - 1) + [row["state"]]
+        assert row["attempts"] == len(trail)
+        assert row["sends"] == sum(a["outcome"] == "sent" for a in trail)
+        assert row["uncertain"] == max(a["uncertain"] for a in trail)
+        assert {a["run_id"] for a in trail} == {"r1"}
+    assert not [a["error"] for a in attempts if a["error"] and "@" in a["error"]]  # no email in errors
+    assert warehouse_db.claimed() == set()
+
+
+@pytest.mark.parametrize("hold", [False, True], ids=["sent-again", "held"])
+def test_claims_left_by_a_dead_try_are_lost_attempts_marked_uncertain(
+    planned, warehouse_db, sfox_sandbox, hold
+):
+    users = make_users(20, seed=10, corporation_share=0)
+    warehouse, chunks = planned(users, registered=users)
+    dead = sorted(u[0] for u in users)[:3]
+    with warehouse.connect() as conn:  # a try claimed three users, then died before any answer
+        warehouse.claim(conn, dead, channel="email", run_id="r0")
+        conn.commit()
+
+    with SfoxConnectHook() as hook:
+        stats = send_chunk(
+            warehouse, hook, run_id="r1", chunk=chunks[0], channel="email", threads=4, hold_uncertain=hold
+        )
+
+    assert stats.lost == 3
+    ledger = warehouse_db.ledger()
+    attempts = warehouse_db.attempts()
+    lost = [
+        (a["user_id"], a["run_id"], a["status"], a["uncertain"]) for a in attempts if a["outcome"] == "lost"
+    ]
+    assert sorted(lost) == [(uid, "r0", None, 1) for uid in dead]
+    sent_to = Counter(e.user_id for e in sfox_sandbox.journal())
+    for uid in dead:
+        row = ledger[(uid, "email")]
+        assert row["uncertain"] == 1
+        if hold:  # held for review: no request, queued again only by a re-drive of uncertain
+            assert (row["state"], row["attempts"], sent_to[uid]) == ("held", 1, 0)
+        else:  # sent again: the attempts table shows both requests
+            assert (row["state"], row["sends"], row["attempts"], sent_to[uid]) == ("sent", 1, 2, 1)
+            assert [a["outcome"] for a in attempts if a["user_id"] == uid] == ["lost", "sent"]
+    others = [ledger[(u[0], "email")] for u in users if u[0] not in dead]
+    assert {(row["state"], row["uncertain"]) for row in others} == {("sent", 0)}
+    assert stats.uncertain == (0 if hold else 3)
+    assert stats.outcomes.get("held", 0) == (3 if hold else 0)
+    assert warehouse_db.claimed() == set()
+
+    if hold:
+        for redrive, due in (([], 0), (["uncertain"], 3)):
+            with SfoxConnectHook() as hook:
+                config = OnboardingConfig(chunk_size=1000, redrive=redrive, dry_run=True)
+                plan = Planner(warehouse, hook, config, run_id="r2").plan()
+            assert plan.counts["planned_users"] == due, redrive
 
 
 @pytest.mark.parametrize(

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 import sqlalchemy as sa
 
 from airflow_sfox.hooks.sfox import SfoxConnectHook
 from airflow_sfox.onboarding.planner import OnboardingConfig, OnboardingSource, Planner
 from airflow_sfox.onboarding.warehouse import (
+    Claim,
     UnsupportedDialectError,
     Warehouse,
     snapshot_row,
     snapshot_verified,
+    utcnow,
 )
 from tests.onboarding_data import sandbox_users
 
@@ -100,7 +104,8 @@ def test_look_alike_ids_are_different_users_everywhere(warehouse_db, sfox_sandbo
     }
     # The sender reads them back one by one, exactly.
     warehouse = Warehouse.from_conn_id("sfox_warehouse")
-    assert sorted(warehouse.queued("run-1", "corporation", "email", (0, 10))) == ["ABC", "abc", "abc "]
+    queued = warehouse.queued("run-1", "corporation", "email", (0, 10))
+    assert sorted(claim.user_id for claim in queued) == ["ABC", "abc", "abc "]
 
 
 def test_indexes_exist_after_create_tables(warehouse_db):
@@ -261,3 +266,18 @@ def test_the_planner_streams_users_through_iter_users_when_the_hook_has_it(wareh
 
     assert list(sfox_users(Streaming())) == [{"user_id": "a"}]  # type: ignore[arg-type]
     assert list(sfox_users(Listing())) == [{"user_id": "b"}]  # type: ignore[arg-type]
+
+
+def test_prune_attempts_deletes_only_what_is_older_than_the_retention(warehouse_db):
+    warehouse = Warehouse.from_conn_id("sfox_warehouse")
+    warehouse.create_tables()
+    now = utcnow()
+    ages = {"u-old": 91, "u-edge": 89, "u-new": 0}
+    with warehouse.connect() as conn:
+        claims = [Claim(uid, "r0", now - timedelta(days=days)) for uid, days in ages.items()]
+        warehouse.record_lost(conn, claims, channel="email", hold=False)
+        conn.commit()
+
+    assert warehouse.prune_attempts(older_than=now - timedelta(days=90)) == 1
+    assert sorted(row["user_id"] for row in warehouse_db.attempts()) == ["u-edge", "u-new"]
+    assert warehouse.prune_attempts(older_than=now - timedelta(days=90)) == 0

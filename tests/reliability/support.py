@@ -256,6 +256,8 @@ class Audit:
     #: requests other than the one bulk GET and sends to one path segment.
     stray_requests: list[str]
     lost_answers: int = 0
+    #: where the attempts table disagrees (see :func:`attempts_disagree`), when it was given
+    attempts_table: dict[str, list[str]] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -282,6 +284,7 @@ class Audit:
             "uncertain_rows": self.uncertain_rows,
             "attempts_mismatch": len(self.attempts_mismatch),
             "stray_requests": len(self.stray_requests),
+            "attempts_table": {check: len(uids) for check, uids in self.attempts_table.items()},
         }
 
 
@@ -291,6 +294,7 @@ def audit(
     valid_user_ids: Iterable[str],
     *,
     channel: str = "email",
+    attempts: Iterable[dict[str, Any]] | None = None,
 ) -> Audit:
     """
     Compare the ledger (``{(user_id, channel): row}``) with the sandbox journal.
@@ -299,6 +303,7 @@ def audit(
     :param ledger: the warehouse ledger (rows with ``state``, ``attempts``, ``uncertain``).
     :param valid_user_ids: the users that must end with a code.
     :param channel: the channel audited.
+    :param attempts: the attempts table's rows, to compare with both.
     """
     valid = list(valid_user_ids)
     entries = list(journal)
@@ -330,7 +335,41 @@ def audit(
         attempts_mismatch=mismatch,
         stray_requests=stray,
         lost_answers=sum(lost.values()),
+        attempts_table={} if attempts is None else attempts_disagree(attempts, rows, requests, channel),
     )
+
+
+def attempts_disagree(
+    attempts: Iterable[dict[str, Any]],
+    rows: dict[str, dict[str, Any]],
+    requests: Counter[str],
+    channel: str,
+) -> dict[str, list[str]]:
+    """
+    The users for whom the attempts table disagrees with the ledger's counters or the journal.
+
+    ``journal``: sFOX saw fewer requests than the rows that had an answer or more than all rows
+    (a ``lost`` row is a request claimed when its task died: it may or may not have gone out);
+    ``attempts``, ``sends``, ``uncertain``: the ledger's counter is not the rows' count, the
+    ``sent`` rows' count, or whether any row is uncertain.
+    """
+    trail: dict[str, list[dict[str, Any]]] = {}
+    for row in attempts:
+        if row["channel"] == channel:
+            trail.setdefault(row["user_id"], []).append(row)
+    checks: dict[str, list[str]] = {"journal": [], "attempts": [], "sends": [], "uncertain": []}
+    for uid in sorted(set(trail) | set(rows) | set(requests)):
+        mine, row = trail.get(uid, []), rows.get(uid, {})
+        answered = sum(1 for a in mine if a["outcome"] != "lost")
+        if not answered <= requests.get(uid, 0) <= len(mine):
+            checks["journal"].append(uid)
+        if int(row.get("attempts") or 0) != len(mine):
+            checks["attempts"].append(uid)
+        if int(row.get("sends") or 0) != sum(1 for a in mine if a["outcome"] == "sent"):
+            checks["sends"].append(uid)
+        if mine and int(row.get("uncertain") or 0) != max(int(a["uncertain"]) for a in mine):
+            checks["uncertain"].append(uid)
+    return {check: uids for check, uids in checks.items() if uids}
 
 
 def _allowed(entry: JournalEntry) -> bool:

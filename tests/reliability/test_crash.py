@@ -66,7 +66,9 @@ def test_kill_9_mid_chunk_then_rerun(airflow_db, warehouse_db, sfox_sandbox, mon
     rerun = load_dag(DAG_ID).test(run_conf=CONF)
     assert rerun.state == "success"
 
-    report = audit(sfox_sandbox.journal(), warehouse_db.ledger(), [u[0] for u in users])
+    ledger = warehouse_db.ledger()
+    attempts = warehouse_db.attempts()
+    report = audit(sfox_sandbox.journal(), ledger, [u[0] for u in users], attempts=attempts)
     facts = {**report.summary(), "unrecorded_at_kill": len(unrecorded)}
     assert report.missed == [], facts
     assert report.not_done_in_ledger == [], facts
@@ -74,4 +76,13 @@ def test_kill_9_mid_chunk_then_rerun(airflow_db, warehouse_db, sfox_sandbox, mon
     assert len(report.duplicates) <= DAG_THREADS, facts
     assert all(n == 2 for n in report.duplicates.values()), facts
     assert report.stray_requests == [], facts
-    print("crash:", facts)
+    # The rerun found the claims of the requests in flight at the kill: each is a "lost" attempt
+    # of the killed run, its row marked uncertain; each duplicate shows both of its requests.
+    lost = {a["user_id"] for a in attempts if a["outcome"] == "lost"}
+    assert unrecorded <= lost, facts
+    assert len(lost) <= DAG_THREADS, facts
+    assert {ledger[(uid, "email")]["uncertain"] for uid in lost} == {1}, facts
+    for uid in report.duplicates:
+        assert [a["outcome"] for a in attempts if a["user_id"] == uid] == ["lost", "sent"], facts
+    assert report.attempts_table == {}, facts
+    print("crash:", facts, "lost claims:", len(lost))

@@ -41,7 +41,7 @@ def test_faults_lose_nobody_and_every_extra_code_is_explained(warehouse_db, sfox
     assert result["summary"]["status"] == "success"
     journal = sfox_sandbox.journal()
     ledger = warehouse_db.ledger()
-    report = audit(journal, ledger, [u[0] for u in users])
+    report = audit(journal, ledger, [u[0] for u in users], attempts=warehouse_db.attempts())
     facts = report.summary()
 
     # The faults really happened, the 429 burst included.
@@ -60,6 +60,8 @@ def test_faults_lose_nobody_and_every_extra_code_is_explained(warehouse_db, sfox
     # The ledger counts every request sFOX saw for the user; nothing else was requested.
     assert report.attempts_mismatch == {}, facts
     assert report.stray_requests == [], facts
+    # The attempts table has a row per request sFOX saw; the ledger's counters add up from it.
+    assert report.attempts_table == {}, facts
     assert {uid: row["sends"] for (uid, _), row in ledger.items() if row["state"] == "sent"} == {
         u[0]: 1 for u in users
     }
