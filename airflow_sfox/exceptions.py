@@ -104,6 +104,7 @@ class SfoxError(AirflowException):
         return (
             _rebuild,
             (type(self), self.message, self.status_code, self.method, self.path, self.conn_id),
+            {"attempts": self.attempts, "uncertain": self.uncertain, "trail": self.trail},
         )
 
 

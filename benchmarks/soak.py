@@ -61,7 +61,10 @@ def _warehouse(args: argparse.Namespace, tmp: str, rows: list[tuple]) -> tuple[s
 
         uri = args.postgres_uri
         with psycopg2.connect(uri) as conn, conn.cursor() as cur:
-            cur.execute("DROP TABLE IF EXISTS sfox_users, sfox_onboarding_ledger, sfox_onboarding_runs")
+            cur.execute(
+                "DROP TABLE IF EXISTS sfox_users, sfox_onboarding_ledger, sfox_onboarding_ledger_attempts, "
+                "sfox_onboarding_runs, sfox_onboarding_runs_steps"
+            )
             cur.execute(
                 "CREATE TABLE sfox_users (user_id VARCHAR(300), account_type VARCHAR(40), "
                 "email VARCHAR(300), phone_number VARCHAR(40))"

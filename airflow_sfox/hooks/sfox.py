@@ -798,7 +798,7 @@ class SfoxConnectHook(BaseHook):
                     stream=stream,
                 )
             except requests.RequestException as err:
-                lost = method == "POST" and _may_have_been_processed(err)
+                lost = _is_transient(err) and method == "POST" and _may_have_been_processed(err)
                 trail.append(Attempt(sent_at, None, type(err).__name__, lost))
                 if not _is_transient(err):
                     # TLS failures, bad URLs, ...: retrying cannot help. Never echo str(err).

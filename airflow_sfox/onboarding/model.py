@@ -132,6 +132,8 @@ class AttemptOutcome(_Text):
     RETRIED = "retried"
     #: claimed (about to be sent, perhaps sent) when its task died: recorded by the next try
     LOST = "lost"
+    #: sFOX refused the token (401/403): the row stays queued
+    REFUSED = "refused"
 
 
 class RunStatus(_Text):

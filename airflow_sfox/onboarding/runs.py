@@ -305,13 +305,15 @@ def summarize_run(
         for (_, state), v in table.items():
             if state in by_state:
                 by_state[state] += v
+        # Requests that may have sent a second code (answers lost, or in flight at a crash).
+        uncertain = summary["uncertain"] = warehouse.uncertain_count(run_id)
         warehouse.write_run(
             {
                 "run_id": run_id,
                 "dag_id": dag_id,
                 "finished_at": finished,
                 "failed": failed,
-                "uncertain": warehouse.uncertain_count(run_id),
+                "uncertain": uncertain,
                 "requests_per_second": run["requests"] / seconds if seconds > 0 else None,
                 "status": status.value,
                 "reason": problem[:REASON_LENGTH] if problem else None,

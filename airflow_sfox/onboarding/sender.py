@@ -88,7 +88,16 @@ class ChunkStats:
         return {**asdict(self), "seconds": round(self.seconds, 3)}
 
 
+class _Refused(Exception):
+    """sFOX refused the token: the refused call's outcome (its row stays queued), and the error."""
+
+    def __init__(self, outcome: Outcome, error: SfoxAuthError) -> None:
+        super().__init__(str(error))
+        self.outcome, self.error = outcome, error
+
+
 def _outcome(hook: SfoxConnectHook, user_id: str, channel: str) -> Outcome:
+    """Send one user's code; :class:`_Refused` when sFOX refuses the token."""
     started = utcnow()
 
     def outcome(
@@ -110,8 +119,8 @@ def _outcome(hook: SfoxConnectHook, user_id: str, channel: str) -> Outcome:
 
     try:
         result = hook.send_verification_result(user_id, channel)
-    except SfoxAuthError:
-        raise  # the token is wrong or revoked: stop the chunk, leave the rest queued
+    except SfoxAuthError as err:  # the token is wrong or revoked: stop the chunk, leave the rest queued
+        raise _Refused(outcome(LedgerState.QUEUED, err, str(err)[:255]), err) from None
     except SfoxAlreadyVerifiedError as err:
         return outcome(LedgerState.ALREADY_VERIFIED, err)
     except SfoxNotFoundError as err:
@@ -202,8 +211,10 @@ def send_chunk(
 class _ChunkSender:
     """
     One chunk step's requests: claim, send on a thread pool, record. The calling thread owns
-    the DB connection; each job puts exactly one item on ``results``: an Outcome, the error that
-    stops the chunk, or None for a job skipped after the stop.
+    the DB connection; each job puts exactly one item on ``results``: an Outcome, a refused
+    token (recorded, then stops the chunk), another error (stops the chunk; the claim stays,
+    since the request may have gone out), or None for a job skipped after the stop (its claim
+    is released: nothing went out).
     """
 
     def __init__(
@@ -218,7 +229,7 @@ class _ChunkSender:
     ) -> None:
         self.warehouse, self.hook, self.conn = warehouse, hook, conn
         self.run_id, self.channel, self.stats = run_id, channel, stats
-        self.results: queue.Queue[tuple[str, Outcome | BaseException | None]] = queue.Queue()
+        self.results: queue.Queue[tuple[str, Outcome | _Refused | BaseException | None]] = queue.Queue()
         self.stop = threading.Event()
         #: users sent again after a dead try's claim: their outcome is uncertain
         self.resent: set[str] = set()
@@ -244,10 +255,12 @@ class _ChunkSender:
         warehouse.claim(conn, claim, channel=self.channel, run_id=self.run_id)
         conn.commit()
         for outcome in outcomes:
+            if outcome.state == LedgerState.QUEUED:
+                continue  # refused: not done
             state = str(outcome.state)
             self.stats.outcomes[state] = self.stats.outcomes.get(state, 0) + 1
             self.stats.uncertain += outcome.uncertain
-        self.done += len(outcomes)
+            self.done += 1
 
     def send(
         self, user_ids: list[str], *, threads: int, progress_every: float, started: float
@@ -261,9 +274,9 @@ class _ChunkSender:
         next(todo)
         try:
             first = _outcome(self.hook, user_ids[0], self.channel)
-        except BaseException:
-            self._commit([], [user_ids[0]], [])  # refused (the token): nothing went out
-            raise
+        except _Refused as refused:
+            self._commit([refused.outcome], [], [])
+            raise refused.error from None
         batch = list(itertools.islice(todo, threads))
         self._commit([first], [], batch)
         failure: BaseException | None = None
@@ -282,14 +295,11 @@ class _ChunkSender:
                         except queue.Empty:
                             break
                     in_flight -= len(items)
-                    failure = failure or next((i for _, i in items if isinstance(i, BaseException)), None)
+                    outcomes, skipped, error = _sort(items)
+                    failure = failure or error
                     # A slot freed is a claim for the next user, in the same commit.
                     batch = [] if self.stop.is_set() else list(itertools.islice(todo, len(items)))
-                    self._commit(
-                        [i for _, i in items if isinstance(i, Outcome)],
-                        [uid for uid, i in items if not isinstance(i, Outcome)],
-                        batch,
-                    )
+                    self._commit(outcomes, skipped, batch)
                     now = time.monotonic()
                     if now >= next_progress or not (batch or in_flight):
                         self._progress(len(user_ids), now - started)
@@ -305,6 +315,26 @@ class _ChunkSender:
     def _progress(self, total: int, elapsed: float) -> None:
         made = self.hook.stats.as_dict()["requests"] - self.requests_before
         _progress(self.stats.label, self.channel, self.done, total, self.stats, made, elapsed)
+
+
+def _sort(
+    items: list[tuple[str, Outcome | _Refused | BaseException | None]],
+) -> tuple[list[Outcome], list[str], BaseException | None]:
+    """Jobs' items -> outcomes to record (refused calls' too), users skipped, the first error."""
+    outcomes: list[Outcome] = []
+    skipped: list[str] = []
+    error: BaseException | None = None
+    for user_id, item in items:
+        if item is None:
+            skipped.append(user_id)
+        elif isinstance(item, Outcome):
+            outcomes.append(item)
+        elif isinstance(item, _Refused):
+            outcomes.append(item.outcome)
+            error = error or item.error
+        else:  # the request may have gone out: its claim stays for the next try
+            error = error or item
+    return outcomes, skipped, error
 
 
 def _progress(

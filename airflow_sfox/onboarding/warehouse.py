@@ -41,7 +41,7 @@ from sqlalchemy.sql.elements import quoted_name
 from sqlalchemy.types import TypeDecorator
 
 from airflow_sfox.defaults import LEDGER_TABLE, RUNS_TABLE, SNAPSHOT_TABLE
-from airflow_sfox.onboarding.model import CHANNELS, FAILED_STATES, AttemptOutcome, LedgerState
+from airflow_sfox.onboarding.model import CHANNELS, DONE_STATES, FAILED_STATES, AttemptOutcome, LedgerState
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -251,6 +251,21 @@ def _split(name: str, schema: str | None, what: str) -> tuple[str | None, str]:
     return (table_schema or schema or None), table
 
 
+#: Longest identifier PostgreSQL keeps (MariaDB/MySQL: 64).
+MAX_IDENTIFIER_LENGTH = 63
+
+
+def _check_index_names(metadata: sa.MetaData, ledger_table: str) -> None:
+    """Refuse a ledger name whose index names would be cut off or refused by the database."""
+    longest = max((str(ix.name) for t in metadata.tables.values() for ix in t.indexes), key=len)
+    if len(longest) > MAX_IDENTIFIER_LENGTH:
+        raise ValueError(
+            f"ledger_table {ledger_table!r} is too long: its index {longest!r} would pass the "
+            f"{MAX_IDENTIFIER_LENGTH} characters databases allow; use a name "
+            f"{len(longest) - MAX_IDENTIFIER_LENGTH} characters shorter"
+        )
+
+
 def _name(name: str) -> quoted_name:
     """An identifier rendered as written (unquoted: the database folds its case as it always did)."""
     return quoted_name(name, False)
@@ -344,7 +359,7 @@ def attempts_table(metadata: sa.MetaData, schema: str | None, ledger_name: str) 
     reached sFOX without its answer reaching us.
     """
     name = f"{ledger_name}_attempts"
-    prefix = _index_prefix(name if schema is None else f"{schema}.{name}")
+    prefix = _index_prefix(ledger_name if schema is None else f"{schema}.{ledger_name}") + "_at"
     return sa.Table(
         _name(name),
         metadata,
@@ -489,6 +504,7 @@ class Warehouse:
         )
         #: The attempts table's qualified name (``<ledger>_attempts``).
         self.attempts = f"{self.ledger}_attempts"
+        _check_index_names(self.metadata, ledger_table)
         #: The DB-API placeholder of the driver, for raw SQL through ``conn.exec_driver_sql``.
         self.ph = "?" if self.engine.dialect.paramstyle in ("qmark", "numeric") else "%s"
 
@@ -625,7 +641,8 @@ class Warehouse:
     def record_outcomes(self, conn: Connection, outcomes: Sequence[Outcome], *, run_id: str) -> None:
         """
         Write the outcomes of send requests, releasing their claims, and append their HTTP
-        requests to the attempts table (one UPDATE per outcome; the caller commits).
+        requests to the attempts table (one UPDATE per outcome; the caller commits). A ``queued``
+        outcome is a call refused for the token: its row stays queued, its requests are counted.
 
         :param run_id: the run whose chunk step sent them.
         """
@@ -641,7 +658,11 @@ class Warehouse:
                 sends=t.c.sends + p("o_sent", type_=sa.Integer),
                 attempts=t.c.attempts + p("o_attempts", type_=sa.Integer),
                 uncertain=sa.case((p("o_uncertain", type_=sa.Integer) == 1, 1), else_=t.c.uncertain),
-                failures=sa.case((p("o_failed", type_=sa.Integer) == 1, t.c.failures + 1), else_=0),
+                failures=sa.case(
+                    (p("o_failed", type_=sa.Integer) == 1, t.c.failures + 1),
+                    (p("o_done", type_=sa.Integer) == 1, 0),
+                    else_=t.c.failures,
+                ),
                 last_status=p("o_status", type_=sa.Integer),
                 last_error=p("o_error"),
                 first_request_at=sa.func.coalesce(t.c.first_request_at, p("o_at", type_=Timestamp())),
@@ -665,6 +686,7 @@ class Warehouse:
                     "o_attempts": o.attempts,
                     "o_uncertain": 1 if o.uncertain else 0,
                     "o_failed": 1 if o.state in FAILED_STATES else 0,
+                    "o_done": 1 if o.state in DONE_STATES else 0,
                     "o_status": o.status,
                     "o_error": o.error,
                     "o_at": at,
@@ -695,12 +717,8 @@ class Warehouse:
         if not user_ids:
             return
         t = self.ledger_t
-        statement = (
-            sa.update(t)
-            .where(t.c.user_id == sa.bindparam("c_user_id", type_=UserId()), t.c.channel == str(channel))
-            .values(claimed_by=run_id, claimed_at=at)
-        )
-        conn.execute(statement, [{"c_user_id": user_id} for user_id in user_ids])
+        keys = sa.and_(t.c.channel == str(channel), t.c.user_id.in_(list(user_ids)))
+        conn.execute(sa.update(t).where(keys).values(claimed_by=run_id, claimed_at=at))
 
     def record_lost(self, conn: Connection, claims: Sequence[Claim], *, channel: str, hold: bool) -> None:
         """
@@ -721,12 +739,8 @@ class Warehouse:
         }
         if hold:
             values.update(state=LedgerState.HELD.value, last_error=f"held for review: {LOST_ERROR}")
-        statement = (
-            sa.update(t)
-            .where(t.c.user_id == sa.bindparam("c_user_id", type_=UserId()), t.c.channel == str(channel))
-            .values(values)
-        )
-        conn.execute(statement, [{"c_user_id": claim.user_id} for claim in claims])
+        keys = sa.and_(t.c.channel == str(channel), t.c.user_id.in_([claim.user_id for claim in claims]))
+        conn.execute(sa.update(t).where(keys).values(values))
         rows = [
             {
                 "user_id": claim.user_id,
@@ -994,6 +1008,11 @@ class Claim:
     at: datetime | None = None
 
 
+def _final(outcome: Outcome) -> str:
+    """The attempts-table outcome of a call's last request."""
+    return AttemptOutcome.REFUSED.value if outcome.state == LedgerState.QUEUED else str(outcome.state)
+
+
 def _attempt_rows(outcome: Outcome, run_id: str) -> list[dict[str, Any]]:
     """The attempts-table rows of one outcome: its last request has the outcome, earlier ones were retried."""
     last = len(outcome.trail)
@@ -1005,7 +1024,7 @@ def _attempt_rows(outcome: Outcome, run_id: str) -> list[dict[str, Any]]:
             "attempted_at": attempt.at,
             "attempt": number,
             "status": attempt.status,
-            "outcome": str(outcome.state) if number == last else AttemptOutcome.RETRIED.value,
+            "outcome": _final(outcome) if number == last else AttemptOutcome.RETRIED.value,
             "uncertain": 1 if attempt.uncertain else 0,
             "error": attempt.error and attempt.error[:255],
         }

@@ -210,6 +210,9 @@ def test_errors_survive_pickling(error_class):
     assert type(clone) is error_class
     assert (clone.message, clone.status_code, clone.method, clone.path) == ("boom", 404, "GET", "/x")
     assert str(clone) == str(err)
+    err.attempts, err.uncertain = 3, True
+    clone = pickle.loads(pickle.dumps(err))
+    assert (clone.attempts, clone.uncertain) == (3, True)
 
 
 @pytest.mark.parametrize(
@@ -293,8 +296,9 @@ def test_retries_stop_at_the_retry_budget(make_hook, mock, clock, response, erro
             SfoxNotFoundError,
         ),
         ([{"status_code": 200, "text": "<html>"}], [(200, "response is not JSON", False)], SfoxError),
+        ([{"exc": requests.exceptions.SSLError}], [(None, "SSLError", False)], SfoxError),
     ],
-    ids=["ok", "503-timeout-ok", "connect-timeout-404", "not-json"],
+    ids=["ok", "503-timeout-ok", "connect-timeout-404", "not-json", "tls-error"],
 )
 def test_every_request_of_a_call_is_in_its_trail(make_hook, mock, clock, responses, trail, raises):
     mock.post(f"{SEND}u1", responses)

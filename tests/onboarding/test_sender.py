@@ -53,6 +53,7 @@ def test_outcomes_are_recorded(planned, warehouse_db, sfox_sandbox):
     with SfoxConnectHook() as hook:
         again = send_chunk(warehouse, hook, run_id="r1", chunk=chunks[0], channel="email")
     assert again.queued == 0
+    assert again.as_dict()["note"].startswith("nothing queued")  # says so in XCom, not a silent 0
     assert len(sfox_sandbox.journal()) == 12
 
 
@@ -71,10 +72,32 @@ def test_revoked_token_stops_the_chunk_fast_and_keeps_the_rest_queued(
 
     unauthorized = [e for e in sfox_sandbox.journal() if e.status == 401]
     assert 1 <= len(unauthorized) <= 4  # at most the requests in flight
-    states = [row["state"] for row in warehouse_db.ledger().values()]
-    assert states.count("queued") == len(users)
-    # A refused request sent no code: its claim is released, and the next try sends it plainly.
+    ledger = warehouse_db.ledger()
+    assert [row["state"] for row in ledger.values()].count("queued") == len(users)
+    # A refused request sent no code: its claim is released, and the next try sends it plainly;
+    # it is still a request: the attempts table has it, and the ledger counts it.
     assert warehouse_db.claimed() == set()
+    refused = [(a["status"], a["outcome"]) for a in warehouse_db.attempts()]
+    assert refused == [(401, "refused")] * len(unauthorized)
+    assert sum(row["attempts"] for row in ledger.values()) == len(unauthorized)
+
+
+def test_a_request_interrupted_mid_flight_keeps_its_claim(planned, warehouse_db, sfox_sandbox, monkeypatch):
+    users = make_users(5, seed=7, corporation_share=0)
+    warehouse, chunks = planned(users, registered=users)
+    send = SfoxConnectHook.send_verification_result
+
+    def killed_after_sending(self, user_id, channel):
+        send(self, user_id, channel)  # the code went out; the task is killed before the answer
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(SfoxConnectHook, "send_verification_result", killed_after_sending)
+    with SfoxConnectHook() as hook, pytest.raises(KeyboardInterrupt):
+        send_chunk(warehouse, hook, run_id="r1", chunk=chunks[0], channel="email", threads=4)
+
+    first = min(u[0] for u in users)
+    assert [e.user_id for e in sfox_sandbox.journal()] == [first]
+    assert warehouse_db.claimed() == {(first, "email")}  # the next try records it as lost
 
 
 def test_dropped_answers_are_marked_uncertain(planned, warehouse_db, sfox_sandbox):

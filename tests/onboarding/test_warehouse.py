@@ -281,3 +281,14 @@ def test_prune_attempts_deletes_only_what_is_older_than_the_retention(warehouse_
     assert warehouse.prune_attempts(older_than=now - timedelta(days=90)) == 1
     assert sorted(row["user_id"] for row in warehouse_db.attempts()) == ["u-edge", "u-new"]
     assert warehouse.prune_attempts(older_than=now - timedelta(days=90)) == 0
+
+
+@pytest.mark.parametrize("warehouse_db", ["sqlite"], indirect=True)
+@pytest.mark.parametrize(("length", "refused"), [(40, False), (53, True)])
+def test_a_ledger_name_too_long_for_its_index_names_is_refused(warehouse_db, length, refused):
+    name = "l" * length
+    if not refused:
+        Warehouse.from_conn_id("sfox_warehouse", ledger_table=name).create_tables()
+        return
+    with pytest.raises(ValueError, match=rf"ledger_table '{name}' is too long: its index 'ix_{name}_"):
+        Warehouse.from_conn_id("sfox_warehouse", ledger_table=name)

@@ -108,11 +108,15 @@ def test_nothing_secret_in_logs_xcom_rendered_fields_or_errors(
         **_metadata_texts(dag_run.run_id),
         "ledger": [repr(row) for row in warehouse_db.query("SELECT * FROM sfox_onboarding_ledger")],
         "runs": [repr(row) for row in warehouse_db.query("SELECT * FROM sfox_onboarding_runs")],
+        "attempts": [
+            repr(row) for row in warehouse_db.query("SELECT * FROM sfox_onboarding_ledger_attempts")
+        ],
     }
     # The searches are not vacuous: the logs hold the run, XCom the chunks, errors their text.
     assert "sFOX onboarding summary" in captured.out + caplog.text
     assert "HTTP 401" in captured.out + caplog.text
     assert any("HTTP 500" in row for row in texts["ledger"])  # a failed send keeps its error text
+    assert any("401" in row for row in texts["attempts"])  # the attempts table has every request
     assert texts["xcom"]
     assert any("rejected" in row for row in texts["ledger"])
     for secret in _secrets(people + BAD_PII_ROWS):
