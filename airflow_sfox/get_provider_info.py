@@ -225,5 +225,12 @@ def get_provider_info() -> dict[str, Any]:
                 "ui-field-behaviour": UI_FIELD_BEHAVIOUR,
             }
         ],
+        "asset-uris": [
+            {
+                # sfox://<sFOX host>/email-verified and sfox-ledger://<warehouse conn id>/<table>
+                "schemes": ["sfox", "sfox-ledger"],
+                "handler": "airflow_sfox.assets.sfox.sanitize_uri",
+            }
+        ],
         "config": CONFIG,
     }
