@@ -13,6 +13,8 @@ DEFAULT_SFOX_CONN_ID = "sfox_default"
 DEFAULT_WAREHOUSE_CONN_ID = "sfox_warehouse"
 #: The dag_id of the onboarding DAG file shipped in ``dags/``.
 DEFAULT_ONBOARDING_DAG_ID = "sfox_batch_onboarding"
+#: The dag_id of the follow-up DAG that sends the sms of email-verified events.
+DEFAULT_EMAIL_VERIFIED_DAG_ID = "sfox_email_verified"
 #: The onboarding ledger: one row per (user_id, channel).
 LEDGER_TABLE = "sfox_onboarding_ledger"
 #: One row per onboarding run.

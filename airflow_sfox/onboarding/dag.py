@@ -18,7 +18,12 @@ The graph has one path per account type, from the table of channels per account 
     plan -> corporation_chunks -> corporation (mapped: send_email)              -> summarize
          -> individual_chunks  -> individual  (mapped: send_email >> send_sms)  -> summarize
 
-Building the DAG does no I/O: no connection, database or network is touched at parse time.
+:func:`email_verified_dag` builds the follow-up DAG, scheduled on the "email verified" asset
+of an sFOX host: each run sends the sms of the users its events name, at once::
+
+    plan -> individual_chunks -> send_sms (mapped) -> summarize
+
+Building a DAG does no I/O: no connection, database or network is touched at parse time.
 """
 
 from __future__ import annotations
@@ -30,9 +35,16 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import DAG, task, task_group
 
-from airflow_sfox.defaults import DEFAULT_ONBOARDING_DAG_ID, DEFAULT_SFOX_CONN_ID, DEFAULT_WAREHOUSE_CONN_ID
-from airflow_sfox.onboarding.model import CHANNELS_BY_ACCOUNT_TYPE, AccountType
-from airflow_sfox.onboarding.params import onboarding_params
+from airflow_sfox.assets.sfox import email_verified_asset, ledger_asset
+from airflow_sfox.defaults import (
+    DEFAULT_EMAIL_VERIFIED_DAG_ID,
+    DEFAULT_ONBOARDING_DAG_ID,
+    DEFAULT_SFOX_CONN_ID,
+    DEFAULT_WAREHOUSE_CONN_ID,
+    LEDGER_TABLE,
+)
+from airflow_sfox.onboarding.model import CHANNELS_BY_ACCOUNT_TYPE, AccountType, Channel
+from airflow_sfox.onboarding.params import event_params, onboarding_params
 from airflow_sfox.onboarding.planner import OnboardingSource
 from airflow_sfox.onboarding.warehouse import check_identifier
 from airflow_sfox.operators.verification import SendVerificationBatchOperator
@@ -41,19 +53,21 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
     from datetime import datetime
 
+    from airflow.sdk import Asset
     from airflow.sdk.definitions.xcom_arg import XComArg
 
     from airflow_sfox.onboarding.alerts import Notifier
 
 try:  # Airflow 3.2+
-    from airflow.sdk import CronTriggerTimetable
+    from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable
 except ImportError:  # Airflow 3.1
+    from airflow.timetables.assets import AssetOrTimeSchedule  # type: ignore[assignment,no-redef,unused-ignore]
     from airflow.timetables.trigger import CronTriggerTimetable  # type: ignore[assignment,no-redef,unused-ignore]
 
 _log = logging.getLogger(__name__)
 PLAN_TASK_ID = "plan"
 
-__all__ = ["OnboardingSource", "default_schedule", "onboarding_dag"]
+__all__ = ["OnboardingSource", "default_schedule", "email_verified_dag", "onboarding_dag"]
 
 _DOC = """
 Send sFOX verification codes to the users of a warehouse source, in chunks, within the sFOX
@@ -91,6 +105,7 @@ def onboarding_dag(
     warehouse_schema: str | None = None,
     parallel_chunks: int = 2,
     schedule: Any = None,
+    source_asset: Asset | None = None,
     start_date: datetime | None = None,
     params: dict[str, Any] | None = None,
     on_failure: Sequence[Notifier] = (),
@@ -100,6 +115,8 @@ def onboarding_dag(
 ) -> DAG:
     """
     Build the onboarding DAG of one source.
+
+    Each run ends with an event of the ledger's asset (:func:`~airflow_sfox.assets.sfox.ledger_asset`).
 
     :param source: where the users come from (table or query, column mapping).
     :param dag_id: the DAG id.
@@ -112,6 +129,8 @@ def onboarding_dag(
         connection's one rate budget (with every other user of it on the host), so together
         they fill it and never exceed it: while one chunk task starts, another sends.
     :param schedule: when to run (default: :func:`default_schedule`, hourly; nothing at unpause).
+    :param source_asset: the source table's asset (:func:`~airflow_sfox.assets.sfox.table_asset`):
+        a run starts when a load DAG updates it (``outlets=[...]``), as well as on ``schedule``.
     :param start_date: the DAG's start date. Leave it unset: with a start date, Airflow plans
         a run for the latest past tick as soon as the DAG is unpaused, even without catch-up.
     :param params: other defaults of the run params, e.g. ``{"chunk_size": 200}``.
@@ -124,19 +143,18 @@ def onboarding_dag(
     """
     if int(parallel_chunks) < 1:
         raise ValueError(f"parallel_chunks must be >= 1, got {parallel_chunks!r}")
-    if warehouse_schema is not None:
-        check_identifier(warehouse_schema, "warehouse_schema")
-        if "." in warehouse_schema:
-            raise ValueError(f"warehouse_schema must be a plain SQL identifier, got {warehouse_schema!r}")
-    where: dict[str, Any] = {"warehouse_conn_id": warehouse_conn_id, "warehouse_schema": warehouse_schema}
+    where = _warehouse_where(warehouse_conn_id, warehouse_schema)
     dag_kwargs.setdefault("description", f"Send sFOX verification codes to the users of {source.sql()[:60]}")
     dag_kwargs.setdefault(
         "doc_md",
         _DOC.format(source=source.sql(), sfox_conn_id=sfox_conn_id, warehouse_conn_id=warehouse_conn_id),
     )
+    timetable = default_schedule() if schedule is None else schedule
+    if source_asset is not None:
+        timetable = AssetOrTimeSchedule(timetable=timetable, assets=source_asset)
     with DAG(
         dag_id=dag_id,
-        schedule=default_schedule() if schedule is None else schedule,
+        schedule=timetable,
         start_date=start_date,
         catchup=False,
         max_active_runs=1,
@@ -152,6 +170,99 @@ def onboarding_dag(
         ]
         paths >> _summarize_task(**where, on_failure=tuple(on_failure), on_recovery=tuple(on_recovery))
     return dag
+
+
+def email_verified_dag(
+    *,
+    asset: Asset | None = None,
+    dag_id: str = DEFAULT_EMAIL_VERIFIED_DAG_ID,
+    sfox_conn_id: str = DEFAULT_SFOX_CONN_ID,
+    warehouse_conn_id: str = DEFAULT_WAREHOUSE_CONN_ID,
+    warehouse_schema: str | None = None,
+    parallel_chunks: int = 2,
+    params: dict[str, Any] | None = None,
+    on_failure: Sequence[Notifier] = (),
+    on_recovery: Sequence[Notifier] = (),
+    tags: Sequence[str] = ("sfox",),
+    **dag_kwargs: Any,
+) -> DAG:
+    """
+    Build the follow-up DAG: the sms of the users named by "email verified" events, at once.
+
+    Scheduled on ``asset``: a partner backend posts its events (``POST /api/v2/assets/events``
+    with ``{"asset_id": ..., "extra": {"user_ids": [...]}}``), or its watcher emits them.
+    Airflow folds the events that arrive while a run is queued into one run. Each run queues
+    the sms of the individuals the ledger knows, whose email code went out and whose sms was
+    never requested (see :mod:`airflow_sfox.onboarding.events`), and sends them through the
+    same engine, ledger and rate budget as the onboarding DAG; other ids are counted and skipped.
+    The onboarding DAG's hourly run stays the safety net: it sends the sms of any user whose
+    event was lost once sFOX reports the email verified.
+
+    :param asset: the email-verified asset (default: ``email_verified_asset()``, api.sfox.com).
+        Pass the same object every DAG names it with (its watcher, if any, comes with it).
+    :param params: other defaults of its params (see :func:`~airflow_sfox.onboarding.params.event_params`).
+
+    The other parameters are :func:`onboarding_dag`'s.
+    """
+    if int(parallel_chunks) < 1:
+        raise ValueError(f"parallel_chunks must be >= 1, got {parallel_chunks!r}")
+    asset = email_verified_asset() if asset is None else asset
+    where = _warehouse_where(warehouse_conn_id, warehouse_schema)
+    dag_kwargs.setdefault(
+        "description", f"Send the sms of the users whose email {asset.uri} reports verified"
+    )
+    with DAG(
+        dag_id=dag_id,
+        schedule=[asset],
+        catchup=False,
+        max_active_runs=1,
+        max_active_tasks=parallel_chunks,
+        params=event_params(**(params or {})),
+        tags=list(tags),
+        **dag_kwargs,
+    ) as dag:
+        planned = _plan_events_task(**where)
+        chunks = _chunks_task(AccountType.INDIVIDUAL, planned)
+        sends = SendVerificationBatchOperator.partial(
+            task_id=f"send_{Channel.SMS}",
+            verification_type=str(Channel.SMS),
+            **where,
+            sfox_conn_id=sfox_conn_id,
+        ).expand(chunk=chunks)
+        sends >> _summarize_task(**where, on_failure=tuple(on_failure), on_recovery=tuple(on_recovery))
+    return dag
+
+
+def _plan_events_task(*, warehouse_conn_id: str, warehouse_schema: str | None) -> XComArg:
+    @task(task_id=PLAN_TASK_ID)
+    def plan(**context: Any) -> dict[str, Any]:
+        """Queue the sms of the users the run's email-verified events name."""
+        from airflow_sfox.onboarding.runs import plan_event_run
+
+        triggering = context.get("triggering_asset_events") or {}
+        result = plan_event_run(
+            extras=[event.extra for events in triggering.values() for event in events],
+            params=context["params"],
+            conf=context["dag_run"].conf,
+            run_id=context["run_id"],
+            dag_id=context["dag"].dag_id,
+            warehouse_conn_id=warehouse_conn_id,
+            warehouse_schema=warehouse_schema,
+            started_at=context["dag_run"].start_date,
+        )
+        context["ti"].xcom_push(key=str(AccountType.INDIVIDUAL), value=result[str(AccountType.INDIVIDUAL)])
+        return result["counts"]
+
+    return plan()
+
+
+def _warehouse_where(warehouse_conn_id: str, warehouse_schema: str | None) -> dict[str, Any]:
+    """The warehouse arguments of every task, checked."""
+    if warehouse_schema is not None:
+        check_identifier(warehouse_schema, "warehouse_schema")
+        if "." in warehouse_schema:
+            raise ValueError(f"warehouse_schema must be a plain SQL identifier, got {warehouse_schema!r}")
+    return {"warehouse_conn_id": warehouse_conn_id, "warehouse_schema": warehouse_schema}
 
 
 def _plan_task(
@@ -232,7 +343,10 @@ def _summarize_task(
     on_failure: tuple[Notifier, ...],
     on_recovery: tuple[Notifier, ...],
 ) -> XComArg:
-    @task(task_id="summarize", trigger_rule="all_done")
+    ledger = LEDGER_TABLE if warehouse_schema is None else f"{warehouse_schema}.{LEDGER_TABLE}"
+
+    # The ledger's asset: a DAG downstream of onboarding (a report, a sync) runs on its events.
+    @task(task_id="summarize", trigger_rule="all_done", outlets=[ledger_asset(warehouse_conn_id, ledger)])
     def summarize(**context: Any) -> dict[str, Any]:
         """This run's accounting, logged as a table; fails the run past the threshold; alerts."""
         from airflow_sfox.onboarding import alerts

@@ -136,6 +136,23 @@ class AttemptOutcome(_Text):
     REFUSED = "refused"
 
 
+class EventSkip(_Text):
+    """Why an id named by an event gets no sms from this run."""
+
+    #: not a user id (empty, too long, control characters, not text)
+    MALFORMED = "malformed"
+    #: the ledger has no row of it: not a user of the onboarding source
+    UNKNOWN = "unknown"
+    #: a corporation: corporations verify their email only
+    CORPORATION = "corporation"
+    #: its email code was never requested (rejected, failed, still queued, ...)
+    EMAIL_NOT_REQUESTED = "email_not_requested"
+    #: its sms was requested already (sent, verified, or retried on the schedule after a failure)
+    SMS_ALREADY_REQUESTED = "sms_already_requested"
+    #: its sms is being sent by another run right now
+    IN_FLIGHT = "in_flight"
+
+
 class RunStatus(_Text):
     """The status of one onboarding run, as its run row records it."""
 

@@ -156,3 +156,27 @@ def onboarding_params(**overrides: Any) -> dict[str, Param]:
             section=SAFETY,
         ),
     }
+
+
+#: The params of the email-verified follow-up DAG: the others choose whom a plan queues.
+EVENT_PARAMS = ("dry_run", "user_ids", "hold_uncertain", "chunk_size", "failure_threshold")
+
+
+def event_params(**overrides: Any) -> dict[str, Param]:
+    """
+    The params of the follow-up DAG (:func:`~airflow_sfox.onboarding.dag.email_verified_dag`).
+
+    ``user_ids`` there names users to send the sms to as if an event had named them (a run
+    triggered by hand, or ``dag.test()``).
+
+    :param overrides: other defaults, e.g. ``chunk_size=100``.
+    """
+    unknown = set(overrides) - set(EVENT_PARAMS)
+    if unknown:
+        raise ValueError(f"params of the email-verified DAG are {list(EVENT_PARAMS)}, got {sorted(unknown)}")
+    every = onboarding_params(**overrides)
+    params = {name: every[name] for name in EVENT_PARAMS}
+    params[
+        "user_ids"
+    ].description = "Send the sms to these user_ids now, as if an email-verified event named them."
+    return params

@@ -14,12 +14,20 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from airflow_sfox._compat import AirflowException
-from airflow_sfox.onboarding.model import ACCOUNT_TYPES, FAILED_STATES, LedgerState, RunStatus
+from airflow_sfox.assets.sfox import USER_IDS_KEY
+from airflow_sfox.onboarding.model import (
+    ACCOUNT_TYPES,
+    FAILED_STATES,
+    AccountType,
+    EventSkip,
+    LedgerState,
+    RunStatus,
+)
 from airflow_sfox.onboarding.planner import OnboardingConfig, Planner
 from airflow_sfox.onboarding.warehouse import REASON_LENGTH, Warehouse, utcnow
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Iterable, Mapping
     from datetime import datetime
 
     from airflow_sfox.onboarding.planner import OnboardingSource
@@ -109,30 +117,128 @@ def plan_run(
         )
         if pruned:
             log.info("Pruned %d attempts older than %d days", pruned, config.attempts_retention_days)
-        warehouse.forget_steps(run_id)
-        warehouse.write_run(
-            {
-                "run_id": run_id,
-                "dag_id": dag_id,
-                "dry_run": 0,
-                "started_at": started_at,
-                "source_rows": counts["source_rows"],
-                "planned": counts["planned_users"],
-                "rejected": counts["rejected"],
-                # Chunk steps to run: one per chunk and channel with codes due (others skip).
-                "steps": plan.steps,
-                "steps_done": 0,
-                "requests": figures["requests"],
-                "rate_limited": figures["rate_limited"],
-                "send_seconds": 0.0,
-                "status": RunStatus.RUNNING.value,
-            }
+        open_run(
+            warehouse,
+            run_id=run_id,
+            dag_id=dag_id,
+            started_at=started_at,
+            counts=counts,
+            steps=plan.steps,
+            # the plan's one read of sFOX's users
+            requests=figures["requests"],
+            rate_limited=figures["rate_limited"],
         )
     return {
         "counts": counts,
         "chunks": plan.chunks,
         **{str(kind): plan.chunks_of(kind) for kind in ACCOUNT_TYPES},
     }
+
+
+def plan_event_run(
+    *,
+    extras: Iterable[Mapping[str, Any] | None],
+    params: Mapping[str, Any],
+    run_id: str,
+    dag_id: str,
+    warehouse_conn_id: str,
+    conf: Mapping[str, Any] | None = None,
+    started_at: datetime | None = None,
+    warehouse_schema: str | None = None,
+) -> dict[str, Any]:
+    """
+    Queue the sms of the users named by "email verified" events, and open the run's row.
+
+    Returns ``{"counts": {...}, "individual": [chunk descriptors]}`` like :func:`plan_run`; the
+    counts say how many ids the events named and why each skipped one was skipped.
+
+    :param extras: the ``extra`` of each event that triggered the run (the ``user_ids`` param
+        counts as one more, for a run triggered by hand).
+    :param params: the DAG params (see :func:`airflow_sfox.onboarding.params.event_params`).
+    """
+    from airflow_sfox.onboarding.events import chunk_descriptors, event_user_ids, queue_event_sms
+
+    started_at = started_at or utcnow()
+    OnboardingConfig.check_conf(conf)
+    config = OnboardingConfig.from_params(params)
+    extras = list(extras)
+    by_hand = [{USER_IDS_KEY: config.user_ids}] if config.user_ids else []
+    user_ids, malformed = event_user_ids([*extras, *by_hand])
+    warehouse = Warehouse.from_conn_id(warehouse_conn_id, schema=warehouse_schema)
+    if not config.dry_run:
+        warehouse.create_tables()
+    due, skips = queue_event_sms(
+        warehouse, run_id=run_id, user_ids=user_ids, chunk_size=config.chunk_size, dry_run=config.dry_run
+    )
+    skips[EventSkip.MALFORMED.value] += malformed
+    counts: dict[str, Any] = {
+        "source_rows": len(user_ids) + malformed,
+        "valid_users": len(user_ids),
+        "rejected": malformed,
+        "rejected_new": malformed,
+        "events": len(extras),
+        "planned_users": len(due),
+        "due_individual_sms": len(due),
+        **{f"skipped_{why}": n for why, n in sorted(skips.items()) if n},
+        "rejected_reasons": {"malformed user_id in an event": malformed} if malformed else {},
+        "dry_run": config.dry_run,
+    }
+    log.info(
+        "%d events named %d user ids: %d sms queued%s; skipped: %s",
+        len(extras),
+        len(user_ids) + malformed,
+        len(due),
+        " (dry run: nothing written or sent)" if config.dry_run else "",
+        ", ".join(f"{why} {n}" for why, n in sorted(skips.items()) if n) or "none",
+    )
+    chunks = (
+        []
+        if config.dry_run
+        else chunk_descriptors(len(due), config.chunk_size, hold_uncertain=config.hold_uncertain)
+    )
+    if not config.dry_run:
+        open_run(
+            warehouse, run_id=run_id, dag_id=dag_id, started_at=started_at, counts=counts, steps=len(chunks)
+        )
+    return {"counts": counts, "chunks": chunks, str(AccountType.INDIVIDUAL): chunks}
+
+
+def open_run(
+    warehouse: Warehouse,
+    *,
+    run_id: str,
+    dag_id: str,
+    started_at: datetime,
+    counts: Mapping[str, Any],
+    steps: int,
+    requests: int = 0,
+    rate_limited: int = 0,
+) -> None:
+    """
+    Write the run row of a run whose work is planned, forgetting the steps of an earlier plan.
+
+    :param counts: the plan's counts (``source_rows``, ``planned_users``, ``rejected``).
+    :param steps: chunk steps to run: one per chunk and channel with codes due (others skip).
+    :param requests: requests the plan made, and those answered 429.
+    """
+    warehouse.forget_steps(run_id)
+    warehouse.write_run(
+        {
+            "run_id": run_id,
+            "dag_id": dag_id,
+            "dry_run": 0,
+            "started_at": started_at,
+            "source_rows": counts["source_rows"],
+            "planned": counts["planned_users"],
+            "rejected": counts["rejected"],
+            "steps": steps,
+            "steps_done": 0,
+            "requests": requests,
+            "rate_limited": rate_limited,
+            "send_seconds": 0.0,
+            "status": RunStatus.RUNNING.value,
+        }
+    )
 
 
 def _record_plan_failure(

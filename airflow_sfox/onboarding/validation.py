@@ -39,6 +39,19 @@ def as_text(value: object) -> str:
     return value if isinstance(value, str) else str(value)
 
 
+def user_id_problem(uid: str) -> str | None:
+    """Why a user_id cannot be sent (``None``: it can); the reason names the field only."""
+    if not uid.strip():
+        return "user_id is empty"
+    if len(uid) > MAX_USER_ID_LENGTH:
+        return f"user_id is longer than {MAX_USER_ID_LENGTH} characters"
+    if _has_control(uid):
+        return "user_id contains control characters"
+    if uid in (".", ".."):
+        return "user_id cannot be '.' or '..'"
+    return None
+
+
 def validate_row(user_id: object, account_type: object, email: object, phone: object) -> SourceUser | str:
     """
     Check one source row; return the user, or the reason it is rejected.
@@ -51,14 +64,9 @@ def validate_row(user_id: object, account_type: object, email: object, phone: ob
     :param phone: the ``phone_number`` column, E.164 (required for individuals).
     """
     uid = as_text(user_id)
-    if not uid.strip():
-        return "user_id is empty"
-    if len(uid) > MAX_USER_ID_LENGTH:
-        return f"user_id is longer than {MAX_USER_ID_LENGTH} characters"
-    if _has_control(uid):
-        return "user_id contains control characters"
-    if uid in (".", ".."):
-        return "user_id cannot be '.' or '..'"
+    problem = user_id_problem(uid)
+    if problem:
+        return problem
     kind = as_text(account_type).strip().lower()
     if kind not in ACCOUNT_TYPES:
         shown = as_text(account_type)[:32]

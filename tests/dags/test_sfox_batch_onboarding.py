@@ -59,7 +59,7 @@ def task_states(dag_run) -> dict[tuple[str, int], tuple[str, str | None]]:
         return {(ti.task_id, ti.map_index): (ti.state, ti.rendered_map_index) for ti in tis}
 
 
-def return_value(dag_run, task_id: str):
+def return_value(dag_run, task_id: str, dag_id: str = DAG_ID):
     from airflow.models.xcom import XComModel
     from airflow.utils.session import create_session
     from sqlalchemy import select
@@ -67,7 +67,7 @@ def return_value(dag_run, task_id: str):
     with create_session() as session:
         row = session.scalars(
             select(XComModel).where(
-                XComModel.dag_id == DAG_ID,
+                XComModel.dag_id == dag_id,
                 XComModel.run_id == dag_run.run_id,
                 XComModel.task_id == task_id,
                 XComModel.key == "return_value",

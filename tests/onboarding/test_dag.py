@@ -13,8 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from airflow_sfox.onboarding.dag import OnboardingSource, onboarding_dag
+from airflow_sfox.assets.sfox import email_verified_asset, ledger_asset, table_asset
+from airflow_sfox.onboarding.dag import OnboardingSource, default_schedule, email_verified_dag, onboarding_dag
 from airflow_sfox.onboarding.model import CHANNELS_BY_ACCOUNT_TYPE
+from airflow_sfox.onboarding.params import EVENT_PARAMS
 from tests.helpers import copy_metadata_db, load_dag_file, sfox_conn_json
 from tests.onboarding_data import make_users, sandbox_users
 
@@ -236,3 +238,32 @@ def test_a_wrong_token_fails_the_plan_naming_the_connection_and_the_page_shows_w
     assert "HTTP 401" in reason
     assert "through connection 'sfox_default'" in reason
     assert wrong not in reason
+
+
+def _assets(timetable) -> list:
+    condition = timetable.asset_condition  # one asset, or AssetAll of those of schedule=[...]
+    return list(getattr(condition, "objects", [condition]))
+
+
+def test_a_source_asset_starts_runs_as_well_as_the_hour_and_runs_update_the_ledger_asset():
+    source = table_asset("postgres://db:5432/wh", "customers")
+    dag = onboarding_dag(dag_id="on_asset", source=OnboardingSource(table="customers"), source_asset=source)
+    assert _assets(dag.timetable) == [source]
+    assert type(dag.timetable.timetable) is type(default_schedule())  # still on the hour too
+    assert dag.get_task("summarize").outlets == [ledger_asset("sfox_warehouse", "sfox_onboarding_ledger")]
+    plain = onboarding_dag(dag_id="on_time", source=OnboardingSource(), warehouse_schema="crm")
+    assert type(plain.timetable) is type(default_schedule())
+    assert plain.get_task("summarize").outlets == [
+        ledger_asset("sfox_warehouse", "crm.sfox_onboarding_ledger")
+    ]
+
+
+def test_the_email_verified_dag_runs_on_its_asset_and_sends_sms_only():
+    asset = email_verified_asset("127.0.0.1:8089")
+    dag = email_verified_dag(dag_id="followup", asset=asset)
+    assert _assets(dag.timetable) == [asset]
+    assert dag.get_task("send_sms").upstream_task_ids == {"individual_chunks"}
+    assert "send_email" not in dag.task_dict
+    assert set(dag.params) == set(EVENT_PARAMS)
+    with pytest.raises(ValueError, match="params of the email-verified DAG"):
+        email_verified_dag(dag_id="bad", params={"redrive": ["failed"]})
