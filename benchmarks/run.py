@@ -10,7 +10,8 @@ Measures, side by side in one run, against the local sFOX sandbox (a process of 
    live scheduler (api-server + scheduler with LocalExecutor + dag-processor);
 3. client overhead: ``SfoxConnectHook`` against a bare ``requests.Session`` loop;
 4. DAG parse time against an empty DAG file with the same Airflow imports;
-5. planning at 10k / 100k (/ 1M) source rows: wall time, peak RSS, XCom bytes, task instances.
+5. planning at 10k / 100k (/ 1M) source rows: wall time, peak RSS, XCom bytes, task instances;
+6. the UI page's user lookup and run view on a 1M-row attempts table against a 10k-row one.
 
 Writes ``benchmarks/REPORT.md``, ``benchmarks/report.png`` and ``benchmarks/results.json``.
 Every figure is measured in processes of its own; logs of every process stay in the work
@@ -20,6 +21,7 @@ goals are compared and reported, met or missed.
     python benchmarks/run.py --mode quick
     python benchmarks/run.py --mode full
     python benchmarks/run.py --mode quick --only overhead,parse
+    python benchmarks/run.py --mode quick --only lookup --merge  # one step into the committed report
 """
 
 from __future__ import annotations
@@ -48,6 +50,8 @@ MODES = {
         "parse_reps": 5,
         "planning_sizes": [10_000, 100_000],
         "planning_databases": ["sqlite", "postgres"],
+        "lookup_sizes": [10_000, 1_000_000],
+        "lookup_samples": 50,
     },
     "full": {
         "budget_users": 5000,
@@ -58,9 +62,11 @@ MODES = {
         "parse_reps": 9,
         "planning_sizes": [10_000, 100_000, 1_000_000],
         "planning_databases": ["sqlite", "postgres"],
+        "lookup_sizes": [10_000, 1_000_000],
+        "lookup_samples": 200,
     },
 }
-STEPS = ("budget", "loop", "budget_live", "alternative", "live", "overhead", "parse", "planning")
+STEPS = ("budget", "loop", "budget_live", "alternative", "live", "overhead", "parse", "planning", "lookup")
 
 
 def main() -> int:
@@ -75,6 +81,12 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=BENCH_DIR, help="where REPORT.md and report.png go")
     parser.add_argument(
         "--budget-users", type=int, help="users of the budget runs (a trial; not for the report)"
+    )
+    parser.add_argument(
+        "--merge",
+        action="store_true",
+        help="keep the other steps' figures of OUT/results.json (same mode): the report names each "
+        "run and the steps it measured",
     )
     args = parser.parse_args()
     steps = [s for s in args.only.split(",") if s]
@@ -115,6 +127,10 @@ def main() -> int:
                 results[step] = micro.planning(
                     work, sizes=settings["planning_sizes"], databases=tuple(settings["planning_databases"])
                 )
+            elif step == "lookup":
+                results[step] = micro.lookup(
+                    work, sizes=settings["lookup_sizes"], samples=settings["lookup_samples"]
+                )
         except Exception as err:  # one failed measurement must not lose the others
             errors[step] = f"{type(err).__name__}: {err}"
             log(f"{step} FAILED: {errors[step]}")
@@ -122,14 +138,68 @@ def main() -> int:
     results["errors"] = errors
     results["total_seconds"] = time.monotonic() - started
     results["machine"]["load_average_end"] = machine()["load_average"]
+    results["runs"] = [_this_run(results, steps)]
+    if args.merge:
+        results = _merged(args.out / "results.json", results, steps)
 
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "results.json").write_text(json.dumps(results, indent=1, default=str) + "\n")
     write_report(results, args.out / "REPORT.md", args.out / "report.png")
-    log(f"done in {results['total_seconds']:.0f} s: {args.out / 'REPORT.md'}")
+    log(f"done in {time.monotonic() - started:.0f} s: {args.out / 'REPORT.md'}")
     if not args.work and not errors:
         shutil.rmtree(work, ignore_errors=True)
     return 1 if errors else 0
+
+
+def _this_run(results: dict, steps: list[str]) -> dict:
+    """What one invocation measured, when, with which command, and the machine's load."""
+    return {
+        "at": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "command": " ".join(["python", "benchmarks/run.py", *sys.argv[1:]]),
+        "steps": steps,
+        "seconds": results["total_seconds"],
+        "load_average": [results["machine"]["load_average"], results["machine"]["load_average_end"]],
+    }
+
+
+def _merged(path: Path, results: dict, steps: list[str]) -> dict:
+    """
+    The earlier results of the same mode with this run's steps replaced: one report of
+    figures measured in several runs, each named (an earlier run's figures are not re-measured).
+    """
+    if not path.exists():
+        return results
+    earlier = json.loads(path.read_text())
+    if earlier.get("mode") != results["mode"]:
+        raise SystemExit(f"--merge: {path} holds {earlier.get('mode')} mode, not {results['mode']}")
+    runs = earlier.get("runs") or [_earlier_run(earlier, path.with_name("REPORT.md"))]
+    merged = {**earlier, **{k: v for k, v in results.items() if k in steps}}
+    # A step's settings are named after it (lookup_sizes): the others stay as measured.
+    ours = {k: v for k, v in results["settings"].items() if k.split("_")[0] in steps}
+    merged["settings"] = {**earlier["settings"], **ours}
+    merged["step_seconds"] = {**earlier.get("step_seconds", {}), **results["step_seconds"]}
+    merged["errors"] = {
+        **{k: v for k, v in earlier.get("errors", {}).items() if k not in steps},
+        **results["errors"],
+    }
+    merged["total_seconds"] = sum(merged["step_seconds"].values())
+    merged["runs"] = [*runs, *results["runs"]]
+    return merged
+
+
+def _earlier_run(earlier: dict, report: Path) -> dict:
+    """A run of before ``--merge`` existed, described from its results and its report's first lines."""
+    import re
+
+    header = report.read_text()[:1000] if report.exists() else ""
+    at = re.search(r"run (\d{4}-\d\d-\d\d \d\d:\d\d UTC)", header)
+    return {
+        "at": at.group(1) if at else None,
+        "command": f"python benchmarks/run.py --mode {earlier['mode']}",
+        "steps": list(earlier.get("step_seconds", {})),
+        "seconds": earlier.get("total_seconds"),
+        "load_average": [earlier["machine"]["load_average"], earlier["machine"].get("load_average_end")],
+    }
 
 
 if __name__ == "__main__":

@@ -5,7 +5,13 @@ Routes, relative to the plugin's ``url_prefix`` (``/sfox-onboarding``):
 
 ``GET /``              the page (HTML); anonymous visitors are sent to Airflow's login page
 ``GET /api/summary``   every figure of the page as JSON (the page polls it)
+``GET /api/user?user_id=<text>``  one user's ledger rows and attempts timeline (404: unknown)
+``GET /api/run?run_id=<text>``    one run's row, outcomes and top failure reasons (404: unknown)
 ``GET /static/...``    the page's own JS, CSS and icons (no CDN: works without internet)
+
+A user_id or run_id is any text of 1 to 255 characters, compared exactly; it goes in the query
+string, not the path, because a path cannot carry every text (a browser resolves a segment
+``..`` or ``.`` before sending it). Longer or empty: 422.
 
 The page and the JSON show a DAG's ledger, so they need read access to that DAG: the routes
 depend on :func:`requires_onboarding_dag_access`, which identifies the caller with Airflow's own
@@ -40,7 +46,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from airflow_sfox.get_provider_info import CONFIG_SECTION, config_default
 from airflow_sfox.onboarding.warehouse import Warehouse
-from airflow_sfox.plugins.dashboard import Dashboard, DashboardSettings, TTLCache
+from airflow_sfox.plugins.dashboard import Dashboard, DashboardSettings, NotFound, TTLCache, check_key
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -216,9 +222,8 @@ def create_app(
         """The page: static HTML that polls ``api/summary``."""
         return FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-store"})
 
-    @app.get("/api/summary", dependencies=[can_read_dags])
-    def summary() -> JSONResponse:
-        """Funnel, runs, reasons and recent failures as JSON."""
+    def read(compute: Callable[[Dashboard], dict[str, Any]]) -> tuple[DashboardSettings, dict[str, Any]]:
+        """``compute`` on the configured warehouse; bad settings 500, unknown 404, a failing read 503."""
         try:
             current = settings()
         except ValueError as error:
@@ -229,17 +234,48 @@ def create_app(
             warehouse = Warehouse.from_conn_id(
                 current.conn_id, ledger_table=current.ledger_table, runs_table=current.runs_table
             )
-            key = (current, warehouse.dialect)
-            data = dict(cache.get(key, Dashboard(warehouse, current).summary))
-        except Exception as error:  # any driver or lookup error: say which, log it
+            return current, compute(Dashboard(warehouse, current))
+        except NotFound as missing:
+            raise HTTPException(status_code=404, detail=str(missing)) from None
+        except Exception as error:  # any driver or lookup error: say which, log it (no user data)
             log.exception("sFOX onboarding page: cannot read warehouse connection %r", current.conn_id)
             raise HTTPException(
                 status_code=503,
                 detail=f"Cannot read the onboarding ledger through connection {current.conn_id!r} "
                 f"({type(error).__name__}); see the api-server log.",
             ) from None
+
+    def lookup_key(value: str, name: str) -> str:
+        """The user_id or run_id of a lookup, or 422 saying what is wrong with it."""
+        try:
+            return check_key(value, name)
+        except ValueError as error:
+            raise HTTPException(status_code=422, detail=str(error)) from None
+
+    @app.get("/api/summary", dependencies=[can_read_dags])
+    def summary() -> JSONResponse:
+        """Funnel, runs, reasons and recent failures as JSON."""
+
+        def cached(dashboard: Dashboard) -> dict[str, Any]:
+            return dict(cache.get((dashboard.settings, dashboard.warehouse.dialect), dashboard.summary))
+
+        current, data = read(cached)
         data["conn_id"] = current.conn_id
         data["refresh_seconds"] = refresh_seconds()
+        return JSONResponse(data, headers={"Cache-Control": "no-store"})
+
+    @app.get("/api/user", dependencies=[can_read_dags])
+    def user(user_id: str = "") -> JSONResponse:
+        """One user's ledger rows and attempts timeline (newest first, capped), as JSON."""
+        key = lookup_key(user_id, "user_id")
+        _, data = read(lambda dashboard: dashboard.user(key))
+        return JSONResponse(data, headers={"Cache-Control": "no-store"})
+
+    @app.get("/api/run", dependencies=[can_read_dags])
+    def run(run_id: str = "") -> JSONResponse:
+        """One run's row, its outcomes by channel and its top failure reasons, as JSON."""
+        key = lookup_key(run_id, "run_id")
+        _, data = read(lambda dashboard: dashboard.run(key))
         return JSONResponse(data, headers={"Cache-Control": "no-store"})
 
     return app

@@ -1,4 +1,4 @@
-"""Drivers of measurements 3, 4 and 5 (each measured in processes of its own)."""
+"""Drivers of measurements 3, 4, 5 and 6 (each measured in processes of its own)."""
 
 from __future__ import annotations
 
@@ -169,6 +169,39 @@ def planning(
     first = next(iter(out["databases"].values()))
     out.update(baseline=first["baseline"], sizes=first["sizes"])
     return out
+
+
+def lookup(work: Path, *, sizes: list[int], samples: int) -> dict[str, Any]:
+    """
+    Measurement 6: the user lookup and the run view, one process and one new SQLite warehouse
+    per attempts-table size; the smallest size is the baseline of the ratios.
+    """
+    home = work / "home-lookup"
+    home.mkdir(exist_ok=True)
+    runs = []
+    for rows in sorted(sizes):
+        path = work / f"warehouse-lookup-{rows}.db"
+        for suffix in ("", "-wal", "-shm"):
+            path.with_name(path.name + suffix).unlink(missing_ok=True)
+        env = airflow_env(home, AIRFLOW_CONN_SFOX_WAREHOUSE=sqlite_conn(path))
+        args = {"path": str(path), "attempts": rows, "samples": samples}
+        result = run_measurement("lookup", args, env, work / f"lookup-{rows}.log", timeout=3600)
+        for suffix in ("", "-wal", "-shm"):
+            path.with_name(path.name + suffix).unlink(missing_ok=True)
+        user, run = result["query"]["user"], result["query"]["run"]
+        log(
+            f"lookup {result['attempts']:,} attempts ({result['users']:,} users, seeded in "
+            f"{result['seed_s']:.0f} s): user p50/p95 {user['p50_ms']:.1f}/{user['p95_ms']:.1f} ms, "
+            f"run {run['p50_ms']:.1f}/{run['p95_ms']:.1f} ms"
+        )
+        runs.append(result)
+    baseline, largest = runs[0], runs[-1]
+    ratios = {
+        f"{how}.{what}": largest[how][what]["p50_ms"] / baseline[how][what]["p50_ms"]
+        for how in ("query", "api")
+        for what in largest[how]
+    }
+    return {"samples": samples, "baseline": baseline, "sizes": runs[1:], "ratios_p50": ratios}
 
 
 def _cpu_s(pid: int | None) -> float:

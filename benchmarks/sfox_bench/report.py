@@ -141,6 +141,8 @@ def goals(r: dict[str, Any]) -> list[dict[str, Any]]:
                 "cause": "",
             }
         )
+    if r.get("lookup"):
+        rows.append(_lookup_goal(r["lookup"]))
     return rows
 
 
@@ -432,11 +434,7 @@ def write_report(r: dict[str, Any], md_path: Path, png_path: Path) -> None:
     out: list[str] = [
         "# Benchmarks: airflow-provider-sfox",
         "",
-        f"Mode **{r['mode']}**, run {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
-        f"{_f(r['total_seconds'], 0)} s in all. Written by `benchmarks/run.py` "
-        f"(`make bench` = quick, `make bench-full` = full); raw figures in `results.json`.",
-        "Every figure below was measured in this one run, side by side on this machine; other "
-        "processes running at the same time make them noisy (see the load average).",
+        *_header(r),
         "",
         "## Machine",
         "",
@@ -628,6 +626,7 @@ def write_report(r: dict[str, Any], md_path: Path, png_path: Path) -> None:
             "bounded.",
             "",
         ]
+    out += _lookup_section(r.get("lookup"))
     out += [
         "## How to run",
         "",
@@ -635,12 +634,134 @@ def write_report(r: dict[str, Any], md_path: Path, png_path: Path) -> None:
         "make bench        # quick: the figures above, a few minutes",
         "make bench-full   # 5,000 users at the budget, 1,000 HttpOperator tasks, 1M planning rows",
         "python benchmarks/run.py --mode quick --only overhead,parse --work /tmp/b  # a subset, logs kept",
+        "python benchmarks/run.py --mode quick --only lookup --merge  # one step, into this report",
         "```",
         "",
         f"Step durations (s): {', '.join(f'{k} {v:.0f}' for k, v in r.get('step_seconds', {}).items())}.",
         "",
     ]
     md_path.write_text("\n".join(out))
+
+
+def _header(r: dict[str, Any]) -> list[str]:
+    """When the figures were measured: in one run, or (``--merge``) in the runs listed."""
+    runs = r.get("runs") or []
+    if len(runs) <= 1:
+        return [
+            f"Mode **{r['mode']}**, run {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
+            f"{_f(r['total_seconds'], 0)} s in all. Written by `benchmarks/run.py` "
+            f"(`make bench` = quick, `make bench-full` = full); raw figures in `results.json`.",
+            "Every figure below was measured in this one run, side by side on this machine; other "
+            "processes running at the same time make them noisy (see the load average).",
+        ]
+    return [
+        f"Mode **{r['mode']}**, written by `benchmarks/run.py` (`make bench` = quick, `make bench-full` = "
+        f"full) from {len(runs)} runs on this machine: each step's figures come from the last run that "
+        "measured it (`--merge`), and the figures of one run were measured side by side. Raw figures "
+        "in `results.json`; other processes running at the same time make them noisy (see the load).",
+        "",
+        "| run (UTC) | command | steps | s | load average (1, 5, 15 min) at start / end |",
+        "|---|---|---|---|---|",
+        *[
+            f"| {run.get('at') or 'earlier'} | `{run['command']}` | {', '.join(run['steps'])} | "
+            f"{_f(run.get('seconds'), 0)} | {' / '.join(str(x) for x in run.get('load_average') or [])} |"
+            for run in runs
+        ],
+    ]
+
+
+#: Issue #14's goal for the page's lookups on a 1M-row attempts table, per HTTP request.
+LOOKUP_GOAL_MS = 200.0
+
+
+def _lookup_goal(lk: dict[str, Any]) -> dict[str, Any]:
+    """The goal row of measurement 6: p95 of both lookups' HTTP requests on the largest table."""
+    big, base = lk["sizes"][-1] if lk["sizes"] else lk["baseline"], lk["baseline"]
+    api, query = big["api"], big["query"]
+    ok = all(api[k]["p95_ms"] < LOOKUP_GOAL_MS for k in ("user", "run"))
+    scope = "" if big["attempts"] >= 1_000_000 else f" (largest size {big['attempts']:,} rows, not 1M)"
+    ratios = lk["ratios_p50"]
+    return {
+        "goal": f"6. UI user lookup and run view < {LOOKUP_GOAL_MS:g} ms (p95 of the HTTP request) on a "
+        "1M-row attempts table, SQLite",
+        "figure": f"{big['attempts']:,} rows: user p50/p95 {_f(api['user']['p50_ms'])}/"
+        f"{_f(api['user']['p95_ms'])} ms, run {_f(api['run']['p50_ms'])}/{_f(api['run']['p95_ms'])} ms "
+        f"(queries alone: user {_f(query['user']['p95_ms'])}, run {_f(query['run']['p95_ms'])} ms p95); "
+        f"{base['attempts']:,}-row baseline: user {_f(base['api']['user']['p50_ms'])}, run "
+        f"{_f(base['api']['run']['p50_ms'])} ms p50; ratio {_f(ratios['api.user'], 2)}x / "
+        f"{_f(ratios['api.run'], 2)}x{scope}",
+        "ok": ok,
+        "cause": ""
+        if ok
+        else "See section 6: the slowest query at the largest size and its plan name the index it lacks.",
+    }
+
+
+def _lookup_section(lk: dict[str, Any] | None) -> list[str]:
+    """Section 6: the lookups at each size, the ratios to the baseline, each query with its plan."""
+    if not lk:
+        return []
+    sizes = [lk["baseline"], *lk["sizes"]]
+    big, base = sizes[-1], sizes[0]
+    per_user = (big["attempts"] - big["heavy_users"] * 500) / max(1, big["users"])
+    out = [
+        "## 6. The UI page's user lookup and run view on a large attempts table (issue #14)",
+        "",
+        "One process per size: a new SQLite warehouse with the engine's own tables and indexes "
+        "(`Warehouse.create_tables`), seeded with `executemany` in batches of 50,000 "
+        "(`benchmarks/sfox_bench/lookup.py`). The same shape at every size: users drawn until the "
+        f"attempts table has its rows (~{per_user:.1f} attempts per user: email, sms for the 70% "
+        "individuals, retries, calls failed and tried again in the next run), sent in id order by "
+        "runs of ~5,000 attempts, 1% of the rows on heavy users with 500 attempts each (their "
+        f"timeline shows the newest 200). {lk['samples']} user ids and {lk['samples']} run ids drawn "
+        "at random (seeded), each looked up once: *query* = `Dashboard.user` / `Dashboard.run` on a "
+        "connection of its own (the tables' catalog read included), *HTTP* = `GET api/user?user_id=` "
+        "/ `api/run?run_id=` through the plugin's FastAPI app (the connection looked up and an engine "
+        "made per request, JSON; the DAG-access check answered by a stand-in auth manager). Warm OS "
+        "cache (the file was just written); the table is `ANALYZE`d.",
+        "",
+        "| attempts rows | users (+ heavy) | ledger rows | runs (attempts: min / median / max) | seed s "
+        "| user p50 / p95 / max ms | run p50 / p95 / max ms | heavy user p50 / p95 ms "
+        "| HTTP user p50 / p95 ms | HTTP run p50 / p95 ms |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for x in sizes:
+        q, api, per_run = x["query"], x["api"], x["run_attempts"]
+        out.append(
+            f"| {x['attempts']:,} | {x['users']:,} (+{x['heavy_users']}) | {x['ledger_rows']:,} | "
+            f"{x['runs']:,} ({per_run['min']:,} / {per_run['median']:,} / {per_run['max']:,}) | "
+            f"{_f(x['seed_s'])} | {_ms(q['user'], 'max')} | {_ms(q['run'], 'max')} | "
+            f"{_ms(q['heavy_user'])} | {_ms(api['user'])} | {_ms(api['run'])} |"
+        )
+    ratios = lk["ratios_p50"]
+    out += [
+        "",
+        f"{big['attempts']:,} / {base['attempts']:,} rows, p50: user lookup "
+        f"**{_f(ratios['query.user'], 2)}x**, run view **{_f(ratios['query.run'], 2)}x**, "
+        f"heavy user {_f(ratios['query.heavy_user'], 2)}x; "
+        f"HTTP {_f(ratios['api.user'], 2)}x and {_f(ratios['api.run'], 2)}x. The heavy users' timeline: "
+        f"{big['heavy_timeline']['shown']} of {big['heavy_timeline']['total']} attempts shown.",
+        "",
+        f"Each statement at {base['attempts']:,} and {big['attempts']:,} rows, and SQLite's plan at "
+        f"{big['attempts']:,} (`EXPLAIN QUERY PLAN`):",
+        "",
+        f"| statement | p50 ms ({base['attempts']:,}) | p50 / p95 ms ({big['attempts']:,}) | plan |",
+        "|---|---|---|---|",
+    ]
+    for label, st in big["statements"].items():
+        plan = "; ".join(big["plans"].get(label, [])) or "n/a"
+        small = base["statements"].get(label)
+        out.append(
+            f"| {label} | {_f(small['p50_ms'], 2) if small else 'n/a'} | {_f(st['p50_ms'], 2)} / "
+            f"{_f(st['p95_ms'], 2)} | {plan} |"
+        )
+    out.append("")
+    return out
+
+
+def _ms(x: dict[str, Any], *extra: str) -> str:
+    """'p50 / p95 (/ max)' of a timing, in ms."""
+    return " / ".join(_f(x[f"{k}_ms"]) for k in ("p50", "p95", *extra))
 
 
 def _chart(r: dict[str, Any], path: Path) -> bool:

@@ -1,12 +1,15 @@
-"""A small onboarding ledger and run table with known figures, shared by the plugin tests."""
+"""A small onboarding ledger, attempts and run table with known figures, shared by the plugin tests."""
 
 from __future__ import annotations
 
 import json
 import sqlite3
+from collections import Counter
 from typing import Any
 
-from airflow_sfox.onboarding.warehouse import Warehouse
+import sqlalchemy as sa
+
+from airflow_sfox.onboarding.warehouse import LOST_ERROR, Warehouse
 
 T = "2026-03-0{day}T{hour:02d}:00:00.000000+00:00"
 GAVE_UP_REASON = "gave up after 4 tries in a row ending not_registered: user not found"
@@ -146,6 +149,131 @@ RUNS: list[dict[str, Any]] = [
 ]
 
 
+RUN_0, RUN_1 = RUNS[0]["run_id"], RUNS[1]["run_id"]
+A = "2026-03-01T10:{minute:02d}:{second:02d}.000000+00:00"
+#: (user_id, channel, run_id, attempted_at, attempt, status, outcome, uncertain, error): one row
+#: per HTTP request. ind_4 has attempts on both channels (its sms retried twice, then failed);
+#: ind_8's claimed request was in flight when its task died in RUN_1 (lost, uncertain).
+ATTEMPT_ROWS: list[tuple[Any, ...]] = [
+    ("ind_1", "email", RUN_0, A.format(minute=0, second=1), 1, 200, "sent", 0, None),
+    ("ind_1", "sms", RUN_0, A.format(minute=1, second=1), 1, 200, "sent", 0, None),
+    ("ind_4", "email", RUN_0, A.format(minute=0, second=4), 1, 200, "sent", 0, None),
+    ("ind_4", "sms", RUN_0, A.format(minute=1, second=4), 1, 500, "retried", 0, "HTTP 500"),
+    ("ind_4", "sms", RUN_0, A.format(minute=1, second=5), 2, 500, "retried", 0, "HTTP 500"),
+    ("ind_4", "sms", RUN_0, A.format(minute=1, second=7), 3, 500, "failed", 0, "HTTP 500 after 3 attempts"),
+    ("ind_6", "email", RUN_0, A.format(minute=0, second=6), 1, 500, "retried", 0, "HTTP 500"),
+    ("ind_6", "email", RUN_0, A.format(minute=0, second=7), 2, 500, "retried", 0, "HTTP 500"),
+    ("ind_6", "email", RUN_0, A.format(minute=0, second=9), 3, 500, "failed", 0, "HTTP 500 after 3 attempts"),
+    ("ind_7", "email", RUN_0, A.format(minute=0, second=10), 1, 404, "not_registered", 0, "user not found"),
+    ("corp_2", "email", RUN_0, A.format(minute=0, second=20), 1, 503, "retried", 0, "HTTP 503"),
+    ("corp_2", "email", RUN_0, A.format(minute=0, second=21), 2, 200, "sent", 0, None),
+    (
+        "corp_3",
+        "email",
+        RUN_0,
+        A.format(minute=0, second=22),
+        1,
+        400,
+        "failed",
+        0,
+        "HTTP 400 invalid request",
+    ),
+    ("ind_8", "email", RUN_1, "2026-03-02T09:00:05.000000+00:00", 1, None, "lost", 1, LOST_ERROR),
+]
+#: RUN_0's attempts by (channel, outcome): (requests, uncertain ones).
+EXPECTED_RUN_0_OUTCOMES = {
+    ("email", "sent"): (3, 0),
+    ("email", "retried"): (3, 0),
+    ("email", "failed"): (2, 0),
+    ("email", "not_registered"): (1, 0),
+    ("sms", "sent"): (1, 0),
+    ("sms", "retried"): (2, 0),
+    ("sms", "failed"): (1, 0),
+}
+#: RUN_0's most frequent errors of requests that neither sent a code nor found it verified.
+EXPECTED_RUN_0_ATTEMPT_REASONS = [
+    {"outcome": "retried", "reason": "HTTP 500", "count": 4},
+    {"outcome": "failed", "reason": "HTTP 500 after 3 attempts", "count": 2},
+    {"outcome": "failed", "reason": "HTTP 400 invalid request", "count": 1},
+    {"outcome": "not_registered", "reason": "user not found", "count": 1},
+    {"outcome": "retried", "reason": "HTTP 503", "count": 1},
+]
+#: Users whose ids differ only by case, a trailing space, or hold slashes, dots and non-ASCII
+#: text: each is a user of its own (user_id, channel, account_type, state, status, error, at).
+ODD_ID_ROWS: list[tuple[Any, ...]] = [
+    ("abc", "email", "corporation", "sent", 200, None, T.format(day=3, hour=1)),
+    ("abc ", "email", "corporation", "failed", 500, "HTTP 500 after 3 attempts", T.format(day=3, hour=2)),
+    ("ABC", "email", "corporation", "not_registered", 404, "user not found", T.format(day=3, hour=3)),
+    ("team/7 ü", "email", "corporation", "sent", 200, None, T.format(day=3, hour=4)),
+    ("..", "email", "corporation", "sent", 200, None, T.format(day=3, hour=5)),
+]
+#: One attempt per odd user, in RUN_1: its outcome is the state of its ledger row.
+ODD_ID_ATTEMPTS: list[tuple[Any, ...]] = [
+    (uid, channel, RUN_1, at, 1, status, state, 0, error)
+    for uid, channel, _, state, status, error, at in ODD_ID_ROWS
+]
+
+
+def fill_warehouse(
+    warehouse: Warehouse,
+    ledger_rows: list[tuple[Any, ...]] = LEDGER_ROWS,
+    attempt_rows: list[tuple[Any, ...]] = ATTEMPT_ROWS,
+    runs: list[dict[str, Any]] = RUNS,
+    default_run_id: str = RUN_0,
+) -> None:
+    """
+    Create the onboarding tables (the engine's own DDL) on any supported database and fill them.
+
+    A ledger row's counters and request times come from its attempts (a row without any made
+    one request, at its ``updated_at``, whose attempt the retention pruned); its run_id is that
+    of its last attempt, else ``default_run_id``. Times are ISO 8601 text in one format.
+    """
+    warehouse.create_tables()
+    keys = (
+        "user_id",
+        "channel",
+        "run_id",
+        "attempted_at",
+        "attempt",
+        "status",
+        "outcome",
+        "uncertain",
+        "error",
+    )
+    attempts = [dict(zip(keys, row, strict=True)) for row in attempt_rows]
+    mine: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for attempt in attempts:
+        mine.setdefault((attempt["user_id"], attempt["channel"]), []).append(attempt)
+    ledger = []
+    for user_id, channel, account_type, state, status, error, at in ledger_rows:
+        trail = mine.get((user_id, channel), [])
+        sent = [a for a in trail if a["outcome"] == "sent"]
+        ledger.append(
+            {
+                "user_id": user_id,
+                "channel": channel,
+                "account_type": account_type,
+                "state": state,
+                "last_status": status,
+                "last_error": error,
+                "updated_at": max(at, trail[-1]["attempted_at"]) if trail else at,
+                "first_request_at": trail[0]["attempted_at"] if trail else at,
+                "last_request_at": trail[-1]["attempted_at"] if trail else at,
+                "attempts": len(trail) or 1,
+                "sends": len(sent),
+                "last_sent_at": sent[-1]["attempted_at"] if sent else None,
+                "uncertain": max((a["uncertain"] for a in trail), default=0),
+                "run_id": trail[-1]["run_id"] if trail else default_run_id,
+            }
+        )
+    with warehouse.connect() as conn:
+        conn.execute(sa.insert(warehouse.ledger_t), ledger)
+        if attempts:
+            conn.execute(sa.insert(warehouse.attempts_t), attempts)
+        conn.execute(sa.insert(warehouse.runs_t), runs)
+        conn.commit()
+
+
 def sqlite_conn_json(path: str) -> str:
     """The ``AIRFLOW_CONN_*`` JSON of a SQLite warehouse file."""
     return json.dumps({"conn_type": "sqlite", "host": path})
@@ -170,33 +298,30 @@ class SqliteFileHook:
 
 
 def build_ledger(path: str) -> None:
-    """Create the onboarding tables (the engine's own DDL) in a SQLite file and fill them."""
-    Warehouse(SqliteFileHook(path)).create_tables()
-    with sqlite3.connect(path) as conn:
-        conn.executemany(
-            "INSERT INTO sfox_onboarding_ledger (user_id, channel, account_type, state, last_status, "
-            "last_error, updated_at, last_request_at, attempts, run_id) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, 1, 'scheduled__2026-03-01T10:00:00+00:00')",
-            [(*row, row[-1]) for row in LEDGER_ROWS],
-        )
-        columns = list(RUNS[0])
-        conn.executemany(
-            f"INSERT INTO sfox_onboarding_runs ({', '.join(columns)}) "
-            f"VALUES ({', '.join('?' * len(columns))})",
-            [tuple(run[c] for c in columns) for run in RUNS],
-        )
+    """The known ledger, attempts and run table in a SQLite file."""
+    warehouse = Warehouse(SqliteFileHook(path))
+    fill_warehouse(warehouse)
+    warehouse.engine.dispose()
+
+
+#: A failed row's reason -> (status, error, how many, uncertain) of its requests before the last
+#: (a connection reset may come after the request reached sFOX).
+DEMO_RETRIED = {
+    "HTTP 500 after 4 attempts": (500, "HTTP 500", 3, 0),
+    "connection reset after 3 attempts": (None, "connection reset", 2, 1),
+}
 
 
 def build_demo_ledger(path: str, users: int = 2400, seed: int = 7) -> None:
     """
-    A realistic ledger (deterministic) for the browser test and the README screenshot.
+    A realistic ledger, attempts and run table (deterministic) for the browser tests and the
+    README screenshots: ten runs, each sending a share of the users' codes.
 
-    Its expected figures are computed by the test with plain SQL, independently of the plugin.
+    Its expected figures are computed by the tests with plain SQL, independently of the plugin.
     """
     import random
 
     rnd = random.Random(seed)
-    Warehouse(SqliteFileHook(path)).create_tables()
     rows: list[tuple[Any, ...]] = []
     errors = ["HTTP 500 after 4 attempts", "connection reset after 3 attempts", "HTTP 400 phone rejected"]
     rejects = [
@@ -228,38 +353,72 @@ def build_demo_ledger(path: str, users: int = 2400, seed: int = 7) -> None:
             rows.append(
                 (f"client_{i:05d}", "sms", at, sms, status, errors[2] if sms == "failed" else None, updated)
             )
+    run_ids = [f"scheduled__2026-03-0{day}T{hour:02d}:00:00+00:00" for day in range(1, 6) for hour in (9, 15)]
+    attempts = _demo_attempts(rows, run_ids, random.Random(seed + 1))
+    warehouse = Warehouse(SqliteFileHook(path))
+    runs = _demo_runs(run_ids, attempts, rnd)
+    fill_warehouse(warehouse, rows, attempts, runs, default_run_id=run_ids[-1])
+    warehouse.engine.dispose()
+
+
+def _demo_attempts(rows: list[tuple[Any, ...]], run_ids: list[str], rnd: Any) -> list[tuple[Any, ...]]:
+    """
+    The requests behind the demo ledger's rows, spread over its runs (a user's sms in the run of
+    its email or later): the last one answered as the row says, retried ones before it.
+    """
+    from datetime import datetime, timedelta
+
+    attempts: list[tuple[Any, ...]] = []
+    email_run: dict[str, int] = {}
+    in_run = Counter[int]()
+    for user_id, channel, _, state, status, error, _ in rows:
+        if state == "queued" and rnd.random() < 0.2:  # in flight when its task died in the last run
+            lost = (run_ids[-1], "2026-03-05T15:00:30.000000+00:00", 1, None, "lost", 1, LOST_ERROR)
+            attempts.append((user_id, channel, *lost))
+        if state in ("rejected", "queued"):
+            continue
+        first = email_run.get(user_id, 0) if channel == "sms" else 0
+        run = email_run[user_id] = rnd.randint(first, len(run_ids) - 1)
+        before = DEMO_RETRIED.get(error or "") or (503, "HTTP 503", int(rnd.random() < 0.08), 0)
+        calls = [(before[0], "retried", before[3], before[1])] * before[2]
+        calls.append((status, "sent" if state == "verified" else state, 0, error))
+        start = datetime.fromisoformat(run_ids[run].split("__")[1])
+        for number, (code, outcome, uncertain, text) in enumerate(calls, start=1):
+            in_run[run] += 1
+            at = (start + timedelta(seconds=5 + in_run[run] / 19)).isoformat(timespec="microseconds")
+            attempts.append((user_id, channel, run_ids[run], at, number, code, outcome, uncertain, text))
+    return attempts
+
+
+def _demo_runs(run_ids: list[str], attempts: list[tuple[Any, ...]], rnd: Any) -> list[dict[str, Any]]:
+    """The run rows of the demo: requests and outcomes counted from its attempts."""
+    from datetime import datetime, timedelta
+
+    outcomes = Counter((a[2], a[6]) for a in attempts)
+    requests = Counter(a[2] for a in attempts)
     runs = []
-    for day in range(1, 6):
-        for hour in (9, 15):
-            seconds = rnd.uniform(70, 190)
-            requests = int(seconds * rnd.uniform(17, 20))
-            runs.append(
-                {
-                    **RUNS[0],
-                    "run_id": f"scheduled__2026-03-0{day}T{hour:02d}:00:00+00:00",
-                    "started_at": f"2026-03-0{day}T{hour:02d}:00:00.000000+00:00",
-                    "finished_at": f"2026-03-0{day}T{hour:02d}:{int(seconds) // 60:02d}:"
-                    f"{int(seconds) % 60:02d}.000000+00:00",
-                    "requests": requests,
-                    "requests_per_second": round(requests / seconds, 2),
-                    "rate_limited": rnd.choice([0, 0, 0, 2, 7]),
-                    "failed": rnd.randint(0, 25),
-                    "not_registered": rnd.randint(0, 4),
-                    "rejected": rnd.randint(80, 100),
-                    "sent": int(requests * 0.9),
-                    "status": "success",
-                }
-            )
-    with sqlite3.connect(path) as conn:
-        conn.executemany(
-            "INSERT INTO sfox_onboarding_ledger (user_id, channel, account_type, state, last_status, "
-            "last_error, updated_at, last_request_at, attempts, run_id) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, 1, 'scheduled__2026-03-05T15:00:00+00:00')",
-            [(*row, row[-1]) for row in rows],
+    for run_id in run_ids:
+        seconds = requests[run_id] / 19 + rnd.uniform(8, 20)
+        start = datetime.fromisoformat(run_id.split("__")[1])
+        runs.append(
+            {
+                **RUNS[0],
+                "run_id": run_id,
+                "started_at": start.isoformat(timespec="microseconds"),
+                "finished_at": (start + timedelta(seconds=seconds)).isoformat(timespec="microseconds"),
+                "planned": sum(
+                    n for (run, what), n in outcomes.items() if run == run_id and what != "retried"
+                ),
+                "requests": requests[run_id],
+                "requests_per_second": round(requests[run_id] / seconds, 2),
+                "rate_limited": rnd.choice([0, 0, 0, 2, 7]),
+                "sent": outcomes[(run_id, "sent")],
+                "already_verified": outcomes[(run_id, "already_verified")],
+                "failed": outcomes[(run_id, "failed")],
+                "not_registered": outcomes[(run_id, "not_registered")],
+                "uncertain": outcomes[(run_id, "lost")],
+                "rejected": rnd.randint(80, 100),
+                "status": "success",
+            }
         )
-        columns = list(RUNS[0])
-        conn.executemany(
-            f"INSERT INTO sfox_onboarding_runs ({', '.join(columns)}) "
-            f"VALUES ({', '.join('?' * len(columns))})",
-            [tuple(run[c] for c in columns) for run in runs],
-        )
+    return runs

@@ -10,21 +10,32 @@ import os
 import sqlite3
 import subprocess
 import sys
+from collections import Counter
 
 import pytest
 from airflow.api_fastapi.auth.managers.base_auth_manager import BaseAuthManager
 from fastapi import HTTPException
 from fastapi.testclient import TestClient
 
+from airflow_sfox.onboarding.warehouse import LOST_ERROR, Warehouse
 from airflow_sfox.plugins.app import create_app, dag_ids_from_config
-from airflow_sfox.plugins.dashboard import LEDGER_INDEXES, TTLCache, ledger_indexes
+from airflow_sfox.plugins.dashboard import LEDGER_INDEXES, DashboardSettings, TTLCache, ledger_indexes
 from tests.plugins.ledger_data import (
+    ATTEMPT_ROWS,
     EXPECTED_FAILURES,
     EXPECTED_FUNNEL,
     EXPECTED_REASONS,
+    EXPECTED_RUN_0_ATTEMPT_REASONS,
+    EXPECTED_RUN_0_OUTCOMES,
     GAVE_UP_REASON,
+    LEDGER_ROWS,
+    ODD_ID_ATTEMPTS,
+    ODD_ID_ROWS,
+    RUN_0,
+    RUN_1,
     RUNS,
     build_ledger,
+    fill_warehouse,
     sqlite_conn_json,
 )
 
@@ -71,12 +82,12 @@ class FakeAuthManager:
 RIGHTS = {"reader": {"sfox_batch_onboarding"}, "outsider": {"some_other_dag"}}
 
 
-def _client(user: str | None = "reader", manager: FakeAuthManager | None = None) -> TestClient:
+def _client(user: str | None = "reader", manager: FakeAuthManager | None = None, **app_kwargs) -> TestClient:
     """The app as ``user`` (``None``: anonymous), authorized by ``manager`` (default: :data:`RIGHTS`)."""
     from airflow.api_fastapi.core_api.security import get_user
 
     manager = manager or FakeAuthManager(RIGHTS)
-    app = create_app(cache_seconds=0, auth_manager=lambda: manager)
+    app = create_app(cache_seconds=0, auth_manager=lambda: manager, **app_kwargs)
     if user is not None:
         # Unit level only: Airflow's own token check is proven against a live api-server.
         app.dependency_overrides[get_user] = lambda: FakeUser(user)
@@ -350,3 +361,289 @@ def test_proposed_indexes_serve_the_queries(ledger_path):
     for plan in plans:  # no step reads the table itself row by row
         for step in plan.split(" | "):
             assert not step.startswith("SCAN") or "INDEX" in step, plan
+
+
+# --- the user lookup and the run view, on SQLite, PostgreSQL and MariaDB -----------------------
+
+#: The partner's source table beside the ledger: the lookups must never read it.
+SOURCE_ROWS = [
+    ("ind_4", "individual", "ind4.private@example.com", "+12025550104"),
+    ("abc", "corporation", "abc.private@example.com", None),
+]
+
+
+@pytest.fixture
+def lookup_db(warehouse_db):
+    """The known ledger, the odd user ids and their attempts, and a source with emails and phones."""
+    warehouse_db.seed(SOURCE_ROWS)
+    warehouse = Warehouse.from_conn_id("sfox_warehouse")
+    fill_warehouse(warehouse, LEDGER_ROWS + ODD_ID_ROWS, ATTEMPT_ROWS + ODD_ID_ATTEMPTS)
+    warehouse.engine.dispose()
+    return warehouse_db
+
+
+def _user(client: TestClient, user_id: str):
+    return client.get("/api/user", params={"user_id": user_id})
+
+
+def _run(client: TestClient, run_id: str):
+    return client.get("/api/run", params={"run_id": run_id})
+
+
+def test_user_lookup_shows_both_channels_and_the_timeline_newest_first(lookup_db):
+    response = _user(_client(), "ind_4")
+    assert response.status_code == 200, response.text
+    data = response.json()
+    assert data["user_id"] == "ind_4"
+    ledger = {row["channel"]: row for row in data["ledger"]}
+    assert [row["channel"] for row in data["ledger"]] == ["email", "sms"]
+    assert (ledger["email"]["state"], ledger["email"]["sends"], ledger["email"]["attempts"]) == (
+        "verified",
+        1,
+        1,
+    )
+    sms = ledger["sms"]
+    assert (sms["state"], sms["sends"], sms["attempts"], sms["uncertain"]) == ("failed", 0, 3, False)
+    assert (sms["last_status"], sms["last_error"], sms["run_id"]) == (500, "HTTP 500 after 3 attempts", RUN_0)
+    assert sms["first_request_at"] == "2026-03-01T10:01:04+00:00"
+    assert sms["last_request_at"] == "2026-03-01T10:01:07+00:00"
+    assert sms["failures"] == 0
+    mine = sorted((a for a in ATTEMPT_ROWS if a[0] == "ind_4"), key=lambda a: a[3], reverse=True)
+    timeline = [
+        (a["channel"], a["run_id"], a["attempt"], a["status"], a["outcome"], a["uncertain"], a["error"])
+        for a in data["attempts"]
+    ]
+    assert timeline == [(a[1], a[2], a[4], a[5], a[6], bool(a[7]), a[8]) for a in mine]
+    assert data["attempts"][0]["attempted_at"] == "2026-03-01T10:01:07+00:00"
+    assert (data["attempts_total"], data["attempts_limit"]) == (4, 200)
+
+
+def test_user_lookup_caps_the_timeline_and_says_how_many_there_are(lookup_db):
+    client = _client(settings=lambda: DashboardSettings(timeline=2))
+    data = _user(client, "ind_4").json()
+    assert [a["attempted_at"] for a in data["attempts"]] == [
+        "2026-03-01T10:01:07+00:00",
+        "2026-03-01T10:01:05+00:00",
+    ]
+    assert (data["attempts_total"], data["attempts_limit"]) == (4, 2)
+
+
+def test_user_lookup_shows_a_lost_request_as_uncertain(lookup_db):
+    data = _user(_client(), "ind_8").json()
+    assert [(r["state"], r["uncertain"], r["run_id"]) for r in data["ledger"]] == [("queued", True, RUN_1)]
+    assert [(a["outcome"], a["uncertain"], a["status"], a["error"]) for a in data["attempts"]] == [
+        ("lost", True, None, LOST_ERROR)
+    ]
+
+
+@pytest.mark.parametrize(
+    ("user_id", "state"),
+    [
+        ("abc", "sent"),
+        ("abc ", "failed"),
+        ("ABC", "not_registered"),
+        ("team/7 ü", "sent"),
+        ("..", "sent"),
+        ("abc  ", None),
+        (" abc", None),
+        ("Abc", None),
+        ("team/7 u", None),
+        ("ab", None),
+    ],
+)
+def test_user_ids_are_compared_as_exact_text(lookup_db, user_id, state):
+    response = _user(_client(), user_id)
+    if state is None:
+        assert response.status_code == 404, response.text
+        assert response.json()["detail"] == (
+            f"Unknown user_id {user_id!r}: no ledger row and no attempt has it"
+        )
+        return
+    assert response.status_code == 200, response.text
+    data = response.json()
+    assert data["user_id"] == user_id
+    assert [(row["channel"], row["state"]) for row in data["ledger"]] == [("email", state)]
+    assert [(a["run_id"], a["outcome"]) for a in data["attempts"]] == [(RUN_1, state)]
+
+
+def test_run_view_counts_outcomes_states_and_reasons(lookup_db):
+    response = _run(_client(), RUN_0)
+    assert response.status_code == 200, response.text
+    data = response.json()
+    run = data["run"]
+    assert (run["run_id"], run["status"], run["requests"], run["failed"]) == (RUN_0, "failed", 120, 3)
+    assert run["duration_seconds"] == 150.0
+    assert run["reason"] is None
+    outcomes = {(o["channel"], o["outcome"]): (o["count"], o["uncertain"]) for o in data["outcomes"]}
+    assert outcomes == EXPECTED_RUN_0_OUTCOMES
+    touched = Counter((row[1], row[3]) for row in LEDGER_ROWS if row[0] != "ind_8")  # ind_8: RUN_1's
+    assert {(r["channel"], r["state"]): r["count"] for r in data["ledger"]} == dict(touched)
+    assert data["attempt_reasons"] == EXPECTED_RUN_0_ATTEMPT_REASONS
+    assert data["ledger_reasons"] == EXPECTED_REASONS
+
+
+def test_run_view_of_a_running_run_with_a_lost_request(lookup_db):
+    data = _run(_client(), RUN_1).json()
+    assert (data["run"]["status"], data["run"]["finished_at"], data["run"]["duration_seconds"]) == (
+        "running",
+        None,
+        None,
+    )
+    odd = Counter((a[1], a[6]) for a in ODD_ID_ATTEMPTS)
+    outcomes = {(o["channel"], o["outcome"]): (o["count"], o["uncertain"]) for o in data["outcomes"]}
+    assert outcomes == {**{key: (n, 0) for key, n in odd.items()}, ("email", "lost"): (1, 1)}
+    assert {(r["channel"], r["state"]): r["count"] for r in data["ledger"]} == {
+        ("email", "queued"): 1,
+        ("email", "sent"): 3,
+        ("email", "failed"): 1,
+        ("email", "not_registered"): 1,
+    }
+    assert data["attempt_reasons"] == [
+        {"outcome": "failed", "reason": "HTTP 500 after 3 attempts", "count": 1},
+        {"outcome": "lost", "reason": LOST_ERROR, "count": 1},
+        {"outcome": "not_registered", "reason": "user not found", "count": 1},
+    ]
+    assert data["ledger_reasons"] == [{"state": "failed", "reason": "HTTP 500 after 3 attempts", "count": 1}]
+
+
+@pytest.mark.parametrize(
+    ("path", "param", "value", "detail"),
+    [
+        ("/api/user", "user_id", "nobody", "Unknown user_id 'nobody': no ledger row and no attempt has it"),
+        (
+            "/api/run",
+            "run_id",
+            "manual__2026-01-01",
+            "Unknown run_id 'manual__2026-01-01': the run table, the ledger and the attempts have none",
+        ),
+        (
+            "/api/run",
+            "run_id",
+            RUN_0 + " ",
+            f"Unknown run_id {RUN_0 + ' '!r}: the run table, the ledger and the attempts have none",
+        ),
+    ],
+)
+def test_unknown_user_or_run_is_404_with_a_clear_message(lookup_db, path, param, value, detail):
+    response = _client().get(path, params={param: value})
+    assert response.status_code == 404
+    assert response.json() == {"detail": detail}
+
+
+@pytest.mark.parametrize("path", ["/api/user", "/api/run"])
+@pytest.mark.parametrize(
+    ("value", "status", "detail"),
+    [
+        (None, 422, "{name} is required"),
+        ("", 422, "{name} is required"),
+        ("x" * 256, 422, "{name} must be at most 255 characters, got 256"),
+        ("ü" * 256, 422, "{name} must be at most 255 characters, got 256"),
+        ("a\x00b", 422, "{name} must not contain a NUL character"),
+        ("x" * 255, 404, None),
+        ("ü" * 255, 404, None),
+    ],
+)
+def test_lookup_keys_are_validated(ledger_path, path, value, status, detail):
+    name = "user_id" if path == "/api/user" else "run_id"
+    response = _client().get(path, params={} if value is None else {name: value})
+    assert response.status_code == status, response.text
+    if detail is not None:
+        assert response.json() == {"detail": detail.format(name=name)}
+
+
+def test_lookups_before_the_first_run_say_there_is_no_ledger(tmp_path, monkeypatch):
+    monkeypatch.setenv("AIRFLOW_CONN_SFOX_WAREHOUSE", sqlite_conn_json(str(tmp_path / "empty.db")))
+    for response in (_user(_client(), "ind_4"), _run(_client(), RUN_0)):
+        assert response.status_code == 404
+        assert response.json()["detail"].startswith("No onboarding ledger yet (sfox_onboarding_ledger)")
+
+
+def test_lookups_of_a_ledger_without_attempts_table_show_the_ledger(ledger_path):
+    with sqlite3.connect(ledger_path) as conn:  # a ledger of a version before the attempts table
+        conn.execute("DROP TABLE sfox_onboarding_ledger_attempts")
+    data = _user(_client(), "ind_4").json()
+    assert [row["state"] for row in data["ledger"]] == ["verified", "failed"]
+    assert (data["attempts"], data["attempts_total"]) == ([], 0)
+    run = _run(_client(), RUN_0).json()
+    assert (run["outcomes"], run["attempt_reasons"]) == ([], [])
+    assert run["ledger_reasons"] == EXPECTED_REASONS
+
+
+@pytest.mark.parametrize(
+    ("path", "params"),
+    [("/api/user", {"user_id": "ind_4"}), ("/api/run", {"run_id": RUN_0})],
+)
+def test_lookups_need_read_access_to_the_onboarding_dag(ledger_path, path, params):
+    manager = FakeAuthManager(RIGHTS)
+    assert _client(None, manager).get(path, params=params).status_code == 401
+    assert manager.calls == []
+    denied = _client("outsider", manager).get(path, params=params)
+    assert denied.status_code == 403
+    assert "read access to the DAG(s) sfox_batch_onboarding" in denied.json()["detail"]
+    assert "ind_4" not in denied.text
+    assert "HTTP 500" not in denied.text
+    assert [(m, u, d.id) for m, u, _, d in manager.calls] == [("GET", "outsider", "sfox_batch_onboarding")]
+    assert _client("reader", manager).get(path, params=params).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("path", "params"),
+    [
+        ("/api/user", {"user_id": "ind_4"}),
+        ("/api/user", {"user_id": "abc"}),
+        ("/api/run", {"run_id": RUN_0}),
+        ("/api/run", {"run_id": RUN_1}),
+    ],
+)
+def test_lookups_hold_no_email_or_phone(lookup_db, path, params):
+    response = _client().get(path, params=params)
+    assert response.status_code == 200, response.text
+    for _, _, email, phone in SOURCE_ROWS:
+        assert email not in response.text
+        assert phone is None or phone not in response.text
+
+    def keys(value) -> set[str]:
+        if isinstance(value, dict):
+            return set(value) | {k for v in value.values() for k in keys(v)}
+        return {k for v in value for k in keys(v)} if isinstance(value, list) else set()
+
+    assert not {k for k in keys(response.json()) if "email" in k or "phone" in k}
+
+
+def test_lookups_read_through_keys_and_indexes(ledger_path):
+    """SQLite answers every query of the user lookup and the run view by an index search, never a scan."""
+    import sqlalchemy as sa
+
+    from airflow_sfox.plugins.dashboard import Dashboard
+    from tests.plugins.ledger_data import SqliteFileHook
+
+    warehouse = Warehouse(SqliteFileHook(ledger_path))
+    statements: list[tuple[str, tuple]] = []
+
+    @sa.event.listens_for(warehouse.engine, "before_cursor_execute")
+    def record(conn, cursor, statement, parameters, context, executemany) -> None:
+        if statement.lstrip().upper().startswith("SELECT") and "sqlite_" not in statement:
+            statements.append((statement, tuple(parameters)))
+
+    dashboard = Dashboard(warehouse, DashboardSettings())
+    dashboard.user("ind_4")
+    dashboard.run(RUN_0)
+    warehouse.engine.dispose()
+    assert len(statements) == 8  # ledger, attempts count, timeline; run row, states, 2 x reasons, outcomes
+    indexes = set()
+    with sqlite3.connect(ledger_path) as conn:
+        for sql, params in statements:
+            plan = [row[3] for row in conn.execute(f"EXPLAIN QUERY PLAN {sql}", params)]
+            searches = [step for step in plan if not step.startswith("USE TEMP B-TREE")]
+            assert searches, (sql, plan)
+            for step in searches:
+                assert step.startswith("SEARCH "), (sql, plan)
+                assert " INDEX " in step, (sql, plan)
+                indexes.add(step.split(" INDEX ")[1].split(" ")[0])
+    assert indexes == {
+        "sqlite_autoindex_sfox_onboarding_ledger_1",  # (user_id, channel)
+        "sqlite_autoindex_sfox_onboarding_runs_1",  # run_id
+        "ix_sfox_onboarding_ledger_run",
+        "ix_sfox_onboarding_ledger_attempts_user",
+        "ix_sfox_onboarding_ledger_attempts_run",
+    }

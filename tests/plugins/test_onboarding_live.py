@@ -2,7 +2,8 @@
 End to end: the plugin inside a live Airflow api-server, with Airflow's real authentication,
 seen by a headless Chromium that logs in, opens the page and reads the numbers it shows.
 
-Saves the README screenshot to ``docs/sfox-onboarding.png``.
+Saves the README screenshots to ``docs/sfox-onboarding.png`` (the page) and
+``docs/sfox-onboarding-lookup.png`` (a user's timeline and a run's view).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from tests.plugins.live import (
 )
 
 SCREENSHOT = Path(__file__).parents[2] / "docs" / "sfox-onboarding.png"
+LOOKUP_SCREENSHOT = SCREENSHOT.with_name("sfox-onboarding-lookup.png")
 PAGE = "/sfox-onboarding/"
 SUMMARY = "/sfox-onboarding/api/summary"
 #: Reads what the page shows, in one go.
@@ -37,6 +39,27 @@ return {
   counts: texts("#reasons [data-field='count']"),
   runs: document.querySelectorAll("#runs tbody tr").length,
   users: texts("#failures [data-field='user_id']"),
+  body: document.body.innerText,
+};
+"""
+#: Reads the user lookup and the run view, in one go (the page re-renders them on every poll).
+LOOKUP_JS = """
+const byId = (id) => document.getElementById(id);
+const shownText = (id) => (byId(id).hidden ? null : byId(id).textContent);
+const rows = (id) => Array.from(document.querySelectorAll(`#${id} tbody tr`), (tr) =>
+  Array.from(tr.children, (td) => td.textContent));
+return {
+  user: document.body.dataset.user ?? null,
+  run: document.body.dataset.run ?? null,
+  userError: shownText("user-error"),
+  ledger: rows("user-ledger"),
+  attempts: rows("user-attempts"),
+  capped: document.getElementById("user-capped").textContent,
+  outcomes: rows("run-outcomes"),
+  runLedger: rows("run-ledger"),
+  runReasons: rows("run-attempt-reasons"),
+  figures: Object.fromEntries(Array.from(document.querySelectorAll("#run-figures [data-figure]"),
+    (e) => [e.dataset.figure, e.querySelector("b").textContent])),
   body: document.body.innerText,
 };
 """
@@ -226,5 +249,80 @@ def test_browser_shows_the_ledger_figures(live, ledger, tmp_path):
         driver.switch_to.default_content()
         SCREENSHOT.parent.mkdir(exist_ok=True)
         assert driver.save_screenshot(str(SCREENSHOT))
+
+        driver.switch_to.frame(frame)
+        _look_up_a_user_and_open_a_run(driver, wait, ledger)
+        driver.switch_to.default_content()
+        assert driver.save_screenshot(str(LOOKUP_SCREENSHOT))
     finally:
         driver.quit()
+
+
+def _when(iso: str) -> str:
+    """A stored time as the page writes it (UTC, to the second)."""
+    return iso.replace("T", " ").split(".")[0].removesuffix("+00:00")
+
+
+def _look_up_a_user_and_open_a_run(driver, wait, ledger: str) -> None:
+    """Type a user_id into the lookup and read its timeline; click a run and read its view."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    with sqlite3.connect(ledger) as conn:
+        # The user with attempts on both channels and the most of them.
+        (user_id,) = conn.execute(
+            "SELECT user_id FROM sfox_onboarding_ledger_attempts GROUP BY user_id "
+            "HAVING COUNT(DISTINCT channel) = 2 ORDER BY COUNT(*) DESC, user_id LIMIT 1"
+        ).fetchone()
+        timeline = conn.execute(
+            "SELECT attempted_at, channel, status, outcome FROM sfox_onboarding_ledger_attempts "
+            "WHERE user_id = ? ORDER BY attempted_at DESC, id DESC",
+            (user_id,),
+        ).fetchall()
+        states = conn.execute(
+            "SELECT channel, state FROM sfox_onboarding_ledger WHERE user_id = ? ORDER BY channel", (user_id,)
+        ).fetchall()
+
+    def lookup() -> dict:
+        return driver.execute_script(LOOKUP_JS)
+
+    box = driver.find_element(By.ID, "user-id")
+    box.send_keys(f"{user_id} ", Keys.ENTER)  # a trailing space: another user_id, which nobody has
+    wait.until(lambda _: lookup()["userError"])
+    assert lookup()["userError"] == f"Unknown user_id '{user_id} ': no ledger row and no attempt has it"
+    box.clear()
+    box.send_keys(user_id, Keys.ENTER)
+    wait.until(lambda _: lookup()["user"] == user_id)
+    shown = lookup()
+    assert [(row[0], row[1].replace(" ", "_")) for row in shown["ledger"]] == states
+    assert [(row[0], row[1], row[4], row[5].replace(" ", "_")) for row in shown["attempts"]] == [
+        (_when(at), channel, "\u2013" if status is None else str(status), outcome)
+        for at, channel, status, outcome in timeline
+    ]
+    assert shown["capped"] == f"{len(timeline)} attempts."
+
+    # The newest run of the run table, clicked there (in one script: the table re-renders on each poll).
+    run_id = driver.execute_script(
+        "const b = document.querySelector('#runs tbody button[data-run-id]'); "
+        "b.click(); return b.dataset.runId;"
+    )
+    wait.until(lambda _: lookup()["run"] == run_id)
+    with sqlite3.connect(ledger) as conn:
+        outcomes = conn.execute(
+            "SELECT channel, outcome, COUNT(*) FROM sfox_onboarding_ledger_attempts WHERE run_id = ? "
+            "GROUP BY channel, outcome ORDER BY channel, outcome",
+            (run_id,),
+        ).fetchall()
+        (requests,) = conn.execute(
+            "SELECT requests FROM sfox_onboarding_runs WHERE run_id = ?", (run_id,)
+        ).fetchone()
+    shown = lookup()
+    assert [(row[0], row[1].replace(" ", "_"), row[2]) for row in shown["outcomes"]] == [
+        (channel, outcome, f"{n:,}") for channel, outcome, n in outcomes
+    ]
+    assert shown["figures"]["requests"] == f"{requests:,}"
+    assert shown["runLedger"]
+    assert shown["runReasons"]
+    assert "@" not in shown["body"]
+    driver.execute_script("document.getElementById('lookup').scrollIntoView();")
+    time.sleep(1)  # let the scroll settle before the screenshot

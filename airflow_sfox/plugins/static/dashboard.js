@@ -1,12 +1,17 @@
-// sFOX onboarding page: polls api/summary and renders it. Plain DOM, no framework, no CDN.
+// sFOX onboarding page: polls api/summary and renders it, with a user lookup (api/user) and a
+// run view (api/run) refreshed on the same beat. Plain DOM, no framework, no CDN.
 // Every value from the server is written with textContent, never parsed as HTML.
 "use strict";
 
 (function () {
   const SUMMARY_URL = "api/summary";
+  const USER_URL = "api/user";
+  const RUN_URL = "api/run";
   const SVG_NS = "http://www.w3.org/2000/svg";
   let refreshMs = 10000;
   let timer = null;
+  // The user and the run on display (null: none), as typed: ids are exact text, never trimmed.
+  const shown = { user: null, run: null };
 
   const fmt = new Intl.NumberFormat("en-US");
   const num = (n) => (n === null || n === undefined ? "–" : fmt.format(n));
@@ -117,6 +122,17 @@
     return el("span", { class: `pill ${state || ""}`, text: (state || "–").replace("_", " ") });
   }
 
+  const status = (code) => (code === null || code === undefined ? "–" : String(code));
+  const yes = (flag) => (flag ? "yes" : "");
+
+  // A run_id or user_id that opens its view below when clicked.
+  function link(kind, id) {
+    if (id === null || id === undefined) return document.createTextNode("–");
+    const button = el("button", { type: "button", class: "link mono", [`data-${kind}-id`]: id, text: id });
+    button.addEventListener("click", () => (kind === "run" ? showRun(id) : showUser(id)));
+    return button;
+  }
+
   function render(data) {
     refreshMs = Math.max(2000, (data.refresh_seconds || 10) * 1000);
     document.getElementById("source").textContent =
@@ -133,7 +149,9 @@
       "runs",
       data.runs.map((run) => [
         el("td", { class: "nowrap", text: when(run.started_at) }),
-        el("td", { class: "mono", text: run.run_id + (run.dry_run ? " (dry run)" : "") }),
+        el("td", { class: "mono" }, [link("run", run.run_id)].concat(
+          run.dry_run ? [document.createTextNode(" (dry run)")] : [],
+        )),
         el("td", {}, [pill(run.status)].concat(
           run.reason ? [el("div", { class: "reason", "data-field": "reason", text: run.reason })] : [],
         )),
@@ -172,7 +190,7 @@
     fillTable(
       "failures",
       data.recent_failures.map((f) => [
-        el("td", { class: "mono nowrap", "data-field": "user_id", text: f.user_id }),
+        el("td", { class: "mono nowrap", "data-field": "user_id" }, [link("user", f.user_id)]),
         el("td", { text: f.channel }),
         el("td", {}, [pill(f.state)]),
         el("td", { class: "num", text: f.last_status === null ? "–" : String(f.last_status) }),
@@ -182,6 +200,169 @@
       6,
       "No failures.",
     );
+  }
+
+  function renderUser(data) {
+    document.getElementById("user-title").textContent = data.user_id;
+    fillTable(
+      "user-ledger",
+      data.ledger.map((row) => [
+        el("td", { text: row.channel }),
+        el("td", {}, [pill(row.state)]),
+        el("td", { class: "num", text: num(row.sends) }),
+        el("td", { class: "num", text: num(row.attempts) }),
+        el("td", { class: row.uncertain ? "bad-text" : "", text: yes(row.uncertain) }),
+        el("td", { class: "num", text: num(row.failures) }),
+        el("td", { class: "num", text: status(row.last_status) }),
+        el("td", { text: row.last_error || "" }),
+        el("td", { class: "nowrap", text: when(row.first_request_at) }),
+        el("td", { class: "nowrap", text: when(row.last_request_at) }),
+        el("td", { class: "mono" }, [link("run", row.run_id)]),
+      ]),
+      11,
+      "No ledger row: only attempts name this user.",
+    );
+    const total = data.attempts_total;
+    document.getElementById("user-capped").textContent =
+      total > data.attempts.length
+        ? `Showing the newest ${num(data.attempts.length)} of ${num(total)} attempts ` +
+          `(at most ${num(data.attempts_limit)}).`
+        : `${num(total)} attempt${total === 1 ? "" : "s"}.`;
+    fillTable(
+      "user-attempts",
+      data.attempts.map((a) => [
+        el("td", { class: "nowrap", "data-field": "attempted_at", text: when(a.attempted_at) }),
+        el("td", { "data-field": "channel", text: a.channel }),
+        el("td", { class: "mono" }, [link("run", a.run_id)]),
+        el("td", { class: "num", text: num(a.attempt) }),
+        el("td", { class: "num", "data-field": "status", text: status(a.status) }),
+        el("td", { "data-field": "outcome" }, [pill(a.outcome)]),
+        el("td", { text: yes(a.uncertain) }),
+        el("td", { text: a.error || "" }),
+      ]),
+      8,
+      "No attempts recorded (or all pruned by the retention).",
+    );
+  }
+
+  function renderRun(data) {
+    const run = data.run;
+    document.getElementById("run-title").textContent = data.run_id;
+    const figures = run
+      ? [
+          ["status", run.status],
+          ["started", when(run.started_at)],
+          ["duration", duration(run.duration_seconds)],
+          ["requests", num(run.requests)],
+          ["sent", num(run.sent)],
+          ["already verified", num(run.already_verified)],
+          ["failed", num(run.failed)],
+          ["not registered", num(run.not_registered)],
+          ["rejected", num(run.rejected)],
+          ["uncertain", num(run.uncertain)],
+          ["429s", num(run.rate_limited)],
+        ]
+      : [["run table", "no row for this run"]];
+    if (run && run.reason) figures.push(["reason", run.reason]);
+    document.getElementById("run-figures").replaceChildren(
+      ...figures.map(([label, value]) =>
+        el("span", { "data-figure": label }, [
+          document.createTextNode(`${label} `),
+          el("b", { text: value || "–" }),
+        ]),
+      ),
+    );
+    fillTable(
+      "run-outcomes",
+      data.outcomes.map((o) => [
+        el("td", { text: o.channel }),
+        el("td", {}, [pill(o.outcome)]),
+        el("td", { class: "num", "data-field": "count", text: num(o.count) }),
+        el("td", { class: "num", text: num(o.uncertain) }),
+      ]),
+      4,
+      "No requests recorded for this run.",
+    );
+    fillTable(
+      "run-ledger",
+      data.ledger.map((r) => [
+        el("td", { text: r.channel }),
+        el("td", {}, [pill(r.state)]),
+        el("td", { class: "num", "data-field": "count", text: num(r.count) }),
+      ]),
+      3,
+      "No ledger row was last touched by this run.",
+    );
+    const reasonRows = (rows, kind) =>
+      rows.map((r) => [
+        el("td", { text: r.reason }),
+        el("td", {}, [pill(r[kind])]),
+        el("td", { class: "num", "data-field": "count", text: num(r.count) }),
+      ]);
+    fillTable("run-attempt-reasons", reasonRows(data.attempt_reasons, "outcome"), 3, "No failed request.");
+    fillTable("run-ledger-reasons", reasonRows(data.ledger_reasons, "state"), 3, "No rejected or failed rows.");
+  }
+
+  // What a refused lookup says: the server's detail (a text, or FastAPI's list of errors).
+  function detailOf(data, code) {
+    const detail = data && data.detail;
+    if (Array.isArray(detail)) return detail.map((d) => d.msg).join("; ");
+    return detail || `HTTP ${code}`;
+  }
+
+  // Fetch one user or run (kind "user" or "run") and show it, or why not; quiet: a poll.
+  async function load(kind, quiet) {
+    const id = shown[kind];
+    if (id === null) return;
+    const [url, param, render] =
+      kind === "user" ? [USER_URL, "user_id", renderUser] : [RUN_URL, "run_id", renderRun];
+    const view = document.getElementById(`${kind}-view`);
+    const error = document.getElementById(`${kind}-error`);
+    try {
+      const response = await fetch(`${url}?${new URLSearchParams({ [param]: id })}`, {
+        credentials: "same-origin",
+        cache: "no-store",
+      });
+      const data = await response.json().catch(() => null);
+      if (shown[kind] !== id) return; // another lookup started meanwhile
+      if (response.status === 401 || response.status === 403) return signedOut();
+      if (!response.ok) throw new Error(detailOf(data, response.status));
+      render(data);
+      view.hidden = false;
+      error.hidden = true;
+      document.body.dataset[kind] = id;
+    } catch (err) {
+      if (quiet && !view.hidden) return; // keep what is shown; the next poll tries again
+      error.textContent = err.message;
+      error.hidden = false;
+      view.hidden = true;
+      delete document.body.dataset[kind];
+    }
+  }
+
+  async function show(kind, id) {
+    shown[kind] = id;
+    document.getElementById(`${kind}-id`).value = id;
+    await load(kind, false);
+    document.getElementById(document.getElementById(`${kind}-view`).hidden ? `${kind}-error` : `${kind}-view`)
+      .scrollIntoView({ block: "start" });
+  }
+  const showUser = (id) => show("user", id);
+  const showRun = (id) => show("run", id);
+
+  for (const kind of ["user", "run"]) {
+    document.getElementById(`${kind}-form`).addEventListener("submit", (event) => {
+      event.preventDefault();
+      show(kind, document.getElementById(`${kind}-id`).value);
+    });
+  }
+
+  function signedOut() {
+    const error = document.getElementById("error");
+    error.textContent = "Your Airflow session has ended: reload the page to log in again.";
+    error.hidden = false;
+    setStatus(false, "signed out");
+    clearTimeout(timer);
   }
 
   function setStatus(ok, text) {
@@ -195,14 +376,14 @@
       const response = await fetch(SUMMARY_URL, { credentials: "same-origin", cache: "no-store" });
       const error = document.getElementById("error");
       if (response.status === 401 || response.status === 403) {
-        error.textContent = "Your Airflow session has ended: reload the page to log in again.";
-        error.hidden = false;
-        setStatus(false, "signed out");
+        signedOut();
         return; // no more polling until the user logs in again
       }
       const data = await response.json();
       if (!response.ok) throw new Error(data.detail || `HTTP ${response.status}`);
       render(data);
+      load("user", true);
+      load("run", true);
       error.hidden = true;
       document.body.dataset.loaded = data.generated_at;
       setStatus(true, `updated ${new Date().toLocaleTimeString()} · ${data.query_ms} ms`);
