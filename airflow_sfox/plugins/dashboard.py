@@ -71,6 +71,7 @@ SIDE_STATES = tuple(
         LedgerState.FAILED,
         LedgerState.NOT_REGISTERED,
         LedgerState.GAVE_UP,
+        LedgerState.HELD,
     )
 )
 #: Order of the account types on the page; other values follow, ``None`` (rejected rows) last.

@@ -62,6 +62,7 @@ EXPECTED_FUNNEL: dict[str | None, dict[str, Any]] = {
         "failed": 2,
         "not_registered": 1,
         "gave_up": 0,
+        "held": 0,
     },
     "corporation": {
         "seen": 5,
@@ -75,6 +76,7 @@ EXPECTED_FUNNEL: dict[str | None, dict[str, Any]] = {
         "failed": 1,
         "not_registered": 0,
         "gave_up": 1,
+        "held": 0,
     },
     None: {
         "seen": 3,
@@ -88,6 +90,7 @@ EXPECTED_FUNNEL: dict[str | None, dict[str, Any]] = {
         "failed": 0,
         "not_registered": 0,
         "gave_up": 0,
+        "held": 0,
     },
 }
 EXPECTED_REASONS = [

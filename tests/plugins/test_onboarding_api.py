@@ -644,6 +644,6 @@ def test_lookups_read_through_keys_and_indexes(ledger_path):
         "sqlite_autoindex_sfox_onboarding_ledger_1",  # (user_id, channel)
         "sqlite_autoindex_sfox_onboarding_runs_1",  # run_id
         "ix_sfox_onboarding_ledger_run",
-        "ix_sfox_onboarding_ledger_attempts_user",
-        "ix_sfox_onboarding_ledger_attempts_run",
+        "ix_sfox_onboarding_ledger_at_user",
+        "ix_sfox_onboarding_ledger_at_run",
     }

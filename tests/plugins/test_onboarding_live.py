@@ -116,7 +116,7 @@ def expected_from_sql(path: str) -> dict[str, dict[str, int | None]]:
                     kind,
                 ),
             }
-            for state in ("queued", "rejected", "failed", "not_registered", "gave_up"):
+            for state in ("queued", "rejected", "failed", "not_registered", "gave_up", "held"):
                 row[state] = one(
                     conn,
                     f"SELECT COUNT(*) FROM sfox_onboarding_ledger WHERE {where} AND state = ?",

@@ -93,6 +93,7 @@
       ["failed", "failed", "bad"],
       ["not_registered", "not registered", "warn"],
       ["gave_up", "gave up", "bad"],
+      ["held", "held for review", "warn"],
     ].map(([key, label, cls]) =>
       el("div", { class: row[key] ? cls : "" }, [
         el("span", { text: label }),
