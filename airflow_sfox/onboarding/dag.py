@@ -43,6 +43,7 @@ from airflow_sfox.defaults import (
     DEFAULT_WAREHOUSE_CONN_ID,
     LEDGER_TABLE,
 )
+from airflow_sfox.onboarding.alerts import deadline_alert
 from airflow_sfox.onboarding.model import CHANNELS_BY_ACCOUNT_TYPE, AccountType, Channel
 from airflow_sfox.onboarding.params import event_params, onboarding_params
 from airflow_sfox.onboarding.planner import OnboardingSource
@@ -56,6 +57,7 @@ if TYPE_CHECKING:
     from airflow.sdk import Asset
     from airflow.sdk.definitions.xcom_arg import XComArg
 
+    from airflow_sfox._compat import AsyncCallback
     from airflow_sfox.onboarding.alerts import Notifier
 
 try:  # Airflow 3.2+
@@ -110,6 +112,8 @@ def onboarding_dag(
     params: dict[str, Any] | None = None,
     on_failure: Sequence[Notifier] = (),
     on_recovery: Sequence[Notifier] = (),
+    deadline: timedelta | None = None,
+    on_deadline: Sequence[AsyncCallback] = (),
     tags: Sequence[str] = ("sfox",),
     **dag_kwargs: Any,
 ) -> DAG:
@@ -138,12 +142,20 @@ def onboarding_dag(
         ``SlackNotifier``, or callables taking the context) called once when a run fails, with
         ``sfox_summary`` in their template context (see :mod:`airflow_sfox.onboarding.alerts`).
     :param on_recovery: notifiers called once when a run succeeds after a run that did not.
+    :param deadline: how long after it was queued a run should be finished: an Airflow Deadline
+        Alert (the scheduler and the triggerer watch it) says so once when a run is not, to
+        ``on_deadline`` and as the ``sfox.deadline_missed`` metric.
+    :param on_deadline: ``AsyncCallback`` objects (Airflow's deadline callbacks: a notifier class
+        and its arguments, ``AsyncCallback(SmtpNotifier, kwargs={...})``, or an async function)
+        the triggerer calls with ``sfox_summary`` (the run's progress) in their context. Notifier
+        objects, as ``on_failure`` takes, cannot travel to the triggerer.
     :param tags: the DAG's tags.
     :param dag_kwargs: any other :class:`~airflow.sdk.DAG` argument (``on_failure_callback``, ...).
     """
     if int(parallel_chunks) < 1:
         raise ValueError(f"parallel_chunks must be >= 1, got {parallel_chunks!r}")
     where = _warehouse_where(warehouse_conn_id, warehouse_schema)
+    alert = deadline_alert(deadline, tuple(on_deadline), **where)
     dag_kwargs.setdefault("description", f"Send sFOX verification codes to the users of {source.sql()[:60]}")
     dag_kwargs.setdefault(
         "doc_md",
@@ -161,6 +173,7 @@ def onboarding_dag(
         max_active_tasks=parallel_chunks,
         params=onboarding_params(**(params or {})),
         tags=list(tags),
+        deadline=alert,
         **dag_kwargs,
     ) as dag:
         planned = _plan_task(source=source, sfox_conn_id=sfox_conn_id, **where)
@@ -271,6 +284,7 @@ def _plan_task(
     @task(task_id=PLAN_TASK_ID)
     def plan(**context: Any) -> dict[str, Any]:
         """Check the source, plan who gets which code, and queue it in the ledger."""
+        from airflow_sfox.onboarding.metrics import emit_plan
         from airflow_sfox.onboarding.runs import plan_run
 
         result = plan_run(
@@ -286,6 +300,7 @@ def _plan_task(
         )
         for kind in CHANNELS_BY_ACCOUNT_TYPE:  # each path's chunks task hands its key on
             context["ti"].xcom_push(key=str(kind), value=result[str(kind)])
+        emit_plan(result["counts"], dag_id=context["dag"].dag_id)
         return result["counts"]
 
     return plan()
@@ -349,11 +364,12 @@ def _summarize_task(
     @task(task_id="summarize", trigger_rule="all_done", outlets=[ledger_asset(warehouse_conn_id, ledger)])
     def summarize(**context: Any) -> dict[str, Any]:
         """This run's accounting, logged as a table; fails the run past the threshold; alerts."""
-        from airflow_sfox.onboarding import alerts
+        from airflow_sfox.onboarding import alerts, metrics
         from airflow_sfox.onboarding.runs import OnboardingRunFailed, summarize_run
-        from airflow_sfox.onboarding.warehouse import Warehouse
+        from airflow_sfox.onboarding.warehouse import Warehouse, utcnow
 
         dag_id, run_id = context["dag"].dag_id, context["run_id"]
+        started_at = context["dag_run"].start_date
         try:
             summary = summarize_run(
                 # Pulled, not passed: a failed plan leaves no XCom, and the summary says so.
@@ -363,11 +379,13 @@ def _summarize_task(
                 dag_id=dag_id,
                 warehouse_conn_id=warehouse_conn_id,
                 warehouse_schema=warehouse_schema,
-                started_at=context["dag_run"].start_date,
+                started_at=started_at,
             )
         except OnboardingRunFailed as failure:
+            metrics.emit_run(failure.summary, dag_id=dag_id, started_at=started_at, now=utcnow())
             alerts.notify(on_failure, context, failure.summary)
             raise
+        metrics.emit_run(summary, dag_id=dag_id, started_at=started_at, now=utcnow())
         if on_recovery and not summary["dry_run"]:
             warehouse = Warehouse.from_conn_id(warehouse_conn_id, schema=warehouse_schema)
             previous = alerts.previous_status(warehouse, dag_id=dag_id, run_id=run_id)

@@ -357,6 +357,7 @@ def summarize_run(
         failed_plan: dict[str, Any] = {
             "run_id": run_id,
             "dag_id": dag_id,
+            "dry_run": bool(params.get("dry_run")),
             "status": RunStatus.PLAN_FAILED.value,
             "problem": why,
         }

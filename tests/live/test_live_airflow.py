@@ -197,7 +197,7 @@ class LiveAirflow:
     def report(self) -> str:
         """Tails of every component's log and of every task log, for a failure message."""
         parts = [process.report() for process in self.processes]
-        for log in sorted((self.home / "logs").glob(f"dag_id={DAG_ID}/**/*.log")):
+        for log in sorted((self.home / "logs").glob("dag_id=*/**/*.log")):
             parts.append(f"--- task log {log.relative_to(self.home / 'logs')} ---\n{_tail(log, 25)}")
         return "\n".join(parts)
 
@@ -206,26 +206,39 @@ class LiveAirflow:
         assert not dead, f"{', '.join(p.name for p in dead)} exited early\n{self.report()}"
 
 
-def _dag_folder(home: Path) -> Path:
-    """The repository's DAG files, and beside them NEW_USER_DAG_ID (a paused factory DAG of its own)."""
+def _dag_folder(home: Path, extra: dict[str, str]) -> Path:
+    """
+    The repository's DAG files, and beside them NEW_USER_DAG_ID (a paused factory DAG of its
+    own) and the ``extra`` DAG files of the test module (file name -> source).
+    """
     folder = home / "dags"
     folder.mkdir(exist_ok=True)  # a caller may have put DAG files of its own there
     for path in (REPO / "dags").glob("*.py"):
         shutil.copy(path, folder / path.name)
-    (folder / f"{NEW_USER_DAG_ID}.py").write_text(NEW_USER_DAG_SOURCE)
+    for name, source in {f"{NEW_USER_DAG_ID}.py": NEW_USER_DAG_SOURCE, **extra}.items():
+        (folder / name).write_text(source)
     return folder
 
 
-def _airflow_env(home: Path, api_port: int, meta_uri: str, sandbox_url: str, warehouse_uri: str) -> dict:
+def _airflow_env(
+    home: Path,
+    api_port: int,
+    meta_uri: str,
+    sandbox_url: str,
+    warehouse_uri: str,
+    dag_files: dict[str, str] | None = None,
+) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "_AIRFLOW"))}
     # Airflow imports thousands of modules: cache their bytecode (as the Makefile does).
     env.pop("PYTHONDONTWRITEBYTECODE", None)
     env.setdefault("PYTHONPYCACHEPREFIX", str(REPO / ".cache" / "pycache"))
+    # This checkout's code (and the tests' helpers), not the installed copy, in every component.
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH", "")) if p)
     meta = meta_uri.replace("postgresql://", "postgresql+psycopg2://", 1)
     env.update(
         {
             "AIRFLOW_HOME": str(home),
-            "AIRFLOW__CORE__DAGS_FOLDER": str(_dag_folder(home)),
+            "AIRFLOW__CORE__DAGS_FOLDER": str(_dag_folder(home, dag_files or {})),
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
             "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
             "AIRFLOW__CORE__PARALLELISM": "2",
@@ -259,13 +272,26 @@ def _airflow_env(home: Path, api_port: int, meta_uri: str, sandbox_url: str, war
 
 
 @pytest.fixture(scope="module")
-def live_airflow(tmp_path_factory, databases, sandbox) -> Iterator[LiveAirflow]:
+def extra_dag_files() -> dict[str, str]:
+    """DAG files a test module adds to the live DAG folder (file name -> source): override it."""
+    return {}
+
+
+@pytest.fixture(scope="module")
+def extra_env() -> dict[str, str]:
+    """Environment a test module adds to every Airflow component (connections...): override it."""
+    return {}
+
+
+@pytest.fixture(scope="module")
+def live_airflow(tmp_path_factory, databases, sandbox, extra_dag_files, extra_env) -> Iterator[LiveAirflow]:
     """db migrate, then api-server, scheduler, dag-processor and triggerer; all stopped at the end."""
     home = tmp_path_factory.mktemp("live-airflow-home")
     api_port = free_port()
     password = secrets.token_urlsafe(16)
     (home / "passwords.json").write_text(json.dumps({ADMIN_USER: password}))
-    env = _airflow_env(home, api_port, databases["meta"], sandbox, databases["warehouse"])
+    env = _airflow_env(home, api_port, databases["meta"], sandbox, databases["warehouse"], extra_dag_files)
+    env.update(extra_env)
     airflow = LiveAirflow(home, f"http://127.0.0.1:{api_port}", password)
     cli = [sys.executable, "-m", "airflow"]
 

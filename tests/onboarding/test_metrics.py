@@ -1,17 +1,39 @@
-"""Metrics: a real run under ``airflow dags test`` sends its figures to a StatsD server (UDP)."""
+"""
+Metrics: real runs under ``airflow dags test`` send their figures to a StatsD server (UDP),
+with InfluxDB-style tags (``statsd_influxdb_enabled``) so the ``channel`` tags can be checked.
+
+Three runs of one warehouse make every onboarding metric: retries wait, give up, are queued
+and are re-driven; claims a dead try left are sent again or held; the last run fails.
+"""
 
 from __future__ import annotations
 
 import json
 import os
 import socket
+import sqlite3
 import subprocess
 import sys
 import threading
-from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
 
 from tests.helpers import copy_metadata_db, sfox_conn_json
-from tests.onboarding_data import make_users, sandbox_users, seed_sqlite
+from tests.onboarding_data import BAD_ROWS, make_users, sandbox_users, seed_sqlite
+
+REPO = Path(__file__).resolve().parents[2]
+PREFIX = "airflow."  # Airflow's statsd_prefix, before every name
+AIRFLOW = [sys.executable, "-m", "airflow"]
+
+
+@dataclass(frozen=True)
+class Metric:
+    name: str
+    tags: dict[str, str]
+    value: float
+    kind: str
 
 
 class StatsdServer:
@@ -28,10 +50,12 @@ class StatsdServer:
         self._thread.start()
 
     def _serve(self) -> None:
-        while not self._stop.is_set():
+        while True:
             try:
                 data = self.sock.recv(65535)
             except TimeoutError:
+                if self._stop.is_set():  # stopped, and nothing more arrived: all read
+                    return
                 continue
             self.lines.extend(data.decode().splitlines())
 
@@ -40,63 +64,179 @@ class StatsdServer:
         self._thread.join(5)
         self.sock.close()
 
-    def counters(self, prefix: str) -> Counter:
-        """Counter totals by name, for names starting with ``prefix``."""
-        totals: Counter = Counter()
+    def metrics(self) -> list[Metric]:
+        """The onboarding metrics received: ``name,tag=value,...:value|kind``, prefix removed."""
+        found = []
         for line in self.lines:
-            name, _, rest = line.partition(":")
+            head, _, rest = line.partition(":")
+            name, *tags = head.split(",")
             value, _, kind = rest.partition("|")
-            if name.startswith(prefix) and kind.startswith("c"):
-                totals[name] += int(float(value))
-        return totals
+            if name.startswith(f"{PREFIX}sfox."):
+                found.append(
+                    Metric(name.removeprefix(PREFIX), dict(t.split("=", 1) for t in tags), float(value), kind)
+                )
+        return found
 
 
-def test_a_run_reports_requests_and_outcomes_as_airflow_metrics(airflow_db, sfox_sandbox, tmp_path):
-    users = make_users(25, seed=51)
+class Run:
+    """The metrics of one run."""
+
+    def __init__(self, metrics: list[Metric], result: subprocess.CompletedProcess) -> None:
+        self.metrics = metrics
+        self.result = result
+
+    def count(self, name: str, **tags: str) -> int:
+        """The total of counter ``name`` over the lines whose tags include ``tags``."""
+        return int(
+            sum(
+                m.value
+                for m in self.metrics
+                if m.name == name and m.kind.startswith("c") and tags.items() <= m.tags.items()
+            )
+        )
+
+    def timers(self) -> set[str]:
+        return {m.name for m in self.metrics if m.kind.startswith("ms")}
+
+    def names(self) -> set[str]:
+        return {m.name for m in self.metrics}
+
+
+@pytest.fixture
+def onboarding(airflow_db, sfox_sandbox, tmp_path):
+    """
+    ``run(conf)``: one run of ``sfox_batch_onboarding`` under ``airflow dags test`` on a SQLite
+    warehouse (this checkout's code), its metrics caught by a StatsD server of its own.
+    """
     warehouse = tmp_path / "warehouse.db"
-    seed_sqlite(str(warehouse), users)
-    sfox_sandbox.seed_users(sandbox_users(users[:20]))  # 5 users unknown to sFOX: 404
-    statsd = StatsdServer()
     env = {
         **os.environ,
+        "PYTHONPATH": os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p),
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": copy_metadata_db(airflow_db, tmp_path / "airflow.db"),
         "AIRFLOW__METRICS__STATSD_ON": "True",
         "AIRFLOW__METRICS__STATSD_HOST": "127.0.0.1",
-        "AIRFLOW__METRICS__STATSD_PORT": str(statsd.port),
-        "AIRFLOW__METRICS__STATSD_PREFIX": "airflow",
+        "AIRFLOW__METRICS__STATSD_PREFIX": PREFIX.rstrip("."),
+        "AIRFLOW__METRICS__STATSD_INFLUXDB_ENABLED": "True",
         "AIRFLOW_CONN_SFOX_DEFAULT": sfox_conn_json(
             sfox_sandbox.url, rate_limit_dir=str(tmp_path / "budget")
         ),
         "AIRFLOW_CONN_SFOX_WAREHOUSE": json.dumps({"conn_type": "sqlite", "host": str(warehouse)}),
     }
-    try:
-        result = subprocess.run(
-            # 5 of 25 unknown to sFOX (20 %): under a threshold of 50 %, the run passes.
-            [
-                sys.executable,
-                "-m",
-                "airflow",
-                "dags",
-                "test",
-                "sfox_batch_onboarding",
-                "-c",
-                '{"failure_threshold": 0.5}',
-            ],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=600,
-            check=False,
-        )
-    finally:
-        statsd.close()
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
 
+    def run(conf: dict) -> Run:
+        statsd = StatsdServer()
+        try:
+            result = subprocess.run(
+                [*AIRFLOW, "dags", "test", "sfox_batch_onboarding", "-c", json.dumps(conf)],
+                env={**env, "AIRFLOW__METRICS__STATSD_PORT": str(statsd.port)},
+                capture_output=True,
+                text=True,
+                timeout=600,
+                check=False,
+            )
+        finally:
+            statsd.close()
+        return Run(statsd.metrics(), result)
+
+    run.warehouse = warehouse
+    return run
+
+
+def _ledger(warehouse: Path, user_ids: list[str], set_sql: str) -> None:
+    """Set ``set_sql`` on these users' email rows of the ledger."""
+    with sqlite3.connect(warehouse) as conn:
+        conn.executemany(
+            f"UPDATE sfox_onboarding_ledger SET {set_sql} WHERE user_id = ? AND channel = 'email'",
+            [(uid,) for uid in user_ids],
+        )
+
+
+def _as_if_a_try_died(warehouse: Path, user_ids: list[str]) -> None:
+    """Leave these users as a chunk try that died while sending them does: queued, claimed."""
+    _ledger(warehouse, user_ids, "state = 'queued', claimed_by = 'dead-try', claimed_at = CURRENT_TIMESTAMP")
+
+
+def test_runs_report_plans_outcomes_and_statuses_as_airflow_metrics(onboarding, sfox_sandbox):
+    users = make_users(25, seed=51)
+    seed_sqlite(str(onboarding.warehouse), users + [row for row, _ in BAD_ROWS])
+    registered, unknown = users[:20], users[20:]  # 5 users unknown to sFOX: 404, not registered
+    waiting, hopeless = unknown[:3], unknown[3:]
+    sfox_sandbox.seed_users(sandbox_users(registered))
+    individuals = sum(1 for u in users if u[1] == "individual")
+    lenient = {"failure_threshold": 0.9}  # 5 of 25 not registered, 8 bad rows: the runs pass
+
+    # 1. Everyone is planned; bad rows are newly rejected.
+    first = onboarding(lenient)
+    assert first.result.returncode == 0, first.result.stdout[-3000:] + first.result.stderr[-3000:]
     sends = [e for e in sfox_sandbox.journal() if "/send-verification/" in e.path]
-    counters = statsd.counters("airflow.sfox.")
-    assert counters["airflow.sfox.requests"] == len(sends) == len(users)
-    assert counters["airflow.sfox.outcome.sent"] == 20
-    assert counters["airflow.sfox.outcome.not_registered"] == 5
-    assert counters["airflow.sfox.rate_limited"] == 0
-    timers = {line.partition(":")[0] for line in statsd.lines if line.endswith("|ms")}
-    assert {"airflow.sfox.budget_wait", "airflow.sfox.rate_limit_pause"} <= timers
+    assert first.count("sfox.requests", channel="email") == len(sends) == len(users)
+    _expect(
+        first,
+        {
+            ("sfox.plan.planned", "email", "individual"): individuals,
+            ("sfox.plan.planned", "email", "corporation"): len(users) - individuals,
+            ("sfox.plan.planned", "sms", None): 0,  # no email verified yet
+            ("sfox.plan.rejected_new", None, None): len(BAD_ROWS),
+            ("sfox.outcome.sent", "email", None): len(registered),
+            ("sfox.outcome.not_registered", "email", None): len(unknown),
+            ("sfox.rate_limited", None, None): 0,
+            ("sfox.lost", None, None): 0,
+            ("sfox.uncertain", None, None): 0,
+            ("sfox.run.success", None, None): 1,
+        },
+    )
+    assert {"sfox.budget_wait", "sfox.rate_limit_pause", "sfox.run.duration"} <= first.timers()
+
+    # 2. Not registered users wait for their next try, but those that failed 5 times in a row
+    #    are given up; 3 claims a dead try left are sent again.
+    _ledger(onboarding.warehouse, [u[0] for u in hopeless], "failures = 5")
+    _as_if_a_try_died(onboarding.warehouse, [u[0] for u in registered[:3]])
+    second = onboarding({**lenient, "retry_wait_hours": [1000]})
+    _expect(
+        second,
+        {
+            ("sfox.plan.retry_waiting", "email", None): len(waiting),
+            ("sfox.plan.gave_up", "email", None): len(hopeless),
+            ("sfox.plan.retry", "email", None): 0,
+            ("sfox.plan.planned", "email", None): 3,
+            ("sfox.plan.rejected_new", None, None): 0,  # the bad rows are known now
+            ("sfox.lost", "email", None): 3,
+            ("sfox.uncertain", "email", None): 3,  # sent again: perhaps twice
+            ("sfox.outcome.sent", "email", None): 3,
+            ("sfox.run.success", None, None): 1,
+        },
+    )
+
+    # 3. The wait is over: tried again; the given up re-driven by hand; 2 more dead claims are
+    #    held for review. Every request of the run is not registered: over the threshold, it fails.
+    _as_if_a_try_died(onboarding.warehouse, [u[0] for u in registered[3:5]])
+    third = onboarding({"retry_wait_hours": [0], "redrive": ["gave_up"], "hold_uncertain": True})
+    _expect(
+        third,
+        {
+            ("sfox.plan.retry", "email", None): len(waiting),
+            ("sfox.plan.redrive", "email", None): len(hopeless),
+            ("sfox.plan.retry_waiting", "email", None): 0,
+            ("sfox.lost", "email", None): 2,
+            ("sfox.outcome.held", "email", None): 2,
+            ("sfox.uncertain", "email", None): 0,  # held: not sent
+            ("sfox.outcome.not_registered", "email", None): len(unknown),
+            ("sfox.run.failed", None, None): 1,
+            ("sfox.run.success", None, None): 0,
+        },
+    )
+    assert "sfox.run.duration" in third.timers()
+
+    # Every name emitted is one the README (and metrics.py) documents.
+    readme = (REPO / "README.md").read_text()
+    for name in first.names() | second.names() | third.names():
+        documented = name.rsplit(".", 1)[0] if name.startswith(("sfox.outcome.", "sfox.run.")) else name
+        assert f"`{documented}" in readme, name
+
+
+def _expect(run: Run, expected: dict[tuple[str, str | None, str | None], int]) -> None:
+    """Each counter ``(name, channel, account_type)`` (``None``: any) has its expected total."""
+    for (name, channel, account_type), value in expected.items():
+        tags = {"channel": channel, "account_type": account_type}
+        got = run.count(name, dag_id="sfox_batch_onboarding", **{k: v for k, v in tags.items() if v})
+        assert got == value, f"{name} {tags}: {got}, expected {value}\n{run.result.stdout[-3000:]}"
