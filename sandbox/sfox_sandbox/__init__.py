@@ -1,10 +1,11 @@
 """Local emulator of the sFOX Connect (enterprise) API: a real HTTP server on 127.0.0.1.
 
-It imports nothing from Airflow: only the standard library and the provider's vocabulary
-module :mod:`airflow_sfox.onboarding.model` (account types, the channels each verifies),
-which imports only the standard library too. So ``python -m sfox_sandbox`` starts fast; see
-:mod:`sfox_sandbox.__main__` for the command line and ``--help``. It is a distribution of its
-own (``sfox-sandbox``), never part of the provider's wheel.
+It imports nothing from Airflow (it only speaks HTTP to one, to post asset events): only the
+standard library and the provider's vocabulary module :mod:`airflow_sfox.onboarding.model`
+(account types, the channels each verifies), which imports only the standard library too.
+So ``python -m sfox_sandbox`` starts fast; see :mod:`sfox_sandbox.__main__` for the command
+line and ``--help``. It is a distribution of its own (``sfox-sandbox``), never part of the
+provider's wheel.
 
 Public Python API
 -----------------
@@ -16,9 +17,12 @@ Public Python API
   ``seed_users(users) -> int``, ``generate_users(count, *, prefix="user-", individual_share=0.7,
   email_verified_share=0.33, start=0) -> GeneratedUsers`` (synthetic users in O(1) memory),
   ``set_list(**changes) -> ListSettings`` (pagination of the user list, a mid-body cut fault),
+  ``set_asset_events(**changes) -> AssetEventSettings`` / ``asset_events() -> dict``
+  (post an Airflow asset event when a user confirms their email),
   ``codes(user_id) -> dict``,
   ``journal(since=0, user_id=None) -> list[JournalEntry]``, ``clear_journal()``, ``reset()``.
-- :class:`SandboxConfig`, :class:`FaultSettings`, :class:`RateLimitSettings`: settings.
+- :class:`SandboxConfig`, :class:`FaultSettings`, :class:`RateLimitSettings`,
+  :class:`AssetEventSettings`: settings.
 - :class:`SandboxState`: users, codes, journal, settings (``state.journal`` is the live
   ``deque`` of :class:`JournalEntry`; hold ``state.lock`` while reading it from another
   thread, or use ``journal_entries()``).
@@ -54,7 +58,7 @@ close) and an idle keep-alive connection is closed after ``idle_timeout`` (defau
 
 from __future__ import annotations
 
-from sfox_sandbox.config import FaultSettings, RateLimitSettings, SandboxConfig
+from sfox_sandbox.config import AssetEventSettings, FaultSettings, RateLimitSettings, SandboxConfig
 from sfox_sandbox.seed import load_seed_file
 from sfox_sandbox.server import SandboxServer
 from sfox_sandbox.state import JournalEntry, SandboxState, SandboxUser
@@ -62,6 +66,7 @@ from sfox_sandbox.state import JournalEntry, SandboxState, SandboxUser
 __version__ = "0.1.0"
 
 __all__ = [
+    "AssetEventSettings",
     "FaultSettings",
     "JournalEntry",
     "RateLimitSettings",

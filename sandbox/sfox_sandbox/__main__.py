@@ -4,6 +4,12 @@ Prints the base URL (e.g. ``http://127.0.0.1:8089``) alone on the first line of 
 listening, so a caller using ``--port 0`` can learn the port. Logs go to stderr. Stops on
 SIGINT or SIGTERM. Run with ``--help`` for every option.
 
+``--asset-events-url URL`` makes the sandbox post an Airflow asset event (``--asset-uri``)
+each time a user confirms their email; its secrets come only from the environment (a command
+line shows in ``ps``): ``$SFOX_SANDBOX_AIRFLOW_TOKEN`` (a JWT), or a user
+(``--asset-events-user`` or ``$SFOX_SANDBOX_AIRFLOW_USER``) and
+``$SFOX_SANDBOX_AIRFLOW_PASSWORD``.
+
 The ``/_sandbox/`` admin routes are unauthenticated (they show every verification code and
 can reset the state): when ``--host`` is not a loopback address, a warning is printed on
 stderr.
@@ -12,6 +18,7 @@ stderr.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import ipaddress
 import logging
 import os
@@ -19,7 +26,9 @@ import sys
 from typing import TYPE_CHECKING
 
 from sfox_sandbox.config import (
+    DEFAULT_ASSET_URI,
     DEFAULT_TOKEN,
+    AssetEventSettings,
     FaultSettings,
     RateLimitSettings,
     SandboxConfig,
@@ -31,6 +40,10 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
 
 TOKEN_ENV = "SFOX_SANDBOX_TOKEN"  # noqa: S105 - name of an env var, not a secret
+# Where the Airflow secrets of --asset-events-url come from (names of env vars).
+AIRFLOW_TOKEN_ENV = "SFOX_SANDBOX_AIRFLOW_TOKEN"  # noqa: S105
+AIRFLOW_USER_ENV = "SFOX_SANDBOX_AIRFLOW_USER"
+AIRFLOW_PASSWORD_ENV = "SFOX_SANDBOX_AIRFLOW_PASSWORD"  # noqa: S105
 
 
 def _share(text: str) -> float:
@@ -93,8 +106,8 @@ def build_parser() -> argparse.ArgumentParser:
             "Local emulator of the sFOX Connect (enterprise) API for demos, tests and "
             "benchmarks. Serves /v1/enterprise/... like sFOX (bearer token, sFOX rate limit, "
             "optional faults) and an unauthenticated admin API under /_sandbox/ "
-            "(codes, faults, rate-limit, token, users, reset, journal). Prints the base URL on the "
-            "first line of stdout once listening."
+            "(codes, faults, rate-limit, token, users, asset-events, reset, journal). Prints the "
+            "base URL on the first line of stdout once listening."
         ),
         formatter_class=_HelpFormatter,
     )
@@ -208,7 +221,66 @@ def build_parser() -> argparse.ArgumentParser:
         default=0.0,
         help="share of requests processed (code sent) whose connection is then reset",
     )
+
+    evt = parser.add_argument_group(
+        "asset events (post to Airflow when a user confirms their email; "
+        "also at run time: PUT /_sandbox/asset-events)"
+    )
+    evt.add_argument(
+        "--asset-events-url",
+        metavar="URL",
+        default=None,
+        help=f"Airflow API server to post to, e.g. http://127.0.0.1:8080; turns posting on, with "
+        f"${AIRFLOW_TOKEN_ENV} (a JWT) or a user and ${AIRFLOW_PASSWORD_ENV} (default: off)",
+    )
+    evt.add_argument(
+        "--asset-uri", metavar="URI", default=DEFAULT_ASSET_URI, help="URI of the asset, matched exactly"
+    )
+    evt.add_argument(
+        "--asset-events-user",
+        metavar="USER",
+        default=None,
+        help=f"Airflow user the sandbox gets its token for (POST /auth/token); the password only "
+        f"from ${AIRFLOW_PASSWORD_ENV} (default: ${AIRFLOW_USER_ENV})",
+    )
+    evt.add_argument(
+        "--asset-events-batch-ms",
+        metavar="MS",
+        type=_non_negative,
+        default=0.0,
+        help="0: one event per confirmation; N: the confirmations within N ms go in one event",
+    )
     return parser
+
+
+def _asset_events_from_args(args: argparse.Namespace) -> AssetEventSettings:
+    """The asset-event settings of the flags, secrets from the environment (never argv)."""
+    settings = AssetEventSettings(asset_uri=args.asset_uri, batch_ms=args.asset_events_batch_ms)
+    if args.asset_events_url is None:
+        if args.asset_events_user:
+            raise ValueError("--asset-events-user needs --asset-events-url")
+        settings.validate()
+        return settings  # off; a PUT /_sandbox/asset-events brings its own credentials
+    username = args.asset_events_user or os.environ.get(AIRFLOW_USER_ENV, "")
+    password = os.environ.get(AIRFLOW_PASSWORD_ENV, "") if username else ""
+    token = os.environ.get(AIRFLOW_TOKEN_ENV, "")
+    if username and not password:
+        raise ValueError(f"--asset-events-user needs the password in ${AIRFLOW_PASSWORD_ENV}")
+    if not (token or username):
+        raise ValueError(
+            f"--asset-events-url needs ${AIRFLOW_TOKEN_ENV}, or --asset-events-user and "
+            f"${AIRFLOW_PASSWORD_ENV}"
+        )
+    settings = dataclasses.replace(
+        settings,
+        enabled=True,
+        airflow_url=args.asset_events_url,
+        token=token,
+        username=username,
+        password=password,
+    )
+    settings.validate()
+    return settings
 
 
 def config_from_args(args: argparse.Namespace) -> SandboxConfig:
@@ -236,6 +308,7 @@ def config_from_args(args: argparse.Namespace) -> SandboxConfig:
         retry_after=args.retry_after,
     )
     rate.validate()
+    asset_events = _asset_events_from_args(args)
     token = args.token or os.environ.get(TOKEN_ENV) or DEFAULT_TOKEN
     seeds = load_seed_file(args.seed) if args.seed else []
     return SandboxConfig(
@@ -244,6 +317,7 @@ def config_from_args(args: argparse.Namespace) -> SandboxConfig:
         token=token,
         faults=faults,
         rate_limit=rate,
+        asset_events=asset_events,
         seed_users=seeds,
         random_seed=args.random_seed,
         register_sends_code=not args.no_register_code,

@@ -35,6 +35,22 @@ address (the default ``127.0.0.1``); the CLI warns on stderr for any other ``--h
 - ``PUT /_sandbox/list`` with a partial object ``{"page_size": 0, "next_key": "next",
   "next_first": false}`` -> the new settings: ``page_size > 0`` makes ``GET
   /v1/enterprise/users`` answer in pages naming the next one (see ``ListSettings``)
+- ``PUT /_sandbox/asset-events`` with a partial object ``{"airflow_url":
+  "http://127.0.0.1:8080", "asset_uri": "sfox://api.sfox.com/email-verified", "token":
+  "<JWT>"}`` (or ``"username"`` and ``"password"`` instead of ``"token"``; optional
+  ``"enabled"``, ``"batch_ms"``, ``"timeout_seconds"``, ``"retries"``, ``"backoff_ms"``)
+  -> the same as ``GET``: each successful email verify then posts ``{"asset_id": N,
+  "extra": {"user_ids": [...]}}`` to ``{airflow_url}/api/v2/assets/events``, off the
+  request path (see ``AssetEventSettings`` and :mod:`sfox_sandbox.events`). A PUT turns
+  posting on unless it says ``"enabled": false``; a new ``airflow_url`` drops the
+  credentials not given with it (the token never follows a URL to another host); 400 on
+  invalid or missing values
+- ``GET /_sandbox/asset-events`` -> ``{"settings": {...}, "delivery": {"confirmations",
+  "posted", "failed", "dropped", "retried", "pending", "last_status", "last_error",
+  "asset_id"}}``; ``token`` and ``password`` show as ``"***"`` (or ``null``), never in clear
+- ``DELETE /_sandbox/asset-events`` -> posting off, token, username and password forgotten
+- ``POST /_sandbox/asset-events/flush`` -> ``{"flushed": n}``: the batch being collected is
+  posted now, without waiting for the end of its ``batch_ms`` window
 - ``POST /_sandbox/reset`` -> back to the start state
 - ``GET /_sandbox/journal[?since=SEQ][&user_id=ID]`` -> list of journal entries
 """
@@ -397,6 +413,8 @@ class SandboxApp:
             return json_response(200, {"data": {**block.to_dict(), "total_users": state.user_count}})
         if head == "list" and not rest and method == "PUT":
             return json_response(200, {"data": state.set_list(_json_object(req)).to_dict()})
+        if head == "asset-events":
+            return self._asset_events(req, rest)
         if head == "reset" and not rest and method == "POST":
             state.reset()
             return json_response(200, {"data": {"reset": True}})
@@ -407,6 +425,18 @@ class SandboxApp:
             entries = state.journal_entries(int(since_raw), _query_one(req, "user_id"))
             return json_response(200, {"data": [e.to_dict() for e in entries]})
         return error_response(404, "Unknown sandbox admin route")
+
+    def _asset_events(self, req: Request, rest: list[str]) -> Response:
+        events = self.state.asset_events
+        if rest == ["flush"] and req.method == "POST":
+            return json_response(200, {"data": {"flushed": events.flush()}})
+        if rest or req.method not in ("GET", "PUT", "DELETE"):
+            return error_response(404, "Unknown sandbox admin route")
+        if req.method == "PUT":
+            events.configure(_json_object(req))  # ValueError: 400
+        elif req.method == "DELETE":
+            events.disable()
+        return json_response(200, {"data": events.status()})
 
     def _codes_one(self, user_id: str) -> Response:
         state = self.state

@@ -1,9 +1,10 @@
-"""Settings of the sFOX Connect sandbox: faults, rate limit and server options.
+"""Settings of the sFOX Connect sandbox: faults, rate limit, asset events and server options.
 
-:class:`FaultSettings` and :class:`RateLimitSettings` can be changed while the sandbox runs
-(``PUT /_sandbox/faults``, ``PUT /_sandbox/rate-limit``, or
-:meth:`~sfox_sandbox.server.SandboxServer.set_faults` /
-:meth:`~sfox_sandbox.server.SandboxServer.set_rate_limit`); :class:`SandboxConfig` is
+:class:`FaultSettings`, :class:`RateLimitSettings` and :class:`AssetEventSettings` can be
+changed while the sandbox runs (``PUT /_sandbox/faults``, ``PUT /_sandbox/rate-limit``,
+``PUT /_sandbox/asset-events``, or :meth:`~sfox_sandbox.server.SandboxServer.set_faults` /
+:meth:`~sfox_sandbox.server.SandboxServer.set_rate_limit` /
+:meth:`~sfox_sandbox.server.SandboxServer.set_asset_events`); :class:`SandboxConfig` is
 fixed at start.
 """
 
@@ -14,17 +15,27 @@ import math
 import typing
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
+from urllib.parse import urlsplit
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
 DEFAULT_TOKEN = "sandbox-token"  # noqa: S105 - well-known local test token
+#: The asset the sandbox posts an event of when a user confirms their email.
+DEFAULT_ASSET_URI = "sfox://api.sfox.com/email-verified"
 
-_T = TypeVar("_T", "FaultSettings", "RateLimitSettings")
+_T = TypeVar("_T", "FaultSettings", "RateLimitSettings", "AssetEventSettings")
+_CREDENTIALS = frozenset({"token", "username", "password"})
 
 
 def _coerce(name: str, expected: type, value: Any) -> Any:
     """Check one settings value coming from JSON or Python and return it with the right type."""
+    if expected is str:
+        if value is None:
+            return ""  # null clears a text setting
+        if isinstance(value, str):
+            return value
+        raise ValueError(f"{name} must be a string")
     # bool is a subclass of int: never accept True as a number or 1 as a flag.
     if expected is bool:
         if isinstance(value, bool):
@@ -42,7 +53,7 @@ def _coerce(name: str, expected: type, value: Any) -> Any:
 
 
 def _field_types(cls: type) -> dict[str, type]:
-    """Resolved type of each field of a settings dataclass (``bool``, ``int`` or ``float``).
+    """Resolved type of each field of a settings dataclass (``bool``, ``int``, ``float`` or ``str``).
 
     ``typing.get_type_hints`` evaluates the string annotations left by
     ``from __future__ import annotations``, so this does not depend on how they are spelled.
@@ -51,8 +62,8 @@ def _field_types(cls: type) -> dict[str, type]:
     kinds: dict[str, type] = {}
     for f in dataclasses.fields(cls):
         kind = hints[f.name]
-        if kind not in (bool, int, float):
-            raise TypeError(f"{cls.__name__}.{f.name}: settings fields must be bool, int or float")
+        if kind not in (bool, int, float, str):
+            raise TypeError(f"{cls.__name__}.{f.name}: settings fields must be bool, int, float or str")
         kinds[f.name] = kind
     return kinds
 
@@ -185,6 +196,124 @@ class RateLimitSettings:
         return dataclasses.asdict(self)
 
 
+def _visible(text: str, *, spaces: bool = False) -> bool:
+    """Whether ``text`` holds only printable characters (and no white space unless ``spaces``)."""
+    return all(c.isprintable() and (spaces or not c.isspace()) for c in text)
+
+
+@dataclass(frozen=True)
+class AssetEventSettings:
+    """Posting an Airflow asset event when a user confirms their email; off by default.
+
+    On a successful ``POST /v1/enterprise/users/verify/{user_id}`` of type ``email``, the
+    sandbox posts ``{"asset_id": N, "extra": {"user_ids": [...]}}`` to
+    ``{airflow_url}/api/v2/assets/events``, off the request path (see
+    :mod:`sfox_sandbox.events`). The secrets never leave the sandbox: :meth:`to_dict` masks
+    them and ``repr`` leaves them out.
+
+    :param enabled: post at all. Needs ``airflow_url``, ``asset_uri`` and either ``token`` or
+        ``username`` and ``password``.
+    :param airflow_url: base URL of Airflow's API server, e.g. ``http://127.0.0.1:8080``.
+    :param asset_uri: URI of the asset, matched exactly (Airflow's ``uri_pattern`` search is
+        a substring match).
+    :param token: a JWT sent as ``Authorization: Bearer <token>``.
+    :param username: with ``password``: the sandbox gets its token from ``POST
+        {airflow_url}/auth/token``, and a new one when Airflow answers 401.
+    :param password: see ``username``.
+    :param batch_ms: ``0``: one event per confirmation; ``> 0``: the confirmations within
+        this many milliseconds of the first one go in one event.
+    :param timeout_seconds: timeout of each HTTP call to Airflow.
+    :param retries: further attempts after a connection error, a timeout, 429 or 5xx.
+    :param backoff_ms: wait before the first retry, doubled for each further one.
+    """
+
+    enabled: bool = False
+    airflow_url: str = ""
+    asset_uri: str = DEFAULT_ASSET_URI
+    token: str = field(default="", repr=False)
+    username: str = ""
+    password: str = field(default="", repr=False)
+    batch_ms: float = 0.0
+    timeout_seconds: float = 5.0
+    retries: int = 3
+    backoff_ms: float = 200.0
+
+    def validate(self) -> None:
+        """Raise :class:`ValueError` naming the field when a value is invalid or missing."""
+        if self.airflow_url:
+            _check_airflow_url(self.airflow_url)
+        for name in ("asset_uri", "token", "username"):
+            if not _visible(getattr(self, name)):
+                raise ValueError(f"{name} must hold no spaces or control characters")
+        if not _visible(self.password, spaces=True):
+            raise ValueError("password must hold no control characters")
+        if bool(self.username) != bool(self.password):
+            raise ValueError("username and password go together: give both or neither")
+        if self.batch_ms < 0:
+            raise ValueError("batch_ms must be >= 0 (0 posts one event per confirmation)")
+        if self.timeout_seconds <= 0:
+            raise ValueError("timeout_seconds must be > 0")
+        if not 0 <= self.retries <= 10:
+            raise ValueError("retries must be between 0 and 10")
+        if self.backoff_ms < 0:
+            raise ValueError("backoff_ms must be >= 0")
+        if self.enabled:
+            if not self.airflow_url:
+                raise ValueError(
+                    "enabled needs airflow_url (Airflow's API server, e.g. http://127.0.0.1:8080)"
+                )
+            if not self.asset_uri:
+                raise ValueError("enabled needs asset_uri")
+            if not self.token and not self.username:
+                raise ValueError(
+                    "enabled needs a token, or a username and password (given again whenever "
+                    "airflow_url changes)"
+                )
+
+    @property
+    def base_url(self) -> str:
+        """``airflow_url`` without a trailing slash."""
+        return self.airflow_url.rstrip("/")
+
+    def updated(self, changes: Mapping[str, Any]) -> AssetEventSettings:
+        """Return a validated copy with ``changes`` applied; omitted fields keep their value,
+        except the credentials when ``airflow_url`` changes: they are dropped unless given
+        again, so that no one can send the token elsewhere through the unauthenticated admin
+        routes.
+
+        :param changes: field name to new value (``null`` clears a text field).
+        :raises ValueError: on an unknown name, a wrong type or an invalid value.
+        """
+        url = changes.get("airflow_url", self.airflow_url)
+        moved = isinstance(url, str) and url.rstrip("/") != self.base_url
+        if moved and not _CREDENTIALS & changes.keys():
+            changes = {**changes, **dict.fromkeys(_CREDENTIALS, "")}
+        return _updated(self, changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the settings as a JSON-ready dict, ``token`` and ``password`` masked."""
+        data = dataclasses.asdict(self)
+        for secret in ("token", "password"):
+            data[secret] = "***" if data[secret] else None
+        return data
+
+
+def _check_airflow_url(url: str) -> None:
+    """Raise :class:`ValueError` unless ``url`` is a plain ``http(s)://host[:port][/path]``."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError:
+        raise ValueError("airflow_url is not a valid URL") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("airflow_url must be an http:// or https:// URL with a host")
+    if "@" in parts.netloc:
+        # A URL with credentials would end up in error messages: use username/password.
+        raise ValueError("airflow_url must not hold credentials: use username and password")
+    if parts.query or parts.fragment or not _visible(url):
+        raise ValueError("airflow_url must have no query, fragment, spaces or control characters")
+
+
 @dataclass
 class SandboxConfig:
     """Start-up configuration of a sandbox server.
@@ -194,6 +323,7 @@ class SandboxConfig:
     :param token: the Enterprise token clients must send as ``Authorization: Bearer <token>``.
     :param faults: initial fault settings (``reset`` restores them).
     :param rate_limit: initial rate-limit settings (``reset`` restores them).
+    :param asset_events: initial asset-event settings (``reset`` restores them).
     :param seed_users: user objects loaded at start and after every reset (see
         :func:`sfox_sandbox.state.user_from_seed` for the accepted keys).
     :param random_seed: seed of the RNG behind codes, tokens and fault draws; ``None`` for a
@@ -218,6 +348,7 @@ class SandboxConfig:
     token: str = DEFAULT_TOKEN
     faults: FaultSettings = field(default_factory=FaultSettings)
     rate_limit: RateLimitSettings = field(default_factory=RateLimitSettings)
+    asset_events: AssetEventSettings = field(default_factory=AssetEventSettings)
     seed_users: list[dict[str, Any]] = field(default_factory=list)
     random_seed: int | None = None
     register_sends_code: bool = True
@@ -231,6 +362,7 @@ class SandboxConfig:
         """Raise :class:`ValueError` when a value is out of range (settings included)."""
         self.faults.validate()
         self.rate_limit.validate()
+        self.asset_events.validate()
         for name in ("max_body_bytes", "journal_size", "code_history_size"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
@@ -247,6 +379,7 @@ class SandboxConfig:
         return (
             f"SandboxConfig(host={self.host!r}, port={self.port}, token='***', "
             f"faults={self.faults!r}, rate_limit={self.rate_limit!r}, "
+            f"asset_events={self.asset_events!r}, "
             f"seed_users=<{len(self.seed_users)} users>, random_seed={self.random_seed!r}, "
             f"register_sends_code={self.register_sends_code}, "
             f"max_body_bytes={self.max_body_bytes}, journal_size={self.journal_size}, "

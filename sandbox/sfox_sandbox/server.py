@@ -33,7 +33,7 @@ from http import HTTPStatus
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from sfox_sandbox.app import Request, Response, SandboxApp, error_response
-from sfox_sandbox.config import FaultSettings, RateLimitSettings, SandboxConfig
+from sfox_sandbox.config import AssetEventSettings, FaultSettings, RateLimitSettings, SandboxConfig
 from sfox_sandbox.state import SandboxState, StreamCut
 
 if TYPE_CHECKING:
@@ -426,6 +426,7 @@ class SandboxServer:
                 loop.call_soon_threadsafe(event.set)
         thread.join(timeout)
         self._thread = None
+        self.state.asset_events.close()
 
     def serve_forever(self, on_ready: Callable[[int], None] | None = None) -> None:
         """Serve in the calling thread until SIGINT/SIGTERM (used by the CLI).
@@ -438,7 +439,10 @@ class SandboxServer:
             if on_ready is not None:
                 on_ready(port)
 
-        asyncio.run(self._main(ready, handle_signals=True))
+        try:
+            asyncio.run(self._main(ready, handle_signals=True))
+        finally:
+            self.state.asset_events.close()
 
     async def _main(self, on_ready: Callable[[int], None], handle_signals: bool = False) -> None:
         self._loop = asyncio.get_running_loop()
@@ -484,6 +488,20 @@ class SandboxServer:
         :raises ValueError: on an invalid value (nothing is changed).
         """
         return self.state.set_rate_limit(changes)
+
+    def set_asset_events(self, **changes: Any) -> AssetEventSettings:
+        """Change the posting of Airflow asset events (``PUT /_sandbox/asset-events`` does the
+        same): a partial update that turns posting on unless it says ``enabled=False``.
+
+        :param changes: :class:`~sfox_sandbox.config.AssetEventSettings` fields.
+        :raises ValueError: on an invalid or missing value (nothing is changed).
+        """
+        return self.state.asset_events.configure(changes)
+
+    def asset_events(self) -> dict[str, Any]:
+        """Asset-event settings (secrets masked) and delivery counters, as ``GET
+        /_sandbox/asset-events`` answers them (see ``AssetEvents.status``)."""
+        return self.state.asset_events.status()
 
     def set_token(self, token: str) -> None:
         """Change the Enterprise token at run time (``PUT /_sandbox/token`` does the same).

@@ -37,6 +37,7 @@ from airflow_sfox.onboarding.model import (
     channels_for,
     prerequisite,
 )
+from sfox_sandbox.events import AssetEvents
 
 if TYPE_CHECKING:
     from sfox_sandbox.config import FaultSettings, RateLimitSettings, SandboxConfig
@@ -469,7 +470,9 @@ class SandboxState:
       requests, in arrival order, ``seq`` increasing by one from entry to entry;
     - ``faults`` / ``rate_limit``: current :class:`FaultSettings` / :class:`RateLimitSettings`;
     - ``auth_header``: the ``Authorization`` value ``/v1/`` requests must carry, as
-      ``b"bearer <token>"`` (see :meth:`set_token`).
+      ``b"bearer <token>"`` (see :meth:`set_token`);
+    - ``asset_events``: :class:`~sfox_sandbox.events.AssetEvents`, the Airflow asset events
+      posted on email confirmations (it has its own lock).
 
     :param config: start-up configuration; :meth:`reset` returns to it.
     """
@@ -493,12 +496,14 @@ class SandboxState:
         self._pending: dict[tuple[str, str], str] = {}
         self._seq = 0
         self.auth_header = _auth_header(config.token)
+        self.asset_events = AssetEvents(config.asset_events)
         self.reset()
 
     # ----------------------------------------------------------------- admin side
     def reset(self) -> None:
         """Return to the start state: seed users, no codes, empty journal and windows,
-        start-up token, faults and rate limit, RNG re-seeded."""
+        start-up token, faults, rate limit and asset-event settings (nothing queued, zero
+        counters), RNG re-seeded."""
         seeds = [user_from_seed(obj) for obj in self.config.seed_users]
         with self.lock:
             self.users = {}
@@ -517,6 +522,7 @@ class SandboxState:
             self.limiter.clear()
             self.rng.seed(self.config.random_seed)
             self.auth_header = _auth_header(self.config.token)
+            self.asset_events.reset(self.config.asset_events)
 
     def set_token(self, token: str) -> None:
         """Change the Enterprise token at run time: later ``/v1/`` requests with the old one
@@ -868,6 +874,9 @@ class SandboxState:
                 raise ApiError(422, "Invalid verification code")
             del self._pending[(user_id, channel.value)]
             user.requirements[channel.value] = False
+            if channel is Channel.EMAIL:
+                # Queued under the state lock, so events follow the confirmation order.
+                self.asset_events.confirmed(user_id)
         return ApiResult(200, {"data": {"success": True, "user_id": user_id, "type": channel.value}})
 
     def get_user(self, user_id: str) -> ApiResult:

@@ -69,6 +69,12 @@ class Sandbox:
         kwargs.setdefault("timeout", 10)
         return self.session.request(method, f"{self.url}/_sandbox/{path}", **kwargs)
 
+    def admin_data(self, method: str, path: str, **kwargs: Any) -> Any:
+        """Call an admin route that must answer 200; return its ``data``."""
+        resp = self.admin(method, path, **kwargs)
+        assert resp.status_code == 200, resp.text
+        return resp.json()["data"]
+
     def seed(self, *users: dict[str, Any]) -> None:
         resp = self.admin("POST", "users", json=list(users))
         assert resp.status_code == 200, resp.text
@@ -104,9 +110,7 @@ class Sandbox:
             return [u.to_api() for u in self.server.state.all_users()]
 
     def journal(self, **params: Any) -> list[dict[str, Any]]:
-        resp = self.admin("GET", "journal", params=params)
-        assert resp.status_code == 200, resp.text
-        data = resp.json()["data"]
+        data = self.admin_data("GET", "journal", params=params)
         assert isinstance(data, list)
         return data
 

@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -17,12 +18,14 @@ import requests
 
 from sfox_sandbox import load_seed_file
 from sfox_sandbox.__main__ import is_loopback
+from tests.sandbox.fake_airflow import PASSWORD, USERNAME, FakeAirflow
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TOKEN = "cli-secret-token"
+AIRFLOW_ENV = ("SFOX_SANDBOX_AIRFLOW_TOKEN", "SFOX_SANDBOX_AIRFLOW_USER", "SFOX_SANDBOX_AIRFLOW_PASSWORD")
 
 SEED_USERS = [
     {
@@ -51,7 +54,8 @@ c-adv,individual,c-adv@example.com,+12223336666,Cee,Adv,Advisor,no
 def _env() -> dict[str, str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p)
-    env.pop("SFOX_SANDBOX_TOKEN", None)
+    for name in ("SFOX_SANDBOX_TOKEN", *AIRFLOW_ENV):
+        env.pop(name, None)
     return env
 
 
@@ -62,13 +66,13 @@ def _cli(*args: str) -> list[str]:
 class Cli:
     """A sandbox subprocess and its URL."""
 
-    def __init__(self, *args: str) -> None:
+    def __init__(self, *args: str, env: dict[str, str] | None = None) -> None:
         self.proc = subprocess.Popen(
             _cli("--port", "0", *args),
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
-            env=_env(),
+            env={**_env(), **(env or {})},
         )
         assert self.proc.stdout is not None
         self.url = self.proc.stdout.readline().strip()
@@ -96,8 +100,8 @@ class Cli:
 def start_cli() -> Iterator[Any]:
     started: list[Cli] = []
 
-    def start(*args: str) -> Cli:
-        cli = Cli(*args)
+    def start(*args: str, env: dict[str, str] | None = None) -> Cli:
+        cli = Cli(*args, env=env)
         started.append(cli)
         return cli
 
@@ -118,6 +122,7 @@ def test_help_lists_every_option() -> None:
         "--rate-limit", "--rate-window", "--rate-block", "--time-scale", "--retry-after",
         "--latency-ms", "--jitter-ms", "--error-500", "--error-503", "--reset", "--hang",
         "--hang-seconds", "--drop", "--journal-size", "--request-timeout", "--idle-timeout",
+        "--asset-events-url", "--asset-uri", "--asset-events-user", "--asset-events-batch-ms",
     ):  # fmt: skip
         assert flag in result.stdout
     # each option shows its default once (the help text's own, or argparse's)
@@ -198,6 +203,37 @@ def test_token_from_environment(tmp_path: Path) -> None:
     assert proc.returncode == 0
 
 
+def test_asset_event_flags_post_to_airflow(start_cli: Any, tmp_path: Path) -> None:
+    seed = tmp_path / "users.json"
+    seed.write_text(json.dumps(SEED_USERS))
+    uri = "sfox://api.sfox.com/email_verified2"
+    with FakeAirflow() as airflow:
+        cli = start_cli(
+            "--token", TOKEN, "--seed", str(seed), "--asset-events-url", airflow.url,
+            "--asset-uri", uri, "--asset-events-batch-ms", "0", "--log-level", "INFO",
+            env={"SFOX_SANDBOX_AIRFLOW_USER": USERNAME, "SFOX_SANDBOX_AIRFLOW_PASSWORD": PASSWORD},
+        )  # fmt: skip
+        settings = requests.get(f"{cli.url}/_sandbox/asset-events", timeout=5).json()["data"]["settings"]
+        assert settings | {"airflow_url": None} == {
+            "enabled": True, "airflow_url": None, "asset_uri": uri, "token": None, "username": USERNAME,
+            "password": "***", "batch_ms": 0.0, "timeout_seconds": 5.0, "retries": 3, "backoff_ms": 200.0,
+        }  # fmt: skip
+        assert settings["airflow_url"] == airflow.url
+        assert cli.post("/v1/enterprise/users/send-verification/j-ind", json={"type": "email"}).ok
+        code = requests.get(f"{cli.url}/_sandbox/codes/j-ind", timeout=5).json()["data"]["email"]["latest"]
+        verify = cli.post("/v1/enterprise/users/verify/j-ind", json={"type": "email", "otp": code})
+        assert verify.status_code == 200
+        deadline = time.monotonic() + 30
+        while not airflow.events() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert airflow.events() == [{"asset_id": 2, "extra": {"user_ids": ["j-ind"]}}]
+        assert airflow.accepted_auth() == ["Bearer tok-1"]
+        code, out, err = cli.stop()
+    assert code == 0
+    assert PASSWORD not in out + err
+    assert "tok-1" not in out + err
+
+
 def test_fault_and_rate_limit_flags(start_cli: Any) -> None:
     cli = start_cli(
         "--token", TOKEN, "--error-503", "1", "--rate-limit", "2", "--rate-block", "100",
@@ -235,6 +271,13 @@ def test_no_register_code_flag(start_cli: Any) -> None:
         (["--rate-limit", "-1"], "limit"),
         (["--time-scale", "0"], "time_scale"),
         (["--seed", "/nonexistent/users.json"], "No such file"),
+        (["--asset-events-url", "http://127.0.0.1:8080"], "needs $SFOX_SANDBOX_AIRFLOW_TOKEN"),
+        (["--asset-events-user", "admin"], "--asset-events-user needs --asset-events-url"),
+        (
+            ["--asset-events-url", "http://127.0.0.1:8080", "--asset-events-user", "admin"],
+            "password in $SFOX_SANDBOX_AIRFLOW_PASSWORD",
+        ),
+        (["--asset-events-batch-ms", "-5"], "must be >= 0"),
     ],
 )
 def test_invalid_arguments_exit_2(args: list[str], message: str) -> None:

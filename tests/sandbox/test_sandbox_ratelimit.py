@@ -14,9 +14,7 @@ USER = "/v1/enterprise/users/ind-1"
 
 
 def _limit(sandbox: Sandbox, **settings: Any) -> dict[str, Any]:
-    resp = sandbox.admin("PUT", "rate-limit", json=settings)
-    assert resp.status_code == 200, resp.text
-    data = resp.json()["data"]
+    data = sandbox.admin_data("PUT", "rate-limit", json=settings)
     assert isinstance(data, dict)
     return data
 
