@@ -11,7 +11,8 @@ Measures, side by side in one run, against the local sFOX sandbox (a process of 
 3. client overhead: ``SfoxConnectHook`` against a bare ``requests.Session`` loop;
 4. DAG parse time against an empty DAG file with the same Airflow imports;
 5. planning at 10k / 100k (/ 1M) source rows: wall time, peak RSS, XCom bytes, task instances;
-6. the UI page's user lookup and run view on a 1M-row attempts table against a 10k-row one.
+6. the UI page's user lookup and run view on a 1M-row attempts table against a 10k-row one;
+7. seconds from an email confirmation's asset event to the user's sms request, live (p50, p95).
 
 Writes ``benchmarks/REPORT.md``, ``benchmarks/report.png`` and ``benchmarks/results.json``.
 Every figure is measured in processes of its own; logs of every process stay in the work
@@ -22,6 +23,7 @@ goals are compared and reported, met or missed.
     python benchmarks/run.py --mode full
     python benchmarks/run.py --mode quick --only overhead,parse
     python benchmarks/run.py --mode quick --only lookup --merge  # one step into the committed report
+    python benchmarks/run.py --mode quick --only events --merge
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from sfox_bench import e2e, micro
+from sfox_bench import e2e, events, micro
 from sfox_bench.common import BENCH_DIR, log, machine
 from sfox_bench.report import write_report
 
@@ -52,6 +54,7 @@ MODES = {
         "planning_databases": ["sqlite", "postgres"],
         "lookup_sizes": [10_000, 1_000_000],
         "lookup_samples": 50,
+        "events_timeout_s": 1200,
     },
     "full": {
         "budget_users": 5000,
@@ -64,9 +67,21 @@ MODES = {
         "planning_databases": ["sqlite", "postgres"],
         "lookup_sizes": [10_000, 1_000_000],
         "lookup_samples": 200,
+        "events_timeout_s": 1200,
     },
 }
-STEPS = ("budget", "loop", "budget_live", "alternative", "live", "overhead", "parse", "planning", "lookup")
+STEPS = (
+    "budget",
+    "loop",
+    "budget_live",
+    "alternative",
+    "live",
+    "overhead",
+    "parse",
+    "planning",
+    "lookup",
+    "events",
+)
 
 
 def main() -> int:
@@ -131,6 +146,8 @@ def main() -> int:
                 results[step] = micro.lookup(
                     work, sizes=settings["lookup_sizes"], samples=settings["lookup_samples"]
                 )
+            elif step == "events":
+                results[step] = events.latency(work, timeout_s=settings["events_timeout_s"])
         except Exception as err:  # one failed measurement must not lose the others
             errors[step] = f"{type(err).__name__}: {err}"
             log(f"{step} FAILED: {errors[step]}")

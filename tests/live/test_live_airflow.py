@@ -383,9 +383,11 @@ def _task_states(
     return sorted((ti["task_id"], ti["map_index"], ti["state"]) for ti in instances)
 
 
-def _run_onboarding(airflow: LiveAirflow, sandbox: str) -> tuple[str, dict]:
-    """Register USERS with the sandbox, unpause DAG_ID and trigger it with CONF; wait for the run."""
-    registered = requests.post(f"{sandbox}/_sandbox/users", json=sandbox_users(USERS), timeout=30)
+def _run_onboarding(
+    airflow: LiveAirflow, sandbox: str, users: list[tuple] = USERS, conf: dict = CONF
+) -> tuple[str, dict]:
+    """Register ``users`` with the sandbox, unpause DAG_ID and trigger it with ``conf``; wait for the run."""
+    registered = requests.post(f"{sandbox}/_sandbox/users", json=sandbox_users(users), timeout=30)
     assert registered.status_code == 200, registered.text
 
     _wait_for_dag(airflow)
@@ -396,10 +398,10 @@ def _run_onboarding(airflow: LiveAirflow, sandbox: str) -> tuple[str, dict]:
     triggered = airflow.api(
         "POST",
         f"/api/v2/dags/{DAG_ID}/dagRuns",
-        json={"dag_run_id": run_id, "logical_date": None, "conf": CONF},
+        json={"dag_run_id": run_id, "logical_date": None, "conf": conf},
     )
     assert triggered.status_code == 200, triggered.text
-    assert triggered.json()["conf"] == CONF
+    assert triggered.json()["conf"] == conf
     return run_id, _wait_for_run(airflow, run_id)
 
 
