@@ -20,6 +20,7 @@ import json
 import os
 import statistics
 import time
+import uuid
 from collections import Counter
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -30,7 +31,7 @@ import requests
 
 from tests.helpers import TOKEN
 from tests.live import test_live_airflow as base
-from tests.onboarding_data import make_users
+from tests.onboarding_data import make_users, sandbox_users
 
 pytestmark = pytest.mark.live
 
@@ -68,9 +69,44 @@ def _host(url: str) -> str:
     return urlsplit(url).netloc
 
 
+#: A partner's load DAG that writes the source table (the test writes the rows) and says so
+#: through the table's asset, and an onboarding DAG scheduled on that asset as well as hourly.
+LOAD_DAG_ID, ON_LOAD_DAG_ID = "sfox_load_customers", "sfox_on_load"
+SOURCE_ASSET = 'table_asset("postgres://warehouse.internal:5432/warehouse", "sfox_users")'
+LOAD_SOURCE = f"""
+from airflow.sdk import DAG, task
+
+from airflow_sfox.assets.sfox import table_asset
+
+with DAG(dag_id="{LOAD_DAG_ID}", schedule=None):
+
+    @task(outlets=[{SOURCE_ASSET}])
+    def load():
+        pass  # the partner's load; here the test has written the new rows already
+
+    load()
+"""
+ON_LOAD_SOURCE = f"""
+from airflow_sfox.assets.sfox import table_asset
+from airflow_sfox.onboarding.dag import OnboardingSource, onboarding_dag
+
+dag = onboarding_dag(
+    dag_id="{ON_LOAD_DAG_ID}",
+    source=OnboardingSource(table="sfox_users"),
+    source_asset={SOURCE_ASSET},
+    params={{"channels": ["email"], "failure_threshold": 0.5}},
+)
+"""
+LOADED_USERS = [(f"load-{i}", "corporation", f"load{i}@example.com", None) for i in range(3)]
+
+
 @pytest.fixture(scope="module")
 def extra_dag_files(sandbox) -> dict[str, str]:
-    return {f"{FOLLOW_UP_DAG_ID}.py": FOLLOW_UP_SOURCE.format(dag_id=FOLLOW_UP_DAG_ID, host=_host(sandbox))}
+    return {
+        f"{FOLLOW_UP_DAG_ID}.py": FOLLOW_UP_SOURCE.format(dag_id=FOLLOW_UP_DAG_ID, host=_host(sandbox)),
+        f"{LOAD_DAG_ID}.py": LOAD_SOURCE,
+        f"{ON_LOAD_DAG_ID}.py": ON_LOAD_SOURCE,
+    }
 
 
 @pytest.fixture(scope="module")
@@ -296,6 +332,45 @@ BENCH_OUT = os.environ.get("SFOX_EVENTS_BENCH_OUT")
 
 
 @pytest.mark.skipif(not BENCH_OUT, reason="the benchmark of benchmarks/run.py --only events")
+def test_a_load_dag_s_outlet_starts_onboarding_at_once(live_airflow, sandbox, databases, events):
+    airflow = live_airflow
+    for dag_id in (LOAD_DAG_ID, ON_LOAD_DAG_ID):
+        base._wait_for_dag(airflow, dag_id)
+        unpaused = airflow.api("PATCH", f"/api/v2/dags/{dag_id}", json={"is_paused": False})
+        assert unpaused.status_code == 200, unpaused.text
+    with psycopg2.connect(databases["warehouse"]) as conn, conn.cursor() as cursor:
+        cursor.executemany("INSERT INTO sfox_users VALUES (%s, %s, %s, %s)", LOADED_USERS)
+    conn.close()
+    registered = requests.post(f"{sandbox}/_sandbox/users", json=sandbox_users(LOADED_USERS), timeout=30)
+    assert registered.status_code == 200, registered.text
+    since = _last_seq(sandbox)
+
+    load_id = f"load_{uuid.uuid4().hex[:8]}"
+    triggered = airflow.api(
+        "POST", f"/api/v2/dags/{LOAD_DAG_ID}/dagRuns", json={"dag_run_id": load_id, "logical_date": None}
+    )
+    assert triggered.status_code == 200, triggered.text
+    assert base._wait_for_run(airflow, load_id, LOAD_DAG_ID)["state"] == "success"
+
+    deadline = time.monotonic() + base.RUN_TIMEOUT
+    while True:  # the load's asset event starts an onboarding run: no hourly tick is due
+        response = airflow.api("GET", f"/api/v2/dags/{ON_LOAD_DAG_ID}/dagRuns")
+        assert response.status_code == 200, response.text
+        runs = response.json()["dag_runs"]
+        if runs and runs[0]["state"] in ("success", "failed"):
+            break
+        assert time.monotonic() < deadline, f"{runs}\n{airflow.report()}"
+        time.sleep(1)
+    airflow.api("PATCH", f"/api/v2/dags/{ON_LOAD_DAG_ID}", json={"is_paused": True})
+    (run,) = runs
+    assert (run["run_type"], run["state"]) == ("asset_triggered", "success"), run
+    # The new users got their email codes; everyone else already had theirs.
+    emails = Counter(
+        e["user_id"] for e in _journal(sandbox, since) if e["code_sent"] and e["type"] == "email"
+    )
+    assert emails == {uid: 1 for uid, *_ in LOADED_USERS}
+
+
 def test_event_latency(live_airflow, sandbox, events):
     """
     Seconds from a user's email confirmation (the sandbox's verify) to their sms request at the
