@@ -216,6 +216,7 @@ def get_provider_info() -> dict[str, Any]:
                 "python-modules": ["airflow_sfox.operators.verification"],
             }
         ],
+        "triggers": [{"integration-name": "sFOX Connect", "python-modules": ["airflow_sfox.triggers.sfox"]}],
         "connection-types": [
             {
                 "connection-type": "sfox",

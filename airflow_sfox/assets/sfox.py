@@ -54,8 +54,8 @@ def email_verified_asset(host: str = DEFAULT_SFOX_HOST, *, watchers: Sequence[An
 
     :param host: the sFOX host of the ``sfox`` connection (``api.sfox.com``; a sandbox's
         ``host:port``).
-    :param watchers: ``AssetWatcher`` objects that emit its events (see
-        :class:`~airflow_sfox.triggers.sfox.SfoxEmailVerifiedTrigger`).
+    :param watchers: ``AssetWatcher`` objects that emit its events, e.g.
+        ``[email_verified_watcher()]`` (:func:`airflow_sfox.triggers.sfox.email_verified_watcher`).
     """
     if not isinstance(host, str) or not _HOST.match(host):
         raise ValueError(f"email_verified_asset: host must be a host name or host:port, got {host!r}")
