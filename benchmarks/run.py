@@ -12,7 +12,8 @@ Measures, side by side in one run, against the local sFOX sandbox (a process of 
 4. DAG parse time against an empty DAG file with the same Airflow imports;
 5. planning at 10k / 100k (/ 1M) source rows: wall time, peak RSS, XCom bytes, task instances;
 6. the UI page's user lookup and run view on a 1M-row attempts table against a 10k-row one;
-7. seconds from an email confirmation's asset event to the user's sms request, live (p50, p95).
+7. seconds from an email confirmation's asset event to the user's sms request, live (p50, p95);
+8. the same through the email-verified watcher, against its poll interval.
 
 Writes ``benchmarks/REPORT.md``, ``benchmarks/report.png`` and ``benchmarks/results.json``.
 Every figure is measured in processes of its own; logs of every process stay in the work
@@ -24,6 +25,7 @@ goals are compared and reported, met or missed.
     python benchmarks/run.py --mode quick --only overhead,parse
     python benchmarks/run.py --mode quick --only lookup --merge  # one step into the committed report
     python benchmarks/run.py --mode quick --only events --merge
+    python benchmarks/run.py --mode quick --only watcher --merge
 """
 
 from __future__ import annotations
@@ -55,6 +57,7 @@ MODES = {
         "lookup_sizes": [10_000, 1_000_000],
         "lookup_samples": 50,
         "events_timeout_s": 1200,
+        "watcher_timeout_s": 1500,
     },
     "full": {
         "budget_users": 5000,
@@ -68,6 +71,7 @@ MODES = {
         "lookup_sizes": [10_000, 1_000_000],
         "lookup_samples": 200,
         "events_timeout_s": 1200,
+        "watcher_timeout_s": 1500,
     },
 }
 STEPS = (
@@ -81,6 +85,7 @@ STEPS = (
     "planning",
     "lookup",
     "events",
+    "watcher",
 )
 
 
@@ -148,6 +153,8 @@ def main() -> int:
                 )
             elif step == "events":
                 results[step] = events.latency(work, timeout_s=settings["events_timeout_s"])
+            elif step == "watcher":
+                results[step] = events.watcher_latency(work, timeout_s=settings["watcher_timeout_s"])
         except Exception as err:  # one failed measurement must not lose the others
             errors[step] = f"{type(err).__name__}: {err}"
             log(f"{step} FAILED: {errors[step]}")

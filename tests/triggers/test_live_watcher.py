@@ -4,6 +4,10 @@ watcher (in the triggerer) emits an event, and the onboarding DAG scheduled on t
 asset-triggered run that sends that user's sms. Then the triggerer restarts: a user verified
 after it is emitted, and no user is emitted twice.
 
+``test_watcher_latency`` is the benchmark of ``benchmarks/run.py --only watcher`` (sequential
+single users, the watcher polling every BENCH_POLL_INTERVAL s); it runs only when
+``SFOX_WATCHER_BENCH_OUT`` names the file for its figures.
+
 The same parts as tests/live/test_live_airflow.py (whose helpers this reuses): a real PostgreSQL
 for Airflow's metadata and the warehouse, the sandbox, and api-server, scheduler, dag-processor
 and triggerer as processes, each stopped by its process-group id at the end.
@@ -11,7 +15,10 @@ and triggerer as processes, each stopped by its process-group id at the end.
 
 from __future__ import annotations
 
+import json
 import os
+import random
+import statistics
 import sys
 import time
 import uuid
@@ -19,6 +26,7 @@ from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import psycopg2
 import pytest
 import requests
 
@@ -32,11 +40,13 @@ from tests.live.test_live_airflow import (  # noqa: F401 - the fixtures of tests
     _wait_for_dag,
     _wait_for_run,
     databases,
+    extra_dag_files,
+    extra_env,
     live_airflow,
     sandbox,
     warehouse,
 )
-from tests.onboarding_data import sandbox_users
+from tests.onboarding_data import make_users, sandbox_users
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -50,6 +60,19 @@ INDIVIDUALS = [u[0] for u in USERS if u[1] == "individual"]
 CORPORATIONS = [u[0] for u in USERS if u[1] == "corporation"]
 #: Real seconds to wait for an asset-triggered run (watcher poll, event, scheduler, the run itself).
 EVENT_TIMEOUT = 240.0
+#: The benchmark's output file (``benchmarks/run.py --only watcher``): unset, the benchmark is skipped.
+BENCH_OUT = os.environ.get("SFOX_WATCHER_BENCH_OUT")
+#: The watcher's poll interval: short for the tests, a round figure for the benchmark.
+TEST_POLL_INTERVAL, BENCH_POLL_INTERVAL = 3.0, 10.0
+POLL_INTERVAL = BENCH_POLL_INTERVAL if BENCH_OUT else TEST_POLL_INTERVAL
+#: The benchmark's users: individuals of their own (ids apart from the live test's ``user-*``).
+BENCH = 15
+BENCH_USERS = [
+    (f"wb-{i:05d}", kind, f"wb{i}@example.com", phone)
+    for i, (_, kind, _, phone) in enumerate(make_users(BENCH, seed=17, corporation_share=0))
+]
+#: The benchmark's scheduler setting, as the asset event's (tests/live/test_live_email_verified.py).
+BENCH_ENV = {"AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME": "0.2"}
 DAG_SOURCE = """
 try:  # Airflow 3.2+: the Task SDK's, to go with the SDK's CronTriggerTimetable of default_schedule()
     from airflow.sdk import AssetOrTimeSchedule
@@ -60,7 +83,8 @@ from airflow_sfox.assets.sfox import email_verified_asset
 from airflow_sfox.onboarding.dag import OnboardingSource, default_schedule, onboarding_dag
 from airflow_sfox.triggers.sfox import email_verified_watcher
 
-EMAIL_VERIFIED = email_verified_asset("{host}", watchers=[email_verified_watcher(poll_interval=3)])
+WATCHER = email_verified_watcher(poll_interval={poll_interval})
+EMAIL_VERIFIED = email_verified_asset("{host}", watchers=[WATCHER])
 
 dag = onboarding_dag(
     dag_id="{dag_id}",
@@ -81,11 +105,14 @@ def watch_dag(sandbox) -> Iterator[dict[str, str]]:  # noqa: F811
     def environment(home, *args) -> dict[str, str]:
         env = _airflow_env(home, *args)
         dag_file = Path(env["AIRFLOW__CORE__DAGS_FOLDER"]) / f"{DAG_ID}.py"
-        dag_file.write_text(DAG_SOURCE.format(host=sandbox.removeprefix("http://"), dag_id=DAG_ID))
+        host = sandbox.removeprefix("http://")
+        dag_file.write_text(DAG_SOURCE.format(host=host, dag_id=DAG_ID, poll_interval=POLL_INTERVAL))
         # This checkout's provider, whichever one is installed (a worktree's tests test its own code).
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p)
         env["AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE"] = "True"  # asset-triggered runs are made there too
         env["AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL"] = "5"  # the watcher starts at a reparse
+        if BENCH_OUT:
+            env.update(BENCH_ENV)
         built.update(env)
         return env
 
@@ -116,10 +143,11 @@ def _confirm_email(sandbox_url: str, *user_ids: str) -> None:
         assert confirmed.status_code == 200, confirmed.text
 
 
-def _asset_events(airflow: LiveAirflow) -> list[dict]:
+def _asset_events(airflow: LiveAirflow, sandbox_url: str) -> list[dict]:
     """Every event of DAG_ID's email-verified asset (the watcher's), oldest first."""
+    uri = f"sfox://{sandbox_url.removeprefix('http://')}/email-verified"  # other DAGs have their own
     assets = airflow.api("GET", "/api/v2/assets", params={"uri_pattern": "email-verified"}).json()["assets"]
-    (asset,) = [a for a in assets if a["uri"].startswith("sfox://")]
+    (asset,) = [a for a in assets if a["uri"] == uri]
     response = airflow.api(
         "GET", "/api/v2/assets/events", params={"asset_id": asset["id"], "order_by": "timestamp"}
     )
@@ -127,8 +155,8 @@ def _asset_events(airflow: LiveAirflow) -> list[dict]:
     return response.json()["asset_events"]
 
 
-def _emitted(airflow: LiveAirflow) -> Counter:
-    events = _asset_events(airflow)
+def _emitted(airflow: LiveAirflow, sandbox_url: str) -> Counter:
+    events = _asset_events(airflow, sandbox_url)
     assert all(e["extra"].get("from_trigger") is True for e in events), events
     return Counter(uid for e in events for uid in e["extra"]["payload"]["user_ids"])
 
@@ -159,16 +187,17 @@ def _wait_for_sms(airflow: LiveAirflow, sandbox_url: str, user_ids: set[str]) ->
     _wait_until(airflow, f"sms to {sorted(user_ids)}", sent)
 
 
-def test_a_user_who_verifies_gets_an_asset_triggered_run(live_airflow, watch_dag, warehouse, sandbox):  # noqa: F811
-    airflow = live_airflow
-    registered = requests.post(f"{sandbox}/_sandbox/users", json=sandbox_users(USERS), timeout=30)
+def _send_email_codes(airflow: LiveAirflow, sandbox_url: str, users: list[tuple]) -> None:
+    """
+    ``users`` registered at the sandbox, DAG_ID unpaused, and a first run that sends every email
+    code: the ledger's email rows are `sent` (the source's bad rows are rejected: CONF's failure
+    threshold lets the run succeed anyway).
+    """
+    registered = requests.post(f"{sandbox_url}/_sandbox/users", json=sandbox_users(users), timeout=30)
     assert registered.status_code == 200, registered.text
     _wait_for_dag(airflow, DAG_ID)
     unpaused = airflow.api("PATCH", f"/api/v2/dags/{DAG_ID}", json={"is_paused": False})
     assert unpaused.status_code == 200, unpaused.text
-
-    # A first run sends every email code: the ledger's email rows are `sent` (the source's bad rows
-    # are rejected: CONF's failure threshold lets the run succeed anyway).
     run_id = f"manual_{uuid.uuid4().hex[:8]}"
     triggered = airflow.api(
         "POST",
@@ -177,13 +206,18 @@ def test_a_user_who_verifies_gets_an_asset_triggered_run(live_airflow, watch_dag
     )
     assert triggered.status_code == 200, triggered.text
     assert _wait_for_run(airflow, run_id, DAG_ID)["state"] == "success", airflow.report()
+
+
+def test_a_user_who_verifies_gets_an_asset_triggered_run(live_airflow, watch_dag, warehouse, sandbox):  # noqa: F811
+    airflow = live_airflow
+    _send_email_codes(airflow, sandbox, USERS)
     assert _asset_runs(airflow) == []  # nobody verified yet: no event, no asset-triggered run
 
     # One user per step: an event that arrives while a run is on waits for the next event
     # (apache/airflow#56050), which this test would take for a missed one.
     first = {INDIVIDUALS[0]}
     _confirm_email(sandbox, *first, CORPORATIONS[0])  # a corporation has nothing more to send
-    _wait_until(airflow, "the watcher's event", lambda: set(_emitted(airflow)) >= first)
+    _wait_until(airflow, "the watcher's event", lambda: set(_emitted(airflow, sandbox)) >= first)
     _wait_for_sms(airflow, sandbox, first)
     runs = _asset_runs(airflow)
     assert runs, "no asset-triggered run"
@@ -193,13 +227,85 @@ def test_a_user_who_verifies_gets_an_asset_triggered_run(live_airflow, watch_dag
     _restart(airflow, watch_dag, "triggerer")
     later = {INDIVIDUALS[1]}
     _confirm_email(sandbox, *later)
-    _wait_until(airflow, "the event after the restart", lambda: set(_emitted(airflow)) >= first | later)
+    _wait_until(
+        airflow, "the event after the restart", lambda: set(_emitted(airflow, sandbox)) >= first | later
+    )
     _wait_for_sms(airflow, sandbox, first | later)
 
-    emitted = _emitted(airflow)
+    emitted = _emitted(airflow, sandbox)
     assert set(emitted) == first | later  # nobody else: corporations and unverified users never
     assert set(emitted.values()) == {1}, emitted  # no user twice, across the restart
     journal = requests.get(f"{sandbox}/_sandbox/journal", timeout=30).json()["data"]
     sms = Counter(e["user_id"] for e in journal if e["code_sent"] and e["type"] == "sms")
     assert sms == Counter(dict.fromkeys(first | later, 1))
     assert {r["state"] for r in _asset_runs(airflow)} == {"success"}, airflow.report()
+
+
+@pytest.mark.skipif(
+    not BENCH_OUT, reason="the benchmark of benchmarks/run.py --only watcher (SFOX_WATCHER_BENCH_OUT unset)"
+)
+def test_watcher_latency(live_airflow, watch_dag, warehouse, databases, sandbox):  # noqa: F811
+    """
+    Seconds from a user's email confirmation (the sandbox's verify) to their sms request at the
+    sandbox, through the watcher polling every POLL_INTERVAL s, over BENCH sequential single users
+    (the next confirms once the previous one's run ended, after a random part of the interval);
+    written to ``SFOX_WATCHER_BENCH_OUT``.
+    """
+    airflow = live_airflow
+    with psycopg2.connect(databases["warehouse"]) as conn, conn.cursor() as cursor:
+        cursor.executemany("INSERT INTO sfox_users VALUES (%s, %s, %s, %s)", BENCH_USERS)
+    conn.close()
+    _send_email_codes(airflow, sandbox, USERS + BENCH_USERS)
+
+    # Confirmations at a random moment of the poll cycle: its expected wait is half the interval.
+    rng = random.Random(16)
+    seconds, emitted_s, run_seconds = [], [], []
+    for uid, *_ in BENCH_USERS:
+        since = max((e["seq"] for e in _journal(sandbox)), default=0)
+        time.sleep(rng.uniform(0, POLL_INTERVAL))
+        _confirm_email(sandbox, uid)
+        # Not the events' API meanwhile: it answers 500 while an event's run is queued (no start date).
+        _wait_for_sms(airflow, sandbox, {uid})
+        entries = _journal(sandbox, since)
+        confirmed = next(e["time"] for e in entries if e["path"] == f"/v1/enterprise/users/verify/{uid}")
+        sms = [e["time"] for e in entries if e["code_sent"] and e["type"] == "sms" and e["user_id"] == uid]
+        assert len(sms) == 1, entries
+        seconds.append(sms[0] - confirmed)
+        (event,) = [e for e in _asset_events(airflow, sandbox) if uid in e["extra"]["payload"]["user_ids"]]
+        emitted_s.append(live_module._ts(event["timestamp"]).timestamp() - confirmed)
+        # The run that sent it: the asset-triggered run whose start and end hold the sms request.
+        spans = [
+            (live_module._ts(r["start_date"]).timestamp(), live_module._ts(r["end_date"]).timestamp(), r)
+            for r in _asset_runs(airflow)
+        ]
+        (run,) = [(start, end, r) for start, end, r in spans if start <= sms[0] <= end]
+        assert run[2]["state"] == "success", run
+        run_seconds.append(run[1] - run[0])
+    ordered = sorted(seconds)
+    figures = {
+        "users": len(seconds),
+        "poll_interval_s": POLL_INTERVAL,
+        "p50_s": statistics.median(seconds),
+        "p95_s": ordered[max(0, round(0.95 * len(ordered)) - 1)],
+        "mean_s": statistics.fmean(seconds),
+        "min_s": ordered[0],
+        "max_s": ordered[-1],
+        "p50_emitted_s": statistics.median(emitted_s),
+        "max_emitted_s": max(emitted_s),
+        "runs": len(run_seconds),
+        "mean_run_s": statistics.fmean(run_seconds),
+        "seconds": [round(s, 3) for s in seconds],
+        "emitted_seconds": [round(s, 3) for s in emitted_s],
+        "settings": {
+            "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "True",
+            "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "5",
+            **BENCH_ENV,
+        },
+    }
+    Path(str(BENCH_OUT)).write_text(json.dumps(figures, indent=2))
+
+
+def _journal(sandbox_url: str, since: int = 0) -> list[dict]:
+    response = requests.get(f"{sandbox_url}/_sandbox/journal", params={"since": since}, timeout=30)
+    assert response.status_code == 200, response.text
+    return response.json()["data"]
