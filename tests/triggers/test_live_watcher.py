@@ -148,9 +148,12 @@ def _asset_events(airflow: LiveAirflow, sandbox_url: str) -> list[dict]:
     uri = f"sfox://{sandbox_url.removeprefix('http://')}/email-verified"  # other DAGs have their own
     assets = airflow.api("GET", "/api/v2/assets", params={"uri_pattern": "email-verified"}).json()["assets"]
     (asset,) = [a for a in assets if a["uri"] == uri]
-    response = airflow.api(
-        "GET", "/api/v2/assets/events", params={"asset_id": asset["id"], "order_by": "timestamp"}
-    )
+    params = {"asset_id": asset["id"], "order_by": "timestamp"}
+    # Airflow answers 500 while an event's run is queued without a start date yet: ask again.
+    deadline = time.monotonic() + 60
+    while (response := airflow.api("GET", "/api/v2/assets/events", params=params)).status_code == 500:
+        assert time.monotonic() < deadline, response.text
+        time.sleep(1)
     assert response.status_code == 200, response.text
     return response.json()["asset_events"]
 
