@@ -1,11 +1,12 @@
 """Local emulator of the sFOX Connect (enterprise) API: a real HTTP server on 127.0.0.1.
 
-It imports nothing from Airflow (it only speaks HTTP to one, to post asset events): only the
-standard library and the provider's vocabulary module :mod:`airflow_sfox.onboarding.model`
-(account types, the channels each verifies), which imports only the standard library too.
-So ``python -m sfox_sandbox`` starts fast; see :mod:`sfox_sandbox.__main__` for the command
-line and ``--help``. It is a distribution of its own (``sfox-sandbox``), never part of the
-provider's wheel.
+It imports nothing from Airflow (it only speaks HTTP to one, to post asset events) and nothing
+from the provider ``airflow_sfox``: only the standard library. Its model of sFOX (account
+types, the channels each verifies and in which order, user states, error texts) is its own,
+written from the API contract (:mod:`sfox_sandbox.model`), so that a provider that gets a rule
+wrong fails its tests against the sandbox. ``python -m sfox_sandbox`` starts fast; see
+:mod:`sfox_sandbox.__main__` for the command line and ``--help``. It is a distribution of its
+own (``sfox-sandbox``), never part of the provider's wheel.
 
 Public Python API
 -----------------
@@ -39,7 +40,7 @@ paged only when ``set_list(page_size=N)`` asks): the routes the provider's hook 
 Status codes: 401 missing/wrong token (checked before routing), 404 unknown user or route,
 405 known path with another method, 400 malformed body, invalid ``type``/field, or sms for a
 corporation, 422 invalid state: already verified (``Email already verified`` /
-``Phone already verified``), ``Email must be verified before phone``, wrong otp
+``Phone number has already been verified``), ``Email must be verified before phone``, wrong otp
 (``Invalid verification code``), no code requested, user already exists; 429 rate limited;
 500/503 injected faults. ``user_id`` is one path segment: the raw path is split on ``/``,
 then each segment percent-decoded (``a%2Fb`` is user ``a/b``).

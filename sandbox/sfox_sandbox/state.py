@@ -29,42 +29,34 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
-# The one vocabulary of account types and channels (stdlib only: no Airflow is loaded).
-from airflow_sfox.onboarding.model import (
-    ACCOUNT_TYPES,
-    CHANNELS,
-    Channel,
-    channels_for,
-    prerequisite,
-)
 from sfox_sandbox.events import AssetEvents
+from sfox_sandbox.model import (
+    ACCOUNT_ROLES,
+    ACCOUNT_TYPES,
+    ALREADY_VERIFIED,
+    CHANNELS,
+    CONTACT_FIELDS,
+    EMAIL,
+    LABELS,
+    SMS,
+    USER_NOT_FOUND,
+    channels_for,
+    not_available,
+    prerequisite,
+    requirements_for,
+    status_of,
+    verify_first,
+)
 
 if TYPE_CHECKING:
     from sfox_sandbox.config import FaultSettings, RateLimitSettings, SandboxConfig
-
-ACCOUNT_ROLES = ("client", "advisor")
-#: How the sandbox's answers name a channel ("Email already verified", "Phone already verified").
-_LABELS: dict[Channel, str] = {Channel.EMAIL: "Email", Channel.SMS: "Phone"}
-#: The user field a channel's code goes to, as sFOX's send-verification answer names it.
-_CONTACT_FIELDS: dict[Channel, str] = {Channel.EMAIL: "email", Channel.SMS: "phone_number"}
 
 _EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 _E164_RE = re.compile(r"^\+[1-9][0-9]{6,14}$")
 _TRUE_STRINGS = {"1", "true", "t", "yes", "y"}
 _FALSE_STRINGS = {"0", "false", "f", "no", "n", ""}
 # Canonical copies of the short strings every journal entry repeats (saves ~100 B an entry).
-_SHARED_STRINGS = {
-    s: s for s in ("GET", "POST", "PUT", "DELETE", "HEAD", "PATCH", "OPTIONS", *(c.value for c in CHANNELS))
-}
-
-
-def requirements_for(account_type: str) -> dict[str, bool]:
-    """A new user's ``requirements``: ``True`` for each channel its account type verifies.
-
-    :param account_type: ``individual`` or ``corporation`` (see ``CHANNELS_BY_ACCOUNT_TYPE``).
-    """
-    needed = channels_for(account_type)
-    return {channel.value: channel in needed for channel in CHANNELS}
+_SHARED_STRINGS = {s: s for s in ("GET", "POST", "PUT", "DELETE", "HEAD", "PATCH", "OPTIONS", *CHANNELS)}
 
 
 class StreamCut(Exception):
@@ -100,12 +92,12 @@ class SandboxUser:
     first_name: str | None = None
     last_name: str | None = None
     advisor_user_id: str | None = None
-    requirements: dict[str, bool] = field(default_factory=lambda: {c.value: True for c in CHANNELS})
+    requirements: dict[str, bool] = field(default_factory=lambda: dict.fromkeys(CHANNELS, True))
 
     @property
     def status(self) -> str:
         """``PENDING`` while a requirement is left, else ``VERIFIED``."""
-        return "PENDING" if any(self.requirements.values()) else "VERIFIED"
+        return status_of(self.requirements)
 
     def to_api(self) -> dict[str, Any]:
         """Return the user object as sFOX's API shows it (role capitalised)."""
@@ -256,7 +248,7 @@ class GeneratedUsers:
         account_type = "individual" if individual else "corporation"
         requirements = requirements_for(account_type)
         if _unit(number, 2) < self.email_verified_share:
-            requirements[Channel.EMAIL.value] = False
+            requirements[EMAIL] = False
         user_id = f"{self.prefix}{number}"
         return SandboxUser(
             user_id=user_id,
@@ -391,19 +383,19 @@ def user_from_seed(obj: Mapping[str, Any]) -> SandboxUser:
         if not isinstance(given, Mapping):
             raise ValueError("requirements must be an object")
         for channel in CHANNELS:
-            flag = _flag(given, channel.value)
+            flag = _flag(given, channel)
             if flag is not None:
-                requirements[channel.value] = flag
+                requirements[channel] = flag
     email_verified = _flag(obj, "email_verified")
     if email_verified is not None:
-        requirements[Channel.EMAIL.value] = not email_verified
+        requirements[EMAIL] = not email_verified
     phone_verified = _flag(obj, "phone_verified")
     if phone_verified is not None:
-        requirements[Channel.SMS.value] = not phone_verified
+        requirements[SMS] = not phone_verified
     verified_by_type = channels_for(account_type)
     for channel in CHANNELS:
         if channel not in verified_by_type:
-            requirements[channel.value] = False  # e.g. corporations verify email only
+            requirements[channel] = False  # e.g. corporations verify email only
     return SandboxUser(
         user_id=user_id,
         account_type=account_type,
@@ -434,11 +426,11 @@ def _must_be(name: str, choices: Iterable[str]) -> str:
     return f"Invalid {name}: must be " + " or ".join(f'"{choice}"' for choice in choices)
 
 
-def _channel(body: Mapping[str, Any]) -> Channel:
+def _channel(body: Mapping[str, Any]) -> str:
     channel = body.get("type")
     if not isinstance(channel, str) or channel not in CHANNELS:
         raise ApiError(400, _must_be("type", CHANNELS))
-    return Channel(channel)
+    return channel
 
 
 @dataclass
@@ -688,9 +680,9 @@ class SandboxState:
         with self.lock:
             sent = list(self.sent_codes.get(user_id, ()))
             for channel in CHANNELS:
-                key = (user_id, channel.value)
+                key = (user_id, channel)
                 latest = self._latest_code.get(key)
-                out[channel.value] = {
+                out[channel] = {
                     "latest": latest.code if latest else None,
                     "count": self._code_counts.get(key, 0),
                     "sent_at": latest.time if latest else None,
@@ -771,7 +763,7 @@ class SandboxState:
                 if for_update:
                     block.changed[offset] = user
                 return user
-        raise ApiError(404, "User not found")
+        raise ApiError(404, USER_NOT_FOUND)
 
     def _send_code(self, user_id: str, channel: str) -> str:
         code = f"{self.rng.randrange(1_000_000):06d}"
@@ -801,7 +793,7 @@ class SandboxState:
         first_name = _required_str(body, "first_name")
         last_name = _required_str(body, "last_name")
         phone = body.get("phone_number")
-        if phone is None and Channel.SMS in channels_for(account_type):
+        if phone is None and SMS in channels_for(account_type):
             raise ApiError(400, "phone_number is required")
         if phone is not None and (not isinstance(phone, str) or not _E164_RE.match(phone)):
             raise ApiError(400, "Invalid phone_number: must be E.164")
@@ -826,10 +818,8 @@ class SandboxState:
             sent = self.config.register_sends_code
             if sent:
                 # sFOX emails the first OTP itself after registration.
-                self._send_code(user_id, Channel.EMAIL.value)
-            return ApiResult(
-                200, {"data": user.to_api()}, code_sent=sent, channel=Channel.EMAIL.value if sent else None
-            )
+                self._send_code(user_id, EMAIL)
+            return ApiResult(200, {"data": user.to_api()}, code_sent=sent, channel=EMAIL if sent else None)
 
     def send_verification(self, user_id: str, body: Mapping[str, Any]) -> ApiResult:
         """``POST /v1/enterprise/users/send-verification/{user_id}``."""
@@ -838,25 +828,21 @@ class SandboxState:
             user = self._user(user_id)
             self._check_channel(user, channel)
             before = prerequisite(user.account_type, channel)
-            if before is not None and user.requirements[before.value]:
-                raise ApiError(422, f"{_LABELS[before]} must be verified before {_LABELS[channel].lower()}")
-            key = _CONTACT_FIELDS[channel]
+            if before is not None and user.requirements[before]:
+                raise ApiError(422, verify_first(before, channel))
+            key = CONTACT_FIELDS[channel]
             target = getattr(user, key)
             if not target:
-                raise ApiError(422, f"User has no {_LABELS[channel].lower()}")
-            self._send_code(user_id, channel.value)
-        return ApiResult(
-            200, {"data": {"user_id": user_id, "type": channel.value, key: target}}, code_sent=True
-        )
+                raise ApiError(422, f"User has no {LABELS[channel].lower()}")
+            self._send_code(user_id, channel)
+        return ApiResult(200, {"data": {"user_id": user_id, "type": channel, key: target}}, code_sent=True)
 
     @staticmethod
-    def _check_channel(user: SandboxUser, channel: Channel) -> None:
+    def _check_channel(user: SandboxUser, channel: str) -> None:
         if channel not in channels_for(user.account_type):
-            raise ApiError(
-                400, f"{channel.value.upper()} verification is not available for {user.account_type} accounts"
-            )
-        if not user.requirements[channel.value]:
-            raise ApiError(422, f"{_LABELS[channel]} already verified")
+            raise ApiError(400, not_available(channel, user.account_type))
+        if not user.requirements[channel]:
+            raise ApiError(422, ALREADY_VERIFIED[channel])
 
     def verify(self, user_id: str, body: Mapping[str, Any]) -> ApiResult:
         """``POST /v1/enterprise/users/verify/{user_id}``: a wrong or unknown otp is 422."""
@@ -867,17 +853,17 @@ class SandboxState:
         with self.lock:
             user = self._user(user_id, for_update=True)
             self._check_channel(user, channel)
-            expected = self._pending.get((user_id, channel.value))
+            expected = self._pending.get((user_id, channel))
             if expected is None:
                 raise ApiError(422, "No verification code was requested")
             if otp != expected:
                 raise ApiError(422, "Invalid verification code")
-            del self._pending[(user_id, channel.value)]
-            user.requirements[channel.value] = False
-            if channel is Channel.EMAIL:
+            del self._pending[(user_id, channel)]
+            user.requirements[channel] = False
+            if channel == EMAIL:
                 # Queued under the state lock, so events follow the confirmation order.
                 self.asset_events.confirmed(user_id)
-        return ApiResult(200, {"data": {"success": True, "user_id": user_id, "type": channel.value}})
+        return ApiResult(200, {"data": {"success": True, "user_id": user_id, "type": channel}})
 
     def get_user(self, user_id: str) -> ApiResult:
         """``GET /v1/enterprise/users/{user_id}``."""

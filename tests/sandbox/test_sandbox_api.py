@@ -288,7 +288,7 @@ def test_individual_full_flow(seeded: Sandbox) -> None:
 
     resp = seeded.send("ind-1", "sms")
     assert resp.status_code == 422
-    assert resp.json() == {"error": "Phone already verified"}
+    assert resp.json() == {"error": "Phone number has already been verified"}
     codes = seeded.server.codes("ind-1")
     assert (codes["email"]["count"], codes["sms"]["count"]) == (1, 1)
 
