@@ -60,9 +60,11 @@ close) and an idle keep-alive connection is closed after ``idle_timeout`` (defau
 from __future__ import annotations
 
 from sfox_sandbox.config import AssetEventSettings, FaultSettings, RateLimitSettings, SandboxConfig
+from sfox_sandbox.journal import JournalEntry
 from sfox_sandbox.seed import load_seed_file
 from sfox_sandbox.server import SandboxServer
-from sfox_sandbox.state import JournalEntry, SandboxState, SandboxUser
+from sfox_sandbox.state import SandboxState
+from sfox_sandbox.users import SandboxUser
 
 __version__ = "0.1.0"
 

@@ -111,6 +111,14 @@ def build_parser() -> argparse.ArgumentParser:
         ),
         formatter_class=_HelpFormatter,
     )
+    _server_options(parser)
+    _rate_options(parser)
+    _fault_options(parser)
+    _event_options(parser)
+    return parser
+
+
+def _server_options(parser: argparse.ArgumentParser) -> None:
     srv = parser.add_argument_group("server")
     srv.add_argument(
         "--host",
@@ -143,6 +151,11 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="register-account does not send the first email code (sFOX does)",
     )
+    _limit_options(srv)
+
+
+def _limit_options(srv: argparse._ArgumentGroup) -> None:
+    """Journal size and connection timeouts."""
     config_defaults = SandboxConfig()
     srv.add_argument(
         "--journal-size",
@@ -166,6 +179,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     srv.add_argument("--log-level", default="WARNING", help="logging level on stderr")
 
+
+def _rate_options(parser: argparse.ArgumentParser) -> None:
     rl = parser.add_argument_group("rate limit (per client address, /v1/ routes only)")
     defaults = RateLimitSettings()
     rl.add_argument(
@@ -193,6 +208,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="send a Retry-After header on 429 (sFOX documents none)",
     )
 
+
+def _fault_options(parser: argparse.ArgumentParser) -> None:
     flt = parser.add_argument_group(
         "faults (/v1/ routes only; shares are probabilities whose sum must be <= 1)"
     )
@@ -222,6 +239,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="share of requests processed (code sent) whose connection is then reset",
     )
 
+
+def _event_options(parser: argparse.ArgumentParser) -> None:
     evt = parser.add_argument_group(
         "asset events (post to Airflow when a user confirms their email; "
         "also at run time: PUT /_sandbox/asset-events)"
@@ -250,7 +269,6 @@ def build_parser() -> argparse.ArgumentParser:
         default=0.0,
         help="0: one event per confirmation; N: the confirmations within N ms go in one event",
     )
-    return parser
 
 
 def _asset_events_from_args(args: argparse.Namespace) -> AssetEventSettings:

@@ -16,7 +16,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from sfox_sandbox.state import user_from_seed
+from sfox_sandbox.users import user_from_seed
 
 CSV_REQUIRED_COLUMNS = ("user_id", "account_type")
 

@@ -32,15 +32,19 @@ import threading
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from sfox_sandbox.app import Request, Response, SandboxApp, error_response
+from sfox_sandbox.answers import StreamCut
+from sfox_sandbox.app import SandboxApp
 from sfox_sandbox.config import AssetEventSettings, FaultSettings, RateLimitSettings, SandboxConfig
-from sfox_sandbox.state import SandboxState, StreamCut
+from sfox_sandbox.messages import Request, Response, error_response
+from sfox_sandbox.state import SandboxState
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
     from types import TracebackType
 
-    from sfox_sandbox.state import GeneratedUsers, JournalEntry, ListSettings
+    from sfox_sandbox.journal import JournalEntry
+    from sfox_sandbox.listing import ListSettings
+    from sfox_sandbox.users import GeneratedUsers
 
 log = logging.getLogger(__name__)
 

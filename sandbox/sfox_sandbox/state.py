@@ -1,40 +1,35 @@
-"""In-memory state of the sandbox: users, verification codes, journal, rate limiter, RNG.
+"""In-memory state of the sandbox: users, codes, journal, settings, rate limiter and RNG.
 
 Everything here is plain Python and guarded by one :class:`threading.RLock`
 (:attr:`SandboxState.lock`), so a test may read or change the state from its own thread
 while the server thread serves requests. Read the journal under the lock, or use
 :meth:`SandboxState.journal_entries` which returns a copy.
 
-Memory is bounded per request: the journal is a ``deque`` holding the latest
+Memory is bounded per request: the journal (:mod:`sfox_sandbox.journal`) holds the latest
 ``SandboxConfig.journal_size`` entries (default 1,000,000), and each user's code history
-the latest ``SandboxConfig.code_history_size`` codes (default 20; counts stay exact). Users
-themselves are kept until deactivated or reset.
-
-Generated users (:meth:`SandboxState.generate_users`, for tests at 1,000,000 users) are kept
-as ranges (:class:`GeneratedUsers`: a prefix, a first number, a count and two shares) and
-built on access from their number; only those that change (verified, or replaced by a seed)
-are stored as objects. Every route treats them as it treats seeded users.
+(:mod:`sfox_sandbox.codes`) the latest ``SandboxConfig.code_history_size`` codes (default 20;
+counts stay exact). Users themselves are kept until deactivated or reset; generated ones as
+ranges (:class:`~sfox_sandbox.users.GeneratedUsers`), built on access. Every route treats
+them as it treats seeded users. sFOX's rules come from :mod:`sfox_sandbox.model`.
 """
 
 from __future__ import annotations
 
-import itertools
-import json
 import random
 import re
 import threading
-import time
-from collections import deque
-from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import asdict, dataclass, field
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from sfox_sandbox.answers import ApiError, ApiResult, StreamCut, channel_of, must_be, required_str
+from sfox_sandbox.codes import CodeBook, SentCode
 from sfox_sandbox.events import AssetEvents
+from sfox_sandbox.journal import Journal, JournalEntry
+from sfox_sandbox.listing import LIST_BATCH, LIST_NEXT_KEYS, ListSettings, list_body
 from sfox_sandbox.model import (
     ACCOUNT_ROLES,
     ACCOUNT_TYPES,
     ALREADY_VERIFIED,
-    CHANNELS,
     CONTACT_FIELDS,
     EMAIL,
     LABELS,
@@ -44,406 +39,43 @@ from sfox_sandbox.model import (
     not_available,
     prerequisite,
     requirements_for,
-    status_of,
     verify_first,
 )
+from sfox_sandbox.ratelimit import RateLimiter
+from sfox_sandbox.users import MAX_GENERATED, GeneratedUsers, SandboxUser, user_from_seed
 
 if TYPE_CHECKING:
+    from collections import deque
+    from collections.abc import Iterable, Iterator
+
     from sfox_sandbox.config import FaultSettings, RateLimitSettings, SandboxConfig
+
+# Names other modules import from here (the state's parts moved to modules of their own).
+__all__ = [
+    "LIST_BATCH",
+    "LIST_NEXT_KEYS",
+    "MAX_GENERATED",
+    "ApiError",
+    "ApiResult",
+    "GeneratedUsers",
+    "JournalEntry",
+    "ListSettings",
+    "RateLimiter",
+    "SandboxState",
+    "SandboxUser",
+    "SentCode",
+    "StreamCut",
+    "requirements_for",
+    "user_from_seed",
+]
 
 _EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 _E164_RE = re.compile(r"^\+[1-9][0-9]{6,14}$")
-_TRUE_STRINGS = {"1", "true", "t", "yes", "y"}
-_FALSE_STRINGS = {"0", "false", "f", "no", "n", ""}
-# Canonical copies of the short strings every journal entry repeats (saves ~100 B an entry).
-_SHARED_STRINGS = {s: s for s in ("GET", "POST", "PUT", "DELETE", "HEAD", "PATCH", "OPTIONS", *CHANNELS)}
-
-
-class StreamCut(Exception):
-    """Raised by a streamed body to make the server reset the connection there (a fault)."""
-
-
-class ApiError(Exception):
-    """An sFOX-style error answer: HTTP ``status`` and ``{"error": message}``.
-
-    :param status: HTTP status code.
-    :param message: text of the ``error`` key.
-    """
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-
-
-@dataclass
-class SandboxUser:
-    """One end user as the sandbox stores it.
-
-    ``requirements[channel]`` is ``True`` while that channel is STILL to be verified (sFOX's
-    meaning); ``status`` is ``VERIFIED`` once no requirement is left.
-    """
-
-    user_id: str
-    account_type: str
-    account_role: str = "client"
-    email: str | None = None
-    phone_number: str | None = None
-    first_name: str | None = None
-    last_name: str | None = None
-    advisor_user_id: str | None = None
-    requirements: dict[str, bool] = field(default_factory=lambda: dict.fromkeys(CHANNELS, True))
-
-    @property
-    def status(self) -> str:
-        """``PENDING`` while a requirement is left, else ``VERIFIED``."""
-        return status_of(self.requirements)
-
-    def to_api(self) -> dict[str, Any]:
-        """Return the user object as sFOX's API shows it (role capitalised)."""
-        return {
-            "user_id": self.user_id,
-            "account_type": self.account_type,
-            "account_role": self.account_role.capitalize(),
-            "email": self.email,
-            "first_name": self.first_name,
-            "last_name": self.last_name,
-            "phone_number": self.phone_number,
-            "advisor_user_id": self.advisor_user_id,
-            "status": self.status,
-            "requirements": dict(self.requirements),
-        }
-
-
-@dataclass(slots=True)
-class SentCode:
-    """One verification code the sandbox "sent"."""
-
-    channel: str
-    code: str
-    time: float
-
-
-@dataclass(slots=True)
-class JournalEntry:
-    """One ``/v1/`` request as the sandbox saw it.
-
-    ``status`` is the HTTP status answered, or ``"reset"`` (connection reset before
-    processing) or ``"dropped"`` (processed, then the connection was reset instead of
-    answered). ``fault`` names the injected fault, if any (``error_500``, ``error_503``,
-    ``reset``, ``hang``, ``drop``). ``type`` is the verification channel of the request body,
-    when it had one.
-    """
-
-    seq: int
-    time: float
-    method: str
-    path: str
-    user_id: str | None
-    status: int | str
-    code_sent: bool
-    type: str | None
-    client: str
-    fault: str | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        """Return the entry as a JSON-ready dict."""
-        return asdict(self)
-
-
-class RateLimiter:
-    """Sliding-window log per client address, with a block once the limit is passed."""
-
-    def __init__(self) -> None:
-        self._hits: dict[str, deque[float]] = {}
-        self._blocked_until: dict[str, float] = {}
-
-    def clear(self) -> None:
-        """Forget every window and block."""
-        self._hits.clear()
-        self._blocked_until.clear()
-
-    def check(self, key: str, now: float, settings: RateLimitSettings) -> float | None:
-        """Count one request; return the seconds left in the block when it must get 429.
-
-        :param key: client address.
-        :param now: ``time.monotonic()`` of the request.
-        :param settings: current rate-limit settings.
-        """
-        if settings.limit <= 0:
-            return None
-        until = self._blocked_until.get(key)
-        if until is not None:
-            if now < until:
-                return until - now
-            # Block over: start from an empty window, as after a real 60 s wait.
-            del self._blocked_until[key]
-            self._hits.pop(key, None)
-        hits = self._hits.get(key)
-        if hits is None:
-            hits = self._hits[key] = deque()
-        cutoff = now - settings.window
-        while hits and hits[0] <= cutoff:
-            hits.popleft()
-        if len(hits) >= settings.limit:
-            hits.clear()
-            self._blocked_until[key] = now + settings.block
-            return settings.block
-        hits.append(now)
-        return None
-
-    def blocked(self, now: float) -> dict[str, float]:
-        """Return client address to seconds left, for the blocks still running."""
-        return {key: until - now for key, until in self._blocked_until.items() if until > now}
-
-
-_MASK64 = (1 << 64) - 1
-
-
-def _unit(number: int, salt: int) -> float:
-    """A deterministic draw in [0, 1) for a user number (splitmix64)."""
-    x = (number * 0x9E3779B97F4A7C15 + salt) & _MASK64
-    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
-    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _MASK64
-    return (x ^ (x >> 31)) / 2.0**64
-
-
-#: Most users one generate call may create.
-MAX_GENERATED = 100_000_000
-
-
-@dataclass
-class GeneratedUsers:
-    """A range of synthetic users, kept in O(1) memory and built on access.
-
-    User ``n`` (``start <= n < start + count``) is ``{prefix}{n}`` (no leading zeros), an
-    individual with probability ``individual_share`` (else a corporation), email already
-    verified with probability ``email_verified_share``; a client, email
-    ``{prefix}{n}@example.com``, phone ``+1555`` plus 7 digits for individuals. The draws
-    are a hash of ``n``: the same number is always the same user. ``changed`` holds the users
-    of the range that changed since (by offset), which then win over the built ones.
-    """
-
-    prefix: str
-    start: int
-    count: int
-    individual_share: float
-    email_verified_share: float
-    changed: dict[int, SandboxUser] = field(default_factory=dict)
-
-    def offset_of(self, user_id: str) -> int | None:
-        """The offset of ``user_id`` in this range, or ``None`` when it is not one of it."""
-        if not user_id.startswith(self.prefix):
-            return None
-        digits = user_id[len(self.prefix) :]
-        if not (digits.isascii() and digits.isdigit()) or (digits[0] == "0" and len(digits) > 1):
-            return None
-        offset = int(digits) - self.start
-        return offset if 0 <= offset < self.count else None
-
-    def build(self, offset: int) -> SandboxUser:
-        """A fresh user object for ``offset`` (ignores ``changed``)."""
-        number = self.start + offset
-        individual = _unit(number, 1) < self.individual_share
-        account_type = "individual" if individual else "corporation"
-        requirements = requirements_for(account_type)
-        if _unit(number, 2) < self.email_verified_share:
-            requirements[EMAIL] = False
-        user_id = f"{self.prefix}{number}"
-        return SandboxUser(
-            user_id=user_id,
-            account_type=account_type,
-            email=f"{user_id}@example.com",
-            phone_number=f"+1555{number % 10_000_000:07d}" if individual else None,
-            first_name="Generated",
-            last_name=f"User{number}",
-            requirements=requirements,
-        )
-
-    def get(self, offset: int) -> SandboxUser:
-        """The user at ``offset``: its changed object if any, else a built one."""
-        user = self.changed.get(offset)
-        return user if user is not None else self.build(offset)
-
-    def overlaps(self, other: GeneratedUsers) -> bool:
-        """Whether some user_id could belong to both ranges."""
-        if self.prefix == other.prefix:
-            return self.start < other.start + other.count and other.start < self.start + self.count
-        # "user-" and "user-1" would both claim "user-10": refuse nested prefixes.
-        return self.prefix.startswith(other.prefix) or other.prefix.startswith(self.prefix)
-
-    def to_dict(self) -> dict[str, Any]:
-        """The range as a JSON-ready dict (without the changed users)."""
-        return {
-            "prefix": self.prefix,
-            "start": self.start,
-            "count": self.count,
-            "individual_share": self.individual_share,
-            "email_verified_share": self.email_verified_share,
-            "first": f"{self.prefix}{self.start}",
-            "last": f"{self.prefix}{self.start + self.count - 1}",
-        }
-
-
-#: Keys a paginated list may name its next page under; URL keys carry a path, others a cursor.
-LIST_NEXT_KEYS = ("next", "next_url", "links.next", "next_cursor", "cursor", "meta.next_cursor")
-_LIST_URL_KEYS = ("next", "next_url", "links.next")
-#: Users serialised per piece of a streamed list body (one lock hold, ~250 KB).
-LIST_BATCH = 1000
-
-
-@dataclass(frozen=True)
-class ListSettings:
-    """How ``GET /v1/enterprise/users`` pages (``PUT /_sandbox/list``); off by default.
-
-    :param page_size: users per page; ``0``: one answer with every user (sFOX's documented
-        behaviour), streamed.
-    :param next_key: where a page names the next one (see :data:`LIST_NEXT_KEYS`; dotted keys
-        nest: ``links.next`` is ``{"links": {"next": ...}}``). URL keys hold a path
-        ``/v1/enterprise/users?cursor=...``, the others the cursor itself; the client sends
-        the cursor back as ``?cursor=``. The last page has no such key.
-    :param next_first: put that key before ``data`` instead of after it.
-    :param cut_after: a fault: reset the connection once this many users of a list body were
-        sent (the body breaks off mid-stream); ``0``: off.
-    """
-
-    page_size: int = 0
-    next_key: str = "next"
-    next_first: bool = False
-    cut_after: int = 0
-
-    def updated(self, changes: Mapping[str, Any]) -> ListSettings:
-        """A copy with a partial update applied; ``ValueError`` on an invalid one."""
-        values = asdict(self)
-        for key, value in changes.items():
-            if key not in values:
-                raise ValueError(f"unknown setting {key!r}; known: {', '.join(sorted(values))}")
-            values[key] = value
-        page_size, next_key, next_first = values["page_size"], values["next_key"], values["next_first"]
-        for name in ("page_size", "cut_after"):
-            value = values[name]
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ValueError(f"{name} must be a non-negative integer")
-        if next_key not in LIST_NEXT_KEYS:
-            raise ValueError(f"next_key must be one of {', '.join(LIST_NEXT_KEYS)}")
-        if not isinstance(next_first, bool):
-            raise ValueError("next_first must be a boolean")
-        return ListSettings(page_size, next_key, next_first, values["cut_after"])
-
-    def to_dict(self) -> dict[str, Any]:
-        """The settings as a JSON-ready dict."""
-        return asdict(self)
-
-
-def _opt_str(obj: Mapping[str, Any], key: str) -> str | None:
-    value = obj.get(key)
-    if value is None or value == "":
-        return None
-    if not isinstance(value, str):
-        raise ValueError(f"{key} must be a string")
-    return value
-
-
-def _flag(obj: Mapping[str, Any], key: str) -> bool | None:
-    value = obj.get(key)
-    if value is None:
-        return None
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, str) and value.strip().lower() in _TRUE_STRINGS | _FALSE_STRINGS:
-        return value.strip().lower() in _TRUE_STRINGS
-    raise ValueError(f"{key} must be a boolean")
-
-
-def user_from_seed(obj: Mapping[str, Any]) -> SandboxUser:
-    """Build a user from a seed object (JSON object or CSV row). Unknown keys are ignored.
-
-    Keys: ``user_id`` and ``account_type`` (required); ``account_role`` (``client`` by
-    default), ``email``, ``phone_number``, ``first_name``, ``last_name``, ``advisor_user_id``
-    (optional); to seed a partly or fully verified user, either ``requirements``
-    (``{"email": bool, "sms": bool}``, true = still required) or ``email_verified`` /
-    ``phone_verified`` (booleans, or strings such as ``true``/``1`` in CSV). Seeds are
-    trusted: email and phone formats are not checked.
-
-    :param obj: the seed object.
-    :raises ValueError: when a required key is missing or a value has the wrong type.
-    """
-    user_id = obj.get("user_id")
-    if not isinstance(user_id, str) or not user_id:
-        raise ValueError("user_id must be a non-empty string")
-    account_type = str(obj.get("account_type") or "").strip().lower()
-    if account_type not in ACCOUNT_TYPES:
-        raise ValueError(f"account_type must be one of {', '.join(ACCOUNT_TYPES)}")
-    account_role = str(obj.get("account_role") or "client").strip().lower()
-    if account_role not in ACCOUNT_ROLES:
-        raise ValueError(f"account_role must be one of {', '.join(ACCOUNT_ROLES)}")
-    requirements = requirements_for(account_type)
-    given = obj.get("requirements")
-    if given is not None:
-        if not isinstance(given, Mapping):
-            raise ValueError("requirements must be an object")
-        for channel in CHANNELS:
-            flag = _flag(given, channel)
-            if flag is not None:
-                requirements[channel] = flag
-    email_verified = _flag(obj, "email_verified")
-    if email_verified is not None:
-        requirements[EMAIL] = not email_verified
-    phone_verified = _flag(obj, "phone_verified")
-    if phone_verified is not None:
-        requirements[SMS] = not phone_verified
-    verified_by_type = channels_for(account_type)
-    for channel in CHANNELS:
-        if channel not in verified_by_type:
-            requirements[channel] = False  # e.g. corporations verify email only
-    return SandboxUser(
-        user_id=user_id,
-        account_type=account_type,
-        account_role=account_role,
-        email=_opt_str(obj, "email"),
-        phone_number=_opt_str(obj, "phone_number"),
-        first_name=_opt_str(obj, "first_name"),
-        last_name=_opt_str(obj, "last_name"),
-        advisor_user_id=_opt_str(obj, "advisor_user_id"),
-        requirements=requirements,
-    )
 
 
 def _auth_header(token: str) -> bytes:
     """The ``Authorization`` value of ``token`` as the sandbox compares it (scheme lower-cased)."""
     return f"bearer {token}".encode()
-
-
-def _required_str(body: Mapping[str, Any], key: str) -> str:
-    value = body.get(key)
-    if not isinstance(value, str) or not value.strip():
-        raise ApiError(400, f"{key} is required")
-    return value
-
-
-def _must_be(name: str, choices: Iterable[str]) -> str:
-    """``Invalid <name>: must be "a" or "b"``."""
-    return f"Invalid {name}: must be " + " or ".join(f'"{choice}"' for choice in choices)
-
-
-def _channel(body: Mapping[str, Any]) -> str:
-    channel = body.get("type")
-    if not isinstance(channel, str) or channel not in CHANNELS:
-        raise ApiError(400, _must_be("type", CHANNELS))
-    return channel
-
-
-@dataclass
-class ApiResult:
-    """Outcome of one emulated sFOX call: status, JSON body and journal facts."""
-
-    status: int
-    body: dict[str, Any]
-    code_sent: bool = False
-    # Channel of the code sent, when the request body does not name it (register-account).
-    channel: str | None = None
-    # A body produced in pieces (the user list), sent instead of ``body``.
-    stream: Iterator[bytes] | None = None
 
 
 class SandboxState:
@@ -475,18 +107,12 @@ class SandboxState:
         self.users: dict[str, SandboxUser] = {}
         self.generated: list[GeneratedUsers] = []
         self.list_settings = ListSettings()
-        self.sent_codes: dict[str, deque[SentCode]] = {}
-        # Exact number of codes sent and the latest one, per (user_id, channel).
-        self._code_counts: dict[tuple[str, str], int] = {}
-        self._latest_code: dict[tuple[str, str], SentCode] = {}
-        self.journal: deque[JournalEntry] = deque(maxlen=config.journal_size)
+        self.codes = CodeBook(config.code_history_size)
+        self._journal = Journal(config.journal_size)
         self.faults: FaultSettings = config.faults
         self.rate_limit: RateLimitSettings = config.rate_limit
         self.limiter = RateLimiter()
         self.rng = random.Random(config.random_seed)  # noqa: S311 - seedable test RNG, not crypto
-        # Latest code not yet used, per (user_id, channel): the one verify accepts.
-        self._pending: dict[tuple[str, str], str] = {}
-        self._seq = 0
         self.auth_header = _auth_header(config.token)
         self.asset_events = AssetEvents(config.asset_events)
         self.reset()
@@ -503,12 +129,8 @@ class SandboxState:
             self.list_settings = ListSettings()
             for user in seeds:
                 self.users[user.user_id] = user
-            self.sent_codes = {}
-            self._code_counts = {}
-            self._latest_code = {}
-            self._pending = {}
-            self.journal = deque(maxlen=self.config.journal_size)
-            self._seq = 0
+            self.codes = CodeBook(self.config.code_history_size)
+            self._journal = Journal(self.config.journal_size)
             self.faults = self.config.faults
             self.rate_limit = self.config.rate_limit
             self.limiter.clear()
@@ -667,6 +289,16 @@ class SandboxState:
         with self.lock:
             self.rng.seed(seed)
 
+    @property
+    def sent_codes(self) -> dict[str, deque[SentCode]]:
+        """The latest codes sent, by user_id (see :class:`~sfox_sandbox.codes.CodeBook`)."""
+        return self.codes.sent
+
+    @property
+    def journal(self) -> deque[JournalEntry]:
+        """The live journal: the latest ``config.journal_size`` ``/v1/`` requests, in order."""
+        return self._journal.entries
+
     def codes_for(self, user_id: str) -> dict[str, Any]:
         """Return latest code and count per channel for one user.
 
@@ -676,19 +308,8 @@ class SandboxState:
 
         :param user_id: decoded user id.
         """
-        out: dict[str, Any] = {"user_id": user_id}
         with self.lock:
-            sent = list(self.sent_codes.get(user_id, ()))
-            for channel in CHANNELS:
-                key = (user_id, channel)
-                latest = self._latest_code.get(key)
-                out[channel] = {
-                    "latest": latest.code if latest else None,
-                    "count": self._code_counts.get(key, 0),
-                    "sent_at": latest.time if latest else None,
-                }
-        out["history"] = [{"type": s.channel, "code": s.code, "time": s.time} for s in sent]
-        return out
+            return self.codes.summary(user_id)
 
     def journal_entries(self, since: int = 0, user_id: str | None = None) -> list[JournalEntry]:
         """Return a copy of the journal (the entries still kept, see ``journal_size``).
@@ -698,16 +319,7 @@ class SandboxState:
         :param user_id: keep entries of this decoded user id only.
         """
         with self.lock:
-            # seq grows by one per entry and entries leave only from the left, so the last
-            # ``self._seq - since`` entries are exactly those with ``seq > since``.
-            wanted = self._seq - since
-            if wanted <= 0:
-                return []
-            if wanted >= len(self.journal):
-                entries = list(self.journal)
-            else:
-                entries = list(itertools.islice(reversed(self.journal), wanted))
-                entries.reverse()
+            entries = self._journal.since(since)
         if user_id is not None:
             entries = [e for e in entries if e.user_id == user_id]
         return entries
@@ -715,8 +327,7 @@ class SandboxState:
     def clear_journal(self) -> None:
         """Empty the journal (sequence numbers start again at 1)."""
         with self.lock:
-            self.journal = deque(maxlen=self.config.journal_size)
-            self._seq = 0
+            self._journal = Journal(self.config.journal_size)
 
     def record(
         self,
@@ -733,21 +344,16 @@ class SandboxState:
         """Append one journal entry (cheap: one deque append under the lock; when the journal
         is full the oldest entry is dropped)."""
         with self.lock:
-            self._seq += 1
-            entry = JournalEntry(
-                seq=self._seq,
-                time=time.time(),
-                method=_SHARED_STRINGS.get(method, method),
+            return self._journal.record(
+                method=method,
                 path=path,
                 user_id=user_id,
                 status=status,
                 code_sent=code_sent,
-                type=_SHARED_STRINGS.get(channel, channel) if channel is not None else None,
+                channel=channel,
                 client=client,
                 fault=fault,
             )
-            self.journal.append(entry)
-        return entry
 
     # ------------------------------------------------------------ emulated API
     def _user(self, user_id: str, *, for_update: bool = False) -> SandboxUser:
@@ -767,31 +373,23 @@ class SandboxState:
 
     def _send_code(self, user_id: str, channel: str) -> str:
         code = f"{self.rng.randrange(1_000_000):06d}"
-        sent = SentCode(channel, code, time.time())
-        history = self.sent_codes.get(user_id)
-        if history is None:
-            history = self.sent_codes[user_id] = deque(maxlen=self.config.code_history_size)
-        history.append(sent)
-        key = (user_id, channel)
-        self._code_counts[key] = self._code_counts.get(key, 0) + 1
-        self._latest_code[key] = sent
-        self._pending[key] = code
+        self.codes.add(user_id, channel, code)
         return code
 
     def register_account(self, body: Mapping[str, Any]) -> ApiResult:
         """``POST /v1/enterprise/register-account``: create a PENDING user (200 + user)."""
-        user_id = _required_str(body, "user_id")
+        user_id = required_str(body, "user_id")
         account_type = body.get("account_type")
         if not isinstance(account_type, str) or account_type not in ACCOUNT_TYPES:
-            raise ApiError(400, _must_be("account_type", ACCOUNT_TYPES))
+            raise ApiError(400, must_be("account_type", ACCOUNT_TYPES))
         role = body.get("account_role", "client")
         if not isinstance(role, str) or role.lower() not in ACCOUNT_ROLES:
             raise ApiError(400, 'Invalid account_role: must be "client" or "advisor"')
-        email = _required_str(body, "email")
+        email = required_str(body, "email")
         if not _EMAIL_RE.match(email):
             raise ApiError(400, "Invalid email")
-        first_name = _required_str(body, "first_name")
-        last_name = _required_str(body, "last_name")
+        first_name = required_str(body, "first_name")
+        last_name = required_str(body, "last_name")
         phone = body.get("phone_number")
         if phone is None and SMS in channels_for(account_type):
             raise ApiError(400, "phone_number is required")
@@ -823,7 +421,7 @@ class SandboxState:
 
     def send_verification(self, user_id: str, body: Mapping[str, Any]) -> ApiResult:
         """``POST /v1/enterprise/users/send-verification/{user_id}``."""
-        channel = _channel(body)
+        channel = channel_of(body)
         with self.lock:
             user = self._user(user_id)
             self._check_channel(user, channel)
@@ -846,19 +444,19 @@ class SandboxState:
 
     def verify(self, user_id: str, body: Mapping[str, Any]) -> ApiResult:
         """``POST /v1/enterprise/users/verify/{user_id}``: a wrong or unknown otp is 422."""
-        channel = _channel(body)
+        channel = channel_of(body)
         otp = body.get("otp")
         if not isinstance(otp, str) or not otp:
             raise ApiError(400, "otp is required and must be a string")
         with self.lock:
             user = self._user(user_id, for_update=True)
             self._check_channel(user, channel)
-            expected = self._pending.get((user_id, channel))
+            expected = self.codes.pending(user_id, channel)
             if expected is None:
                 raise ApiError(422, "No verification code was requested")
             if otp != expected:
                 raise ApiError(422, "Invalid verification code")
-            del self._pending[(user_id, channel)]
+            self.codes.use(user_id, channel)
             user.requirements[channel] = False
             if channel == EMAIL:
                 # Queued under the state lock, so events follow the confirmation order.
@@ -881,134 +479,9 @@ class SandboxState:
             role = account_role.lower()
             if role not in ACCOUNT_ROLES:
                 raise ApiError(400, 'Invalid accountRole: must be "client" or "advisor"')
-        position = _parse_cursor(cursor)
         with self.lock:
             settings = self.list_settings
             explicit = list(self.users.values())
             blocks = list(self.generated)
-        if position[0] > len(blocks):
-            raise ApiError(400, "Invalid cursor")
-        walk = _ListWalk(self, role, explicit, blocks)
-        if settings.page_size:
-            stream = self._page(walk, position, settings, account_role)
-        else:
-            stream = self._whole(walk, position)
-        return ApiResult(200, {}, stream=_cut(stream, settings.cut_after) if settings.cut_after else stream)
-
-    @staticmethod
-    def _whole(walk: _ListWalk, position: tuple[int, int]) -> Iterator[bytes]:
-        yield b'{"data":['
-        separator = b""
-        at: tuple[int, int] | None = position
-        while at is not None:
-            parts, at = walk.batch(at, LIST_BATCH)
-            if parts:
-                yield separator + b",".join(parts)
-                separator = b","
-        yield b"]}"
-
-    @staticmethod
-    def _page(
-        walk: _ListWalk, position: tuple[int, int], settings: ListSettings, account_role: str | None
-    ) -> Iterator[bytes]:
-        parts, at = walk.batch(position, settings.page_size)
-        if at is not None and not walk.batch(at, 1)[0]:
-            at = None  # nothing after this page
-        key_json = b""
-        if at is not None:
-            cursor = f"{at[0]}.{at[1]}"
-            value: str = cursor
-            if settings.next_key in _LIST_URL_KEYS:
-                value = "/v1/enterprise/users?" + (f"accountRole={account_role}&" if account_role else "")
-                value += f"cursor={cursor}"
-            head, _, tail = settings.next_key.partition(".")
-            named: Any = {tail: value} if tail else value
-            key_json = json.dumps(head).encode() + b":" + json.dumps(named, separators=(",", ":")).encode()
-        if settings.next_first and key_json:
-            yield b"{" + key_json + b',"data":['
-        else:
-            yield b'{"data":['
-        for start in range(0, len(parts), LIST_BATCH):
-            yield (b"," if start else b"") + b",".join(parts[start : start + LIST_BATCH])
-        yield b"]}" if settings.next_first or not key_json else b"]," + key_json + b"}"
-
-
-def _cut(pieces: Iterator[bytes], users: int) -> Iterator[bytes]:
-    """Pass a list body on until ``users`` users went out (counted by ``"user_id"``), then
-    raise :class:`StreamCut` in the middle of the next user."""
-    sent = 0
-    for piece in pieces:
-        count = piece.count(b'"user_id":')
-        if sent + count >= users:
-            at = -1
-            for _ in range(users - sent + 1):  # the first user past the limit, if in this piece
-                at = piece.find(b'"user_id":', at + 1)
-            yield piece[: at + 5] if at >= 0 else piece
-            raise StreamCut
-        sent += count
-        yield piece
-
-
-def _parse_cursor(cursor: str | None) -> tuple[int, int]:
-    """``"<segment>.<offset>"`` (segment 0: seeded users, k: the k-th generated range)."""
-    if cursor is None:
-        return (0, 0)
-    segment, dot, offset = cursor.partition(".")
-    if not (dot and segment.isascii() and segment.isdigit() and offset.isascii() and offset.isdigit()):
-        raise ApiError(400, "Invalid cursor")
-    return (int(segment), int(offset))
-
-
-class _ListWalk:
-    """One request's walk over the user list, from snapshots of the seeded users and ranges."""
-
-    def __init__(
-        self,
-        state: SandboxState,
-        role: str | None,
-        explicit: list[SandboxUser],
-        blocks: list[GeneratedUsers],
-    ) -> None:
-        self.state = state
-        self.role = role
-        self.explicit = explicit
-        self.blocks = blocks
-
-    def batch(self, at: tuple[int, int], limit: int) -> tuple[list[bytes], tuple[int, int] | None]:
-        """Up to ``limit`` users' JSON from position ``at``; return them and the position after
-        the last one (``None`` at the end of the list)."""
-        role = self.role
-        parts: list[bytes] = []
-        segment, offset = at
-        dumps = json.JSONEncoder(separators=(",", ":")).encode
-        with self.state.lock:
-            while segment <= len(self.blocks):
-                if segment == 0:
-                    source = self.explicit
-                    while offset < len(source) and len(parts) < limit:
-                        user = source[offset]
-                        offset += 1
-                        if role is None or user.account_role == role:
-                            parts.append(dumps(user.to_api()).encode())
-                else:
-                    block = self.blocks[segment - 1]
-                    if role == "advisor":
-                        # Generated users are clients: only changed ones may be advisors.
-                        for changed in sorted(k for k in block.changed if k >= offset):
-                            if len(parts) >= limit:
-                                break
-                            offset = changed + 1
-                            if block.changed[changed].account_role == role:
-                                parts.append(dumps(block.changed[changed].to_api()).encode())
-                        else:
-                            offset = block.count
-                    else:
-                        while offset < block.count and len(parts) < limit:
-                            user = block.get(offset)
-                            offset += 1
-                            if role is None or user.account_role == role:
-                                parts.append(dumps(user.to_api()).encode())
-                if len(parts) >= limit:
-                    return parts, (segment, offset)
-                segment, offset = segment + 1, 0
-        return parts, None
+        stream = list_body(self.lock, role, explicit, blocks, cursor, settings, account_role)
+        return ApiResult(200, {}, stream=stream)

@@ -1,0 +1,197 @@
+"""The sandbox's admin API under ``/_sandbox/``: codes, faults, users, settings, journal.
+
+Admin routes (no faults, no rate limit, not journaled), all JSON in ``{"data": ...}``.
+They are UNAUTHENTICATED: anyone who can reach the port can read every verification code,
+change faults or the token, seed users and reset the state. Keep the sandbox on a loopback
+address (the default ``127.0.0.1``); the CLI warns on stderr for any other ``--host``.
+
+- ``GET /_sandbox/health`` -> ``{"ok": true}``
+- ``GET /_sandbox/codes/{user_id}`` -> ``{"user_id", "email": {"latest", "count",
+  "sent_at"}, "sms": {...}, "history": [...]}``; 404 if the user neither exists nor got codes
+- ``PUT /_sandbox/faults`` with a partial object of fault settings, plus an optional
+  ``"random_seed"`` to re-seed the RNG -> the new fault settings; 400 on invalid values
+- ``PUT /_sandbox/rate-limit`` with a partial object -> the new rate-limit settings plus
+  ``"blocked"`` (client address -> seconds left); 400 on invalid values
+- ``PUT /_sandbox/token`` with ``{"token": "..."}`` -> ``{"token_changed": true}``: from
+  then on ``/v1/`` requests must present the new token (the old one gets 401, as a revoked
+  sFOX key does); 400 when the token is absent or empty; ``reset`` restores the start-up token
+- ``POST /_sandbox/users`` with a list of seed objects (or ``{"users": [...]}``) ->
+  ``{"seeded": n}``
+- ``POST /_sandbox/users/generate`` with ``{"count": N, "prefix": "user-", "start": 0,
+  "individual_share": 0.7, "email_verified_share": 0.33}`` (all but ``count`` optional) ->
+  the range created (``prefix``, ``start``, ``count``, ``first``, ``last``, shares) plus
+  ``"total_users"``: N synthetic users kept in O(1) memory (see ``GeneratedUsers``); 400 on
+  invalid values or a range that could collide with existing users
+- ``PUT /_sandbox/list`` with a partial object ``{"page_size": 0, "next_key": "next",
+  "next_first": false}`` -> the new settings: ``page_size > 0`` makes ``GET
+  /v1/enterprise/users`` answer in pages naming the next one (see ``ListSettings``)
+- ``PUT /_sandbox/asset-events`` with a partial object ``{"airflow_url":
+  "http://127.0.0.1:8080", "asset_uri": "sfox://api.sfox.com/email-verified", "token":
+  "<JWT>"}`` (or ``"username"`` and ``"password"`` instead of ``"token"``; optional
+  ``"enabled"``, ``"batch_ms"``, ``"timeout_seconds"``, ``"retries"``, ``"backoff_ms"``)
+  -> the same as ``GET``: each successful email verify then posts ``{"asset_id": N,
+  "extra": {"user_ids": [...]}}`` to ``{airflow_url}/api/v2/assets/events``, off the
+  request path (see ``AssetEventSettings`` and :mod:`sfox_sandbox.events`). A PUT turns
+  posting on unless it says ``"enabled": false``; a new ``airflow_url`` drops the
+  credentials not given with it (the token never follows a URL to another host); 400 on
+  invalid or missing values
+- ``GET /_sandbox/asset-events`` -> ``{"settings": {...}, "delivery": {"confirmations",
+  "posted", "failed", "dropped", "retried", "pending", "last_status", "last_error",
+  "asset_id"}}``; ``token`` and ``password`` show as ``"***"`` (or ``null``), never in clear
+- ``DELETE /_sandbox/asset-events`` -> posting off, token, username and password forgotten
+- ``POST /_sandbox/asset-events/flush`` -> ``{"flushed": n}``: the batch being collected is
+  posted now, without waiting for the end of its ``batch_ms`` window
+- ``POST /_sandbox/reset`` -> back to the start state
+- ``GET /_sandbox/journal[?since=SEQ][&user_id=ID]`` -> list of journal entries
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+from sfox_sandbox.answers import ApiError
+from sfox_sandbox.messages import (
+    Request,
+    Response,
+    error_response,
+    json_body,
+    json_object,
+    json_response,
+    query_one,
+    split_path,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from sfox_sandbox.state import SandboxState
+
+_GENERATE_FIELDS = frozenset({"count", "prefix", "start", "individual_share", "email_verified_share"})
+
+
+def _ok(data: Any) -> Response:
+    return json_response(200, {"data": data})
+
+
+class AdminRoutes:
+    """Serves ``/_sandbox/...`` over a :class:`~sfox_sandbox.state.SandboxState`.
+
+    :param state: the state the routes read and change.
+    """
+
+    def __init__(self, state: SandboxState) -> None:
+        self.state = state
+        # (first segment, further segments, method) -> handler; codes and asset-events have
+        # variable tails and are routed by :meth:`_route`.
+        self._routes: dict[tuple[str, tuple[str, ...], str], Callable[[Request], Response]] = {
+            ("health", (), "GET"): lambda req: _ok({"ok": True}),
+            ("faults", (), "PUT"): self._faults,
+            ("rate-limit", (), "PUT"): self._rate_limit,
+            ("token", (), "PUT"): self._token,
+            ("users", (), "POST"): self._seed,
+            ("users", ("generate",), "POST"): self._generate,
+            ("list", (), "PUT"): lambda req: _ok(state.set_list(json_object(req)).to_dict()),
+            ("reset", (), "POST"): self._reset,
+            ("journal", (), "GET"): self._journal,
+        }
+
+    def handle(self, req: Request) -> Response:
+        """Answer one admin request (400 for invalid input, 404 for an unknown route)."""
+        try:
+            return self._route(req, split_path(req.path)[1:])
+        except ApiError as exc:
+            return error_response(exc.status, exc.message)
+        except ValueError as exc:
+            return error_response(400, str(exc))
+
+    def _route(self, req: Request, segments: list[str]) -> Response:
+        head = segments[0] if segments else ""
+        rest = tuple(segments[1:])
+        if head == "codes" and len(rest) == 1 and rest[0] and req.method == "GET":
+            return self._codes(rest[0])
+        if head == "asset-events":
+            return self._asset_events(req, rest)
+        handler = self._routes.get((head, rest, req.method))
+        if handler is None:
+            return error_response(404, "Unknown sandbox admin route")
+        return handler(req)
+
+    def _faults(self, req: Request) -> Response:
+        state = self.state
+        changes = json_object(req)
+        if "random_seed" in changes:
+            seed = changes.pop("random_seed")
+            if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+                raise ApiError(400, "random_seed must be an integer or null")
+            state.set_faults(changes)
+            state.reseed(seed)
+        else:
+            state.set_faults(changes)
+        with state.lock:
+            return _ok(state.faults.to_dict())
+
+    def _rate_limit(self, req: Request) -> Response:
+        state = self.state
+        state.set_rate_limit(json_object(req))
+        now = time.monotonic()
+        with state.lock:
+            data = state.rate_limit.to_dict()
+            data["blocked"] = state.limiter.blocked(now)
+        return _ok(data)
+
+    def _token(self, req: Request) -> Response:
+        token = json_object(req).get("token")
+        if not isinstance(token, str):
+            raise ApiError(400, "token must be a non-empty string")
+        self.state.set_token(token)  # ValueError (empty, spaces): 400
+        return _ok({"token_changed": True})
+
+    def _seed(self, req: Request) -> Response:
+        body = json_body(req)
+        if isinstance(body, dict):
+            body = body.get("users", body.get("data"))
+        if not isinstance(body, list):
+            raise ApiError(400, "Body must be a list of user objects")
+        return _ok({"seeded": self.state.seed_users(body)})
+
+    def _generate(self, req: Request) -> Response:
+        options = json_object(req)
+        unknown = set(options) - _GENERATE_FIELDS
+        if unknown:
+            raise ApiError(400, f"unknown field(s): {', '.join(sorted(unknown))}")
+        if "count" not in options:
+            raise ApiError(400, "count is required")
+        block = self.state.generate_users(**options)  # ValueError: 400
+        return _ok({**block.to_dict(), "total_users": self.state.user_count})
+
+    def _reset(self, req: Request) -> Response:
+        self.state.reset()
+        return _ok({"reset": True})
+
+    def _journal(self, req: Request) -> Response:
+        since_raw = query_one(req, "since") or "0"
+        if not (since_raw.isascii() and since_raw.isdigit()):
+            raise ApiError(400, "since must be a non-negative integer")
+        entries = self.state.journal_entries(int(since_raw), query_one(req, "user_id"))
+        return _ok([e.to_dict() for e in entries])
+
+    def _asset_events(self, req: Request, rest: tuple[str, ...]) -> Response:
+        events = self.state.asset_events
+        if rest == ("flush",) and req.method == "POST":
+            return _ok({"flushed": events.flush()})
+        if rest or req.method not in ("GET", "PUT", "DELETE"):
+            return error_response(404, "Unknown sandbox admin route")
+        if req.method == "PUT":
+            events.configure(json_object(req))  # ValueError: 400
+        elif req.method == "DELETE":
+            events.disable()
+        return _ok(events.status())
+
+    def _codes(self, user_id: str) -> Response:
+        state = self.state
+        with state.lock:
+            known = state.find_user(user_id) is not None or user_id in state.sent_codes
+        if not known:
+            return error_response(404, "User not found")
+        return _ok(state.codes_for(user_id))
