@@ -20,6 +20,9 @@ Public Python API
   ``set_list(**changes) -> ListSettings`` (pagination of the user list, a mid-body cut fault),
   ``set_asset_events(**changes) -> AssetEventSettings`` / ``asset_events() -> dict``
   (post an Airflow asset event when a user confirms their email),
+  ``set_outage(seconds, mode="503") -> dict`` / ``clear_outage()`` (every ``/v1/`` request
+  answered 503 or refused for a while), ``set_unprocessable(user_id, channel, text) -> dict`` /
+  ``clear_unprocessable(user_id, channel=None)`` (a chosen 422 text for one user's sends),
   ``codes(user_id) -> dict``,
   ``journal(since=0, user_id=None) -> list[JournalEntry]``, ``clear_journal()``, ``reset()``.
 - :class:`SandboxConfig`, :class:`FaultSettings`, :class:`RateLimitSettings`,

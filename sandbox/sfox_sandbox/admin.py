@@ -41,6 +41,19 @@ address (the default ``127.0.0.1``); the CLI warns on stderr for any other ``--h
 - ``DELETE /_sandbox/asset-events`` -> posting off, token, username and password forgotten
 - ``POST /_sandbox/asset-events/flush`` -> ``{"flushed": n}``: the batch being collected is
   posted now, without waiting for the end of its ``batch_ms`` window
+- ``PUT /_sandbox/outage`` with ``{"seconds": S, "mode": "503" | "refuse"}`` (``mode``
+  optional, ``503`` by default) -> ``{"until": <epoch seconds>, "mode", "seconds_left"}``:
+  for the next S sandbox seconds (times the rate limit's ``time_scale``) every ``/v1/``
+  request is answered ``503 {"error": ...}`` (``503``) or its connection is reset without an
+  answer (``refuse``), and journaled with ``fault: "outage"`` (status 503 or ``"refused"``);
+  the window ends by itself. ``GET`` -> the open window or ``null``; ``DELETE`` ends it now
+  (-> ``null``); 400 on invalid values. See :mod:`sfox_sandbox.outage`
+- ``PUT /_sandbox/users/{user_id}/unprocessable`` with ``{"type": "email" | "sms", "error":
+  "<any text>"}`` -> ``{"user_id", "email": text | null, "sms": text | null}``: every
+  send-verification of that user and channel is answered ``422 {"error": "<text>"}``
+  (nothing sent, state unchanged, journaled with ``fault: "unprocessable"``) until ``DELETE
+  /_sandbox/users/{user_id}/unprocessable[?type=email]`` (no ``type``: both channels) or a
+  reset; ``GET`` tells the texts set; 404 for an unknown user, 400 on invalid values
 - ``POST /_sandbox/reset`` -> back to the start state
 - ``GET /_sandbox/journal[?since=SEQ][&user_id=ID]`` -> list of journal entries
 """
@@ -94,6 +107,9 @@ class AdminRoutes:
             ("list", (), "PUT"): lambda req: _ok(state.set_list(json_object(req)).to_dict()),
             ("reset", (), "POST"): self._reset,
             ("journal", (), "GET"): self._journal,
+            ("outage", (), "GET"): lambda req: self._outage(),
+            ("outage", (), "PUT"): self._set_outage,
+            ("outage", (), "DELETE"): self._clear_outage,
         }
 
     def handle(self, req: Request) -> Response:
@@ -112,6 +128,8 @@ class AdminRoutes:
             return self._codes(rest[0])
         if head == "asset-events":
             return self._asset_events(req, rest)
+        if head == "users" and len(rest) == 2 and rest[0] and rest[1] == "unprocessable":
+            return self._unprocessable(req, rest[0])
         handler = self._routes.get((head, rest, req.method))
         if handler is None:
             return error_response(404, "Unknown sandbox admin route")
@@ -175,6 +193,38 @@ class AdminRoutes:
             raise ApiError(400, "since must be a non-negative integer")
         entries = self.state.journal_entries(int(since_raw), query_one(req, "user_id"))
         return _ok([e.to_dict() for e in entries])
+
+    def _outage(self) -> Response:
+        outage = self.state.current_outage()
+        return _ok(outage.to_dict() if outage is not None else None)
+
+    def _set_outage(self, req: Request) -> Response:
+        body = json_object(req)
+        unknown = set(body) - {"seconds", "mode"}
+        if unknown:
+            raise ApiError(400, f"unknown field(s): {', '.join(sorted(unknown))}")
+        if "seconds" not in body:
+            raise ApiError(400, "seconds is required")
+        self.state.set_outage(body["seconds"], body.get("mode", "503"))  # ValueError: 400
+        return self._outage()
+
+    def _clear_outage(self, req: Request) -> Response:
+        self.state.clear_outage()
+        return _ok(None)
+
+    def _unprocessable(self, req: Request, user_id: str) -> Response:
+        state = self.state
+        if req.method == "GET":
+            return _ok(state.unprocessable_for(user_id))
+        if req.method == "DELETE":
+            return _ok(state.clear_unprocessable(user_id, query_one(req, "type")))
+        if req.method != "PUT":
+            return error_response(404, "Unknown sandbox admin route")
+        body = json_object(req)
+        unknown = set(body) - {"type", "error"}
+        if unknown or "type" not in body or "error" not in body:
+            raise ApiError(400, 'body must be {"type": "email" | "sms", "error": "<text>"}')
+        return _ok(state.set_unprocessable(user_id, body["type"], body["error"]))
 
     def _asset_events(self, req: Request, rest: tuple[str, ...]) -> Response:
         events = self.state.asset_events

@@ -5,10 +5,13 @@ The HTTP layer (:mod:`sfox_sandbox.server`) parses a request into a :class:`Requ
 and carries out the :class:`Response` it gets back from :meth:`SandboxApp.handle`, including
 the actions ``reset`` and ``drop`` (abort the TCP connection) and a ``delay`` (hang).
 
-Order of events for a ``/v1/`` request: latency (+ jitter) -> rate limit (429) -> one RNG
+Order of events for a ``/v1/`` request: an outage window (503, or the connection reset; see
+:mod:`sfox_sandbox.outage`) -> latency (+ jitter) -> rate limit (429) -> one RNG
 draw picks at most one fault: ``reset`` / ``error_500`` / ``error_503`` (request not
 processed), else auth (401) and routing (404 / 405) and the emulated call, then ``hang``
-(answer held back) or ``drop`` (connection reset after processing). Every ``/v1/`` request
+(answer held back) or ``drop`` (connection reset after processing). A 422 text chosen for a
+user (``PUT /_sandbox/users/{user_id}/unprocessable``) answers its send-verification before
+any other check of the call. Every ``/v1/`` request
 is journaled. Paths outside ``/v1/`` and ``/_sandbox/`` get a plain 404 and are not journaled.
 """
 
@@ -35,6 +38,7 @@ from sfox_sandbox.messages import (
     query_one,
     split_path,
 )
+from sfox_sandbox.outage import OUTAGE_MESSAGE
 from sfox_sandbox.state import SandboxState
 
 if TYPE_CHECKING:
@@ -204,6 +208,15 @@ class SandboxApp:
 
     async def _v1(self, req: Request) -> Response:
         state = self.state
+        call = _Call.route(req)
+        outage = state.current_outage()
+        if outage is not None:
+            # sFOX is down: nothing is processed or rate-counted, but the request is journaled.
+            if outage.mode == "refuse":
+                call.record(state, "refused", fault="outage")
+                return Response(0, action="reset")
+            call.record(state, 503, fault="outage")
+            return error_response(503, OUTAGE_MESSAGE)
         with state.lock:
             faults, rate = state.faults, state.rate_limit
             delay_ms = faults.latency_ms
@@ -211,7 +224,6 @@ class SandboxApp:
                 delay_ms += state.rng.uniform(0.0, faults.jitter_ms)
         if delay_ms > 0:
             await asyncio.sleep(delay_ms / 1000.0)
-        call = _Call.route(req)
         with state.lock:
             left = state.limiter.check(req.client, time.monotonic(), rate)
             draw = state.rng.random() if left is None else 1.0

@@ -547,6 +547,33 @@ class SandboxServer:
             start=start,
         )
 
+    def set_outage(self, seconds: float, mode: str = "503") -> dict[str, Any]:
+        """Start an outage window (``PUT /_sandbox/outage`` does the same): for ``seconds``
+        sandbox seconds (times the rate limit's ``time_scale``) every ``/v1/`` request gets 503
+        (``mode="503"``) or its connection is reset unanswered (``mode="refuse"``).
+
+        :returns: ``{"until": <epoch seconds>, "mode", "seconds_left"}``.
+        :raises ValueError: ``seconds`` not > 0, or an unknown ``mode``.
+        """
+        return self.state.set_outage(seconds, mode).to_dict()
+
+    def clear_outage(self) -> None:
+        """End the outage window now (``DELETE /_sandbox/outage``)."""
+        self.state.clear_outage()
+
+    def set_unprocessable(self, user_id: str, channel: str, text: str) -> dict[str, Any]:
+        """Answer every send-verification of ``user_id`` and ``channel`` with ``422 {"error":
+        text}`` until cleared or reset (``PUT /_sandbox/users/{user_id}/unprocessable``).
+
+        :raises ApiError: 404 for an unknown user.
+        :raises ValueError: an unknown channel, or ``text`` not a string.
+        """
+        return self.state.set_unprocessable(user_id, channel, text)
+
+    def clear_unprocessable(self, user_id: str, channel: str | None = None) -> dict[str, Any]:
+        """Stop :meth:`set_unprocessable` for ``channel`` (``None``: both) of ``user_id``."""
+        return self.state.clear_unprocessable(user_id, channel)
+
     def set_list(self, **changes: Any) -> ListSettings:
         """Change the user list's pagination (``PUT /_sandbox/list``; see ``ListSettings``)."""
         return self.state.set_list(changes)

@@ -30,6 +30,7 @@ from sfox_sandbox.model import (
     ACCOUNT_ROLES,
     ACCOUNT_TYPES,
     ALREADY_VERIFIED,
+    CHANNELS,
     CONTACT_FIELDS,
     EMAIL,
     LABELS,
@@ -41,6 +42,7 @@ from sfox_sandbox.model import (
     requirements_for,
     verify_first,
 )
+from sfox_sandbox.outage import Outage
 from sfox_sandbox.ratelimit import RateLimiter
 from sfox_sandbox.users import MAX_GENERATED, GeneratedUsers, SandboxUser, user_from_seed
 
@@ -96,7 +98,10 @@ class SandboxState:
     - ``auth_header``: the ``Authorization`` value ``/v1/`` requests must carry, as
       ``b"bearer <token>"`` (see :meth:`set_token`);
     - ``asset_events``: :class:`~sfox_sandbox.events.AssetEvents`, the Airflow asset events
-      posted on email confirmations (it has its own lock).
+      posted on email confirmations (it has its own lock);
+    - ``outage``: the :class:`~sfox_sandbox.outage.Outage` window set, if any (read it with
+      :meth:`current_outage`, which forgets one that ended);
+    - ``unprocessable``: ``(user_id, channel)`` -> the 422 text its send-verification gets.
 
     :param config: start-up configuration; :meth:`reset` returns to it.
     """
@@ -115,6 +120,9 @@ class SandboxState:
         self.rng = random.Random(config.random_seed)  # noqa: S311 - seedable test RNG, not crypto
         self.auth_header = _auth_header(config.token)
         self.asset_events = AssetEvents(config.asset_events)
+        self.outage: Outage | None = None
+        # (user_id, channel) -> the 422 text every send-verification of it gets.
+        self.unprocessable: dict[tuple[str, str], str] = {}
         self.reset()
 
     # ----------------------------------------------------------------- admin side
@@ -137,6 +145,8 @@ class SandboxState:
             self.rng.seed(self.config.random_seed)
             self.auth_header = _auth_header(self.config.token)
             self.asset_events.reset(self.config.asset_events)
+            self.outage = None
+            self.unprocessable = {}
 
     def set_token(self, token: str) -> None:
         """Change the Enterprise token at run time: later ``/v1/`` requests with the old one
@@ -281,6 +291,61 @@ class SandboxState:
             self.rate_limit = self.rate_limit.updated(changes)
             return self.rate_limit
 
+    def set_outage(self, seconds: float, mode: str = "503") -> Outage:
+        """Start an outage window of ``seconds`` sandbox seconds (scaled by the rate limit's
+        ``time_scale``); it replaces any current one (see :mod:`sfox_sandbox.outage`).
+
+        :raises ValueError: ``seconds`` not > 0, or ``mode`` not ``503`` / ``refuse``.
+        """
+        with self.lock:
+            self.outage = Outage.start(seconds, mode, time_scale=self.rate_limit.time_scale)
+            return self.outage
+
+    def clear_outage(self) -> None:
+        """End the outage window now, if one is open."""
+        with self.lock:
+            self.outage = None
+
+    def current_outage(self) -> Outage | None:
+        """The outage window open now, or ``None`` (an ended one is forgotten)."""
+        with self.lock:
+            if self.outage is not None and not self.outage.active():
+                self.outage = None
+            return self.outage
+
+    def set_unprocessable(self, user_id: str, channel: str, text: str) -> dict[str, Any]:
+        """Answer every send-verification of ``user_id`` and ``channel`` with 422 ``text``
+        until cleared or reset; return :meth:`unprocessable_for`.
+
+        :raises ApiError: 404 for an unknown user.
+        :raises ValueError: an unknown channel, or ``text`` not a string.
+        """
+        if channel not in CHANNELS:
+            raise ValueError(must_be("type", CHANNELS))
+        if not isinstance(text, str):
+            raise ValueError("error must be a string")
+        with self.lock:
+            self._user(user_id)
+            self.unprocessable[(user_id, channel)] = text
+            return self.unprocessable_for(user_id)
+
+    def clear_unprocessable(self, user_id: str, channel: str | None = None) -> dict[str, Any]:
+        """Stop :meth:`set_unprocessable` for one channel (``None``: both) of ``user_id``.
+
+        :raises ValueError: an unknown channel.
+        """
+        if channel is not None and channel not in CHANNELS:
+            raise ValueError(must_be("type", CHANNELS))
+        with self.lock:
+            for each in CHANNELS if channel is None else (channel,):
+                self.unprocessable.pop((user_id, each), None)
+            return self.unprocessable_for(user_id)
+
+    def unprocessable_for(self, user_id: str) -> dict[str, Any]:
+        """``{"user_id", "email": text or None, "sms": text or None}``."""
+        with self.lock:
+            return {"user_id": user_id, **{c: self.unprocessable.get((user_id, c)) for c in CHANNELS}}
+
     def reseed(self, seed: int | None) -> None:
         """Re-seed the RNG (codes, tokens, fault draws).
 
@@ -424,6 +489,9 @@ class SandboxState:
         channel = channel_of(body)
         with self.lock:
             user = self._user(user_id)
+            chosen = self.unprocessable.get((user_id, channel))
+            if chosen is not None:
+                raise ApiError(422, chosen, fault="unprocessable")
             self._check_channel(user, channel)
             before = prerequisite(user.account_type, channel)
             if before is not None and user.requirements[before]:
