@@ -10,16 +10,16 @@ line shows in ``ps``): ``$SFOX_SANDBOX_AIRFLOW_TOKEN`` (a JWT), or a user
 (``--asset-events-user`` or ``$SFOX_SANDBOX_AIRFLOW_USER``) and
 ``$SFOX_SANDBOX_AIRFLOW_PASSWORD``.
 
-The ``/_sandbox/`` admin routes are unauthenticated (they show every verification code and
-can reset the state): when ``--host`` is not a loopback address, a warning is printed on
-stderr.
+The ``/_sandbox/`` admin routes show every verification code and can reset the state. With
+an admin token (``$SFOX_SANDBOX_ADMIN_TOKEN``, or ``--admin-token``) they need it in the
+``X-Sandbox-Admin-Token`` header; without one they are open on a loopback ``--host`` and
+refused (403) on any other, and a warning says so on stderr.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import ipaddress
 import logging
 import os
 import sys
@@ -32,6 +32,7 @@ from sfox_sandbox.config import (
     FaultSettings,
     RateLimitSettings,
     SandboxConfig,
+    is_loopback,
 )
 from sfox_sandbox.seed import load_seed_file
 from sfox_sandbox.server import SandboxServer
@@ -40,6 +41,7 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
 
 TOKEN_ENV = "SFOX_SANDBOX_TOKEN"  # noqa: S105 - name of an env var, not a secret
+ADMIN_TOKEN_ENV = "SFOX_SANDBOX_ADMIN_TOKEN"  # noqa: S105 - name of an env var, not a secret
 # Where the Airflow secrets of --asset-events-url come from (names of env vars).
 AIRFLOW_TOKEN_ENV = "SFOX_SANDBOX_AIRFLOW_TOKEN"  # noqa: S105
 AIRFLOW_USER_ENV = "SFOX_SANDBOX_AIRFLOW_USER"
@@ -74,19 +76,6 @@ def _count(text: str) -> int:
     return value
 
 
-def is_loopback(host: str) -> bool:
-    """Whether ``host`` (an address or ``localhost``) only accepts local connections.
-
-    :param host: the ``--host`` value.
-    """
-    if host.lower() in ("localhost", "localhost."):
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False  # another host name: may resolve to anything
-
-
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
     """Shows each option's default once: "(default: X)" is added unless the help text names
     the default itself, the option has no default value (``None``) or it is a flag."""
@@ -105,7 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
         description=(
             "Local emulator of the sFOX Connect (enterprise) API for demos, tests and "
             "benchmarks. Serves /v1/enterprise/... like sFOX (bearer token, sFOX rate limit, "
-            "optional faults) and an unauthenticated admin API under /_sandbox/ "
+            "optional faults) and an admin API under /_sandbox/ "
             "(codes, faults, rate-limit, token, users, asset-events, reset, journal). Prints the "
             "base URL on the first line of stdout once listening."
         ),
@@ -123,8 +112,8 @@ def _server_options(parser: argparse.ArgumentParser) -> None:
     srv.add_argument(
         "--host",
         default="127.0.0.1",
-        help="address to listen on; the /_sandbox/ admin routes are unauthenticated, so a "
-        "non-loopback address prints a warning",
+        help="address to listen on; on a non-loopback address the /_sandbox/ admin routes "
+        f"are refused unless an admin token is set (${ADMIN_TOKEN_ENV} or --admin-token)",
     )
     srv.add_argument("--port", type=int, default=8089, help="TCP port; 0 picks a free port")
     srv.add_argument(
@@ -132,6 +121,13 @@ def _server_options(parser: argparse.ArgumentParser) -> None:
         default=None,
         help=f"Enterprise token clients must send as 'Authorization: Bearer <token>' "
         f"(default: ${TOKEN_ENV}, else {DEFAULT_TOKEN!r})",
+    )
+    srv.add_argument(
+        "--admin-token",
+        default=None,
+        help=f"token the /_sandbox/ admin routes need in the X-Sandbox-Admin-Token header; "
+        f"prefer ${ADMIN_TOKEN_ENV}, which stays out of the process list (default: "
+        f"${ADMIN_TOKEN_ENV}, else none: admin routes open on loopback only)",
     )
     srv.add_argument(
         "--seed",
@@ -328,11 +324,13 @@ def config_from_args(args: argparse.Namespace) -> SandboxConfig:
     rate.validate()
     asset_events = _asset_events_from_args(args)
     token = args.token or os.environ.get(TOKEN_ENV) or DEFAULT_TOKEN
+    admin_token = args.admin_token or os.environ.get(ADMIN_TOKEN_ENV) or ""
     seeds = load_seed_file(args.seed) if args.seed else []
-    return SandboxConfig(
+    config = SandboxConfig(
         host=args.host,
         port=args.port,
         token=token,
+        admin_token=admin_token,
         faults=faults,
         rate_limit=rate,
         asset_events=asset_events,
@@ -343,6 +341,8 @@ def config_from_args(args: argparse.Namespace) -> SandboxConfig:
         request_timeout=args.request_timeout,
         idle_timeout=args.idle_timeout,
     )
+    config.validate()
+    return config
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -361,11 +361,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = config_from_args(args)
     except (ValueError, OSError) as exc:
         parser.error(str(exc))
-    if not is_loopback(config.host):
+    if not is_loopback(config.host) and not config.admin_token:
         print(
-            f"sandbox: WARNING: listening on {config.host}, not a loopback address: the "
-            "/_sandbox/ admin routes are unauthenticated (anyone who can reach the port can "
-            "read verification codes and reset the state)",
+            f"sandbox: WARNING: listening on {config.host}, not a loopback address, without an "
+            f"admin token: the /_sandbox/ admin routes are refused (403); set ${ADMIN_TOKEN_ENV} "
+            "to use them",
             file=sys.stderr,
             flush=True,
         )

@@ -1,9 +1,12 @@
 """The sandbox's admin API under ``/_sandbox/``: codes, faults, users, settings, journal.
 
 Admin routes (no faults, no rate limit, not journaled), all JSON in ``{"data": ...}``.
-They are UNAUTHENTICATED: anyone who can reach the port can read every verification code,
-change faults or the token, seed users and reset the state. Keep the sandbox on a loopback
-address (the default ``127.0.0.1``); the CLI warns on stderr for any other ``--host``.
+They can read every verification code, change faults or the token, seed users and reset the
+state, so: with an admin token configured (``SandboxConfig.admin_token``, ``--admin-token``
+or ``$SFOX_SANDBOX_ADMIN_TOKEN``; never the API token) every admin route needs it in the
+``X-Sandbox-Admin-Token`` header (compared in constant time; 401 otherwise). Without one they
+are open on a loopback address (the default ``127.0.0.1``, what the test suite uses) and
+refused with 403 on any other address.
 
 - ``GET /_sandbox/health`` -> ``{"ok": true}``
 - ``GET /_sandbox/codes/{user_id}`` -> ``{"user_id", "email": {"latest", "count",
@@ -60,10 +63,12 @@ address (the default ``127.0.0.1``); the CLI warns on stderr for any other ``--h
 
 from __future__ import annotations
 
+import hmac
 import time
 from typing import TYPE_CHECKING, Any
 
 from sfox_sandbox.answers import ApiError
+from sfox_sandbox.config import ADMIN_TOKEN_HEADER, is_loopback
 from sfox_sandbox.messages import (
     Request,
     Response,
@@ -114,12 +119,32 @@ class AdminRoutes:
 
     def handle(self, req: Request) -> Response:
         """Answer one admin request (400 for invalid input, 404 for an unknown route)."""
+        refused = self._refusal(req)
+        if refused is not None:
+            return refused
         try:
             return self._route(req, split_path(req.path)[1:])
         except ApiError as exc:
             return error_response(exc.status, exc.message)
         except ValueError as exc:
             return error_response(400, str(exc))
+
+    def _refusal(self, req: Request) -> Response | None:
+        """401 without the configured admin token; 403 off loopback when none is configured."""
+        config = self.state.config
+        if config.admin_token:
+            given = req.headers.get(ADMIN_TOKEN_HEADER.lower(), "").encode()
+            if hmac.compare_digest(given, config.admin_token.encode()):
+                return None
+            return error_response(401, f"Missing or wrong {ADMIN_TOKEN_HEADER} header")
+        if is_loopback(config.host):
+            return None
+        return error_response(
+            403,
+            f"The sandbox's admin routes are off: it listens on {config.host}, not a loopback "
+            f"address, and has no admin token. Set SFOX_SANDBOX_ADMIN_TOKEN (or --admin-token, "
+            f"SandboxConfig.admin_token) and send it in the {ADMIN_TOKEN_HEADER} header.",
+        )
 
     def _route(self, req: Request, segments: list[str]) -> Response:
         head = segments[0] if segments else ""

@@ -11,6 +11,7 @@ fixed at start.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import math
 import typing
 from dataclasses import dataclass, field
@@ -21,6 +22,8 @@ if TYPE_CHECKING:
     from collections.abc import Mapping
 
 DEFAULT_TOKEN = "sandbox-token"  # noqa: S105 - well-known local test token
+#: The header that carries the admin token (``SandboxConfig.admin_token``).
+ADMIN_TOKEN_HEADER = "X-Sandbox-Admin-Token"  # noqa: S105 - a header name, not a secret
 #: The asset the sandbox posts an event of when a user confirms their email.
 DEFAULT_ASSET_URI = "sfox://api.sfox.com/email-verified"
 
@@ -314,6 +317,19 @@ def _check_airflow_url(url: str) -> None:
         raise ValueError("airflow_url must have no query, fragment, spaces or control characters")
 
 
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (an address or ``localhost``) only accepts local connections.
+
+    :param host: the address the sandbox listens on.
+    """
+    if host.lower() in ("localhost", "localhost."):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # another host name: may resolve to anything
+
+
 @dataclass
 class SandboxConfig:
     """Start-up configuration of a sandbox server.
@@ -321,6 +337,9 @@ class SandboxConfig:
     :param host: address to listen on; keep the loopback default unless in a container.
     :param port: TCP port; 0 picks a free port (read it back from ``SandboxServer.url``).
     :param token: the Enterprise token clients must send as ``Authorization: Bearer <token>``.
+    :param admin_token: when set, every ``/_sandbox/`` admin route needs it in the
+        ``X-Sandbox-Admin-Token`` header (401 otherwise); it must differ from ``token``. When
+        empty, the admin routes are open on a loopback ``host`` and refused (403) on any other.
     :param faults: initial fault settings (``reset`` restores them).
     :param rate_limit: initial rate-limit settings (``reset`` restores them).
     :param asset_events: initial asset-event settings (``reset`` restores them).
@@ -346,6 +365,7 @@ class SandboxConfig:
     host: str = "127.0.0.1"
     port: int = 0
     token: str = DEFAULT_TOKEN
+    admin_token: str = ""
     faults: FaultSettings = field(default_factory=FaultSettings)
     rate_limit: RateLimitSettings = field(default_factory=RateLimitSettings)
     asset_events: AssetEventSettings = field(default_factory=AssetEventSettings)
@@ -363,6 +383,11 @@ class SandboxConfig:
         self.faults.validate()
         self.rate_limit.validate()
         self.asset_events.validate()
+        if self.admin_token:
+            if not _visible(self.admin_token):
+                raise ValueError("admin_token must hold no spaces or control characters")
+            if self.admin_token == self.token:
+                raise ValueError("admin_token must differ from the API token")
         for name in ("max_body_bytes", "journal_size", "code_history_size"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
@@ -378,6 +403,7 @@ class SandboxConfig:
         # Never show the token, even in a traceback or a debug log.
         return (
             f"SandboxConfig(host={self.host!r}, port={self.port}, token='***', "
+            f"admin_token={'***' if self.admin_token else None!r}, "
             f"faults={self.faults!r}, rate_limit={self.rate_limit!r}, "
             f"asset_events={self.asset_events!r}, "
             f"seed_users=<{len(self.seed_users)} users>, random_seed={self.random_seed!r}, "

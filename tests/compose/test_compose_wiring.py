@@ -43,6 +43,7 @@ SECRET_VARS = (
     "AIRFLOW_API_SECRET_KEY",
     "WAREHOUSE_PASSWORD",
     "SFOX_SANDBOX_TOKEN",
+    "SFOX_SANDBOX_ADMIN_TOKEN",
 )
 
 
@@ -211,6 +212,12 @@ def test_connections_come_from_env(config, env_values):
         assert environment["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor"
     sandbox_env = config["services"]["sfox-sandbox"]["environment"]
     assert sandbox_env["SFOX_SANDBOX_TOKEN"] == env_values["SFOX_SANDBOX_TOKEN"]
+    # The admin routes have a token of their own, never the API token, given to the sandbox only.
+    assert sandbox_env["SFOX_SANDBOX_ADMIN_TOKEN"] == env_values["SFOX_SANDBOX_ADMIN_TOKEN"]
+    assert env_values["SFOX_SANDBOX_ADMIN_TOKEN"] != env_values["SFOX_SANDBOX_TOKEN"]
+    for name, service in config["services"].items():
+        if name != "sfox-sandbox":
+            assert "SFOX_SANDBOX_ADMIN_TOKEN" not in (service.get("environment") or {}), name
     warehouse_env = config["services"]["warehouse"]["environment"]
     assert warehouse_env["POSTGRES_PASSWORD"] == env_values["WAREHOUSE_PASSWORD"]
 
@@ -262,7 +269,13 @@ def test_healthchecks(config):
     assert "sfox_users" in " ".join(config["services"]["warehouse"]["healthcheck"]["test"])
     api_check = " ".join(config["services"]["airflow-apiserver"]["healthcheck"]["test"])
     assert "http://localhost:8080/api/v2/monitor/health" in api_check
-    assert "https://localhost:8443" in " ".join(config["services"]["sfox-sandbox-tls"]["healthcheck"]["test"])
+    tls_check = " ".join(config["services"]["sfox-sandbox-tls"]["healthcheck"]["test"])
+    assert "('localhost', 8443)" in tls_check
+    assert "/opt/sfox/tls/ca.pem" in tls_check  # a verified handshake
+    # The sandbox's own check reaches its admin route with the admin token from its environment.
+    sandbox_check = " ".join(config["services"]["sfox-sandbox"]["healthcheck"]["test"])
+    assert "http://127.0.0.1:8089/_sandbox/health" in sandbox_check
+    assert "os.environ['SFOX_SANDBOX_ADMIN_TOKEN']" in sandbox_check
 
 
 def test_start_up_order(config):
@@ -292,6 +305,7 @@ def test_sandbox_is_plain_http_on_loopback_only(config):
     assert command[:3] == ["python", "-m", "sfox_sandbox"]
     assert command[command.index("--host") + 1] == "127.0.0.1"
     assert "--token" not in command  # from SFOX_SANDBOX_TOKEN: not visible in the process list
+    assert "--admin-token" not in command  # from SFOX_SANDBOX_ADMIN_TOKEN, likewise
     assert [p["target"] for p in sandbox["ports"]] == [8443]  # the https front only
     assert all(p.get("host_ip") == "127.0.0.1" for p in sandbox["ports"])
     tls = config["services"]["sfox-sandbox-tls"]

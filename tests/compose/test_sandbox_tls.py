@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import socket
 import ssl
 import subprocess
 import sys
@@ -86,8 +87,61 @@ def test_the_certificate_names_the_compose_host(tls_sandbox):
     assert "sfox-sandbox" in names.value.get_values_for_type(x509.DNSName)
     assert "localhost" in names.value.get_values_for_type(x509.DNSName)
     # Verified against the CA, by host name, as requests does.
-    response = requests.get(f"{url}/_sandbox/health", verify=str(cert_dir / "ca.pem"), timeout=10)
-    assert response.json() == {"data": {"ok": True}}
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    response = requests.get(
+        f"{url}/v1/enterprise/users/demo-0001", headers=headers, verify=str(cert_dir / "ca.pem"), timeout=10
+    )
+    assert response.json()["data"]["user_id"] == "demo-0001"
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        "/_sandbox/health",
+        "/_sandbox/codes/demo-0001",
+        "/_sandbox/journal",
+        "/",
+        "/v1",
+        "/v2/enterprise/users",
+        "http://127.0.0.1/_sandbox/journal",  # absolute-form: the sandbox would strip the host
+    ],
+)
+def test_the_front_forwards_only_the_api(tls_sandbox, target):
+    """The admin routes never leave the sandbox's container: the proxy answers 404 itself."""
+    url, sandbox_url, cert_dir = tls_sandbox
+    before = requests.get(f"{sandbox_url}/_sandbox/journal", timeout=10).json()["data"]
+    answer = _raw_https(url, cert_dir, f"GET {target} HTTP/1.1\r\nHost: sfox-sandbox\r\n\r\n".encode())
+    assert answer.startswith(b"HTTP/1.1 404 "), answer[:200]
+    assert b"this front serves /v1/ only" in answer
+    assert b'"seq"' not in answer
+    assert b'"ok"' not in answer
+    assert requests.get(f"{sandbox_url}/_sandbox/journal", timeout=10).json()["data"] == before
+
+
+def test_a_request_pipelined_after_an_api_call_is_not_forwarded(tls_sandbox):
+    """One request per connection: an admin request smuggled behind a /v1/ one gets nothing."""
+    url, _, cert_dir = tls_sandbox
+    first = f"GET /v1/enterprise/users/demo-0001 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n\r\n"
+    second = "GET /_sandbox/journal HTTP/1.1\r\nHost: x\r\n\r\n"
+    answer = _raw_https(url, cert_dir, (first + second).encode())
+    assert answer.count(b"HTTP/1.1 ") == 1
+    assert answer.startswith(b"HTTP/1.1 200 ")
+    assert b"Connection: close" in answer
+    assert b'"seq"' not in answer
+
+
+def _raw_https(url: str, cert_dir: Path, request: bytes) -> bytes:
+    """Send raw bytes over TLS to the front; return everything it answers until it closes."""
+    port = int(url.rsplit(":", 1)[1])
+    context = ssl.create_default_context(cafile=str(cert_dir / "ca.pem"))
+    raw = socket.create_connection(("127.0.0.1", port), timeout=10)
+    with context.wrap_socket(raw, server_hostname="localhost") as sock:
+        sock.sendall(request)
+        data = b""
+        with contextlib.suppress(ssl.SSLError, ConnectionError):
+            while chunk := sock.recv(65536):
+                data += chunk
+    return data
 
 
 def test_the_hook_sends_through_the_https_front(tls_sandbox, monkeypatch):

@@ -357,7 +357,7 @@ def test_journal_size_and_timeouts_reach_the_server(start_cli: Any, tmp_path: Pa
     assert data.startswith(b"HTTP/1.1 408 ")
     code, _, err = cli.stop()
     assert code == 0
-    assert "unauthenticated" not in err  # loopback: no warning
+    assert "WARNING" not in err  # loopback: no warning
 
 
 @pytest.mark.parametrize(
@@ -377,16 +377,39 @@ def test_invalid_bounds_are_refused(args: list[str], error: str) -> None:
 
 
 @pytest.mark.parametrize(
-    ("host", "warned"),
-    [("0.0.0.0", True), ("127.0.0.1", False), ("localhost", False)],  # noqa: S104 - the point
+    ("host", "admin_token", "status", "warned"),
+    [
+        ("0.0.0.0", None, 403, True),  # noqa: S104 - the point
+        ("0.0.0.0", "admin-secret", 200, False),  # noqa: S104
+        ("127.0.0.1", None, 200, False),
+        ("localhost", None, 200, False),
+        ("127.0.0.1", "admin-secret", 200, False),
+    ],
 )
-def test_non_loopback_host_warns_about_unauthenticated_admin(start_cli: Any, host: str, warned: bool) -> None:
+def test_admin_routes_off_loopback_need_an_admin_token(
+    start_cli: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    host: str,
+    admin_token: str | None,
+    status: int,
+    warned: bool,
+) -> None:
+    if admin_token is not None:
+        monkeypatch.setenv("SFOX_SANDBOX_ADMIN_TOKEN", admin_token)  # from the environment, not argv
     cli = start_cli("--host", host, "--token", TOKEN)
     port = cli.url.rsplit(":", 1)[1]
-    assert requests.get(f"http://127.0.0.1:{port}/_sandbox/health", timeout=5).status_code == 200
+    headers = {"X-Sandbox-Admin-Token": admin_token} if admin_token else {}
+    resp = requests.get(f"http://127.0.0.1:{port}/_sandbox/health", headers=headers, timeout=5)
+    assert resp.status_code == status
+    if status == 403:
+        assert "SFOX_SANDBOX_ADMIN_TOKEN" in resp.json()["error"]
+    if admin_token:
+        assert requests.get(f"http://127.0.0.1:{port}/_sandbox/health", timeout=5).status_code == 401
     code, _, err = cli.stop()
     assert code == 0
-    assert ("admin routes are unauthenticated" in err) is warned, err
+    assert ("admin routes are refused" in err) is warned, err
+    if admin_token:
+        assert admin_token not in err
 
 
 @pytest.mark.parametrize(
