@@ -394,31 +394,12 @@ class SandboxState:
         with self.lock:
             self._journal = Journal(self.config.journal_size)
 
-    def record(
-        self,
-        *,
-        method: str,
-        path: str,
-        user_id: str | None,
-        status: int | str,
-        code_sent: bool,
-        channel: str | None,
-        client: str,
-        fault: str | None = None,
-    ) -> JournalEntry:
-        """Append one journal entry (cheap: one deque append under the lock; when the journal
-        is full the oldest entry is dropped)."""
+    def record(self, **entry: Any) -> JournalEntry:
+        """Append one journal entry under the lock (the keyword fields of
+        :meth:`~sfox_sandbox.journal.Journal.record`; cheap: one deque append, and when the
+        journal is full the oldest entry is dropped)."""
         with self.lock:
-            return self._journal.record(
-                method=method,
-                path=path,
-                user_id=user_id,
-                status=status,
-                code_sent=code_sent,
-                channel=channel,
-                client=client,
-                fault=fault,
-            )
+            return self._journal.record(**entry)
 
     # ------------------------------------------------------------ emulated API
     def _user(self, user_id: str, *, for_update: bool = False) -> SandboxUser:
