@@ -45,12 +45,14 @@ Status codes: 401 missing/wrong token (checked before routing), 404 unknown user
 corporation, 422 invalid state: already verified (``Email already verified`` /
 ``Phone number has already been verified``), ``Email must be verified before phone``, wrong otp
 (``Invalid verification code``), no code requested, user already exists; 429 rate limited;
-500/503 injected faults. ``user_id`` is one path segment: the raw path is split on ``/``,
-then each segment percent-decoded (``a%2Fb`` is user ``a/b``).
+500/503 injected faults, or a whole outage window (``set_outage``); a 422 with any text for
+one user's sends (``set_unprocessable``). ``user_id`` is one path segment: the raw path is
+split on ``/``, then each segment percent-decoded (``a%2Fb`` is user ``a/b``).
 
-Admin routes under ``/_sandbox/`` are listed in :mod:`sfox_sandbox.app`. They are
-UNAUTHENTICATED (no token): keep the sandbox on a loopback address; the CLI warns on stderr
-when ``--host`` is not one.
+Admin routes under ``/_sandbox/`` are listed in :mod:`sfox_sandbox.admin`. With an admin
+token (``SandboxConfig.admin_token``, ``--admin-token`` or ``$SFOX_SANDBOX_ADMIN_TOKEN``; never
+the API token) they need it in the ``X-Sandbox-Admin-Token`` header; without one they are open
+on a loopback address and refused (403) on any other.
 
 Resource bounds (all on :class:`SandboxConfig`, see there): the journal keeps the latest
 ``journal_size`` requests (default 1,000,000, about 350 MB; ``seq`` keeps counting); each user's code

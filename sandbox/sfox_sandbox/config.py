@@ -281,8 +281,7 @@ class AssetEventSettings:
     def updated(self, changes: Mapping[str, Any]) -> AssetEventSettings:
         """Return a validated copy with ``changes`` applied; omitted fields keep their value,
         except the credentials when ``airflow_url`` changes: they are dropped unless given
-        again, so that no one can send the token elsewhere through the unauthenticated admin
-        routes.
+        again, so that no one who can reach the admin routes can send the token elsewhere.
 
         :param changes: field name to new value (``null`` clears a text field).
         :raises ValueError: on an unknown name, a wrong type or an invalid value.
