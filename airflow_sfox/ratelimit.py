@@ -16,7 +16,9 @@ left: 0.5 s at 250 per 10 s (it costs under 5 % of the throughput), 0.08 s at 24
 default 200.
 
 The 429 pause lives in the same backend: the first 429 seen anywhere holds every request of
-every process sharing the budget until the block ends.
+every process sharing the budget until the block ends. So does the operator's *hold*
+(:class:`Hold`, the emergency stop): a pause with a reason, on the wall clock, that may be
+open-ended; while it is in force no request starts (:class:`BudgetHeld` is raised at once).
 
 Backends (:func:`make_backend`):
 
@@ -48,16 +50,16 @@ import uuid
 from abc import ABC, abstractmethod
 from collections import deque
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-#: sFOX's documented limit: requests per window, window seconds, block after a 429.
+#: sFOX's documented limit: requests per window, window seconds.
 SFOX_LIMIT_REQUESTS = 250
 SFOX_LIMIT_WINDOW_SECONDS = 10.0
-SFOX_BLOCK_SECONDS = 60.0
 #: Arrival jitter at the server the budget allows for: starts sent 10 s apart were seen as
 #: little as 9.73 s apart at the server on a loaded 2-core machine.
 DEFAULT_MARGIN_SECONDS = 0.5
@@ -87,6 +89,43 @@ class PauseTooLong(Exception):
     def __init__(self, seconds: float) -> None:
         super().__init__(f"paused for another {seconds:.0f} s")
         self.seconds = seconds
+
+
+@dataclass(frozen=True)
+class Hold:
+    """
+    An operator's hold on a scope: no request starts until ``until`` (``None``: until released).
+
+    :param scope: the budget scope held (one egress IP).
+    :param reason: why, as the operator put it.
+    :param since: when the hold was set (UTC).
+    :param until: when it ends (UTC); ``None``: until released.
+    """
+
+    DEFAULT_REASON: ClassVar[str] = "held by operator"
+
+    scope: str
+    reason: str
+    since: datetime
+    until: datetime | None
+
+    @classmethod
+    def from_epoch(cls, scope: str, reason: str, since: float, until: float | None) -> Hold:
+        """A hold from its stored form: wall-clock seconds since the epoch."""
+        return cls(scope, reason, _utc(since), None if until is None else _utc(until))
+
+
+def _utc(epoch: float) -> datetime:
+    return datetime.fromtimestamp(epoch, tz=timezone.utc)
+
+
+class BudgetHeld(Exception):
+    """An operator holds the scope: no request may start (raised before anything is sent)."""
+
+    def __init__(self, hold: Hold) -> None:
+        until = hold.until.isoformat() if hold.until else "released"
+        super().__init__(f"scope {hold.scope!r} is held until {until}: {hold.reason}")
+        self.hold = hold
 
 
 @dataclass(frozen=True)
@@ -137,12 +176,6 @@ class Budget:
         return self.requests * math.ceil(SFOX_LIMIT_WINDOW_SECONDS / self.window_seconds - 1e-9)
 
 
-def budget_from_rate(requests_per_second: float) -> Budget:
-    """The legacy ``requests_per_second`` as a budget: ``ceil(rps * 10)`` per 10 s."""
-    requests = math.ceil(round(requests_per_second * SFOX_LIMIT_WINDOW_SECONDS, 6))
-    return Budget(requests, SFOX_LIMIT_WINDOW_SECONDS)
-
-
 # --- backends ----------------------------------------------------------------------------------
 
 
@@ -172,6 +205,21 @@ class BudgetBackend(ABC):
     def paused_for(self, key: str) -> float:
         """Seconds left of the scope's pause (0 when not paused)."""
 
+    @abstractmethod
+    def set_hold(self, key: str, *, until: float | None, reason: str) -> None:
+        """
+        Hold the scope until ``until`` (wall-clock seconds since the epoch; ``None``: until
+        released), replacing any hold: :meth:`acquire` then raises :class:`BudgetHeld`.
+        """
+
+    @abstractmethod
+    def clear_hold(self, key: str) -> bool:
+        """End the scope's hold; return whether one was in force."""
+
+    @abstractmethod
+    def get_hold(self, key: str) -> Hold | None:
+        """The hold in force on the scope, if any (an expired one is not)."""
+
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections."""
 
@@ -188,14 +236,21 @@ class MemoryBackend(BudgetBackend):
     name = "memory"
     where = "this process"
 
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, clock: Callable[[], float] = time.monotonic, wall: Callable[[], float] = time.time
+    ) -> None:
         self._clock = clock
+        self._wall = wall
         self._lock = threading.Lock()
         self._starts: dict[str, deque[float]] = {}
         self._paused_until: dict[str, float] = {}
+        self._holds: dict[str, tuple[float | None, str, float]] = {}
 
     def acquire(self, key: str, budget: Budget | None) -> tuple[float, bool]:
         with self._lock:
+            held = self._hold(key)
+            if held is not None:
+                raise BudgetHeld(held)
             now = self._clock()
             pause = self._paused_until.get(key, 0.0) - now
             if pause > 0:
@@ -219,6 +274,28 @@ class MemoryBackend(BudgetBackend):
     def paused_for(self, key: str) -> float:
         with self._lock:
             return max(0.0, self._paused_until.get(key, 0.0) - self._clock())
+
+    def _hold(self, key: str) -> Hold | None:
+        stored = self._holds.get(key)
+        if stored is None:
+            return None
+        until, reason, since = stored
+        if until is not None and until <= self._wall():
+            del self._holds[key]
+            return None
+        return Hold.from_epoch(key, reason, since, until)
+
+    def set_hold(self, key: str, *, until: float | None, reason: str) -> None:
+        with self._lock:
+            self._holds[key] = (until, reason, self._wall())
+
+    def clear_hold(self, key: str) -> bool:
+        with self._lock:
+            return self._holds.pop(key, None) is not None
+
+    def get_hold(self, key: str) -> Hold | None:
+        with self._lock:
+            return self._hold(key)
 
 
 _LOCAL_BACKENDS: dict[tuple[int, str], SqliteBackend] = {}
@@ -254,10 +331,16 @@ class SqliteBackend(BudgetBackend):
 
     name = "local"
 
-    def __init__(self, folder: str | os.PathLike[str], clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        folder: str | os.PathLike[str],
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
         self.folder = Path(folder)
         self.where = str(self.folder)
         self._clock = clock
+        self._wall = wall
         self._lock = threading.Lock()
         self._conns: dict[str, sqlite3.Connection] = {}
         self._pid = os.getpid()
@@ -278,6 +361,11 @@ class SqliteBackend(BudgetBackend):
                 conn.execute("CREATE INDEX IF NOT EXISTS starts_t ON starts (t)")
                 conn.execute("CREATE TABLE IF NOT EXISTS pause (id INTEGER PRIMARY KEY, until REAL NOT NULL)")
                 conn.execute("INSERT OR IGNORE INTO pause (id, until) VALUES (1, 0)")
+                # The operator's hold, on the wall clock (it may name a date); no row: not held.
+                conn.execute(
+                    "CREATE TABLE IF NOT EXISTS hold (id INTEGER PRIMARY KEY CHECK (id = 1), "
+                    "until REAL, reason TEXT NOT NULL, since REAL NOT NULL)"
+                )
             except (OSError, sqlite3.Error) as err:
                 raise BudgetUnavailable(self.name, str(path), err) from None
             self._conns[key] = conn
@@ -306,8 +394,21 @@ class SqliteBackend(BudgetBackend):
             return 0.0
         return max(0.0, left)
 
+    def _hold(self, conn: sqlite3.Connection, key: str) -> Hold | None:
+        row = conn.execute("SELECT until, reason, since FROM hold WHERE id = 1").fetchone()
+        if row is None:
+            return None
+        until, reason, since = row
+        if until is not None and until <= self._wall():
+            conn.execute("DELETE FROM hold WHERE id = 1")
+            return None
+        return Hold.from_epoch(key, reason, since, until)
+
     def acquire(self, key: str, budget: Budget | None) -> tuple[float, bool]:
         with self._transaction(key) as (conn, now):
+            held = self._hold(conn, key)
+            if held is not None:
+                raise BudgetHeld(held)
             pause = self._pause_left(conn, now)
             if pause > 0:
                 return pause, True
@@ -336,6 +437,21 @@ class SqliteBackend(BudgetBackend):
         with self._transaction(key) as (conn, now):
             return self._pause_left(conn, now)
 
+    def set_hold(self, key: str, *, until: float | None, reason: str) -> None:
+        with self._transaction(key) as (conn, _):
+            conn.execute(
+                "INSERT OR REPLACE INTO hold (id, until, reason, since) VALUES (1, ?, ?, ?)",
+                (until, reason, self._wall()),
+            )
+
+    def clear_hold(self, key: str) -> bool:
+        with self._transaction(key) as (conn, _):
+            return conn.execute("DELETE FROM hold WHERE id = 1").rowcount > 0
+
+    def get_hold(self, key: str) -> Hold | None:
+        with self._transaction(key) as (conn, _):
+            return self._hold(conn, key)
+
     def close(self) -> None:
         with self._lock:
             conns, self._conns = self._conns, {}
@@ -344,13 +460,19 @@ class SqliteBackend(BudgetBackend):
                 conn.close()
 
 
-#: KEYS: starts (sorted set), pause (string). ARGV: limit (0: none), span us, keep us, member.
-#: Scores and the pause are microseconds of the server's TIME; numbers are passed to Redis as
-#: "%.0f" strings (Lua's own number-to-string keeps only 14 digits).
+#: KEYS: starts (sorted set), pause (string), hold (hash). ARGV: limit (0: none), span us, keep
+#: us, member, longest pause us. Scores and the pause are microseconds of the server's TIME; the
+#: hold's ``until`` (empty: until released) and ``since`` microseconds of the wall clock. Numbers
+#: are passed to Redis as "%.0f" strings (Lua's own number-to-string keeps only 14 digits).
+#: Returns {granted, wait us, 1: paused / 2: held [, until, reason, since]}.
 _ACQUIRE_LUA = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local function s(x) return string.format('%.0f', x) end
+local held = redis.call('HMGET', KEYS[3], 'until', 'reason', 'since')
+if held[3] and (held[1] == '' or tonumber(held[1]) > now) then
+  return {0, '0', 2, held[1], held[2], held[3]}
+end
 local pause = tonumber(redis.call('GET', KEYS[2]) or '0')
 if pause > now and pause - now <= tonumber(ARGV[5]) then return {0, s(pause - now), 1} end
 local limit = tonumber(ARGV[1])
@@ -413,31 +535,36 @@ class RedisBackend(BudgetBackend):
         self._paused_for = client.register_script(_PAUSED_FOR_LUA)
 
     @staticmethod
-    def _keys(key: str) -> tuple[str, str]:
+    def _keys(key: str) -> tuple[str, str, str]:
         tag = "{" + key + "}"  # one hash slot per scope on a Redis cluster
-        return f"sfox-budget:{tag}:starts", f"sfox-budget:{tag}:pause"
+        return f"sfox-budget:{tag}:starts", f"sfox-budget:{tag}:pause", f"sfox-budget:{tag}:hold"
 
     def _run(self, script: Any, keys: list[str], args: list[Any]) -> Any:
+        return self._call(lambda: script(keys=keys, args=args))
+
+    def _call(self, command: Callable[[], Any]) -> Any:
         import redis
 
         try:
-            return script(keys=keys, args=args)
+            return command()
         except redis.RedisError as err:
             raise BudgetUnavailable(self.name, self.where, err) from None
 
     def acquire(self, key: str, budget: Budget | None) -> tuple[float, bool]:
-        starts, pause = self._keys(key)
+        starts, pause, hold = self._keys(key)
         if budget is None:
             limit, span = 0, 0
         else:
             limit, span = budget.requests, round(budget.span * _US)
         keep = round(max(budget.span if budget else 0.0, MAX_WINDOW_SECONDS + DEFAULT_MARGIN_SECONDS) * _US)
         member = uuid.uuid4().hex
-        granted, wait, paused = self._run(
+        granted, wait, paused, *held = self._run(
             self._acquire,
-            [starts, pause],
+            [starts, pause, hold],
             [limit, span, keep, member, round(MAX_PAUSE_SECONDS * _US)],
         )
+        if int(paused) == 2:
+            raise BudgetHeld(_stored_hold(key, *held))
         if int(granted):
             return 0.0, False
         return max(int(wait) / _US, 1e-6), bool(int(paused))
@@ -448,9 +575,52 @@ class RedisBackend(BudgetBackend):
     def paused_for(self, key: str) -> float:
         return int(self._run(self._paused_for, [self._keys(key)[1]], [])) / _US
 
+    def set_hold(self, key: str, *, until: float | None, reason: str) -> None:
+        hold = self._keys(key)[2]
+        pipe = self._client.pipeline(transaction=True)
+        pipe.delete(hold)
+        since = f"{time.time() * _US:.0f}"
+        pipe.hset(
+            hold,
+            mapping={
+                "until": "" if until is None else f"{until * _US:.0f}",
+                "reason": reason,
+                "since": since,
+            },
+        )
+        if until is not None:  # gone by itself a day after it ends
+            pipe.pexpireat(hold, round((until + 86400) * 1000))
+        self._call(pipe.execute)
+
+    def clear_hold(self, key: str) -> bool:
+        return bool(self._call(lambda: self._client.delete(self._keys(key)[2])))
+
+    def get_hold(self, key: str) -> Hold | None:
+        until, reason, since = self._call(
+            lambda: self._client.hmget(self._keys(key)[2], "until", "reason", "since")
+        )
+        if since is None:
+            return None
+        held = _stored_hold(key, until, reason, since)
+        seconds, micros = self._call(self._client.time)
+        if held.until is not None and held.until.timestamp() <= seconds + micros / _US:
+            return None
+        return held
+
     def close(self) -> None:
         with contextlib.suppress(Exception):
             self._client.close()
+
+
+def _stored_hold(key: str, until: bytes | str, reason: bytes | str, since: bytes | str) -> Hold:
+    """A hold as the Redis hash stores it (microseconds as strings; Redis answers bytes)."""
+
+    def text(value: bytes | str) -> str:
+        return value.decode() if isinstance(value, bytes) else str(value)
+
+    return Hold.from_epoch(
+        key, text(reason), int(text(since)) / _US, int(text(until)) / _US if text(until) else None
+    )
 
 
 def redis_client_from_connection(conn: Any) -> Any:
@@ -523,6 +693,7 @@ class RateBudget:
         :param deadline: clock time after which the caller gives up: a pause that lasts past
             it raises :class:`PauseTooLong` at once instead of sleeping.
         :raises BudgetUnavailable: the backend cannot be used; nothing may be sent.
+        :raises BudgetHeld: an operator holds the scope; nothing may be sent.
         """
         waited = Waited()
         while True:
@@ -545,3 +716,15 @@ class RateBudget:
     def paused_for(self) -> float:
         """Seconds left of the scope's pause (0 when not paused)."""
         return self.backend.paused_for(self.key)
+
+    def hold(self, *, until: datetime | None, reason: str = Hold.DEFAULT_REASON) -> None:
+        """Hold every sender of the scope until ``until`` (aware; ``None``: until released)."""
+        self.backend.set_hold(self.key, until=None if until is None else until.timestamp(), reason=reason)
+
+    def release(self) -> bool:
+        """End the scope's hold; return whether one was in force."""
+        return self.backend.clear_hold(self.key)
+
+    def current_hold(self) -> Hold | None:
+        """The hold in force on the scope, if any."""
+        return self.backend.get_hold(self.key)
