@@ -36,7 +36,10 @@ def mock() -> rm.Mocker:
         ({"rate_limit_requests": 250, "rate_limit_margin_seconds": 2}, Budget(250, 10, 2.0)),
         ({"rate_limit_requests": 1}, Budget(1, 10)),
         ({"rate_limit_requests": 0, "host": LOOPBACK_URL}, None),  # the sandbox may go unbudgeted
-        ({"rate_limit_requests": 250, "rate_limit_margin_seconds": 0, "host": LOOPBACK_URL}, Budget(250, 10, 0)),
+        (
+            {"rate_limit_requests": 250, "rate_limit_margin_seconds": 0, "host": LOOPBACK_URL},
+            Budget(250, 10, 0),
+        ),
     ],
 )
 def test_budget_from_connection(make_hook, extra, budget):
