@@ -769,3 +769,35 @@ def test_the_per_request_line_has_the_level_the_caller_chose(
     lines = [r for r in caplog.records if "/v1/enterprise/users/u1 -> 200" in r.getMessage()]
     assert [r.levelno for r in lines] == [level]
     assert any(r.levelno >= logging.INFO for r in lines) is logged_at_info
+
+
+@pytest.mark.parametrize(
+    ("answers", "fails"),
+    [
+        ([{"status_code": 503, "json": {"error": "maintenance"}}, {"json": OK_EMAIL}], False),
+        ([{"status_code": 429, "json": {"error": "slow down"}}, {"json": OK_EMAIL}], False),
+        ([{"exc": requests.exceptions.ConnectTimeout}, {"json": OK_EMAIL}], False),
+        ([{"status_code": 500, "json": {"error": "boom"}}] * 3, True),
+    ],
+)
+@pytest.mark.parametrize("level", [logging.INFO, logging.DEBUG])
+def test_retries_log_at_debug(make_hook, mock, caplog, monkeypatch, answers, fails, level):
+    """A call logs at most its first request at the caller's level; retries and give-ups at DEBUG."""
+    mock.post(f"{SEND}u1", answers)
+    monkeypatch.setattr(SfoxConnectHook, "log", logging.getLogger("tests.sfox_hook"))
+    caplog.set_level(logging.DEBUG, logger="tests.sfox_hook")
+    hook = make_hook(password="tok-SECRET-1234", max_retry_seconds=120 if not fails else 2)
+    hook.request_log_level = level
+    if fails:
+        with pytest.raises(SfoxServerError):
+            hook.send_verification("u1", "email")
+    else:
+        hook.send_verification("u1", "email")
+    records = [r for r in caplog.records if r.name == "tests.sfox_hook"]
+    above_debug = [r.getMessage() for r in records if r.levelno > logging.DEBUG]
+    retry_lines = [r for r in records if "retrying" in r.getMessage() or "attempt" in r.getMessage()]
+    assert mock.call_count >= 2
+    assert len(above_debug) == (1 if level == logging.INFO and "status_code" in answers[0] else 0)
+    assert retry_lines
+    assert {r.levelno for r in retry_lines} == {logging.DEBUG}
+    assert "tok-SECRET-1234" not in caplog.text
