@@ -19,11 +19,9 @@ import logging
 import random
 import threading
 import time
-import unicodedata
 from collections.abc import Mapping
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote
 
 import requests
 from requests.adapters import HTTPAdapter
@@ -47,12 +45,15 @@ from airflow_sfox.hooks.transport import (
     Call,
     RequestStats,
     SfoxResult,
+    as_dict,
+    check_verification_type,
     elapsed,
     error_message,
     is_transient,
     may_have_been_processed,
     payload,
     retry_after,
+    user_id_segment,
 )
 from airflow_sfox.hooks.user_list import CURSOR_PARAM, USERS_PATH, next_page_path, stream_users
 from airflow_sfox.ratelimit import BudgetHeld, BudgetUnavailable, PauseTooLong, RateBudget
@@ -70,7 +71,6 @@ __all__ = [
     "user_id_segment",
 ]
 
-VERIFICATION_TYPES: tuple[str, ...] = ("email", "sms")
 ACCOUNT_ROLES: tuple[str, ...] = ("client", "advisor")
 #: Threads that may share one hook without waiting for a pooled connection.
 DEFAULT_POOL_SIZE = 32  # as many as a chunk task's most threads (sender.MAX_THREADS)
@@ -242,7 +242,7 @@ class SfoxConnectHook(BaseHook):
         :return: sFOX's ``data``: ``user_id``, ``type`` and the email or ``phone_number``.
         :raises SfoxAlreadyVerifiedError: the channel is already verified (422).
         """
-        return _as_dict(self.send_verification_result(user_id, verification_type).data)
+        return as_dict(self.send_verification_result(user_id, verification_type).data)
 
     def send_verification_result(self, user_id: str, verification_type: str) -> SfoxResult:
         """
@@ -252,7 +252,7 @@ class SfoxConnectHook(BaseHook):
         :param user_id: the partner's id of the user.
         :param verification_type: ``"email"`` or ``"sms"``.
         """
-        kind = _check_verification_type(verification_type)
+        kind = check_verification_type(verification_type)
         path = f"/v1/enterprise/users/send-verification/{user_id_segment(user_id)}"
         return self._call("POST", path, json={"type": kind})
 
@@ -266,9 +266,9 @@ class SfoxConnectHook(BaseHook):
         :param verification_type: ``"email"`` or ``"sms"``.
         :param otp: the 6-digit code.
         """
-        kind = _check_verification_type(verification_type)
+        kind = check_verification_type(verification_type)
         path = f"/v1/enterprise/users/verify/{user_id_segment(user_id)}"
-        return _as_dict(self._request("POST", path, json={"type": kind, "otp": str(otp)}))
+        return as_dict(self._request("POST", path, json={"type": kind, "otp": str(otp)}))
 
     def get_user(self, user_id: str) -> dict[str, Any]:
         """
@@ -277,7 +277,7 @@ class SfoxConnectHook(BaseHook):
         :param user_id: the partner's id of the user.
         :raises SfoxNotFoundError: sFOX does not know the user.
         """
-        return _as_dict(self._request("GET", f"/v1/enterprise/users/{user_id_segment(user_id)}"))
+        return as_dict(self._request("GET", f"/v1/enterprise/users/{user_id_segment(user_id)}"))
 
     def list_users(self, account_role: str | None = None) -> list[dict[str, Any]]:
         """
@@ -364,7 +364,7 @@ class SfoxConnectHook(BaseHook):
         """
         if not isinstance(payload, Mapping):
             raise TypeError(f"payload must be a mapping, got {type(payload).__name__}")
-        return _as_dict(self._request("POST", "/v1/enterprise/register-account", json=dict(payload)))
+        return as_dict(self._request("POST", "/v1/enterprise/register-account", json=dict(payload)))
 
     def test_connection(self) -> tuple[bool, str]:
         """
@@ -578,36 +578,3 @@ class SfoxConnectHook(BaseHook):
     def get_ui_field_behaviour(cls) -> dict[str, Any]:
         """Return the relabelling and hidden fields of the connection form, for Airflow 3.1's UI."""
         return ui_field_behaviour()
-
-
-def _as_dict(data: Any) -> dict[str, Any]:
-    """sFOX's ``data`` when it is an object; ``{}`` for an empty or unexpected payload."""
-    return data if isinstance(data, dict) else {}
-
-
-def _check_verification_type(verification_type: str) -> str:
-    if verification_type not in VERIFICATION_TYPES:
-        raise ValueError(f"verification_type must be 'email' or 'sms', got {verification_type!r}")
-    return verification_type
-
-
-def user_id_segment(user_id: str) -> str:
-    """
-    Validate a ``user_id`` and percent-encode it as exactly one URL path segment.
-
-    Every reserved character (``/ ? # %`` and the rest) and every non-ASCII character is
-    encoded. ``.`` and ``..`` are refused: ``requests`` sends ``%2E`` as ``.``, and servers and
-    CDNs resolve dot segments, so no encoding keeps them from changing the path.
-
-    :param user_id: the partner's id of the user.
-    :raises ValueError: not a string, empty, ``.`` or ``..``, or containing control characters.
-    """
-    if not isinstance(user_id, str):
-        raise ValueError(f"user_id must be a string, got {type(user_id).__name__}")
-    if not user_id:
-        raise ValueError("user_id must not be empty")
-    if user_id in (".", ".."):
-        raise ValueError(f"user_id {user_id!r} cannot be sent: it is a relative URL path segment")
-    if any(unicodedata.category(char) == "Cc" for char in user_id):
-        raise ValueError("user_id must not contain control characters")
-    return quote(user_id, safe="")

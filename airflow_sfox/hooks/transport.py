@@ -1,6 +1,7 @@
 """
-What one API call of :class:`~airflow_sfox.hooks.sfox.SfoxConnectHook` records and how it
-decides to retry: results, per-request attempts, counters, ``Retry-After`` and error kinds.
+What one API call of :class:`~airflow_sfox.hooks.sfox.SfoxConnectHook` sends, records and how it
+decides to retry: the user id as a path segment, results, per-request attempts, counters,
+``Retry-After``, error kinds and the answer's payload.
 """
 
 from __future__ import annotations
@@ -9,8 +10,10 @@ import email.utils
 import math
 import threading
 import time
+import unicodedata
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 import requests
 from urllib3.exceptions import NewConnectionError
@@ -22,6 +25,7 @@ if TYPE_CHECKING:
 
     from airflow_sfox.ratelimit import BudgetHeld, BudgetUnavailable, Waited
 
+VERIFICATION_TYPES: tuple[str, ...] = ("email", "sms")
 #: Longest single back-off between two retries of a 5xx or a connection error.
 MAX_BACKOFF_SECONDS = 30.0
 #: Longest Retry-After honoured; sFOX documents a 60 s block.
@@ -249,3 +253,36 @@ def elapsed(response: requests.Response) -> float:
     """Seconds from sending the request to its answer's headers."""
     took = getattr(response, "elapsed", None)
     return took.total_seconds() if took is not None else 0.0
+
+
+def as_dict(data: Any) -> dict[str, Any]:
+    """sFOX's ``data`` when it is an object; ``{}`` for an empty or unexpected payload."""
+    return data if isinstance(data, dict) else {}
+
+
+def check_verification_type(verification_type: str) -> str:
+    if verification_type not in VERIFICATION_TYPES:
+        raise ValueError(f"verification_type must be 'email' or 'sms', got {verification_type!r}")
+    return verification_type
+
+
+def user_id_segment(user_id: str) -> str:
+    """
+    Validate a ``user_id`` and percent-encode it as exactly one URL path segment.
+
+    Every reserved character (``/ ? # %`` and the rest) and every non-ASCII character is
+    encoded. ``.`` and ``..`` are refused: ``requests`` sends ``%2E`` as ``.``, and servers and
+    CDNs resolve dot segments, so no encoding keeps them from changing the path.
+
+    :param user_id: the partner's id of the user.
+    :raises ValueError: not a string, empty, ``.`` or ``..``, or containing control characters.
+    """
+    if not isinstance(user_id, str):
+        raise ValueError(f"user_id must be a string, got {type(user_id).__name__}")
+    if not user_id:
+        raise ValueError("user_id must not be empty")
+    if user_id in (".", ".."):
+        raise ValueError(f"user_id {user_id!r} cannot be sent: it is a relative URL path segment")
+    if any(unicodedata.category(char) == "Cc" for char in user_id):
+        raise ValueError("user_id must not contain control characters")
+    return quote(user_id, safe="")
