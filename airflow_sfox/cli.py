@@ -12,6 +12,11 @@ same ``AIRFLOW_CONN_*`` and ``[core]`` settings)::
     python -m airflow_sfox hold --conn-id sfox_default            # until released
     python -m airflow_sfox status --conn-id sfox_default
     python -m airflow_sfox release --conn-id sfox_default
+    python -m airflow_sfox hold --conn-id sfox_default --scope sfox-worker-2   # another scope
+
+With the ``local`` backend a hold covers the machine where it runs (the budget's folder); with
+``redis`` it covers every machine. ``--scope`` names another scope of the connection's backend
+(a per-host ``{hostname}`` scope of another machine, say).
 
 These are not ``airflow sfox ...`` commands: Airflow lets providers add CLI commands (the
 ``cli`` entry of the provider info) only from Airflow 3.2, and this provider supports 3.1.3+.
@@ -76,6 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument(
             "--conn-id", required=True, help="the sfox connection (its scope and budget backend)"
         )
+        sub.add_argument(
+            "--scope", help="another budget scope of the connection's backend (default: the connection's own)"
+        )
         sub.add_argument("--json", action="store_true", help="print JSON")
     return parser
 
@@ -89,11 +97,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "hold":
             until = args.until or (datetime.now(timezone.utc) + args.duration if args.duration else None)
-            result: Any = hold(args.conn_id, until=until, reason=args.reason)
+            result: Any = hold(args.conn_id, until=until, reason=args.reason, scope=args.scope)
         elif args.command == "release":
-            result = {"released": release(args.conn_id)}
+            result = {"released": release(args.conn_id, scope=args.scope)}
         else:
-            result = current_hold(args.conn_id)
+            result = current_hold(args.conn_id, scope=args.scope)
     except (SfoxError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

@@ -10,6 +10,7 @@ commands built on them.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
@@ -141,29 +142,37 @@ def _redis_backend(config: SfoxConnectionConfig) -> RedisBackend:
 # --- the operator's hold -----------------------------------------------------------------------
 
 
-def _budget_of(conn_id: str) -> RateBudget:
+def _budget_of(conn_id: str, scope: str | None) -> RateBudget:
     conn: Connection = BaseHook.get_connection(conn_id)
-    return open_budget(SfoxConnectionConfig.from_connection(conn, {}), check=False)
+    config = SfoxConnectionConfig.from_connection(conn, {})
+    if scope is not None:
+        config = dataclasses.replace(config, rate_limit_scope=scope)
+    return open_budget(config, check=False)
 
 
-def hold(conn_id: str, *, until: datetime | None = None, reason: str | None = None) -> dict[str, Any]:
+def hold(
+    conn_id: str, *, until: datetime | None = None, reason: str | None = None, scope: str | None = None
+) -> dict[str, Any]:
     """
     Hold every sender of the connection's budget scope (one egress IP), in every process that
     shares its backend, until ``until`` or until :func:`release`. A held request is never sent
     and never counted against a user: the hook raises :class:`~airflow_sfox.exceptions.SfoxHeldError`.
 
-    With the ``local`` backend the hold covers the machine where it is set (its folder).
+    With the ``local`` backend the hold covers the machine where it is set (its folder); with a
+    per-host scope (``{hostname}``) name the other machines' scopes with ``scope``.
 
     :param conn_id: the ``sfox`` connection (its scope and backend are the hook's).
     :param until: when the hold ends (timezone-aware); ``None``: until released.
     :param reason: shown with the hold (no personal data); default ``"held by operator"``.
+    :param scope: another scope of the connection's backend (default: the connection's own, as
+        the hook computes it; a per-host ``{hostname}`` scope is this machine's).
     :return: the hold now in force, as :func:`current_hold` shows it.
     """
     if until is not None and until.tzinfo is None:
         raise ValueError("until must be timezone-aware (e.g. 2026-12-06T18:00:00+00:00)")
     if until is not None and until <= datetime.now(timezone.utc):
         raise ValueError(f"until {until.isoformat()} is in the past")
-    budget = _budget_of(conn_id)
+    budget = _budget_of(conn_id, scope)
     try:
         budget.hold(until=until, reason=reason or Hold.DEFAULT_REASON)
         held = budget.current_hold()
@@ -173,26 +182,29 @@ def hold(conn_id: str, *, until: datetime | None = None, reason: str | None = No
     return _as_dict(held, budget)
 
 
-def release(conn_id: str) -> bool:
+def release(conn_id: str, *, scope: str | None = None) -> bool:
     """
     End the hold of the connection's budget scope; senders resume on their next request.
 
+    :param scope: another scope of the connection's backend (see :func:`hold`).
     :return: whether a hold was in force.
     """
-    budget = _budget_of(conn_id)
+    budget = _budget_of(conn_id, scope)
     try:
         return budget.release()
     finally:
         budget.backend.close()
 
 
-def current_hold(conn_id: str) -> dict[str, Any] | None:
+def current_hold(conn_id: str, *, scope: str | None = None) -> dict[str, Any] | None:
     """
     The hold in force on the connection's budget scope, for the UI page and ``status``:
     ``{"scope", "reason", "since", "until", "backend", "where"}`` (times as ISO 8601 UTC,
     ``until`` ``None`` when open-ended), or ``None`` when senders are free.
+
+    :param scope: another scope of the connection's backend (see :func:`hold`).
     """
-    budget = _budget_of(conn_id)
+    budget = _budget_of(conn_id, scope)
     try:
         held = budget.current_hold()
     finally:

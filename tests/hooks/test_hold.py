@@ -174,3 +174,12 @@ def test_a_hold_needs_no_sound_budget(local_conn, monkeypatch):
     monkeypatch.setenv("AIRFLOW__CORE__EXECUTOR", "CeleryExecutor")
     assert hold(local_conn)["reason"] == "held by operator"
     assert release(local_conn) is True
+
+
+def test_another_scope_of_the_backend(local_conn, capsys):
+    """A per-host scope is held host by host: the operator names the other machines' scopes."""
+    assert cli.main(["hold", "--conn-id", local_conn, "--scope", "egress-worker-2", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["scope"] == "egress-worker-2"
+    assert current_hold(local_conn) is None  # the connection's own scope is free
+    assert current_hold(local_conn, scope="egress-worker-2")["reason"] == "held by operator"
+    assert release(local_conn, scope="egress-worker-2") is True
