@@ -15,6 +15,7 @@ to retry later (rate limited, server unavailable)::
     │   └── SfoxAlreadyVerifiedError   422 "... already verified"
     ├── SfoxRateLimitError         429 (retryable)
     ├── SfoxRateBudgetError        the shared rate budget's backend is unreachable (retryable)
+    │   └── SfoxHeldError          an operator holds the budget scope (the emergency stop)
     ├── SfoxServerError            5xx (retryable)
     │   └── SfoxConnectionError    no response: connection refused / reset, timeout
     ├── SfoxStreamInterruptedError a streamed list broke off mid-body (retryable, by the caller)
@@ -24,9 +25,12 @@ to retry later (rate limited, server unavailable)::
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow_sfox._compat import AirflowException
+
+if TYPE_CHECKING:
+    from datetime import datetime
 
 #: Longest sFOX message kept in an exception; error bodies are short, anything longer is noise.
 MAX_MESSAGE_LENGTH = 200
@@ -160,6 +164,36 @@ class SfoxRateBudgetError(SfoxError):
 
     def __str__(self) -> str:
         return self.message
+
+
+class SfoxHeldError(SfoxRateBudgetError):
+    """
+    An operator holds every sender of the budget scope (one egress IP): the request was not
+    sent. Like any budget error the work stops and stays queued; a retry of the task (or the
+    next run) resumes once the hold is released or ends.
+
+    :param until: when the hold ends (UTC); ``None``: until released.
+    :param scope: the budget scope held.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status_code: int | None = None,
+        method: str | None = None,
+        path: str | None = None,
+        until: datetime | None = None,
+        scope: str | None = None,
+    ) -> None:
+        self.until = until
+        self.scope = scope
+        super().__init__(message, status_code=status_code, method=method, path=path)
+
+    def __reduce__(self) -> tuple[object, ...]:
+        rebuild, args, state = super().__reduce__()
+        assert isinstance(state, dict)
+        return (rebuild, args, {**state, "until": self.until, "scope": self.scope})
 
 
 class SfoxServerError(SfoxError):

@@ -32,9 +32,9 @@ CONN_FIELDS: dict[str, dict[str, Any]] = {
             "and process sending to sFOX from this machine (or from every worker, with the redis "
             "backend). sFOX allows 250 requests per 10 s per IP and then blocks the IP for 60 s: "
             "a budget that could put more than 250 in one 10-s window (N x ceil(10 / W) > 250) "
-            "is refused. The default 200 per 10 s leaves head-room for the partner's other "
-            "traffic from the same IP. 0 turns the client-side budget off (a sandbox without a "
-            "limit only; the 429 pause still applies)."
+            "is refused, and so is 0. The default 200 per 10 s leaves head-room for the partner's "
+            "other traffic from the same IP. Only a loopback host (the local sandbox) may go past "
+            "sFOX's limit or set 0 (no client-side budget; the 429 pause still applies)."
         ),
         "schema": {"type": ["integer", "null"], "minimum": 0, "maximum": 250, "default": 200},
     },
@@ -48,26 +48,21 @@ CONN_FIELDS: dict[str, dict[str, Any]] = {
         "description": (
             "How much longer than its window a request start counts, for arrivals bunched by "
             "network jitter. Empty: 0.5 s less the slack the budget leaves under sFOX's 250 per "
-            "10 s (0.5 s at 250, 0.08 s at 240, none at 200). Set it for a sandbox that runs the "
-            "limit on a faster clock (scale it with the clock)."
+            "10 s (0.5 s at 250, 0.08 s at 240, none at 200); for a real sFOX host it cannot be set "
+            "lower than that. Set it for a sandbox that runs the limit on a faster clock (scale it "
+            "with the clock)."
         ),
         "schema": {"type": ["number", "null"], "minimum": 0, "maximum": 10, "default": None},
-    },
-    "requests_per_second": {
-        "label": "Request budget (requests/second, deprecated)",
-        "description": (
-            "Deprecated: set rate_limit_requests and rate_limit_window_seconds. Read only when "
-            "neither is set, as a budget of ceil(10 x value) requests per 10 s (20 -> 200 per "
-            "10 s); values above 25 are refused; 0 turns the client-side budget off."
-        ),
-        "schema": {"type": ["number", "null"], "minimum": 0, "default": None},
     },
     "rate_limit_scope": {
         "label": "Rate budget: scope",
         "description": (
             "Connections with the same scope share one budget and one 429 pause: one scope per "
             "egress IP. Default: the base URL's host[:port], so all connections to one sFOX host "
-            "share it; name a scope when several hosts or connections leave through one IP."
+            "share it; name a scope when several hosts or connections leave through one IP. "
+            "{hostname} in the name is replaced by the machine's host name: one budget per machine, "
+            "which lets the local backend serve a Celery, Kubernetes or Edge deployment whose every "
+            "worker host has an egress IP of its own."
         ),
         "schema": {"type": ["string", "null"], "default": None},
     },
@@ -76,9 +71,11 @@ CONN_FIELDS: dict[str, dict[str, Any]] = {
         "description": (
             "Where the budget is kept. 'local': a SQLite file per scope in the folder below, shared "
             "by every process of one machine (LocalExecutor, dags test, triggerer), nothing to "
-            "start. 'redis': a Redis server (pip install airflow-provider-sfox[redis]), shared by "
-            "workers on several machines. If the backend cannot be reached, no request is sent "
-            "and the task fails with a retryable error."
+            "start; refused for a real sFOX host when [core] executor runs tasks on several "
+            "machines (Celery, Kubernetes, Edge) unless the scope holds {hostname}. 'redis': a Redis "
+            "server (pip install airflow-provider-sfox[redis]), shared by workers on several "
+            "machines. If the backend cannot be reached, no request is sent and the task fails with "
+            "a retryable error."
         ),
         "schema": {"type": ["string", "null"], "default": "local"},
     },

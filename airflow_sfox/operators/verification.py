@@ -188,7 +188,7 @@ class SendVerificationBatchOperator(BaseOperator):
                     run_id=run_id,
                     chunk=self.chunk,
                     channel=self.verification_type,
-                    threads=self.threads or threads_for(hook.pacer_rate),
+                    threads=self.threads or threads_for(hook.budget_rate),
                     hold_uncertain=bool(self.chunk.get("hold_uncertain", False)),
                 )
                 done = True

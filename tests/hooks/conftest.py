@@ -13,6 +13,8 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
 BASE_URL = "https://api.sfox.test"
+#: A loopback host (the local sandbox): the budget rules of a real sFOX host do not apply.
+LOOPBACK_URL = "http://127.0.0.1:8089"
 
 
 class FakeClock:

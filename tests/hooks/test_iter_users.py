@@ -17,7 +17,7 @@ from airflow_sfox.exceptions import (
     SfoxServerError,
     SfoxStreamInterruptedError,
 )
-from airflow_sfox.hooks.sfox import STREAM_CHUNK_BYTES
+from airflow_sfox.hooks.user_list import STREAM_CHUNK_BYTES
 from tests.hooks.conftest import BASE_URL
 
 USERS = f"{BASE_URL}/v1/enterprise/users"

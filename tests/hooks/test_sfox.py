@@ -24,13 +24,9 @@ from airflow_sfox.exceptions import (
     SfoxServerError,
     scrub,
 )
-from airflow_sfox.hooks.sfox import (
-    MAX_BACKOFF_SECONDS,
-    RequestPacer,
-    SfoxConnectHook,
-    _retry_after,
-)
-from tests.hooks.conftest import BASE_URL
+from airflow_sfox.hooks.sfox import SfoxConnectHook
+from airflow_sfox.hooks.transport import MAX_BACKOFF_SECONDS, retry_after
+from tests.hooks.conftest import BASE_URL, LOOPBACK_URL
 
 SEND = f"{BASE_URL}/v1/enterprise/users/send-verification/"
 OK_EMAIL = {"data": {"user_id": "u1", "type": "email", "email": "jane.doe@example.com"}}
@@ -366,7 +362,7 @@ def test_429_gives_up_when_the_pause_passes_the_retry_budget(make_hook, mock, cl
 
 def test_429_pause_holds_every_thread(make_hook, mock, clock):
     """A 429 seen by one thread makes another thread's request wait for the same pause."""
-    hook = make_hook(requests_per_second=0)
+    hook = make_hook(rate_limit_requests=250)
     request_times: dict[str, float] = {}
 
     def answer(request, context):
@@ -417,89 +413,17 @@ def test_429_pause_holds_every_thread(make_hook, mock, clock):
     ],
 )
 def test_retry_after_parsing(value, expected):
-    assert _retry_after(value) == expected
+    assert retry_after(value) == expected
 
 
 def test_retry_after_http_date():
     from email.utils import formatdate
     from time import time
 
-    assert 25 <= _retry_after(formatdate(time() + 30, usegmt=True)) <= 31
+    assert 25 <= retry_after(formatdate(time() + 30, usegmt=True)) <= 31
 
 
 # --- pacing ------------------------------------------------------------------------------------
-
-
-def test_pacer_spaces_requests_at_the_rate(clock):
-    pacer = RequestPacer(10, clock=clock, sleep=clock.sleep)
-    starts = []
-    for _ in range(5):
-        pacer.wait()
-        starts.append(round(clock.now - 1000.0, 6))
-    assert starts == [0.0, 0.1, 0.2, 0.3, 0.4]
-
-
-def test_pacer_burst(clock):
-    pacer = RequestPacer(10, burst=3, clock=clock, sleep=clock.sleep)
-    starts = []
-    for _ in range(5):
-        pacer.wait()
-        starts.append(round(clock.now - 1000.0, 6))
-    assert starts == [0.0, 0.0, 0.0, 0.1, 0.2]
-
-
-def test_pacer_keeps_every_10s_window_under_sfox_limit(clock):
-    """At the default 20/s, no 10-s window (sliding) holds more than 201 requests, under 250."""
-    pacer = RequestPacer(20, clock=clock, sleep=clock.sleep)
-    starts = []
-    for _ in range(1000):
-        pacer.wait()
-        starts.append(clock.now)
-    tail = 0
-    most = 0
-    for head, start in enumerate(starts):
-        while starts[tail] < start - 10:
-            tail += 1
-        most = max(most, head - tail + 1)
-    assert most == 201
-    assert starts[-1] - starts[0] == pytest.approx(999 / 20)
-
-
-def test_pacer_does_not_bank_idle_time(clock):
-    pacer = RequestPacer(10, clock=clock, sleep=clock.sleep)
-    pacer.wait()
-    clock.now += 100  # idle for a long time: no burst of 1000 requests afterwards
-    pacer.wait()
-    pacer.wait()
-    assert clock.waits == [pytest.approx(0.1)]
-
-
-def test_pacer_pause_is_shared_and_never_shortened(clock):
-    pacer = RequestPacer(0, clock=clock, sleep=clock.sleep)
-    pacer.pause(60)
-    pacer.pause(10)
-    assert pacer.paused_for == 60
-    assert pacer.wait() == 60
-    assert pacer.wait() == 0
-    assert pacer.paused_for == 0
-
-
-def test_pacer_threads_share_one_schedule():
-    # A frozen clock: every reservation is made at t=0, so each wait is the slot handed out.
-    pacer = RequestPacer(4, clock=lambda: 0.0, sleep=lambda seconds: None)
-    waits: list[float] = []
-
-    def worker() -> None:
-        for _ in range(5):
-            waits.append(pacer.wait())
-
-    threads = [threading.Thread(target=worker) for _ in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    # 20 requests at 4/s on a frozen clock: reservations 0, 0.25, ..., 4.75 s, each handed out once.
-    assert sorted(round(w, 6) for w in waits) == [round(i * 0.25, 6) for i in range(20)]
 
 
 @pytest.mark.parametrize(
@@ -508,10 +432,8 @@ def test_pacer_threads_share_one_schedule():
         # 2 per 10 s: the third start waits until the first has left the window (so far under
         # sFOX's limit that no jitter margin is added).
         ({"rate_limit_requests": 2}, [10]),
-        ({"requests_per_second": 0.2}, [10]),  # legacy: ceil(0.2*10) per 10 s
         ({"rate_limit_requests": 3}, []),
-        ({"requests_per_second": 0}, []),  # no client-side budget
-        ({"rate_limit_requests": 0}, []),
+        ({"rate_limit_requests": 0, "host": LOOPBACK_URL}, []),  # no client-side budget: sandbox only
     ],
 )
 def test_hook_paces_requests(make_hook, mock, clock, extra, expected_waits):
@@ -521,12 +443,6 @@ def test_hook_paces_requests(make_hook, mock, clock, extra, expected_waits):
         hook.send_verification(user, "email")
     assert clock.waits == pytest.approx(expected_waits)
     assert hook.stats.as_dict()["budget_wait_seconds"] == pytest.approx(sum(expected_waits))
-
-
-@pytest.mark.parametrize(("rate", "burst"), [(-1, 1), (1, 0)])
-def test_pacer_rejects_bad_settings(rate, burst):
-    with pytest.raises(ValueError, match="must be >="):
-        RequestPacer(rate, burst=burst)
 
 
 # --- connection --------------------------------------------------------------------------------
@@ -612,7 +528,7 @@ def test_bad_base_url_is_refused(make_hook, mock, host, match):
     ("extra", "match"),
     [
         ({"timeout": "fast"}, "'timeout' must be a number"),
-        ({"requests_per_second": -1}, "'requests_per_second' must be >= 0"),
+        ({"rate_limit_requests": -1}, "'rate_limit_requests' must be >= 0"),
         ({"connect_timeout": 0}, "'connect_timeout' must be >= 0.1"),
     ],
 )
@@ -816,25 +732,10 @@ def test_rate_limit_pause_past_the_budget_fails_fast(make_hook, mock, clock):
     assert clock.waits == []
 
 
-@pytest.mark.parametrize("share", [1.0, 0.5, 0.25])
-def test_rate_share_is_deprecated_and_no_longer_divides_the_budget(make_hook, mock, clock, share):
-    mock.post(rm.ANY, json=OK_EMAIL)
-    make_hook(rate_limit_requests=100)  # sets the connection
-    if share == 1.0:
-        hook = SfoxConnectHook(rate_share=share, clock=clock, sleep=clock.sleep)
-    else:
-        with pytest.warns(DeprecationWarning, match="rate_share"):
-            hook = SfoxConnectHook(rate_share=share, clock=clock, sleep=clock.sleep)
-    for user in range(100):
-        hook.send_verification(f"u{user}", "email")
-    assert clock.waits == []  # the whole budget, whatever the share
-    assert hook.pacer_rate == 10.0  # N / W: the shared budget's rate, to size thread pools
-
-
-@pytest.mark.parametrize("share", [0, -0.5, 1.5])
-def test_rate_share_must_be_a_fraction(share):
-    with pytest.raises(ValueError, match="rate_share"):
-        SfoxConnectHook(rate_share=share)
+def test_budget_rate_is_the_shared_budget_as_requests_per_second(make_hook):
+    """N / W of the budget every hook of the scope shares: what thread pools are sized by."""
+    assert make_hook(rate_limit_requests=100).budget_rate == 10.0
+    assert make_hook(rate_limit_requests=0, host=LOOPBACK_URL).budget_rate == 0.0
 
 
 @pytest.mark.parametrize("token", ["tok\nX-Evil: 1", "tok en", "tok\x00"])
@@ -868,3 +769,35 @@ def test_the_per_request_line_has_the_level_the_caller_chose(
     lines = [r for r in caplog.records if "/v1/enterprise/users/u1 -> 200" in r.getMessage()]
     assert [r.levelno for r in lines] == [level]
     assert any(r.levelno >= logging.INFO for r in lines) is logged_at_info
+
+
+@pytest.mark.parametrize(
+    ("answers", "fails"),
+    [
+        ([{"status_code": 503, "json": {"error": "maintenance"}}, {"json": OK_EMAIL}], False),
+        ([{"status_code": 429, "json": {"error": "slow down"}}, {"json": OK_EMAIL}], False),
+        ([{"exc": requests.exceptions.ConnectTimeout}, {"json": OK_EMAIL}], False),
+        ([{"status_code": 500, "json": {"error": "boom"}}] * 3, True),
+    ],
+)
+@pytest.mark.parametrize("level", [logging.INFO, logging.DEBUG])
+def test_retries_log_at_debug(make_hook, mock, caplog, monkeypatch, answers, fails, level):
+    """A call logs at most its first request at the caller's level; retries and give-ups at DEBUG."""
+    mock.post(f"{SEND}u1", answers)
+    monkeypatch.setattr(SfoxConnectHook, "log", logging.getLogger("tests.sfox_hook"))
+    caplog.set_level(logging.DEBUG, logger="tests.sfox_hook")
+    hook = make_hook(password="tok-SECRET-1234", max_retry_seconds=120 if not fails else 2)
+    hook.request_log_level = level
+    if fails:
+        with pytest.raises(SfoxServerError):
+            hook.send_verification("u1", "email")
+    else:
+        hook.send_verification("u1", "email")
+    records = [r for r in caplog.records if r.name == "tests.sfox_hook"]
+    above_debug = [r.getMessage() for r in records if r.levelno > logging.DEBUG]
+    retry_lines = [r for r in records if "retrying" in r.getMessage() or "attempt" in r.getMessage()]
+    assert mock.call_count >= 2
+    assert len(above_debug) == (1 if level == logging.INFO and "status_code" in answers[0] else 0)
+    assert retry_lines
+    assert {r.levelno for r in retry_lines} == {logging.DEBUG}
+    assert "tok-SECRET-1234" not in caplog.text

@@ -11,7 +11,7 @@ from airflow_sfox.exceptions import SfoxConfigError, SfoxRateBudgetError
 from airflow_sfox.hooks.sfox import SfoxConnectHook
 from airflow_sfox.ratelimit import Budget, MemoryBackend, SqliteBackend
 from tests.helpers import sfox_conn_json
-from tests.hooks.conftest import BASE_URL
+from tests.hooks.conftest import BASE_URL, LOOPBACK_URL
 
 OK_EMAIL = {"data": {"user_id": "u1", "type": "email", "email": "jane.doe@example.com"}}
 
@@ -32,26 +32,25 @@ def mock() -> rm.Mocker:
         ({"rate_limit_requests": 62, "rate_limit_window_seconds": 3}, Budget(62, 3)),  # 62 x 4 = 248
         ({"rate_limit_requests": 250, "rate_limit_window_seconds": 60}, Budget(250, 60)),
         ({"rate_limit_window_seconds": 20}, Budget(200, 20)),
-        # the legacy extra: ceil(rps * 10) per 10 s
-        ({"requests_per_second": 20}, Budget(200, 10)),
-        ({"requests_per_second": 25}, Budget(250, 10)),
-        ({"requests_per_second": 2.3}, Budget(23, 10)),  # no float noise: 2.3 * 10 is 23, not 24
-        ({"requests_per_second": 0.25}, Budget(3, 10)),
-        # the new extras win over the legacy one
-        ({"requests_per_second": 5, "rate_limit_requests": 240}, Budget(240, 10)),
-        ({"requests_per_second": 0}, None),
-        ({"rate_limit_requests": 0}, None),
+        ({"rate_limit_requests": 250, "rate_limit_margin_seconds": 0.5}, Budget(250, 10, 0.5)),
+        ({"rate_limit_requests": 250, "rate_limit_margin_seconds": 2}, Budget(250, 10, 2.0)),
+        ({"rate_limit_requests": 1}, Budget(1, 10)),
+        ({"rate_limit_requests": 0, "host": LOOPBACK_URL}, None),  # the sandbox may go unbudgeted
+        (
+            {"rate_limit_requests": 250, "rate_limit_margin_seconds": 0, "host": LOOPBACK_URL},
+            Budget(250, 10, 0),
+        ),
     ],
 )
 def test_budget_from_connection(make_hook, extra, budget):
     hook = make_hook(**extra)
     assert hook.config.budget == budget
-    assert hook.pacer_rate == (budget.rate if budget else 0.0)
+    assert hook.budget_rate == (budget.rate if budget else 0.0)
 
 
-def test_requests_per_second_argument_wins(make_hook):
+def test_rate_limit_requests_argument_wins(make_hook):
     make_hook(rate_limit_requests=100)
-    hook = SfoxConnectHook(requests_per_second=12)
+    hook = SfoxConnectHook(rate_limit_requests=120)
     assert hook.config.budget == Budget(120, 10)
 
 
@@ -63,8 +62,6 @@ def test_requests_per_second_argument_wins(make_hook):
         ({"rate_limit_requests": 63, "rate_limit_window_seconds": 3}, "may put 252 requests"),
         ({"rate_limit_requests": 30, "rate_limit_window_seconds": 1}, "may put 300 requests"),
         ({"rate_limit_requests": 300, "rate_limit_window_seconds": 60}, "may put 300 requests"),
-        ({"requests_per_second": 25.01}, r"'requests_per_second' = 25.01 \(251 per 10 s\)"),
-        ({"requests_per_second": 500}, "'requests_per_second' = 500"),
     ],
 )
 def test_budget_above_sfox_limit_is_refused_naming_the_extra(make_hook, mock, extra, match):
@@ -113,7 +110,7 @@ def test_scope_defaults_to_the_host(make_hook, host, extra, scope):
 
 
 def test_backend_choice(make_hook, tmp_path):
-    assert isinstance(make_hook()._budget_backend(make_hook().config), MemoryBackend)  # fake clock
+    assert isinstance(make_hook().budget.backend, MemoryBackend)  # a hook on a fake clock
     hook = make_hook(rate_limit_backend="local", rate_limit_dir=str(tmp_path))
     _ = hook.config
     assert isinstance(hook.budget.backend, SqliteBackend)
@@ -137,7 +134,7 @@ def test_hooks_of_one_scope_share_the_window_in_the_local_backend(make_hook, moc
 
 
 def test_429_pause_is_shared_between_hooks_of_a_scope(make_hook, mock, clock, tmp_path):
-    extra = {"rate_limit_backend": "local", "rate_limit_dir": str(tmp_path), "rate_limit_requests": 0}
+    extra = {"rate_limit_backend": "local", "rate_limit_dir": str(tmp_path), "rate_limit_requests": 250}
     mock.post(
         f"{BASE_URL}/v1/enterprise/users/send-verification/a",
         [{"status_code": 429, "json": {"error": "rate limited"}}, {"json": OK_EMAIL}],

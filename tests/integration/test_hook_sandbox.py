@@ -125,7 +125,7 @@ def test_rate_limit_pauses_and_completes_every_call(sfox_sandbox, monkeypatch):
     monkeypatch.setenv(
         "AIRFLOW_CONN_SFOX_DEFAULT",
         sfox_conn_json(
-            sfox_sandbox.url, requests_per_second=0, rate_limit_pause_seconds=1.2, max_retry_seconds=60
+            sfox_sandbox.url, rate_limit_requests=0, rate_limit_pause_seconds=1.2, max_retry_seconds=60
         ),
     )
     user_ids = _seed_individuals(sfox_sandbox, 40)
@@ -157,7 +157,7 @@ def test_faults_are_retried_through(sfox_sandbox, monkeypatch):
     sfox_sandbox.set_faults(error_500_rate=0.1, error_503_rate=0.1, reset_rate=0.1)
     monkeypatch.setenv(
         "AIRFLOW_CONN_SFOX_DEFAULT",
-        sfox_conn_json(sfox_sandbox.url, requests_per_second=0, max_retry_seconds=120),
+        sfox_conn_json(sfox_sandbox.url, rate_limit_requests=0, max_retry_seconds=120),
     )
     user_ids = _seed_individuals(sfox_sandbox, 60)
     # Back-off waits run 10x faster than configured: the retry logic is real, the wall time short.

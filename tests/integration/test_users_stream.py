@@ -54,7 +54,7 @@ def sandbox_process() -> Iterator[str]:
 
 
 def test_100k_users_stream_in_bounded_memory(sandbox_process, monkeypatch):
-    monkeypatch.setenv("AIRFLOW_CONN_SFOX_DEFAULT", sfox_conn_json(sandbox_process, requests_per_second=0))
+    monkeypatch.setenv("AIRFLOW_CONN_SFOX_DEFAULT", sfox_conn_json(sandbox_process, rate_limit_requests=0))
     resp = requests.post(f"{sandbox_process}/_sandbox/users/generate", json={"count": USERS}, timeout=10)
     assert resp.status_code == 200, resp.text
     with SfoxConnectHook() as hook:
@@ -82,7 +82,7 @@ def test_100k_users_stream_in_bounded_memory(sandbox_process, monkeypatch):
     ("next_key", "next_first"), [("next", False), ("links.next", True), ("next_cursor", False)]
 )
 def test_pages_against_the_sandbox(sfox_sandbox, monkeypatch, next_key, next_first):
-    monkeypatch.setenv("AIRFLOW_CONN_SFOX_DEFAULT", sfox_conn_json(sfox_sandbox.url, requests_per_second=0))
+    monkeypatch.setenv("AIRFLOW_CONN_SFOX_DEFAULT", sfox_conn_json(sfox_sandbox.url, rate_limit_requests=0))
     sfox_sandbox.seed_users([{"user_id": "adv-1", "account_type": "corporation", "account_role": "advisor"}])
     sfox_sandbox.generate_users(5_500)
     sfox_sandbox.set_list(page_size=1000, next_key=next_key, next_first=next_first)
@@ -107,7 +107,7 @@ def test_test_connection_with_many_users(sfox_sandbox):
 
 
 def test_a_body_broken_off_mid_stream_is_not_retried(sfox_sandbox, monkeypatch):
-    monkeypatch.setenv("AIRFLOW_CONN_SFOX_DEFAULT", sfox_conn_json(sfox_sandbox.url, requests_per_second=0))
+    monkeypatch.setenv("AIRFLOW_CONN_SFOX_DEFAULT", sfox_conn_json(sfox_sandbox.url, rate_limit_requests=0))
     sfox_sandbox.generate_users(5_000)
     sfox_sandbox.set_list(cut_after=3_000)
     seen = []

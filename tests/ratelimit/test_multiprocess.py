@@ -12,46 +12,14 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-import pytest
-
-from tests.helpers import TOKEN, most_in_window, sfox_conn_json
-
-if TYPE_CHECKING:
-    from collections.abc import Iterator
+from tests.helpers import most_in_window, sfox_conn_json
 
 REPO = Path(__file__).resolve().parents[2]
 WORKER = Path(__file__).with_name("budget_worker.py")
 PROCESSES = 4
 THREADS = 8
-
-
-def sandbox_module() -> Any:
-    """The sandbox package: ``SandboxServer``, ``SandboxConfig``, ``RateLimitSettings``."""
-    import sfox_sandbox
-
-    return sfox_sandbox
-
-
-@pytest.fixture
-def sandbox() -> Iterator[Any]:
-    module = sandbox_module()
-    config = module.SandboxConfig(token=TOKEN, random_seed=1, rate_limit=module.RateLimitSettings(limit=0))
-    with module.SandboxServer(config) as server:
-        yield server
-
-
-@pytest.fixture(params=["local", pytest.param("redis", marks=pytest.mark.redis)])
-def backend_extras(request, tmp_path, monkeypatch) -> dict[str, Any]:
-    if request.param == "local":
-        return {"rate_limit_backend": "local", "rate_limit_dir": str(tmp_path / "budget")}
-    server = request.getfixturevalue("redis_server")
-    import redis
-
-    redis.Redis.from_url(server.url).flushall()
-    monkeypatch.setenv("AIRFLOW_CONN_BUDGET_REDIS", server.url)
-    return {"rate_limit_backend": "redis", "rate_limit_redis_conn_id": "budget_redis"}
 
 
 def run_workers(url: str, workers: list[dict[str, Any]], timeout: float = 240) -> list[dict[str, Any]]:

@@ -15,7 +15,6 @@ from airflow_sfox.ratelimit import (
     PauseTooLong,
     RateBudget,
     SqliteBackend,
-    budget_from_rate,
 )
 from tests.helpers import most_in_window
 
@@ -174,11 +173,6 @@ def test_stale_entries_from_another_clock_are_dropped(tmp_path, clock):
     fresh = SqliteBackend(tmp_path, clock=clock)
     assert fresh.paused_for(KEY) == 0
     assert fresh.acquire(KEY, Budget(3, 10)) == (0.0, False)
-
-
-@pytest.mark.parametrize(("rps", "requests"), [(20, 200), (25, 250), (2.3, 23), (0.01, 1), (24.95, 250)])
-def test_requests_per_second_mapping(rps, requests):
-    assert budget_from_rate(rps) == Budget(requests, 10)
 
 
 @pytest.mark.parametrize(
