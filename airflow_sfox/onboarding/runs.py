@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow_sfox._compat import AirflowException
 from airflow_sfox.assets.sfox import USER_IDS_KEY
+from airflow_sfox.onboarding.counts import due_counts
 from airflow_sfox.onboarding.model import (
     ACCOUNT_TYPES,
     FAILED_STATES,
@@ -68,7 +69,8 @@ def plan_run(
     Plan one run and open its summary row.
 
     Returns ``{"counts": {...}, "<account type>": [chunk descriptors], ...}``: one list per
-    account type, for its own mapped group.
+    account type, for its own mapped group. A plan that fails logs why on one ERROR line, and
+    records it in the run row, before the error is raised.
 
     :param params: the DAG params (see :func:`airflow_sfox.onboarding.params.onboarding_params`).
     :param run_id: the Airflow run id.
@@ -84,33 +86,18 @@ def plan_run(
     from airflow_sfox.hooks.sfox import SfoxConnectHook  # not at parse time: see operators
 
     started_at = started_at or utcnow()
-    warehouse = Warehouse.from_conn_id(warehouse_conn_id, schema=warehouse_schema)
+    warehouse: Warehouse | None = None
     try:
+        warehouse = Warehouse.from_conn_id(warehouse_conn_id, schema=warehouse_schema)
         OnboardingConfig.check_conf(conf)
         config = OnboardingConfig.from_params(params)
         with SfoxConnectHook(sfox_conn_id=sfox_conn_id) as sfox:
             plan = Planner(warehouse, sfox, config, source=source, run_id=run_id).plan()
     except Exception as error:
-        if not params.get("dry_run"):
-            _record_plan_failure(warehouse, run_id=run_id, dag_id=dag_id, started_at=started_at, error=error)
+        _plan_failed(error, warehouse, params=params, run_id=run_id, dag_id=dag_id, started_at=started_at)
         raise
     figures = sfox.stats.as_dict()  # the one bulk read of sFOX's users counts too
-    counts = plan.counts
-    log.info(
-        "Planned %d users (%s) from %d source rows; rejected rows: %d; chunks to map: %d%s",
-        counts["planned_users"],
-        ", ".join(f"{k.removeprefix('due_')}: {v}" for k, v in counts.items() if k.startswith("due_"))
-        or "none",
-        counts["source_rows"],
-        counts["rejected"],
-        len(plan.chunks),
-        " (dry run: nothing written or sent)" if config.dry_run else "",
-    )
-    for reason, rows in counts["rejected_reasons"].items():
-        log.info("rejected rows: %d, %s", rows, reason)
-    retries = {k: v for k, v in counts.items() if k.startswith(_RETRY_COUNTS)}
-    if retries:  # failed and not registered users: tried again, still waiting, given up, re-driven
-        log.info("Retries across runs: %s", ", ".join(f"{k} {v}" for k, v in retries.items()))
+    _log_plan(plan.counts, chunks=len(plan.chunks), dry_run=config.dry_run)
     if not config.dry_run:
         pruned = warehouse.prune_attempts(
             older_than=started_at - timedelta(days=config.attempts_retention_days)
@@ -122,17 +109,60 @@ def plan_run(
             run_id=run_id,
             dag_id=dag_id,
             started_at=started_at,
-            counts=counts,
+            counts=plan.counts,
             steps=plan.steps,
             # the plan's one read of sFOX's users
             requests=figures["requests"],
             rate_limited=figures["rate_limited"],
         )
     return {
-        "counts": counts,
+        "counts": plan.counts,
         "chunks": plan.chunks,
         **{str(kind): plan.chunks_of(kind) for kind in ACCOUNT_TYPES},
     }
+
+
+def _plan_failed(
+    error: Exception,
+    warehouse: Warehouse | None,
+    *,
+    params: Mapping[str, Any],
+    run_id: str,
+    dag_id: str,
+    started_at: datetime,
+) -> None:
+    """
+    Say why a plan failed on one plain ERROR line (before Airflow's traceback), and record it
+    in the run row unless the run is a dry run.
+
+    The hook's errors are scrubbed of the token, emails and phones; the planner's name columns,
+    params and connection ids; the warehouse's never repeat statement parameters.
+    """
+    lines = str(error).strip().splitlines()
+    why = f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
+    log.error("sFOX onboarding run %s: planning failed, nothing was sent: %s", run_id, why[:REASON_LENGTH])
+    if warehouse is not None and not params.get("dry_run"):
+        _record_plan_failure(warehouse, run_id=run_id, dag_id=dag_id, started_at=started_at, error=error)
+
+
+def _log_plan(counts: Mapping[str, Any], *, chunks: int, dry_run: bool) -> None:
+    """The plan's figures: users planned, rejected (with their reasons), duplicates, retries."""
+    log.info(
+        "Planned %d users (%s) from %d source rows; rejected users: %d; duplicate rows: %d; "
+        "chunks to map: %d%s",
+        counts["planned_users"],
+        ", ".join(f"{kind}_{channel}: {n}" for (kind, channel), n in due_counts(counts).items()) or "none",
+        counts["source_rows"],
+        counts["rejected"],
+        counts["duplicate_rows"],
+        chunks,
+        " (dry run: nothing written or sent)" if dry_run else "",
+    )
+    for reason, users in counts["rejected_reasons"].items():
+        log.info("rejected users: %d, %s", users, reason)
+    retries = {k: v for k, v in counts.items() if k.startswith(_RETRY_COUNTS)}
+    if retries:  # failed and not registered users: tried again, still waiting, given up, re-driven
+        log.info("Retries across runs: %s", ", ".join(f"{k} {v}" for k, v in retries.items()))
 
 
 def plan_event_run(
@@ -159,17 +189,22 @@ def plan_event_run(
     from airflow_sfox.onboarding.events import chunk_descriptors, event_user_ids, queue_event_sms
 
     started_at = started_at or utcnow()
-    OnboardingConfig.check_conf(conf)
-    config = OnboardingConfig.from_params(params)
-    extras = list(extras)
-    by_hand = [{USER_IDS_KEY: config.user_ids}] if config.user_ids else []
-    user_ids, malformed = event_user_ids([*extras, *by_hand])
-    warehouse = Warehouse.from_conn_id(warehouse_conn_id, schema=warehouse_schema)
-    if not config.dry_run:
-        warehouse.create_tables()
-    due, skips = queue_event_sms(
-        warehouse, run_id=run_id, user_ids=user_ids, chunk_size=config.chunk_size, dry_run=config.dry_run
-    )
+    warehouse: Warehouse | None = None
+    try:
+        OnboardingConfig.check_conf(conf)
+        config = OnboardingConfig.from_params(params)
+        extras = list(extras)
+        by_hand = [{USER_IDS_KEY: config.user_ids}] if config.user_ids else []
+        user_ids, malformed = event_user_ids([*extras, *by_hand])
+        warehouse = Warehouse.from_conn_id(warehouse_conn_id, schema=warehouse_schema)
+        if not config.dry_run:
+            warehouse.create_tables()
+        due, skips = queue_event_sms(
+            warehouse, run_id=run_id, user_ids=user_ids, chunk_size=config.chunk_size, dry_run=config.dry_run
+        )
+    except Exception as error:
+        _plan_failed(error, warehouse, params=params, run_id=run_id, dag_id=dag_id, started_at=started_at)
+        raise
     skips[EventSkip.MALFORMED.value] += malformed
     counts: dict[str, Any] = {
         "source_rows": len(user_ids) + malformed,
@@ -231,6 +266,8 @@ def open_run(
             "source_rows": counts["source_rows"],
             "planned": counts["planned_users"],
             "rejected": counts["rejected"],
+            "duplicate_rows": counts.get("duplicate_rows", 0),
+            "malformed_ids": counts.get("malformed_ids", 0),
             "steps": steps,
             "steps_done": 0,
             "requests": requests,

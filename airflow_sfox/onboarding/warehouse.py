@@ -953,6 +953,10 @@ def newer_run_columns() -> list[sa.Column[Any]]:
         sa.Column("reason", sa.String(REASON_LENGTH)),
         sa.Column("budget_wait_seconds", sa.Float()),
         sa.Column("pause_seconds", sa.Float()),
+        # Source rows beyond the first of a user_id (the rejected users count each id once).
+        sa.Column("duplicate_rows", sa.Integer),
+        # Ids in a run's events that are no user id: reported, never counted against the run.
+        sa.Column("malformed_ids", sa.Integer),
     ]
 
 
