@@ -70,6 +70,20 @@ def chunk_descriptor(
     return cast("ChunkDescriptor", descriptor)  # one int field per channel, as declared
 
 
+def plan_result(counts: dict[str, Any], chunks: list[ChunkDescriptor]) -> dict[str, Any]:
+    """
+    What a plan task returns: its counts, every chunk, and each account type's chunks (what its
+    mapped group maps over).
+    """
+    return {
+        "counts": counts,
+        "chunks": chunks,
+        **{
+            kind.value: [chunk for chunk in chunks if chunk["account_type"] == kind] for kind in ACCOUNT_TYPES
+        },
+    }
+
+
 def codes_due(chunks: Iterable[Mapping[str, Any]], channel: str) -> int:
     """The codes due on one channel over these chunk descriptors."""
     return sum(int(chunk.get(str(channel)) or 0) for chunk in chunks)

@@ -42,7 +42,8 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from airflow_sfox.onboarding.model import ACCOUNT_TYPES, CHANNELS
+from airflow_sfox.onboarding.counts import due_counts
+from airflow_sfox.onboarding.model import CHANNELS
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -72,11 +73,10 @@ def emit_plan(counts: Mapping[str, Any], *, dag_id: str) -> None:
     if counts.get("dry_run"):
         return
     metrics = _stats()
+    for (kind, channel), planned in due_counts(counts).items():
+        tags = {"dag_id": dag_id, "channel": str(channel), "account_type": str(kind)}
+        metrics.incr(f"{PREFIX}.plan.planned", planned, tags=tags)
     for channel in CHANNELS:
-        for kind in ACCOUNT_TYPES:
-            if planned := int(counts.get(f"due_{kind}_{channel}", 0)):
-                tags = {"dag_id": dag_id, "channel": str(channel), "account_type": str(kind)}
-                metrics.incr(f"{PREFIX}.plan.planned", planned, tags=tags)
         for figure in PLAN_FIGURES:
             if users := int(counts.get(f"{figure}_{channel}", 0)):
                 tags = {"dag_id": dag_id, "channel": str(channel)}

@@ -30,12 +30,13 @@ from __future__ import annotations
 import math
 import uuid
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
+from airflow_sfox.onboarding.counts import ChunkDescriptor, chunk_descriptor, codes_due, due_key
 from airflow_sfox.onboarding.model import (
     ACCOUNT_TYPES,
     CHANNELS,
@@ -51,7 +52,13 @@ from airflow_sfox.onboarding.model import (
     channels_for,
     prerequisite,
 )
-from airflow_sfox.onboarding.validation import SourceUser, as_text, ledger_key, validate_row
+from airflow_sfox.onboarding.validation import (
+    REJECTED_CHANNEL,
+    SourceUser,
+    as_text,
+    ledger_key,
+    validate_row,
+)
 from airflow_sfox.onboarding.warehouse import check_identifier, snapshot_verified, utcnow
 
 if TYPE_CHECKING:
@@ -232,21 +239,13 @@ RETRY_WAIT_SHARE = 0.9
 class Plan:
     """What a run will do: chunk descriptors for the DAG and counts for the report."""
 
-    chunks: list[dict[str, Any]]
+    chunks: list[ChunkDescriptor]
     counts: dict[str, Any]
-
-    def as_xcom(self) -> dict[str, Any]:
-        """A small JSON-ready dict (no rows, no personal data)."""
-        return asdict(self)
-
-    def chunks_of(self, account_type: str) -> list[dict[str, Any]]:
-        """The chunk descriptors of one account type: what its mapped group maps over."""
-        return [chunk for chunk in self.chunks if chunk["account_type"] == account_type]
 
     @property
     def steps(self) -> int:
         """Chunk steps that have codes to send: one per chunk and channel with work due."""
-        return sum(1 for chunk in self.chunks for channel in CHANNELS if chunk.get(str(channel)))
+        return sum(1 for chunk in self.chunks for channel in CHANNELS if codes_due([chunk], channel))
 
 
 class _Chunker:
@@ -267,28 +266,26 @@ class _Chunker:
         return chunk
 
 
-def _descriptors(chunkers: list[_Chunker], max_chunks: int, *, hold_uncertain: bool) -> list[dict[str, Any]]:
+def _descriptors(chunkers: list[_Chunker], max_chunks: int, *, hold_uncertain: bool) -> list[ChunkDescriptor]:
     total = sum(len(c.per_chunk) for c in chunkers)
     group = max(1, math.ceil(total / max_chunks))
-    out: list[dict[str, Any]] = []
+    out: list[ChunkDescriptor] = []
     for chunker in chunkers:
         for first in range(0, len(chunker.per_chunk), group):
             last = min(first + group, len(chunker.per_chunk)) - 1
-            start = first * chunker.size + 1
-            end = min((last + 1) * chunker.size, chunker.users)
+            start = first * chunker.size
             counts: Counter[str] = Counter()
             for c in chunker.per_chunk[first : last + 1]:
                 counts.update(c)
             out.append(
-                {
-                    "account_type": str(chunker.account_type),
-                    "chunks": [first, last],
-                    "label": f"{chunker.account_type} {start}-{end}",
-                    "users": end - start + 1,
-                    "hold_uncertain": hold_uncertain,
-                    # Codes due per channel: a step with none is skipped, saying why.
-                    **{str(channel): counts[str(channel)] for channel in CHANNELS},
-                }
+                chunk_descriptor(
+                    chunker.account_type,
+                    chunks=(first, last),
+                    first_user=start + 1,
+                    users=min((last + 1) * chunker.size, chunker.users) - start,
+                    due=counts,
+                    hold_uncertain=hold_uncertain,
+                )
             )
     return out
 
@@ -502,7 +499,7 @@ class Planner:
             kind = as_text(account_type).strip().lower()
             known = kind if kind in ACCOUNT_TYPES else None
             self._reject(
-                user_id, checked, rows=rows, keep_state=ledger[Channel.EMAIL].state, account_type=known
+                user_id, checked, rows=rows, keep_state=ledger[REJECTED_CHANNEL].state, account_type=known
             )
             return True
         user = checked
@@ -527,7 +524,7 @@ class Planner:
         self.counts.update(self._why_due)
         chunk = self.chunkers[AccountType(user.account_type)].add(due)
         for due_channel in due:
-            self.counts[f"due_{user.account_type}_{due_channel}"] += 1
+            self.counts[due_key(user.account_type, due_channel)] += 1
             self._write(user.user_id, due_channel, user.account_type, LedgerState.QUEUED, chunk, None)
         return True
 
@@ -617,7 +614,7 @@ class Planner:
             return  # a code already went out: keep that record, the report counts the rejection
         if not as_text(raw_id).strip():
             reason = "user_id is empty (every such row shares this one ledger row)"
-        self._write(key, Channel.EMAIL, account_type, LedgerState.REJECTED, None, reason)
+        self._write(key, REJECTED_CHANNEL, account_type, LedgerState.REJECTED, None, reason)
 
     def _write(
         self,

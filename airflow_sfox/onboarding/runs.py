@@ -15,9 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 from airflow_sfox._compat import AirflowException
 from airflow_sfox.assets.sfox import USER_IDS_KEY
-from airflow_sfox.onboarding.counts import due_counts
+from airflow_sfox.onboarding.counts import due_counts, plan_result
 from airflow_sfox.onboarding.model import (
-    ACCOUNT_TYPES,
     FAILED_STATES,
     AccountType,
     EventSkip,
@@ -115,11 +114,7 @@ def plan_run(
             requests=figures["requests"],
             rate_limited=figures["rate_limited"],
         )
-    return {
-        "counts": plan.counts,
-        "chunks": plan.chunks,
-        **{str(kind): plan.chunks_of(kind) for kind in ACCOUNT_TYPES},
-    }
+    return plan_result(plan.counts, plan.chunks)
 
 
 def _plan_failed(

@@ -42,6 +42,7 @@ from sqlalchemy.types import TypeDecorator
 
 from airflow_sfox.defaults import LEDGER_TABLE, RUNS_TABLE, SNAPSHOT_TABLE
 from airflow_sfox.onboarding.model import CHANNELS, DONE_STATES, FAILED_STATES, AttemptOutcome, LedgerState
+from airflow_sfox.onboarding.validation import REJECTED_CHANNEL
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -615,12 +616,14 @@ class Warehouse:
     # --- ledger writes ------------------------------------------------------------------------
 
     def rejected_already(self, conn: Connection, user_ids: Sequence[str]) -> set[str]:
-        """Which of these ledger keys an earlier run already recorded as ``rejected`` (email row)."""
+        """Which of these ledger keys an earlier run already recorded as ``rejected``."""
         if not user_ids:
             return set()
         t = self.ledger_t
         statement = sa.select(t.c.user_id).where(
-            t.c.channel == "email", t.c.state == LedgerState.REJECTED.value, t.c.user_id.in_(list(user_ids))
+            t.c.channel == REJECTED_CHANNEL.value,
+            t.c.state == LedgerState.REJECTED.value,
+            t.c.user_id.in_(list(user_ids)),
         )
         return {str(uid) for uid in conn.execute(statement).scalars()}
 
