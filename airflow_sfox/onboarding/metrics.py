@@ -15,7 +15,8 @@ for ``planned``), each emitted when not zero:
 ``sfox.plan.gave_up``           users given up after ``max_tries`` tries in a row
 ``sfox.plan.redrive``           codes queued by the ``redrive`` param
 ``sfox.plan.resend``            codes sent again, unverified after ``resend_after_hours``
-``sfox.plan.rejected_new``      source rows newly rejected (not tagged ``channel``)
+``sfox.plan.rejected_new``      users newly rejected: a user_id on several source rows is one
+                                (not tagged ``channel``)
 
 Once per chunk step, tagged ``channel``:
 

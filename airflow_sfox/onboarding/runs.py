@@ -18,8 +18,6 @@ from airflow_sfox.assets.sfox import USER_IDS_KEY
 from airflow_sfox.onboarding.counts import due_counts, plan_result
 from airflow_sfox.onboarding.model import (
     FAILED_STATES,
-    AccountType,
-    EventSkip,
     LedgerState,
     RunStatus,
 )
@@ -98,11 +96,9 @@ def plan_run(
     figures = sfox.stats.as_dict()  # the one bulk read of sFOX's users counts too
     _log_plan(plan.counts, chunks=len(plan.chunks), dry_run=config.dry_run)
     if not config.dry_run:
-        pruned = warehouse.prune_attempts(
-            older_than=started_at - timedelta(days=config.attempts_retention_days)
-        )
-        if pruned:
-            log.info("Pruned %d attempts older than %d days", pruned, config.attempts_retention_days)
+        days = config.attempts_retention_days
+        if pruned := warehouse.prune_attempts(older_than=started_at - timedelta(days=days)):
+            log.info("Pruned %d attempts older than %d days", pruned, days)
         open_run(
             warehouse,
             run_id=run_id,
@@ -110,8 +106,7 @@ def plan_run(
             started_at=started_at,
             counts=plan.counts,
             steps=plan.steps,
-            # the plan's one read of sFOX's users
-            requests=figures["requests"],
+            requests=figures["requests"],  # the plan's one read of sFOX's users
             rate_limited=figures["rate_limited"],
         )
     return plan_result(plan.counts, plan.chunks)
@@ -162,7 +157,7 @@ def _log_plan(counts: Mapping[str, Any], *, chunks: int, dry_run: bool) -> None:
 
 def plan_event_run(
     *,
-    extras: Iterable[Mapping[str, Any] | None],
+    events: Iterable[tuple[str | None, Mapping[str, Any] | None]],
     params: Mapping[str, Any],
     run_id: str,
     dag_id: str,
@@ -175,62 +170,45 @@ def plan_event_run(
     Queue the sms of the users named by "email verified" events, and open the run's row.
 
     Returns ``{"counts": {...}, "individual": [chunk descriptors]}`` like :func:`plan_run`; the
-    counts say how many ids the events named and why each skipped one was skipped.
+    counts say how many events and ids the run judged and why each skipped one was skipped.
+    An event an earlier run judged is skipped, uncounted; malformed ids are reported
+    (``malformed_ids``), never counted against the run (see :mod:`airflow_sfox.onboarding.events`).
 
-    :param extras: the ``extra`` of each event that triggered the run (the ``user_ids`` param
-        counts as one more, for a run triggered by hand).
+    :param events: ``(key, extra)`` of each event handed to the run (see
+        :func:`~airflow_sfox.onboarding.events.event_key`); the ``user_ids`` param counts as one
+        more, without a key, for a run triggered by hand.
     :param params: the DAG params (see :func:`airflow_sfox.onboarding.params.event_params`).
     """
-    from airflow_sfox.onboarding.events import chunk_descriptors, event_user_ids, queue_event_sms
+    from airflow_sfox.onboarding.events import plan_events
 
     started_at = started_at or utcnow()
     warehouse: Warehouse | None = None
     try:
         OnboardingConfig.check_conf(conf)
         config = OnboardingConfig.from_params(params)
-        extras = list(extras)
-        by_hand = [{USER_IDS_KEY: config.user_ids}] if config.user_ids else []
-        user_ids, malformed = event_user_ids([*extras, *by_hand])
+        by_hand = [(None, {USER_IDS_KEY: config.user_ids})] if config.user_ids else []
         warehouse = Warehouse.from_conn_id(warehouse_conn_id, schema=warehouse_schema)
         if not config.dry_run:
             warehouse.create_tables()
-        due, skips = queue_event_sms(
-            warehouse, run_id=run_id, user_ids=user_ids, chunk_size=config.chunk_size, dry_run=config.dry_run
+        plan = plan_events(
+            warehouse,
+            [*events, *by_hand],
+            run_id=run_id,
+            chunk_size=config.chunk_size,
+            dry_run=config.dry_run,
         )
     except Exception as error:
         _plan_failed(error, warehouse, params=params, run_id=run_id, dag_id=dag_id, started_at=started_at)
         raise
-    skips[EventSkip.MALFORMED.value] += malformed
-    counts: dict[str, Any] = {
-        "source_rows": len(user_ids) + malformed,
-        "valid_users": len(user_ids),
-        "rejected": malformed,
-        "rejected_new": malformed,
-        "events": len(extras),
-        "planned_users": len(due),
-        "due_individual_sms": len(due),
-        **{f"skipped_{why}": n for why, n in sorted(skips.items()) if n},
-        "rejected_reasons": {"malformed user_id in an event": malformed} if malformed else {},
-        "dry_run": config.dry_run,
-    }
-    log.info(
-        "%d events named %d user ids: %d sms queued%s; skipped: %s",
-        len(extras),
-        len(user_ids) + malformed,
-        len(due),
-        " (dry run: nothing written or sent)" if config.dry_run else "",
-        ", ".join(f"{why} {n}" for why, n in sorted(skips.items()) if n) or "none",
-    )
-    chunks = (
-        []
-        if config.dry_run
-        else chunk_descriptors(len(due), config.chunk_size, hold_uncertain=config.hold_uncertain)
-    )
+    plan.log(dry_run=config.dry_run)
+    counts = plan.counts(dry_run=config.dry_run)
+    chunks = [] if config.dry_run else plan.chunks(config.chunk_size, hold_uncertain=config.hold_uncertain)
     if not config.dry_run:
+        warehouse.prune_events(older_than=started_at - timedelta(days=config.attempts_retention_days))
         open_run(
             warehouse, run_id=run_id, dag_id=dag_id, started_at=started_at, counts=counts, steps=len(chunks)
         )
-    return {"counts": counts, "chunks": chunks, str(AccountType.INDIVIDUAL): chunks}
+    return plan_result(counts, chunks)
 
 
 def open_run(
