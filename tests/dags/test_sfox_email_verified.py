@@ -176,3 +176,21 @@ def test_malformed_events_fail_no_run_and_every_event_is_judged_once(onboarded, 
     counts = return_value(third, "plan", DAG_ID)
     assert (counts["events"], counts["events_seen"], counts["planned_users"]) == (0, 1, 0)
     assert codes(sfox_sandbox) - before == {(uid, "sms"): 1 for uid in individuals[:4]}
+
+
+def test_200_posted_events_are_counted_as_200(onboarded, sfox_sandbox, run_on_events):
+    """A burst: the first run reads the events Airflow left for later (the look-ahead) too."""
+    individuals, _ = onboarded
+    before = codes(sfox_sandbox)
+    load_dag(DAG_ID).test(run_conf={"dry_run": True})  # the asset is in Airflow's database now
+    posted = [post_event({"user_ids": [individuals[n % 4], f"nobody-{n}"]}) for n in range(200)]
+
+    first = run_on_events(posted[:50])
+    later = run_on_events(posted[50:])  # the events Airflow folded into the next run
+
+    counted = [return_value(run, "plan", DAG_ID) for run in (first, later)]
+    assert [run.state for run in (first, later)] == ["success", "success"]
+    assert [c["events"] for c in counted] == [200, 0]
+    assert [c["events_seen"] for c in counted] == [0, 150]
+    assert counted[0]["skipped_unknown"] == 200
+    assert codes(sfox_sandbox) - before == {(uid, "sms"): 1 for uid in individuals[:4]}
