@@ -255,7 +255,7 @@ def test_the_threshold_judges_this_run_s_work_404s_count_and_old_rejections_do_n
     assert run_dag(failure_threshold=0.5, chunk_size=500).state == "failed"
     assert "(20 failed or not registered + 0 newly rejected) / (20 requests planned" in caplog.text
 
-    # Nothing changed since: the old rejected rows (8 of 108, over a 3 % threshold) are reported,
+    # Nothing changed since: the old rejected users (7 of 107, over a 3 % threshold) are reported,
     # not judged again, and the run that attempts nothing passes.
     warehouse_db.seed(onboarded + [row for row, _ in BAD_ROWS])
     caplog.clear()
