@@ -207,7 +207,7 @@ def email_verified_dag(
     Airflow folds the events that arrive while a run is queued into one run, but leaves the
     events that came after the first of them waiting for the next event (apache/airflow#56050):
     so each run also reads the asset's events posted after its own (the plan task's inlet) and
-    sends theirs too; a later run that names them again skips them. Each run queues
+    sends theirs too; a later run handed them again skips them, uncounted. Each run queues
     the sms of the individuals the ledger knows, whose email code went out and whose sms was
     never requested (see :mod:`airflow_sfox.onboarding.events`), and sends them through the
     same engine, ledger and rate budget as the onboarding DAG; other ids are counted and skipped.
@@ -253,18 +253,20 @@ def _plan_events_task(asset: Asset, *, warehouse_conn_id: str, warehouse_schema:
     @task(task_id=PLAN_TASK_ID, inlets=[asset])
     def plan(**context: Any) -> dict[str, Any]:
         """Queue the sms of the users the run's email-verified events name (and later events')."""
+        from airflow_sfox.onboarding.events import event_key
         from airflow_sfox.onboarding.runs import plan_event_run
 
         triggering = [
             event for events in (context.get("triggering_asset_events") or {}).values() for event in events
         ]
-        extras = [event.extra for event in triggering]
+        events = list(triggering)
         if triggering:  # a run of events: the ones Airflow left for a next event, too
-            extras += _events_after(
+            events += _events_after(
                 context["inlet_events"], asset, max(event.timestamp for event in triggering)
             )
         result = plan_event_run(
-            extras=extras,
+            # Keyed, so that a run handed an event an earlier run judged skips it.
+            events=[(event_key(event), event.extra) for event in events],
             params=context["params"],
             conf=context["dag_run"].conf,
             run_id=context["run_id"],
@@ -281,17 +283,17 @@ def _plan_events_task(asset: Asset, *, warehouse_conn_id: str, warehouse_schema:
 
 def _events_after(inlet_events: Any, asset: Asset, last: datetime) -> list[Any]:
     """
-    The ``extra`` of the asset's events later than ``last`` (the run's latest triggering event).
+    The asset's events later than ``last`` (the run's latest triggering event).
 
     Airflow's run of a burst takes only the events up to the first one that arrived while the
     previous run was queued or running; the others wait for the next event, which may never
     come (apache/airflow#56050). Reading them here sends their sms now; the run they would
-    have triggered finds them requested and skips them.
+    have triggered finds them judged already and skips them.
     """
     events = inlet_events[asset]
     if hasattr(events, "after"):  # Airflow 3.2+: a lazy query; 3.1 answers every event
         events = events.after(last.isoformat())
-    return [event.extra for event in events if event.timestamp > last]
+    return [event for event in events if event.timestamp > last]
 
 
 def _warehouse_where(warehouse_conn_id: str, warehouse_schema: str | None) -> dict[str, Any]:

@@ -15,7 +15,8 @@ for ``planned``), each emitted when not zero:
 ``sfox.plan.gave_up``           users given up after ``max_tries`` tries in a row
 ``sfox.plan.redrive``           codes queued by the ``redrive`` param
 ``sfox.plan.resend``            codes sent again, unverified after ``resend_after_hours``
-``sfox.plan.rejected_new``      source rows newly rejected (not tagged ``channel``)
+``sfox.plan.rejected_new``      users newly rejected: a user_id on several source rows is one
+                                (not tagged ``channel``)
 
 Once per chunk step, tagged ``channel``:
 
@@ -42,7 +43,8 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from airflow_sfox.onboarding.model import ACCOUNT_TYPES, CHANNELS
+from airflow_sfox.onboarding.counts import due_counts
+from airflow_sfox.onboarding.model import CHANNELS
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -72,11 +74,10 @@ def emit_plan(counts: Mapping[str, Any], *, dag_id: str) -> None:
     if counts.get("dry_run"):
         return
     metrics = _stats()
+    for (kind, channel), planned in due_counts(counts).items():
+        tags = {"dag_id": dag_id, "channel": str(channel), "account_type": str(kind)}
+        metrics.incr(f"{PREFIX}.plan.planned", planned, tags=tags)
     for channel in CHANNELS:
-        for kind in ACCOUNT_TYPES:
-            if planned := int(counts.get(f"due_{kind}_{channel}", 0)):
-                tags = {"dag_id": dag_id, "channel": str(channel), "account_type": str(kind)}
-                metrics.incr(f"{PREFIX}.plan.planned", planned, tags=tags)
         for figure in PLAN_FIGURES:
             if users := int(counts.get(f"{figure}_{channel}", 0)):
                 tags = {"dag_id": dag_id, "channel": str(channel)}

@@ -150,8 +150,9 @@ def onboarding_params(**overrides: Any) -> dict[str, Param]:
             title="Failure threshold",
             description=(
                 "Fail the run when this share of its own work went wrong: (failed + not registered + "
-                "newly rejected rows) / (requests planned + newly rejected rows). Rows rejected by "
-                "an earlier run are reported, not counted again; a run that attempts nothing passes."
+                "newly rejected users) / (requests planned + newly rejected users). Users rejected by "
+                "an earlier run are reported, not counted again; a run that attempts nothing passes; "
+                "malformed ids in events are reported, never counted."
             ),
             section=SAFETY,
         ),

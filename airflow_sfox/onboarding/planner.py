@@ -5,7 +5,9 @@ The planner streams sFOX's end users (one ``GET /v1/enterprise/users``) into the
 table, then reads the source joined with the ledger and the snapshot **in SQL**, one row per
 distinct user_id compared as exact text (an integer 777 and a text '777' are one user; a
 user_id found on more than one source row is rejected), in user_id order, so memory does not
-grow with the table or with sFOX's list. It validates each row and decides:
+grow with the table or with sFOX's list. Every figure counts users, as the ledger does: a
+rejected user_id on several rows is one rejected user, its other rows are ``duplicate_rows``.
+It validates each row and decides:
 
 - each account type verifies the channels of
   :data:`~airflow_sfox.onboarding.model.CHANNELS_BY_ACCOUNT_TYPE`, in order: a channel is
@@ -28,12 +30,13 @@ from __future__ import annotations
 import math
 import uuid
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
+from airflow_sfox.onboarding.counts import ChunkDescriptor, chunk_descriptor, codes_due, due_key
 from airflow_sfox.onboarding.model import (
     ACCOUNT_TYPES,
     CHANNELS,
@@ -49,7 +52,13 @@ from airflow_sfox.onboarding.model import (
     channels_for,
     prerequisite,
 )
-from airflow_sfox.onboarding.validation import SourceUser, as_text, ledger_key, validate_row
+from airflow_sfox.onboarding.validation import (
+    REJECTED_CHANNEL,
+    SourceUser,
+    as_text,
+    ledger_key,
+    validate_row,
+)
 from airflow_sfox.onboarding.warehouse import check_identifier, snapshot_verified, utcnow
 
 if TYPE_CHECKING:
@@ -61,6 +70,8 @@ if TYPE_CHECKING:
     from airflow_sfox.onboarding.warehouse import Warehouse
 
 SOURCE_COLUMNS = ("user_id", "account_type", "email", "phone_number")
+#: The one ledger key of every empty user_id.
+_EMPTY_KEY = ledger_key(None)
 #: Ledger writes buffered before one commit while planning.
 _WRITE_BATCH = 1000
 #: Distinct rejection reasons reported (the rest are counted as "other").
@@ -228,21 +239,13 @@ RETRY_WAIT_SHARE = 0.9
 class Plan:
     """What a run will do: chunk descriptors for the DAG and counts for the report."""
 
-    chunks: list[dict[str, Any]]
+    chunks: list[ChunkDescriptor]
     counts: dict[str, Any]
-
-    def as_xcom(self) -> dict[str, Any]:
-        """A small JSON-ready dict (no rows, no personal data)."""
-        return asdict(self)
-
-    def chunks_of(self, account_type: str) -> list[dict[str, Any]]:
-        """The chunk descriptors of one account type: what its mapped group maps over."""
-        return [chunk for chunk in self.chunks if chunk["account_type"] == account_type]
 
     @property
     def steps(self) -> int:
         """Chunk steps that have codes to send: one per chunk and channel with work due."""
-        return sum(1 for chunk in self.chunks for channel in CHANNELS if chunk.get(str(channel)))
+        return sum(1 for chunk in self.chunks for channel in CHANNELS if codes_due([chunk], channel))
 
 
 class _Chunker:
@@ -263,28 +266,26 @@ class _Chunker:
         return chunk
 
 
-def _descriptors(chunkers: list[_Chunker], max_chunks: int, *, hold_uncertain: bool) -> list[dict[str, Any]]:
+def _descriptors(chunkers: list[_Chunker], max_chunks: int, *, hold_uncertain: bool) -> list[ChunkDescriptor]:
     total = sum(len(c.per_chunk) for c in chunkers)
     group = max(1, math.ceil(total / max_chunks))
-    out: list[dict[str, Any]] = []
+    out: list[ChunkDescriptor] = []
     for chunker in chunkers:
         for first in range(0, len(chunker.per_chunk), group):
             last = min(first + group, len(chunker.per_chunk)) - 1
-            start = first * chunker.size + 1
-            end = min((last + 1) * chunker.size, chunker.users)
+            start = first * chunker.size
             counts: Counter[str] = Counter()
             for c in chunker.per_chunk[first : last + 1]:
                 counts.update(c)
             out.append(
-                {
-                    "account_type": str(chunker.account_type),
-                    "chunks": [first, last],
-                    "label": f"{chunker.account_type} {start}-{end}",
-                    "users": end - start + 1,
-                    "hold_uncertain": hold_uncertain,
-                    # Codes due per channel: a step with none is skipped, saying why.
-                    **{str(channel): counts[str(channel)] for channel in CHANNELS},
-                }
+                chunk_descriptor(
+                    chunker.account_type,
+                    chunks=(first, last),
+                    first_user=start + 1,
+                    users=min((last + 1) * chunker.size, chunker.users) - start,
+                    due=counts,
+                    hold_uncertain=hold_uncertain,
+                )
             )
     return out
 
@@ -380,8 +381,10 @@ class Planner:
         self.counts: Counter[str] = Counter()
         self.reasons: Counter[str] = Counter()
         self._writes: list[tuple[Any, ...]] = []
-        #: (ledger key, rows) of rejected rows whose id needed a stand-in key, not looked up yet.
-        self._stand_ins: list[tuple[str, int]] = []
+        #: Ledger keys of rejected rows whose id needed a stand-in key, not looked up yet.
+        self._stand_ins: list[str] = []
+        #: Whether a row with an empty user_id was rejected already (they share one ledger row).
+        self._empty_seen = False
         self._with_ledger = False
         #: Why the current user's channels are due (retry, resend, redrive): counted once queued.
         self._why_due: list[str] = []
@@ -496,7 +499,7 @@ class Planner:
             kind = as_text(account_type).strip().lower()
             known = kind if kind in ACCOUNT_TYPES else None
             self._reject(
-                user_id, checked, rows=rows, keep_state=ledger[Channel.EMAIL].state, account_type=known
+                user_id, checked, rows=rows, keep_state=ledger[REJECTED_CHANNEL].state, account_type=known
             )
             return True
         user = checked
@@ -521,7 +524,7 @@ class Planner:
         self.counts.update(self._why_due)
         chunk = self.chunkers[AccountType(user.account_type)].add(due)
         for due_channel in due:
-            self.counts[f"due_{user.account_type}_{due_channel}"] += 1
+            self.counts[due_key(user.account_type, due_channel)] += 1
             self._write(user.user_id, due_channel, user.account_type, LedgerState.QUEUED, chunk, None)
         return True
 
@@ -585,23 +588,33 @@ class Planner:
     def _reject(
         self, raw_id: object, reason: str, *, rows: int, keep_state: str | None, account_type: str | None
     ) -> None:
-        self.counts["rejected"] += rows
-        # A row rejected by an earlier run (and still bad) is reported, not judged again.
-        self.counts["rejected_known" if keep_state == LedgerState.REJECTED else "rejected_new"] += rows
+        """
+        Count one rejected user (one ledger key) and record why; its source rows beyond the first
+        are counted as ``duplicate_rows``, so every figure counts users, as the ledger does.
+        """
         key = ledger_key(raw_id)
+        if key == _EMPTY_KEY:  # NULL, '' and '  ' are spellings of one empty id: one ledger row
+            if self._empty_seen:
+                self.counts["duplicate_rows"] += rows
+                return
+            self._empty_seen = True
+        self.counts["duplicate_rows"] += rows - 1
+        self.counts["rejected"] += 1
+        # A row rejected by an earlier run (and still bad) is reported, not judged again.
+        self.counts["rejected_known" if keep_state == LedgerState.REJECTED else "rejected_new"] += 1
         if key != as_text(raw_id) and keep_state is None and self._with_ledger:
             # Its ledger row is keyed by a stand-in the source join cannot find: looked up in
             # batches before the next write.
-            self._stand_ins.append((key, rows))
+            self._stand_ins.append(key)
         if len(self.reasons) < _MAX_REASONS or reason in self.reasons:
-            self.reasons[reason] += rows
+            self.reasons[reason] += 1
         else:
-            self.reasons["other"] += rows
+            self.reasons["other"] += 1
         if keep_state in DONE_STATES:
             return  # a code already went out: keep that record, the report counts the rejection
         if not as_text(raw_id).strip():
-            reason = "user_id is empty (every such row is counted in the run's rejected rows)"
-        self._write(key, Channel.EMAIL, account_type, LedgerState.REJECTED, None, reason)
+            reason = "user_id is empty (every such row shares this one ledger row)"
+        self._write(key, REJECTED_CHANNEL, account_type, LedgerState.REJECTED, None, reason)
 
     def _write(
         self,
@@ -619,8 +632,8 @@ class Planner:
 
     def _flush(self, writer: Any, *, force: bool) -> None:
         if self._stand_ins and (force or len(self._stand_ins) >= _WRITE_BATCH or self._writes):
-            known = self.warehouse.rejected_already(writer, [key for key, _ in self._stand_ins])
-            moved = sum(rows for key, rows in self._stand_ins if key in known)
+            known = self.warehouse.rejected_already(writer, self._stand_ins)
+            moved = sum(1 for key in self._stand_ins if key in known)
             self.counts["rejected_new"] -= moved
             self.counts["rejected_known"] += moved
             self._stand_ins = []
@@ -634,7 +647,8 @@ class Planner:
 
     def _result(self) -> Plan:
         counts: dict[str, Any] = {
-            key: self.counts.get(key, 0) for key in ("source_rows", "valid_users", "rejected")
+            key: self.counts.get(key, 0)
+            for key in ("source_rows", "valid_users", "rejected", "duplicate_rows")
         }
         counts.update({k: v for k, v in sorted(self.counts.items()) if k not in counts})
         counts["planned_users"] = self._due_users()

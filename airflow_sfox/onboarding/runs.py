@@ -15,11 +15,9 @@ from typing import TYPE_CHECKING, Any
 
 from airflow_sfox._compat import AirflowException
 from airflow_sfox.assets.sfox import USER_IDS_KEY
+from airflow_sfox.onboarding.counts import due_counts, plan_result
 from airflow_sfox.onboarding.model import (
-    ACCOUNT_TYPES,
     FAILED_STATES,
-    AccountType,
-    EventSkip,
     LedgerState,
     RunStatus,
 )
@@ -68,7 +66,8 @@ def plan_run(
     Plan one run and open its summary row.
 
     Returns ``{"counts": {...}, "<account type>": [chunk descriptors], ...}``: one list per
-    account type, for its own mapped group.
+    account type, for its own mapped group. A plan that fails logs why on one ERROR line, and
+    records it in the run row, before the error is raised.
 
     :param params: the DAG params (see :func:`airflow_sfox.onboarding.params.onboarding_params`).
     :param run_id: the Airflow run id.
@@ -84,60 +83,81 @@ def plan_run(
     from airflow_sfox.hooks.sfox import SfoxConnectHook  # not at parse time: see operators
 
     started_at = started_at or utcnow()
-    warehouse = Warehouse.from_conn_id(warehouse_conn_id, schema=warehouse_schema)
+    warehouse: Warehouse | None = None
     try:
+        warehouse = Warehouse.from_conn_id(warehouse_conn_id, schema=warehouse_schema)
         OnboardingConfig.check_conf(conf)
         config = OnboardingConfig.from_params(params)
         with SfoxConnectHook(sfox_conn_id=sfox_conn_id) as sfox:
             plan = Planner(warehouse, sfox, config, source=source, run_id=run_id).plan()
     except Exception as error:
-        if not params.get("dry_run"):
-            _record_plan_failure(warehouse, run_id=run_id, dag_id=dag_id, started_at=started_at, error=error)
+        _plan_failed(error, warehouse, params=params, run_id=run_id, dag_id=dag_id, started_at=started_at)
         raise
     figures = sfox.stats.as_dict()  # the one bulk read of sFOX's users counts too
-    counts = plan.counts
-    log.info(
-        "Planned %d users (%s) from %d source rows; rejected rows: %d; chunks to map: %d%s",
-        counts["planned_users"],
-        ", ".join(f"{k.removeprefix('due_')}: {v}" for k, v in counts.items() if k.startswith("due_"))
-        or "none",
-        counts["source_rows"],
-        counts["rejected"],
-        len(plan.chunks),
-        " (dry run: nothing written or sent)" if config.dry_run else "",
-    )
-    for reason, rows in counts["rejected_reasons"].items():
-        log.info("rejected rows: %d, %s", rows, reason)
-    retries = {k: v for k, v in counts.items() if k.startswith(_RETRY_COUNTS)}
-    if retries:  # failed and not registered users: tried again, still waiting, given up, re-driven
-        log.info("Retries across runs: %s", ", ".join(f"{k} {v}" for k, v in retries.items()))
+    _log_plan(plan.counts, chunks=len(plan.chunks), dry_run=config.dry_run)
     if not config.dry_run:
-        pruned = warehouse.prune_attempts(
-            older_than=started_at - timedelta(days=config.attempts_retention_days)
-        )
-        if pruned:
-            log.info("Pruned %d attempts older than %d days", pruned, config.attempts_retention_days)
+        days = config.attempts_retention_days
+        if pruned := warehouse.prune_attempts(older_than=started_at - timedelta(days=days)):
+            log.info("Pruned %d attempts older than %d days", pruned, days)
         open_run(
             warehouse,
             run_id=run_id,
             dag_id=dag_id,
             started_at=started_at,
-            counts=counts,
+            counts=plan.counts,
             steps=plan.steps,
-            # the plan's one read of sFOX's users
-            requests=figures["requests"],
+            requests=figures["requests"],  # the plan's one read of sFOX's users
             rate_limited=figures["rate_limited"],
         )
-    return {
-        "counts": counts,
-        "chunks": plan.chunks,
-        **{str(kind): plan.chunks_of(kind) for kind in ACCOUNT_TYPES},
-    }
+    return plan_result(plan.counts, plan.chunks)
+
+
+def _plan_failed(
+    error: Exception,
+    warehouse: Warehouse | None,
+    *,
+    params: Mapping[str, Any],
+    run_id: str,
+    dag_id: str,
+    started_at: datetime,
+) -> None:
+    """
+    Say why a plan failed on one plain ERROR line (before Airflow's traceback), and record it
+    in the run row unless the run is a dry run.
+
+    The hook's errors are scrubbed of the token, emails and phones; the planner's name columns,
+    params and connection ids; the warehouse's never repeat statement parameters.
+    """
+    lines = str(error).strip().splitlines()
+    why = f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
+    log.error("sFOX onboarding run %s: planning failed, nothing was sent: %s", run_id, why[:REASON_LENGTH])
+    if warehouse is not None and not params.get("dry_run"):
+        _record_plan_failure(warehouse, run_id=run_id, dag_id=dag_id, started_at=started_at, error=error)
+
+
+def _log_plan(counts: Mapping[str, Any], *, chunks: int, dry_run: bool) -> None:
+    """The plan's figures: users planned, rejected (with their reasons), duplicates, retries."""
+    log.info(
+        "Planned %d users (%s) from %d source rows; rejected users: %d; duplicate rows: %d; "
+        "chunks to map: %d%s",
+        counts["planned_users"],
+        ", ".join(f"{kind}_{channel}: {n}" for (kind, channel), n in due_counts(counts).items()) or "none",
+        counts["source_rows"],
+        counts["rejected"],
+        counts["duplicate_rows"],
+        chunks,
+        " (dry run: nothing written or sent)" if dry_run else "",
+    )
+    for reason, users in counts["rejected_reasons"].items():
+        log.info("rejected users: %d, %s", users, reason)
+    retries = {k: v for k, v in counts.items() if k.startswith(_RETRY_COUNTS)}
+    if retries:  # failed and not registered users: tried again, still waiting, given up, re-driven
+        log.info("Retries across runs: %s", ", ".join(f"{k} {v}" for k, v in retries.items()))
 
 
 def plan_event_run(
     *,
-    extras: Iterable[Mapping[str, Any] | None],
+    events: Iterable[tuple[str | None, Mapping[str, Any] | None]],
     params: Mapping[str, Any],
     run_id: str,
     dag_id: str,
@@ -150,57 +170,45 @@ def plan_event_run(
     Queue the sms of the users named by "email verified" events, and open the run's row.
 
     Returns ``{"counts": {...}, "individual": [chunk descriptors]}`` like :func:`plan_run`; the
-    counts say how many ids the events named and why each skipped one was skipped.
+    counts say how many events and ids the run judged and why each skipped one was skipped.
+    An event an earlier run judged is skipped, uncounted; malformed ids are reported
+    (``malformed_ids``), never counted against the run (see :mod:`airflow_sfox.onboarding.events`).
 
-    :param extras: the ``extra`` of each event that triggered the run (the ``user_ids`` param
-        counts as one more, for a run triggered by hand).
+    :param events: ``(key, extra)`` of each event handed to the run (see
+        :func:`~airflow_sfox.onboarding.events.event_key`); the ``user_ids`` param counts as one
+        more, without a key, for a run triggered by hand.
     :param params: the DAG params (see :func:`airflow_sfox.onboarding.params.event_params`).
     """
-    from airflow_sfox.onboarding.events import chunk_descriptors, event_user_ids, queue_event_sms
+    from airflow_sfox.onboarding.events import plan_events
 
     started_at = started_at or utcnow()
-    OnboardingConfig.check_conf(conf)
-    config = OnboardingConfig.from_params(params)
-    extras = list(extras)
-    by_hand = [{USER_IDS_KEY: config.user_ids}] if config.user_ids else []
-    user_ids, malformed = event_user_ids([*extras, *by_hand])
-    warehouse = Warehouse.from_conn_id(warehouse_conn_id, schema=warehouse_schema)
+    warehouse: Warehouse | None = None
+    try:
+        OnboardingConfig.check_conf(conf)
+        config = OnboardingConfig.from_params(params)
+        by_hand = [(None, {USER_IDS_KEY: config.user_ids})] if config.user_ids else []
+        warehouse = Warehouse.from_conn_id(warehouse_conn_id, schema=warehouse_schema)
+        if not config.dry_run:
+            warehouse.create_tables()
+        plan = plan_events(
+            warehouse,
+            [*events, *by_hand],
+            run_id=run_id,
+            chunk_size=config.chunk_size,
+            dry_run=config.dry_run,
+        )
+    except Exception as error:
+        _plan_failed(error, warehouse, params=params, run_id=run_id, dag_id=dag_id, started_at=started_at)
+        raise
+    plan.log(dry_run=config.dry_run)
+    counts = plan.counts(dry_run=config.dry_run)
+    chunks = [] if config.dry_run else plan.chunks(config.chunk_size, hold_uncertain=config.hold_uncertain)
     if not config.dry_run:
-        warehouse.create_tables()
-    due, skips = queue_event_sms(
-        warehouse, run_id=run_id, user_ids=user_ids, chunk_size=config.chunk_size, dry_run=config.dry_run
-    )
-    skips[EventSkip.MALFORMED.value] += malformed
-    counts: dict[str, Any] = {
-        "source_rows": len(user_ids) + malformed,
-        "valid_users": len(user_ids),
-        "rejected": malformed,
-        "rejected_new": malformed,
-        "events": len(extras),
-        "planned_users": len(due),
-        "due_individual_sms": len(due),
-        **{f"skipped_{why}": n for why, n in sorted(skips.items()) if n},
-        "rejected_reasons": {"malformed user_id in an event": malformed} if malformed else {},
-        "dry_run": config.dry_run,
-    }
-    log.info(
-        "%d events named %d user ids: %d sms queued%s; skipped: %s",
-        len(extras),
-        len(user_ids) + malformed,
-        len(due),
-        " (dry run: nothing written or sent)" if config.dry_run else "",
-        ", ".join(f"{why} {n}" for why, n in sorted(skips.items()) if n) or "none",
-    )
-    chunks = (
-        []
-        if config.dry_run
-        else chunk_descriptors(len(due), config.chunk_size, hold_uncertain=config.hold_uncertain)
-    )
-    if not config.dry_run:
+        warehouse.prune_events(older_than=started_at - timedelta(days=config.attempts_retention_days))
         open_run(
             warehouse, run_id=run_id, dag_id=dag_id, started_at=started_at, counts=counts, steps=len(chunks)
         )
-    return {"counts": counts, "chunks": chunks, str(AccountType.INDIVIDUAL): chunks}
+    return plan_result(counts, chunks)
 
 
 def open_run(
@@ -231,6 +239,8 @@ def open_run(
             "source_rows": counts["source_rows"],
             "planned": counts["planned_users"],
             "rejected": counts["rejected"],
+            "duplicate_rows": counts.get("duplicate_rows", 0),
+            "malformed_ids": counts.get("malformed_ids", 0),
             "steps": steps,
             "steps_done": 0,
             "requests": requests,

@@ -7,7 +7,11 @@ import re
 import unicodedata
 from dataclasses import dataclass
 
-ACCOUNT_TYPES = ("individual", "corporation")
+from airflow_sfox.onboarding.model import ACCOUNT_TYPES, CHANNELS_BY_ACCOUNT_TYPE, Channel, channels_for
+
+#: The ledger row of a rejected source row is kept on the channel every account type verifies
+#: first (its account type may be the very thing that is wrong).
+(REJECTED_CHANNEL,) = {order[0] for order in CHANNELS_BY_ACCOUNT_TYPE.values()}
 #: sFOX documents no limit; ids longer than this are almost surely data errors.
 MAX_USER_ID_LENGTH = 128
 MAX_EMAIL_LENGTH = 254
@@ -61,7 +65,7 @@ def validate_row(user_id: object, account_type: object, email: object, phone: ob
     :param user_id: the ``user_id`` column.
     :param account_type: the ``account_type`` column (case and surrounding blanks ignored).
     :param email: the ``email`` column (required).
-    :param phone: the ``phone_number`` column, E.164 (required for individuals).
+    :param phone: the ``phone_number`` column, E.164 (required for account types that verify sms).
     """
     uid = as_text(user_id)
     problem = user_id_problem(uid)
@@ -71,14 +75,15 @@ def validate_row(user_id: object, account_type: object, email: object, phone: ob
     if kind not in ACCOUNT_TYPES:
         shown = as_text(account_type)[:32]
         return f"account_type {shown!r} is not one of {', '.join(ACCOUNT_TYPES)}"
+    verifies = channels_for(kind)
     mail = as_text(email).strip()
     if not mail:
         return "email is missing"
     if len(mail) > MAX_EMAIL_LENGTH or not _EMAIL.match(mail):
         return "email is malformed"
     number = as_text(phone).strip()
-    if kind == "individual" and not number:
-        return "phone_number is missing (required for individuals)"
+    if Channel.SMS in verifies and not number:
+        return f"phone_number is missing (required for {kind}s)"
     if number and not _E164.match(number):
         return "phone_number is not in E.164 format (+ and 7 to 15 digits)"
     return SourceUser(uid, kind)

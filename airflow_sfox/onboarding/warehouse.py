@@ -42,6 +42,7 @@ from sqlalchemy.types import TypeDecorator
 
 from airflow_sfox.defaults import LEDGER_TABLE, RUNS_TABLE, SNAPSHOT_TABLE
 from airflow_sfox.onboarding.model import CHANNELS, DONE_STATES, FAILED_STATES, AttemptOutcome, LedgerState
+from airflow_sfox.onboarding.validation import REJECTED_CHANNEL
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -379,6 +380,23 @@ def attempts_table(metadata: sa.MetaData, schema: str | None, ledger_name: str) 
     )
 
 
+def events_table(metadata: sa.MetaData, schema: str | None, ledger_name: str) -> sa.Table:
+    """
+    ``<ledger>_events``: the asset events a run of events judged, one row per event key
+    (:func:`~airflow_sfox.onboarding.events.event_key`), so that a later run handed the same
+    event skips it; pruned after the ``attempts_retention_days`` param.
+    """
+    return sa.Table(
+        _name(f"{ledger_name}_events"),
+        metadata,
+        sa.Column("event_key", sa.String(64), primary_key=True),
+        sa.Column("run_id", sa.String(250)),
+        sa.Column("seen_at", Timestamp(), nullable=False),
+        schema=schema,
+        mysql_charset="utf8mb4",
+    )
+
+
 def snapshot_table(
     metadata: sa.MetaData, schema: str | None, name: str, *, temporary: bool = False
 ) -> sa.Table:
@@ -502,6 +520,7 @@ class Warehouse:
         self.ledger_t, self.attempts_t, self.runs_t, self.steps_t, self.snapshot_t = define_tables(
             self.metadata, ledger=ledger, runs=runs, snapshot=snapshot
         )
+        self.events_t = events_table(self.metadata, *ledger)
         #: The attempts table's qualified name (``<ledger>_attempts``).
         self.attempts = f"{self.ledger}_attempts"
         _check_index_names(self.metadata, ledger_table)
@@ -615,12 +634,14 @@ class Warehouse:
     # --- ledger writes ------------------------------------------------------------------------
 
     def rejected_already(self, conn: Connection, user_ids: Sequence[str]) -> set[str]:
-        """Which of these ledger keys an earlier run already recorded as ``rejected`` (email row)."""
+        """Which of these ledger keys an earlier run already recorded as ``rejected``."""
         if not user_ids:
             return set()
         t = self.ledger_t
         statement = sa.select(t.c.user_id).where(
-            t.c.channel == "email", t.c.state == LedgerState.REJECTED.value, t.c.user_id.in_(list(user_ids))
+            t.c.channel == REJECTED_CHANNEL.value,
+            t.c.state == LedgerState.REJECTED.value,
+            t.c.user_id.in_(list(user_ids)),
         )
         return {str(uid) for uid in conn.execute(statement).scalars()}
 
@@ -764,6 +785,36 @@ class Warehouse:
             deleted = conn.execute(sa.delete(t).where(t.c.attempted_at < older_than)).rowcount
             conn.commit()
         return int(deleted or 0)
+
+    # --- events -------------------------------------------------------------------------------
+
+    def seen_events(self, conn: Connection, keys: Sequence[str]) -> set[str]:
+        """Which of these event keys an earlier run judged (none while the table is missing: a dry run)."""
+        t = self.events_t
+        if not keys or not sa.inspect(conn).has_table(t.name, schema=t.schema):
+            return set()
+        found: set[str] = set()
+        for start in range(0, len(keys), 1000):
+            batch = list(keys[start : start + 1000])
+            found.update(
+                str(k)
+                for k in conn.execute(sa.select(t.c.event_key).where(t.c.event_key.in_(batch))).scalars()
+            )
+        return found
+
+    def record_events(self, conn: Connection, keys: Sequence[str], *, run_id: str) -> None:
+        """Record the events a run judged (the caller commits, with the rows it queued)."""
+        if keys:
+            now = utcnow()
+            rows = [{"event_key": key, "run_id": run_id, "seen_at": now} for key in keys]
+            conn.execute(self.upsert(self.events_t, ("event_key",), ()), rows)
+
+    def prune_events(self, *, older_than: datetime) -> None:
+        """Forget events judged before ``older_than``: Airflow hands no run an event that old."""
+        t = self.events_t
+        with self.connect() as conn:
+            conn.execute(sa.delete(t).where(t.c.seen_at < older_than))
+            conn.commit()
 
     # --- snapshot -----------------------------------------------------------------------------
 
@@ -953,6 +1004,10 @@ def newer_run_columns() -> list[sa.Column[Any]]:
         sa.Column("reason", sa.String(REASON_LENGTH)),
         sa.Column("budget_wait_seconds", sa.Float()),
         sa.Column("pause_seconds", sa.Float()),
+        # Source rows beyond the first of a user_id (the rejected users count each id once).
+        sa.Column("duplicate_rows", sa.Integer),
+        # Ids in a run's events that are no user id: reported, never counted against the run.
+        sa.Column("malformed_ids", sa.Integer),
     ]
 
 

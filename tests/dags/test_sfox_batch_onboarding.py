@@ -105,14 +105,18 @@ def test_two_runs_send_each_code_exactly_once(run_dag, warehouse_db, sfox_sandbo
     assert sent == expected
     requested = {e.user_id for e in sfox_sandbox.journal() if "/send-verification/" in e.path}
     assert not requested & {row[0] for row, _ in BAD_ROWS}
-    assert len([k for k, row in ledger.items() if row["state"] == "rejected"]) == len(BAD_ROWS) - 1
+    # One figure for one fact: users, in the ledger and the run rows (dup-1's two rows are one).
+    rejected = len(BAD_ROWS) - 1
+    assert len([k for k, row in ledger.items() if row["state"] == "rejected"]) == rejected
+    assert return_value(first, "plan")["rejected"] == rejected
 
     runs = warehouse_db.query(
-        "SELECT status, rejected, sent, requests FROM sfox_onboarding_runs ORDER BY started_at"
+        "SELECT status, rejected, duplicate_rows, sent, requests "
+        "FROM sfox_onboarding_runs ORDER BY started_at"
     )
     assert runs == [
-        ("success", len(BAD_ROWS), len(users), len(users) + 1),  # + the one GET of sFOX's users
-        ("success", len(BAD_ROWS), len(verified), len(verified) + 1),
+        ("success", rejected, 1, len(users), len(users) + 1),  # + the one GET of sFOX's users
+        ("success", rejected, 1, len(verified), len(verified) + 1),
     ]
 
     # Each account type has its own path; a step with no code due skips itself, labelled.
@@ -240,7 +244,7 @@ def test_the_threshold_judges_this_run_s_work_404s_count_and_old_rejections_do_n
 ):
     """Issue #14's cases, at a smaller scale: the same shares, fewer users (one chunk per type)."""
     onboarded = make_users(100, seed=14)
-    warehouse_db.seed(onboarded + [row for row, _ in BAD_ROWS])  # 8 bad rows of 108: 7.4 %
+    warehouse_db.seed(onboarded + [row for row, _ in BAD_ROWS])  # 7 bad users of 107: 6.5 %
     sfox_sandbox.seed_users(sandbox_users(onboarded))
     assert run_dag(failure_threshold=0.1, chunk_size=500).state == "success"
 
@@ -251,9 +255,9 @@ def test_the_threshold_judges_this_run_s_work_404s_count_and_old_rejections_do_n
     assert run_dag(failure_threshold=0.5, chunk_size=500).state == "failed"
     assert "(20 failed or not registered + 0 newly rejected) / (20 requests planned" in caplog.text
 
-    # Nothing changed since: the old rejected rows (8 of 108, over a 3 % threshold) are reported,
+    # Nothing changed since: the old rejected users (7 of 107, over a 3 % threshold) are reported,
     # not judged again, and the run that attempts nothing passes.
     warehouse_db.seed(onboarded + [row for row, _ in BAD_ROWS])
     caplog.clear()
     assert run_dag(failure_threshold=0.03, chunk_size=500).state == "success"
-    assert "8 rows rejected by earlier runs are reported, not judged again" in caplog.text
+    assert "7 rows rejected by earlier runs are reported, not judged again" in caplog.text  # 7 users

@@ -41,7 +41,8 @@ def test_first_plan_queues_email_for_every_valid_user(plan, warehouse_db, sfox_s
     assert queued == {u[0] for u in users}
     assert all(channel == "email" for (_, channel), row in ledger.items() if row["state"] == "queued")
     assert result.counts["source_rows"] == len(users) + len(BAD_ROWS)
-    assert result.counts["rejected"] == len(BAD_ROWS)
+    assert result.counts["rejected"] == len(BAD_ROWS) - 1  # users: dup-1 is one user on two rows
+    assert result.counts["duplicate_rows"] == 1
     rejected = {uid: row["last_error"] for (uid, _), row in ledger.items() if row["state"] == "rejected"}
     assert rejected["bad-email"] == "email is malformed"
     assert rejected["dup-1"] == "user_id appears 2 times in the source"
@@ -396,3 +397,104 @@ def test_a_redrive_beyond_max_users_counts_only_the_users_it_queues(plan, three_
     result = plan(run_id="second", redrive=["gave_up"], max_users=2)
 
     assert (result.counts["redrive_email"], result.counts["planned_users"]) == (2, 2)
+
+
+def test_rejected_users_are_one_figure_in_the_plan_the_run_row_and_the_page(warehouse_db, sfox_sandbox):
+    """A user_id on several rows is one rejected user everywhere; its other rows are duplicates."""
+    from airflow_sfox.onboarding.runs import plan_run
+    from airflow_sfox.plugins.dashboard import Dashboard, DashboardSettings
+
+    users = make_users(20, seed=5)
+    bad = [row for row, _ in BAD_ROWS]  # dup-1 on two rows
+    more = [
+        users[0],  # a valid row written twice: rejected, both rows
+        bad[1],  # bad-email twice
+        (None, "corporation", "n@example.com", None),  # two spellings of an empty id: one ledger row
+        ("", "corporation", "e@example.com", None),
+    ]
+    warehouse_db.seed(users + bad + more)
+    sfox_sandbox.seed_users(sandbox_users(users))
+
+    counts = plan_run(
+        params={"failure_threshold": 1.0},
+        run_id=RUN,
+        dag_id="onboarding",
+        warehouse_conn_id="sfox_warehouse",
+        sfox_conn_id="sfox_default",
+    )["counts"]
+
+    rejected_users = len({row[0] for row in bad}) + 2  # + users[0] + the empty id
+    assert counts["source_rows"] == len(users) + len(bad) + len(more)
+    assert counts["rejected"] == rejected_users
+    assert counts["duplicate_rows"] == 4  # dup-1, users[0], bad-email, the second empty id
+    assert counts["source_rows"] == counts["valid_users"] + counts["rejected"] + counts["duplicate_rows"]
+    assert sum(counts["rejected_reasons"].values()) == rejected_users
+    assert counts["planned_users"] == len(users) - 1
+
+    ledger = [row for row in warehouse_db.ledger().values() if row["state"] == "rejected"]
+    assert len(ledger) == rejected_users
+    warehouse = Warehouse.from_conn_id("sfox_warehouse")
+    run = warehouse.run_row(RUN)
+    assert (run["rejected"], run["duplicate_rows"], run["planned"]) == (rejected_users, 4, len(users) - 1)
+    # The page: the funnel, the top reasons, and the run view's row and ledger states.
+    dashboard = Dashboard(warehouse, DashboardSettings(reasons=50))
+    page = dashboard.summary()
+    assert page["totals"]["rejected"] == rejected_users
+    assert sum(r["count"] for r in page["reasons"] if r["state"] == "rejected") == rejected_users
+    view = dashboard.run(RUN)
+    assert view["run"]["rejected"] == rejected_users
+    assert view["run"]["duplicate_rows"] == 4
+    assert sum(s["count"] for s in view["ledger"] if s["state"] == "rejected") == rejected_users
+
+
+WRONG_TOKEN = "sfox-wrong-token-41c2e8"
+
+
+@pytest.mark.parametrize(
+    ("broken", "says"),
+    [
+        ("column", "has no column 'phone_number'"),
+        ("token", "401"),
+    ],
+    ids=["missing-column", "wrong-token"],
+)
+def test_a_failing_plan_says_why_on_one_error_line_before_raising(
+    warehouse_db, sfox_sandbox, monkeypatch, caplog, broken, says
+):
+    import logging
+
+    from airflow_sfox.onboarding.runs import plan_run
+    from tests.helpers import sfox_conn_json
+
+    users = make_users(3, seed=6)
+    if broken == "column":
+        warehouse_db.query("DROP TABLE IF EXISTS sfox_users")
+        warehouse_db.query(
+            "CREATE TABLE sfox_users (user_id VARCHAR(20), account_type VARCHAR(20), email VARCHAR(50))"
+        )
+    else:
+        warehouse_db.seed(users)
+        monkeypatch.setenv(
+            "AIRFLOW_CONN_SFOX_DEFAULT", sfox_conn_json(sfox_sandbox.url, password=WRONG_TOKEN)
+        )
+
+    caplog.set_level(logging.INFO)
+    with pytest.raises(Exception, match=says):  # a ValueError, or the hook's auth error
+        plan_run(
+            params={},
+            run_id=RUN,
+            dag_id="onboarding",
+            warehouse_conn_id="sfox_warehouse",
+            sfox_conn_id="sfox_default",
+        )
+
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1, [r.getMessage() for r in errors]
+    line = errors[0].getMessage()
+    assert "\n" not in line
+    assert line.startswith(f"sFOX onboarding run {RUN}: planning failed, nothing was sent: ")
+    assert says in line
+    assert errors[0].exc_info is None  # the message, not a second traceback
+    assert WRONG_TOKEN not in caplog.text
+    assert not any(u[2] in caplog.text for u in users)  # no email
+    assert Warehouse.from_conn_id("sfox_warehouse").run_row(RUN)["status"] == "plan_failed"

@@ -66,3 +66,29 @@ def test_ledger_key_of_unstorable_ids_is_printable_stable_and_bounded(user_id):
     assert len(key) < 255
     assert ledger_key(user_id) == key  # the same bad row keeps its ledger row
     assert ledger_key(user_id + "z") != key
+
+
+@pytest.mark.parametrize(
+    ("rule", "row", "expected"),
+    [
+        # Corporations verifying their phone too: their phone becomes required.
+        (
+            {"individual": ("email", "sms"), "corporation": ("email", "sms")},
+            ("c1", "corporation", "c@example.com", None),
+            "phone_number is missing (required for corporations)",
+        ),
+        # Individuals verifying their email only: no phone needed.
+        (
+            {"individual": ("email",), "corporation": ("email",)},
+            ("i1", "individual", "i@example.com", None),
+            SourceUser("i1", "individual"),
+        ),
+    ],
+    ids=["corporations-verify-sms", "individuals-email-only"],
+)
+def test_the_phone_rule_follows_the_model_s_channel_rule(monkeypatch, rule, row, expected):
+    from airflow_sfox.onboarding import model
+
+    planted = {model.AccountType(k): tuple(model.Channel(c) for c in v) for k, v in rule.items()}
+    monkeypatch.setattr(model, "CHANNELS_BY_ACCOUNT_TYPE", planted)
+    assert validate_row(*row) == expected

@@ -177,7 +177,8 @@ def test_hostile_rows_through_planner_and_sender(sfox_sandbox_server, rows):
     assert report.duplicates == {}
     assert report.not_done_in_ledger == []
     counts = result["counts"]
-    assert counts["rejected"] == len(rows) - len(valid)
+    # Rejected users (one per ledger key) and the other rows of their ids.
+    assert counts["rejected"] + counts["duplicate_rows"] == len(rows) - len(valid)
     assert sum(counts["rejected_reasons"].values()) == counts["rejected"]
     rejected = {uid: row for (uid, _), row in ledger.items() if row["state"] == "rejected"}
     assert all(row["last_error"] for row in rejected.values())
@@ -277,7 +278,9 @@ def test_known_bad_rows(warehouse_db, sfox_sandbox, monkeypatch):
         assert SEND_PATH_RE.match(path)
         assert unquote(segment) == user_id
     bad = [(row, reason) for row, reason in rows if reason is not None]
-    assert result["counts"]["rejected"] == len(bad)
+    # One rejected user per ledger key: dup-1's two rows and the three empty ids are one each.
+    assert result["counts"]["rejected"] == len(bad) - result["counts"]["duplicate_rows"]
+    assert result["counts"]["duplicate_rows"] == 3
     rejected = {uid: row["last_error"] for (uid, _), row in ledger.items() if row["state"] == "rejected"}
     for row, reason in bad:
         uid = _text_id(row[0])
