@@ -286,13 +286,14 @@ _PLUGIN_SCRIPT = """
 import json
 from airflow_sfox.plugins.onboarding import SfoxOnboardingPlugin as P
 print("PLUGIN=" + json.dumps({"apps": [a["url_prefix"] for a in P.fastapi_apps],
-                              "views": [v["name"] for v in P.external_views]}))
+                              "views": [[v["destination"], v["url_route"]] for v in P.external_views]}))
 """
+ROUTES = [["nav", "sfox-onboarding"], ["dag", "sfox-onboarding-dag"], ["dag_run", "sfox-onboarding-run"]]
 
 
 @pytest.mark.parametrize(
     ("enabled", "apps", "views"),
-    [(None, ["/sfox-onboarding"], ["sFOX"]), ("False", [], [])],
+    [(None, ["/sfox-onboarding"], ROUTES), ("False", [], [])],
 )
 def test_switch_registers_no_app_and_no_view(enabled, apps, views):
     """``[sfox] onboarding_page_enabled`` is read when the plugin class is built (a fresh process)."""
@@ -309,6 +310,28 @@ def test_switch_registers_no_app_and_no_view(enabled, apps, views):
     ).stdout
     line = next(line for line in out.splitlines() if line.startswith("PLUGIN="))
     assert json.loads(line.removeprefix("PLUGIN=")) == {"apps": apps, "views": views}
+
+
+@pytest.mark.parametrize(
+    ("destination", "href"),
+    [
+        ("nav", "sfox-onboarding/"),
+        ("dag", "sfox-onboarding/#dag_id={DAG_ID}"),
+        ("dag_run", "sfox-onboarding/#dag_id={DAG_ID}&run_id={RUN_ID}"),
+    ],
+)
+def test_views_open_the_page_with_the_ids_of_the_dag_or_run(destination, href):
+    """Each view is one Airflow accepts (its own response model) and opens the page with its ids."""
+    from airflow.api_fastapi.core_api.datamodels.plugins import ExternalViewResponse
+
+    from airflow_sfox.plugins.onboarding import VIEWS
+
+    view = next(v for v in VIEWS if v["destination"] == destination)
+    assert ExternalViewResponse.model_validate(view).destination == destination
+    assert view["href"] == href
+    assert not view["href"].startswith("/")  # relative to the UI's base: works under a sub-path
+    assert view["url_route"]  # a tab needs a route of its own
+    assert len({v["url_route"] for v in VIEWS}) == len(VIEWS)  # the UI finds a view by route alone
 
 
 def test_cache_serves_one_summary_for_a_while():

@@ -469,12 +469,19 @@
     if (!document.hidden) refresh();
   });
 
-  // Opened on a DAG's or a DAG run's tab: that DAG's figures, and that run's view.
-  const ids = fragment();
-  dagFilter = ids.dag_id || null;
-  if (ids.run_id) {
-    document.body.classList.add("run-first"); // a DAG run's tab: its view at the top
-    show("run", ids.run_id, dagFilter, false);
+  // Opened on a DAG's or a DAG run's tab: that DAG's figures, and that run's view. Another DAG
+  // or run of the same tab changes only the fragment: the page follows it without a reload.
+  function openFragment() {
+    const ids = fragment();
+    dagFilter = ids.dag_id || null;
+    document.body.classList.toggle("run-first", Boolean(ids.run_id)); // a run's tab: its view first
+    if (ids.run_id) show("run", ids.run_id, dagFilter, false);
   }
+
+  window.addEventListener("hashchange", () => {
+    openFragment();
+    refresh();
+  });
+  openFragment();
   refresh();
 })();
