@@ -210,5 +210,5 @@ def due_channels(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         }
     order = [channel.value for channel in CHANNELS]
     return sorted(
-        by_channel.values(), key=lambda r: order.index(r["channel"]) if r["channel"] in order else 99
+        by_channel.values(), key=lambda r: order.index(r["channel"]) if r["channel"] in order else len(order)
     )
