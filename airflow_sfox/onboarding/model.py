@@ -120,6 +120,21 @@ REDRIVE_CHOICES: tuple[str, ...] = (
 )
 
 
+#: Short display text of each ledger state and of ``uncertain`` (the trigger form, the page).
+STATE_LABELS: dict[str, str] = {
+    LedgerState.QUEUED.value: "queued",
+    LedgerState.SENT.value: "sent",
+    LedgerState.ALREADY_VERIFIED.value: "already verified",
+    LedgerState.VERIFIED.value: "verified",
+    LedgerState.NOT_REGISTERED.value: "not registered",
+    LedgerState.FAILED.value: "failed",
+    LedgerState.GAVE_UP.value: "gave up",
+    LedgerState.HELD.value: "held for review",
+    LedgerState.REJECTED.value: "rejected",
+    UNCERTAIN: "uncertain (answer lost)",
+}
+
+
 class AttemptOutcome(_Text):
     """What one HTTP request of the onboarding engine came to, as the attempts table records it."""
 

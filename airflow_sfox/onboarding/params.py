@@ -12,7 +12,13 @@ from typing import Any
 
 from airflow.sdk import Param
 
-from airflow_sfox.onboarding.model import CHANNELS, REDRIVE_CHOICES
+from airflow_sfox.onboarding.model import (
+    CHANNELS,
+    CHANNELS_BY_ACCOUNT_TYPE,
+    REDRIVE_CHOICES,
+    STATE_LABELS,
+    prerequisite,
+)
 from airflow_sfox.onboarding.planner import OnboardingConfig
 
 _DEFAULTS = OnboardingConfig()
@@ -20,6 +26,26 @@ _DEFAULTS = OnboardingConfig()
 WHO = "Who"
 WHAT = "What to send"
 SAFETY = "Safety"
+
+
+def _channel_label(channel: str) -> str:
+    """``sms: individual, after email``: who verifies a channel, and after which one."""
+    kinds = [kind for kind, channels in CHANNELS_BY_ACCOUNT_TYPE.items() if channel in channels]
+    after = sorted({str(p) for kind in kinds if (p := prerequisite(kind, channel)) is not None})
+    return f"{channel}: {', '.join(map(str, kinds))}" + (f", after {' and '.join(after)}" if after else "")
+
+
+def choices(values: tuple[str, ...], labels: dict[str, str]) -> dict[str, Any]:
+    """
+    The schema of a list param picked from ``values``: the trigger form shows a multi-select of
+    ``examples`` labelled by ``values_display``; ``items.enum`` refuses any other value.
+    """
+    return {
+        "items": {"type": "string", "enum": list(values)},
+        "uniqueItems": True,
+        "examples": list(values),
+        "values_display": {value: labels[value] for value in values},
+    }
 
 
 def onboarding_params(**overrides: Any) -> dict[str, Param]:
@@ -62,9 +88,10 @@ def onboarding_params(**overrides: Any) -> dict[str, Param]:
         "channels": Param(
             d["channels"],
             type="array",
-            items={"type": "string", "enum": [str(c) for c in CHANNELS]},
+            minItems=1,
+            **choices(tuple(map(str, CHANNELS)), {str(c): _channel_label(c) for c in CHANNELS}),
             title="Verifications to send",
-            description="email for every user; sms for individuals whose email sFOX reports verified.",
+            description="Pick one or more: each is sent to the account types shown, in that order.",
             section=WHAT,
         ),
         "resend_after_hours": Param(
@@ -106,10 +133,10 @@ def onboarding_params(**overrides: Any) -> dict[str, Param]:
         "redrive": Param(
             d["redrive"],
             type=["null", "array"],
-            items={"type": "string", "enum": list(REDRIVE_CHOICES)},
+            **choices(REDRIVE_CHOICES, STATE_LABELS),
             title="Re-drive",
             description=(
-                "Queue the users in these states again now, whatever their wait or tries "
+                "Pick the states whose users are queued again now, whatever their wait or tries "
                 "(uncertain: a request whose answer was lost). With 'Only these user ids': only "
                 "those. A dry run shows what it would queue."
             ),

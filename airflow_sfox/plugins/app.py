@@ -4,9 +4,12 @@ The FastAPI app behind the "sFOX onboarding" page, mounted by the Airflow api-se
 Routes, relative to the plugin's ``url_prefix`` (``/sfox-onboarding``):
 
 ``GET /``              the page (HTML); anonymous visitors are sent to Airflow's login page
-``GET /api/summary``   every figure of the page as JSON (the page polls it)
-``GET /api/user?user_id=<text>``  one user's ledger rows and attempts timeline (404: unknown)
-``GET /api/run?run_id=<text>``    one run's row, outcomes and top failure reasons (404: unknown)
+``GET /api/summary[?dag_id=<text>]``  every figure of the page as JSON (the page polls it), of
+                       every DAG's runs or of one DAG's
+``GET /api/user?user_id=<text>``  one user's ledger rows (every channel due for its account
+                       type) and attempts timeline (404: unknown)
+``GET /api/run?run_id=<text>[&dag_id=<text>]``  one run's row, outcomes, held rows and top
+                       failure reasons (404: unknown, or not a run of that DAG)
 ``GET /static/...``    the page's own JS, CSS and icons (no CDN: works without internet)
 
 A user_id or run_id is any text of 1 to 255 characters, compared exactly; it goes in the query
@@ -19,8 +22,9 @@ depend on :func:`requires_onboarding_dag_access`, which identifies the caller wi
 ``Authorization: Bearer <JWT>`` header from ``POST /auth/token``; 401 without or with an
 expired token, 403 with an invalid one) and then asks the configured auth manager, as Airflow's
 ``requires_access_dag`` does, whether the user may ``GET`` every DAG of
-``[sfox] onboarding_dag_ids`` (403 otherwise). An anonymous browser asking for the page is sent
-to Airflow's login page instead. The static files hold no data and need no login.
+``[sfox] onboarding_dag_ids``, and the DAG named by a ``dag_id`` query parameter (403
+otherwise). An anonymous browser asking for the page is sent to Airflow's login page instead.
+The static files hold no data and need no login.
 
 Settings, read on each request from Airflow's configuration (or ``AIRFLOW__SFOX__*``), declared
 with their defaults in :data:`airflow_sfox.get_provider_info.CONFIG`:
@@ -36,6 +40,8 @@ from __future__ import annotations
 
 import html
 import logging
+import threading
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -46,7 +52,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from airflow_sfox.get_provider_info import CONFIG_SECTION, config_default
 from airflow_sfox.onboarding.warehouse import Warehouse
-from airflow_sfox.plugins.dashboard import Dashboard, DashboardSettings, NotFound, TTLCache, check_key
+from airflow_sfox.plugins.dashboard import DashboardSettings, NotFound, check_key
+from airflow_sfox.plugins.lookups import Lookups
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -122,7 +129,8 @@ def requires_onboarding_dag_access(
     auth_manager: Callable[[], Any] | None = None,
 ) -> Callable[..., None]:
     """
-    A FastAPI dependency: the caller may read (``GET``) every DAG whose ledger the page shows.
+    A FastAPI dependency: the caller may read (``GET``) every DAG whose ledger the page shows,
+    and the DAG a request narrows the figures to (its ``dag_id`` query parameter).
 
     The style of Airflow's own ``airflow.api_fastapi.core_api.security.requires_access_dag``:
     the user comes from Airflow's ``get_user`` (401 anonymous or expired, 403 invalid token) and
@@ -142,12 +150,16 @@ def requires_onboarding_dag_access(
 
     get_user = airflow_user_dependency()
 
-    def inner(user: Any = Depends(get_user)) -> None:  # noqa: B008 - FastAPI's idiom
+    def inner(request: Request, user: Any = Depends(get_user)) -> None:  # noqa: B008 - FastAPI's idiom
         ids = tuple(dag_ids())
         if not ids:
             raise HTTPException(
                 status_code=500, detail="Invalid [sfox] onboarding setting: onboarding_dag_ids names no DAG"
             )
+        # A view of one DAG (its tab, or the page's DAG filter) needs read access to it too.
+        asked = request.query_params.get("dag_id")
+        if asked and asked not in ids:
+            ids += (asked,)
         teams = _team_names(ids)
         requests: list[Any] = [
             {"method": "GET", "details": DagDetails(id=dag_id, team_name=teams.get(dag_id))} for dag_id in ids
@@ -162,6 +174,40 @@ def requires_onboarding_dag_access(
     return inner
 
 
+class TTLCache:
+    """
+    Remembers the last summaries for a few seconds, so many open pages cost one set of queries.
+
+    :param seconds: how long a summary is served again; 0 turns the cache off.
+    :param clock: the monotonic clock (tests replace it).
+    :param size: how many keys (one per DAG filter) it keeps.
+    """
+
+    def __init__(self, seconds: float, clock: Callable[[], float] = time.monotonic, size: int = 16) -> None:
+        self.seconds = seconds
+        self.clock = clock
+        self.size = size
+        self._lock = threading.Lock()
+        self._entries: dict[Any, tuple[float, dict[str, Any]]] = {}
+
+    def get(self, key: Any, compute: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+        """The cached value of ``key``, or ``compute()`` (one computation at a time)."""
+        if self.seconds <= 0:
+            return compute()
+        with self._lock:
+            now = self.clock()
+            entry = self._entries.get(key)
+            if entry and now < entry[0]:
+                return entry[1]
+            value = compute()
+            live = {k: e for k, e in self._entries.items() if now < e[0] and k != key}
+            kept = (
+                sorted(live.items(), key=lambda item: item[1][0])[-(self.size - 1) :] if self.size > 1 else []
+            )
+            self._entries = {**dict(kept), key: (self.clock() + self.seconds, value)}
+            return value
+
+
 def _login_url(request: Request) -> str:
     """Airflow's login page, coming back to this page."""
     try:
@@ -170,6 +216,72 @@ def _login_url(request: Request) -> str:
         return get_auth_manager().get_url_login(next_url=str(request.url))
     except Exception:  # noqa: BLE001 - no auth manager: the UI root redirects to the login
         return "/"
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    """
+    An anonymous visitor of the page (or one with a bad token) goes to Airflow's login and a
+    known user without read access gets a short 403 page; JSON callers get the status.
+    """
+    assert isinstance(exc, StarletteHTTPException)
+    is_page = request.url.path.rstrip("/") == request.scope.get("root_path", "").rstrip("/")
+    if is_page and isinstance(exc, DagAccessDenied):
+        return HTMLResponse(
+            f"<!doctype html><title>sFOX onboarding</title><p>{html.escape(str(exc.detail))}.</p>",
+            status_code=exc.status_code,
+            headers={"Cache-Control": "no-store"},
+        )
+    if is_page and exc.status_code in (401, 403):
+        return RedirectResponse(_login_url(request), status_code=303)
+    return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
+
+
+def lookup_key(value: str | None, name: str, *, optional: bool = False) -> str | None:
+    """
+    The user_id, run_id or dag_id of a request, or 422 saying what is wrong with it.
+
+    :param optional: absent or empty is ``None`` (a dag_id filter), not an error.
+    """
+    if optional and not value:
+        return None
+    try:
+        return check_key(value or "", name)
+    except ValueError as error:
+        raise HTTPException(status_code=422, detail=str(error)) from None
+
+
+def _reader(
+    settings: Callable[[], DashboardSettings],
+) -> Callable[[Callable[[Lookups], dict[str, Any]]], tuple[DashboardSettings, dict[str, Any]]]:
+    """Runs a read on the configured warehouse: bad settings 500, unknown 404, a failing read 503."""
+
+    def read(compute: Callable[[Lookups], dict[str, Any]]) -> tuple[DashboardSettings, dict[str, Any]]:
+        try:
+            current = settings()
+        except ValueError as error:
+            raise HTTPException(
+                status_code=500, detail=f"Invalid [sfox] onboarding setting: {error}"
+            ) from None
+        try:
+            warehouse = Warehouse.from_conn_id(
+                current.conn_id, ledger_table=current.ledger_table, runs_table=current.runs_table
+            )
+            return current, compute(Lookups(warehouse, current))
+        except NotFound as missing:
+            raise HTTPException(status_code=404, detail=str(missing)) from None
+        except Exception as error:  # any driver or lookup error: say which, log it (no user data)
+            log.exception("sFOX onboarding page: cannot read warehouse connection %r", current.conn_id)
+            raise HTTPException(
+                status_code=503,
+                detail=f"Cannot read the onboarding ledger through connection {current.conn_id!r} "
+                f"({type(error).__name__}); see the api-server log.",
+            ) from None
+
+    return read
+
+
+def _json(data: dict[str, Any]) -> JSONResponse:
+    return JSONResponse(data, headers={"Cache-Control": "no-store"})
 
 
 def create_app(
@@ -191,6 +303,7 @@ def create_app(
     """
     can_read_dags = Depends(requires_onboarding_dag_access(dag_ids, auth_manager))
     cache = TTLCache(cache_seconds)
+    read = _reader(settings)
     app = FastAPI(
         title="sFOX onboarding",
         description="Onboarding funnel, runs and failures from the sFOX onboarding ledger.",
@@ -199,83 +312,36 @@ def create_app(
         openapi_url=None,
     )
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="sfox_onboarding_static")
-
-    @app.exception_handler(StarletteHTTPException)
-    async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
-        """
-        An anonymous visitor of the page (or one with a bad token) goes to Airflow's login and a
-        known user without read access gets a short 403 page; JSON callers get the status.
-        """
-        is_page = request.url.path.rstrip("/") == request.scope.get("root_path", "").rstrip("/")
-        if is_page and isinstance(exc, DagAccessDenied):
-            return HTMLResponse(
-                f"<!doctype html><title>sFOX onboarding</title><p>{html.escape(str(exc.detail))}.</p>",
-                status_code=exc.status_code,
-                headers={"Cache-Control": "no-store"},
-            )
-        if is_page and exc.status_code in (401, 403):
-            return RedirectResponse(_login_url(request), status_code=303)
-        return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
 
     @app.get("/", include_in_schema=False, dependencies=[can_read_dags])
     def page() -> FileResponse:
         """The page: static HTML that polls ``api/summary``."""
         return FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-store"})
 
-    def read(compute: Callable[[Dashboard], dict[str, Any]]) -> tuple[DashboardSettings, dict[str, Any]]:
-        """``compute`` on the configured warehouse; bad settings 500, unknown 404, a failing read 503."""
-        try:
-            current = settings()
-        except ValueError as error:
-            raise HTTPException(
-                status_code=500, detail=f"Invalid [sfox] onboarding setting: {error}"
-            ) from None
-        try:
-            warehouse = Warehouse.from_conn_id(
-                current.conn_id, ledger_table=current.ledger_table, runs_table=current.runs_table
-            )
-            return current, compute(Dashboard(warehouse, current))
-        except NotFound as missing:
-            raise HTTPException(status_code=404, detail=str(missing)) from None
-        except Exception as error:  # any driver or lookup error: say which, log it (no user data)
-            log.exception("sFOX onboarding page: cannot read warehouse connection %r", current.conn_id)
-            raise HTTPException(
-                status_code=503,
-                detail=f"Cannot read the onboarding ledger through connection {current.conn_id!r} "
-                f"({type(error).__name__}); see the api-server log.",
-            ) from None
-
-    def lookup_key(value: str, name: str) -> str:
-        """The user_id or run_id of a lookup, or 422 saying what is wrong with it."""
-        try:
-            return check_key(value, name)
-        except ValueError as error:
-            raise HTTPException(status_code=422, detail=str(error)) from None
-
     @app.get("/api/summary", dependencies=[can_read_dags])
-    def summary() -> JSONResponse:
-        """Funnel, runs, reasons and recent failures as JSON."""
+    def summary(dag_id: str | None = None) -> JSONResponse:
+        """Funnel, runs, reasons and recent failures as JSON (of one DAG's runs: ``dag_id``)."""
+        dag = lookup_key(dag_id, "dag_id", optional=True)
 
-        def cached(dashboard: Dashboard) -> dict[str, Any]:
-            return dict(cache.get((dashboard.settings, dashboard.warehouse.dialect), dashboard.summary))
+        def cached(figures: Lookups) -> dict[str, Any]:
+            key = (figures.settings, figures.warehouse.dialect, dag)
+            return dict(cache.get(key, lambda: figures.summary(dag)))
 
         current, data = read(cached)
-        data["conn_id"] = current.conn_id
-        data["refresh_seconds"] = refresh_seconds()
-        return JSONResponse(data, headers={"Cache-Control": "no-store"})
+        return _json({**data, "conn_id": current.conn_id, "refresh_seconds": refresh_seconds()})
 
     @app.get("/api/user", dependencies=[can_read_dags])
     def user(user_id: str = "") -> JSONResponse:
         """One user's ledger rows and attempts timeline (newest first, capped), as JSON."""
-        key = lookup_key(user_id, "user_id")
-        _, data = read(lambda dashboard: dashboard.user(key))
-        return JSONResponse(data, headers={"Cache-Control": "no-store"})
+        key = str(lookup_key(user_id, "user_id"))
+        return _json(read(lambda lookups: lookups.user(key))[1])
 
     @app.get("/api/run", dependencies=[can_read_dags])
-    def run(run_id: str = "") -> JSONResponse:
-        """One run's row, its outcomes by channel and its top failure reasons, as JSON."""
-        key = lookup_key(run_id, "run_id")
-        _, data = read(lambda dashboard: dashboard.run(key))
-        return JSONResponse(data, headers={"Cache-Control": "no-store"})
+    def run(run_id: str = "", dag_id: str | None = None) -> JSONResponse:
+        """One run's row, its outcomes, held rows and top failure reasons, as JSON."""
+        key = str(lookup_key(run_id, "run_id"))
+        dag = lookup_key(dag_id, "dag_id", optional=True)
+        return _json(read(lambda lookups: lookups.run(key, dag))[1])
 
     return app

@@ -1,25 +1,29 @@
 """
 The figures of the onboarding page, read from the ledger, the attempts table and the run table.
 
+Every query is built with SQLAlchemy Core on the warehouse's own table objects
+(:class:`~airflow_sfox.onboarding.warehouse.Warehouse`: ``ledger_t``, ``attempts_t``,
+``runs_t``), so the page names no column the tables do not define and writes no SQL text.
+
 Every figure is aggregated by the database: a handful of ``GROUP BY`` queries whose result has
 a few dozen rows, whatever the size of the ledger. With the indexes of
 :data:`LEDGER_INDEXES` a million-row ledger is summarised in a few hundred milliseconds
 (SQLite) and the result holds no personal data: user ids, states, counts and the engine's
 short reasons, never an email address or a phone number (the ledger has none).
 
-The user lookup (:meth:`Dashboard.user`) and the run view (:meth:`Dashboard.run`) read one
-user or one run through the tables' keys and indexes: the ledger's primary key
-``(user_id, channel)`` and its ``run_id`` index, the attempts table's ``(user_id, channel,
-attempted_at)`` and ``(run_id, outcome)`` indexes, the run table's primary key
-(``benchmarks/REPORT.md``, section 6: a million attempts rows cost about what ten thousand do).
+The figures can be narrowed to one DAG (``dag_id``): its runs, and the ledger rows those runs
+touched last (the ledger is shared by every DAG writing to the warehouse; a row records the
+run that touched it last, the run table the DAG of each run).
+
+The user lookup and the run view are in :mod:`airflow_sfox.plugins.lookups`.
 """
 
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
@@ -29,6 +33,7 @@ from airflow_sfox.onboarding.model import (
     ACCOUNT_TYPES,
     CHANNELS,
     DONE_STATES,
+    STATE_LABELS,
     VERIFIED_STATES,
     AttemptOutcome,
     LedgerState,
@@ -41,12 +46,14 @@ from airflow_sfox.onboarding.warehouse import (
     Warehouse,
     check_identifier,
     ledger_indexes,
-    newer_run_columns,
     utcnow,
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable, Sequence
+    from collections.abc import Iterable, Sequence
+
+    from sqlalchemy.engine import Connection
+    from sqlalchemy.sql.elements import ColumnElement
 
 log = logging.getLogger(__name__)
 
@@ -62,18 +69,16 @@ def _values(states: Iterable[LedgerState]) -> tuple[str, ...]:
 REQUESTED_STATES = _values(DONE_STATES)
 #: Ledger states that mean "sFOX reports the channel verified".
 VERIFIED = _values(VERIFIED_STATES)
-#: States counted beside the funnel.
-SIDE_STATES = tuple(
-    s.value
-    for s in (
-        LedgerState.QUEUED,
-        LedgerState.REJECTED,
-        LedgerState.FAILED,
-        LedgerState.NOT_REGISTERED,
-        LedgerState.GAVE_UP,
-        LedgerState.HELD,
-    )
-)
+#: States counted beside the funnel, and how the page marks a non-zero count of each.
+SIDE_TONES: dict[LedgerState, str] = {
+    LedgerState.QUEUED: "",
+    LedgerState.REJECTED: "bad",
+    LedgerState.FAILED: "bad",
+    LedgerState.NOT_REGISTERED: "warn",
+    LedgerState.GAVE_UP: "bad",
+    LedgerState.HELD: "warn",
+}
+SIDE_STATES = tuple(state.value for state in SIDE_TONES)
 #: Order of the account types on the page; other values follow, ``None`` (rejected rows) last.
 ACCOUNT_TYPE_ORDER = tuple(kind.value for kind in ACCOUNT_TYPES)
 #: States listed as recent failures.
@@ -85,68 +90,17 @@ REASON_STATES = (LedgerState.REJECTED.value, LedgerState.FAILED.value, LedgerSta
 FAILURE_OUTCOMES = tuple(
     sorted(o.value for o in AttemptOutcome if o not in (AttemptOutcome.SENT, AttemptOutcome.ALREADY_VERIFIED))
 )
-#: Longest user_id or run_id the lookups accept (the ledger's user_id column holds 255).
+#: Longest user_id, run_id or dag_id the lookups accept (the ledger's user_id column holds 255).
 MAX_KEY_LENGTH = USER_ID_COLUMN_LENGTH
-#: The run table's columns the page shows (newer ones are added when the table has them).
-RUN_COLUMNS: tuple[str, ...] = (
-    "run_id",
-    "dag_id",
-    "dry_run",
-    "started_at",
-    "finished_at",
-    "source_rows",
-    "planned",
-    "rejected",
-    "sent",
-    "already_verified",
-    "not_registered",
-    "failed",
-    "uncertain",
-    "requests",
-    "rate_limited",
-    "send_seconds",
-    "requests_per_second",
-    "status",
-)
-#: A user's ledger columns the lookup shows (``failures``: when the ledger has it).
-USER_LEDGER_COLUMNS: tuple[str, ...] = (
-    "channel",
-    "account_type",
-    "state",
-    "sends",
-    "attempts",
-    "uncertain",
-    "last_status",
-    "last_error",
-    "first_request_at",
-    "last_request_at",
-    "last_sent_at",
-    "updated_at",
-    "run_id",
-)
-#: A timeline entry's columns of the attempts table.
-ATTEMPT_COLUMNS: tuple[str, ...] = (
-    "attempted_at",
-    "channel",
-    "run_id",
-    "attempt",
-    "status",
-    "outcome",
-    "uncertain",
-    "error",
-)
-#: Columns of these tables that hold a timestamp (returned as ISO 8601 UTC text).
-_TIMESTAMPS = frozenset(
-    (
-        "started_at",
-        "finished_at",
-        "first_request_at",
-        "last_request_at",
-        "last_sent_at",
-        "updated_at",
-        "attempted_at",
-    )
-)
+#: Columns the page leaves out: the key a lookup is made by, and the engine's bookkeeping.
+HIDDEN_COLUMNS = frozenset({"id", "user_id", "chunk", "claimed_by", "claimed_at"})
+#: The 0/1 columns, shown as booleans.
+FLAG_COLUMNS = ("uncertain", "dry_run")
+#: Every ledger state with its label and tone: the page writes states with these, not its own copy.
+STATES: list[dict[str, str]] = [
+    {"state": state.value, "label": STATE_LABELS[state.value], "tone": SIDE_TONES.get(state, "")}
+    for state in LedgerState
+]
 
 
 #: The statements for the default ledger table name.
@@ -162,7 +116,7 @@ class DashboardSettings:
     :param ledger_table: name of the ledger table.
     :param runs_table: name of the run table.
     :param runs: how many of the last runs to show.
-    :param failures: how many recent failures to show.
+    :param failures: how many recent failures to show (and a run's held rows).
     :param reasons: how many reasons to show (the summary's, and each list of a run's).
     :param timeline: how many of a user's newest attempts the lookup shows.
     """
@@ -184,13 +138,7 @@ class DashboardSettings:
                 raise ValueError(f"{name} must be an integer from 1 to 500, got {value!r}")
 
 
-def _iso(value: Any) -> str | None:
-    """A stored timestamp as ISO 8601 text in UTC (``None`` stays ``None``)."""
-    parsed = Warehouse.parse_ts(value)
-    return parsed.isoformat() if parsed else None
-
-
-def _int(value: Any) -> int:
+def as_int(value: Any) -> int:
     return int(value or 0)
 
 
@@ -200,10 +148,10 @@ class NotFound(LookupError):
 
 def check_key(value: str, name: str) -> str:
     """
-    A user_id or run_id to look up, as given: exact text, any characters but NUL.
+    A user_id, run_id or dag_id to look up, as given: exact text, any characters but NUL.
 
     :param value: the text.
-    :param name: ``user_id`` or ``run_id``, for the message.
+    :param name: ``user_id``, ``run_id`` or ``dag_id``, for the message.
     :raises ValueError: empty, longer than :data:`MAX_KEY_LENGTH` or holding a NUL character.
     """
     if not value:
@@ -215,17 +163,15 @@ def check_key(value: str, name: str) -> str:
     return value
 
 
-def _record(columns: Sequence[str], row: Sequence[Any], flags: Sequence[str] = ()) -> dict[str, Any]:
-    """
-    One row as a JSON-ready dict: timestamps as ISO 8601 UTC.
-
-    :param flags: the 0/1 columns, returned as booleans.
-    """
-    record = dict(zip(columns, row, strict=True))
-    for key in _TIMESTAMPS.intersection(record):
-        record[key] = _iso(record[key])
-    for key in flags:
-        record[key] = bool(record[key])
+def record(row: Any) -> dict[str, Any]:
+    """One row as a JSON-ready dict: timestamps as ISO 8601 UTC, 0/1 flags as booleans."""
+    record = dict(row._mapping)
+    for key, value in record.items():
+        if isinstance(value, datetime):
+            record[key] = value.astimezone(timezone.utc).isoformat()
+    for key in FLAG_COLUMNS:
+        if key in record:
+            record[key] = bool(record[key])
     return record
 
 
@@ -233,6 +179,30 @@ def _sort_key(account_type: str | None) -> tuple[int, str]:
     if account_type in ACCOUNT_TYPE_ORDER:
         return (0, f"{ACCOUNT_TYPE_ORDER.index(account_type):03d}")
     return (2, "") if account_type is None else (1, account_type)
+
+
+def shown_columns(table: sa.Table, present: Iterable[str]) -> list[sa.Column[Any]]:
+    """
+    The columns of a table the page shows: those the table object defines and the database's
+    table has (``present``, its column names), but the hidden ones.
+    """
+    have = {name.lower() for name in present}
+    return [column for column in table.c if column.name in have and column.name not in HIDDEN_COLUMNS]
+
+
+@dataclass(frozen=True)
+class Scope:
+    """
+    Which rows a figure counts: all (``dag_runs`` is ``None``) or those of one DAG's runs.
+
+    :param dag_runs: a query of the run_ids of the DAG's runs.
+    """
+
+    dag_runs: sa.Select[Any] | None = None
+
+    def of(self, run_id: sa.ColumnElement[Any]) -> list[ColumnElement[bool]]:
+        """The conditions on a table's ``run_id`` column (none: every row)."""
+        return [] if self.dag_runs is None else [run_id.in_(self.dag_runs)]
 
 
 class Dashboard:
@@ -247,20 +217,50 @@ class Dashboard:
         self.warehouse = warehouse
         self.settings = settings
 
-    def _query(self, conn: Any, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        """Raw SQL with the driver's placeholders on a connection of ``Warehouse.connect()``."""
-        return [tuple(row) for row in conn.exec_driver_sql(sql, tuple(params)).fetchall()]
+    def exact(self, column: sa.ColumnElement[Any], value: str) -> ColumnElement[bool]:
+        """
+        ``column = value`` as exact text. The plain comparison finds the rows through an index;
+        the exact one (:meth:`Warehouse.text_key`) drops those only a collation takes for equal:
+        MariaDB/MySQL compare run_id and dag_id columns blind to case and trailing spaces.
+        """
+        return sa.and_(column == value, self.warehouse.text_key(column) == value)
 
-    def _in(self, values: Sequence[str]) -> str:
-        return ", ".join([self.warehouse.ph] * len(values))
+    def tables(self, conn: Connection) -> dict[str, set[str]]:
+        """The column names of each onboarding table that exists, by table name."""
+        inspector = sa.inspect(conn)
+        w = self.warehouse
+        return {
+            t.name: {c["name"].lower() for c in inspector.get_columns(t.name, schema=t.schema)}
+            for t in (w.ledger_t, w.attempts_t, w.runs_t)
+            if inspector.has_table(t.name, schema=t.schema)
+        }
 
-    def summary(self) -> dict[str, Any]:
-        """All the figures of the page as one JSON-ready dict."""
+    def scope(self, found: dict[str, set[str]], dag_id: str | None) -> Scope:
+        """The rows of one DAG's runs (``dag_id``), or of all (``None``)."""
+        if dag_id is None:
+            return Scope()
+        runs = self.warehouse.runs_t
+        if runs.name not in found:  # no run table: no run of any DAG
+            return Scope(sa.select(runs.c.run_id).where(sa.false()))
+        return Scope(sa.select(runs.c.run_id).where(self.exact(runs.c.dag_id, dag_id)))
+
+    def summary(self, dag_id: str | None = None) -> dict[str, Any]:
+        """
+        All the figures of the page as one JSON-ready dict.
+
+        :param dag_id: only this DAG's runs, and the ledger rows they touched last.
+        """
         started = time.perf_counter()
+        w = self.warehouse
         result: dict[str, Any] = {
-            "ledger_table": self.warehouse.ledger,
-            "runs_table": self.warehouse.runs,
+            "ledger_table": w.ledger,
+            "runs_table": w.runs,
             "generated_at": utcnow().isoformat(),
+            "dag_id": dag_id,
+            "dags": [],
+            "channels": [channel.value for channel in CHANNELS],
+            "states": STATES,
+            "side_states": list(SIDE_STATES),
             "ledger_missing": False,
             "funnel": [],
             "totals": _empty_counts(None),
@@ -268,322 +268,181 @@ class Dashboard:
             "reasons": [],
             "recent_failures": [],
         }
-        if not self.warehouse.has_ledger():
-            result["ledger_missing"] = True
-        else:
-            with self.warehouse.connect() as conn:
-                result["funnel"] = self.funnel(conn)
-                result["reasons"] = self.reasons(conn)
-                result["recent_failures"] = self.recent_failures(conn)
-                result["runs"] = self.runs(conn)
-                conn.rollback()  # read only: end the transaction PostgreSQL opened
-            result["totals"] = _totals(result["funnel"])
+        with w.connect() as conn:
+            found = self.tables(conn)
+            scope = self.scope(found, dag_id)
+            if w.ledger_t.name not in found:
+                result["ledger_missing"] = True
+            else:
+                result["funnel"] = self.funnel(conn, scope)
+                result["reasons"] = self.reasons(conn, scope.of(w.ledger_t.c.run_id))
+                result["recent_failures"] = self.recent_failures(conn, scope)
+                result["totals"] = _totals(result["funnel"])
+            if w.runs_t.name in found:
+                result["runs"] = self.runs(conn, found[w.runs_t.name], dag_id)
+                result["dags"] = self.dags(conn)
+            conn.rollback()  # read only: end the transaction PostgreSQL opened
         result["query_ms"] = round((time.perf_counter() - started) * 1000, 1)
         return result
 
-    def funnel(self, conn: Any) -> list[dict[str, Any]]:
+    def funnel(self, conn: Connection, scope: Scope = Scope()) -> list[dict[str, Any]]:
         """Users per step of the funnel, one dict per account type."""
-        ledger = self.warehouse.ledger
-        groups = self._query(
-            conn,
-            f"SELECT account_type, channel, state, COUNT(*) FROM {ledger} "  # noqa: S608
-            "GROUP BY account_type, channel, state",
-        )
-        # A user has an email row, an sms row or both: seen = email rows + sms rows without one.
-        sms_only = self._query(
-            conn,
-            f"SELECT s.account_type, COUNT(*) FROM {ledger} s WHERE s.channel = 'sms' "  # noqa: S608
-            f"AND NOT EXISTS (SELECT 1 FROM {ledger} e WHERE e.user_id = s.user_id "
-            "AND e.channel = 'email') GROUP BY s.account_type",
-        )
+        t = self.warehouse.ledger_t
+        groups = conn.execute(
+            sa.select(t.c.account_type, t.c.channel, t.c.state, sa.func.count())
+            .where(*scope.of(t.c.run_id))
+            .group_by(t.c.account_type, t.c.channel, t.c.state)
+        ).all()
         counts: dict[str | None, dict[tuple[str, str], int]] = {}
         for account_type, channel, state, count in groups:
-            counts.setdefault(account_type, {})[(channel, state)] = _int(count)
-        extra_users = {account_type: _int(count) for account_type, count in sms_only}
+            counts.setdefault(account_type, {})[(channel, state)] = as_int(count)
+        later = self._later_channel_users(conn, scope)
         rows = []
         for account_type in sorted(counts, key=_sort_key):
             by_state = counts[account_type]
             # A row of an unknown account type (a rejected row) shows every channel.
-            channels = channels_for(account_type or "") or CHANNELS
+            due = channels_for(account_type or "") or CHANNELS
             row = _empty_counts(account_type)
-            row["channels"] = [channel.value for channel in channels]
-            row["seen"] = sum(n for (c, _), n in by_state.items() if c == "email") + extra_users.get(
-                account_type, 0
-            )
-            row["email_requested"] = _total(by_state, "email", REQUESTED_STATES)
-            row["email_verified"] = _total(by_state, "email", VERIFIED)
-            if "sms" in channels:
-                row["sms_requested"] = _total(by_state, "sms", REQUESTED_STATES)
-                row["sms_verified"] = _total(by_state, "sms", VERIFIED)
-            else:
-                row["sms_requested"] = None
-                row["sms_verified"] = None
-            row["verified"] = _total(by_state, channels[-1], VERIFIED)
+            row["channels"] = [channel.value for channel in due]
+            row["seen"] = _total(by_state, CHANNELS[0], None) + later.get(account_type, 0)
+            for channel in CHANNELS:
+                ok = channel in due
+                row[f"{channel}_requested"] = _total(by_state, channel, REQUESTED_STATES) if ok else None
+                row[f"{channel}_verified"] = _total(by_state, channel, VERIFIED) if ok else None
+            row["verified"] = _total(by_state, due[-1], VERIFIED)
             for state in SIDE_STATES:
                 row[state] = _total(by_state, None, (state,))
             rows.append(row)
         return rows
 
-    def reasons(self, conn: Any, run_id: str | None = None) -> list[dict[str, Any]]:
+    def _later_channel_users(self, conn: Connection, scope: Scope) -> dict[str | None, int]:
+        """
+        Users by account type whose first row is of a later channel: a user has a row per
+        channel planned for it, so users = rows of the first channel + rows of each later
+        channel without a row of an earlier one (read from the covering funnel index).
+        """
+        t = self.warehouse.ledger_t
+        row, earlier = t.alias("r"), t.alias("e")
+        users: dict[str | None, int] = {}
+        for position, channel in enumerate(CHANNELS[1:], start=1):
+            before = [c.value for c in CHANNELS[:position]]
+            has_earlier = (
+                sa.select(sa.literal(1))
+                .where(earlier.c.user_id == row.c.user_id, earlier.c.channel.in_(before))
+                .exists()
+            )
+            counted = conn.execute(
+                sa.select(row.c.account_type, sa.func.count())
+                .where(row.c.channel == channel.value, ~has_earlier, *scope.of(row.c.run_id))
+                .group_by(row.c.account_type)
+            ).all()
+            for account_type, count in counted:
+                users[account_type] = users.get(account_type, 0) + as_int(count)
+        return users
+
+    def reasons(self, conn: Connection, where: Sequence[ColumnElement[bool]] = ()) -> list[dict[str, Any]]:
         """
         The most frequent ``last_error`` of rejected, failed and gave up rows.
 
-        :param run_id: only the rows this run touched last (read through the ledger's run index).
+        :param where: only the rows that meet these conditions (one run's, one DAG's).
         """
-        of_run, params = self._run_is(conn, run_id) if run_id is not None else ("", ())
-        rows = self._query(
-            conn,
-            f"SELECT state, last_error, COUNT(*) AS n FROM {self.warehouse.ledger} "  # noqa: S608
-            f"WHERE {of_run + ' AND ' if of_run else ''}state IN ({self._in(REASON_STATES)}) "
-            "GROUP BY state, last_error ORDER BY n DESC, state, last_error "
-            f"LIMIT {int(self.settings.reasons)}",
-            params + REASON_STATES,
-        )
-        return _reasons("state", rows)
+        t = self.warehouse.ledger_t
+        n = sa.func.count().label("n")
+        rows = conn.execute(
+            sa.select(t.c.state, t.c.last_error, n)
+            .where(*where, t.c.state.in_(REASON_STATES))
+            .group_by(t.c.state, t.c.last_error)
+            .order_by(n.desc(), t.c.state, t.c.last_error)
+            .limit(self.settings.reasons)
+        ).all()
+        return reason_rows("state", rows)
 
-    def recent_failures(self, conn: Any) -> list[dict[str, Any]]:
+    def recent_failures(self, conn: Connection, scope: Scope = Scope()) -> list[dict[str, Any]]:
         """The newest failed, not_registered and gave_up rows, by user_id (no personal data)."""
-        limit = int(self.settings.failures)
-        rows: list[tuple[Any, ...]] = []
+        t = self.warehouse.ledger_t
+        limit = self.settings.failures
+        columns = (
+            t.c.user_id,
+            t.c.channel,
+            t.c.account_type,
+            t.c.state,
+            t.c.last_status,
+            t.c.last_error.label("reason"),
+            t.c.attempts,
+            t.c.last_request_at,
+            t.c.updated_at,
+            t.c.run_id,
+        )
+        items: list[dict[str, Any]] = []
         # One query per state: each reads the (state, updated_at) index backwards and stops.
         for state in FAILURE_STATES:
-            rows += self._query(
-                conn,
-                "SELECT user_id, channel, account_type, state, last_status, last_error, attempts, "  # noqa: S608
-                f"last_request_at, updated_at, run_id FROM {self.warehouse.ledger} "
-                f"WHERE state = {self.warehouse.ph} ORDER BY updated_at DESC LIMIT {limit}",
-                (state,),
-            )
-        items = [
-            {
-                "user_id": user_id,
-                "channel": channel,
-                "account_type": account_type,
-                "state": state,
-                "last_status": last_status,
-                "reason": last_error,
-                "attempts": _int(attempts),
-                "last_request_at": _iso(last_request_at),
-                "updated_at": _iso(updated_at),
-                "run_id": run_id,
-            }
-            for (
-                user_id,
-                channel,
-                account_type,
-                state,
-                last_status,
-                last_error,
-                attempts,
-                last_request_at,
-                updated_at,
-                run_id,
-            ) in rows
-        ]
+            rows = conn.execute(
+                sa.select(*columns)
+                .where(t.c.state == state, *scope.of(t.c.run_id))
+                .order_by(t.c.updated_at.desc())
+                .limit(limit)
+            ).all()
+            items += [record(row) for row in rows]
+        for item in items:
+            item["attempts"] = as_int(item["attempts"])
         items.sort(key=lambda item: item["updated_at"] or "", reverse=True)
         return items[:limit]
 
-    def runs(self, conn: Any) -> list[dict[str, Any]]:
-        """The last runs, newest first, from the run table (empty when it is missing)."""
-        columns = _run_columns(self.warehouse.columns_of(self.warehouse.runs))
-        rows = self._query(
-            conn,
-            f"SELECT {', '.join(columns)} FROM {self.warehouse.runs} "  # noqa: S608
-            "ORDER BY CASE WHEN started_at IS NULL THEN 1 ELSE 0 END, started_at DESC, run_id DESC "
-            f"LIMIT {int(self.settings.runs)}",
-        )
-        return [_run(columns, row) for row in rows]
-
-    # --- one user, one run ---------------------------------------------------------------------
-
-    def _run_is(self, conn: Any, run_id: str) -> tuple[str, tuple[str, str]]:
+    def runs(
+        self, conn: Connection, present: Iterable[str], dag_id: str | None = None
+    ) -> list[dict[str, Any]]:
         """
-        ``run_id = <run_id>`` as exact text, and its parameters. The plain comparison finds the
-        rows through an index; the exact one (:meth:`Warehouse.text_key`) drops those only a
-        collation takes for equal: MariaDB/MySQL compare run_id columns blind to case and
-        trailing spaces (user_id columns are exact on every database already).
+        The last runs, newest first, from the run table.
 
-        :param conn: the connection (its dialect knows the server: MariaDB or MySQL).
+        :param present: the run table's column names in the database.
+        :param dag_id: only this DAG's runs.
         """
-        exact = self.warehouse.text_key(sa.literal_column("run_id")).compile(dialect=conn.dialect)
-        return f"run_id = {self.warehouse.ph} AND {exact} = {self.warehouse.ph}", (run_id, run_id)
-
-    def _columns(self, conn: Any, *tables: sa.Table) -> dict[str, set[str]]:
-        """
-        The columns of each of these tables that exists, by table name (one connection: a new
-        one costs more than these catalog reads on a server database).
-
-        :raises NotFound: there is no ledger yet.
-        """
-        inspector = sa.inspect(conn)
-        found = {
-            t.name: {c["name"].lower() for c in inspector.get_columns(t.name, schema=t.schema)}
-            for t in tables
-            if inspector.has_table(t.name, schema=t.schema)
-        }
-        if self.warehouse.ledger_t.name not in found:
-            raise NotFound(
-                f"No onboarding ledger yet ({self.warehouse.ledger}): the onboarding DAG creates it "
-                "on its first run"
+        r = self.warehouse.runs_t
+        rows = conn.execute(
+            sa.select(*shown_columns(r, present))
+            .where(*([self.exact(r.c.dag_id, dag_id)] if dag_id is not None else []))
+            .order_by(
+                sa.case((r.c.started_at.is_(None), 1), else_=0), r.c.started_at.desc(), r.c.run_id.desc()
             )
-        return found
+            .limit(self.settings.runs)
+        ).all()
+        return [run_record(row) for row in rows]
 
-    def user(self, user_id: str) -> dict[str, Any]:
-        """
-        One user's ledger rows (one per channel) and attempts timeline, newest first, at most
-        ``settings.timeline`` attempts (``attempts_total`` counts them all).
-
-        :param user_id: compared as exact text (``'abc'``, ``'abc '`` and ``'ABC'`` are three users).
-        :raises NotFound: neither the ledger nor the attempts table knows the user.
-        """
-        started = time.perf_counter()
-        key = (check_key(user_id, "user_id"),)
-        w = self.warehouse
-        with w.connect() as conn:
-            found = self._columns(conn, w.ledger_t, w.attempts_t)
-            # ``failures`` came with a later version: an older ledger gets it on its next run.
-            columns = USER_LEDGER_COLUMNS + (("failures",) if "failures" in found[w.ledger_t.name] else ())
-            ledger = self._query(
-                conn,
-                f"SELECT {', '.join(columns)} FROM {self.warehouse.ledger} "  # noqa: S608
-                f"WHERE user_id = {self.warehouse.ph} ORDER BY channel",
-                key,
-            )
-            attempts: list[tuple[Any, ...]] = []
-            total = 0
-            if w.attempts_t.name in found:
-                where = f"FROM {self.warehouse.attempts} WHERE user_id = {self.warehouse.ph}"
-                total = _int(self._query(conn, f"SELECT COUNT(*) {where}", key)[0][0])
-                attempts = self._query(
-                    conn,
-                    f"SELECT {', '.join(ATTEMPT_COLUMNS)} {where} "
-                    f"ORDER BY attempted_at DESC, id DESC LIMIT {int(self.settings.timeline)}",
-                    key,
-                )
-            conn.rollback()  # read only: end the transaction PostgreSQL opened
-        if not ledger and not total:
-            raise NotFound(f"Unknown user_id {user_id!r}: no ledger row and no attempt has it")
-        return {
-            "user_id": user_id,
-            "ledger": [_record(columns, row, flags=("uncertain",)) for row in ledger],
-            "attempts": [_record(ATTEMPT_COLUMNS, row, flags=("uncertain",)) for row in attempts],
-            "attempts_total": total,
-            "attempts_limit": int(self.settings.timeline),
-            "query_ms": round((time.perf_counter() - started) * 1000, 1),
-        }
-
-    def run(self, run_id: str) -> dict[str, Any]:
-        """
-        One run: its row of the run table, its attempts counted by channel and outcome, the
-        ledger rows it touched last counted by channel and state, and its top failure reasons
-        (``settings.reasons`` of each: attempts' errors and ledger rows' last errors).
-
-        :raises NotFound: no table knows the run.
-        """
-        started = time.perf_counter()
-        check_key(run_id, "run_id")
-        w = self.warehouse
-        with w.connect() as conn:
-            of_run, key = self._run_is(conn, run_id)
-            found = self._columns(conn, w.ledger_t, w.attempts_t, w.runs_t)
-            run_columns = _run_columns(found.get(w.runs_t.name, ()))
-            rows = (
-                self._query(
-                    conn,
-                    f"SELECT {', '.join(run_columns)} FROM {w.runs} WHERE {of_run}",  # noqa: S608
-                    key,
-                )
-                if w.runs_t.name in found
-                else []
-            )
-            states = self._query(
-                conn,
-                f"SELECT channel, state, COUNT(*) FROM {w.ledger} WHERE {of_run} "  # noqa: S608
-                "GROUP BY channel, state ORDER BY channel, state",
-                key,
-            )
-            ledger_reasons = self.reasons(conn, run_id)
-            outcomes, attempt_reasons = (
-                self._run_attempts(conn, of_run, key) if w.attempts_t.name in found else ([], [])
-            )
-            conn.rollback()  # read only: end the transaction PostgreSQL opened
-        if not (rows or states or outcomes):
-            raise NotFound(f"Unknown run_id {run_id!r}: the run table, the ledger and the attempts have none")
-        return {
-            "run_id": run_id,
-            "run": _run(run_columns, rows[0]) if rows else None,
-            "outcomes": [
-                {"channel": c, "outcome": o, "count": _int(n), "uncertain": _int(u)}
-                for c, o, n, u in outcomes
-            ],
-            "ledger": [{"channel": c, "state": state, "count": _int(n)} for c, state, n in states],
-            "attempt_reasons": _reasons("outcome", attempt_reasons),
-            "ledger_reasons": ledger_reasons,
-            "query_ms": round((time.perf_counter() - started) * 1000, 1),
-        }
-
-    def _run_attempts(
-        self, conn: Any, of_run: str, key: tuple[str, ...]
-    ) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
-        """A run's attempts by (channel, outcome), and its most frequent errors of failed requests."""
-        attempts = self.warehouse.attempts
-        outcomes = self._query(
-            conn,
-            f"SELECT channel, outcome, COUNT(*), SUM(uncertain) FROM {attempts} "  # noqa: S608
-            f"WHERE {of_run} GROUP BY channel, outcome ORDER BY channel, outcome",
-            key,
-        )
-        reasons = self._query(
-            conn,
-            f"SELECT outcome, error, COUNT(*) AS n FROM {attempts} WHERE {of_run} "  # noqa: S608
-            f"AND outcome IN ({self._in(FAILURE_OUTCOMES)}) GROUP BY outcome, error "
-            f"ORDER BY n DESC, outcome, error LIMIT {int(self.settings.reasons)}",
-            key + FAILURE_OUTCOMES,
-        )
-        return outcomes, reasons
+    def dags(self, conn: Connection) -> list[str]:
+        """The DAGs the run table has runs of (the page's DAG filter)."""
+        r = self.warehouse.runs_t
+        found = conn.execute(sa.select(r.c.dag_id).where(r.c.dag_id.is_not(None)).distinct()).scalars()
+        return sorted(found)
 
 
-def _run_columns(present: Iterable[str]) -> tuple[str, ...]:
-    """:data:`RUN_COLUMNS`, and the newer ones a run table made by an earlier version may lack."""
-    have = {c.lower() for c in present}
-    return RUN_COLUMNS + tuple(c.name for c in newer_run_columns() if c.name in have)
-
-
-def _run(columns: Sequence[str], row: Sequence[Any]) -> dict[str, Any]:
+def run_record(row: Any) -> dict[str, Any]:
     """One row of the run table as the page shows it (with its duration)."""
-    run = _record(columns, row, flags=("dry_run",))
-    for newer in newer_run_columns():
-        run.setdefault(newer.name, None)
-    started, finished = Warehouse.parse_ts(run["started_at"]), Warehouse.parse_ts(run["finished_at"])
+    run = record(row)
+    started, finished = Warehouse.parse_ts(run.get("started_at")), Warehouse.parse_ts(run.get("finished_at"))
     run["duration_seconds"] = round((finished - started).total_seconds(), 1) if started and finished else None
     for key in ("send_seconds", "requests_per_second"):
-        run[key] = None if run[key] is None else round(float(run[key]), 2)
+        run[key] = None if run.get(key) is None else round(float(run[key]), 2)
     return run
 
 
-def _reasons(kind: str, rows: Sequence[tuple[Any, ...]]) -> list[dict[str, Any]]:
+def reason_rows(kind: str, rows: Sequence[Sequence[Any]]) -> list[dict[str, Any]]:
     """``(state or outcome, reason, count)`` rows as the page lists reasons."""
     return [
-        {kind: what, "reason": reason or "(no reason recorded)", "count": _int(n)} for what, reason, n in rows
+        {kind: what, "reason": reason or "(no reason recorded)", "count": as_int(n)}
+        for what, reason, n in rows
     ]
 
 
-def _total(by_state: dict[tuple[str, str], int], channel: str | None, states: Sequence[str]) -> int:
-    """Rows of one channel (``None``: any) in any of ``states``."""
-    return sum(n for (c, s), n in by_state.items() if s in states and channel in (None, c))
+def _total(by_state: dict[tuple[str, str], int], channel: str | None, states: Sequence[str] | None) -> int:
+    """Rows of one channel (``None``: any) in any of ``states`` (``None``: any)."""
+    return sum(
+        n for (c, s), n in by_state.items() if (states is None or s in states) and channel in (None, c)
+    )
 
 
 def _empty_counts(account_type: str | None) -> dict[str, Any]:
-    return {
-        "account_type": account_type,
-        "seen": 0,
-        "email_requested": 0,
-        "email_verified": 0,
-        "sms_requested": 0,
-        "sms_verified": 0,
-        "verified": 0,
-        **dict.fromkeys(SIDE_STATES, 0),
-    }
+    steps = {f"{channel}_{step}": 0 for channel in CHANNELS for step in ("requested", "verified")}
+    return {"account_type": account_type, "seen": 0, **steps, "verified": 0, **dict.fromkeys(SIDE_STATES, 0)}
 
 
 def _totals(funnel: list[dict[str, Any]]) -> dict[str, Any]:
@@ -593,30 +452,3 @@ def _totals(funnel: list[dict[str, Any]]) -> dict[str, Any]:
             if key in totals and key != "account_type" and value is not None:
                 totals[key] += value
     return totals
-
-
-class TTLCache:
-    """
-    Remembers the last summary for a few seconds, so many open pages cost one set of queries.
-
-    :param seconds: how long a summary is served again; 0 turns the cache off.
-    :param clock: the monotonic clock (tests replace it).
-    """
-
-    def __init__(self, seconds: float, clock: Callable[[], float] = time.monotonic) -> None:
-        self.seconds = seconds
-        self.clock = clock
-        self._lock = threading.Lock()
-        self._entries: dict[Any, tuple[float, dict[str, Any]]] = {}
-
-    def get(self, key: Any, compute: Callable[[], dict[str, Any]]) -> dict[str, Any]:
-        """The cached value of ``key``, or ``compute()`` (one computation at a time)."""
-        if self.seconds <= 0:
-            return compute()
-        with self._lock:
-            entry = self._entries.get(key)
-            if entry and self.clock() < entry[0]:
-                return entry[1]
-            value = compute()
-            self._entries = {key: (self.clock() + self.seconds, value)}
-            return value

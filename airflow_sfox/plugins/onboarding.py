@@ -7,8 +7,10 @@ Registered through the ``airflow.plugins`` entry point of the package::
     sfox_onboarding = "airflow_sfox.plugins.onboarding:SfoxOnboardingPlugin"
 
 The api-server mounts the plugin's FastAPI app under :data:`URL_PREFIX`; the UI shows the
-external view as an entry of its navigation bar (seen on Airflow 3.1.8 and 3.3.2) and renders
-it in an iframe at ``/plugin/sfox-onboarding``.
+page as an entry of its navigation bar (seen on Airflow 3.1.8 and 3.3.2), rendered in an iframe
+at ``/plugin/sfox-onboarding``, and as a tab of every DAG's page (that DAG's figures) and of
+every DAG run's page (that run's view), with the ids in the URL (:data:`VIEWS`; the ``dag`` and
+``dag_run`` destinations exist from Airflow 3.1.0 on, the provider's floor).
 
 Every Airflow process loads plugins (scheduler, workers, DAG processor, ...), so this module
 stays light: the FastAPI app, and with it Airflow's api-server modules, is built on the first
@@ -83,6 +85,39 @@ def page_enabled() -> bool:
     )
 
 
+def _view(destination: str, url_route: str, fragment: str = "") -> dict[str, Any]:
+    """
+    One external view of the page: a navigation entry, or a tab of a DAG's or DAG run's page.
+
+    :param destination: ``nav``, ``dag`` or ``dag_run`` (Airflow 3.1 and later).
+    :param url_route: the UI route ``/plugin/<url_route>`` (under the DAG or run for a tab);
+        unique per view: the UI finds a view by its route alone.
+    :param fragment: the ids the page reads from its URL's fragment, with Airflow's
+        ``{DAG_ID}`` / ``{RUN_ID}`` placeholders. A fragment, not a query: Airflow 3.1 puts the
+        ids in unencoded, and a query would read a run_id's ``+`` as a space.
+    """
+    prefix = URL_PREFIX.lstrip("/")
+    return {
+        "name": NAV_LABEL,
+        # Relative to the UI's <base href>: works when Airflow is served under a sub-path.
+        "href": f"{prefix}/{fragment}",
+        "url_route": url_route,
+        "destination": destination,
+        # No category; nav_top_level (ignored by 3.1) keeps it out of a "Plugins" menu.
+        **({"nav_top_level": True} if destination == "nav" else {}),
+        "icon": f"{prefix}/static/icon.svg",
+        "icon_dark_mode": f"{prefix}/static/icon-dark.svg",
+    }
+
+
+#: The navigation entry, the DAG tab (the DAG's figures) and the DAG run tab (the run's view).
+VIEWS: list[dict[str, Any]] = [
+    _view("nav", URL_ROUTE),
+    _view("dag", f"{URL_ROUTE}-dag", "#dag_id={DAG_ID}"),
+    _view("dag_run", f"{URL_ROUTE}-run", "#dag_id={DAG_ID}&run_id={RUN_ID}"),
+]
+
+
 class SfoxOnboardingPlugin(AirflowPlugin):
     """The "sFOX onboarding" page: funnel, runs and failures of batch onboarding."""
 
@@ -91,16 +126,4 @@ class SfoxOnboardingPlugin(AirflowPlugin):
         fastapi_apps = [
             {"app": LazyApp(), "url_prefix": URL_PREFIX, "name": PAGE_NAME},
         ]
-        external_views = [
-            {
-                "name": NAV_LABEL,
-                # Relative to the UI's <base href>: works when Airflow is served under a sub-path.
-                "href": f"{URL_PREFIX.lstrip('/')}/",
-                "url_route": URL_ROUTE,
-                "destination": "nav",
-                # No category; nav_top_level (ignored by 3.1) keeps it out of a "Plugins" menu.
-                "nav_top_level": True,
-                "icon": f"{URL_PREFIX.lstrip('/')}/static/icon.svg",
-                "icon_dark_mode": f"{URL_PREFIX.lstrip('/')}/static/icon-dark.svg",
-            }
-        ]
+        external_views = VIEWS

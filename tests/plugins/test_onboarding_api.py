@@ -18,8 +18,8 @@ from fastapi import HTTPException
 from fastapi.testclient import TestClient
 
 from airflow_sfox.onboarding.warehouse import LOST_ERROR, Warehouse
-from airflow_sfox.plugins.app import create_app, dag_ids_from_config
-from airflow_sfox.plugins.dashboard import LEDGER_INDEXES, DashboardSettings, TTLCache, ledger_indexes
+from airflow_sfox.plugins.app import TTLCache, create_app, dag_ids_from_config
+from airflow_sfox.plugins.dashboard import LEDGER_INDEXES, DashboardSettings, ledger_indexes
 from tests.plugins.ledger_data import (
     ATTEMPT_ROWS,
     EXPECTED_FAILURES,
@@ -286,13 +286,14 @@ _PLUGIN_SCRIPT = """
 import json
 from airflow_sfox.plugins.onboarding import SfoxOnboardingPlugin as P
 print("PLUGIN=" + json.dumps({"apps": [a["url_prefix"] for a in P.fastapi_apps],
-                              "views": [v["name"] for v in P.external_views]}))
+                              "views": [[v["destination"], v["url_route"]] for v in P.external_views]}))
 """
+ROUTES = [["nav", "sfox-onboarding"], ["dag", "sfox-onboarding-dag"], ["dag_run", "sfox-onboarding-run"]]
 
 
 @pytest.mark.parametrize(
     ("enabled", "apps", "views"),
-    [(None, ["/sfox-onboarding"], ["sFOX"]), ("False", [], [])],
+    [(None, ["/sfox-onboarding"], ROUTES), ("False", [], [])],
 )
 def test_switch_registers_no_app_and_no_view(enabled, apps, views):
     """``[sfox] onboarding_page_enabled`` is read when the plugin class is built (a fresh process)."""
@@ -309,6 +310,28 @@ def test_switch_registers_no_app_and_no_view(enabled, apps, views):
     ).stdout
     line = next(line for line in out.splitlines() if line.startswith("PLUGIN="))
     assert json.loads(line.removeprefix("PLUGIN=")) == {"apps": apps, "views": views}
+
+
+@pytest.mark.parametrize(
+    ("destination", "href"),
+    [
+        ("nav", "sfox-onboarding/"),
+        ("dag", "sfox-onboarding/#dag_id={DAG_ID}"),
+        ("dag_run", "sfox-onboarding/#dag_id={DAG_ID}&run_id={RUN_ID}"),
+    ],
+)
+def test_views_open_the_page_with_the_ids_of_the_dag_or_run(destination, href):
+    """Each view is one Airflow accepts (its own response model) and opens the page with its ids."""
+    from airflow.api_fastapi.core_api.datamodels.plugins import ExternalViewResponse
+
+    from airflow_sfox.plugins.onboarding import VIEWS
+
+    view = next(v for v in VIEWS if v["destination"] == destination)
+    assert ExternalViewResponse.model_validate(view).destination == destination
+    assert view["href"] == href
+    assert not view["href"].startswith("/")  # relative to the UI's base: works under a sub-path
+    assert view["url_route"]  # a tab needs a route of its own
+    assert len({v["url_route"] for v in VIEWS}) == len(VIEWS)  # the UI finds a view by route alone
 
 
 def test_cache_serves_one_summary_for_a_while():
@@ -328,37 +351,49 @@ def test_cache_serves_one_summary_for_a_while():
     assert cache.get("other", compute) == {"n": 3}
 
 
+def _record_selects(warehouse: Warehouse) -> list[tuple[str, tuple]]:
+    """The SELECT statements the page sends through this warehouse's engine, with their parameters."""
+    import sqlalchemy as sa
+
+    statements: list[tuple[str, tuple]] = []
+
+    @sa.event.listens_for(warehouse.engine, "before_cursor_execute")
+    def record(conn, cursor, statement, parameters, context, executemany) -> None:
+        if statement.lstrip().upper().startswith("SELECT") and "sqlite_" not in statement:
+            statements.append((statement, tuple(parameters)))
+
+    return statements
+
+
+def _plans(path: str, statements: list[tuple[str, tuple]]) -> list[list[str]]:
+    """SQLite's query plan of each statement, one step a line."""
+    with sqlite3.connect(path) as conn:
+        return [
+            [row[3] for row in conn.execute(f"EXPLAIN QUERY PLAN {sql}", params)]
+            for sql, params in statements
+        ]
+
+
 def test_proposed_indexes_serve_the_queries(ledger_path):
     """With the proposed indexes, SQLite answers every page query from an index."""
-    from airflow_sfox.onboarding.warehouse import Warehouse
-    from airflow_sfox.plugins.dashboard import Dashboard, DashboardSettings
+    from airflow_sfox.plugins.lookups import Lookups as Dashboard
     from tests.plugins.ledger_data import SqliteFileHook
 
     assert ledger_indexes("s.l")[0].startswith("CREATE INDEX IF NOT EXISTS ix_s_l_funnel ON s.l ")
     with sqlite3.connect(ledger_path) as conn:
         for statement in LEDGER_INDEXES:
             conn.execute(statement)
-        plans = []
-
-        class Recorder:
-            """The part of a SQLAlchemy connection the page uses: raw SQL, with its query plan."""
-
-            def exec_driver_sql(self, sql, params=()):
-                plans.append(" | ".join(r[3] for r in conn.execute(f"EXPLAIN QUERY PLAN {sql}", params)))
-                self._rows = conn.execute(sql, params).fetchall()
-                return self
-
-            def fetchall(self):
-                return self._rows
-
-        dashboard = Dashboard(Warehouse(SqliteFileHook(ledger_path)), DashboardSettings())
-        recorder = Recorder()
-        dashboard.funnel(recorder)
-        dashboard.reasons(recorder)
-        dashboard.recent_failures(recorder)
-    assert "COVERING INDEX ix_sfox_onboarding_ledger_funnel" in plans[0]
-    assert "COVERING INDEX ix_sfox_onboarding_ledger_funnel" in plans[1]
-    for plan in plans:  # no step reads the table itself row by row
+    warehouse = Warehouse(SqliteFileHook(ledger_path))
+    statements = _record_selects(warehouse)
+    Dashboard(warehouse, DashboardSettings()).summary()
+    warehouse.engine.dispose()
+    plans = [" | ".join(plan) for plan in _plans(ledger_path, statements)]
+    ledger_plans = [
+        plan for (sql, _), plan in zip(statements, plans, strict=True) if "sfox_onboarding_runs" not in sql
+    ]
+    assert "COVERING INDEX ix_sfox_onboarding_ledger_funnel" in ledger_plans[0]  # the funnel
+    assert "COVERING INDEX ix_sfox_onboarding_ledger_funnel" in ledger_plans[1]  # users without email
+    for plan in ledger_plans:  # no step reads the ledger itself row by row
         for step in plan.split(" | "):
             assert not step.startswith("SCAN") or "INDEX" in step, plan
 
@@ -430,7 +465,10 @@ def test_user_lookup_caps_the_timeline_and_says_how_many_there_are(lookup_db):
 
 def test_user_lookup_shows_a_lost_request_as_uncertain(lookup_db):
     data = _user(_client(), "ind_8").json()
-    assert [(r["state"], r["uncertain"], r["run_id"]) for r in data["ledger"]] == [("queued", True, RUN_1)]
+    assert [(r["channel"], r["state"], r.get("uncertain"), r.get("run_id")) for r in data["ledger"]] == [
+        ("email", "queued", True, RUN_1),
+        ("sms", None, None, None),  # an individual's sms: not planned before its email is verified
+    ]
     assert [(a["outcome"], a["uncertain"], a["status"], a["error"]) for a in data["attempts"]] == [
         ("lost", True, None, LOST_ERROR)
     ]
@@ -612,38 +650,190 @@ def test_lookups_hold_no_email_or_phone(lookup_db, path, params):
 
 def test_lookups_read_through_keys_and_indexes(ledger_path):
     """SQLite answers every query of the user lookup and the run view by an index search, never a scan."""
-    import sqlalchemy as sa
-
-    from airflow_sfox.plugins.dashboard import Dashboard
+    from airflow_sfox.plugins.lookups import Lookups as Dashboard
     from tests.plugins.ledger_data import SqliteFileHook
 
     warehouse = Warehouse(SqliteFileHook(ledger_path))
-    statements: list[tuple[str, tuple]] = []
-
-    @sa.event.listens_for(warehouse.engine, "before_cursor_execute")
-    def record(conn, cursor, statement, parameters, context, executemany) -> None:
-        if statement.lstrip().upper().startswith("SELECT") and "sqlite_" not in statement:
-            statements.append((statement, tuple(parameters)))
-
+    statements = _record_selects(warehouse)
     dashboard = Dashboard(warehouse, DashboardSettings())
     dashboard.user("ind_4")
     dashboard.run(RUN_0)
     warehouse.engine.dispose()
-    assert len(statements) == 8  # ledger, attempts count, timeline; run row, states, 2 x reasons, outcomes
+    # user: ledger, attempts count, timeline; run: run row, states, held rows, reasons, outcomes, errors
+    assert len(statements) == 9
     indexes = set()
-    with sqlite3.connect(ledger_path) as conn:
-        for sql, params in statements:
-            plan = [row[3] for row in conn.execute(f"EXPLAIN QUERY PLAN {sql}", params)]
-            searches = [step for step in plan if not step.startswith("USE TEMP B-TREE")]
-            assert searches, (sql, plan)
-            for step in searches:
-                assert step.startswith("SEARCH "), (sql, plan)
-                assert " INDEX " in step, (sql, plan)
-                indexes.add(step.split(" INDEX ")[1].split(" ")[0])
+    for (sql, _), plan in zip(statements, _plans(ledger_path, statements), strict=True):
+        searches = [step for step in plan if not step.startswith("USE TEMP B-TREE")]
+        assert searches, (sql, plan)
+        for step in searches:
+            assert step.startswith("SEARCH "), (sql, plan)
+            assert " INDEX " in step, (sql, plan)
+            indexes.add(step.split(" INDEX ")[1].split(" ")[0])
     assert indexes == {
         "sqlite_autoindex_sfox_onboarding_ledger_1",  # (user_id, channel)
         "sqlite_autoindex_sfox_onboarding_runs_1",  # run_id
         "ix_sfox_onboarding_ledger_run",
+        "ix_sfox_onboarding_ledger_state",  # held rows: few, whatever the run
         "ix_sfox_onboarding_ledger_at_user",
         "ix_sfox_onboarding_ledger_at_run",
     }
+
+
+# --- one DAG's figures, every channel of a user, the vocabulary from the server -----------------
+
+OTHER_DAG, OTHER_RUN = "sfox_partner_b", "manual__2026-03-04T08:00:00+00:00"
+#: Ledger rows the other DAG's run touched last: corp_1 (verified), corp_2 (sent), ind_6 (held).
+OTHER_ROWS = {"corp_1": "verified", "corp_2": "sent", "ind_6": "held"}
+
+
+@pytest.fixture
+def two_dags(ledger_path) -> str:
+    """The known ledger, with a dry run of another DAG that was interrupted and touched three rows."""
+    with sqlite3.connect(ledger_path) as conn:
+        conn.execute(
+            "INSERT INTO sfox_onboarding_runs (run_id, dag_id, dry_run, started_at, status, reason) "
+            "VALUES (?, ?, 1, '2026-03-04T08:00:00.000000+00:00', 'interrupted', 'preview')",
+            (OTHER_RUN, OTHER_DAG),
+        )
+        for user_id, state in OTHER_ROWS.items():
+            conn.execute(
+                "UPDATE sfox_onboarding_ledger SET run_id = ?, state = ?, "
+                "last_error = CASE WHEN ? = 'held' THEN 'held for review' ELSE last_error END "
+                "WHERE user_id = ? AND channel = 'email'",
+                (OTHER_RUN, state, state, user_id),
+            )
+    return ledger_path
+
+
+def _dag_client() -> TestClient:
+    rights = {"reader": {"sfox_batch_onboarding", OTHER_DAG}}
+    return _client("reader", FakeAuthManager(rights))
+
+
+def test_summary_lists_the_dags_and_labels_each_run_with_its_dag(two_dags):
+    data = _dag_client().get("/api/summary").json()
+    assert data["dag_id"] is None
+    assert data["dags"] == ["sfox_batch_onboarding", OTHER_DAG]
+    assert [(r["run_id"], r["dag_id"]) for r in data["runs"]] == [
+        (OTHER_RUN, OTHER_DAG),
+        (RUN_1, "sfox_batch_onboarding"),
+        (RUN_0, "sfox_batch_onboarding"),
+    ]
+    # A status and a reason the page has no word for are shown as the run row has them.
+    assert (data["runs"][0]["status"], data["runs"][0]["reason"], data["runs"][0]["dry_run"]) == (
+        "interrupted",
+        "preview",
+        True,
+    )
+
+
+@pytest.mark.parametrize(
+    ("dag_id", "runs", "seen", "held"),
+    [
+        (OTHER_DAG, [OTHER_RUN], {"individual": 1, "corporation": 2}, 1),
+        ("sfox_batch_onboarding", [RUN_1, RUN_0], {"individual": 8, "corporation": 3}, 0),
+        ("sfox_no_runs", [], {}, 0),
+    ],
+)
+def test_summary_of_one_dag_counts_its_runs_rows_only(two_dags, dag_id, runs, seen, held):
+    data = _dag_client().get("/api/summary", params={"dag_id": dag_id})
+    if dag_id == "sfox_no_runs":  # a DAG the reader may not read: refused before any figure
+        assert data.status_code == 403
+        assert "sfox_no_runs" in data.json()["detail"]
+        return
+    data = data.json()
+    assert data["dag_id"] == dag_id
+    assert [r["run_id"] for r in data["runs"]] == runs
+    funnel = {row["account_type"]: row for row in data["funnel"]}
+    assert {kind: funnel[kind]["seen"] for kind in seen} == seen
+    assert data["totals"]["held"] == held
+    reasons = {(r["state"], r["reason"]) for r in data["reasons"]}
+    assert (("gave_up", GAVE_UP_REASON) in reasons) is (dag_id != OTHER_DAG)
+
+
+def test_a_dag_filter_needs_read_access_to_that_dag_too(two_dags):
+    manager = FakeAuthManager(RIGHTS)  # reader: sfox_batch_onboarding only
+    response = _client("reader", manager).get("/api/summary", params={"dag_id": OTHER_DAG})
+    assert response.status_code == 403
+    assert f"sfox_batch_onboarding, {OTHER_DAG}" in response.json()["detail"]
+    assert [d.id for *_, d in manager.calls] == ["sfox_batch_onboarding", OTHER_DAG]
+    assert (
+        _client("reader", manager)
+        .get("/api/run", params={"run_id": OTHER_RUN, "dag_id": OTHER_DAG})
+        .status_code
+        == 403
+    )
+
+
+@pytest.mark.parametrize(
+    ("run_id", "dag_id", "status"),
+    [
+        (OTHER_RUN, OTHER_DAG, 200),
+        (OTHER_RUN, None, 200),
+        (OTHER_RUN, "sfox_batch_onboarding", 404),  # run_ids are unique within a DAG only
+        (RUN_0, OTHER_DAG, 404),
+    ],
+)
+def test_run_view_of_a_dag_run_needs_a_run_row_of_that_dag(two_dags, run_id, dag_id, status):
+    params = {"run_id": run_id} | ({"dag_id": dag_id} if dag_id else {})
+    response = _dag_client().get("/api/run", params=params)
+    assert response.status_code == status, response.text
+    if status == 404:
+        assert (
+            response.json()["detail"] == f"DAG {dag_id!r} has no onboarding run {run_id!r} in the run table"
+        )
+        return
+    data = response.json()
+    assert (data["run"]["status"], data["run"]["reason"], data["run"]["dag_id"]) == (
+        "interrupted",
+        "preview",
+        OTHER_DAG,
+    )
+    assert {(r["channel"], r["state"]): r["count"] for r in data["ledger"]} == {
+        ("email", "verified"): 1,
+        ("email", "sent"): 1,
+        ("email", "held"): 1,
+    }
+    assert [(h["user_id"], h["channel"], h["reason"]) for h in data["held"]] == [
+        ("ind_6", "email", "held for review")
+    ]
+
+
+@pytest.mark.parametrize(
+    ("user_id", "account_type", "channels"),
+    [
+        # email sent, not verified: the sms waits for it
+        ("ind_5", "individual", [("email", "sent", None), ("sms", None, "email")]),
+        # email verified: the sms is due and the next run plans it
+        ("ind_3", "individual", [("email", "verified", None), ("sms", "sent", None)]),
+        # an sms row without an email row: the email is due and waits for nothing
+        ("ind_9", "individual", [("email", None, None), ("sms", "queued", None)]),
+        ("corp_2", "corporation", [("email", "sent", None)]),
+        # a rejected row: no account type, no channel is due
+        ("bad_1", None, [("email", "rejected", None)]),
+    ],
+)
+def test_user_lookup_shows_every_channel_due_for_the_account_type(
+    ledger_path, user_id, account_type, channels
+):
+    data = _user(_client(), user_id).json()
+    assert data["account_type"] == account_type
+    assert [(r["channel"], r["state"], r["waits_for"]) for r in data["ledger"]] == channels
+
+
+def test_the_page_gets_the_ledger_states_and_channels_from_the_server(ledger_path):
+    from airflow_sfox.onboarding.model import CHANNELS, STATE_LABELS, LedgerState
+
+    data = _client().get("/api/summary").json()
+    assert [s["state"] for s in data["states"]] == [state.value for state in LedgerState]
+    assert {s["state"]: s["label"] for s in data["states"]} == {
+        state.value: STATE_LABELS[state.value] for state in LedgerState
+    }
+    assert data["channels"] == [channel.value for channel in CHANNELS]
+    assert set(data["side_states"]) <= {state.value for state in LedgerState}
+    script = _client().get("/static/dashboard.js").text
+    for state in LedgerState:  # no copy of the states' labels in the page's script
+        if STATE_LABELS[state.value] != state.value:
+            assert f'"{STATE_LABELS[state.value]}"' not in script, state
+    assert '"held"' not in script
+    assert "Corporations" not in _client().get("/").text  # nor of the channel rule

@@ -1,6 +1,9 @@
 // sFOX onboarding page: polls api/summary and renders it, with a user lookup (api/user) and a
 // run view (api/run) refreshed on the same beat. Plain DOM, no framework, no CDN.
 // Every value from the server is written with textContent, never parsed as HTML.
+// Opened as a DAG's tab (#dag_id=...) it shows that DAG's figures; as a DAG run's tab
+// (#dag_id=...&run_id=...) it opens that run's view too. The ledger's vocabulary (channels,
+// states and their labels) comes from the server with the figures.
 "use strict";
 
 (function () {
@@ -12,6 +15,11 @@
   let timer = null;
   // The user and the run on display (null: none), as typed: ids are exact text, never trimmed.
   const shown = { user: null, run: null };
+  // The DAG the figures are narrowed to (null: every DAG), and the DAG of the run on display.
+  let dagFilter = null;
+  let runDag = null;
+  // Ledger states by value: { label, tone }, from the last summary.
+  let states = {};
 
   const fmt = new Intl.NumberFormat("en-US");
   const num = (n) => (n === null || n === undefined ? "–" : fmt.format(n));
@@ -64,17 +72,23 @@
     ]);
   }
 
-  function funnelCard(row) {
+  // Steps of a funnel: seen, then each channel requested and verified (the last channel's
+  // "verified" is the user's VERIFIED), over every channel the server names.
+  function funnelSteps(row, channels) {
+    const steps = [["seen", "In ledger (seen)", row.seen]];
+    channels.forEach((channel, i) => {
+      steps.push([`${channel}_requested`, `${channel} requested`, row[`${channel}_requested`]]);
+      if (i < channels.length - 1) steps.push([`${channel}_verified`, `${channel} verified`, row[`${channel}_verified`]]);
+    });
+    steps.push(["verified", "VERIFIED", row.verified]);
+    return steps;
+  }
+
+  function funnelCard(row, channels, sideStates) {
     if (row.account_type === null) return rejectedCard(row);
     const kind = row.account_type;
     const title = row.account_type;
-    const steps = [
-      ["seen", "In ledger (seen)", row.seen],
-      ["email_requested", "Email requested", row.email_requested],
-      ["email_verified", "Email verified", row.email_verified],
-      ["sms_requested", "SMS requested", row.sms_requested],
-      ["verified", "VERIFIED", row.verified],
-    ];
+    const steps = funnelSteps(row, channels);
     const stepNodes = steps.map(([key, label, value]) => {
       const final = key === "verified";
       const na = value === null;
@@ -87,21 +101,15 @@
         ]),
       ]);
     });
-    const side = [
-      ["queued", "queued", ""],
-      ["rejected", "rejected", "bad"],
-      ["failed", "failed", "bad"],
-      ["not_registered", "not registered", "warn"],
-      ["gave_up", "gave up", "bad"],
-      ["held", "held for review", "warn"],
-    ].map(([key, label, cls]) =>
-      el("div", { class: row[key] ? cls : "" }, [
-        el("span", { text: label }),
+    const side = sideStates.map((key) =>
+      el("div", { class: row[key] && states[key] ? states[key].tone : "" }, [
+        el("span", { text: label(key) }),
         el("span", { class: "n", "data-metric": `${kind}.${key}`, text: num(row[key]) }),
       ]),
     );
     return el("div", { class: "card", "data-account-type": kind }, [
       el("h3", { text: title }),
+      el("p", { class: "muted small", "data-field": "channels", text: `verifies ${row.channels.join(", then ")}` }),
       el("div", { class: "card-body" }, [
         el("div", { class: "steps" }, stepNodes),
         el("div", { class: "side" }, side),
@@ -119,19 +127,49 @@
     for (const cells of rows) body.appendChild(el("tr", {}, cells));
   }
 
-  function pill(state) {
-    return el("span", { class: `pill ${state || ""}`, text: (state || "–").replace("_", " ") });
+  // A ledger state by the server's label; anything else (an attempt outcome, a run status the
+  // page has no word for) as the server wrote it.
+  const label = (key) => (states[key] ? states[key].label : String(key).replaceAll("_", " "));
+
+  function pill(state, empty) {
+    return el("span", { class: `pill ${state || "none"}`, text: state ? label(state) : empty || "–" });
   }
 
   const status = (code) => (code === null || code === undefined ? "–" : String(code));
   const yes = (flag) => (flag ? "yes" : "");
 
-  // A run_id or user_id that opens its view below when clicked.
-  function link(kind, id) {
+  // The ids in the URL's fragment, `#dag_id=...&run_id=...`: Airflow puts a DAG's or a DAG run's
+  // ids there (some versions percent-encode them, others not; a run_id never holds "&" or "%").
+  function fragment() {
+    const ids = {};
+    for (const part of window.location.hash.replace(/^#/, "").split("&")) {
+      const at = part.indexOf("=");
+      if (at > 0) ids[part.slice(0, at)] = decodeURIComponent(part.slice(at + 1));
+    }
+    return ids;
+  }
+
+  // A run_id or user_id that opens its view below when clicked (a run: of its DAG, when known).
+  function link(kind, id, dag) {
     if (id === null || id === undefined) return document.createTextNode("–");
     const button = el("button", { type: "button", class: "link mono", [`data-${kind}-id`]: id, text: id });
-    button.addEventListener("click", () => (kind === "run" ? showRun(id) : showUser(id)));
+    button.addEventListener("click", () => (kind === "run" ? showRun(id, dag || null) : showUser(id)));
     return button;
+  }
+
+  // The DAG filter: every DAG the run table has runs of, and the one asked for.
+  function renderDags(data) {
+    const select = document.getElementById("dag-filter");
+    const dags = data.dags.includes(dagFilter) || dagFilter === null ? data.dags : data.dags.concat([dagFilter]);
+    const wanted = ["", ...dags].join("\n");
+    if (select.dataset.options !== wanted) {
+      select.replaceChildren(
+        el("option", { value: "", text: "All DAGs" }),
+        ...dags.map((dag) => el("option", { value: dag, text: dag })),
+      );
+      select.dataset.options = wanted;
+    }
+    select.value = dagFilter || "";
   }
 
   function render(data) {
@@ -141,16 +179,20 @@
       ` · refreshes every ${refreshMs / 1000} s`;
     document.getElementById("empty").hidden = !data.ledger_missing;
 
+    states = Object.fromEntries(data.states.map((s) => [s.state, s]));
+    renderDags(data);
+    document.body.dataset.dag = data.dag_id || "";
     const funnels = document.getElementById("funnels");
     funnels.classList.toggle("with-rejected", data.funnel.some((row) => row.account_type === null));
-    funnels.replaceChildren(...data.funnel.map(funnelCard));
+    funnels.replaceChildren(...data.funnel.map((row) => funnelCard(row, data.channels, data.side_states)));
     if (!data.funnel.length) funnels.appendChild(el("p", { class: "muted", text: "No users in the ledger yet." }));
 
     fillTable(
       "runs",
       data.runs.map((run) => [
         el("td", { class: "nowrap", text: when(run.started_at) }),
-        el("td", { class: "mono" }, [link("run", run.run_id)].concat(
+        el("td", { class: "mono", "data-field": "dag_id", text: run.dag_id || "–" }),
+        el("td", { class: "mono" }, [link("run", run.run_id, run.dag_id)].concat(
           run.dry_run ? [document.createTextNode(" (dry run)")] : [],
         )),
         el("td", {}, [pill(run.status)].concat(
@@ -168,8 +210,8 @@
         el("td", { class: "num", text: num(run.not_registered) }),
         el("td", { class: "num", "data-field": "rate_limited", text: num(run.rate_limited) }),
       ]),
-      11,
-      "No runs recorded yet.",
+      12,
+      dagFilter ? `No runs of ${dagFilter} recorded.` : "No runs recorded yet.",
     );
 
     const top = data.reasons.length ? data.reasons[0].count : 0;
@@ -203,19 +245,23 @@
     );
   }
 
+  // Why a channel due for the user's account type has no ledger row yet.
+  const dueNote = (row) =>
+    row.waits_for ? `waits for ${row.waits_for} verification` : "due: the next run plans it";
+
   function renderUser(data) {
     document.getElementById("user-title").textContent = data.user_id;
     fillTable(
       "user-ledger",
       data.ledger.map((row) => [
         el("td", { text: row.channel }),
-        el("td", {}, [pill(row.state)]),
+        el("td", { "data-field": "state" }, [pill(row.state, "not planned")]),
         el("td", { class: "num", text: num(row.sends) }),
         el("td", { class: "num", text: num(row.attempts) }),
         el("td", { class: row.uncertain ? "bad-text" : "", text: yes(row.uncertain) }),
         el("td", { class: "num", text: num(row.failures) }),
         el("td", { class: "num", text: status(row.last_status) }),
-        el("td", { text: row.last_error || "" }),
+        el("td", { "data-field": "note", text: row.state ? row.last_error || "" : dueNote(row) }),
         el("td", { class: "nowrap", text: when(row.first_request_at) }),
         el("td", { class: "nowrap", text: when(row.last_request_at) }),
         el("td", { class: "mono" }, [link("run", row.run_id)]),
@@ -251,24 +297,25 @@
     document.getElementById("run-title").textContent = data.run_id;
     const figures = run
       ? [
+          ["dag", run.dag_id],
           ["status", run.status],
           ["started", when(run.started_at)],
           ["duration", duration(run.duration_seconds)],
           ["requests", num(run.requests)],
-          ["sent", num(run.sent)],
-          ["already verified", num(run.already_verified)],
-          ["failed", num(run.failed)],
-          ["not registered", num(run.not_registered)],
-          ["rejected", num(run.rejected)],
+          ...["sent", "already_verified", "failed", "not_registered", "rejected"].map((key) => [
+            label(key),
+            num(run[key]),
+          ]),
           ["uncertain", num(run.uncertain)],
           ["429s", num(run.rate_limited)],
         ]
       : [["run table", "no row for this run"]];
+    if (run && run.dry_run) figures.push(["dry run", "yes"]);
     if (run && run.reason) figures.push(["reason", run.reason]);
     document.getElementById("run-figures").replaceChildren(
-      ...figures.map(([label, value]) =>
-        el("span", { "data-figure": label }, [
-          document.createTextNode(`${label} `),
+      ...figures.map(([name, value]) =>
+        el("span", { "data-figure": name }, [
+          document.createTextNode(`${name} `),
           el("b", { text: value || "–" }),
         ]),
       ),
@@ -294,6 +341,17 @@
       3,
       "No ledger row was last touched by this run.",
     );
+    fillTable(
+      "run-held",
+      data.held.map((h) => [
+        el("td", { class: "mono nowrap", "data-field": "user_id" }, [link("user", h.user_id)]),
+        el("td", { text: h.channel }),
+        el("td", { text: h.reason || "" }),
+        el("td", { class: "nowrap", text: when(h.updated_at) }),
+      ]),
+      4,
+      "No row of this run is held for review.",
+    );
     const reasonRows = (rows, kind) =>
       rows.map((r) => [
         el("td", { text: r.reason }),
@@ -317,10 +375,12 @@
     if (id === null) return;
     const [url, param, render] =
       kind === "user" ? [USER_URL, "user_id", renderUser] : [RUN_URL, "run_id", renderRun];
+    const query = { [param]: id };
+    if (kind === "run" && runDag) query.dag_id = runDag;
     const view = document.getElementById(`${kind}-view`);
     const error = document.getElementById(`${kind}-error`);
     try {
-      const response = await fetch(`${url}?${new URLSearchParams({ [param]: id })}`, {
+      const response = await fetch(`${url}?${new URLSearchParams(query)}`, {
         credentials: "same-origin",
         cache: "no-store",
       });
@@ -341,15 +401,17 @@
     }
   }
 
-  async function show(kind, id) {
+  async function show(kind, id, dag, scroll = true) {
+    if (kind === "run") runDag = dag === undefined ? dagFilter : dag;
     shown[kind] = id;
     document.getElementById(`${kind}-id`).value = id;
     await load(kind, false);
+    if (!scroll) return;
     document.getElementById(document.getElementById(`${kind}-view`).hidden ? `${kind}-error` : `${kind}-view`)
       .scrollIntoView({ block: "start" });
   }
   const showUser = (id) => show("user", id);
-  const showRun = (id) => show("run", id);
+  const showRun = (id, dag) => show("run", id, dag);
 
   for (const kind of ["user", "run"]) {
     document.getElementById(`${kind}-form`).addEventListener("submit", (event) => {
@@ -374,7 +436,8 @@
   async function refresh() {
     clearTimeout(timer);
     try {
-      const response = await fetch(SUMMARY_URL, { credentials: "same-origin", cache: "no-store" });
+      const url = dagFilter ? `${SUMMARY_URL}?${new URLSearchParams({ dag_id: dagFilter })}` : SUMMARY_URL;
+      const response = await fetch(url, { credentials: "same-origin", cache: "no-store" });
       const error = document.getElementById("error");
       if (response.status === 401 || response.status === 403) {
         signedOut();
@@ -397,8 +460,28 @@
     timer = setTimeout(refresh, refreshMs);
   }
 
+  document.getElementById("dag-filter").addEventListener("change", (event) => {
+    dagFilter = event.target.value || null;
+    refresh();
+  });
+
   document.addEventListener("visibilitychange", () => {
     if (!document.hidden) refresh();
   });
+
+  // Opened on a DAG's or a DAG run's tab: that DAG's figures, and that run's view. Another DAG
+  // or run of the same tab changes only the fragment: the page follows it without a reload.
+  function openFragment() {
+    const ids = fragment();
+    dagFilter = ids.dag_id || null;
+    document.body.classList.toggle("run-first", Boolean(ids.run_id)); // a run's tab: its view first
+    if (ids.run_id) show("run", ids.run_id, dagFilter, false);
+  }
+
+  window.addEventListener("hashchange", () => {
+    openFragment();
+    refresh();
+  });
+  openFragment();
   refresh();
 })();
