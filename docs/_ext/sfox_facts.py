@@ -135,8 +135,21 @@ def _sets_of(module: Any, member: Any) -> list[str]:
     return sorted(
         name
         for name, value in vars(module).items()
-        if name.isupper() and isinstance(value, frozenset) and member in value
+        if name.isupper()
+        and isinstance(value, frozenset)
+        and member in value
+        # str enums compare equal across enums (AttemptOutcome.SENT == LedgerState.SENT): same class only.
+        and all(isinstance(v, type(member)) for v in value)
     )
+
+
+def _grouped(module: Any, enum: Any, member: Any) -> bool:
+    """Whether ``member``'s line directly follows the previous member's in the source."""
+    lines, start = inspect.getsourcelines(enum)
+    names = [m.name for m in enum]
+    at = {n: i for i, line in enumerate(lines) for n in names if line.strip().startswith(f"{n} =")}
+    previous = names[names.index(member.name) - 1]
+    return at.get(member.name, -1) - at.get(previous, -10) == 1
 
 
 def enum_table(enum_path: str) -> Table:
@@ -146,9 +159,12 @@ def enum_table(enum_path: str) -> Table:
     enum = getattr(module, name)
     docs = member_docs(enum_path)
     rows = []
+    meaning = ""
     for member in enum:
         sets = ", ".join(f"`{s}`" for s in _sets_of(module, member))
-        rows.append((f"`{member.value}`", docs.get(member.name, ""), sets))
+        # A ``#:`` comment above a group of members (no blank line between them) covers the group.
+        meaning = docs.get(member.name, meaning if rows and _grouped(module, enum, member) else "")
+        rows.append((f"`{member.value}`", meaning, sets))
     return Table(("value", "meaning", "in"), tuple(rows))
 
 

@@ -12,9 +12,10 @@ error.
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, ClassVar
 
 from docutils import nodes
+from docutils.parsers.rst import directives
 from docutils.statemachine import StringList
 from sphinx.util import logging
 from sphinx.util.docutils import SphinxDirective
@@ -93,13 +94,16 @@ class ConfigOptions(_TableDirective):
 
 
 class EnumTable(_TableDirective):
+    """``:require-meaning:``: every member needs a ``#:`` comment (a warning otherwise)."""
+
     required_arguments = 1
     optional_arguments = 0
+    option_spec: ClassVar[dict[str, Any]] = {"require-meaning": directives.flag}
 
     def table(self) -> sfox_facts.Table:
         found = sfox_facts.enum_table(self.arguments[0])
         for value, meaning, _ in found.rows:
-            if not meaning:
+            if not meaning and "require-meaning" in self.options:
                 logger.warning("%s member %s has no #: comment", self.arguments[0], value, location=self.get_location())
         return found
 
