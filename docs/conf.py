@@ -17,7 +17,7 @@ from airflow_sfox import __version__  # noqa: E402
 
 project = "airflow-provider-sfox"
 author = "airflow-provider-sfox maintainers"
-copyright = "the airflow-provider-sfox maintainers"  # noqa: A001
+copyright = "the airflow-provider-sfox maintainers"
 version = release = __version__
 
 extensions = ["myst_parser", "sphinx.ext.autodoc", "sphinx.ext.viewcode", "sfox_tables"]
@@ -40,8 +40,7 @@ nitpick_ignore_regex = [
     (r"py:attr", r"airflow_sfox\.onboarding\.planner\.Plan\.counts"),
 ]
 
-autodoc_default_options = {"members": True, "show-inheritance": True,
-                           "ignore-module-all": True}
+autodoc_default_options = {"members": True, "show-inheritance": True, "ignore-module-all": True}
 # Airflow's own docstrings (BaseOperator's, ...) use substitutions of Airflow's docs.
 autodoc_inherit_docstrings = False
 autodoc_member_order = "bysource"

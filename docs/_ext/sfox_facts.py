@@ -82,7 +82,9 @@ def connection_extras() -> Table:
         kinds = schema.get("type", "")
         kind = "/".join(k for k in ([kinds] if isinstance(kinds, str) else kinds) if k != "null")
         bounds = ", ".join(
-            f"{word} {schema[name]}" for name, word in (("minimum", "min"), ("maximum", "max")) if name in schema
+            f"{word} {schema[name]}"
+            for name, word in (("minimum", "min"), ("maximum", "max"))
+            if name in schema
         )
         rows.append(
             (
@@ -145,7 +147,7 @@ def _sets_of(module: Any, member: Any) -> list[str]:
 
 def _grouped(module: Any, enum: Any, member: Any) -> bool:
     """Whether ``member``'s line directly follows the previous member's in the source."""
-    lines, start = inspect.getsourcelines(enum)
+    lines, _ = inspect.getsourcelines(enum)
     names = [m.name for m in enum]
     at = {n: i for i, line in enumerate(lines) for n in names if line.strip().startswith(f"{n} =")}
     previous = names[names.index(member.name) - 1]
@@ -292,7 +294,9 @@ def column_table(kind: str) -> tuple[str, Table, list[str]]:
             problems.append(f"column {table.name}.{column.name} has no note in COLUMN_NOTES[{kind!r}]")
         rows.append((f"`{column.name}`", type_name, key, null, notes.get(column.name, "")))
     names = {c.name for c in table.columns}
-    problems += [f"COLUMN_NOTES[{kind!r}] names {n!r}, not a column of {table.name}" for n in notes if n not in names]
+    problems += [
+        f"COLUMN_NOTES[{kind!r}] names {n!r}, not a column of {table.name}" for n in notes if n not in names
+    ]
     return str(table.name), Table(("column", "type", "key", "null", "holds"), tuple(rows)), problems
 
 
@@ -330,9 +334,7 @@ def emitted_metric_names() -> set[str]:
         if isinstance(node, ast.JoinedStr) and node.values:
             head = node.values[0]
             if isinstance(head, ast.FormattedValue) and getattr(head.value, "id", None) == "PREFIX":
-                parts = [
-                    v.value if isinstance(v, ast.Constant) else "<x>" for v in node.values[1:]
-                ]
+                parts = [v.value if isinstance(v, ast.Constant) else "<x>" for v in node.values[1:]]
                 names.add(module.PREFIX + "".join(parts))
     return names
 

@@ -14,13 +14,12 @@ from __future__ import annotations
 import re
 from typing import Any, ClassVar
 
+import sfox_facts
 from docutils import nodes
 from docutils.parsers.rst import directives
 from docutils.statemachine import StringList
 from sphinx.util import logging
 from sphinx.util.docutils import SphinxDirective
-
-import sfox_facts
 
 logger = logging.getLogger(__name__)
 
@@ -104,7 +103,9 @@ class EnumTable(_TableDirective):
         found = sfox_facts.enum_table(self.arguments[0])
         for value, meaning, _ in found.rows:
             if not meaning and "require-meaning" in self.options:
-                logger.warning("%s member %s has no #: comment", self.arguments[0], value, location=self.get_location())
+                logger.warning(
+                    "%s member %s has no #: comment", self.arguments[0], value, location=self.get_location()
+                )
         return found
 
 
@@ -127,8 +128,11 @@ class Metrics(_TableDirective):
         for name in sorted(sfox_facts.emitted_metric_names()):
             stem = name.split("<x>")[0]
             if name not in listed and not any(m.startswith(stem) for m in listed):
-                logger.warning("metric %s is emitted but not listed in metrics.py's docstring", name,
-                               location=self.get_location())
+                logger.warning(
+                    "metric %s is emitted but not listed in metrics.py's docstring",
+                    name,
+                    location=self.get_location(),
+                )
         return found
 
 
@@ -151,8 +155,6 @@ class ApiModules(SphinxDirective):
         node.document = self.state.document
         self.state.nested_parse(StringList(lines, source="sfox-api-modules"), 0, node, match_titles=True)
         return node.children
-
-
 
 
 def metrics_docstring(app: Any, what: str, name: str, obj: Any, options: Any, lines: list[str]) -> None:

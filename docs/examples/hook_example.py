@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+# [START howto_hook]
+import contextlib
 from typing import Any
 
-# [START howto_hook]
 from airflow_sfox.exceptions import SfoxAlreadyVerifiedError
 from airflow_sfox.hooks.sfox import SfoxConnectHook
 
@@ -12,10 +13,8 @@ from airflow_sfox.hooks.sfox import SfoxConnectHook
 def send_email_code(user_id: str, *, sfox_conn_id: str = "sfox_default") -> dict[str, Any]:
     """Ask sFOX to email ``user_id`` a code; return what sFOX still requires of the user."""
     with SfoxConnectHook(sfox_conn_id=sfox_conn_id) as hook:
-        try:
-            hook.send_verification(user_id, "email")  # sFOX's "data": user_id, type, masked email
-        except SfoxAlreadyVerifiedError:
-            pass  # a 422 "already verified": nothing to send
+        with contextlib.suppress(SfoxAlreadyVerifiedError):  # a 422 "already verified": nothing to send
+            hook.send_verification(user_id, "email")  # returns sFOX's "data": user_id, type, email
         user = hook.get_user(user_id)
         return user.get("requirements") or {}
 

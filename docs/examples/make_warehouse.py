@@ -14,14 +14,14 @@ import sys
 COLUMNS = ("user_id", "account_type", "email", "phone_number")
 
 
-def make_warehouse(csv_path: str, db_path: str, table: str = "sfox_users") -> int:
-    """(Re)create ``table`` in the SQLite file ``db_path`` from ``csv_path``; return its row count."""
+def make_warehouse(csv_path: str, db_path: str) -> int:
+    """(Re)create ``sfox_users`` in the SQLite file ``db_path`` from ``csv_path``; return its row count."""
     with open(csv_path, newline="", encoding="utf-8") as source:
         rows = [tuple(row.get(c) or None for c in COLUMNS) for row in csv.DictReader(source)]
     with sqlite3.connect(db_path) as db:
-        db.execute(f"DROP TABLE IF EXISTS {table}")
-        db.execute(f"CREATE TABLE {table} ({', '.join(f'{c} TEXT' for c in COLUMNS)})")
-        db.executemany(f"INSERT INTO {table} VALUES (?, ?, ?, ?)", rows)
+        db.execute("DROP TABLE IF EXISTS sfox_users")
+        db.execute("CREATE TABLE sfox_users (user_id TEXT, account_type TEXT, email TEXT, phone_number TEXT)")
+        db.executemany("INSERT INTO sfox_users VALUES (?, ?, ?, ?)", rows)
     return len(rows)
 
 

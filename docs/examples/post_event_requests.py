@@ -11,7 +11,9 @@ def post_email_verified(
 ) -> int:
     """Post one event naming ``user_ids``; return the asset id it was posted to."""
     session = requests.Session()
-    token = session.post(f"{airflow}/auth/token", json={"username": username, "password": password}, timeout=10)
+    token = session.post(
+        f"{airflow}/auth/token", json={"username": username, "password": password}, timeout=10
+    )
     token.raise_for_status()
     session.headers["Authorization"] = f"Bearer {token.json()['access_token']}"
     uri = f"sfox://{host}/email-verified"

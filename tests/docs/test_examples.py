@@ -17,6 +17,7 @@ import subprocess
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import ClassVar
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
@@ -26,7 +27,12 @@ from tests.helpers import load_dag_file
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO / "docs" / "examples"
 USERS = [
-    {"user_id": "client_1", "account_type": "individual", "email": "c1@example.com", "phone_number": "+12223334444"},
+    {
+        "user_id": "client_1",
+        "account_type": "individual",
+        "email": "c1@example.com",
+        "phone_number": "+12223334444",
+    },
     {"user_id": "client_2", "account_type": "corporation", "email": "c2@example.com"},
 ]
 
@@ -109,7 +115,9 @@ def test_the_readme_dag_is_the_shipped_example_dag():
     shipped = ast.parse((REPO / "dags" / "sfox_batch_onboarding.py").read_text())
     shipped.body = [n for n in shipped.body if not isinstance(n, ast.Expr)]  # its docstring
     readme_tree = ast.parse(block)
-    readme_tree.body = [n for n in readme_tree.body if not isinstance(n, ast.ImportFrom) or n.module != "__future__"]
+    readme_tree.body = [
+        n for n in readme_tree.body if not isinstance(n, ast.ImportFrom) or n.module != "__future__"
+    ]
     shipped.body = [n for n in shipped.body if not isinstance(n, ast.ImportFrom) or n.module != "__future__"]
     assert ast.dump(readme_tree) == ast.dump(shipped)
 
@@ -119,7 +127,7 @@ class _FakeAirflow(BaseHTTPRequestHandler):
 
     token = "jwt-for-docs-test"
     uri = "sfox://api.sfox.com/email-verified"
-    events: list[dict] = []
+    events: ClassVar[list[dict]] = []
 
     def log_message(self, *args: object) -> None:  # keep the test output clean
         pass
@@ -181,9 +189,18 @@ def test_posting_an_event_with_requests(fake_airflow):
 
 
 def test_posting_an_event_with_curl(fake_airflow):
-    env = {**os.environ, "AIRFLOW": fake_airflow, "AIRFLOW_USER": "partner-backend", "AIRFLOW_PASSWORD": "secret"}
+    env = {
+        **os.environ,
+        "AIRFLOW": fake_airflow,
+        "AIRFLOW_USER": "partner-backend",
+        "AIRFLOW_PASSWORD": "secret",
+    }
     result = subprocess.run(
-        ["sh", str(EXAMPLES / "post_event.sh"), "client_1"], env=env, capture_output=True, text=True, timeout=60
+        ["sh", str(EXAMPLES / "post_event.sh"), "client_1"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode == 0, result.stderr
     assert _FakeAirflow.events == [{"asset_id": 7, "extra": {"user_ids": ["client_1"]}}]
@@ -200,5 +217,7 @@ def test_posting_with_a_wrong_password_fails_loudly(fake_airflow):
 def test_the_airflow_client_example_compiles():
     """apache-airflow-client is not a dependency: its example is compiled, not run."""
     tree = ast.parse((EXAMPLES / "post_event_client.py").read_text())
-    calls = {n.func.attr for n in ast.walk(tree) if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute)}
+    calls = {
+        n.func.attr for n in ast.walk(tree) if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute)
+    }
     assert {"get_assets", "create_asset_event"} <= calls
