@@ -313,7 +313,7 @@ def metrics() -> Table:
     for paragraph in doc.split("\n\n"):
         lines = paragraph.splitlines()
         if not any(_METRIC.match(line) for line in lines):
-            when = _one_line(paragraph).rstrip(":")
+            when = _one_line(paragraph).split(",")[0].rstrip(":")
             continue
         for line in lines:
             if found := _METRIC.match(line):

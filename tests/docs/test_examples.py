@@ -3,22 +3,18 @@ The docs' code examples run: ``docs/examples/*`` are the files the pages include
 
 The hook example runs against the sandbox; the operator DAG runs under ``dag.test()`` against
 it; the DAG files parse with no I/O; the three ways of posting an email-verified event run
-against a small stand-in for Airflow's REST API (a real HTTP server on 127.0.0.1 that checks
-the token, the exact asset URI and the event body), except the apache-airflow-client one,
-which needs that package and is compiled only.
+against the stand-in for Airflow's REST API that the sandbox's tests use
+(``tests/sandbox/fake_airflow.py``: a real HTTP server on 127.0.0.1 that checks the token and
+serves decoy assets that Airflow's substring search also finds), except the
+apache-airflow-client one, which needs that package and is compiled only.
 """
 
 from __future__ import annotations
 
 import ast
-import json
 import os
 import subprocess
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import ClassVar
-from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
@@ -122,79 +118,36 @@ def test_the_readme_dag_is_the_shipped_example_dag():
     assert ast.dump(readme_tree) == ast.dump(shipped)
 
 
-class _FakeAirflow(BaseHTTPRequestHandler):
-    """Airflow's token, asset and asset-event routes, as far as the examples use them."""
-
-    token = "jwt-for-docs-test"
-    uri = "sfox://api.sfox.com/email-verified"
-    events: ClassVar[list[dict]] = []
-
-    def log_message(self, *args: object) -> None:  # keep the test output clean
-        pass
-
-    def _answer(self, status: int, body: object) -> None:
-        data = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def _authorized(self) -> bool:
-        if self.headers.get("Authorization") == f"Bearer {self.token}":
-            return True
-        self._answer(401, {"detail": "Not authenticated"})
-        return False
-
-    def _body(self) -> dict:
-        return json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
-
-    def do_GET(self) -> None:
-        url = urlsplit(self.path)
-        if url.path != "/api/v2/assets" or not self._authorized():
-            return self._answer(404, {}) if url.path != "/api/v2/assets" else None
-        pattern = parse_qs(url.query).get("uri_pattern", [""])[0]
-        assets = [{"id": 7, "uri": self.uri}, {"id": 3, "uri": self.uri + "-decoy"}]
-        return self._answer(200, {"assets": [a for a in assets if pattern in a["uri"]]})
-
-    def do_POST(self) -> None:
-        if self.path == "/auth/token":
-            body = self._body()
-            if body == {"username": "partner-backend", "password": "secret"}:
-                return self._answer(201, {"access_token": self.token})
-            return self._answer(401, {"detail": "Invalid credentials"})
-        if self.path == "/api/v2/assets/events" and self._authorized():
-            type(self).events.append(self._body())
-            return self._answer(200, {"id": len(self.events)})
-        return None
-
-
 @pytest.fixture
 def fake_airflow():
-    _FakeAirflow.events = []
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _FakeAirflow)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
+    """Airflow's token, asset and asset-event routes (the sandbox's tests' stand-in), with decoy assets."""
+    from tests.sandbox.fake_airflow import FakeAirflow
+
+    with FakeAirflow() as fake:
+        yield fake
+
+
+def _exact_asset_id() -> int:
+    from tests.sandbox.fake_airflow import ASSETS
+
+    (asset_id,) = [a["id"] for a in ASSETS if a["uri"] == "sfox://api.sfox.com/email-verified"]
+    return asset_id
 
 
 def test_posting_an_event_with_requests(fake_airflow):
+    from tests.sandbox.fake_airflow import PASSWORD, USERNAME
+
     example = _module("post_event_requests")
-    assert example.post_email_verified(fake_airflow, "partner-backend", "secret", ["client_1"]) == 7
-    assert _FakeAirflow.events == [{"asset_id": 7, "extra": {"user_ids": ["client_1"]}}]
+    assert (
+        example.post_email_verified(fake_airflow.url, USERNAME, PASSWORD, ["client_1"]) == _exact_asset_id()
+    )
+    assert fake_airflow.events() == [{"asset_id": _exact_asset_id(), "extra": {"user_ids": ["client_1"]}}]
 
 
 def test_posting_an_event_with_curl(fake_airflow):
-    env = {
-        **os.environ,
-        "AIRFLOW": fake_airflow,
-        "AIRFLOW_USER": "partner-backend",
-        "AIRFLOW_PASSWORD": "secret",
-    }
+    from tests.sandbox.fake_airflow import PASSWORD, USERNAME
+
+    env = {**os.environ, "AIRFLOW": fake_airflow.url, "AIRFLOW_USER": USERNAME, "AIRFLOW_PASSWORD": PASSWORD}
     result = subprocess.run(
         ["sh", str(EXAMPLES / "post_event.sh"), "client_1"],
         env=env,
@@ -203,15 +156,17 @@ def test_posting_an_event_with_curl(fake_airflow):
         timeout=60,
     )
     assert result.returncode == 0, result.stderr
-    assert _FakeAirflow.events == [{"asset_id": 7, "extra": {"user_ids": ["client_1"]}}]
+    assert fake_airflow.events() == [{"asset_id": _exact_asset_id(), "extra": {"user_ids": ["client_1"]}}]
 
 
 def test_posting_with_a_wrong_password_fails_loudly(fake_airflow):
     import requests
 
     with pytest.raises(requests.HTTPError, match="401"):
-        _module("post_event_requests").post_email_verified(fake_airflow, "partner-backend", "wrong", ["x"])
-    assert _FakeAirflow.events == []
+        _module("post_event_requests").post_email_verified(
+            fake_airflow.url, "partner-backend", "wrong", ["x"]
+        )
+    assert fake_airflow.events() == []
 
 
 def test_the_airflow_client_example_compiles():
