@@ -12,7 +12,7 @@ RUN := env -u PYTHONDONTWRITEBYTECODE PYTHONPYCACHEPREFIX=$(CURDIR)/.cache/pycac
 
 LINT_PATHS := airflow_sfox sandbox dags tests benchmarks docker demo
 
-.PHONY: venv install lint pytest test dist demo bench bench-full soak clean
+.PHONY: venv install lint pytest test dist demo bench bench-full soak clean docs
 
 $(UV):
 	$(PYTHON) -m venv $(VENV)
@@ -70,6 +70,14 @@ SOAK_USERS ?= 5000
 soak: install
 	$(RUN) $(VPY) benchmarks/soak.py --users $(SOAK_USERS) --bursts 3
 	$(RUN) env SFOX_RELIABILITY_PROFILE=soak $(VPY) -m pytest tests/reliability -q
+
+# The reference docs (docs/, Sphinx): HTML in docs/_build/html with warnings as errors and every
+# internal reference checked (nitpicky; no network), then the docs' examples and generated
+# tables run (tests/docs).
+docs: install
+	$(UV) pip install --quiet --python $(VPY) -e ".[docs]"
+	$(RUN) $(VPY) -m sphinx -E -W --keep-going -n -q -b html docs docs/_build/html
+	$(RUN) $(VPY) -m pytest tests/docs -q
 
 clean:
 	rm -rf .venv .venv-* .cache .demo .pytest_cache .mypy_cache .ruff_cache dist

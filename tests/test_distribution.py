@@ -194,11 +194,17 @@ def _run(argv: list[str], env: dict[str, str], timeout: float = 600) -> str:
 
 
 @pytest.mark.live
-def test_the_readme_install_path_from_a_wheel_into_a_fresh_airflow(tmp_path, sfox_sandbox):
-    """The wheel in a fresh venv with the newest Airflow: the README's DAG file, a dry run, a run."""
-    from tests.helpers import sfox_conn_json
-    from tests.onboarding_data import make_users, sandbox_users, seed_sqlite
+def test_the_install_guide_from_a_wheel_into_a_fresh_airflow(tmp_path, sfox_sandbox):
+    """
+    docs/install.md (and the README) on a fresh venv with the newest Airflow: the wheel, the
+    README's DAG file, a warehouse and a sandbox seeded from the guide's CSV, the connections
+    added with the CLI, the connection test (refused until enabled, as Airflow 3 ships), a dry
+    run that sends nothing, then a run that sends every user their email code.
+    """
+    from sfox_sandbox.seed import load_seed_file
+    from tests.helpers import TOKEN
 
+    examples = REPO / "docs" / "examples"
     with _build_wheel(REPO, tmp_path / "dist") as wheel:
         wheel_path = wheel.filename
     assert wheel_path is not None
@@ -211,29 +217,62 @@ def test_the_readme_install_path_from_a_wheel_into_a_fresh_airflow(tmp_path, sfo
     home = tmp_path / "airflow-home"
     (home / "dags").mkdir(parents=True)
     (home / "dags" / "sfox_onboarding.py").write_text(_readme_example_dag())
-    users = make_users(12, seed=31)
-    seed_sqlite(str(tmp_path / "warehouse.db"), users)
-    sfox_sandbox.seed_users(sandbox_users(users))
+    warehouse = tmp_path / "warehouse.db"
+    users = load_seed_file(examples / "users.csv")
+    sfox_sandbox.seed_users(users)
     env.update(
         AIRFLOW_HOME=str(home),
         AIRFLOW__CORE__LOAD_EXAMPLES="False",
         AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=f"sqlite:///{home}/airflow.db",
-        AIRFLOW_CONN_SFOX_DEFAULT=sfox_conn_json(sfox_sandbox.url, rate_limit_dir=str(tmp_path / "budget")),
-        AIRFLOW_CONN_SFOX_WAREHOUSE=json.dumps(
-            {"conn_type": "sqlite", "host": str(tmp_path / "warehouse.db")}
-        ),
         PYTHONPYCACHEPREFIX=str(tmp_path / "pycache"),
     )
-    airflow = str(venv / "bin" / "airflow")
+    python, airflow = str(venv / "bin" / "python"), str(venv / "bin" / "airflow")
     probe = "import airflow, importlib.util as u; print(airflow.__version__, u.find_spec('sfox_sandbox'))"
-    versions = _run([str(venv / "bin" / "python"), "-c", probe], env)
+    versions = _run([python, "-c", probe], env)
     assert versions.split()[1] == "None", "the wheel brought the sandbox along"
+    assert "5 rows" in _run(
+        [python, str(examples / "make_warehouse.py"), str(examples / "users.csv"), str(warehouse)], env
+    )
     _run([airflow, "db", "migrate"], env)
-    _run([airflow, "dags", "reserialize"], env)  # parse the DAG folder, as the dag-processor does
+    _run([airflow, "dags", "reserialize"], env)  # a new DAG file at once, as the guide says
     assert "sfox_batch_onboarding" in _run([airflow, "dags", "list"], env)
+
+    # The connections as the guide adds them (the budget's folder in tmp_path: nothing left behind).
+    budget = json.dumps({"rate_limit_dir": str(tmp_path / "budget")})
+    sfox = ["--conn-type", "sfox", "--conn-host", sfox_sandbox.url, "--conn-password", TOKEN]
+    _run([airflow, "connections", "add", "sfox_default", *sfox, "--conn-extra", budget], env)
+    _run(
+        [
+            airflow,
+            "connections",
+            "add",
+            "sfox_warehouse",
+            "--conn-type",
+            "sqlite",
+            "--conn-host",
+            str(warehouse),
+        ],
+        env,
+    )
+
+    disabled = subprocess.run(
+        [airflow, "connections", "test", "sfox_default"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert disabled.returncode == 1
+    assert "disabled" in disabled.stdout + disabled.stderr
+    tested = _run(
+        [airflow, "connections", "test", "sfox_default"], {**env, "AIRFLOW__CORE__TEST_CONNECTION": "Enabled"}
+    )
+    assert "Connection success!" in tested
+    assert [e.path for e in sfox_sandbox.journal()] == ["/v1/enterprise/users"]  # one read, nothing sent
 
     _run([airflow, "dags", "test", "sfox_batch_onboarding", "-c", '{"dry_run": true}'], env)
     assert not [e for e in sfox_sandbox.journal() if e.method == "POST"], "the dry run sent a request"
     _run([airflow, "dags", "test", "sfox_batch_onboarding"], env)
     codes = [(e.user_id, e.type) for e in sfox_sandbox.journal() if e.code_sent]
-    assert sorted(codes) == sorted((u[0], "email") for u in users), versions
+    assert sorted(codes) == sorted((u["user_id"], "email") for u in users), versions

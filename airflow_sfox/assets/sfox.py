@@ -52,8 +52,9 @@ def email_verified_asset(host: str = DEFAULT_SFOX_HOST, *, watchers: Sequence[An
     """
     The "email verified" events of the end users of one sFOX host.
 
-    :param host: the sFOX host of the ``sfox`` connection (``api.sfox.com``; a sandbox's
-        ``host:port``).
+    :param host: names the asset only (its URI is ``sfox://<host>/email-verified``); requests go
+        where the DAG's ``sfox`` connection points. Use the sFOX host by convention
+        (``api.sfox.com``), and post events to the same URI.
     :param watchers: ``AssetWatcher`` objects that emit its events, e.g.
         ``[email_verified_watcher()]`` (:func:`airflow_sfox.triggers.sfox.email_verified_watcher`).
     """
