@@ -250,10 +250,13 @@ def test_a_source_asset_starts_runs_as_well_as_the_hour_and_runs_update_the_ledg
     dag = onboarding_dag(dag_id="on_asset", source=OnboardingSource(table="customers"), source_asset=source)
     assert _assets(dag.timetable) == [source]
     assert type(dag.timetable.timetable) is type(default_schedule())  # still on the hour too
-    assert dag.get_task("summarize").outlets == [ledger_asset("sfox_warehouse", "sfox_onboarding_ledger")]
+    # The ledger's event comes from "announce", after "summarize" (a dry run skips it).
+    assert dag.get_task("announce").outlets == [ledger_asset("sfox_warehouse", "sfox_onboarding_ledger")]
+    assert dag.get_task("announce").upstream_task_ids == {"summarize"}
+    assert dag.get_task("summarize").outlets == []
     plain = onboarding_dag(dag_id="on_time", source=OnboardingSource(), warehouse_schema="crm")
     assert type(plain.timetable) is type(default_schedule())
-    assert plain.get_task("summarize").outlets == [
+    assert plain.get_task("announce").outlets == [
         ledger_asset("sfox_warehouse", "crm.sfox_onboarding_ledger")
     ]
 
