@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow_sfox._compat import AirflowException
 from airflow_sfox.assets.sfox import USER_IDS_KEY
+from airflow_sfox.exceptions import SfoxRateBudgetError, SfoxServerError
 from airflow_sfox.onboarding.model import (
     ACCOUNT_TYPES,
     FAILED_STATES,
@@ -24,6 +25,7 @@ from airflow_sfox.onboarding.model import (
     RunStatus,
 )
 from airflow_sfox.onboarding.planner import OnboardingConfig, Planner
+from airflow_sfox.onboarding.sender import outage_text
 from airflow_sfox.onboarding.warehouse import REASON_LENGTH, Warehouse, utcnow
 
 if TYPE_CHECKING:
@@ -247,12 +249,15 @@ def _record_plan_failure(
     """Write the run row of a run whose planning failed, with the reason, so the page shows it."""
     # The hook's errors are already scrubbed of the token, emails and phones; others name
     # columns, params and connection ids.
-    reason = f"planning failed: {type(error).__name__}: {error}"[:REASON_LENGTH]
+    status, reason = RunStatus.PLAN_FAILED, f"planning failed: {type(error).__name__}: {error}"
+    if isinstance(error, (SfoxServerError, SfoxRateBudgetError)):  # an outage, not a bad plan
+        status = RunStatus.INTERRUPTED
+        reason = f"planning stopped: {outage_text(error)[1]}; nothing was sent, the next run plans again"
     try:
         warehouse.create_tables()
         row = {"run_id": run_id, "dag_id": dag_id, "dry_run": 0, "started_at": started_at}
         warehouse.write_run(
-            {**row, "finished_at": utcnow(), "status": RunStatus.PLAN_FAILED.value, "reason": reason}
+            {**row, "finished_at": utcnow(), "status": status.value, "reason": reason[:REASON_LENGTH]}
         )
     except Exception:  # the warehouse itself is the problem: the task log has the first error
         log.warning("could not record the failed plan of run %s in the warehouse", run_id, exc_info=True)
@@ -455,15 +460,16 @@ def summarize_run(
 
 def _plan_failed(warehouse: Warehouse, *, run_id: str, dag_id: str, dry_run: bool) -> OnboardingRunFailed:
     """The failure of a run whose plan failed, with the reason the plan task recorded, if it could."""
-    why = "planning failed, nothing was sent"
+    why, status = "planning failed, nothing was sent", RunStatus.PLAN_FAILED.value
     with contextlib.suppress(Exception):
-        recorded = warehouse.run_row(run_id).get("reason")
-        why += f": {recorded or 'see its log'}"
+        recorded = warehouse.run_row(run_id)
+        why += f": {recorded.get('reason') or 'see its log'}"
+        status = recorded.get("status") or status  # interrupted: an outage stopped the plan
     failed_plan: dict[str, Any] = {
         "run_id": run_id,
         "dag_id": dag_id,
         "dry_run": dry_run,
-        "status": RunStatus.PLAN_FAILED.value,
+        "status": status,
         "problem": why,
     }
     return OnboardingRunFailed(f"sFOX onboarding run {run_id}: {why}", failed_plan)
