@@ -450,7 +450,8 @@ def _mark_interrupted(context: Any, warehouse_conn_id: str, warehouse_schema: st
 
     def state_of(run_id: str) -> str | None:
         try:  # the Task SDK asks the API server
-            return str(type(ti).get_dagrun_state(dag_id=dag_id, run_id=run_id))
+            state = type(ti).get_dagrun_state(dag_id=dag_id, run_id=run_id)
+            return str(getattr(state, "value", state))  # a DagRunState enum
         except Exception:  # noqa: BLE001 - e.g. the run was deleted from Airflow: unknown
             _log.debug("no Airflow state for run %s", run_id, exc_info=True)
             return None
