@@ -15,13 +15,17 @@ The DAG factory of batch onboarding: a DAG file is one call to :func:`onboarding
 The graph has one path per account type, from the table of channels per account type
 (:data:`~airflow_sfox.onboarding.model.CHANNELS_BY_ACCOUNT_TYPE`)::
 
-    plan -> corporation_chunks -> corporation (mapped: send_email)              -> summarize
+    plan -> corporation_chunks -> corporation (mapped: send_email)              -> summarize -> announce
          -> individual_chunks  -> individual  (mapped: send_email >> send_sms)  -> summarize
 
 :func:`email_verified_dag` builds the follow-up DAG, scheduled on the "email verified" asset
 of an sFOX host: each run sends the sms of the users its events name, at once::
 
-    plan -> individual_chunks -> send_sms (mapped) -> summarize
+    plan -> individual_chunks -> send_sms (mapped) -> summarize -> announce
+
+The chunk tasks retry with back-off when an outage stops them (``send_retries``); ``summarize``
+alone judges the run and writes its outcome; ``announce`` emits the ledger's asset event, and
+a dry run skips it.
 
 Building a DAG does no I/O: no connection, database or network is touched at parse time.
 """
