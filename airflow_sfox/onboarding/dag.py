@@ -165,13 +165,9 @@ def onboarding_dag(
         and its arguments, ``AsyncCallback(SmtpNotifier, kwargs={...})``, or an async function)
         the triggerer calls with ``sfox_summary`` (the run's progress) in their context. Notifier
         objects, as ``on_failure`` takes, cannot travel to the triggerer.
-    :param send_retries: retries of a chunk task stopped by an outage (sFOX, the rate budget's
-        backend, the warehouse): its users stay queued and each retry resumes them. With the
-        defaults (8 retries, the delay doubling from ``send_retry_delay`` up to
-        ``send_max_retry_delay``) a chunk task rides out a one-hour maintenance window: about
-        75 minutes of retries. A refused token or an unusable connection is never retried.
-    :param send_retry_delay: the first retry's delay (default 1 minute).
-    :param send_max_retry_delay: the longest delay between two retries (default 15 minutes).
+    :param send_retries: retries of a chunk task an outage stopped (default 8; see :func:`send_retry`).
+    :param send_retry_delay: the first retry's delay (default 1 minute), doubling each time...
+    :param send_max_retry_delay: ...up to this (default 15 minutes): about 75 minutes in all.
     :param tags: the DAG's tags.
     :param dag_kwargs: any other :class:`~airflow.sdk.DAG` argument (``on_failure_callback``, ...).
     """
@@ -205,16 +201,8 @@ def onboarding_dag(
             _account_type_path(kind, _chunks_task(kind, planned), sfox_conn_id, where, retry)
             for kind in CHANNELS_BY_ACCOUNT_TYPE
         ]
-        sends = [
-            f"{kind}.send_{channel}"
-            for kind, channels in CHANNELS_BY_ACCOUNT_TYPE.items()
-            for channel in channels
-        ]
-        summary = _summarize_task(
-            **where, sends=sends, on_failure=tuple(on_failure), on_recovery=tuple(on_recovery)
-        )
-        paths >> summary
-        summary >> _announce_task(**where)
+        sends = [f"{kind}.send_{c}" for kind, channels in CHANNELS_BY_ACCOUNT_TYPE.items() for c in channels]
+        _end(paths, where, sends=sends, on_failure=on_failure, on_recovery=on_recovery)
     return dag
 
 
@@ -282,14 +270,7 @@ def email_verified_dag(
             sfox_conn_id=sfox_conn_id,
             **send_retry(send_retries, send_retry_delay, send_max_retry_delay),
         ).expand(chunk=chunks)
-        summary = _summarize_task(
-            **where,
-            sends=[f"send_{Channel.SMS}"],
-            on_failure=tuple(on_failure),
-            on_recovery=tuple(on_recovery),
-        )
-        sends >> summary
-        summary >> _announce_task(**where)
+        _end(sends, where, sends=[f"send_{Channel.SMS}"], on_failure=on_failure, on_recovery=on_recovery)
     return dag
 
 
@@ -427,9 +408,30 @@ def _account_type_path(
     return path.expand(chunk=chunks)
 
 
+def _end(
+    upstream: Any,
+    where: dict[str, Any],
+    *,
+    sends: Sequence[str],
+    on_failure: Sequence[Notifier],
+    on_recovery: Sequence[Notifier],
+) -> None:
+    """``summarize`` after the chunk tasks, whatever became of them; then ``announce``."""
+    summary = _summarize_task(
+        **where, sends=sends, on_failure=tuple(on_failure), on_recovery=tuple(on_recovery)
+    )
+    upstream >> summary
+    summary >> _announce_task(**where)
+
+
 def send_retry(retries: int, delay: timedelta, max_delay: timedelta) -> dict[str, Any]:
     """
     The retry arguments of the chunk tasks: exponential back-off on every Airflow version.
+
+    A chunk task an outage stopped (sFOX, the rate budget's backend, the warehouse) leaves its
+    users queued; each retry resumes them. With the factories' defaults (8 retries, 1 minute
+    doubling up to 15) the retries span about 75 minutes: a one-hour maintenance window is
+    ridden out. A refused token or an unusable connection fails at once, never retried.
 
     :param retries: how many times a chunk task stopped by an outage is tried again.
     :param delay: the first retry's delay.

@@ -445,13 +445,12 @@ def summarize_run(
         _write_outcome(warehouse, summary, table, verdict, run=run, started_at=started_at)
     # The summary's last line: the threshold's formula with this run's figures.
     judged = verdict.judged
+    known = judged.known_rejected
     log.info(
         "Failure share of this run's work: %s (threshold %.1f%%)%s",
         judged,
         config.failure_threshold * 100,
-        f"; {judged.known_rejected} rows rejected by earlier runs are reported, not judged again"
-        if judged.known_rejected
-        else "",
+        f"; {known} rows rejected by earlier runs are reported, not judged again" if known else "",
     )
     if summary["problem"]:
         raise OnboardingRunFailed(f"sFOX onboarding run {run_id}: {summary['problem']}", summary)
@@ -532,10 +531,8 @@ def _write_dry_run(
 ) -> None:
     """A dry run succeeds and says what a real run would conclude, in its summary and run row."""
     rejected, rows = int(counts["rejected"]), int(counts["source_rows"])
-    if verdict.status == RunStatus.FAILED:
-        preview = f"a real run would fail the threshold: {rejected} of {rows} rows rejected"
-    else:
-        preview = f"a real run would pass the threshold: {rejected} of {rows} rows rejected"
+    would = "fail" if verdict.status == RunStatus.FAILED else "pass"
+    preview = f"a real run would {would} the threshold: {rejected} of {rows} rows rejected"
     log.info("Dry run: %s (%s)", preview, verdict.judged)
     summary.update(status=RunStatus.SUCCESS.value, problem=None, preview=preview)
     try:

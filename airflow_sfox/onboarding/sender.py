@@ -317,32 +317,20 @@ def send_chunk(
     except sqlalchemy.exc.SQLAlchemyError as err:
         stats.left_queued = stats.queued - (sender.done if sender else 0)
         _figures(stats, hook, requests_before, started)
-        where = f"connection {_warehouse_conn_id(warehouse)!r}"
-        down = f"the warehouse ({where}) is unreachable: {type(getattr(err, 'orig', None) or err).__name__}"
-        log.error("%s %s: %s", chunk["label"], channel, down)
-        raise ChunkStopped(down, stats=stats, service="warehouse") from err
+        raise _warehouse_down(warehouse, stats, err) from err
     _figures(stats, hook, requests_before, started)
-    if failure is not None:
-        log.error(
-            "%s %s stopped after %d of %d users: %s",
-            chunk["label"],
-            channel,
-            sender.done,
-            len(user_ids),
-            failure,
-        )
-        raise failure
-    if sender.breaker.tripped is not None:
-        stats.left_queued = len(user_ids) - sender.done
-        service, down = outage_text(sender.breaker.tripped)
-        log.error("%s %s: %s; %d users left queued", chunk["label"], channel, down, stats.left_queued)
-        raise ChunkStopped(down, stats=stats, service=service)
+    sender.finish(failure, total=len(user_ids))
     return stats
 
 
-def _warehouse_conn_id(warehouse: Warehouse) -> str:
+def _warehouse_down(warehouse: Warehouse, stats: ChunkStats, err: Exception) -> ChunkStopped:
+    """The stop of a chunk whose ledger cannot be read or written (the driver's error, by type)."""
     hook = warehouse.hook
-    return str(getattr(hook, str(getattr(hook, "conn_name_attr", "")), None) or type(hook).__name__)
+    conn_id = str(getattr(hook, str(getattr(hook, "conn_name_attr", "")), None) or type(hook).__name__)
+    cause = type(getattr(err, "orig", None) or err).__name__  # its text may quote the data
+    down = f"the warehouse (connection {conn_id!r}) is unreachable: {cause}"
+    log.error("%s %s: %s", stats.label, stats.channel, down)
+    return ChunkStopped(down, stats=stats, service="warehouse")
 
 
 def _record_lost(
@@ -435,6 +423,20 @@ class _ChunkSender:
             self.stats.outcomes[state] = self.stats.outcomes.get(state, 0) + 1
             self.stats.uncertain += outcome.uncertain
             self.done += 1
+
+    def finish(self, failure: BaseException | None, *, total: int) -> None:
+        """Raise what stopped the chunk: an error, or the breaker (:class:`ChunkStopped`)."""
+        stats = self.stats
+        if failure is not None:
+            log.error(
+                "%s %s stopped after %d of %d users: %s", stats.label, self.channel, self.done, total, failure
+            )
+            raise failure
+        if self.breaker.tripped is not None:
+            stats.left_queued = total - self.done
+            service, down = outage_text(self.breaker.tripped)
+            log.error("%s %s: %s; %d users left queued", stats.label, self.channel, down, stats.left_queued)
+            raise ChunkStopped(down, stats=stats, service=service)
 
     def _next(self, todo: collections.deque[str], threads: int, in_flight: int) -> list[str]:
         """The users to claim now: one at a time while probing, else enough to fill the pool."""
