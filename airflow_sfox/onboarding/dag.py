@@ -125,9 +125,9 @@ def onboarding_dag(
     on_recovery: Sequence[Notifier] = (),
     deadline: timedelta | None = None,
     on_deadline: Sequence[AsyncCallback] = (),
-    send_retries: int = SEND_RETRIES,
-    send_retry_delay: timedelta = SEND_RETRY_DELAY,
-    send_max_retry_delay: timedelta = SEND_MAX_RETRY_DELAY,
+    send_retries: int | None = None,
+    send_retry_delay: timedelta | None = None,
+    send_max_retry_delay: timedelta | None = None,
     tags: Sequence[str] = ("sfox",),
     **dag_kwargs: Any,
 ) -> DAG:
@@ -217,9 +217,9 @@ def email_verified_dag(
     params: dict[str, Any] | None = None,
     on_failure: Sequence[Notifier] = (),
     on_recovery: Sequence[Notifier] = (),
-    send_retries: int = SEND_RETRIES,
-    send_retry_delay: timedelta = SEND_RETRY_DELAY,
-    send_max_retry_delay: timedelta = SEND_MAX_RETRY_DELAY,
+    send_retries: int | None = None,
+    send_retry_delay: timedelta | None = None,
+    send_max_retry_delay: timedelta | None = None,
     tags: Sequence[str] = ("sfox",),
     **dag_kwargs: Any,
 ) -> DAG:
@@ -424,7 +424,9 @@ def _end(
     summary >> _announce_task(**where)
 
 
-def send_retry(retries: int, delay: timedelta, max_delay: timedelta) -> dict[str, Any]:
+def send_retry(
+    retries: int | None = None, delay: timedelta | None = None, max_delay: timedelta | None = None
+) -> dict[str, Any]:
     """
     The retry arguments of the chunk tasks: exponential back-off on every Airflow version.
 
@@ -433,17 +435,19 @@ def send_retry(retries: int, delay: timedelta, max_delay: timedelta) -> dict[str
     doubling up to 15) the retries span about 75 minutes: a one-hour maintenance window is
     ridden out. A refused token or an unusable connection fails at once, never retried.
 
-    :param retries: how many times a chunk task stopped by an outage is tried again.
-    :param delay: the first retry's delay.
-    :param max_delay: the longest delay between two retries.
+    :param retries: how many times a chunk task stopped by an outage is tried again
+        (``None``: :data:`SEND_RETRIES`).
+    :param delay: the first retry's delay (``None``: :data:`SEND_RETRY_DELAY`).
+    :param max_delay: the longest delay between two retries (``None``: :data:`SEND_MAX_RETRY_DELAY`).
     """
-    if int(retries) < 0:
+    retries = SEND_RETRIES if retries is None else int(retries)
+    if retries < 0:
         raise ValueError(f"send_retries must be >= 0, got {retries!r}")
     return {
-        "retries": int(retries),
-        "retry_delay": delay,
+        "retries": retries,
+        "retry_delay": SEND_RETRY_DELAY if delay is None else delay,
         "retry_exponential_backoff": RETRY_EXPONENTIAL_BACKOFF,
-        "max_retry_delay": max_delay,
+        "max_retry_delay": SEND_MAX_RETRY_DELAY if max_delay is None else max_delay,
     }
 
 
