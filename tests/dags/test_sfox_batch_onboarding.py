@@ -154,12 +154,13 @@ def quick_retries(airflow_db, monkeypatch):
     return lambda: load_dag(DAG_ID)
 
 
+@pytest.mark.parametrize("warehouse_db", ["sqlite"], indirect=True)
 def test_an_outage_fails_nobody_and_the_next_run_sends_everyone(
     quick_retries, warehouse_db, sfox_sandbox, monkeypatch
 ):
     from airflow_sfox.onboarding import runs
 
-    users = make_users(40, seed=11)
+    users = make_users(40, seed=11, corporation_share=1.0)  # one chunk task
     warehouse_db.seed(users)
     sfox_sandbox.seed_users(sandbox_users(users))
     monkeypatch.setenv("AIRFLOW_CONN_SFOX_DEFAULT", sfox_conn_json(sfox_sandbox.url, requests_per_second=0))
@@ -172,8 +173,8 @@ def test_an_outage_fails_nobody_and_the_next_run_sends_everyone(
 
     monkeypatch.setattr(runs, "plan_run", plan_then_outage)
     dag = quick_retries()
-    failed = dag.test(run_conf={"failure_threshold": 0.2, "chunk_size": 20})
-    assert failed.state == "failed"  # each chunk task stopped, retried, stopped again
+    failed = dag.test(run_conf={"failure_threshold": 0.2, "chunk_size": 40})
+    assert failed.state == "failed"  # the chunk task stopped, was retried, stopped again
     assert codes(sfox_sandbox) == Counter()
     assert {row["state"] for row in warehouse_db.ledger().values()} == {"queued"}
     assert warehouse_db.query("SELECT DISTINCT failures FROM sfox_onboarding_ledger") == [(0,)]
@@ -184,7 +185,7 @@ def test_an_outage_fails_nobody_and_the_next_run_sends_everyone(
     # sFOX is back: the next run sends everyone, at once, once.
     monkeypatch.setattr(runs, "plan_run", plan_run)
     sfox_sandbox.set_faults(error_503_rate=0.0)
-    rerun = dag.test(run_conf={"failure_threshold": 0.2, "chunk_size": 20})
+    rerun = dag.test(run_conf={"failure_threshold": 0.2, "chunk_size": 40})
     assert rerun.state == "success"
     assert codes(sfox_sandbox) == Counter({(u[0], "email"): 1 for u in users})
 
