@@ -2,13 +2,36 @@
 
 from __future__ import annotations
 
+import inspect
+
 from airflow.sdk import BaseHook, BaseOperator
 from airflow.sdk.exceptions import AirflowException
 
 try:  # Airflow 3.2+
-    from airflow.sdk.exceptions import AirflowSkipException
+    from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 except ImportError:  # Airflow 3.1
-    from airflow.exceptions import AirflowSkipException  # type: ignore[no-redef]
+    from airflow.exceptions import AirflowFailException, AirflowSkipException  # type: ignore[no-redef]
+
+try:  # Airflow 3.3+: tasks take a retry_policy
+    from airflow.sdk.definitions.retry_policy import RetryPolicy  # noqa: F401 - marks 3.3+
+
+    AIRFLOW_V_3_3_PLUS = True
+except ImportError:  # Airflow 3.1 and 3.2
+    AIRFLOW_V_3_3_PLUS = False
+
+
+def _backoff_is_a_multiplier() -> bool:
+    """Whether ``retry_exponential_backoff`` is the delay's multiplier (newer) or a flag (3.1)."""
+    try:
+        parameter = inspect.signature(BaseOperator.__init__).parameters["retry_exponential_backoff"]
+    except (KeyError, TypeError, ValueError):
+        return False
+    return "bool" not in str(parameter.annotation)
+
+
+#: Exponential back-off of task retries, the delay doubling each time, on every version (a
+#: multiplier of 2 where Airflow takes one; True, which doubles, where it takes a flag).
+RETRY_EXPONENTIAL_BACKOFF: float | bool = 2.0 if _backoff_is_a_multiplier() else True
 
 try:  # Airflow 3.1+: the Task SDK masks secrets in task logs.
     from airflow.sdk.log import mask_secret
@@ -33,7 +56,10 @@ except ImportError:  # Airflow 3.1
     )
 
 __all__ = [
+    "AIRFLOW_V_3_3_PLUS",
+    "RETRY_EXPONENTIAL_BACKOFF",
     "AirflowException",
+    "AirflowFailException",
     "AirflowSkipException",
     "AsyncCallback",
     "BaseHook",

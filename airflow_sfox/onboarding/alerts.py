@@ -6,7 +6,8 @@ The DAG factory takes notifier objects (``SmtpNotifier``, ``SlackNotifier``, any
 ``BaseNotifier`` or plain callable taking the context) and the ``summarize`` task, the one
 place that judges a run, calls them:
 
-- on failure: every run that fails (threshold, unsent work, planning failed, token refused);
+- on failure: every run that fails (threshold, unsent work, planning failed, token refused),
+  except a run an outage interrupts after a run the same outage interrupted: one alert per outage;
 - on recovery: a run that succeeds after the DAG's previous recorded run did not.
 
 Each notifier gets the task's context plus ``sfox_summary`` (a short text: the run, why it
@@ -42,7 +43,15 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 #: Run statuses a later success recovers from.
-UNHEALTHY = frozenset({RunStatus.FAILED, RunStatus.INCOMPLETE, RunStatus.AUTH_FAILED, RunStatus.PLAN_FAILED})
+UNHEALTHY = frozenset(
+    {
+        RunStatus.FAILED,
+        RunStatus.INCOMPLETE,
+        RunStatus.AUTH_FAILED,
+        RunStatus.PLAN_FAILED,
+        RunStatus.INTERRUPTED,
+    }
+)
 #: Reasons and outcomes shown in an alert.
 TOP = 5
 
@@ -88,7 +97,7 @@ def notify(notifiers: Sequence[Notifier], context: Mapping[str, Any], summary: M
 
 def previous_status(warehouse: Warehouse, *, dag_id: str, run_id: str) -> str | None:
     """
-    The status of the DAG's latest recorded run before this one (dry runs record none).
+    The status of the DAG's latest recorded run before this one, dry runs left out.
 
     :param warehouse: where the run table is.
     :param dag_id: the DAG.
@@ -99,7 +108,12 @@ def previous_status(warehouse: Warehouse, *, dag_id: str, run_id: str) -> str | 
     t = warehouse.runs_t
     query = (
         sa.select(t.c.status)
-        .where(t.c.dag_id == dag_id, t.c.run_id != run_id, t.c.started_at.is_not(None))
+        .where(
+            t.c.dag_id == dag_id,
+            t.c.run_id != run_id,
+            t.c.started_at.is_not(None),
+            t.c.dry_run == 0,
+        )
         .order_by(t.c.started_at.desc())
         .limit(1)
     )
@@ -111,6 +125,20 @@ def previous_status(warehouse: Warehouse, *, dag_id: str, run_id: str) -> str | 
 def is_recovery(previous: str | None, current: str) -> bool:
     """Whether a run with status ``current`` recovers from one with status ``previous``."""
     return current == RunStatus.SUCCESS and previous in UNHEALTHY
+
+
+def should_notify(previous: str | None, current: str) -> bool:
+    """
+    Whether a run with status ``current`` alerts, after one with status ``previous``: every
+    failure, except an outage that goes on (an interrupted run after an interrupted run: one
+    alert per outage, not one per run); a success only when it recovers.
+
+    :param previous: the status of the DAG's run before (``None``: none).
+    :param current: this run's status.
+    """
+    if current == RunStatus.SUCCESS:
+        return is_recovery(previous, current)
+    return not (current == RunStatus.INTERRUPTED and previous == RunStatus.INTERRUPTED)
 
 
 # --- the deadline on run duration ---------------------------------------------------------------

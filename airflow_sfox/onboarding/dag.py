@@ -15,19 +15,24 @@ The DAG factory of batch onboarding: a DAG file is one call to :func:`onboarding
 The graph has one path per account type, from the table of channels per account type
 (:data:`~airflow_sfox.onboarding.model.CHANNELS_BY_ACCOUNT_TYPE`)::
 
-    plan -> corporation_chunks -> corporation (mapped: send_email)              -> summarize
+    plan -> corporation_chunks -> corporation (mapped: send_email)              -> summarize -> announce
          -> individual_chunks  -> individual  (mapped: send_email >> send_sms)  -> summarize
 
 :func:`email_verified_dag` builds the follow-up DAG, scheduled on the "email verified" asset
 of an sFOX host: each run sends the sms of the users its events name, at once::
 
-    plan -> individual_chunks -> send_sms (mapped) -> summarize
+    plan -> individual_chunks -> send_sms (mapped) -> summarize -> announce
+
+The chunk tasks retry with back-off when an outage stops them (``send_retries``); ``summarize``
+alone judges the run and writes its outcome; ``announce`` emits the ledger's asset event, and
+a dry run skips it.
 
 Building a DAG does no I/O: no connection, database or network is touched at parse time.
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 from datetime import timedelta
@@ -35,6 +40,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import DAG, task, task_group
 
+from airflow_sfox._compat import RETRY_EXPONENTIAL_BACKOFF
 from airflow_sfox.assets.sfox import email_verified_asset, ledger_asset
 from airflow_sfox.defaults import (
     DEFAULT_EMAIL_VERIFIED_DAG_ID,
@@ -47,8 +53,8 @@ from airflow_sfox.onboarding.alerts import deadline_alert
 from airflow_sfox.onboarding.model import CHANNELS_BY_ACCOUNT_TYPE, AccountType, Channel
 from airflow_sfox.onboarding.params import event_params, onboarding_params
 from airflow_sfox.onboarding.planner import OnboardingSource
+from airflow_sfox.onboarding.tasks import STOPPED_KEY, SendVerificationBatchOperator
 from airflow_sfox.onboarding.warehouse import check_identifier
-from airflow_sfox.operators.verification import SendVerificationBatchOperator
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -68,6 +74,11 @@ except ImportError:  # Airflow 3.1
 
 _log = logging.getLogger(__name__)
 PLAN_TASK_ID = "plan"
+#: Retries of a chunk task stopped by an outage: 1, 2, 4, 8, then 15 minutes apart (at least;
+#: Airflow adds up to as much again), about 75 minutes in all: one-hour maintenance windows.
+SEND_RETRIES = 8
+SEND_RETRY_DELAY = timedelta(minutes=1)
+SEND_MAX_RETRY_DELAY = timedelta(minutes=15)
 
 __all__ = ["OnboardingSource", "default_schedule", "email_verified_dag", "onboarding_dag"]
 
@@ -114,13 +125,18 @@ def onboarding_dag(
     on_recovery: Sequence[Notifier] = (),
     deadline: timedelta | None = None,
     on_deadline: Sequence[AsyncCallback] = (),
+    send_retries: int | None = None,
+    send_retry_delay: timedelta | None = None,
+    send_max_retry_delay: timedelta | None = None,
     tags: Sequence[str] = ("sfox",),
     **dag_kwargs: Any,
 ) -> DAG:
     """
     Build the onboarding DAG of one source.
 
-    Each run ends with an event of the ledger's asset (:func:`~airflow_sfox.assets.sfox.ledger_asset`).
+    Each real run that succeeds ends with an event of the ledger's asset
+    (:func:`~airflow_sfox.assets.sfox.ledger_asset`), emitted by its ``announce`` task; a dry run
+    skips that task and announces nothing.
 
     :param source: where the users come from (table or query, column mapping).
     :param dag_id: the DAG id.
@@ -149,12 +165,16 @@ def onboarding_dag(
         and its arguments, ``AsyncCallback(SmtpNotifier, kwargs={...})``, or an async function)
         the triggerer calls with ``sfox_summary`` (the run's progress) in their context. Notifier
         objects, as ``on_failure`` takes, cannot travel to the triggerer.
+    :param send_retries: retries of a chunk task an outage stopped (default 8; see :func:`send_retry`).
+    :param send_retry_delay: the first retry's delay (default 1 minute), doubling each time...
+    :param send_max_retry_delay: ...up to this (default 15 minutes): about 75 minutes in all.
     :param tags: the DAG's tags.
     :param dag_kwargs: any other :class:`~airflow.sdk.DAG` argument (``on_failure_callback``, ...).
     """
     if int(parallel_chunks) < 1:
         raise ValueError(f"parallel_chunks must be >= 1, got {parallel_chunks!r}")
     where = _warehouse_where(warehouse_conn_id, warehouse_schema)
+    retry = send_retry(send_retries, send_retry_delay, send_max_retry_delay)
     alert = deadline_alert(deadline, tuple(on_deadline), **where)
     dag_kwargs.setdefault("description", f"Send sFOX verification codes to the users of {source.sql()[:60]}")
     dag_kwargs.setdefault(
@@ -178,10 +198,11 @@ def onboarding_dag(
     ) as dag:
         planned = _plan_task(source=source, sfox_conn_id=sfox_conn_id, **where)
         paths = [
-            _account_type_path(kind, _chunks_task(kind, planned), sfox_conn_id, where)
+            _account_type_path(kind, _chunks_task(kind, planned), sfox_conn_id, where, retry)
             for kind in CHANNELS_BY_ACCOUNT_TYPE
         ]
-        paths >> _summarize_task(**where, on_failure=tuple(on_failure), on_recovery=tuple(on_recovery))
+        sends = [f"{kind}.send_{c}" for kind, channels in CHANNELS_BY_ACCOUNT_TYPE.items() for c in channels]
+        _end(paths, where, sends=sends, on_failure=on_failure, on_recovery=on_recovery)
     return dag
 
 
@@ -196,6 +217,9 @@ def email_verified_dag(
     params: dict[str, Any] | None = None,
     on_failure: Sequence[Notifier] = (),
     on_recovery: Sequence[Notifier] = (),
+    send_retries: int | None = None,
+    send_retry_delay: timedelta | None = None,
+    send_max_retry_delay: timedelta | None = None,
     tags: Sequence[str] = ("sfox",),
     **dag_kwargs: Any,
 ) -> DAG:
@@ -244,8 +268,9 @@ def email_verified_dag(
             verification_type=str(Channel.SMS),
             **where,
             sfox_conn_id=sfox_conn_id,
+            **send_retry(send_retries, send_retry_delay, send_max_retry_delay),
         ).expand(chunk=chunks)
-        sends >> _summarize_task(**where, on_failure=tuple(on_failure), on_recovery=tuple(on_recovery))
+        _end(sends, where, sends=[f"send_{Channel.SMS}"], on_failure=on_failure, on_recovery=on_recovery)
     return dag
 
 
@@ -256,6 +281,8 @@ def _plan_events_task(asset: Asset, *, warehouse_conn_id: str, warehouse_schema:
         from airflow_sfox.onboarding.events import event_key
         from airflow_sfox.onboarding.runs import plan_event_run
 
+        if not context["params"].get("dry_run"):
+            _mark_interrupted(context, warehouse_conn_id, warehouse_schema)
         triggering = [
             event for events in (context.get("triggering_asset_events") or {}).values() for event in events
         ]
@@ -314,6 +341,8 @@ def _plan_task(
         from airflow_sfox.onboarding.metrics import emit_plan
         from airflow_sfox.onboarding.runs import plan_run
 
+        if not context["params"].get("dry_run"):
+            _mark_interrupted(context, warehouse_conn_id, warehouse_schema)
         result = plan_run(
             params=context["params"],
             conf=context["dag_run"].conf,
@@ -355,7 +384,9 @@ def _chunks_task(kind: AccountType, plan: XComArg) -> XComArg:
     return selected
 
 
-def _account_type_path(kind: AccountType, chunks: XComArg, sfox_conn_id: str, where: dict[str, Any]) -> Any:
+def _account_type_path(
+    kind: AccountType, chunks: XComArg, sfox_conn_id: str, where: dict[str, Any], retry: dict[str, Any]
+) -> Any:
     """One mapped group per account type, a chunk per instance: a step per channel, in order."""
 
     @task_group(group_id=str(kind), tooltip=f"{kind} chunks: {', '.join(CHANNELS_BY_ACCOUNT_TYPE[kind])}")
@@ -369,6 +400,7 @@ def _account_type_path(kind: AccountType, chunks: XComArg, sfox_conn_id: str, wh
                 sfox_conn_id=sfox_conn_id,
                 # A later channel runs when the one before had nothing to do (skipped) too.
                 trigger_rule="none_failed" if position else "all_success",
+                **retry,
             )
             for position, channel in enumerate(CHANNELS_BY_ACCOUNT_TYPE[kind])
         ]
@@ -378,25 +410,93 @@ def _account_type_path(kind: AccountType, chunks: XComArg, sfox_conn_id: str, wh
     return path.expand(chunk=chunks)
 
 
+def _end(
+    upstream: Any,
+    where: dict[str, Any],
+    *,
+    sends: Sequence[str],
+    on_failure: Sequence[Notifier],
+    on_recovery: Sequence[Notifier],
+) -> None:
+    """``summarize`` after the chunk tasks, whatever became of them; then ``announce``."""
+    summary = _summarize_task(
+        **where, sends=sends, on_failure=tuple(on_failure), on_recovery=tuple(on_recovery)
+    )
+    upstream >> summary
+    summary >> _announce_task(**where)
+
+
+def send_retry(
+    retries: int | None = None, delay: timedelta | None = None, max_delay: timedelta | None = None
+) -> dict[str, Any]:
+    """
+    The retry arguments of the chunk tasks: exponential back-off on every Airflow version.
+
+    A chunk task an outage stopped (sFOX, the rate budget's backend, the warehouse) leaves its
+    users queued; each retry resumes them. With the factories' defaults (8 retries, 1 minute
+    doubling up to 15) the retries span about 75 minutes: a one-hour maintenance window is
+    ridden out. A refused token or an unusable connection fails at once, never retried.
+
+    :param retries: how many times a chunk task stopped by an outage is tried again
+        (``None``: :data:`SEND_RETRIES`).
+    :param delay: the first retry's delay (``None``: :data:`SEND_RETRY_DELAY`).
+    :param max_delay: the longest delay between two retries (``None``: :data:`SEND_MAX_RETRY_DELAY`).
+    """
+    retries = SEND_RETRIES if retries is None else int(retries)
+    if retries < 0:
+        raise ValueError(f"send_retries must be >= 0, got {retries!r}")
+    return {
+        "retries": retries,
+        "retry_delay": SEND_RETRY_DELAY if delay is None else delay,
+        "retry_exponential_backoff": RETRY_EXPONENTIAL_BACKOFF,
+        "max_retry_delay": SEND_MAX_RETRY_DELAY if max_delay is None else max_delay,
+    }
+
+
+def _mark_interrupted(context: Any, warehouse_conn_id: str, warehouse_schema: str | None) -> None:
+    """Mark the DAG's earlier runs that say ``running`` but no longer run ``interrupted``."""
+    from airflow_sfox.onboarding.runs import mark_interrupted
+    from airflow_sfox.onboarding.warehouse import Warehouse
+
+    dag_id, ti = context["dag"].dag_id, context["ti"]
+
+    def state_of(run_id: str) -> str | None:
+        try:  # the Task SDK asks the API server
+            state = type(ti).get_dagrun_state(dag_id=dag_id, run_id=run_id)
+            return str(getattr(state, "value", state))  # a DagRunState enum
+        except Exception:  # noqa: BLE001 - e.g. the run was deleted from Airflow: unknown
+            _log.debug("no Airflow state for run %s", run_id, exc_info=True)
+            return None
+
+    warehouse = Warehouse.from_conn_id(warehouse_conn_id, schema=warehouse_schema)
+    mark_interrupted(warehouse, dag_id=dag_id, run_id=context["run_id"], state_of=state_of)
+
+
+def _stops(context: Any, sends: Sequence[str]) -> list[dict[str, Any]]:
+    """What the chunk tasks that stopped said was down (their ``stopped`` XCom, every map index)."""
+    found = context["ti"].xcom_pull(task_ids=list(sends), key=STOPPED_KEY)
+    found = found if isinstance(found, list) else [found]
+    return [stop for stop in found if isinstance(stop, dict)]
+
+
 def _summarize_task(
     *,
     warehouse_conn_id: str,
     warehouse_schema: str | None,
+    sends: Sequence[str],
     on_failure: tuple[Notifier, ...],
     on_recovery: tuple[Notifier, ...],
 ) -> XComArg:
-    ledger = LEDGER_TABLE if warehouse_schema is None else f"{warehouse_schema}.{LEDGER_TABLE}"
-
-    # The ledger's asset: a DAG downstream of onboarding (a report, a sync) runs on its events.
-    @task(task_id="summarize", trigger_rule="all_done", outlets=[ledger_asset(warehouse_conn_id, ledger)])
+    @task(task_id="summarize", trigger_rule="all_done")
     def summarize(**context: Any) -> dict[str, Any]:
         """This run's accounting, logged as a table; fails the run past the threshold; alerts."""
-        from airflow_sfox.onboarding import alerts, metrics
+        from airflow_sfox.onboarding import metrics
         from airflow_sfox.onboarding.runs import OnboardingRunFailed, summarize_run
-        from airflow_sfox.onboarding.warehouse import Warehouse, utcnow
+        from airflow_sfox.onboarding.warehouse import utcnow
 
         dag_id, run_id = context["dag"].dag_id, context["run_id"]
         started_at = context["dag_run"].start_date
+        where = {"warehouse_conn_id": warehouse_conn_id, "warehouse_schema": warehouse_schema}
         try:
             summary = summarize_run(
                 # Pulled, not passed: a failed plan leaves no XCom, and the summary says so.
@@ -404,20 +504,52 @@ def _summarize_task(
                 params=context["params"],
                 run_id=run_id,
                 dag_id=dag_id,
+                started_at=started_at,
+                stops=_stops(context, sends),
                 warehouse_conn_id=warehouse_conn_id,
                 warehouse_schema=warehouse_schema,
-                started_at=started_at,
             )
         except OnboardingRunFailed as failure:
             metrics.emit_run(failure.summary, dag_id=dag_id, started_at=started_at, now=utcnow())
-            alerts.notify(on_failure, context, failure.summary)
+            _alert(on_failure, context, failure.summary, where)
             raise
         metrics.emit_run(summary, dag_id=dag_id, started_at=started_at, now=utcnow())
-        if on_recovery and not summary["dry_run"]:
-            warehouse = Warehouse.from_conn_id(warehouse_conn_id, schema=warehouse_schema)
-            previous = alerts.previous_status(warehouse, dag_id=dag_id, run_id=run_id)
-            if alerts.is_recovery(previous, summary["status"]):
-                alerts.notify(on_recovery, context, summary)
+        if not summary["dry_run"]:
+            _alert(on_recovery, context, summary, where)
         return summary
 
     return summarize()
+
+
+def _alert(
+    notifiers: Sequence[Notifier], context: Any, summary: dict[str, Any], where: dict[str, Any]
+) -> None:
+    """Call the notifiers once per outage and once per recovery, not once per run (see alerts)."""
+    from airflow_sfox.onboarding import alerts
+    from airflow_sfox.onboarding.warehouse import Warehouse
+
+    if not notifiers:
+        return
+    previous = None
+    with contextlib.suppress(Exception):  # the warehouse may be what is down: alert anyway
+        warehouse = Warehouse.from_conn_id(where["warehouse_conn_id"], schema=where["warehouse_schema"])
+        previous = alerts.previous_status(warehouse, dag_id=summary["dag_id"], run_id=summary["run_id"])
+    if alerts.should_notify(previous, str(summary.get("status"))):
+        alerts.notify(notifiers, context, summary)
+
+
+def _announce_task(*, warehouse_conn_id: str, warehouse_schema: str | None) -> XComArg:
+    ledger = LEDGER_TABLE if warehouse_schema is None else f"{warehouse_schema}.{LEDGER_TABLE}"
+
+    # The ledger's asset: a DAG downstream of onboarding (a report, a sync) runs on its events.
+    # Outlets are emitted when a task succeeds, and asset schedules cannot filter on an event's
+    # extra: so a dry run skips this task, and announces nothing.
+    @task(task_id="announce", outlets=[ledger_asset(warehouse_conn_id, ledger)])
+    def announce(**context: Any) -> None:
+        """Announce the ledger's new rows to the DAGs scheduled on its asset (not in a dry run)."""
+        from airflow_sfox._compat import AirflowSkipException
+
+        if context["params"].get("dry_run"):
+            raise AirflowSkipException("a dry run wrote nothing to the ledger: nothing to announce")
+
+    return announce()

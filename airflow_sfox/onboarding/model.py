@@ -95,6 +95,9 @@ class LedgerState(_Text):
     HELD = "held"
     #: the source row is invalid (``last_error`` says why); never sent
     REJECTED = "rejected"
+    #: sFOX answered that the channel before it must be verified first (an sms asked before
+    #: the email is verified): not a failure; due again once sFOX reports that one verified
+    WAITING = "waiting"
 
 
 #: The channel needs no new code: it was requested successfully, or sFOX reports it verified.
@@ -149,6 +152,8 @@ class AttemptOutcome(_Text):
     LOST = "lost"
     #: sFOX refused the token (401/403): the row stays queued
     REFUSED = "refused"
+    #: sFOX asked for the channel before it to be verified first (see ``LedgerState.WAITING``)
+    WAITING = "waiting"
 
 
 class EventSkip(_Text):
@@ -181,3 +186,6 @@ class RunStatus(_Text):
     AUTH_FAILED = "auth_failed"
     #: planning failed before anything was sent (bad source, sFOX unreachable, ...)
     PLAN_FAILED = "plan_failed"
+    #: stopped by an outage (sFOX, the rate budget's backend, the warehouse) or killed: the
+    #: users not answered stay queued, their failures unchanged, for the next run
+    INTERRUPTED = "interrupted"

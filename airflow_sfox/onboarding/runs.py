@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow_sfox._compat import AirflowException
 from airflow_sfox.assets.sfox import USER_IDS_KEY
+from airflow_sfox.exceptions import SfoxRateBudgetError, SfoxServerError
 from airflow_sfox.onboarding.counts import due_counts, plan_result
 from airflow_sfox.onboarding.model import (
     FAILED_STATES,
@@ -22,10 +23,11 @@ from airflow_sfox.onboarding.model import (
     RunStatus,
 )
 from airflow_sfox.onboarding.planner import OnboardingConfig, Planner
+from airflow_sfox.onboarding.sender import outage_text
 from airflow_sfox.onboarding.warehouse import REASON_LENGTH, Warehouse, utcnow
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Mapping
+    from collections.abc import Callable, Iterable, Mapping, Sequence
     from datetime import datetime
 
     from airflow_sfox.onboarding.planner import OnboardingSource
@@ -257,15 +259,69 @@ def _record_plan_failure(
     """Write the run row of a run whose planning failed, with the reason, so the page shows it."""
     # The hook's errors are already scrubbed of the token, emails and phones; others name
     # columns, params and connection ids.
-    reason = f"planning failed: {type(error).__name__}: {error}"[:REASON_LENGTH]
+    status, reason = RunStatus.PLAN_FAILED, f"planning failed: {type(error).__name__}: {error}"
+    if isinstance(error, (SfoxServerError, SfoxRateBudgetError)):  # an outage, not a bad plan
+        status = RunStatus.INTERRUPTED
+        reason = f"planning stopped: {outage_text(error)[1]}; nothing was sent, the next run plans again"
     try:
         warehouse.create_tables()
         row = {"run_id": run_id, "dag_id": dag_id, "dry_run": 0, "started_at": started_at}
         warehouse.write_run(
-            {**row, "finished_at": utcnow(), "status": RunStatus.PLAN_FAILED.value, "reason": reason}
+            {**row, "finished_at": utcnow(), "status": status.value, "reason": reason[:REASON_LENGTH]}
         )
     except Exception:  # the warehouse itself is the problem: the task log has the first error
         log.warning("could not record the failed plan of run %s in the warehouse", run_id, exc_info=True)
+
+
+def mark_interrupted(
+    warehouse: Warehouse, *, dag_id: str, run_id: str, state_of: Callable[[str], str | None]
+) -> list[str]:
+    """
+    Mark the DAG's earlier run rows that still say ``running`` but whose Airflow run is no
+    longer running (killed, failed without a summary) ``interrupted``, with what they finished.
+
+    :param warehouse: where the run table is.
+    :param dag_id: the DAG.
+    :param run_id: the run that starts (left alone).
+    :param state_of: the Airflow state of a run of the DAG (``None``: unknown); Airflow is asked,
+        not assumed: ``airflow dags test`` ignores ``max_active_runs``.
+    :return: the run ids marked.
+    """
+    import sqlalchemy as sa
+
+    if not warehouse.has_ledger():
+        return []
+    t = warehouse.runs_t
+    query = sa.select(t.c.run_id, t.c.steps, t.c.steps_done).where(
+        t.c.dag_id == dag_id, t.c.status == RunStatus.RUNNING.value, t.c.run_id != run_id
+    )
+    with warehouse.connect() as conn:
+        rows = conn.execute(query).all()
+    marked = []
+    for other, steps, steps_done in rows:
+        state = state_of(other)
+        if state in ("running", "queued"):
+            continue
+        table = warehouse.run_counts(other)
+        sent = sum(v for (_, done), v in table.items() if done == LedgerState.SENT)
+        left = sum(v for (_, done), v in table.items() if done == LedgerState.QUEUED)
+        reason = (
+            f"interrupted: its Airflow run is {state or 'gone'} and never summarized; "
+            f"{steps_done or 0} of {steps or 0} chunk steps done, {sent} codes sent, "
+            f"{left} users left queued for the next run"
+        )
+        log.warning("Run %s of %s: %s", other, dag_id, reason)
+        warehouse.write_run(
+            {
+                "run_id": other,
+                "status": RunStatus.INTERRUPTED.value,
+                "finished_at": utcnow(),
+                "sent": sent,
+                "reason": reason[:REASON_LENGTH],
+            }
+        )
+        marked.append(other)
+    return marked
 
 
 def record_chunk(
@@ -333,6 +389,20 @@ class FailureShare:
         )
 
 
+#: Services whose outage interrupts a run (see ``ChunkStopped``); ``token``: sFOX refused it.
+OUTAGE_SERVICES = ("sfox", "rate budget", "warehouse")
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What a run came to: its status, and why when it is not a success (``problem``)."""
+
+    status: RunStatus
+    problem: str | None
+    judged: FailureShare
+    failed: int
+
+
 def summarize_run(
     *,
     counts: Mapping[str, Any] | None,
@@ -342,10 +412,13 @@ def summarize_run(
     warehouse_conn_id: str,
     started_at: datetime | None = None,
     warehouse_schema: str | None = None,
+    stops: Sequence[Mapping[str, Any]] = (),
 ) -> dict[str, Any]:
     """
-    Count the run's outcomes, log them as a table, write the run row, and fail the run when
-    failed plus rejected rows pass ``failure_threshold`` or planned work was left unsent.
+    Count the run's outcomes, log them as a table, write the run row's outcome (the one place
+    that does), and fail the run when an outage stopped it, planned work was left unsent, or
+    failed plus rejected rows pass ``failure_threshold``. A dry run never fails: it says what a
+    real run would conclude.
 
     :param counts: the ``counts`` of what :func:`plan_run` returned.
     :param params: the DAG params.
@@ -354,27 +427,68 @@ def summarize_run(
     :param warehouse_conn_id: the SQL connection of the warehouse.
     :param started_at: when the run started, for the run's requests per second.
     :param warehouse_schema: the schema of the onboarding tables (``None``: the connection's default).
+    :param stops: what the chunk steps that stopped said was down (their ``stopped`` XCom).
     """
-    if counts is None:
-        why = "planning failed, nothing was sent"
-        with contextlib.suppress(Exception):  # the reason the plan task recorded, if it could
-            recorded = (
-                Warehouse.from_conn_id(warehouse_conn_id, schema=warehouse_schema)
-                .run_row(run_id)
-                .get("reason")
-            )
-            why += f": {recorded or 'see its log'}"
-        failed_plan: dict[str, Any] = {
-            "run_id": run_id,
-            "dag_id": dag_id,
-            "dry_run": bool(params.get("dry_run")),
-            "status": RunStatus.PLAN_FAILED.value,
-            "problem": why,
-        }
-        raise OnboardingRunFailed(f"sFOX onboarding run {run_id}: {why}", failed_plan)
-    config = OnboardingConfig.from_params(params)
     warehouse = Warehouse.from_conn_id(warehouse_conn_id, schema=warehouse_schema)
+    if counts is None:
+        raise _plan_failed(warehouse, run_id=run_id, dag_id=dag_id, dry_run=bool(params.get("dry_run")))
+    config = OnboardingConfig.from_params(params)
+    table = _outcome_table(warehouse, run_id, counts, dry_run=config.dry_run)
+    _log_table(table, dry_run=config.dry_run)
+    run = {} if config.dry_run else warehouse.run_row(run_id)
+    verdict = _verdict(table, counts, config.failure_threshold, run=run, stops=stops)
+    summary: dict[str, Any] = {
+        "run_id": run_id,
+        "dag_id": dag_id,
+        "dry_run": config.dry_run,
+        "source_rows": int(counts["source_rows"]),
+        "rejected": int(counts["rejected"]),
+        "failed": verdict.failed,
+        "status": verdict.status.value,
+        "outcomes": {f"{channel}:{state}": v for (channel, state), v in sorted(table.items())},
+        "rejected_reasons": dict(counts.get("rejected_reasons") or {}),
+        "problem": verdict.problem,
+    }
     if config.dry_run:
+        _write_dry_run(warehouse, summary, counts, verdict, started_at=started_at)
+    else:
+        _write_outcome(warehouse, summary, table, verdict, run=run, started_at=started_at)
+    # The summary's last line: the threshold's formula with this run's figures.
+    judged = verdict.judged
+    known = judged.known_rejected
+    log.info(
+        "Failure share of this run's work: %s (threshold %.1f%%)%s",
+        judged,
+        config.failure_threshold * 100,
+        f"; {known} rows rejected by earlier runs are reported, not judged again" if known else "",
+    )
+    if summary["problem"]:
+        raise OnboardingRunFailed(f"sFOX onboarding run {run_id}: {summary['problem']}", summary)
+    return summary
+
+
+def _plan_failed(warehouse: Warehouse, *, run_id: str, dag_id: str, dry_run: bool) -> OnboardingRunFailed:
+    """The failure of a run whose plan failed, with the reason the plan task recorded, if it could."""
+    why, status = "planning failed, nothing was sent", RunStatus.PLAN_FAILED.value
+    with contextlib.suppress(Exception):
+        recorded = warehouse.run_row(run_id)
+        why += f": {recorded.get('reason') or 'see its log'}"
+        status = recorded.get("status") or status  # interrupted: an outage stopped the plan
+    failed_plan: dict[str, Any] = {
+        "run_id": run_id,
+        "dag_id": dag_id,
+        "dry_run": dry_run,
+        "status": status,
+        "problem": why,
+    }
+    return OnboardingRunFailed(f"sFOX onboarding run {run_id}: {why}", failed_plan)
+
+
+def _outcome_table(
+    warehouse: Warehouse, run_id: str, counts: Mapping[str, Any], *, dry_run: bool
+) -> dict[tuple[str, str], int]:
+    """(channel, outcome) -> users: the ledger's rows of the run, or what a dry run would send."""
+    if dry_run:
         table = {
             (key.rsplit("_", 1)[1], f"would send ({key.split('_')[1]})"): value
             for key, value in counts.items()
@@ -382,86 +496,122 @@ def summarize_run(
         }
     else:
         table = warehouse.run_counts(run_id)
-    rejected = int(counts["rejected"])
     table = {key: value for key, value in table.items() if key[1] != LedgerState.REJECTED}
-    if rejected:
-        table[("-", "rejected")] = rejected
-    _log_table(table, dry_run=config.dry_run)
+    if int(counts["rejected"]):
+        table[("-", "rejected")] = int(counts["rejected"])
+    return table
 
+
+def _verdict(
+    table: Mapping[tuple[str, str], int],
+    counts: Mapping[str, Any],
+    threshold: float,
+    *,
+    run: Mapping[str, Any],
+    stops: Sequence[Mapping[str, Any]],
+) -> Verdict:
+    """The run's status and problem: an outage, a refused token, unsent work, or the threshold."""
     failed = sum(v for (_, state), v in table.items() if state in FAILED_STATES)
     unsent = sum(v for (_, state), v in table.items() if state == LedgerState.QUEUED)
-    run = {} if config.dry_run else warehouse.run_row(run_id)
     unfinished = int(run.get("steps") or 0) - int(run.get("steps_done") or 0)
     judged = FailureShare.of(counts, failed=failed)
-    status = RunStatus.SUCCESS
-    problem: str | None = None
+    outage = next((stop for stop in stops if stop.get("service") in OUTAGE_SERVICES), None)
+    refused = next((stop for stop in stops if stop.get("service") == "token"), None)
+    left = f"{unsent} users left queued; they are sent by the next run"
+    if outage is not None:
+        return Verdict(RunStatus.INTERRUPTED, f"{outage['down']} — {left}", judged, failed)
+    if refused is not None:
+        return Verdict(RunStatus.AUTH_FAILED, f"sFOX refused the token — {left}", judged, failed)
     if unsent or unfinished:
-        status = RunStatus.INCOMPLETE
         problem = f"{unfinished} chunk steps did not finish and {unsent} planned requests were not sent"
-    elif judged.share > config.failure_threshold:
-        status = RunStatus.FAILED
-        problem = f"{judged}, over the failure threshold of {config.failure_threshold:.1%}"
+        return Verdict(RunStatus.INCOMPLETE, problem, judged, failed)
+    if judged.share > threshold:
+        problem = f"{judged}, over the failure threshold of {threshold:.1%}"
+        return Verdict(RunStatus.FAILED, problem, judged, failed)
+    return Verdict(RunStatus.SUCCESS, None, judged, failed)
 
-    summary: dict[str, Any] = {
-        "run_id": run_id,
-        "dag_id": dag_id,
-        "dry_run": config.dry_run,
-        "source_rows": int(counts["source_rows"]),
-        "rejected": rejected,
-        "failed": failed,
-        "status": status.value,
-        "outcomes": {f"{channel}:{state}": v for (channel, state), v in sorted(table.items())},
-        "rejected_reasons": dict(counts.get("rejected_reasons") or {}),
-        "problem": problem,
-    }
-    if not config.dry_run:
-        finished = utcnow()
-        seconds = (finished - (started_at or finished)).total_seconds()
-        states = (LedgerState.SENT, LedgerState.ALREADY_VERIFIED, LedgerState.NOT_REGISTERED)
-        by_state = {state.value: 0 for state in states}
-        for (_, state), v in table.items():
-            if state in by_state:
-                by_state[state] += v
-        # Requests that may have sent a second code (answers lost, or in flight at a crash).
-        uncertain = summary["uncertain"] = warehouse.uncertain_count(run_id)
+
+def _write_dry_run(
+    warehouse: Warehouse,
+    summary: dict[str, Any],
+    counts: Mapping[str, Any],
+    verdict: Verdict,
+    *,
+    started_at: datetime | None,
+) -> None:
+    """A dry run succeeds and says what a real run would conclude, in its summary and run row."""
+    rejected, rows = int(counts["rejected"]), int(counts["source_rows"])
+    would = "fail" if verdict.status == RunStatus.FAILED else "pass"
+    preview = f"a real run would {would} the threshold: {rejected} of {rows} rows rejected"
+    log.info("Dry run: %s (%s)", preview, verdict.judged)
+    summary.update(status=RunStatus.SUCCESS.value, problem=None, preview=preview)
+    try:
+        warehouse.create_tables()
         warehouse.write_run(
             {
-                "run_id": run_id,
-                "dag_id": dag_id,
-                "finished_at": finished,
-                "failed": failed,
-                "uncertain": uncertain,
-                "requests_per_second": run["requests"] / seconds if seconds > 0 else None,
-                "status": status.value,
-                "reason": problem[:REASON_LENGTH] if problem else None,
-                **by_state,
+                "run_id": summary["run_id"],
+                "dag_id": summary["dag_id"],
+                "dry_run": 1,
+                "started_at": started_at or utcnow(),
+                "finished_at": utcnow(),
+                "source_rows": rows,
+                "planned": int(counts.get("planned_users") or 0),
+                "rejected": rejected,
+                "steps": 0,
+                "steps_done": 0,
+                "status": RunStatus.SUCCESS.value,
+                "reason": preview[:REASON_LENGTH],
             }
         )
-        waits = {
-            key: round(float(run.get(key) or 0.0), 1) for key in ("budget_wait_seconds", "pause_seconds")
+    except Exception:  # a preview is not worth failing for
+        log.warning("could not record the dry run in the warehouse", exc_info=True)
+
+
+def _write_outcome(
+    warehouse: Warehouse,
+    summary: dict[str, Any],
+    table: Mapping[tuple[str, str], int],
+    verdict: Verdict,
+    *,
+    run: Mapping[str, Any],
+    started_at: datetime | None,
+) -> None:
+    """Write the run row's outcome, and log the run's request figures."""
+    run_id = summary["run_id"]
+    finished = utcnow()
+    seconds = (finished - (started_at or finished)).total_seconds()
+    states = (LedgerState.SENT, LedgerState.ALREADY_VERIFIED, LedgerState.NOT_REGISTERED)
+    by_state = {state.value: 0 for state in states}
+    for (_, state), v in table.items():
+        if state in by_state:
+            by_state[state] += v
+    # Requests that may have sent a second code (answers lost, or in flight at a crash).
+    uncertain = summary["uncertain"] = warehouse.uncertain_count(run_id)
+    requests = int(run.get("requests") or 0)
+    warehouse.write_run(
+        {
+            "run_id": run_id,
+            "dag_id": summary["dag_id"],
+            "finished_at": finished,
+            "failed": verdict.failed,
+            "uncertain": uncertain,
+            "requests_per_second": requests / seconds if seconds > 0 else None,
+            "status": verdict.status.value,
+            "reason": verdict.problem[:REASON_LENGTH] if verdict.problem else None,
+            **by_state,
         }
-        summary.update(requests=run["requests"], rate_limited=run["rate_limited"], **waits)
-        log.info(
-            "%d requests, %d answered 429, %.1f requests/s over the run; request threads waited "
-            "%.1f s for the shared rate budget and %.1f s in 429 pauses",
-            run["requests"],
-            run["rate_limited"],
-            run["requests"] / seconds if seconds > 0 else 0.0,
-            waits["budget_wait_seconds"],
-            waits["pause_seconds"],
-        )
-    # The summary's last line: the threshold's formula with this run's figures.
-    log.info(
-        "Failure share of this run's work: %s (threshold %.1f%%)%s",
-        judged,
-        config.failure_threshold * 100,
-        f"; {judged.known_rejected} rows rejected by earlier runs are reported, not judged again"
-        if judged.known_rejected
-        else "",
     )
-    if problem:
-        raise OnboardingRunFailed(f"sFOX onboarding run {run_id}: {problem}", summary)
-    return summary
+    waits = {key: round(float(run.get(key) or 0.0), 1) for key in ("budget_wait_seconds", "pause_seconds")}
+    summary.update(requests=requests, rate_limited=int(run.get("rate_limited") or 0), **waits)
+    log.info(
+        "%d requests, %d answered 429, %.1f requests/s over the run; request threads waited "
+        "%.1f s for the shared rate budget and %.1f s in 429 pauses",
+        requests,
+        summary["rate_limited"],
+        requests / seconds if seconds > 0 else 0.0,
+        waits["budget_wait_seconds"],
+        waits["pause_seconds"],
+    )
 
 
 def _log_table(table: Mapping[tuple[str, str], int], *, dry_run: bool) -> None:

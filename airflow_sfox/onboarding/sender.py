@@ -7,11 +7,17 @@ also claims the next users), so a worker that dies leaves at most ``threads`` cl
 requests in flight. The next try of the step (a task retry, or a later run) finds them,
 records each as a ``lost`` attempt and marks it uncertain, and sends it again (at-least-once;
 each such duplicate shows as a second request in sFOX's records) or holds it for review.
+
+An outage is never a user's failure. A circuit breaker over the chunk stops it when sFOX
+answers 5xx, times out or refuses connections for :data:`OUTAGE_STREAK` users in a row, at
+the first call the rate budget's backend refuses, or when the warehouse cannot be written:
+the users not answered stay ``queued`` with their failure counts unchanged, and
+:class:`ChunkStopped` names what is down, for Airflow's task retry to resume the chunk.
 """
 
 from __future__ import annotations
 
-import itertools
+import collections
 import logging
 import math
 import queue
@@ -19,17 +25,21 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
+from airflow_sfox._compat import AirflowException
 from airflow_sfox.exceptions import (
     SfoxAlreadyVerifiedError,
     SfoxAuthError,
     SfoxError,
     SfoxNotFoundError,
+    SfoxRateBudgetError,
+    SfoxRateLimitError,
+    SfoxServerError,
 )
 from airflow_sfox.hooks.sfox import DEFAULT_POOL_SIZE
-from airflow_sfox.onboarding.model import LedgerState
-from airflow_sfox.onboarding.warehouse import Outcome, utcnow
+from airflow_sfox.onboarding.model import LedgerState, prerequisite
+from airflow_sfox.onboarding.warehouse import Outcome, snapshot_verified, utcnow
 
 if TYPE_CHECKING:
     from airflow_sfox.hooks.sfox import SfoxConnectHook, SfoxResult
@@ -43,6 +53,17 @@ DEFAULT_THREADS = 8
 MAX_THREADS = DEFAULT_POOL_SIZE
 #: Latency the thread count is sized for: sFOX answers in 100-300 ms.
 SIZING_LATENCY_SECONDS = 0.3
+#: The engine's per-call retry budget of 5xx and timeouts (the hook's ``max_retry_seconds``):
+#: an outage stops the chunk within seconds, and Airflow's task retries ride it out.
+ENGINE_MAX_RETRY_SECONDS = 5.0
+#: Users in a row whose calls ended in a 5xx, a timeout or a refused connection: sFOX is down.
+OUTAGE_STREAK = 3
+#: Times a user whose call ended in an outage goes to the back of its chunk's line before a
+#: persisting error of that one user (while others succeed) counts as its failure.
+OUTAGE_REQUEUES = 2
+#: Times one call waits out sFOX's 429 pause (a 429 is not an outage) before its user is
+#: left queued for the next try.
+RATE_LIMIT_WAITS = 5
 
 
 def threads_for(requests_per_second: float) -> int:
@@ -82,10 +103,45 @@ class ChunkStats:
     pause_seconds: float = 0.0
     #: why the step sent nothing, when it sent nothing
     note: str | None = None
+    #: users left queued when the step stopped (what was down: ``stopped``)
+    left_queued: int = 0
+    stopped: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready."""
         return {**asdict(self), "seconds": round(self.seconds, 3)}
+
+
+class ChunkStopped(AirflowException):
+    """
+    A chunk step stopped because something it needs is down: sFOX (5xx, timeouts, refused
+    connections), the rate budget's backend, or the warehouse. The users not answered stay
+    queued, their failures unchanged; a retry of the task resumes them.
+
+    :param down: what is down, with its status or where (no personal data, no token).
+    :param stats: the step's figures so far (``left_queued``, ``stopped`` set).
+    :param service: ``sfox``, ``rate budget`` or ``warehouse``.
+    """
+
+    def __init__(self, down: str, *, stats: ChunkStats, service: str) -> None:
+        self.down, self.stats, self.service = down, stats, service
+        stats.stopped = down
+        super().__init__(
+            f"{stats.label} {stats.channel} stopped: {down}. {stats.left_queued} users left queued, "
+            "their failures unchanged; a retry of this task (or the next run) sends them."
+        )
+
+    def as_xcom(self) -> dict[str, Any]:
+        """What the run's summary needs: what was down, and the step's figures."""
+        return {"service": self.service, "down": self.down, **self.stats.as_dict()}
+
+
+def outage_text(error: SfoxError) -> tuple[str, str]:
+    """The service an outage error names, and what is down in words (scrubbed, no token)."""
+    if isinstance(error, SfoxRateBudgetError):
+        return "rate budget", f"the rate budget's backend is unavailable: {error.message}"
+    status = f"HTTP {error.status_code}" if error.status_code is not None else error.message
+    return "sfox", f"sFOX unavailable ({status})"
 
 
 class _Refused(Exception):
@@ -96,40 +152,117 @@ class _Refused(Exception):
         self.outcome, self.error = outcome, error
 
 
-def _outcome(hook: SfoxConnectHook, user_id: str, channel: str) -> Outcome:
-    """Send one user's code; :class:`_Refused` when sFOX refuses the token."""
-    started = utcnow()
+class _Answer(NamedTuple):
+    """One user's call: its outcome, and the outage error it ended in (``None``: answered)."""
+
+    outcome: Outcome
+    down: SfoxError | None = None
+
+
+class _Call:
+    """One user's send: the hook's call, 429 pauses waited out, an unclear 422 asked about."""
+
+    def __init__(self, hook: SfoxConnectHook, user_id: str, channel: str, stop: threading.Event) -> None:
+        self.hook, self.user_id, self.channel, self.stop = hook, user_id, channel, stop
+        self.started = utcnow()
+        #: requests of the calls a 429 ended, before the last one
+        self.earlier: list[Any] = []
 
     def outcome(
-        state: LedgerState, answer: SfoxResult | SfoxError | None, error: str | None = None
+        self, state: LedgerState, answer: SfoxResult | SfoxError | None, error: str | None = None
     ) -> Outcome:
-        if answer is None:
-            return Outcome(user_id, channel, state, None, error, 0, False, started)
+        trail = [*self.earlier, *(answer.trail if answer is not None else ())]
+        uncertain = any(getattr(attempt, "uncertain", False) for attempt in trail) or bool(
+            answer is not None and answer.uncertain
+        )
+        status = answer.status_code if answer is not None else None
+        attempts = len(self.earlier) + (answer.attempts if answer is not None else 0)
         return Outcome(
-            user_id,
-            channel,
-            state,
-            answer.status_code,
-            error,
-            answer.attempts,
-            answer.uncertain,
-            started,
-            tuple(answer.trail),
+            self.user_id, self.channel, state, status, error, attempts, uncertain, self.started, tuple(trail)
         )
 
-    try:
-        result = hook.send_verification_result(user_id, channel)
-    except SfoxAuthError as err:  # the token is wrong or revoked: stop the chunk, leave the rest queued
-        raise _Refused(outcome(LedgerState.QUEUED, err, str(err)[:255]), err) from None
-    except SfoxAlreadyVerifiedError as err:
-        return outcome(LedgerState.ALREADY_VERIFIED, err)
-    except SfoxNotFoundError as err:
-        return outcome(LedgerState.NOT_REGISTERED, err, err.message)
-    except SfoxError as err:
-        return outcome(LedgerState.FAILED, err, str(err)[:255])
-    except ValueError as err:  # the hook refused the user_id: validation should have caught it
-        return outcome(LedgerState.REJECTED, None, str(err)[:255])
-    return outcome(LedgerState.SENT, result)
+    def __call__(self) -> _Answer:
+        """Send; :class:`_Refused` when sFOX refuses the token."""
+        waits = 0
+        while True:
+            try:
+                result = self.hook.send_verification_result(self.user_id, self.channel)
+            except SfoxRateLimitError as err:  # the shared pause outlasted the call's retry budget
+                waits += 1
+                if waits > RATE_LIMIT_WAITS or self.stop.wait(self.hook.config.rate_limit_pause_seconds):
+                    return _Answer(self.outcome(LedgerState.QUEUED, err, str(err)[:255]), down=err)
+                self.earlier += err.trail
+            except SfoxError as err:
+                return self.settle(err)
+            except ValueError as err:  # the hook refused the user_id: validation should have caught it
+                return _Answer(self.outcome(LedgerState.REJECTED, None, str(err)[:255]))
+            else:
+                return _Answer(self.outcome(LedgerState.SENT, result))
+
+    def settle(self, err: SfoxError) -> _Answer:
+        """The ledger outcome of a call that ended in an error."""
+        if isinstance(err, SfoxAuthError):  # the token is wrong or revoked: stop, leave the rest queued
+            raise _Refused(self.outcome(LedgerState.QUEUED, err, str(err)[:255]), err) from None
+        if isinstance(err, SfoxAlreadyVerifiedError):
+            return _Answer(self.outcome(LedgerState.ALREADY_VERIFIED, err))
+        if isinstance(err, SfoxNotFoundError):
+            return _Answer(self.outcome(LedgerState.NOT_REGISTERED, err, err.message))
+        if isinstance(err, (SfoxServerError, SfoxRateBudgetError)):  # down: not the user's failure
+            return _Answer(self.outcome(LedgerState.QUEUED, err, str(err)[:255]), down=err)
+        if err.status_code == 422:
+            return self.ask_sfox(err)
+        return _Answer(self.outcome(LedgerState.FAILED, err, str(err)[:255]))
+
+    def ask_sfox(self, err: SfoxError) -> _Answer:
+        """
+        A 422 whose text is not a documented one: one read of the user settles it. The channel
+        no longer required -> ``already_verified``; sms asked before the email is verified ->
+        ``waiting`` (not a failure); still required -> ``failed`` with sFOX's message.
+        """
+        try:
+            user = self.hook.get_user(self.user_id)
+        except (SfoxServerError, SfoxRateBudgetError) as down:
+            return _Answer(self.outcome(LedgerState.QUEUED, err, str(down)[:255]), down=down)
+        except SfoxError as other:
+            log.debug("reading the user after a 422 failed: %s", other)
+            return _Answer(self.outcome(LedgerState.FAILED, err, str(err)[:255]))
+        requirements = user.get("requirements")
+        requirements = requirements if isinstance(requirements, dict) else {}
+        if snapshot_verified(user.get("status"), requirements.get(self.channel)):
+            return _Answer(
+                self.outcome(LedgerState.ALREADY_VERIFIED, err, f"sFOX reports it verified: {err.message}")
+            )
+        before = prerequisite(str(user.get("account_type") or "individual"), self.channel)
+        if before is not None and requirements.get(str(before)) is not False:
+            why = f"waits for its {before} verification: {err.message}"
+            return _Answer(self.outcome(LedgerState.WAITING, err, why[:255]))
+        return _Answer(self.outcome(LedgerState.FAILED, err, str(err)[:255]))
+
+
+class _Breaker:
+    """
+    The chunk's circuit breaker: :data:`OUTAGE_STREAK` calls in a row ending in an outage, or
+    one the rate budget's backend refused, open it. Until a call is answered (at the start, and
+    after each outage) one call goes at a time: a dead sFOX costs a few calls, not a pool's worth.
+    """
+
+    def __init__(self, streak: int = OUTAGE_STREAK) -> None:
+        self.streak = streak
+        self.in_a_row = 0
+        self.answered = False
+        self.tripped: SfoxError | None = None
+
+    def record(self, down: SfoxError | None) -> None:
+        if down is None:
+            self.in_a_row, self.answered = 0, True
+            return
+        self.in_a_row += 1
+        if self.tripped is None and (isinstance(down, SfoxRateBudgetError) or self.in_a_row >= self.streak):
+            self.tripped = down
+
+    @property
+    def probing(self) -> bool:
+        return self.in_a_row > 0 or not self.answered
 
 
 def send_chunk(
@@ -152,7 +285,8 @@ def send_chunk(
     ``hold_uncertain``, ``held`` for review.
 
     :param warehouse: where the ledger is.
-    :param hook: the sFOX hook (its rate budget, shared with every hook of the scope, bounds the rate).
+    :param hook: the sFOX hook (its rate budget, shared with every hook of the scope, bounds the
+        rate); give it a short ``max_retry_seconds`` (:data:`ENGINE_MAX_RETRY_SECONDS`).
     :param run_id: the run that planned the chunk.
     :param chunk: a descriptor made by the planner.
     :param channel: ``email`` or ``sms``.
@@ -160,61 +294,86 @@ def send_chunk(
     :param hold_uncertain: hold the users a dead try left claimed instead of sending them again.
     :param progress_every: seconds between progress log lines.
     :raises SfoxAuthError: the token was refused; outcomes so far are recorded first.
+    :raises ChunkStopped: sFOX, the rate budget's backend or the warehouse is down.
     """
-    first, last = chunk["chunks"]
-    queued = warehouse.queued(run_id, chunk["account_type"], channel, (first, last))
-    stats = ChunkStats(channel=channel, label=chunk["label"], queued=len(queued))
-    if not queued:
-        stats.note = "nothing queued: every user of this step was already recorded by an earlier try"
-        log.info("%s %s: %s", chunk["label"], channel, stats.note)
-        return stats
-    lost = [claim for claim in queued if claim.run_id is not None]
-    user_ids = [claim.user_id for claim in queued if claim.run_id is None or not hold_uncertain]
+    import sqlalchemy.exc
+
+    stats = ChunkStats(channel=channel, label=chunk["label"])
     requests_before = hook.stats.as_dict()
     started = time.monotonic()
-    with warehouse.connect() as conn:
-        if lost:
-            warehouse.record_lost(conn, lost, channel=channel, hold=hold_uncertain)
-            conn.commit()
-            stats.lost = len(lost)
-            if hold_uncertain:
-                stats.outcomes[LedgerState.HELD.value] = len(lost)
-            log.warning(
-                "%s %s: %d users were being sent when an earlier try died; marked uncertain and %s",
-                chunk["label"],
-                channel,
-                len(lost),
-                "held for review (hold_uncertain)" if hold_uncertain else "sent again",
-            )
-        sender = _ChunkSender(warehouse, hook, conn, run_id=run_id, channel=channel, stats=stats)
-        sender.resent = set() if hold_uncertain else {claim.user_id for claim in lost}
-        failure = sender.send(user_ids, threads=threads, progress_every=progress_every, started=started)
+    sender: _ChunkSender | None = None
+    try:
+        queued = warehouse.queued(run_id, chunk["account_type"], channel, tuple(chunk["chunks"]))
+        stats.queued = len(queued)
+        if not queued:
+            stats.note = "nothing queued: every user of this step was already recorded by an earlier try"
+            log.info("%s %s: %s", chunk["label"], channel, stats.note)
+            return stats
+        with warehouse.connect() as conn:
+            user_ids = _record_lost(warehouse, conn, queued, stats, hold_uncertain=hold_uncertain)
+            sender = _ChunkSender(warehouse, hook, conn, run_id=run_id, channel=channel, stats=stats)
+            sender.resent = set() if hold_uncertain else {c.user_id for c in queued if c.run_id is not None}
+            failure = sender.send(user_ids, threads=threads, progress_every=progress_every, started=started)
+    except sqlalchemy.exc.SQLAlchemyError as err:
+        stats.left_queued = stats.queued - (sender.done if sender else 0)
+        _figures(stats, hook, requests_before, started)
+        raise _warehouse_down(warehouse, stats, err) from err
+    _figures(stats, hook, requests_before, started)
+    sender.finish(failure, total=len(user_ids))
+    return stats
+
+
+def _warehouse_down(warehouse: Warehouse, stats: ChunkStats, err: Exception) -> ChunkStopped:
+    """The stop of a chunk whose ledger cannot be read or written (the driver's error, by type)."""
+    hook = warehouse.hook
+    conn_id = str(getattr(hook, str(getattr(hook, "conn_name_attr", "")), None) or type(hook).__name__)
+    cause = type(getattr(err, "orig", None) or err).__name__  # its text may quote the data
+    down = f"the warehouse (connection {conn_id!r}) is unreachable: {cause}"
+    log.error("%s %s: %s", stats.label, stats.channel, down)
+    return ChunkStopped(down, stats=stats, service="warehouse")
+
+
+def _record_lost(
+    warehouse: Warehouse, conn: Any, queued: list[Any], stats: ChunkStats, *, hold_uncertain: bool
+) -> list[str]:
+    """Record the claims a dead try left (see :meth:`Warehouse.record_lost`); the users to send."""
+    lost = [claim for claim in queued if claim.run_id is not None]
+    if lost:
+        warehouse.record_lost(conn, lost, channel=stats.channel, hold=hold_uncertain)
+        conn.commit()
+        stats.lost = len(lost)
+        if hold_uncertain:
+            stats.outcomes[LedgerState.HELD.value] = len(lost)
+        log.warning(
+            "%s %s: %d users were being sent when an earlier try died; marked uncertain and %s",
+            stats.label,
+            stats.channel,
+            len(lost),
+            "held for review (hold_uncertain)" if hold_uncertain else "sent again",
+        )
+    return [claim.user_id for claim in queued if claim.run_id is None or not hold_uncertain]
+
+
+def _figures(stats: ChunkStats, hook: SfoxConnectHook, before: dict[str, Any], started: float) -> None:
+    """The step's request figures: the hook's counters since ``before``."""
     stats.seconds = time.monotonic() - started
     after = hook.stats.as_dict()
-    stats.requests = after["requests"] - requests_before["requests"]
-    stats.rate_limited = after["rate_limited"] - requests_before["rate_limited"]
+    stats.requests = after["requests"] - before["requests"]
+    stats.rate_limited = after["rate_limited"] - before["rate_limited"]
     for waited in ("budget_wait_seconds", "pause_seconds"):
-        setattr(stats, waited, round(after[waited] - requests_before[waited], 3))
-    if failure is not None:
-        log.error(
-            "%s %s stopped after %d of %d users: %s",
-            chunk["label"],
-            channel,
-            sender.done,
-            len(user_ids),
-            failure,
-        )
-        raise failure
-    return stats
+        setattr(stats, waited, round(after[waited] - before[waited], 3))
+
+
+_Item = _Answer | _Refused | BaseException | None
 
 
 class _ChunkSender:
     """
     One chunk step's requests: claim, send on a thread pool, record. The calling thread owns
-    the DB connection; each job puts exactly one item on ``results``: an Outcome, a refused
-    token (recorded, then stops the chunk), another error (stops the chunk; the claim stays,
-    since the request may have gone out), or None for a job skipped after the stop (its claim
-    is released: nothing went out).
+    the DB connection; each job puts exactly one item on ``results``: an answer (with the outage
+    it ended in, if any), a refused token (recorded, then stops the chunk), another error (stops
+    the chunk; the claim stays, since the request may have gone out), or None for a job skipped
+    after the stop (its claim is released: nothing went out).
     """
 
     def __init__(
@@ -229,10 +388,13 @@ class _ChunkSender:
     ) -> None:
         self.warehouse, self.hook, self.conn = warehouse, hook, conn
         self.run_id, self.channel, self.stats = run_id, channel, stats
-        self.results: queue.Queue[tuple[str, Outcome | _Refused | BaseException | None]] = queue.Queue()
+        self.results: queue.Queue[tuple[str, _Item]] = queue.Queue()
         self.stop = threading.Event()
+        self.breaker = _Breaker()
         #: users sent again after a dead try's claim: their outcome is uncertain
         self.resent: set[str] = set()
+        #: users whose call ended in an outage, and how often they went back in line
+        self.requeued: collections.Counter[str] = collections.Counter()
         self.done = 0
         self.requests_before = hook.stats.as_dict()["requests"]
 
@@ -241,7 +403,7 @@ class _ChunkSender:
             self.results.put((user_id, None))
             return
         try:
-            self.results.put((user_id, _outcome(self.hook, user_id, self.channel)))
+            self.results.put((user_id, _Call(self.hook, user_id, self.channel, self.stop)()))
         except BaseException as err:  # noqa: BLE001 - handed to the calling thread, re-raised there
             self.stop.set()
             self.results.put((user_id, err))
@@ -256,31 +418,42 @@ class _ChunkSender:
         conn.commit()
         for outcome in outcomes:
             if outcome.state == LedgerState.QUEUED:
-                continue  # refused: not done
+                continue  # refused, or sFOX down: not done
             state = str(outcome.state)
             self.stats.outcomes[state] = self.stats.outcomes.get(state, 0) + 1
             self.stats.uncertain += outcome.uncertain
             self.done += 1
 
+    def finish(self, failure: BaseException | None, *, total: int) -> None:
+        """Raise what stopped the chunk: an error, or the breaker (:class:`ChunkStopped`)."""
+        stats = self.stats
+        if failure is not None:
+            log.error(
+                "%s %s stopped after %d of %d users: %s", stats.label, self.channel, self.done, total, failure
+            )
+            raise failure
+        if self.breaker.tripped is not None:
+            stats.left_queued = total - self.done
+            service, down = outage_text(self.breaker.tripped)
+            log.error("%s %s: %s; %d users left queued", stats.label, self.channel, down, stats.left_queued)
+            raise ChunkStopped(down, stats=stats, service=service)
+
+    def _next(self, todo: collections.deque[str], threads: int, in_flight: int) -> list[str]:
+        """The users to claim now: one at a time while probing, else enough to fill the pool."""
+        if self.stop.is_set() or self.breaker.tripped is not None:
+            return []
+        room = (0 if in_flight else 1) if self.breaker.probing else threads - in_flight
+        return [todo.popleft() for _ in range(min(room, len(todo)))]
+
     def send(
         self, user_ids: list[str], *, threads: int, progress_every: float, started: float
     ) -> BaseException | None:
         """Send every user; return the error that stopped the chunk (outcomes so far recorded)."""
-        if not user_ids:
-            return None
-        todo = iter(user_ids)
-        # The first request goes alone: a refused token then costs one request, not one per thread.
-        self._commit([], [], [user_ids[0]])
-        next(todo)
-        try:
-            first = _outcome(self.hook, user_ids[0], self.channel)
-        except _Refused as refused:
-            self._commit([refused.outcome], [], [])
-            raise refused.error from None
-        batch = list(itertools.islice(todo, threads))
-        self._commit([first], [], batch)
+        todo = collections.deque(user_ids)
         failure: BaseException | None = None
         next_progress = started + progress_every
+        batch = self._next(todo, threads, 0)
+        self._commit([], [], batch)
         with ThreadPoolExecutor(threads, thread_name_prefix="sfox-send") as pool:
             try:
                 in_flight = 0
@@ -295,10 +468,10 @@ class _ChunkSender:
                         except queue.Empty:
                             break
                     in_flight -= len(items)
-                    outcomes, skipped, error = _sort(items)
+                    outcomes, skipped, error = self._sort(items, todo)
                     failure = failure or error
                     # A slot freed is a claim for the next user, in the same commit.
-                    batch = [] if self.stop.is_set() else list(itertools.islice(todo, len(items)))
+                    batch = self._next(todo, threads, in_flight)
                     self._commit(outcomes, skipped, batch)
                     now = time.monotonic()
                     if now >= next_progress or not (batch or in_flight):
@@ -312,29 +485,43 @@ class _ChunkSender:
                 raise
         return failure
 
+    def _sort(
+        self, items: list[tuple[str, _Item]], todo: collections.deque[str]
+    ) -> tuple[list[Outcome], list[str], BaseException | None]:
+        """Jobs' items -> outcomes to record (refused calls' too), users skipped, the first error."""
+        outcomes: list[Outcome] = []
+        skipped: list[str] = []
+        error: BaseException | None = None
+        for user_id, item in items:
+            if item is None:
+                skipped.append(user_id)
+            elif isinstance(item, _Answer):
+                outcomes.append(self._judge(item, todo))
+            elif isinstance(item, _Refused):
+                outcomes.append(item.outcome)
+                error = error or item.error
+            else:  # the request may have gone out: its claim stays for the next try
+                error = error or item
+        if self.breaker.tripped is not None:
+            self.stop.set()
+        return outcomes, skipped, error
+
+    def _judge(self, answer: _Answer, todo: collections.deque[str]) -> Outcome:
+        """Feed the breaker; a user whose call ended in an outage goes back in line, a few times."""
+        self.breaker.record(answer.down)
+        outcome = answer.outcome
+        if answer.down is None or self.breaker.tripped is not None:
+            return outcome
+        if self.requeued[outcome.user_id] < OUTAGE_REQUEUES:
+            self.requeued[outcome.user_id] += 1
+            todo.append(outcome.user_id)
+            return outcome
+        # Only this user's calls keep failing while others are answered: its own failure.
+        return replace(outcome, state=LedgerState.FAILED)
+
     def _progress(self, total: int, elapsed: float) -> None:
         made = self.hook.stats.as_dict()["requests"] - self.requests_before
         _progress(self.stats.label, self.channel, self.done, total, self.stats, made, elapsed)
-
-
-def _sort(
-    items: list[tuple[str, Outcome | _Refused | BaseException | None]],
-) -> tuple[list[Outcome], list[str], BaseException | None]:
-    """Jobs' items -> outcomes to record (refused calls' too), users skipped, the first error."""
-    outcomes: list[Outcome] = []
-    skipped: list[str] = []
-    error: BaseException | None = None
-    for user_id, item in items:
-        if item is None:
-            skipped.append(user_id)
-        elif isinstance(item, Outcome):
-            outcomes.append(item)
-        elif isinstance(item, _Refused):
-            outcomes.append(item.outcome)
-            error = error or item.error
-        else:  # the request may have gone out: its claim stays for the next try
-            error = error or item
-    return outcomes, skipped, error
 
 
 def _progress(

@@ -1065,7 +1065,10 @@ class Claim:
 
 def _final(outcome: Outcome) -> str:
     """The attempts-table outcome of a call's last request."""
-    return AttemptOutcome.REFUSED.value if outcome.state == LedgerState.QUEUED else str(outcome.state)
+    if outcome.state != LedgerState.QUEUED:
+        return str(outcome.state)
+    # Still queued: the token was refused, or sFOX was down (the call is tried again).
+    return AttemptOutcome.REFUSED.value if outcome.status in (401, 403) else AttemptOutcome.RETRIED.value
 
 
 def _attempt_rows(outcome: Outcome, run_id: str) -> list[dict[str, Any]]:

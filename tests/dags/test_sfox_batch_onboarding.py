@@ -145,24 +145,51 @@ def chunk_steps(dag_run) -> dict[str, dict[str, str]]:
     return by_label
 
 
-def test_failed_chunk_is_rerun_without_resending(run_dag, warehouse_db, sfox_sandbox):
-    users = make_users(40, seed=11)
+@pytest.fixture
+def quick_retries(airflow_db, monkeypatch):
+    """Chunk tasks retried once, a second later (the factory's defaults ride out an hour)."""
+    from datetime import timedelta
+
+    from airflow_sfox.onboarding import dag
+
+    monkeypatch.setattr(dag, "SEND_RETRIES", 1)
+    monkeypatch.setattr(dag, "SEND_RETRY_DELAY", timedelta(seconds=1))
+    monkeypatch.setattr(dag, "SEND_MAX_RETRY_DELAY", timedelta(seconds=1))
+    return lambda: load_dag(DAG_ID)
+
+
+@pytest.mark.parametrize("warehouse_db", ["sqlite"], indirect=True)
+def test_an_outage_fails_nobody_and_the_next_run_sends_everyone(
+    quick_retries, warehouse_db, sfox_sandbox, monkeypatch
+):
+    from airflow_sfox.onboarding import runs
+
+    users = make_users(40, seed=11, corporation_share=1.0)  # one chunk task
     warehouse_db.seed(users)
     sfox_sandbox.seed_users(sandbox_users(users))
-    sfox_sandbox.set_faults(error_503_rate=0.5)
+    monkeypatch.setenv("AIRFLOW_CONN_SFOX_DEFAULT", sfox_conn_json(sfox_sandbox.url, requests_per_second=0))
+    plan_run = runs.plan_run
 
-    failed = run_dag(conn_extra={"max_retry_seconds": 0})
-    assert failed.state == "failed"  # half the requests failed: over the failure threshold
-    first_codes = codes(sfox_sandbox)
-    assert 0 < len(first_codes) < len(users)
+    def plan_then_outage(**kwargs):  # sFOX goes into maintenance once the run is planned
+        planned = plan_run(**kwargs)
+        sfox_sandbox.set_faults(error_503_rate=1.0)
+        return planned
 
+    monkeypatch.setattr(runs, "plan_run", plan_then_outage)
+    dag = quick_retries()
+    failed = dag.test(run_conf={"failure_threshold": 0.2, "chunk_size": 40})
+    assert failed.state == "failed"  # the chunk task stopped, was retried, stopped again
+    assert codes(sfox_sandbox) == Counter()
+    assert {row["state"] for row in warehouse_db.ledger().values()} == {"queued"}
+    assert warehouse_db.query("SELECT DISTINCT failures FROM sfox_onboarding_ledger") == [(0,)]
+    (status, reason) = warehouse_db.query("SELECT status, reason FROM sfox_onboarding_runs")[0]
+    assert status == "interrupted"
+    assert reason.startswith("sFOX unavailable (HTTP 503)"), reason
+
+    # sFOX is back: the next run sends everyone, at once, once.
+    monkeypatch.setattr(runs, "plan_run", plan_run)
     sfox_sandbox.set_faults(error_503_rate=0.0)
-    # The next scheduled run leaves the failed users to their retry wait (1 h after a failure)...
-    waiting = run_dag()
-    assert waiting.state == "success"
-    assert codes(sfox_sandbox) == first_codes
-    # ...and a re-drive of the failed ones, once the outage is over, sends them now: once each.
-    rerun = run_dag(redrive=["failed"])
+    rerun = dag.test(run_conf={"failure_threshold": 0.2, "chunk_size": 40})
     assert rerun.state == "success"
     assert codes(sfox_sandbox) == Counter({(u[0], "email"): 1 for u in users})
 
@@ -198,7 +225,7 @@ sys.path.insert(0, {str(Path(__file__).parents[2])!r})
 from tests.helpers import load_dag
 dag = load_dag("{DAG_ID}")
 assert dag.max_active_runs == 1
-assert {{t.task_id for t in dag.tasks}} == {{"plan", "summarize", "corporation_chunks",
+assert {{t.task_id for t in dag.tasks}} == {{"plan", "summarize", "announce", "corporation_chunks",
     "corporation.send_email", "individual_chunks", "individual.send_email", "individual.send_sms"}}
 assert "requests" not in sys.modules, "the HTTP stack is loaded at parse time"
 print("parsed", len(dag.tasks), "tasks")
@@ -212,31 +239,35 @@ print("parsed", len(dag.tasks), "tasks")
         [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120
     )
     assert result.returncode == 0, result.stderr[-2000:]
-    assert "parsed 7 tasks" in result.stdout
+    assert "parsed 8 tasks" in result.stdout
 
 
-def test_a_chunk_step_that_crashes_after_sending_fails_the_run(
-    run_dag, warehouse_db, sfox_sandbox, monkeypatch
+@pytest.mark.parametrize(("retries", "state", "done"), [(0, "incomplete", 0), (1, "success", 1)])
+def test_a_chunk_step_that_crashes_after_sending_fails_the_run_unless_a_retry_finishes_it(
+    quick_retries, warehouse_db, sfox_sandbox, monkeypatch, retries, state, done
 ):
     """Every outcome is in the ledger, but the step did not finish: the run must not pass."""
-    from airflow_sfox.onboarding import sender
+    from airflow_sfox.onboarding import dag, sender
 
     users = make_users(10, seed=13, corporation_share=0)
     warehouse_db.seed(users)
     sfox_sandbox.seed_users(sandbox_users(users))
+    monkeypatch.setenv("AIRFLOW_CONN_SFOX_DEFAULT", sfox_conn_json(sfox_sandbox.url, requests_per_second=0))
+    monkeypatch.setattr(dag, "SEND_RETRIES", retries)
 
     def crash(*args, **kwargs):
         raise RuntimeError("worker lost after its last send")
 
     monkeypatch.setattr(sender, "_progress", crash)
-    dag_run = run_dag()
+    dag_run = quick_retries().test(run_conf={"failure_threshold": 0.2, "chunk_size": 20})
 
-    assert dag_run.state == "failed"
+    # A retry finds every user recorded, sends nothing again, and finishes the step.
+    assert dag_run.state == ("success" if done else "failed")
     assert codes(sfox_sandbox) == Counter({(u[0], "email"): 1 for u in users})
     status, steps, steps_done = warehouse_db.query(
         "SELECT status, steps, steps_done FROM sfox_onboarding_runs"
     )[0]
-    assert (status, steps, steps_done) == ("incomplete", 1, 0)  # the one email step; no sms due
+    assert (status, steps, steps_done) == (state, 1, done)  # the one email step; no sms due
 
 
 def test_the_threshold_judges_this_run_s_work_404s_count_and_old_rejections_do_not(

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from airflow_sfox.onboarding.alerts import alert_text, is_recovery
+from airflow_sfox.onboarding.alerts import alert_text, is_recovery, should_notify
 from tests.helpers import TOKEN, sfox_conn_json
 from tests.onboarding_data import BAD_ROWS, make_users, sandbox_users
 
@@ -69,6 +69,7 @@ def test_failure_then_recovery_alert_once_each_without_personal_data(
         ("incomplete", "success", True),
         ("plan_failed", "success", True),
         ("auth_failed", "success", True),
+        ("interrupted", "success", True),
         ("success", "success", False),
         (None, "success", False),  # the first run
         ("failed", "failed", False),
@@ -76,6 +77,43 @@ def test_failure_then_recovery_alert_once_each_without_personal_data(
 )
 def test_is_recovery(previous, current, recovered):
     assert is_recovery(previous, current) is recovered
+
+
+@pytest.mark.parametrize(
+    ("previous", "current", "notify"),
+    [
+        (None, "interrupted", True),  # an outage starts: one alert
+        ("success", "interrupted", True),
+        ("interrupted", "interrupted", False),  # the same outage goes on: no alert per run
+        ("interrupted", "failed", True),  # something else went wrong
+        ("failed", "failed", True),  # each failure of the data or the threshold alerts
+        ("interrupted", "success", True),  # sends flow again: one recovery
+        ("success", "success", False),
+    ],
+)
+def test_one_alert_per_outage(previous, current, notify):
+    assert should_notify(previous, current) is notify
+
+
+@pytest.mark.parametrize("warehouse_db", ["sqlite"], indirect=True)
+def test_an_outage_alerts_once_and_its_end_recovers_once(alerting_dag, warehouse_db, sfox_sandbox):
+    run, failures, recoveries = alerting_dag
+    users = make_users(10, seed=42)
+    warehouse_db.seed(users)
+    sfox_sandbox.seed_users(sandbox_users(users))
+    sfox_sandbox.set_faults(error_503_rate=1.0)  # a maintenance window over two runs
+
+    assert run(max_retry_seconds=1) == "failed"
+    assert run(max_retry_seconds=1) == "failed"
+    assert (len(failures.sent), len(recoveries.sent)) == (1, 0)
+    assert "sfox_test_alerts: interrupted" in failures.sent[0]
+    assert "sFOX unavailable (HTTP 503)" in failures.sent[0]
+    statuses = [row[0] for row in warehouse_db.query("SELECT status FROM sfox_onboarding_runs")]
+    assert statuses == ["interrupted", "interrupted"]
+
+    sfox_sandbox.set_faults(error_503_rate=0.0)
+    assert run() == "success"
+    assert (len(failures.sent), len(recoveries.sent)) == (1, 1)
 
 
 def test_alert_text_is_short_and_names_the_top_outcomes_and_reasons():

@@ -250,10 +250,13 @@ def test_a_source_asset_starts_runs_as_well_as_the_hour_and_runs_update_the_ledg
     dag = onboarding_dag(dag_id="on_asset", source=OnboardingSource(table="customers"), source_asset=source)
     assert _assets(dag.timetable) == [source]
     assert type(dag.timetable.timetable) is type(default_schedule())  # still on the hour too
-    assert dag.get_task("summarize").outlets == [ledger_asset("sfox_warehouse", "sfox_onboarding_ledger")]
+    # The ledger's event comes from "announce", after "summarize" (a dry run skips it).
+    assert dag.get_task("announce").outlets == [ledger_asset("sfox_warehouse", "sfox_onboarding_ledger")]
+    assert dag.get_task("announce").upstream_task_ids == {"summarize"}
+    assert dag.get_task("summarize").outlets == []
     plain = onboarding_dag(dag_id="on_time", source=OnboardingSource(), warehouse_schema="crm")
     assert type(plain.timetable) is type(default_schedule())
-    assert plain.get_task("summarize").outlets == [
+    assert plain.get_task("announce").outlets == [
         ledger_asset("sfox_warehouse", "crm.sfox_onboarding_ledger")
     ]
 
@@ -267,3 +270,81 @@ def test_the_email_verified_dag_runs_on_its_asset_and_sends_sms_only():
     assert set(dag.params) == set(EVENT_PARAMS)
     with pytest.raises(ValueError, match="params of the email-verified DAG"):
         email_verified_dag(dag_id="bad", params={"redrive": ["failed"]})
+
+
+def _ledger_events(dag_run) -> int:
+    """Events of the ledger's asset that this DAG run emitted."""
+    from airflow.models.asset import AssetEvent, AssetModel
+    from airflow.utils.session import create_session
+    from sqlalchemy import func, select
+
+    uri = ledger_asset("sfox_warehouse", "sfox_onboarding_ledger").uri
+    with create_session() as session:
+        query = (
+            select(func.count())
+            .select_from(AssetEvent)
+            .join(AssetModel, AssetEvent.asset_id == AssetModel.id)
+            .where(AssetModel.uri == uri, AssetEvent.source_run_id == dag_run.run_id)
+        )
+        return int(session.scalar(query) or 0)
+
+
+def _task_state(dag_run, task_id: str) -> str:
+    from airflow.models import TaskInstance
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    with create_session() as session:
+        ti = session.scalars(
+            select(TaskInstance).where(TaskInstance.run_id == dag_run.run_id, TaskInstance.task_id == task_id)
+        ).one()
+        return str(ti.state)
+
+
+def _summary(dag_run) -> dict:
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    with create_session() as session:
+        row = session.scalars(
+            select(XComModel).where(
+                XComModel.run_id == dag_run.run_id,
+                XComModel.task_id == "summarize",
+                XComModel.key == "return_value",
+            )
+        ).one()
+        return XComModel.deserialize_value(row)
+
+
+@pytest.mark.parametrize("warehouse_db", ["sqlite"], indirect=True)
+def test_a_dry_run_previews_succeeds_and_announces_nothing(
+    airflow_db, warehouse_db, sfox_sandbox, monkeypatch
+):
+    from tests.helpers import load_dag
+    from tests.onboarding_data import BAD_ROWS
+
+    users = make_users(30, seed=91)
+    warehouse_db.seed(users + [row for row, _ in BAD_ROWS])  # 8 bad rows of 38: over 5 %
+    sfox_sandbox.seed_users(sandbox_users(users))
+    monkeypatch.setenv("AIRFLOW_CONN_SFOX_DEFAULT", sfox_conn_json(sfox_sandbox.url, requests_per_second=0))
+    dag = load_dag("sfox_batch_onboarding")
+
+    dry = dag.test(run_conf={"dry_run": True, "failure_threshold": 0.05})
+
+    assert dry.state == "success"  # never red for data quality
+    preview = "a real run would fail the threshold: 8 of 38 rows rejected"
+    assert _summary(dry)["preview"] == preview
+    assert _task_state(dry, "announce") == "skipped"
+    assert _ledger_events(dry) == 0  # nothing announced to the DAGs on the ledger's asset
+    assert [e for e in sfox_sandbox.journal() if e.method == "POST"] == []
+    assert warehouse_db.ledger() == {}
+    assert warehouse_db.attempts() == []
+    rows = warehouse_db.query("SELECT run_id, dry_run, status, reason FROM sfox_onboarding_runs")
+    assert rows == [(dry.run_id, 1, "success", preview)]  # the page can show the preview
+
+    warehouse_db.seed(users)  # the partner fixes the source; a real run announces its work
+    real = dag.test(run_conf={"dry_run": False, "failure_threshold": 0.05})
+    assert real.state == "success"
+    assert _task_state(real, "announce") == "success"
+    assert _ledger_events(real) == 1

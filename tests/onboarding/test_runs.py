@@ -73,3 +73,41 @@ def test_a_plan_that_runs_again_forgets_the_steps_of_its_first_plan(warehouse_db
     warehouse.write_run({"run_id": "r", "steps_done": 0})
     record_chunk(warehouse, "r", _figures(1), step="email individual 2-3", done=False)
     assert warehouse.run_row("r")["steps_done"] == 0
+
+
+@pytest.mark.parametrize(
+    ("airflow_state", "marked"),
+    [("running", False), ("queued", False), ("failed", True), ("success", True), (None, True)],
+)
+def test_a_starting_run_marks_earlier_rows_interrupted_only_when_airflow_no_longer_runs_them(
+    warehouse_db, airflow_state, marked
+):
+    from airflow_sfox.onboarding.runs import mark_interrupted
+
+    warehouse = Warehouse.from_conn_id("sfox_warehouse")
+    warehouse.create_tables()
+    base = {"dag_id": "d", "steps": 4, "steps_done": 1, "requests": 0, "rate_limited": 0}
+    warehouse.write_run({**base, "run_id": "old", "status": "running"})
+    warehouse.write_run({**base, "run_id": "done", "status": "success"})
+    warehouse.write_run({**base, "run_id": "other-dag", "dag_id": "e", "status": "running"})
+    warehouse.write_run({**base, "run_id": "new", "status": "running"})
+    asked = []
+
+    def state_of(run_id):
+        asked.append(run_id)
+        return airflow_state
+
+    got = mark_interrupted(warehouse, dag_id="d", run_id="new", state_of=state_of)
+
+    assert asked == ["old"]  # Airflow is asked, for this DAG's rows that say running, not this run's
+    assert got == (["old"] if marked else [])
+    old = warehouse.run_row("old")
+    if marked:
+        assert old["status"] == "interrupted"
+        assert old["finished_at"] is not None
+        assert f"its Airflow run is {airflow_state or 'gone'}" in old["reason"]
+        assert "1 of 4 chunk steps done, 0 codes sent" in old["reason"]
+    else:
+        assert (old["status"], old["reason"]) == ("running", None)
+    assert {warehouse.run_row(r)["status"] for r in ("done", "other-dag", "new")} == {"success", "running"}
+    assert warehouse.run_row("other-dag")["status"] == "running"

@@ -2,8 +2,9 @@
 Shared pieces of the reliability suite and of ``benchmarks/soak.py``.
 
 - sizes: ``SFOX_RELIABILITY_PROFILE=ci`` (default, scaled down for CI) or ``soak``;
-- :func:`run_onboarding`: one onboarding run through the engine and the chunk operator, as
-  the DAG's tasks do it (plan -> each chunk's send task -> summarize), without a scheduler;
+- :func:`run_onboarding`: one onboarding run through the engine and its chunk task, as the
+  DAG's tasks do it (plan -> each chunk's send task -> summarize), without a scheduler; a
+  chunk task that fails stops its path, as Airflow would, and the summary hears what it said;
 - :class:`Revoker`: the token revoked while a run sends (``PUT /_sandbox/token``);
 - :class:`BurstOf429`: a 429 burst, made by setting a small, time-scaled rate limit on the
   sandbox for a moment while a run is sending;
@@ -15,7 +16,6 @@ No personal data ever needs to be read back: the audit works on user ids, states
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 import sqlite3
@@ -95,8 +95,8 @@ def run_onboarding(
     from airflow_sfox._compat import AirflowException, AirflowSkipException
     from airflow_sfox.onboarding.model import channels_for
     from airflow_sfox.onboarding.runs import plan_run, summarize_run
+    from airflow_sfox.onboarding.tasks import SendVerificationBatchOperator
     from airflow_sfox.onboarding.warehouse import utcnow
-    from airflow_sfox.operators.verification import SendVerificationBatchOperator
 
     params = {"channels": ["email"], "chunk_size": 100, "failure_threshold": 0.2, **(params or {})}
     started_at = utcnow()
@@ -109,6 +109,8 @@ def run_onboarding(
         started_at=started_at,
     )
     chunks = []
+    ti = FakeTI()
+    task_errors: list[BaseException] = []
     for chunk in planned["chunks"]:
         # The DAG's path of the chunk's account type: a step per channel, in order.
         for channel in channels_for(chunk["account_type"]):
@@ -120,8 +122,13 @@ def run_onboarding(
                 sfox_conn_id=sfox_conn_id,
                 threads=threads,
             )
-            with contextlib.suppress(AirflowSkipException):  # no code of this channel due
-                chunks.append(task.execute({"run_id": run_id}))  # type: ignore[arg-type]
+            try:
+                chunks.append(task.execute({"run_id": run_id, "ti": ti}))  # type: ignore[arg-type]
+            except AirflowSkipException:  # no code of this channel due
+                pass
+            except AirflowException as err:  # the task failed: the next step of its path does not run
+                task_errors.append(err)
+                break
     error = None
     try:
         summary = summarize_run(
@@ -131,10 +138,27 @@ def run_onboarding(
             dag_id="sfox_reliability",
             warehouse_conn_id=warehouse_conn_id,
             started_at=started_at,
+            stops=ti.pushed.get("stopped", []),
         )
     except AirflowException as err:
         summary, error = None, str(err)
-    return {"summary": summary, "chunks": chunks, "counts": planned["counts"], "error": error}
+    return {
+        "summary": summary,
+        "chunks": chunks,
+        "counts": planned["counts"],
+        "error": error,
+        "task_errors": task_errors,
+    }
+
+
+class FakeTI:
+    """The task instance of a chunk task run by hand: records what it pushes to XCom, by key."""
+
+    def __init__(self) -> None:
+        self.pushed: dict[str, list[Any]] = {}
+
+    def xcom_push(self, key: str, value: Any) -> None:
+        self.pushed.setdefault(key, []).append(value)
 
 
 def wait_for(predicate: Callable[[], bool], *, timeout: float, every: float = 0.02) -> bool:

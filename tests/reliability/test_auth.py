@@ -12,10 +12,10 @@ from collections import Counter
 
 import pytest
 
-from airflow_sfox._compat import AirflowException
+from airflow_sfox._compat import AirflowFailException
 from tests.helpers import TOKEN, load_dag, sfox_conn_json
 from tests.onboarding_data import make_users, sandbox_users
-from tests.reliability.support import DAG_THREADS, Revoker, audit
+from tests.reliability.support import DAG_THREADS, FakeTI, Revoker, audit
 
 DAG_ID = "sfox_batch_onboarding"
 
@@ -58,8 +58,8 @@ def test_token_revoked_mid_run_stops_with_a_clear_error_and_a_rerun_completes(
     first_401 = next(i for i, e in enumerate(journal) if e.status == 401)
     after = journal[first_401:]
     assert {e.status for e in after} == {401}  # nothing got through once revoked
-    # The chunk task stops at its first 401 (at most its requests in flight are refused); the
-    # run's later chunk tasks see the refusal in the run row and send nothing.
+    # The chunk task stops at its first 401 (at most its requests in flight are refused) and
+    # fails without retries; each later chunk task's first request goes alone: one 401 each.
     assert 1 <= len(after) <= DAG_THREADS
     # A clear error, naming the status and what to do about it, never the token.
     text = capfd.readouterr().out + caplog.text
@@ -67,8 +67,9 @@ def test_token_revoked_mid_run_stops_with_a_clear_error_and_a_rerun_completes(
     assert "Unauthorized: missing or invalid API key" in text
     assert TOKEN not in text
     _ledger_matches_journal(warehouse_db, sfox_sandbox, users)
-    (status,) = warehouse_db.query("SELECT status FROM sfox_onboarding_runs")[0]
-    assert status == "incomplete"
+    (status, reason) = warehouse_db.query("SELECT status, reason FROM sfox_onboarding_runs")[0]
+    assert status == "auth_failed"
+    assert reason.startswith("sFOX refused the token"), reason
 
     revoker.restore()
     sfox_sandbox.set_faults(latency_ms=0)
@@ -87,7 +88,7 @@ def test_token_revoked_costs_a_handful_of_401s_per_run(warehouse_db, sfox_sandbo
     revoker = Revoker(sfox_sandbox, after=40, token=TOKEN)
 
     from airflow_sfox.onboarding.runs import plan_run
-    from airflow_sfox.operators.verification import SendVerificationBatchOperator
+    from airflow_sfox.onboarding.tasks import SendVerificationBatchOperator
 
     params = {"chunk_size": 40, "channels": ["email"]}
     planned = plan_run(
@@ -101,8 +102,8 @@ def test_token_revoked_costs_a_handful_of_401s_per_run(warehouse_db, sfox_sandbo
     for chunk in planned["chunks"]:  # the mapped chunk tasks, run one after the other
         task = SendVerificationBatchOperator(task_id="send_email", chunk=chunk, verification_type="email")
         try:
-            task.execute({"run_id": "auth-1"})  # type: ignore[arg-type]
-        except AirflowException:  # SfoxAuthError first, then "refused earlier in this run"
+            task.execute({"run_id": "auth-1", "ti": FakeTI()})  # type: ignore[arg-type]
+        except AirflowFailException:  # not retried: a retry cannot fix a token
             failures += 1
     assert revoker.revoked.is_set()
     assert failures >= 2

@@ -1,7 +1,8 @@
 """
 Issue 7.2: ``airflow dags test`` is killed with SIGKILL in the middle of a chunk, then the DAG
 runs again. Nobody is missed, and the only duplicate codes are the requests that were in
-flight at the kill (at most the threads of the one chunk task that was sending).
+flight at the kill (at most the threads of the one chunk task that was sending). Issue 20: the
+rerun marks the killed run's row, which still says ``running``, ``interrupted``.
 """
 
 from __future__ import annotations
@@ -21,6 +22,21 @@ from tests.reliability.support import DAG_THREADS, audit, sends, wait_for
 
 DAG_ID = "sfox_batch_onboarding"
 CONF = {"chunk_size": 150, "failure_threshold": 0.2}
+
+
+def _killed_run_failed_in_airflow(run_id: str) -> None:
+    """
+    The killed run, as Airflow sees it: ``airflow dags test`` leaves it ``running`` for ever
+    (no scheduler watches it), so it is marked failed, as an operator does in the UI.
+    """
+    from airflow.models import DagRun
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    with create_session() as session:
+        run = session.scalars(select(DagRun).where(DagRun.dag_id == DAG_ID, DagRun.run_id == run_id)).one()
+        assert run.state == "running"
+        run.state = "failed"
 
 
 @pytest.mark.parametrize("warehouse_db", ["sqlite"], indirect=True)
@@ -61,10 +77,23 @@ def test_kill_9_mid_chunk_then_rerun(airflow_db, warehouse_db, sfox_sandbox, mon
     assert len(unrecorded) <= DAG_THREADS, (len(unrecorded), len(sent_at_kill))
     assert {u[0] for u in users} - sent_at_kill, "some users were still queued at the kill"
 
+    # Nobody summarized the killed run: its row still says running.
+    ((killed,),) = warehouse_db.query("SELECT run_id FROM sfox_onboarding_runs WHERE status = 'running'")
+    _killed_run_failed_in_airflow(killed)
+
     sfox_sandbox.set_faults(latency_ms=0)
     monkeypatch.setenv("AIRFLOW_CONN_SFOX_DEFAULT", sfox_conn_json(sfox_sandbox.url, requests_per_second=0))
     rerun = load_dag(DAG_ID).test(run_conf=CONF)
     assert rerun.state == "success"
+    # The rerun found the killed run's row still saying "running" while Airflow no longer runs
+    # it: the row says it was interrupted, and what it finished.
+    (status, reason, finished) = warehouse_db.query(
+        "SELECT status, reason, finished_at FROM sfox_onboarding_runs WHERE run_id = ?", (killed,)
+    )[0]
+    assert status == "interrupted"
+    assert finished is not None
+    assert "its Airflow run is failed and never summarized" in reason
+    assert f"{len(sent_at_kill - unrecorded)} codes sent" in reason
 
     ledger = warehouse_db.ledger()
     attempts = warehouse_db.attempts()

@@ -12,10 +12,11 @@ import threading
 
 import pytest
 
+from airflow_sfox.onboarding.sender import ChunkStopped
 from tests import pg
 from tests.helpers import TOKEN, sfox_conn_json
 from tests.onboarding_data import make_users, sandbox_users
-from tests.reliability.support import THREADS, audit, run_onboarding, sends, wait_for
+from tests.reliability.support import THREADS, FakeTI, audit, run_onboarding, sends, wait_for
 
 USERS = 200
 
@@ -23,7 +24,7 @@ USERS = 200
 def _outage_then_rerun(warehouse_db, sfox_sandbox, monkeypatch) -> dict:
     """Plan, send one chunk while PostgreSQL is stopped half-way, restart it, run again."""
     from airflow_sfox.onboarding.runs import plan_run
-    from airflow_sfox.operators.verification import SendVerificationBatchOperator
+    from airflow_sfox.onboarding.tasks import SendVerificationBatchOperator
 
     users = make_users(USERS, seed=61, corporation_share=1.0)
     warehouse_db.seed(users)
@@ -53,7 +54,7 @@ def _outage_then_rerun(warehouse_db, sfox_sandbox, monkeypatch) -> dict:
     )
     error: BaseException | None = None
     try:
-        task.execute({"run_id": "outage-1"})  # type: ignore[arg-type]
+        task.execute({"run_id": "outage-1", "ti": FakeTI()})  # type: ignore[arg-type]
     except Exception as err:
         error = err
     finally:
@@ -84,9 +85,12 @@ def test_postgres_stopped_mid_chunk_fails_the_task_cleanly_and_a_rerun_misses_no
 ):
     out = _outage_then_rerun(warehouse_db, sfox_sandbox, monkeypatch)
     error = out["error"]
-    # The task fails, on the database's error (psycopg or psycopg2, whichever the hook uses),
-    # as SQLAlchemy wraps it (``.orig``).
-    driver_error = getattr(error, "orig", error)
+    # The task fails naming the warehouse, caused by the database's error (psycopg or psycopg2,
+    # whichever the hook uses) as SQLAlchemy wraps it (``.orig``): Airflow's retry resumes it.
+    assert isinstance(error, ChunkStopped), repr(error)
+    assert "the warehouse (connection 'sfox_warehouse') is unreachable" in str(error)
+    assert "users left queued" in str(error)
+    driver_error = getattr(error.__cause__, "orig", error.__cause__)
     assert type(driver_error).__module__.split(".")[0] in ("psycopg", "psycopg2"), repr(error)
     text = f"{error!r} {error}"
     assert TOKEN not in text
