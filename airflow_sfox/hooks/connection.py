@@ -84,6 +84,7 @@ class SfoxConnectionConfig:
         """
         conn_id = conn.conn_id
         extras = _Extras(conn_id, {**(conn.extra_dejson or {}), **_set(overrides)})
+        extras.check_known()
         base_url = _base_url(conn)
         loopback = is_loopback(urlsplit(base_url).hostname or "")
         budget = _budget(extras, loopback=loopback)
@@ -119,6 +120,15 @@ class _Extras:
         """The value set for ``name`` (``None``: not set, or an empty form field)."""
         value = self._values.get(name)
         return None if value == "" else value
+
+    def check_known(self) -> None:
+        """Refuse an extra the connection does not have: a misspelt budget would be ignored."""
+        unknown = sorted(set(self._values) - set(CONN_FIELDS))
+        if unknown:
+            raise SfoxConfigError(
+                f"Connection {self.conn_id!r}: unknown extra {unknown[0]!r}; "
+                f"the sfox connection's extras are {', '.join(sorted(CONN_FIELDS))}."
+            )
 
     def refuse(self, name: str, problem: str) -> SfoxConfigError:
         return SfoxConfigError(f"Connection {self.conn_id!r}: extra {name!r} {problem}.")

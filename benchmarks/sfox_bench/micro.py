@@ -34,7 +34,7 @@ def overhead(work: Path, *, threads: int, seconds: float, rounds: int) -> dict[s
                 for i in range(100)
             ]
         )
-        env = airflow_env(home, AIRFLOW_CONN_SFOX_DEFAULT=sfox_conn(sandbox.url, requests_per_second=0))
+        env = airflow_env(home, AIRFLOW_CONN_SFOX_DEFAULT=sfox_conn(sandbox.url, rate_limit_requests=0))
         args = {"url": sandbox.url, "threads": threads, "seconds": seconds, "rounds": rounds, "users": 100}
         result = run_measurement("overhead", args, env, work / "overhead.log", timeout=600)
     log(f"overhead: hook/bare = {result['ratio']:.2f}")
@@ -127,7 +127,7 @@ def planning(
                 seed_s = time.monotonic() - seed_started
                 env = airflow_env(
                     home,
-                    AIRFLOW_CONN_SFOX_DEFAULT=sfox_conn(sandbox.url, requests_per_second=0),
+                    AIRFLOW_CONN_SFOX_DEFAULT=sfox_conn(sandbox.url, rate_limit_requests=0),
                     AIRFLOW_CONN_SFOX_WAREHOUSE=conn,
                 )
                 args = {"rows": rows, "database": database}

@@ -3,7 +3,7 @@ Measurement 3, client overhead: ``python -m sfox_bench.overhead '<json>'``.
 
 The same send-verification POSTs, from the same number of threads, against a zero-latency
 sandbox without rate limit: through one shared ``SfoxConnectHook`` with pacing off
-(``requests_per_second=0``), and through a bare ``requests.Session`` per thread. Rounds
+(``rate_limit_requests=0``), and through a bare ``requests.Session`` per thread. Rounds
 alternate (bare, hook, bare, hook, ...) so drift in the machine's load hits both alike.
 Arguments: ``url``, ``threads``, ``seconds`` (per round), ``rounds``, ``users``.
 """
@@ -71,7 +71,7 @@ def main() -> None:
 
     from airflow_sfox.hooks.sfox import SfoxConnectHook
 
-    hook = SfoxConnectHook(requests_per_second=0)
+    hook = SfoxConnectHook(rate_limit_requests=0)
     hook.send_verification("u0", "email")  # read the connection once, outside the timing
 
     def hook_factory() -> Any:

@@ -527,7 +527,7 @@ def write_report(r: dict[str, Any], md_path: Path, png_path: Path) -> None:
             "",
             f"{o['threads']} threads, {o['seconds_per_round']:g} s rounds alternating bare/hook, "
             f"{len(o['bare_rps'])} rounds each, medians. Zero-latency sandbox, no rate limit, hook pacing "
-            "off (`requests_per_second=0`). Bare: one `requests.Session` per thread; hook: one shared "
+            "off (`rate_limit_requests=0`). Bare: one `requests.Session` per thread; hook: one shared "
             "`SfoxConnectHook` (its pooled session). Client and sandbox share the machine's cores, so "
             "client CPU per request is shown too.",
             "",

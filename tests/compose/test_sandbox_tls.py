@@ -149,7 +149,7 @@ def test_the_hook_sends_through_the_https_front(tls_sandbox, monkeypatch):
 
     url, sandbox_url, cert_dir = tls_sandbox
     monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(cert_dir / "ca-bundle.pem"))
-    conn = {"conn_type": "sfox", "host": url, "password": TOKEN, "extra": {"requests_per_second": 0}}
+    conn = {"conn_type": "sfox", "host": url, "password": TOKEN, "extra": {"rate_limit_requests": 0}}
     monkeypatch.setenv("AIRFLOW_CONN_SFOX_TLS", json.dumps(conn))
     with SfoxConnectHook(sfox_conn_id="sfox_tls") as hook:
         users = hook.list_users()

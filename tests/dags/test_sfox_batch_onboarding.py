@@ -23,7 +23,7 @@ def run_dag(airflow_db, sfox_sandbox, monkeypatch):
 
     def run(conn_extra: dict | None = None, **conf):
         # No client-side budget (the sandbox has no limit) keeps runs short; pacing is tested elsewhere.
-        extra = {"requests_per_second": 0, **(conn_extra or {})}
+        extra = {"rate_limit_requests": 0, **(conn_extra or {})}
         monkeypatch.setenv("AIRFLOW_CONN_SFOX_DEFAULT", sfox_conn_json(sfox_sandbox.url, **extra))
         return dag.test(run_conf={"failure_threshold": 0.2, "chunk_size": 20, **conf})
 
@@ -167,7 +167,7 @@ def test_an_outage_fails_nobody_and_the_next_run_sends_everyone(
     users = make_users(40, seed=11, corporation_share=1.0)  # one chunk task
     warehouse_db.seed(users)
     sfox_sandbox.seed_users(sandbox_users(users))
-    monkeypatch.setenv("AIRFLOW_CONN_SFOX_DEFAULT", sfox_conn_json(sfox_sandbox.url, requests_per_second=0))
+    monkeypatch.setenv("AIRFLOW_CONN_SFOX_DEFAULT", sfox_conn_json(sfox_sandbox.url, rate_limit_requests=0))
     plan_run = runs.plan_run
 
     def plan_then_outage(**kwargs):  # sFOX goes into maintenance once the run is planned
@@ -252,7 +252,7 @@ def test_a_chunk_step_that_crashes_after_sending_fails_the_run_unless_a_retry_fi
     users = make_users(10, seed=13, corporation_share=0)
     warehouse_db.seed(users)
     sfox_sandbox.seed_users(sandbox_users(users))
-    monkeypatch.setenv("AIRFLOW_CONN_SFOX_DEFAULT", sfox_conn_json(sfox_sandbox.url, requests_per_second=0))
+    monkeypatch.setenv("AIRFLOW_CONN_SFOX_DEFAULT", sfox_conn_json(sfox_sandbox.url, rate_limit_requests=0))
     monkeypatch.setattr(dag, "SEND_RETRIES", retries)
 
     def crash(*args, **kwargs):

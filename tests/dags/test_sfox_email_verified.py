@@ -19,7 +19,7 @@ pytestmark = pytest.mark.parametrize("warehouse_db", ["sqlite"], indirect=True)
 @pytest.fixture
 def onboarded(airflow_db, warehouse_db, sfox_sandbox, monkeypatch):
     """Users whose email codes an onboarding run sent; a few of them then verify their email."""
-    monkeypatch.setenv("AIRFLOW_CONN_SFOX_DEFAULT", sfox_conn_json(sfox_sandbox.url, requests_per_second=0))
+    monkeypatch.setenv("AIRFLOW_CONN_SFOX_DEFAULT", sfox_conn_json(sfox_sandbox.url, rate_limit_requests=0))
     users = make_users(30, seed=16, corporation_share=0.3)
     warehouse_db.seed(users)
     sfox_sandbox.seed_users(sandbox_users(users))

@@ -31,7 +31,7 @@ EXPECTED_SENDS = {("ind-new", "email"), ("ind-mail", "sms"), ("corp-new", "email
 
 @pytest.mark.parametrize("warehouse_db", ["sqlite"], indirect=True)
 def test_plan_and_send_follow_the_rule_the_sandbox_enforces(warehouse_db, sfox_sandbox, monkeypatch):
-    monkeypatch.setenv("AIRFLOW_CONN_SFOX_DEFAULT", sfox_conn_json(sfox_sandbox.url, requests_per_second=0))
+    monkeypatch.setenv("AIRFLOW_CONN_SFOX_DEFAULT", sfox_conn_json(sfox_sandbox.url, rate_limit_requests=0))
     warehouse_db.seed(USERS)
     seeds = [{**user, "email_verified": user["user_id"] in EMAIL_VERIFIED} for user in sandbox_users(USERS)]
     sfox_sandbox.seed_users(seeds)

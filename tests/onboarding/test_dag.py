@@ -105,7 +105,7 @@ def _users(prefix: str, count: int, seed: int) -> list[tuple]:
 
 @pytest.fixture
 def two_warehouses(airflow_db, sfox_sandbox, tmp_path, monkeypatch):
-    monkeypatch.setenv("AIRFLOW_CONN_SFOX_DEFAULT", sfox_conn_json(sfox_sandbox.url, requests_per_second=500))
+    monkeypatch.setenv("AIRFLOW_CONN_SFOX_DEFAULT", sfox_conn_json(sfox_sandbox.url, rate_limit_requests=5000))
     return TwoWarehouses(tmp_path, monkeypatch)
 
 
@@ -327,7 +327,7 @@ def test_a_dry_run_previews_succeeds_and_announces_nothing(
     users = make_users(30, seed=91)
     warehouse_db.seed(users + [row for row, _ in BAD_ROWS])  # 8 bad rows of 38: over 5 %
     sfox_sandbox.seed_users(sandbox_users(users))
-    monkeypatch.setenv("AIRFLOW_CONN_SFOX_DEFAULT", sfox_conn_json(sfox_sandbox.url, requests_per_second=0))
+    monkeypatch.setenv("AIRFLOW_CONN_SFOX_DEFAULT", sfox_conn_json(sfox_sandbox.url, rate_limit_requests=0))
     dag = load_dag("sfox_batch_onboarding")
 
     dry = dag.test(run_conf={"dry_run": True, "failure_threshold": 0.05})

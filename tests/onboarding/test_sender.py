@@ -30,7 +30,7 @@ def planned(warehouse_db, sfox_sandbox, monkeypatch):
         sfox_sandbox.clear_journal()
         return warehouse, plan.chunks
 
-    monkeypatch.setenv("AIRFLOW_CONN_SFOX_DEFAULT", sfox_conn_json(sfox_sandbox.url, requests_per_second=0))
+    monkeypatch.setenv("AIRFLOW_CONN_SFOX_DEFAULT", sfox_conn_json(sfox_sandbox.url, rate_limit_requests=0))
     return prepare
 
 
@@ -65,7 +65,7 @@ def test_revoked_token_stops_the_chunk_fast_and_keeps_the_rest_queued(
     warehouse, chunks = planned(users, registered=users)
     monkeypatch.setenv(
         "AIRFLOW_CONN_SFOX_DEFAULT",
-        sfox_conn_json(sfox_sandbox.url, password="revoked", requests_per_second=0),
+        sfox_conn_json(sfox_sandbox.url, password="revoked", rate_limit_requests=0),
     )
 
     with SfoxConnectHook() as hook, pytest.raises(SfoxAuthError):
@@ -301,7 +301,7 @@ def test_an_undocumented_422_is_settled_by_reading_the_user(
     sfox_sandbox.clear_journal()
 
     with Unprocessable(sfox_sandbox.url, {(uid, channel): text}) as proxy:
-        monkeypatch.setenv("AIRFLOW_CONN_SFOX_DEFAULT", sfox_conn_json(proxy.url, requests_per_second=0))
+        monkeypatch.setenv("AIRFLOW_CONN_SFOX_DEFAULT", sfox_conn_json(proxy.url, rate_limit_requests=0))
         with SfoxConnectHook() as hook:
             send_chunk(warehouse, hook, run_id="r1", chunk=chunks[0], channel=channel, threads=2)
 

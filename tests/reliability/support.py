@@ -69,7 +69,7 @@ ISSUE_FAULTS: dict[str, float] = {
 #: limit (the sandbox's rate limit is what the 429 burst tests), short 429 pauses.
 FAULT_CONN_EXTRA: dict[str, Any] = {
     "timeout": 1,
-    "requests_per_second": 0,  # no client-side budget (sFOX's ceiling refuses > 25)
+    "rate_limit_requests": 0,  # no client-side budget: allowed for the loopback sandbox only
     "rate_limit_pause_seconds": 1,
     "max_retry_seconds": 300,
 }

@@ -27,7 +27,7 @@ def _users():
 def _setup(warehouse_db, sfox_sandbox, monkeypatch, users):
     warehouse_db.seed(users)
     sfox_sandbox.seed_users(sandbox_users(users))
-    monkeypatch.setenv("AIRFLOW_CONN_SFOX_DEFAULT", sfox_conn_json(sfox_sandbox.url, requests_per_second=0))
+    monkeypatch.setenv("AIRFLOW_CONN_SFOX_DEFAULT", sfox_conn_json(sfox_sandbox.url, rate_limit_requests=0))
     sfox_sandbox.set_faults(latency_ms=100)
 
 

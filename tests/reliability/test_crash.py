@@ -44,7 +44,7 @@ def test_kill_9_mid_chunk_then_rerun(airflow_db, warehouse_db, sfox_sandbox, mon
     users = make_users(300, seed=21, corporation_share=0.2)
     warehouse_db.seed(users)
     sfox_sandbox.seed_users(sandbox_users(users))
-    monkeypatch.setenv("AIRFLOW_CONN_SFOX_DEFAULT", sfox_conn_json(sfox_sandbox.url, requests_per_second=0))
+    monkeypatch.setenv("AIRFLOW_CONN_SFOX_DEFAULT", sfox_conn_json(sfox_sandbox.url, rate_limit_requests=0))
     sfox_sandbox.set_faults(latency_ms=150)  # a chunk takes seconds
 
     output = tmp_path / "dags-test.log"
@@ -82,7 +82,7 @@ def test_kill_9_mid_chunk_then_rerun(airflow_db, warehouse_db, sfox_sandbox, mon
     _killed_run_failed_in_airflow(killed)
 
     sfox_sandbox.set_faults(latency_ms=0)
-    monkeypatch.setenv("AIRFLOW_CONN_SFOX_DEFAULT", sfox_conn_json(sfox_sandbox.url, requests_per_second=0))
+    monkeypatch.setenv("AIRFLOW_CONN_SFOX_DEFAULT", sfox_conn_json(sfox_sandbox.url, rate_limit_requests=0))
     rerun = load_dag(DAG_ID).test(run_conf=CONF)
     assert rerun.state == "success"
     # The rerun found the killed run's row still saying "running" while Airflow no longer runs

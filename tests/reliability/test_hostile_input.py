@@ -153,7 +153,7 @@ def _run_rows(server, rows, tmp_dir: Path, monkeypatch_context) -> dict:
         ]
     )
     monkeypatch_context.setenv("AIRFLOW_CONN_SFOX_WAREHOUSE", f'{{"conn_type": "sqlite", "host": "{path}"}}')
-    monkeypatch_context.setenv("AIRFLOW_CONN_SFOX_DEFAULT", sfox_conn_json(server.url, requests_per_second=0))
+    monkeypatch_context.setenv("AIRFLOW_CONN_SFOX_DEFAULT", sfox_conn_json(server.url, rate_limit_requests=0))
     result = run_onboarding("hostile-1", params={"chunk_size": 5, "failure_threshold": 1.0})
     return {"result": result, "valid": valid, "ledger": sqlite_ledger(path), "journal": server.journal()}
 
@@ -260,7 +260,7 @@ def test_known_bad_rows(warehouse_db, sfox_sandbox, monkeypatch):
             for u in valid.values()
         ]
     )
-    monkeypatch.setenv("AIRFLOW_CONN_SFOX_DEFAULT", sfox_conn_json(sfox_sandbox.url, requests_per_second=0))
+    monkeypatch.setenv("AIRFLOW_CONN_SFOX_DEFAULT", sfox_conn_json(sfox_sandbox.url, rate_limit_requests=0))
 
     result = run_onboarding("known-bad-1", params={"chunk_size": 10, "failure_threshold": 1.0})
 

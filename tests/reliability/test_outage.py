@@ -46,7 +46,7 @@ def test_a_503_outage_fails_nobody_and_the_next_run_sends_everyone(warehouse_db,
     # The connection allows 300 s of per-call retries: the engine's own budget is seconds.
     monkeypatch.setenv(
         "AIRFLOW_CONN_SFOX_DEFAULT",
-        sfox_conn_json(sfox_sandbox.url, requests_per_second=0, max_retry_seconds=300),
+        sfox_conn_json(sfox_sandbox.url, rate_limit_requests=0, max_retry_seconds=300),
     )
     # The plan reads sFOX's users while sFOX is up; then sFOX goes into maintenance.
     from airflow_sfox.onboarding.runs import plan_run

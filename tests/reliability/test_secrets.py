@@ -86,7 +86,7 @@ def test_nothing_secret_in_logs_xcom_rendered_fields_or_errors(
     )
     monkeypatch.setenv(
         "AIRFLOW_CONN_SFOX_DEFAULT",
-        sfox_conn_json(sfox_sandbox.url, requests_per_second=0, max_retry_seconds=0),
+        sfox_conn_json(sfox_sandbox.url, rate_limit_requests=0, max_retry_seconds=0),
     )
     sfox_sandbox.set_faults(error_500_rate=0.1, latency_ms=20)
     revoker = Revoker(sfox_sandbox, after=45, token=TOKEN)  # the token revoked after 45 sends

@@ -29,7 +29,7 @@ def _outage_then_rerun(warehouse_db, sfox_sandbox, monkeypatch) -> dict:
     users = make_users(USERS, seed=61, corporation_share=1.0)
     warehouse_db.seed(users)
     sfox_sandbox.seed_users(sandbox_users(users))
-    monkeypatch.setenv("AIRFLOW_CONN_SFOX_DEFAULT", sfox_conn_json(sfox_sandbox.url, requests_per_second=0))
+    monkeypatch.setenv("AIRFLOW_CONN_SFOX_DEFAULT", sfox_conn_json(sfox_sandbox.url, rate_limit_requests=0))
     planned = plan_run(
         params={"chunk_size": USERS, "channels": ["email"]},
         run_id="outage-1",

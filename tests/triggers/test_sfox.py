@@ -126,7 +126,7 @@ def onboarded(warehouse_db, sfox_sandbox, monkeypatch):
     """USERS registered with sFOX, planned by run r1 and sent their email code: every email row ``sent``."""
     monkeypatch.setenv(
         "AIRFLOW_CONN_SFOX_DEFAULT",
-        sfox_conn_json(sfox_sandbox.url, requests_per_second=0, max_retry_seconds=0),
+        sfox_conn_json(sfox_sandbox.url, rate_limit_requests=0, max_retry_seconds=0),
     )
     warehouse_db.seed(USERS)
     sfox_sandbox.seed_users(sandbox_users(USERS))
@@ -298,7 +298,7 @@ def test_a_refused_token_is_logged_loudly_each_poll_then_events_flow(
     def rotate_connection() -> None:
         monkeypatch.setenv(
             "AIRFLOW_CONN_SFOX_DEFAULT",
-            sfox_conn_json(sfox_sandbox.url, password="rotated-token", requests_per_second=0),
+            sfox_conn_json(sfox_sandbox.url, password="rotated-token", rate_limit_requests=0),
         )
 
     events = run_trigger(trigger, clock, lambda: None, rotate_connection, lambda: None)
