@@ -13,7 +13,8 @@ Measures, side by side in one run, against the local sFOX sandbox (a process of 
 5. planning at 10k / 100k (/ 1M) source rows: wall time, peak RSS, XCom bytes, task instances;
 6. the UI page's user lookup and run view on a 1M-row attempts table against a 10k-row one;
 7. seconds from an email confirmation's asset event to the user's sms request, live (p50, p95);
-8. the same through the email-verified watcher, against its poll interval.
+8. the same through the email-verified watcher, against its poll interval;
+9. a one-hour sFOX outage (compressed) in the middle of a run: requests spent, recovery, users charged.
 
 Writes ``benchmarks/REPORT.md``, ``benchmarks/report.png`` and ``benchmarks/results.json``.
 Every figure is measured in processes of its own; logs of every process stay in the work
@@ -26,6 +27,7 @@ goals are compared and reported, met or missed.
     python benchmarks/run.py --mode quick --only lookup --merge  # one step into the committed report
     python benchmarks/run.py --mode quick --only events --merge
     python benchmarks/run.py --mode quick --only watcher --merge
+    python benchmarks/run.py --mode full --only outage --merge --out benchmarks/full
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from sfox_bench import e2e, events, micro
+from sfox_bench import e2e, events, micro, outage
 from sfox_bench.common import BENCH_DIR, log, machine
 from sfox_bench.report import write_report
 
@@ -86,6 +88,7 @@ STEPS = (
     "lookup",
     "events",
     "watcher",
+    "outage",
 )
 
 
@@ -155,6 +158,8 @@ def main() -> int:
                 results[step] = events.latency(work, timeout_s=settings["events_timeout_s"])
             elif step == "watcher":
                 results[step] = events.watcher_latency(work, timeout_s=settings["watcher_timeout_s"])
+            elif step == "outage":
+                results[step] = outage.outage(work, settings["budget_users"])
         except Exception as err:  # one failed measurement must not lose the others
             errors[step] = f"{type(err).__name__}: {err}"
             log(f"{step} FAILED: {errors[step]}")

@@ -295,5 +295,8 @@ def _skip(channels: Mapping[str, Any]) -> tuple[EventSkip | None, AccountType | 
     if after.claimed_by is not None:
         return EventSkip.IN_FLIGHT, None
     # Queued by an hourly run but not sent yet: this run takes it over (the sender reads its rows
-    # by run id, so exactly one of the two sends it). Anything else was requested already.
-    return (None, kind) if after.state == LedgerState.QUEUED else (EventSkip.SMS_ALREADY_REQUESTED, None)
+    # by run id, so exactly one of the two sends it). Waiting: sFOX refused it before the email
+    # was verified, which the event now says it is. Anything else was requested already.
+    if after.state in (LedgerState.QUEUED, LedgerState.WAITING):
+        return None, kind
+    return EventSkip.SMS_ALREADY_REQUESTED, None

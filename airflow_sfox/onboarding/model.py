@@ -134,6 +134,7 @@ STATE_LABELS: dict[str, str] = {
     LedgerState.GAVE_UP.value: "gave up",
     LedgerState.HELD.value: "held for review",
     LedgerState.REJECTED.value: "rejected",
+    LedgerState.WAITING.value: "waiting for the channel before",
     UNCERTAIN: "uncertain (answer lost)",
 }
 

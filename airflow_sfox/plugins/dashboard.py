@@ -77,6 +77,7 @@ SIDE_TONES: dict[LedgerState, str] = {
     LedgerState.NOT_REGISTERED: "warn",
     LedgerState.GAVE_UP: "bad",
     LedgerState.HELD: "warn",
+    LedgerState.WAITING: "",
 }
 SIDE_STATES = tuple(state.value for state in SIDE_TONES)
 #: Order of the account types on the page; other values follow, ``None`` (rejected rows) last.

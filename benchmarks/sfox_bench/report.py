@@ -5,6 +5,8 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
+from sfox_bench import outage
+
 if TYPE_CHECKING:
     from pathlib import Path
 
@@ -147,6 +149,8 @@ def goals(r: dict[str, Any]) -> list[dict[str, Any]]:
         rows.append(_events_goal(r["events"]))
     if r.get("watcher"):
         rows.append(_watcher_goal(r["watcher"]))
+    if r.get("outage"):
+        rows.append(outage.goal(r["outage"]))
     return rows
 
 
@@ -633,6 +637,7 @@ def write_report(r: dict[str, Any], md_path: Path, png_path: Path) -> None:
     out += _lookup_section(r.get("lookup"))
     out += _events_section(r.get("events"))
     out += _watcher_section(r.get("watcher"))
+    out += outage.section(r.get("outage"))
     out += [
         "## How to run",
         "",
@@ -643,6 +648,7 @@ def write_report(r: dict[str, Any], md_path: Path, png_path: Path) -> None:
         "python benchmarks/run.py --mode quick --only lookup --merge  # one step, into this report",
         "python benchmarks/run.py --mode quick --only events --merge  # the asset event's latency, live",
         "python benchmarks/run.py --mode quick --only watcher --merge  # the watcher's latency, live",
+        "python benchmarks/run.py --mode full --only outage --merge --out benchmarks/full  # outage",
         "```",
         "",
         f"Step durations (s): {', '.join(f'{k} {v:.0f}' for k, v in r.get('step_seconds', {}).items())}.",
