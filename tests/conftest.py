@@ -78,6 +78,22 @@ def sfox_sandbox(sfox_sandbox_server, monkeypatch):
     return sfox_sandbox_server
 
 
+#: Where the browser tests save their screenshots: a temp folder unless set (``make screenshots``
+#: sets it to ``docs/``, refreshing the README's pictures on purpose, never as a side effect).
+SCREENSHOT_DIR_ENV = "SFOX_SCREENSHOT_DIR"
+
+
+@pytest.fixture(scope="session")
+def screenshot_dir(tmp_path_factory) -> Path:
+    """The folder the browser tests write their screenshots to (``$SFOX_SCREENSHOT_DIR`` or a temp one)."""
+    configured = os.environ.get(SCREENSHOT_DIR_ENV)
+    if not configured:
+        return tmp_path_factory.mktemp("screenshots")
+    folder = Path(configured)
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
 def pytest_configure(config) -> None:
     from tests.tiers import TIERS
 

@@ -463,8 +463,8 @@ def test_connection_form_of_the_live_ui(live_airflow):
 
 # --- The UI in a browser: the run's grid, the trigger form, a new user's connection and dry run ---
 
-GRID_SCREENSHOT = REPO / "docs" / "onboarding-grid.png"
-FORM_SCREENSHOT = REPO / "docs" / "onboarding-trigger-form.png"
+#: The README's pictures (docs/), written to the session's screenshot_dir (``make screenshots``: docs/).
+GRID_SCREENSHOT, FORM_SCREENSHOT = "onboarding-grid.png", "onboarding-trigger-form.png"
 UI_TIMEOUT = 120.0  # one browser wait (a React page on a busy 2-core machine)
 #: The dialog open in the UI (Chakra renders closed ones hidden), or null.
 OPEN_DIALOG_JS = """
@@ -500,7 +500,7 @@ def _journal(sandbox: str) -> list[dict]:
 
 
 @pytest.mark.chromium
-def test_a_new_user_in_the_browser(live_airflow, warehouse, sandbox, tmp_path):
+def test_a_new_user_in_the_browser(live_airflow, warehouse, sandbox, tmp_path, screenshot_dir):
     """
     Issue #11 and #15 in one browser session: the run's grid and the trigger form (README
     screenshots), then a new user's path: an ``sfox`` connection added through the UI's form,
@@ -571,8 +571,7 @@ def test_a_new_user_in_the_browser(live_airflow, warehouse, sandbox, tmp_path):
         wait.until(lambda d: "Success" in d.find_element(By.TAG_NAME, "body").text)
         page = driver.find_element(By.TAG_NAME, "body").text
         assert run_id in page, page
-        GRID_SCREENSHOT.parent.mkdir(exist_ok=True)
-        assert driver.save_screenshot(str(GRID_SCREENSHOT))
+        assert driver.save_screenshot(str(screenshot_dir / GRID_SCREENSHOT))
 
         # A new user adds the sfox connection through the form (Admin > Connections > Add).
         driver.get(f"{airflow.url}/connections")
@@ -622,7 +621,7 @@ def test_a_new_user_in_the_browser(live_airflow, warehouse, sandbox, tmp_path):
         assert "Plan and report who would get which code; write nothing, send nothing." in shown
         assert f"Unpause {NEW_USER_DAG_ID} on trigger" in shown
         assert unpause.is_selected() is unpause_default  # untouched
-        assert driver.save_screenshot(str(FORM_SCREENSHOT))
+        assert driver.save_screenshot(str(screenshot_dir / FORM_SCREENSHOT))
         click(".//button[normalize-space(.)='Trigger']", trigger)
         wait.until(lambda d: d.execute_script(OPEN_DIALOG_JS) is None)
     finally:

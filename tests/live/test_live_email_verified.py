@@ -331,7 +331,6 @@ def test_a_burst_of_confirmations_gives_few_runs_and_every_sms_once(live_airflow
 BENCH_OUT = os.environ.get("SFOX_EVENTS_BENCH_OUT")
 
 
-@pytest.mark.skipif(not BENCH_OUT, reason="the benchmark of benchmarks/run.py --only events")
 def test_a_load_dag_s_outlet_starts_onboarding_at_once(live_airflow, sandbox, databases, events):
     airflow = live_airflow
     for dag_id in (LOAD_DAG_ID, ON_LOAD_DAG_ID):
@@ -371,6 +370,7 @@ def test_a_load_dag_s_outlet_starts_onboarding_at_once(live_airflow, sandbox, da
     assert emails == {uid: 1 for uid, *_ in LOADED_USERS}
 
 
+@pytest.mark.skipif(not BENCH_OUT, reason="the benchmark of benchmarks/run.py --only events")
 def test_event_latency(live_airflow, sandbox, events):
     """
     Seconds from a user's email confirmation (the sandbox's verify) to their sms request at the

@@ -2,15 +2,14 @@
 End to end: the plugin inside a live Airflow api-server, with Airflow's real authentication,
 seen by a headless Chromium that logs in, opens the page and reads the numbers it shows.
 
-Saves the README screenshots to ``docs/sfox-onboarding.png`` (the page) and
-``docs/sfox-onboarding-lookup.png`` (a user's timeline and a run's view).
+Saves the README screenshots ``sfox-onboarding.png`` (the page) and ``sfox-onboarding-lookup.png``
+(a user's timeline and a run's view) to the session's ``screenshot_dir`` (``make screenshots``: docs/).
 """
 
 from __future__ import annotations
 
 import sqlite3
 import time
-from pathlib import Path
 
 import pytest
 
@@ -25,8 +24,7 @@ from tests.plugins.live import (
     start_chromium,
 )
 
-SCREENSHOT = Path(__file__).parents[2] / "docs" / "sfox-onboarding.png"
-LOOKUP_SCREENSHOT = SCREENSHOT.with_name("sfox-onboarding-lookup.png")
+SCREENSHOT, LOOKUP_SCREENSHOT = "sfox-onboarding.png", "sfox-onboarding-lookup.png"
 PAGE = "/sfox-onboarding/"
 SUMMARY = "/sfox-onboarding/api/summary"
 #: Reads what the page shows, in one go.
@@ -193,7 +191,7 @@ def test_endpoints_need_an_airflow_login(live):
 
 
 @pytest.mark.chromium
-def test_browser_shows_the_ledger_figures(live, ledger, tmp_path):
+def test_browser_shows_the_ledger_figures(live, ledger, tmp_path, screenshot_dir):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as ec
     from selenium.webdriver.support.ui import WebDriverWait
@@ -247,13 +245,12 @@ def test_browser_shows_the_ledger_figures(live, ledger, tmp_path):
         time.sleep(1)  # let the bars settle before the screenshot
 
         driver.switch_to.default_content()
-        SCREENSHOT.parent.mkdir(exist_ok=True)
-        assert driver.save_screenshot(str(SCREENSHOT))
+        assert driver.save_screenshot(str(screenshot_dir / SCREENSHOT))
 
         driver.switch_to.frame(frame)
         _look_up_a_user_and_open_a_run(driver, wait, ledger)
         driver.switch_to.default_content()
-        assert driver.save_screenshot(str(LOOKUP_SCREENSHOT))
+        assert driver.save_screenshot(str(screenshot_dir / LOOKUP_SCREENSHOT))
     finally:
         driver.quit()
 
