@@ -122,13 +122,13 @@ def pytest_terminal_summary(terminalreporter) -> None:
 
 @pytest.fixture(scope="session")
 def postgres_uri():
-    """libpq URI of a real PostgreSQL server, installed and started once per session, then stopped."""
+    """libpq URI of a real PostgreSQL server, started once per session, then stopped."""
     from tests import pg
-    from tests.tiers import require_installable, unavailable
+    from tests.tiers import require_service, unavailable
 
     if os.geteuid() != 0:  # the private server runs as the postgres OS user
         unavailable("postgres", "the test server runs as the postgres OS user, which needs root")
-    require_installable("postgres", pg.find_pg_bin_dir() is not None, "PostgreSQL")
+    require_service("postgres", pg.find_pg_bin_dir() is not None, "PostgreSQL (postgresql)")
     yield pg.ensure_postgres_server()
     pg.stop_postgres_server()
 
@@ -151,15 +151,19 @@ def redis_server():
 def mariadb_uri():
     """Connection params (host, port, user, password, database) of a real MariaDB server, once per session."""
     from tests import mariadb
-    from tests.tiers import require_installable, unavailable
+    from tests.tiers import require_service, unavailable
 
     if os.geteuid() != 0:  # the private server runs as the mysql OS user
         unavailable("mariadb", "the test server runs as the mysql OS user, which needs root")
-    require_installable("mariadb", mariadb.find_mariadbd() is not None, "MariaDB (mariadb-server)")
+    require_service("mariadb", mariadb.find_mariadbd() is not None, "MariaDB (mariadb-server)")
     try:
         import MySQLdb  # noqa: F401 - the driver of the provider's default client
     except ImportError:
-        unavailable("mariadb", "mysqlclient is not installed (pip install 'airflow-provider-sfox[mysql]')")
+        unavailable(
+            "mariadb",
+            "mysqlclient is not installed (it builds against libmariadb-dev: run 'make services', "
+            "then 'make install')",
+        )
     yield mariadb.ensure_mariadb_server()
     mariadb.stop_mariadb_server()
 

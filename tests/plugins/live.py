@@ -6,7 +6,7 @@ the simple auth manager with one known user (or, with ``auth="fab"``, the FAB au
 real users and roles that have per-DAG permissions), the plugin registered through its
 ``airflow.plugins`` entry point, or, while the installed package does not declare it yet,
 through a one-line file in the plugins folder. Chromium and chromedriver are the Debian
-packages (installed with apt-get when missing); Selenium is pointed at them explicitly and
+packages (installed by ``make services``); Selenium is pointed at them explicitly and
 never downloads anything.
 """
 
@@ -67,22 +67,12 @@ def plugin_entry_point_installed() -> bool:
     return any(ep.value == PLUGIN_CLASS for ep in entry_points(group="airflow.plugins"))
 
 
-def _chromium_present() -> bool:
-    return os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)
-
-
 def ensure_chromium() -> None:
-    """Install the Debian ``chromium`` and ``chromium-driver`` packages when missing (needs root)."""
-    if _chromium_present():
-        return
-    from tests.tiers import apt_install, require_installable
+    """Skip (or fail) the chromium tier's test unless Debian's chromium and chromium-driver are installed."""
+    from tests.tiers import require_service
 
-    require_installable("chromium", False, "Debian's chromium/chromium-driver")
-    apt_install(
-        "chromium",
-        "chromium-driver",
-        present=lambda: os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER),
-    )
+    present = os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)
+    require_service("chromium", present, "Chromium (chromium, chromium-driver)")
 
 
 def http(
