@@ -14,6 +14,18 @@ from pathlib import Path
 
 import pytest
 
+# The live tests' fixtures, for every module that brings up an Airflow (none imports a test module).
+from tests.live.fixtures import (  # noqa: F401
+    databases,
+    extra_connections,
+    extra_dag_files,
+    extra_env,
+    live_airflow,
+    sandbox,
+    shared_airflow,
+    warehouse,
+)
+
 TESTS_DIR = Path(__file__).parent
 _AIRFLOW_HOME = tempfile.mkdtemp(prefix="sfox-airflow-home-")
 #: The DAG folder of the session: the shipped DAGs plus the test DAGs, linked in.
@@ -102,7 +114,12 @@ def pytest_configure(config) -> None:
 
 
 def pytest_collection_modifyitems(items) -> None:
-    """Mark the tests of a service tier by the fixtures they use (a parametrized warehouse too)."""
+    """
+    Mark the tests of a service tier by the fixtures they use (a parametrized warehouse too), and
+    run the live tier last (see ``tests/live/fixtures.py``).
+    """
+    from tests.live.fixtures import order_live_tests
+
     for item in items:
         fixtures = set(getattr(item, "fixturenames", ()))
         params = getattr(getattr(item, "callspec", None), "params", {})
@@ -112,6 +129,7 @@ def pytest_collection_modifyitems(items) -> None:
             item.add_marker(pytest.mark.redis)
         if "mariadb_uri" in fixtures or params.get("warehouse_db") == "mariadb":
             item.add_marker(pytest.mark.mariadb)
+    order_live_tests(items)
 
 
 def pytest_terminal_summary(terminalreporter) -> None:

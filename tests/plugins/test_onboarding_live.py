@@ -13,16 +13,11 @@ import time
 
 import pytest
 
+from tests.live.airflow import PASSWORD, http, plugin_entry_point_installed
+from tests.live.airflow import VIEWER_USER as USERNAME
+from tests.live.browser import ensure_chromium, start_chromium
+from tests.live.fixtures import PAGE_LEDGER_CONN_ID
 from tests.plugins.ledger_data import build_demo_ledger, sqlite_conn_json
-from tests.plugins.live import (
-    PASSWORD,
-    USERNAME,
-    LiveAirflow,
-    ensure_chromium,
-    http,
-    plugin_entry_point_installed,
-    start_chromium,
-)
 
 SCREENSHOT, LOOKUP_SCREENSHOT = "sfox-onboarding.png", "sfox-onboarding-lookup.png"
 PAGE = "/sfox-onboarding/"
@@ -76,14 +71,10 @@ def ledger(tmp_path_factory) -> str:
 
 
 @pytest.fixture(scope="module")
-def live(tmp_path_factory, ledger):
-    """One api-server for the module, stopped (by its process group id) whatever happens."""
-    server = LiveAirflow(tmp_path_factory.mktemp("sfox-plugin-airflow-home"), sqlite_conn_json(ledger))
-    try:
-        server.start()
-        yield server
-    finally:
-        server.stop()
+def live(shared_airflow, ledger):
+    """The session's live Airflow, its page reading this ledger, as the simple auth manager's viewer."""
+    shared_airflow.set_connection(PAGE_LEDGER_CONN_ID, sqlite_conn_json(ledger))
+    return shared_airflow.as_user(USERNAME)
 
 
 def expected_from_sql(path: str) -> dict[str, dict[str, int | None]]:
