@@ -102,6 +102,7 @@ class CeleryWorker(Process):
         super().__init__(f"worker-{name}", argv, {**env, WORKER_NAME_ENV: name}, log_dir)
         self.worker_name = name
         self.killed: list[int] = []
+        self._tree: list[int] = []
 
     def kill_9(self) -> list[int]:
         """kill -9 the worker's whole tree (main process, pool children, task supervisors, tasks)."""
@@ -109,8 +110,12 @@ class CeleryWorker(Process):
         self.proc.wait(30)
         return self.killed
 
+    def terminate(self) -> None:
+        self._tree = process_tree(self.pid) if self.alive() else []
+        super().terminate()
+
     def stop(self, timeout: float = 20.0) -> None:
-        tree = process_tree(self.pid) if self.alive() else []
+        tree = self._tree or (process_tree(self.pid) if self.alive() else [])
         super().stop(timeout)
         for pid in tree:  # task runners in process groups of their own
             with contextlib.suppress(ProcessLookupError):

@@ -3,10 +3,10 @@ The deadline on run duration, live: a run still sending when its deadline passes
 once, from the triggerer, with its progress and no personal data.
 
 The session's live Airflow (``tests/live/fixtures.py``) gets one more DAG file for this module:
-the factory with ``deadline=`` of 20 s and a notifier that appends what it says to a file. Its
-sFOX connection (``sfox_paced``, on this module's sandbox) allows one request per 2 s, so the
-run's 30 codes take a minute: the scheduler finds the deadline passed, the triggerer runs the
-callback.
+the factory with ``deadline=`` of 10 s and a notifier that appends what it says to a file. Its
+sFOX connection (``sfox_paced``, on this module's sandbox) allows one request a second, so the
+run's 30 codes take half a minute at least: the scheduler finds the deadline passed, the
+triggerer runs the callback.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from tests.onboarding_data import BAD_ROWS, sandbox_users
 pytestmark = pytest.mark.live
 
 DAG_ID = "sfox_deadline"
-DEADLINE_SECONDS = 20
+DEADLINE_SECONDS = 10
 DAG_SOURCE = """
 from datetime import timedelta
 
@@ -58,8 +58,8 @@ def extra_dag_files(said_path) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def extra_connections(sandbox) -> dict[str, str]:
-    # One request per 2 s: the run's 30 codes outlast the deadline.
-    return {"sfox_paced": sfox_conn_json(sandbox, rate_limit_requests=1, rate_limit_window_seconds=2)}
+    # One request a second: the run's 30 codes (30 s at least) outlast the deadline (10 s) by far.
+    return {"sfox_paced": sfox_conn_json(sandbox, rate_limit_requests=1, rate_limit_window_seconds=1)}
 
 
 def test_a_run_past_its_deadline_is_reported_once_from_the_triggerer(
