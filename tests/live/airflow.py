@@ -35,7 +35,7 @@ from tests.onboarding_data import make_users, sandbox_users
 from tests.tiers import free_port
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Iterator
+    from collections.abc import Callable, Iterable, Iterator
 
 REPO = Path(__file__).resolve().parents[2]
 PLUGIN_CLASS = "airflow_sfox.plugins.onboarding:SfoxOnboardingPlugin"
@@ -255,8 +255,8 @@ class LiveAirflow:
         self.processes.append(process)
         return process
 
-    def start(self, components: Iterable[str] = COMPONENTS) -> None:
-        """Start ``components`` (after ``db migrate``) and wait until the api-server answers and logs in."""
+    def start(self, components: Iterable[str] = COMPONENTS, *, login: bool = True) -> None:
+        """Start ``components`` (after ``db migrate``); wait for the api-server; log in as ADMIN_USER."""
         for component in components:
             self.spawn(component, [sys.executable, "-m", "airflow", component])
         deadline = time.monotonic() + START_TIMEOUT
@@ -267,7 +267,8 @@ class LiveAirflow:
                     break
             assert time.monotonic() < deadline, f"api-server not up in {START_TIMEOUT}s\n{self.report()}"
             time.sleep(1)
-        self.login()
+        if login:
+            self.login()
 
     def restart(self, component: str, env: dict[str, str] | None = None) -> None:
         """Stop a component by its process group, then start it again (its log gets a new part)."""
@@ -375,7 +376,7 @@ class LiveAirflow:
         roles_file = self.home / "roles.json"
         roles_file.write_text(json.dumps(roles))
         self.cli("roles", "import", str(roles_file))
-        for name, role in users.items():
+        for name, role in users.items():  # ``users import`` sets no password: one ``users create`` each
             self.cli(
                 "users", "create", "--username", name, "--password", PASSWORD, "--role", role,
                 "--firstname", name, "--lastname", "test", "--email", f"{name}@example.invalid",
@@ -433,7 +434,7 @@ def api_server(home: Path, warehouse_conn_json: str, *, auth: str = "simple") ->
             shutil.copy(REPO / "dags" / f"{ONBOARDING_DAG_ID}.py", server.dags_folder)
             (server.dags_folder / f"{OTHER_DAG_ID}.py").write_text(OTHER_DAG_SOURCE)
             server.set_up_fab(FAB_ROLES, FAB_USERS)
-        server.start(("api-server",))
+        server.start(("api-server",), login=auth == "simple")  # FAB has no ADMIN_USER
         yield server
     finally:
         server.stop()
@@ -469,3 +470,29 @@ def run_onboarding(
     assert triggered.status_code == 200, triggered.text
     assert triggered.json()["conf"] == conf
     return run_id, airflow.wait_for_run(run_id, dag_id)
+
+
+def warehouse_sql(uri: str) -> Callable[..., list[tuple]]:
+    """``execute(sql, rows=None, params=())`` on a PostgreSQL warehouse: the rows it returns, if any."""
+    import psycopg2
+
+    def execute(sql: str, rows: list[tuple] | None = None, params: tuple = ()) -> list[tuple]:
+        with psycopg2.connect(uri) as conn, conn.cursor() as cursor:
+            if rows is None:
+                cursor.execute(sql, params or None)
+            else:
+                cursor.executemany(sql, rows)
+            result = cursor.fetchall() if cursor.description else []
+        conn.close()
+        return result
+
+    return execute
+
+
+def create_source_table(execute: Callable[..., list[tuple]], rows: list[tuple]) -> None:
+    """The source table ``sfox_users`` with ``rows`` (user_id, account_type, email, phone_number)."""
+    execute(
+        "CREATE TABLE sfox_users (user_id VARCHAR(300), account_type VARCHAR(40), "
+        "email VARCHAR(300), phone_number VARCHAR(40))"
+    )
+    execute("INSERT INTO sfox_users VALUES (%s, %s, %s, %s)", rows)

@@ -39,7 +39,9 @@ from tests.live.airflow import (
     airflow_env,
     conn_json_postgres,
     copy_repo_dags,
+    create_source_table,
     tail,
+    warehouse_sql,
 )
 from tests.onboarding_data import BAD_ROWS
 from tests.tiers import free_port
@@ -99,25 +101,8 @@ def sandbox(tmp_path_factory) -> Iterator[str]:
 @pytest.fixture(scope="module")
 def warehouse(databases):
     """The source table ``sfox_users`` in the module's warehouse: USERS and the bad rows; a query function."""
-    import psycopg2
-
-    uri = databases["warehouse"]
-
-    def query(sql: str, rows: list[tuple] | None = None) -> list[tuple]:
-        with psycopg2.connect(uri) as conn, conn.cursor() as cursor:
-            if rows is None:
-                cursor.execute(sql)
-            else:
-                cursor.executemany(sql, rows)
-            result = cursor.fetchall() if cursor.description else []
-        conn.close()
-        return result
-
-    query(
-        "CREATE TABLE sfox_users (user_id VARCHAR(300), account_type VARCHAR(40), "
-        "email VARCHAR(300), phone_number VARCHAR(40))"
-    )
-    query("INSERT INTO sfox_users VALUES (%s, %s, %s, %s)", USERS + [row for row, _ in BAD_ROWS])
+    query = warehouse_sql(databases["warehouse"])
+    create_source_table(query, USERS + [row for row, _ in BAD_ROWS])
     return query
 
 

@@ -33,7 +33,13 @@ import requests
 
 from airflow_sfox.onboarding.sender import threads_for
 from tests.helpers import sfox_conn_json
-from tests.live.airflow import START_TIMEOUT, airflow_env, conn_json_postgres
+from tests.live.airflow import (
+    START_TIMEOUT,
+    airflow_env,
+    conn_json_postgres,
+    create_source_table,
+    warehouse_sql,
+)
 from tests.live.celery_stack import (
     CeleryAirflow,
     CeleryWorker,
@@ -155,30 +161,13 @@ def celery_airflow(tmp_path_factory, databases, sandbox, redis_server) -> Iterat
 @pytest.fixture(scope="module")
 def warehouse(databases, sandbox):
     """The source table with the first 300 users; every user registered on the sandbox at sFOX's limit."""
-    import psycopg2
-
     limit = {"limit": LIMIT, "window_seconds": WINDOW, "block_seconds": BLOCK, "time_scale": 1}
     assert requests.put(f"{sandbox}/_sandbox/rate-limit", json=limit, timeout=30).status_code == 200
     registered = requests.post(f"{sandbox}/_sandbox/users", json=sandbox_users(ALL_USERS), timeout=60)
     assert registered.status_code == 200, registered.text
 
-    uri = databases["warehouse"]
-
-    def execute(sql: str, rows: list[tuple[Any, ...]] | None = None, params: tuple = ()) -> list[tuple]:
-        with psycopg2.connect(uri) as conn, conn.cursor() as cursor:
-            if rows is None:
-                cursor.execute(sql, params or None)
-            else:
-                cursor.executemany(sql, rows)
-            result = cursor.fetchall() if cursor.description else []
-        conn.close()
-        return result
-
-    execute(
-        "CREATE TABLE sfox_users (user_id VARCHAR(300), account_type VARCHAR(40), "
-        "email VARCHAR(300), phone_number VARCHAR(40))"
-    )
-    execute("INSERT INTO sfox_users VALUES (%s, %s, %s, %s)", FIRST_USERS)
+    execute = warehouse_sql(databases["warehouse"])
+    create_source_table(execute, FIRST_USERS)
     return execute
 
 

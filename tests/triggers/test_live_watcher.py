@@ -20,7 +20,6 @@ import os
 import random
 import statistics
 import time
-import uuid
 from collections import Counter
 from pathlib import Path
 
@@ -29,8 +28,8 @@ import pytest
 import requests
 
 from tests.helpers import TOKEN
-from tests.live.airflow import CONF, USERS, LiveAirflow, ts
-from tests.onboarding_data import make_users, sandbox_users
+from tests.live.airflow import CONF, USERS, LiveAirflow, run_onboarding, ts
+from tests.onboarding_data import make_users
 
 pytestmark = pytest.mark.live
 
@@ -169,19 +168,8 @@ def _send_email_codes(airflow: LiveAirflow, sandbox_url: str, users: list[tuple]
     code: the ledger's email rows are `sent` (the source's bad rows are rejected: CONF's failure
     threshold lets the run succeed anyway).
     """
-    registered = requests.post(f"{sandbox_url}/_sandbox/users", json=sandbox_users(users), timeout=30)
-    assert registered.status_code == 200, registered.text
-    airflow.wait_for_dag(DAG_ID)
-    unpaused = airflow.api("PATCH", f"/api/v2/dags/{DAG_ID}", json={"is_paused": False})
-    assert unpaused.status_code == 200, unpaused.text
-    run_id = f"manual_{uuid.uuid4().hex[:8]}"
-    triggered = airflow.api(
-        "POST",
-        f"/api/v2/dags/{DAG_ID}/dagRuns",
-        json={"dag_run_id": run_id, "logical_date": None, "conf": CONF},
-    )
-    assert triggered.status_code == 200, triggered.text
-    assert airflow.wait_for_run(run_id, DAG_ID)["state"] == "success", airflow.report()
+    _, run = run_onboarding(airflow, sandbox_url, DAG_ID, users, CONF)
+    assert run["state"] == "success", airflow.report()
 
 
 def test_a_user_who_verifies_gets_an_asset_triggered_run(live_airflow, watch_dag, warehouse, sandbox):
