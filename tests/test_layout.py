@@ -20,6 +20,9 @@ and ``sandbox/`` (the emulator, a distribution of its own) imports nothing from 
 Size: no module of ``airflow_sfox/`` or ``sandbox/`` over MAX_MODULE_LINES lines, no function
 (method, nested function) over MAX_FUNCTION_LINES lines, from its ``def`` to its last line.
 
+Tests: no module of ``tests/`` (nor ``benchmarks/``, ``demo/``) imports a test module
+(``test_*.py``): fixtures live in conftest files and their plugins, helpers in helper modules.
+
 KNOWN_DEBT lists the violations of main at 99aa7f5, which issue 21 is paying off. It may only
 shrink: a new violation fails, and so does a listed one that is gone (remove it from the list).
 """
@@ -91,6 +94,8 @@ KNOWN_DEBT = {
     ("function", "sandbox/sfox_sandbox/__main__.py", "build_parser"),
     ("function", "sandbox/sfox_sandbox/app.py", "SandboxApp._v1"),
     ("function", "sandbox/sfox_sandbox/app.py", "SandboxApp._admin_route"),
+    # A test module's helpers imported by another: they belong in a helper module.
+    ("test-import", "tests.dags.test_sfox_email_verified", "tests.dags.test_sfox_batch_onboarding"),
 }
 
 
@@ -165,6 +170,17 @@ def layering_violations() -> set[tuple[str, str, str]]:
     return found
 
 
+def imports_of_test_modules() -> set[tuple[str, str, str]]:
+    """Imports of a test module (``test_*.py``) by any module of tests/, benchmarks/ or demo/."""
+    found = set()
+    for folder in ("tests", "benchmarks", "demo"):
+        for path in sorted((REPO / folder).rglob("*.py")):
+            for imported in imported_modules(path):
+                if imported.rsplit(".", 1)[-1].startswith("test_") and imported.split(".")[0] == "tests":
+                    found.add(("test-import", _module_name(path), imported))
+    return found
+
+
 def _functions(tree: ast.AST, prefix: str = ""):
     """``(qualified name, node)`` of every function and method, nested ones too."""
     for node in ast.iter_child_nodes(tree):
@@ -195,12 +211,17 @@ def size_violations() -> set[tuple[str, str, str]]:
 
 @pytest.mark.parametrize(
     ("kind", "check"),
-    [("layering", layering_violations), ("size", size_violations)],
-    ids=["layering", "size"],
+    [
+        ("layering", layering_violations),
+        ("size", size_violations),
+        ("test-import", imports_of_test_modules),
+    ],
+    ids=["layering", "size", "no-test-module-imports"],
 )
 def test_no_new_violation_and_no_stale_debt(kind, check):
     found = check()
-    debt = {item for item in KNOWN_DEBT if (item[0] == "import") == (kind == "layering")}
+    kinds = {"layering": {"import"}, "size": {"module", "function"}, "test-import": {"test-import"}}[kind]
+    debt = {item for item in KNOWN_DEBT if item[0] in kinds}
     new, paid = sorted(found - debt), sorted(debt - found)
     assert not new, f"new {kind} violations (fix them; the limits and arrows stay): {new}"
     assert not paid, f"paid off: remove these from KNOWN_DEBT in tests/test_layout.py: {paid}"
