@@ -12,7 +12,7 @@ RUN := env -u PYTHONDONTWRITEBYTECODE PYTHONPYCACHEPREFIX=$(CURDIR)/.cache/pycac
 
 LINT_PATHS := airflow_sfox sandbox dags tests benchmarks docker demo
 
-.PHONY: venv install lint pytest test dist demo bench bench-full soak clean docs
+.PHONY: venv install services lint pytest test screenshots docs dist demo bench bench-full soak clean
 
 $(UV):
 	$(PYTHON) -m venv $(VENV)
@@ -20,9 +20,23 @@ $(UV):
 
 venv: $(UV)
 
+# The system services of the test tiers (tests/tiers.py), as Debian packages: PostgreSQL, MariaDB,
+# Redis, Chromium with its driver, and the build dependencies of the MariaDB driver (mysqlclient).
+# Needs root and apt-get; quick when everything is installed already. Tests never install them:
+# without a service, its tier is skipped and named at the end of the run.
+SERVICE_PACKAGES := postgresql mariadb-server redis-server chromium chromium-driver libmariadb-dev pkg-config
+services:
+	@missing=$$(for p in $(SERVICE_PACKAGES); do \
+		dpkg-query -W -f='$${db:Status-Status}' $$p 2>/dev/null | grep -qx installed || echo $$p; done); \
+	if [ -z "$$missing" ]; then echo "services: all installed ($(SERVICE_PACKAGES))"; exit 0; fi; \
+	echo "services: installing" $$missing; \
+	export DEBIAN_FRONTEND=noninteractive; \
+	apt-get -o DPkg::Lock::Timeout=600 update -qq && \
+	apt-get -o DPkg::Lock::Timeout=600 install -y -qq $$missing
+
 # The MariaDB warehouse tier needs the mysql provider, whose mysqlclient builds against libmariadb:
-# installed where its headers are (.ci/run apt-installs libmariadb-dev); elsewhere the test run
-# names the mariadb tier as not run.
+# installed where its headers are (`make services` installs libmariadb-dev); elsewhere the test
+# run names the mariadb tier as not run.
 MYSQL_EXTRA := $(shell pkg-config --exists libmariadb 2>/dev/null && echo ",mysql")
 
 # The provider, and beside it the sandbox (sfox-sandbox, its own distribution in sandbox/):
@@ -41,6 +55,12 @@ pytest: install
 	$(RUN) $(VPY) -m pytest $(PYTEST_ARGS)
 
 test: lint pytest
+
+# The README's pictures (docs/*.png), refreshed on purpose: the browser tests save their
+# screenshots to a temp folder otherwise. Needs the live and chromium tiers (`make services`).
+screenshots: install
+	$(RUN) env SFOX_SCREENSHOT_DIR=$(CURDIR)/docs $(VPY) -m pytest -m "live and chromium" -q \
+		tests/live/test_live_airflow.py tests/plugins/test_onboarding_live.py
 
 # The release artifacts: sdist and wheel in dist/, checked by twine (metadata, README rendering).
 dist: $(UV)

@@ -14,6 +14,18 @@ from pathlib import Path
 
 import pytest
 
+# The live tests' fixtures, for every module that brings up an Airflow (none imports a test module).
+from tests.live.fixtures import (  # noqa: F401
+    databases,
+    extra_connections,
+    extra_dag_files,
+    extra_env,
+    live_airflow,
+    sandbox,
+    shared_airflow,
+    warehouse,
+)
+
 TESTS_DIR = Path(__file__).parent
 _AIRFLOW_HOME = tempfile.mkdtemp(prefix="sfox-airflow-home-")
 #: The DAG folder of the session: the shipped DAGs plus the test DAGs, linked in.
@@ -78,6 +90,22 @@ def sfox_sandbox(sfox_sandbox_server, monkeypatch):
     return sfox_sandbox_server
 
 
+#: Where the browser tests save their screenshots: a temp folder unless set (``make screenshots``
+#: sets it to ``docs/``, refreshing the README's pictures on purpose, never as a side effect).
+SCREENSHOT_DIR_ENV = "SFOX_SCREENSHOT_DIR"
+
+
+@pytest.fixture(scope="session")
+def screenshot_dir(tmp_path_factory) -> Path:
+    """The folder the browser tests write their screenshots to (``$SFOX_SCREENSHOT_DIR`` or a temp one)."""
+    configured = os.environ.get(SCREENSHOT_DIR_ENV)
+    if not configured:
+        return tmp_path_factory.mktemp("screenshots")
+    folder = Path(configured)
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
 def pytest_configure(config) -> None:
     from tests.tiers import TIERS
 
@@ -86,7 +114,12 @@ def pytest_configure(config) -> None:
 
 
 def pytest_collection_modifyitems(items) -> None:
-    """Mark the tests of a service tier by the fixtures they use (a parametrized warehouse too)."""
+    """
+    Mark the tests of a service tier by the fixtures they use (a parametrized warehouse too), and
+    run the live tier last (see ``tests/live/fixtures.py``).
+    """
+    from tests.live.fixtures import order_live_tests
+
     for item in items:
         fixtures = set(getattr(item, "fixturenames", ()))
         params = getattr(getattr(item, "callspec", None), "params", {})
@@ -96,6 +129,7 @@ def pytest_collection_modifyitems(items) -> None:
             item.add_marker(pytest.mark.redis)
         if "mariadb_uri" in fixtures or params.get("warehouse_db") == "mariadb":
             item.add_marker(pytest.mark.mariadb)
+    order_live_tests(items)
 
 
 def pytest_terminal_summary(terminalreporter) -> None:
@@ -106,13 +140,13 @@ def pytest_terminal_summary(terminalreporter) -> None:
 
 @pytest.fixture(scope="session")
 def postgres_uri():
-    """libpq URI of a real PostgreSQL server, installed and started once per session, then stopped."""
+    """libpq URI of a real PostgreSQL server, started once per session, then stopped."""
     from tests import pg
-    from tests.tiers import require_installable, unavailable
+    from tests.tiers import require_service, unavailable
 
     if os.geteuid() != 0:  # the private server runs as the postgres OS user
         unavailable("postgres", "the test server runs as the postgres OS user, which needs root")
-    require_installable("postgres", pg.find_pg_bin_dir() is not None, "PostgreSQL")
+    require_service("postgres", pg.find_pg_bin_dir() is not None, "PostgreSQL (postgresql)")
     yield pg.ensure_postgres_server()
     pg.stop_postgres_server()
 
@@ -135,15 +169,19 @@ def redis_server():
 def mariadb_uri():
     """Connection params (host, port, user, password, database) of a real MariaDB server, once per session."""
     from tests import mariadb
-    from tests.tiers import require_installable, unavailable
+    from tests.tiers import require_service, unavailable
 
     if os.geteuid() != 0:  # the private server runs as the mysql OS user
         unavailable("mariadb", "the test server runs as the mysql OS user, which needs root")
-    require_installable("mariadb", mariadb.find_mariadbd() is not None, "MariaDB (mariadb-server)")
+    require_service("mariadb", mariadb.find_mariadbd() is not None, "MariaDB (mariadb-server)")
     try:
         import MySQLdb  # noqa: F401 - the driver of the provider's default client
     except ImportError:
-        unavailable("mariadb", "mysqlclient is not installed (pip install 'airflow-provider-sfox[mysql]')")
+        unavailable(
+            "mariadb",
+            "mysqlclient is not installed (it builds against libmariadb-dev: run 'make services', "
+            "then 'make install')",
+        )
     yield mariadb.ensure_mariadb_server()
     mariadb.stop_mariadb_server()
 

@@ -1,8 +1,8 @@
 """
 A real, throw-away MariaDB server for tests (Debian, run as root).
 
-``ensure_mariadb_server()`` installs Debian's ``mariadb-server`` if ``mariadbd`` is missing,
-then starts a *private* server: its own data directory under a temp dir (``mariadb-install-db``),
+``ensure_mariadb_server()`` starts a *private* server of Debian's ``mariadb-server`` (installed
+by ``make services``): its own data directory under a temp dir (``mariadb-install-db``),
 run as the ``mysql`` OS user, listening on 127.0.0.1 on a free port with its socket inside the
 temp dir. Debian's own server (``/var/lib/mysql``, port 3306) is never touched. It returns a
 dict of host, port, user ``sfox`` (password ``sfox``) and database ``warehouse``; the user may
@@ -34,7 +34,6 @@ DATABASE = "warehouse"
 OS_USER = "mysql"
 TEMP_PREFIX = "sfox-mariadb-"
 READY_TIMEOUT = 60.0
-APT_TIMEOUT = 900
 
 _server: MariaDBServer | None = None
 
@@ -50,17 +49,6 @@ def find_mariadbd() -> str | None:
         if found and shutil.which("mariadb-install-db"):
             return found
     return None
-
-
-def install_mariadb() -> str:
-    """Apt-install ``mariadb-server`` if missing; return ``mariadbd``."""
-    from tests.tiers import apt_install
-
-    apt_install("mariadb-server", present=find_mariadbd, timeout=APT_TIMEOUT)
-    found = find_mariadbd()
-    if not found:
-        raise RuntimeError("apt-get installed mariadb-server but no mariadbd was found")
-    return found
 
 
 class MariaDBServer:
@@ -189,11 +177,14 @@ class MariaDBServer:
 
 
 def ensure_mariadb_server() -> dict[str, object]:
-    """Install (if needed) and start this process's server once; return its connection params."""
+    """Start this process's server once; return its connection params."""
     global _server
     if _server is not None:
         return _server.params
-    server = MariaDBServer(find_mariadbd() or install_mariadb())
+    mariadbd = find_mariadbd()
+    if mariadbd is None:
+        raise RuntimeError("MariaDB (mariadb-server) is not installed: run 'make services'")
+    server = MariaDBServer(mariadbd)
     atexit.register(server.stop)
     try:
         server.start()

@@ -1,8 +1,8 @@
 """
 A real, throw-away PostgreSQL server for tests (Debian, run as root).
 
-``ensure_postgres_server()`` installs the ``postgresql`` Debian package if its binaries are
-missing, then starts a *private* server: its own data directory under a temp dir, owned by
+``ensure_postgres_server()`` starts a *private* server of the ``postgresql`` Debian package
+(installed by ``make services``): its own data directory under a temp dir, owned by
 and run as the ``postgres`` OS user, listening on 127.0.0.1 on a free port, with the unix
 socket inside the temp dir and durability turned off for speed. The Debian cluster
 (``/etc/postgresql``, port 5432) is never touched. It returns a libpq URI for role ``sfox``
@@ -42,7 +42,6 @@ PG_DATABASE = "warehouse"
 OS_USER = "postgres"
 TEMP_PREFIX = "sfox-pg-"
 READY_TIMEOUT = 30.0
-APT_TIMEOUT = 900
 CMD_TIMEOUT = 120
 REQUIRED_BINARIES = ("initdb", "pg_ctl", "postgres", "psql", "pg_isready")
 SERVER_SETTINGS = {
@@ -71,17 +70,6 @@ def find_pg_bin_dir() -> Path | None:
         if all(os.access(bin_dir / name, os.X_OK) for name in REQUIRED_BINARIES):
             return bin_dir
     return None
-
-
-def install_postgres() -> Path:
-    """Apt-install ``postgresql`` if its binaries are missing; return the bin dir."""
-    from tests.tiers import apt_install
-
-    apt_install("postgresql", present=find_pg_bin_dir, timeout=APT_TIMEOUT)
-    bin_dir = find_pg_bin_dir()
-    if bin_dir is None:
-        raise RuntimeError("apt-get installed postgresql but no /usr/lib/postgresql/*/bin has initdb")
-    return bin_dir
 
 
 def _as_postgres(argv: Sequence[str | os.PathLike[str]]) -> list[str]:
@@ -118,7 +106,6 @@ class PostgresServer:
         self.socket_dir = self.base_dir / "sock"
         self.log_file = self.base_dir / "server.log"
         self.port = free_port()
-        self.install_seconds = 0.0
         self.start_seconds = 0.0
         self._removed = False
 
@@ -280,13 +267,13 @@ def _reap_stale_servers() -> None:
 
 
 def ensure_postgres_server() -> str:
-    """Install (if needed) and start this process's server once; return its libpq URI."""
+    """Start this process's server once; return its libpq URI."""
     global _server
     if _server is not None:
         return _server.uri
-    started = time.monotonic()
-    bin_dir = find_pg_bin_dir() or install_postgres()
-    install_seconds = time.monotonic() - started
+    bin_dir = find_pg_bin_dir()
+    if bin_dir is None:
+        raise RuntimeError("PostgreSQL is not installed (no /usr/lib/postgresql/*/bin): run 'make services'")
     _reap_stale_servers()
     server = PostgresServer(bin_dir)
     atexit.register(server.stop)  # safety net if the session ends without stopping it
@@ -296,7 +283,6 @@ def ensure_postgres_server() -> str:
         server.stop()
         atexit.unregister(server.stop)
         raise
-    server.install_seconds = install_seconds
     _server = server
     return server.uri
 

@@ -1,10 +1,10 @@
 """
 A real, throw-away Redis server for tests (Debian's ``redis-server``).
 
-``start_redis_server()`` installs the ``redis-server`` Debian package when the binary is
-missing and the tests run as root (else it raises :class:`RedisUnavailable`, for a skip), then
-starts a private server: loopback only, a free port, its own temp dir, no persistence. It is
-stopped by its PID (``RedisServer.stop``); an ``atexit`` hook does the same if the session dies.
+``start_redis_server()`` starts a private server of the ``redis-server`` Debian package
+(installed by ``make services``; without it, it raises :class:`RedisUnavailable`, for a skip):
+loopback only, a free port, its own temp dir, no persistence. It is stopped by its PID
+(``RedisServer.stop``); an ``atexit`` hook does the same if the session dies.
 """
 
 from __future__ import annotations
@@ -23,13 +23,12 @@ from pathlib import Path
 
 from tests.tiers import free_port
 
-APT_TIMEOUT = 900
 READY_TIMEOUT = 20.0
 TEMP_PREFIX = "sfox-redis-"
 
 
 class RedisUnavailable(Exception):
-    """redis-server is missing and cannot be installed here (not root, apt-get failed)."""
+    """redis-server is not installed (``make services`` installs it)."""
 
 
 def _log(message: str) -> None:
@@ -42,22 +41,11 @@ def find_redis_server() -> str | None:
     )
 
 
-def install_redis_server() -> str:
-    """Apt-install ``redis-server`` if missing; return its path."""
-    from tests.tiers import apt_install, can_install
-
-    found = find_redis_server()
-    if found:
-        return found
-    if not can_install():
-        raise RedisUnavailable("redis-server is not installed and cannot be apt-installed (not root)")
-    try:
-        apt_install("redis-server", present=find_redis_server, timeout=APT_TIMEOUT)
-    except (subprocess.SubprocessError, OSError) as err:
-        raise RedisUnavailable(f"apt-get install redis-server failed: {err}") from err
+def require_redis_server() -> str:
+    """The path of ``redis-server``; :class:`RedisUnavailable` when it is not installed."""
     found = find_redis_server()
     if not found:
-        raise RedisUnavailable("apt-get installed redis-server but no redis-server binary was found")
+        raise RedisUnavailable("Redis (redis-server) is not installed: run 'make services'")
     return found
 
 
@@ -122,8 +110,8 @@ class RedisServer:
 
 
 def start_redis_server() -> RedisServer:
-    """Install (if needed) and start a private server; the caller stops it."""
-    server = RedisServer(install_redis_server())
+    """Start a private server; the caller stops it."""
+    server = RedisServer(require_redis_server())
     atexit.register(server.stop)
     try:
         server.start()

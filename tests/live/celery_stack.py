@@ -2,7 +2,7 @@
 Helpers of the live Celery test (``test_celery_budget.py``): Celery workers as subprocesses,
 killing one like a lost machine, and reading the sandbox journal and the REST API.
 
-The processes, the Airflow environment and the login come from ``test_live_airflow.py``; this
+The processes, the Airflow environment and the login come from ``tests/live/airflow.py``; this
 module adds what a CeleryExecutor deployment needs beyond them.
 """
 
@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import requests
 
-from tests.live.test_live_airflow import LiveAirflow, Process
+from tests.live.airflow import LiveAirflow, Process
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -102,6 +102,7 @@ class CeleryWorker(Process):
         super().__init__(f"worker-{name}", argv, {**env, WORKER_NAME_ENV: name}, log_dir)
         self.worker_name = name
         self.killed: list[int] = []
+        self._tree: list[int] = []
 
     def kill_9(self) -> list[int]:
         """kill -9 the worker's whole tree (main process, pool children, task supervisors, tasks)."""
@@ -109,8 +110,12 @@ class CeleryWorker(Process):
         self.proc.wait(30)
         return self.killed
 
+    def terminate(self) -> None:
+        self._tree = process_tree(self.pid) if self.alive() else []
+        super().terminate()
+
     def stop(self, timeout: float = 20.0) -> None:
-        tree = process_tree(self.pid) if self.alive() else []
+        tree = self._tree or (process_tree(self.pid) if self.alive() else [])
         super().stop(timeout)
         for pid in tree:  # task runners in process groups of their own
             with contextlib.suppress(ProcessLookupError):
@@ -123,8 +128,8 @@ class CeleryWorker(Process):
 class CeleryAirflow(LiveAirflow):
     """A live Airflow running one DAG on Celery workers."""
 
-    def __init__(self, home: Path, url: str, password: str, dag_id: str) -> None:
-        super().__init__(home, url, password)
+    def __init__(self, home: Path, env: dict[str, str], dag_id: str) -> None:
+        super().__init__(home, env)
         self.dag_id = dag_id
         self.workers: dict[str, CeleryWorker] = {}
 
@@ -183,7 +188,7 @@ class CeleryAirflow(LiveAirflow):
         assert response.status_code == 200, response.text
         return str(response.json()["state"])
 
-    def wait_for_run(self, run_id: str, timeout: float, allow_dead: Iterable[str] = ()) -> str:
+    def wait_for_state(self, run_id: str, timeout: float, allow_dead: Iterable[str] = ()) -> str:
         """Until the run is ``success`` or ``failed``; returns the state."""
         deadline = time.monotonic() + timeout
         while True:

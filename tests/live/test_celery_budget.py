@@ -24,11 +24,6 @@ The figures (429s, the fullest 10-s window, duplicates, run times) are printed (
 
 from __future__ import annotations
 
-import contextlib
-import json
-import secrets
-import subprocess
-import sys
 import time
 import uuid
 from typing import TYPE_CHECKING, Any
@@ -38,7 +33,13 @@ import requests
 
 from airflow_sfox.onboarding.sender import threads_for
 from tests.helpers import sfox_conn_json
-from tests.live import test_live_airflow as base
+from tests.live.airflow import (
+    START_TIMEOUT,
+    airflow_env,
+    conn_json_postgres,
+    create_source_table,
+    warehouse_sql,
+)
 from tests.live.celery_stack import (
     CeleryAirflow,
     CeleryWorker,
@@ -58,10 +59,6 @@ if TYPE_CHECKING:
 
 pytestmark = pytest.mark.live
 
-# The live test's fixtures, shared: two fresh PostgreSQL databases, the sandbox subprocess.
-databases = base.databases
-sandbox = base.sandbox
-
 DAG_ID = "sfox_celery_onboarding"
 WORKERS = ("w1", "w2")
 CONCURRENCY = 2
@@ -79,7 +76,6 @@ THREADS = threads_for(LIMIT / WINDOW)
 HEARTBEAT_TIMEOUT = 20  # seconds until the scheduler gives up on a killed worker's task
 ALL_USERS = make_users(900, seed=31)
 FIRST_USERS, MORE_USERS = ALL_USERS[:300], ALL_USERS[300:]
-START_TIMEOUT = 240.0
 RUN_TIMEOUT = 240.0
 
 DAG_FILE = f'''"""The onboarding DAG of the live Celery test: chunk tasks on several workers, one budget."""
@@ -104,15 +100,13 @@ dag = onboarding_dag(
 
 
 def _celery_env(home: Path, api_port: int, dbs: dict[str, str], sandbox_url: str, redis_port: int) -> dict:
-    env = base._airflow_env(home, api_port, dbs["meta"], sandbox_url, dbs["warehouse"])
+    env = airflow_env(home, api_port, dbs["meta"])
     pythonpath = [str(home / "pylib"), env.get("PYTHONPATH", "")]
     env.update(
         {
             "PYTHONPATH": ":".join(p for p in pythonpath if p),
-            "AIRFLOW__CORE__DAGS_FOLDER": str(home / "dags"),
             "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
             "AIRFLOW__CORE__PARALLELISM": "8",
-            "AIRFLOW__API__BASE_URL": f"http://127.0.0.1:{api_port}",
             "AIRFLOW__CELERY__BROKER_URL": f"redis://127.0.0.1:{redis_port}/1",
             "AIRFLOW__CELERY__RESULT_BACKEND": f"db+{dbs['meta']}",
             "AIRFLOW__CELERY__WORKER_CONCURRENCY": str(CONCURRENCY),
@@ -126,6 +120,7 @@ def _celery_env(home: Path, api_port: int, dbs: dict[str, str], sandbox_url: str
             "AIRFLOW__SCHEDULER__TASK_QUEUED_TIMEOUT": "60",
             "AIRFLOW__SCHEDULER__TASK_QUEUED_TIMEOUT_CHECK_INTERVAL": "10",
             "AIRFLOW_CONN_SFOX_DEFAULT": sfox_conn_json(sandbox_url, **BUDGET_EXTRAS),
+            "AIRFLOW_CONN_SFOX_WAREHOUSE": conn_json_postgres(dbs["warehouse"]),
             "AIRFLOW_CONN_BUDGET_REDIS": f"redis://127.0.0.1:{redis_port}/0",
         }
     )
@@ -139,27 +134,15 @@ def celery_airflow(tmp_path_factory, databases, sandbox, redis_server) -> Iterat
     (home / "dags").mkdir()
     (home / "pylib").mkdir()
     (home / "dags" / f"{DAG_ID}.py").write_text(DAG_FILE)
-    api_port = free_port()
-    password = secrets.token_urlsafe(16)
-    (home / "passwords.json").write_text(json.dumps({base.ADMIN_USER: password}))
-    env = _celery_env(home, api_port, databases, sandbox, redis_server.port)
-    airflow = CeleryAirflow(home, f"http://127.0.0.1:{api_port}", password, DAG_ID)
-    cli = [sys.executable, "-m", "airflow"]
-
-    migrate = base.Process("db-migrate", [*cli, "db", "migrate"], env, home)
+    env = _celery_env(home, free_port(), databases, sandbox, redis_server.port)
+    airflow = CeleryAirflow(home, env, DAG_ID)
+    airflow.cli("db", "migrate")
     try:
-        migrate.proc.wait(300)
-    except subprocess.TimeoutExpired:
-        migrate.stop()
-    assert migrate.proc.returncode == 0, migrate.report()
-
-    try:
-        for component in ("api-server", "scheduler", "dag-processor"):
-            airflow.processes.append(base.Process(component, [*cli, component], env, home))
         for name in WORKERS:
             worker = CeleryWorker(name, CONCURRENCY, env, home)
             airflow.workers[name] = worker
             airflow.processes.append(worker)
+        airflow.start(("api-server", "scheduler", "dag-processor"))
         deadline = time.monotonic() + START_TIMEOUT
         while not all(
             "ready." in worker.log.read_text(errors="replace") for worker in airflow.workers.values()
@@ -167,54 +150,24 @@ def celery_airflow(tmp_path_factory, databases, sandbox, redis_server) -> Iterat
             airflow.check_alive()
             assert time.monotonic() < deadline, f"workers not ready in {START_TIMEOUT}s\n{airflow.report()}"
             time.sleep(1)
-        while True:
-            airflow.check_alive()
-            with contextlib.suppress(requests.RequestException):
-                if requests.get(f"{airflow.url}/api/v2/monitor/health", timeout=5).status_code == 200:
-                    break
-            assert time.monotonic() < deadline, f"api-server not up in {START_TIMEOUT}s\n{airflow.report()}"
-            time.sleep(1)
-        airflow.login()
-        while (response := airflow.api("GET", f"/api/v2/dags/{DAG_ID}")).status_code != 200:
-            assert response.status_code == 404, response.text
-            airflow.check_alive()
-            assert time.monotonic() < deadline, f"DAG not parsed in {START_TIMEOUT}s\n{airflow.report()}"
-            time.sleep(2)
+        airflow.wait_for_dag(DAG_ID)
         unpaused = airflow.api("PATCH", f"/api/v2/dags/{DAG_ID}", json={"is_paused": False})
         assert unpaused.status_code == 200, unpaused.text
         yield airflow
     finally:
-        for process in reversed(airflow.processes):
-            process.stop()
+        airflow.stop()
 
 
 @pytest.fixture(scope="module")
 def warehouse(databases, sandbox):
     """The source table with the first 300 users; every user registered on the sandbox at sFOX's limit."""
-    import psycopg2
-
     limit = {"limit": LIMIT, "window_seconds": WINDOW, "block_seconds": BLOCK, "time_scale": 1}
     assert requests.put(f"{sandbox}/_sandbox/rate-limit", json=limit, timeout=30).status_code == 200
     registered = requests.post(f"{sandbox}/_sandbox/users", json=sandbox_users(ALL_USERS), timeout=60)
     assert registered.status_code == 200, registered.text
 
-    uri = databases["warehouse"]
-
-    def execute(sql: str, rows: list[tuple[Any, ...]] | None = None, params: tuple = ()) -> list[tuple]:
-        with psycopg2.connect(uri) as conn, conn.cursor() as cursor:
-            if rows is None:
-                cursor.execute(sql, params or None)
-            else:
-                cursor.executemany(sql, rows)
-            result = cursor.fetchall() if cursor.description else []
-        conn.close()
-        return result
-
-    execute(
-        "CREATE TABLE sfox_users (user_id VARCHAR(300), account_type VARCHAR(40), "
-        "email VARCHAR(300), phone_number VARCHAR(40))"
-    )
-    execute("INSERT INTO sfox_users VALUES (%s, %s, %s, %s)", FIRST_USERS)
+    execute = warehouse_sql(databases["warehouse"])
+    create_source_table(execute, FIRST_USERS)
     return execute
 
 
@@ -250,7 +203,7 @@ def test_two_celery_workers_share_one_redis_budget(celery_airflow, warehouse, sa
     run_id = f"celery_{uuid.uuid4().hex[:8]}"
     started = time.monotonic()
     airflow.trigger(run_id, {"chunk_size": 50, "failure_threshold": 0.5})
-    state = airflow.wait_for_run(run_id, RUN_TIMEOUT)
+    state = airflow.wait_for_state(run_id, RUN_TIMEOUT)
     seconds = time.monotonic() - started
     assert state == "success", airflow.report(run_id)
 
@@ -323,7 +276,7 @@ def test_kill_9_of_a_worker_mid_chunk_misses_no_user(celery_airflow, warehouse, 
 
     killed = _kill_worker_mid_chunk(airflow, warehouse, run_id)
     killed_at = time.monotonic() - started
-    state = airflow.wait_for_run(run_id, RUN_TIMEOUT, allow_dead=["worker-w1"])
+    state = airflow.wait_for_state(run_id, RUN_TIMEOUT, allow_dead=["worker-w1"])
     cleared = False
     if state != "success":  # retries ran out: clear the failed tasks, as an operator would
         cleared = True
@@ -333,7 +286,7 @@ def test_kill_9_of_a_worker_mid_chunk_misses_no_user(celery_airflow, warehouse, 
             json={"dry_run": False, "only_failed": True, "dag_run_id": run_id},
         )
         assert response.status_code == 200, response.text
-        state = airflow.wait_for_run(run_id, RUN_TIMEOUT, allow_dead=["worker-w1"])
+        state = airflow.wait_for_state(run_id, RUN_TIMEOUT, allow_dead=["worker-w1"])
     seconds = time.monotonic() - started
     assert state == "success", airflow.report(run_id)
 

@@ -2,18 +2,19 @@
 The docker-compose topology, live and native: a real Airflow runs the onboarding DAG.
 
 No Docker engine runs on our machines, so this brings up the same parts as
-``docker-compose.yml`` as local processes: a real PostgreSQL server (``tests/pg.py``) holding
-both the Airflow metadata database and the warehouse, the sandbox on loopback, and Airflow's
-api-server, scheduler (LocalExecutor), dag-processor and triggerer with a copy of the
-repository's ``dags/`` folder (plus a second factory DAG, ``sfox_new_user``). The DAG is driven
-only through Airflow's REST API, as a user would: a token from ``POST /auth/token``, unpause,
+``docker-compose.yml`` as local processes (the session's live Airflow, ``tests/live/fixtures.py``):
+a real PostgreSQL server (``tests/pg.py``) holding both the Airflow metadata database and the
+warehouse, the sandbox on loopback, and Airflow's api-server, scheduler (LocalExecutor),
+dag-processor and triggerer with a copy of the repository's ``dags/`` folder (plus, for this
+module, a second factory DAG, ``sfox_new_user``). The DAG is driven only through Airflow's REST
+API, as a user would: a token from ``POST /auth/token``, unpause,
 trigger with a conf, wait. Then the ledger (PostgreSQL) and the sandbox journal must agree, and
 ``GET /ui/connections/hook_meta`` must show the ``sfox`` form fields.
 
 A headless Chromium then logs into the UI (``test_a_new_user_in_the_browser``): it saves the
-README screenshots of the run's grid and of the trigger form, adds an ``sfox`` connection
-through the connection form, and triggers a dry run of the paused ``sfox_new_user`` from its
-trigger form, as a new user would.
+README screenshots of the run's grid and of the trigger form (to the session's
+``screenshot_dir``), adds an ``sfox`` connection through the connection form, and triggers a dry
+run of the paused ``sfox_new_user`` from its trigger form, as a new user would.
 
 Every process is started in its own session and stopped by its process-group id in the
 fixtures' teardown, also when the test fails. Runs in about 2-3 minutes on 2 cores.
@@ -22,34 +23,19 @@ fixtures' teardown, also when the test fails. Runs in about 2-3 minutes on 2 cor
 from __future__ import annotations
 
 import contextlib
-import json
-import os
-import secrets
-import shutil
-import signal
-import subprocess
-import sys
 import time
-import uuid
 from collections import Counter
-from datetime import datetime
-from pathlib import Path
-from typing import TYPE_CHECKING
 
 import pytest
 import requests
 
 from airflow_sfox.get_provider_info import CONN_FIELDS
-from tests.helpers import TOKEN, sfox_conn_json, stop_process_group
-from tests.onboarding_data import BAD_ROWS, make_users, sandbox_users
-from tests.tiers import free_port
-
-if TYPE_CHECKING:
-    from collections.abc import Iterator
+from tests.helpers import TOKEN
+from tests.live.airflow import ADMIN_USER, CONF, USERS, LiveAirflow, run_onboarding, ts
+from tests.onboarding_data import BAD_ROWS
 
 pytestmark = pytest.mark.live
 
-REPO = Path(__file__).resolve().parents[2]
 DAG_ID = "sfox_batch_onboarding"
 #: A second factory DAG, as a new user would write it, on the connection the browser test adds
 #: through the UI's form (it does not exist before): it stays paused until its dry run is triggered.
@@ -65,350 +51,17 @@ dag = onboarding_dag(
     warehouse_conn_id="sfox_warehouse",
 )
 """
-ADMIN_USER = "admin"
-START_TIMEOUT = 240.0  # api-server up and the DAG parsed (2 cores, cold bytecode cache)
-RUN_TIMEOUT = 300.0  # the triggered run reaches a final state
-USERS = make_users(30, seed=21)
-CONF = {"chunk_size": 10, "failure_threshold": 0.5}
-
-
-def _tail(path: Path, lines: int = 40) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no log)"
-
-
-class Process:
-    """A subprocess in its own session (process group), output to a log file, stopped by pid."""
-
-    def __init__(self, name: str, argv: list[str], env: dict[str, str], log_dir: Path) -> None:
-        self.name = name
-        self.log = log_dir / f"{name}.log"
-        with open(self.log, "wb") as out:
-            self.proc = subprocess.Popen(
-                argv, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=log_dir, start_new_session=True
-            )
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-    def stop(self, timeout: float = 20.0) -> None:
-        """SIGTERM the process group (the process and its children), then SIGKILL it."""
-        for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 10.0)):
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.pid, sig)  # pgid == pid: start_new_session=True
-            try:
-                self.proc.wait(wait)
-            except subprocess.TimeoutExpired:
-                continue
-            # The leader is gone; children of the group may linger a moment.
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.pid, signal.SIGKILL)
-            return
-
-    def report(self) -> str:
-        state = "running" if self.alive() else f"exited {self.proc.returncode}"
-        return f"--- {self.name} (pid {self.pid}, {state}) {self.log} ---\n{_tail(self.log)}"
-
-
-@pytest.fixture(scope="module")
-def databases(postgres_uri) -> Iterator[dict[str, str]]:
-    """Two fresh databases on the session's PostgreSQL server: Airflow's metadata, the warehouse."""
-    import psycopg2
-
-    suffix = uuid.uuid4().hex[:8]
-    names = {"meta": f"live_airflow_{suffix}", "warehouse": f"live_warehouse_{suffix}"}
-    admin = psycopg2.connect(postgres_uri)
-    admin.autocommit = True
-    try:
-        with admin.cursor() as cursor:
-            for name in names.values():
-                cursor.execute(f"CREATE DATABASE {name}")
-        base = postgres_uri.rsplit("/", 1)[0]
-        yield {kind: f"{base}/{name}" for kind, name in names.items()}
-    finally:
-        with admin.cursor() as cursor:
-            for name in names.values():
-                cursor.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-        admin.close()
-
-
-@pytest.fixture(scope="module")
-def sandbox(tmp_path_factory) -> Iterator[str]:
-    """``python -m sfox_sandbox`` on loopback (free port); yields its URL."""
-    log_dir = tmp_path_factory.mktemp("live-sandbox")
-    argv = [sys.executable, "-m", "sfox_sandbox", "--host", "127.0.0.1", "--port", "0"]
-    argv += ["--token", TOKEN, "--random-seed", "5", "--rate-limit", "0"]
-    proc = subprocess.Popen(
-        argv,
-        stdout=subprocess.PIPE,
-        stderr=open(log_dir / "sandbox.err", "wb"),  # noqa: SIM115 - closed with the process
-        text=True,
-        cwd=REPO,
-        start_new_session=True,
-    )
-    try:
-        assert proc.stdout is not None
-        url = proc.stdout.readline().strip()
-        assert url.startswith("http://127.0.0.1:"), (
-            f"sandbox printed {url!r}: {_tail(log_dir / 'sandbox.err')}"
-        )
-        yield url
-    finally:
-        stop_process_group(proc)
-
-
-def _conn_json_postgres(uri: str) -> str:
-    """The ``sfox_warehouse`` connection (JSON form) of a libpq URI of tests/pg.py's server."""
-    credentials, location = uri.split("://", 1)[1].split("@", 1)
-    login, password = credentials.split(":", 1)
-    host_port, database = location.split("/", 1)
-    host, port = host_port.split(":")
-    conn = {"conn_type": "postgres", "host": host, "port": int(port), "login": login}
-    return json.dumps({**conn, "password": password, "schema": database})
-
-
-class LiveAirflow:
-    """A running Airflow: its REST base URL, an admin token, and its processes' logs."""
-
-    def __init__(self, home: Path, url: str, password: str) -> None:
-        self.home = home
-        self.url = url
-        self.password = password
-        self.processes: list[Process] = []
-        self.session = requests.Session()
-
-    def login(self) -> None:
-        """``POST /auth/token`` (SimpleAuthManager) and use the token for every later call."""
-        response = requests.post(
-            f"{self.url}/auth/token", json={"username": ADMIN_USER, "password": self.password}, timeout=30
-        )
-        assert response.status_code == 201, response.text
-        self.session.headers["Authorization"] = f"Bearer {response.json()['access_token']}"
-
-    def api(self, method: str, path: str, **kwargs) -> requests.Response:
-        return self.session.request(method, f"{self.url}{path}", timeout=60, **kwargs)
-
-    def report(self) -> str:
-        """Tails of every component's log and of every task log, for a failure message."""
-        parts = [process.report() for process in self.processes]
-        for log in sorted((self.home / "logs").glob("dag_id=*/**/*.log")):
-            parts.append(f"--- task log {log.relative_to(self.home / 'logs')} ---\n{_tail(log, 25)}")
-        return "\n".join(parts)
-
-    def check_alive(self) -> None:
-        dead = [p for p in self.processes if not p.alive()]
-        assert not dead, f"{', '.join(p.name for p in dead)} exited early\n{self.report()}"
-
-
-def _dag_folder(home: Path, extra: dict[str, str]) -> Path:
-    """
-    The repository's DAG files, and beside them NEW_USER_DAG_ID (a paused factory DAG of its
-    own) and the ``extra`` DAG files of the test module (file name -> source).
-    """
-    folder = home / "dags"
-    folder.mkdir(exist_ok=True)  # a caller may have put DAG files of its own there
-    for path in (REPO / "dags").glob("*.py"):
-        shutil.copy(path, folder / path.name)
-    for name, source in {f"{NEW_USER_DAG_ID}.py": NEW_USER_DAG_SOURCE, **extra}.items():
-        (folder / name).write_text(source)
-    return folder
-
-
-def _airflow_env(
-    home: Path,
-    api_port: int,
-    meta_uri: str,
-    sandbox_url: str,
-    warehouse_uri: str,
-    dag_files: dict[str, str] | None = None,
-) -> dict:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "_AIRFLOW"))}
-    # Airflow imports thousands of modules: cache their bytecode (as the Makefile does).
-    env.pop("PYTHONDONTWRITEBYTECODE", None)
-    env.setdefault("PYTHONPYCACHEPREFIX", str(REPO / ".cache" / "pycache"))
-    # This checkout's code (and the tests' helpers), not the installed copy, in every component.
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH", "")) if p)
-    meta = meta_uri.replace("postgresql://", "postgresql+psycopg2://", 1)
-    env.update(
-        {
-            "AIRFLOW_HOME": str(home),
-            "AIRFLOW__CORE__DAGS_FOLDER": str(_dag_folder(home, dag_files or {})),
-            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
-            "AIRFLOW__CORE__PARALLELISM": "2",
-            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": meta,
-            "AIRFLOW__CORE__AUTH_MANAGER": (
-                "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager"
-            ),
-            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{ADMIN_USER}:admin",
-            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(home / "passwords.json"),
-            "AIRFLOW__API__HOST": "127.0.0.1",
-            "AIRFLOW__API__PORT": str(api_port),
-            "AIRFLOW__API__WORKERS": "1",
-            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{api_port}/execution/",
-            # Shared by every component, as docker-compose's .env does (else each generates its own).
-            "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_urlsafe(32),
-            "AIRFLOW__API__SECRET_KEY": secrets.token_urlsafe(32),
-            # Without an issuer, Airflow 3.1.3 with a recent PyJWT (2.15) cannot sign tokens ("Issuer (iss)
-            # must be a string"): /auth/token and the tasks' execution API tokens fail.
-            "AIRFLOW__API_AUTH__JWT_ISSUER": "sfox-live-test",
-            # Only the run the test triggers: no @hourly run competing for max_active_runs=1.
-            "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False",
-            "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "2",
-            # Log servers of the scheduler (LocalExecutor) and triggerer: free ports, not 8793/8794.
-            "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
-            "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(free_port()),
-            "AIRFLOW_CONN_SFOX_DEFAULT": sfox_conn_json(sandbox_url, requests_per_second=0),
-            "AIRFLOW_CONN_SFOX_WAREHOUSE": _conn_json_postgres(warehouse_uri),
-        }
-    )
-    return env
 
 
 @pytest.fixture(scope="module")
 def extra_dag_files() -> dict[str, str]:
-    """DAG files a test module adds to the live DAG folder (file name -> source): override it."""
-    return {}
-
-
-@pytest.fixture(scope="module")
-def extra_env() -> dict[str, str]:
-    """Environment a test module adds to every Airflow component (connections...): override it."""
-    return {}
-
-
-@pytest.fixture(scope="module")
-def live_airflow(tmp_path_factory, databases, sandbox, extra_dag_files, extra_env) -> Iterator[LiveAirflow]:
-    """db migrate, then api-server, scheduler, dag-processor and triggerer; all stopped at the end."""
-    home = tmp_path_factory.mktemp("live-airflow-home")
-    api_port = free_port()
-    password = secrets.token_urlsafe(16)
-    (home / "passwords.json").write_text(json.dumps({ADMIN_USER: password}))
-    env = _airflow_env(home, api_port, databases["meta"], sandbox, databases["warehouse"], extra_dag_files)
-    env.update(extra_env)
-    airflow = LiveAirflow(home, f"http://127.0.0.1:{api_port}", password)
-    cli = [sys.executable, "-m", "airflow"]
-
-    migrate = Process("db-migrate", [*cli, "db", "migrate"], env, home)
-    try:
-        migrate.proc.wait(300)
-    except subprocess.TimeoutExpired:
-        migrate.stop()
-    assert migrate.proc.returncode == 0, migrate.report()
-
-    try:
-        for component in ("api-server", "scheduler", "dag-processor", "triggerer"):
-            airflow.processes.append(Process(component, [*cli, component], env, home))
-        deadline = time.monotonic() + START_TIMEOUT
-        while True:
-            airflow.check_alive()
-            with contextlib.suppress(requests.RequestException):
-                if requests.get(f"{airflow.url}/api/v2/monitor/health", timeout=5).status_code == 200:
-                    break
-            assert time.monotonic() < deadline, f"api-server not up in {START_TIMEOUT}s\n{airflow.report()}"
-            time.sleep(1)
-        airflow.login()
-        yield airflow
-    finally:
-        for process in reversed(airflow.processes):
-            process.stop()
-
-
-@pytest.fixture(scope="module")
-def warehouse(databases):
-    """The source table ``sfox_users`` in the warehouse database: valid users and bad rows."""
-    import psycopg2
-
-    uri = databases["warehouse"]
-    with psycopg2.connect(uri) as conn, conn.cursor() as cursor:
-        cursor.execute(
-            "CREATE TABLE sfox_users (user_id VARCHAR(300), account_type VARCHAR(40), "
-            "email VARCHAR(300), phone_number VARCHAR(40))"
-        )
-        cursor.executemany(
-            "INSERT INTO sfox_users VALUES (%s, %s, %s, %s)", USERS + [row for row, _ in BAD_ROWS]
-        )
-    conn.close()
-
-    def query(sql: str) -> list[tuple]:
-        with psycopg2.connect(uri) as conn, conn.cursor() as cursor:
-            cursor.execute(sql)
-            rows = cursor.fetchall()
-        conn.close()
-        return rows
-
-    return query
-
-
-def _wait_for_dag(airflow: LiveAirflow, dag_id: str = DAG_ID) -> None:
-    """Until the dag-processor has parsed the DAG file and the API knows the DAG."""
-    deadline = time.monotonic() + START_TIMEOUT
-    while True:
-        airflow.check_alive()
-        response = airflow.api("GET", f"/api/v2/dags/{dag_id}")
-        if response.status_code == 200:
-            return
-        assert response.status_code == 404, response.text
-        assert time.monotonic() < deadline, f"DAG not parsed in {START_TIMEOUT}s\n{airflow.report()}"
-        time.sleep(2)
-
-
-def _wait_for_run(airflow: LiveAirflow, run_id: str, dag_id: str = DAG_ID) -> dict:
-    deadline = time.monotonic() + RUN_TIMEOUT
-    while True:
-        airflow.check_alive()
-        response = airflow.api("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}")
-        assert response.status_code == 200, response.text
-        run = response.json()
-        if run["state"] in ("success", "failed"):
-            return run
-        if time.monotonic() > deadline:
-            states = _task_states(airflow, run_id, dag_id)
-            pytest.fail(f"run still {run['state']} after {RUN_TIMEOUT}s\n{states}\n{airflow.report()}")
-        time.sleep(3)
-
-
-def _task_states(
-    airflow: LiveAirflow, run_id: str, dag_id: str = DAG_ID
-) -> list[tuple[str, int, str | None]]:
-    response = airflow.api("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances")
-    assert response.status_code == 200, response.text
-    instances = response.json()["task_instances"]
-    return sorted((ti["task_id"], ti["map_index"], ti["state"]) for ti in instances)
-
-
-def _run_onboarding(
-    airflow: LiveAirflow, sandbox: str, users: list[tuple] = USERS, conf: dict = CONF
-) -> tuple[str, dict]:
-    """Register ``users`` with the sandbox, unpause DAG_ID and trigger it with ``conf``; wait for the run."""
-    registered = requests.post(f"{sandbox}/_sandbox/users", json=sandbox_users(users), timeout=30)
-    assert registered.status_code == 200, registered.text
-
-    _wait_for_dag(airflow)
-    unpaused = airflow.api("PATCH", f"/api/v2/dags/{DAG_ID}", json={"is_paused": False})
-    assert unpaused.status_code == 200, unpaused.text
-    assert unpaused.json()["is_paused"] is False
-    run_id = f"live_{uuid.uuid4().hex[:8]}"
-    triggered = airflow.api(
-        "POST",
-        f"/api/v2/dags/{DAG_ID}/dagRuns",
-        json={"dag_run_id": run_id, "logical_date": None, "conf": conf},
-    )
-    assert triggered.status_code == 200, triggered.text
-    assert triggered.json()["conf"] == conf
-    return run_id, _wait_for_run(airflow, run_id)
+    return {f"{NEW_USER_DAG_ID}.py": NEW_USER_DAG_SOURCE}
 
 
 def test_dag_runs_on_a_live_airflow(live_airflow, warehouse, sandbox):
     airflow = live_airflow
-    run_id, run = _run_onboarding(airflow, sandbox)
-    states = _task_states(airflow, run_id)
+    run_id, run = run_onboarding(airflow, sandbox, DAG_ID)
+    states = airflow.task_states(run_id, DAG_ID)
     assert run["state"] == "success", f"{states}\n{airflow.report()}"
 
     # 30 users: individual and corporation chunks of 10, each type on its own path; no sms
@@ -458,13 +111,13 @@ def test_connection_form_of_the_live_ui(live_airflow):
     assert meta["hook_name"] == "sFOX Connect"
     assert meta["hook_class_name"] == "airflow_sfox.hooks.sfox.SfoxConnectHook"
     assert set(meta["extra_fields"]) == set(CONN_FIELDS)
-    assert {"timeout", "requests_per_second", "max_retry_seconds"} <= set(meta["extra_fields"])
+    assert {"timeout", "rate_limit_requests", "max_retry_seconds"} <= set(meta["extra_fields"])
 
 
 # --- The UI in a browser: the run's grid, the trigger form, a new user's connection and dry run ---
 
-GRID_SCREENSHOT = REPO / "docs" / "onboarding-grid.png"
-FORM_SCREENSHOT = REPO / "docs" / "onboarding-trigger-form.png"
+#: The README's pictures (docs/), written to the session's screenshot_dir (``make screenshots``: docs/).
+GRID_SCREENSHOT, FORM_SCREENSHOT = "onboarding-grid.png", "onboarding-trigger-form.png"
 UI_TIMEOUT = 120.0  # one browser wait (a React page on a busy 2-core machine)
 #: The dialog open in the UI (Chakra renders closed ones hidden), or null.
 OPEN_DIALOG_JS = """
@@ -475,14 +128,14 @@ return Array.from(document.querySelectorAll("[role=dialog][data-part=content]"))
 
 def _successful_run(airflow: LiveAirflow, sandbox: str) -> str:
     """A successful run of DAG_ID: test_dag_runs_on_a_live_airflow's when it ran first, or a new one."""
-    _wait_for_dag(airflow)
+    airflow.wait_for_dag(DAG_ID)
     response = airflow.api("GET", f"/api/v2/dags/{DAG_ID}/dagRuns", params={"state": "success"})
     assert response.status_code == 200, response.text
     runs = response.json()["dag_runs"]
     if runs:
         return runs[0]["dag_run_id"]
-    run_id, run = _run_onboarding(airflow, sandbox)
-    assert run["state"] == "success", f"{_task_states(airflow, run_id)}\n{airflow.report()}"
+    run_id, run = run_onboarding(airflow, sandbox, DAG_ID)
+    assert run["state"] == "success", f"{airflow.task_states(run_id, DAG_ID)}\n{airflow.report()}"
     return run_id
 
 
@@ -500,7 +153,7 @@ def _journal(sandbox: str) -> list[dict]:
 
 
 @pytest.mark.chromium
-def test_a_new_user_in_the_browser(live_airflow, warehouse, sandbox, tmp_path):
+def test_a_new_user_in_the_browser(live_airflow, warehouse, sandbox, tmp_path, screenshot_dir):
     """
     Issue #11 and #15 in one browser session: the run's grid and the trigger form (README
     screenshots), then a new user's path: an ``sfox`` connection added through the UI's form,
@@ -513,12 +166,12 @@ def test_a_new_user_in_the_browser(live_airflow, warehouse, sandbox, tmp_path):
     from selenium.webdriver.support import expected_conditions as ec
     from selenium.webdriver.support.ui import WebDriverWait
 
-    from tests.plugins.live import ensure_chromium, start_chromium
+    from tests.live.browser import ensure_chromium, start_chromium
 
     ensure_chromium()
     airflow = live_airflow
     run_id = _successful_run(airflow, sandbox)
-    _wait_for_dag(airflow, NEW_USER_DAG_ID)
+    airflow.wait_for_dag(NEW_USER_DAG_ID)
     new_dag = airflow.api("GET", f"/api/v2/dags/{NEW_USER_DAG_ID}").json()
     assert new_dag["is_paused"] is True, new_dag  # new DAGs start paused: the click must unpause it
     runs_path = f"/api/v2/dags/{NEW_USER_DAG_ID}/dagRuns"
@@ -571,8 +224,7 @@ def test_a_new_user_in_the_browser(live_airflow, warehouse, sandbox, tmp_path):
         wait.until(lambda d: "Success" in d.find_element(By.TAG_NAME, "body").text)
         page = driver.find_element(By.TAG_NAME, "body").text
         assert run_id in page, page
-        GRID_SCREENSHOT.parent.mkdir(exist_ok=True)
-        assert driver.save_screenshot(str(GRID_SCREENSHOT))
+        assert driver.save_screenshot(str(screenshot_dir / GRID_SCREENSHOT))
 
         # A new user adds the sfox connection through the form (Admin > Connections > Add).
         driver.get(f"{airflow.url}/connections")
@@ -622,7 +274,7 @@ def test_a_new_user_in_the_browser(live_airflow, warehouse, sandbox, tmp_path):
         assert "Plan and report who would get which code; write nothing, send nothing." in shown
         assert f"Unpause {NEW_USER_DAG_ID} on trigger" in shown
         assert unpause.is_selected() is unpause_default  # untouched
-        assert driver.save_screenshot(str(FORM_SCREENSHOT))
+        assert driver.save_screenshot(str(screenshot_dir / FORM_SCREENSHOT))
         click(".//button[normalize-space(.)='Trigger']", trigger)
         wait.until(lambda d: d.execute_script(OPEN_DIALOG_JS) is None)
     finally:
@@ -634,8 +286,8 @@ def test_a_new_user_in_the_browser(live_airflow, warehouse, sandbox, tmp_path):
         assert time.monotonic() < deadline, "the trigger form created no run"
         time.sleep(2)
     triggered = runs[0]
-    run = _wait_for_run(airflow, triggered["dag_run_id"], NEW_USER_DAG_ID)
-    assert run["state"] == "success", f"{_task_states(airflow, run['dag_run_id'], NEW_USER_DAG_ID)}"
+    run = airflow.wait_for_run(triggered["dag_run_id"], NEW_USER_DAG_ID)
+    assert run["state"] == "success", f"{airflow.task_states(run['dag_run_id'], NEW_USER_DAG_ID)}"
     assert (run["run_type"], run["conf"]["dry_run"]) == ("manual", True), run
     assert run["conf"]["failure_threshold"] == CONF["failure_threshold"], run["conf"]
     after = airflow.api("GET", runs_path).json()
@@ -660,13 +312,9 @@ def test_unpausing_the_factory_dag_schedules_nothing_in_the_past(live_airflow):
     The live Airflow here runs no scheduled run ([scheduler] use_job_schedule is off), so this
     reads the plan the api-server reports instead.
     """
-    _wait_for_dag(live_airflow, NEW_USER_DAG_ID)
+    live_airflow.wait_for_dag(NEW_USER_DAG_ID)
     dag = live_airflow.api("GET", f"/api/v2/dags/{NEW_USER_DAG_ID}").json()
     assert dag["is_paused"] is False, "run after test_a_new_user_in_the_browser, which unpauses it"
     runs = live_airflow.api("GET", f"/api/v2/dags/{NEW_USER_DAG_ID}/dagRuns").json()["dag_runs"]
-    unpaused_at = min(_ts(run["queued_at"]) for run in runs)  # the click that unpaused it
-    assert _ts(dag["next_dagrun_run_after"]) > unpaused_at, (dag["next_dagrun_run_after"], unpaused_at)
-
-
-def _ts(text: str) -> datetime:
-    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+    unpaused_at = min(ts(run["queued_at"]) for run in runs)  # the click that unpaused it
+    assert ts(dag["next_dagrun_run_after"]) > unpaused_at, (dag["next_dagrun_run_after"], unpaused_at)

@@ -2,10 +2,11 @@
 The deadline on run duration, live: a run still sending when its deadline passes is reported
 once, from the triggerer, with its progress and no personal data.
 
-The live Airflow of ``test_live_airflow.py`` (its own, for this module) gets one more DAG file:
-the factory with ``deadline=`` of 20 s and a notifier that appends what it says to a file. Its
-sFOX connection allows one request per 2 s, so the run's 30 codes take a minute: the
-scheduler finds the deadline passed, the triggerer runs the callback.
+The session's live Airflow (``tests/live/fixtures.py``) gets one more DAG file for this module:
+the factory with ``deadline=`` of 10 s and a notifier that appends what it says to a file. Its
+sFOX connection (``sfox_paced``, on this module's sandbox) allows one request a second, so the
+run's 30 codes take half a minute at least: the scheduler finds the deadline passed, the
+triggerer runs the callback.
 """
 
 from __future__ import annotations
@@ -18,17 +19,14 @@ import pytest
 import requests
 
 from tests.helpers import TOKEN, sfox_conn_json
-from tests.live import test_live_airflow as base
+from tests.live.airflow import USERS
 from tests.onboarding.deadline_notifier import RECORDER, said
 from tests.onboarding_data import BAD_ROWS, sandbox_users
 
 pytestmark = pytest.mark.live
 
-# The live test's fixtures: its databases, sandbox, source table and Airflow (one per module).
-databases, sandbox, warehouse, live_airflow = base.databases, base.sandbox, base.warehouse, base.live_airflow
-
 DAG_ID = "sfox_deadline"
-DEADLINE_SECONDS = 20
+DEADLINE_SECONDS = 10
 DAG_SOURCE = """
 from datetime import timedelta
 
@@ -59,19 +57,18 @@ def extra_dag_files(said_path) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def extra_env(sandbox) -> dict[str, str]:
-    # One request per 2 s: the run's 30 codes outlast the deadline.
-    paced = sfox_conn_json(sandbox, rate_limit_requests=1, rate_limit_window_seconds=2)
-    return {"AIRFLOW_CONN_SFOX_PACED": paced}
+def extra_connections(sandbox) -> dict[str, str]:
+    # One request a second: the run's 30 codes (30 s at least) outlast the deadline (10 s) by far.
+    return {"sfox_paced": sfox_conn_json(sandbox, rate_limit_requests=1, rate_limit_window_seconds=1)}
 
 
 def test_a_run_past_its_deadline_is_reported_once_from_the_triggerer(
     live_airflow, warehouse, sandbox, said_path
 ):
     airflow = live_airflow
-    registered = requests.post(f"{sandbox}/_sandbox/users", json=sandbox_users(base.USERS), timeout=30)
+    registered = requests.post(f"{sandbox}/_sandbox/users", json=sandbox_users(USERS), timeout=30)
     assert registered.status_code == 200, registered.text
-    base._wait_for_dag(airflow, DAG_ID)
+    airflow.wait_for_dag(DAG_ID)
     assert airflow.api("PATCH", f"/api/v2/dags/{DAG_ID}", json={"is_paused": False}).status_code == 200
     run_id = f"late_{uuid.uuid4().hex[:8]}"
     triggered = airflow.api(
@@ -79,8 +76,8 @@ def test_a_run_past_its_deadline_is_reported_once_from_the_triggerer(
     )
     assert triggered.status_code == 200, triggered.text
 
-    run = base._wait_for_run(airflow, run_id, DAG_ID)
-    assert run["state"] == "success", f"{base._task_states(airflow, run_id, DAG_ID)}\n{airflow.report()}"
+    run = airflow.wait_for_run(run_id, DAG_ID)
+    assert run["state"] == "success", f"{airflow.task_states(run_id, DAG_ID)}\n{airflow.report()}"
 
     # Once, though the run went on for long after it (and the scheduler looked again and again).
     messages = said(said_path)
@@ -96,7 +93,7 @@ def test_a_run_past_its_deadline_is_reported_once_from_the_triggerer(
     triggerer = next(p for p in airflow.processes if p.name == "triggerer")
     triggerer_log = triggerer.log.read_text(errors="replace")
     said_text = json.dumps(messages)
-    for _, _, email, phone in base.USERS + [row for row, _ in BAD_ROWS]:
+    for _, _, email, phone in USERS + [row for row, _ in BAD_ROWS]:
         for value in (email, phone):
             assert not value or str(value) not in said_text + triggerer_log
     assert TOKEN not in said_text + triggerer_log

@@ -2,9 +2,9 @@
 Issue #16, live: the sandbox posts an asset event when a user confirms their email, and an
 asset-triggered run of the follow-up DAG sends that user's sms.
 
-The live Airflow of ``test_live_airflow.py`` (its own, for this module) gets the follow-up DAG
-on the sandbox's host (``email_verified_asset("127.0.0.1:<port>")``, replacing the repository's
-``sfox_email_verified.py`` in the live DAG folder) and ``[scheduler] use_job_schedule`` on:
+The session's live Airflow (``tests/live/fixtures.py``) gets, for this module, an onboarding DAG
+of its own and the follow-up DAG on this module's sandbox host
+(``email_verified_asset("127.0.0.1:<port>")``), and ``[scheduler] use_job_schedule`` on:
 asset-triggered runs are created by the same scheduler step as the time-table runs. The onboarding
 DAG is unpaused only for the one run that sends the email codes, then paused again (no hourly
 run of its own can send an sms while the module runs). The sandbox posts to the live api-server
@@ -30,15 +30,18 @@ import pytest
 import requests
 
 from tests.helpers import TOKEN
-from tests.live import test_live_airflow as base
+from tests.live.airflow import ADMIN_USER, RUN_TIMEOUT, USERS, LiveAirflow, run_onboarding, ts
 from tests.onboarding_data import make_users, sandbox_users
 
 pytestmark = pytest.mark.live
 
-databases, sandbox, warehouse, live_airflow = base.databases, base.sandbox, base.warehouse, base.live_airflow
+#: DAG ids of this module's own (the shared Airflow also has the repository's DAGs).
+FOLLOW_UP_DAG_ID, ONBOARDING_DAG_ID = "sfox_ev_follow_up", "sfox_ev_onboarding"
+ONBOARDING_SOURCE = f"""
+from airflow_sfox.onboarding.dag import OnboardingSource, onboarding_dag
 
-FOLLOW_UP_DAG_ID = "sfox_email_verified"
-ONBOARDING_DAG_ID = base.DAG_ID
+dag = onboarding_dag(dag_id="{ONBOARDING_DAG_ID}", source=OnboardingSource(table="sfox_users"))
+"""
 FOLLOW_UP_SOURCE = """
 from airflow_sfox.assets.sfox import email_verified_asset
 from airflow_sfox.onboarding.dag import email_verified_dag
@@ -103,6 +106,7 @@ LOADED_USERS = [(f"load-{i}", "corporation", f"load{i}@example.com", None) for i
 @pytest.fixture(scope="module")
 def extra_dag_files(sandbox) -> dict[str, str]:
     return {
+        f"{ONBOARDING_DAG_ID}.py": ONBOARDING_SOURCE,
         f"{FOLLOW_UP_DAG_ID}.py": FOLLOW_UP_SOURCE.format(dag_id=FOLLOW_UP_DAG_ID, host=_host(sandbox)),
         f"{LOAD_DAG_ID}.py": LOAD_SOURCE,
         f"{ON_LOAD_DAG_ID}.py": ON_LOAD_SOURCE,
@@ -111,7 +115,7 @@ def extra_dag_files(sandbox) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def extra_env() -> dict[str, str]:
-    # The live test turns the job schedule off; asset-triggered runs need it on.
+    # The shared Airflow runs with the job schedule off; asset-triggered runs need it on.
     return {"AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "True", **LOW_LATENCY_ENV}
 
 
@@ -143,7 +147,7 @@ def _verify_email(sandbox: str, user_id: str) -> None:
     assert response.status_code == 200, response.text
 
 
-def _runs(airflow: base.LiveAirflow) -> list[dict]:
+def _runs(airflow: LiveAirflow) -> list[dict]:
     """The follow-up DAG's asset-triggered runs, oldest first."""
     response = airflow.api(
         "GET", f"/api/v2/dags/{FOLLOW_UP_DAG_ID}/dagRuns", params={"limit": 100, "order_by": "id"}
@@ -154,7 +158,7 @@ def _runs(airflow: base.LiveAirflow) -> list[dict]:
     return [run for run in runs if run["run_type"] == "asset_triggered"]
 
 
-def _asset_id(airflow: base.LiveAirflow, uri: str) -> int:
+def _asset_id(airflow: LiveAirflow, uri: str) -> int:
     response = airflow.api("GET", "/api/v2/assets", params={"uri_pattern": uri})
     assert response.status_code == 200, response.text
     ids = [asset["id"] for asset in response.json()["assets"] if asset["uri"] == uri]
@@ -162,9 +166,7 @@ def _asset_id(airflow: base.LiveAirflow, uri: str) -> int:
     return ids[0]
 
 
-def _wait_for_new_runs(
-    airflow: base.LiveAirflow, known: int, timeout: float = base.RUN_TIMEOUT
-) -> list[dict]:
+def _wait_for_new_runs(airflow: LiveAirflow, known: int, timeout: float = RUN_TIMEOUT) -> list[dict]:
     """Wait until more than ``known`` asset-triggered runs exist and all are final; the new ones."""
     deadline = time.monotonic() + timeout
     while True:
@@ -176,7 +178,7 @@ def _wait_for_new_runs(
         time.sleep(1)
 
 
-def _events_of(airflow: base.LiveAirflow, run: dict) -> list[dict]:
+def _events_of(airflow: LiveAirflow, run: dict) -> list[dict]:
     path = f"/api/v2/dags/{FOLLOW_UP_DAG_ID}/dagRuns/{run['dag_run_id']}/upstreamAssetEvents"
     response = airflow.api("GET", path)
     assert response.status_code == 200, response.text
@@ -193,11 +195,11 @@ def events(live_airflow, warehouse, databases, sandbox) -> dict:
     with psycopg2.connect(databases["warehouse"]) as conn, conn.cursor() as cursor:
         cursor.executemany("INSERT INTO sfox_users VALUES (%s, %s, %s, %s)", EVENT_USERS)
     conn.close()
-    base._wait_for_dag(airflow, FOLLOW_UP_DAG_ID)
-    run_id, run = base._run_onboarding(airflow, sandbox, base.USERS + EVENT_USERS, ONBOARDING_CONF)
+    airflow.wait_for_dag(FOLLOW_UP_DAG_ID)
+    run_id, run = run_onboarding(airflow, sandbox, ONBOARDING_DAG_ID, USERS + EVENT_USERS, ONBOARDING_CONF)
     paused = airflow.api("PATCH", f"/api/v2/dags/{ONBOARDING_DAG_ID}", json={"is_paused": True})
     assert paused.status_code == 200, paused.text
-    assert run["state"] == "success", f"{base._task_states(airflow, run_id, ONBOARDING_DAG_ID)}"
+    assert run["state"] == "success", f"{airflow.task_states(run_id, ONBOARDING_DAG_ID)}"
     # The unpause planned no run of its own: the hourly schedule has no start date.
     onboarding_runs = airflow.api("GET", f"/api/v2/dags/{ONBOARDING_DAG_ID}/dagRuns").json()["dag_runs"]
     assert [r["dag_run_id"] for r in onboarding_runs] == [run_id]
@@ -210,7 +212,7 @@ def events(live_airflow, warehouse, databases, sandbox) -> dict:
     settings = {
         "airflow_url": airflow.url,
         "asset_uri": uri,
-        "username": base.ADMIN_USER,
+        "username": ADMIN_USER,
         "password": airflow.password,
         "batch_ms": 0,
     }
@@ -231,7 +233,7 @@ def _delivery(sandbox: str) -> dict:
     return response.json()["data"]["delivery"]
 
 
-def _post_event(airflow: base.LiveAirflow, asset_id: int, extra: dict) -> dict:
+def _post_event(airflow: LiveAirflow, asset_id: int, extra: dict) -> dict:
     response = airflow.api("POST", "/api/v2/assets/events", json={"asset_id": asset_id, "extra": extra})
     assert response.status_code == 200, response.text
     return response.json()
@@ -244,7 +246,7 @@ def test_a_confirmation_sends_that_user_s_sms(live_airflow, sandbox, events):
     _verify_email(sandbox, uid)
 
     (run,) = _wait_for_new_runs(airflow, known)
-    assert run["state"] == "success", f"{base._task_states(airflow, run['dag_run_id'], FOLLOW_UP_DAG_ID)}"
+    assert run["state"] == "success", f"{airflow.task_states(run['dag_run_id'], FOLLOW_UP_DAG_ID)}"
     assert [e["extra"]["user_ids"] for e in _events_of(airflow, run)] == [[uid]]
     assert _sms(_journal(sandbox, since)) == {uid: 1}
     delivery = _delivery(sandbox)
@@ -257,7 +259,7 @@ def test_a_replayed_event_sends_nothing_twice(live_airflow, sandbox, events):
     _post_event(airflow, events["asset_id"], {"user_ids": events["single"]})
 
     (run,) = _wait_for_new_runs(airflow, known)
-    assert run["state"] == "success", f"{base._task_states(airflow, run['dag_run_id'], FOLLOW_UP_DAG_ID)}"
+    assert run["state"] == "success", f"{airflow.task_states(run['dag_run_id'], FOLLOW_UP_DAG_ID)}"
     assert [e["extra"]["user_ids"] for e in _events_of(airflow, run)] == [events["single"]]
     assert _sms(_journal(sandbox, since)) == {}
 
@@ -331,11 +333,10 @@ def test_a_burst_of_confirmations_gives_few_runs_and_every_sms_once(live_airflow
 BENCH_OUT = os.environ.get("SFOX_EVENTS_BENCH_OUT")
 
 
-@pytest.mark.skipif(not BENCH_OUT, reason="the benchmark of benchmarks/run.py --only events")
 def test_a_load_dag_s_outlet_starts_onboarding_at_once(live_airflow, sandbox, databases, events):
     airflow = live_airflow
     for dag_id in (LOAD_DAG_ID, ON_LOAD_DAG_ID):
-        base._wait_for_dag(airflow, dag_id)
+        airflow.wait_for_dag(dag_id)
         unpaused = airflow.api("PATCH", f"/api/v2/dags/{dag_id}", json={"is_paused": False})
         assert unpaused.status_code == 200, unpaused.text
     with psycopg2.connect(databases["warehouse"]) as conn, conn.cursor() as cursor:
@@ -350,9 +351,9 @@ def test_a_load_dag_s_outlet_starts_onboarding_at_once(live_airflow, sandbox, da
         "POST", f"/api/v2/dags/{LOAD_DAG_ID}/dagRuns", json={"dag_run_id": load_id, "logical_date": None}
     )
     assert triggered.status_code == 200, triggered.text
-    assert base._wait_for_run(airflow, load_id, LOAD_DAG_ID)["state"] == "success"
+    assert airflow.wait_for_run(load_id, LOAD_DAG_ID)["state"] == "success"
 
-    deadline = time.monotonic() + base.RUN_TIMEOUT
+    deadline = time.monotonic() + RUN_TIMEOUT
     while True:  # the load's asset event starts an onboarding run: no hourly tick is due
         response = airflow.api("GET", f"/api/v2/dags/{ON_LOAD_DAG_ID}/dagRuns")
         assert response.status_code == 200, response.text
@@ -371,6 +372,7 @@ def test_a_load_dag_s_outlet_starts_onboarding_at_once(live_airflow, sandbox, da
     assert emails == {uid: 1 for uid, *_ in LOADED_USERS}
 
 
+@pytest.mark.skipif(not BENCH_OUT, reason="the benchmark of benchmarks/run.py --only events")
 def test_event_latency(live_airflow, sandbox, events):
     """
     Seconds from a user's email confirmation (the sandbox's verify) to their sms request at the
@@ -387,7 +389,7 @@ def test_event_latency(live_airflow, sandbox, events):
         sms = [e["time"] for e in entries if e["code_sent"] and e["type"] == "sms" and e["user_id"] == uid]
         assert len(sms) == 1, (runs, entries)
         seconds.append(sms[0] - confirmed)
-        run_seconds += [(base._ts(r["end_date"]) - base._ts(r["start_date"])).total_seconds() for r in runs]
+        run_seconds += [(ts(r["end_date"]) - ts(r["start_date"])).total_seconds() for r in runs]
     ordered = sorted(seconds)
     figures = {
         "events": len(seconds),

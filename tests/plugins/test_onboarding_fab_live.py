@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import pytest
 
+from tests.live.airflow import ONBOARDING_DAG_ID, OTHER_DAG_ID, api_server, http
 from tests.plugins.ledger_data import build_demo_ledger, sqlite_conn_json
-from tests.plugins.live import ONBOARDING_DAG_ID, OTHER_DAG_ID, LiveAirflow, http
 
 PAGE = "/sfox-onboarding/"
 SUMMARY = "/sfox-onboarding/api/summary"
@@ -27,12 +27,10 @@ def fab(tmp_path_factory):
     """One api-server with the FAB auth manager for the module, stopped whatever happens."""
     path = str(tmp_path_factory.mktemp("sfox-fab-warehouse") / "warehouse.db")
     build_demo_ledger(path)
-    server = LiveAirflow(tmp_path_factory.mktemp("sfox-fab-airflow-home"), sqlite_conn_json(path), auth="fab")
-    try:
-        server.start()
+    with api_server(
+        tmp_path_factory.mktemp("sfox-fab-airflow-home"), sqlite_conn_json(path), auth="fab"
+    ) as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture(scope="module")

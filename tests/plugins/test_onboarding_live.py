@@ -1,39 +1,25 @@
 """
 End to end: the plugin inside a live Airflow api-server, with Airflow's real authentication,
-seen by a headless Chromium that logs in, opens the page and reads the numbers it shows, and
-opens a DAG run's page and follows its sFOX tab to that run's view.
+seen by a headless Chromium that logs in, opens the page and reads the numbers it shows.
 
-Saves its screenshots (``sfox-onboarding.png``: the page, ``sfox-onboarding-lookup.png``: a
-user's timeline and a run's view, ``sfox-onboarding-run-tab.png``: a DAG run's tab) to a
-temporary folder, or to ``$SFOX_SCREENSHOT_DIR`` when set (``docs`` refreshes the README's
-pictures): a test run never writes into the tree on its own.
+Saves the README screenshots ``sfox-onboarding.png`` (the page) and ``sfox-onboarding-lookup.png``
+(a user's timeline and a run's view) to the session's ``screenshot_dir`` (``make screenshots``: docs/).
 """
 
 from __future__ import annotations
 
-import os
-import shutil
 import sqlite3
 import time
-from pathlib import Path
-from urllib.parse import quote
 
 import pytest
 
+from tests.live.airflow import PASSWORD, http, plugin_entry_point_installed
+from tests.live.airflow import VIEWER_USER as USERNAME
+from tests.live.browser import ensure_chromium, start_chromium
+from tests.live.fixtures import PAGE_LEDGER_CONN_ID
 from tests.plugins.ledger_data import build_demo_ledger, sqlite_conn_json
-from tests.plugins.live import (
-    ONBOARDING_DAG_FILE,
-    ONBOARDING_DAG_ID,
-    OTHER_DAG_ID,
-    PASSWORD,
-    USERNAME,
-    LiveAirflow,
-    ensure_chromium,
-    http,
-    plugin_entry_point_installed,
-    start_chromium,
-)
 
+SCREENSHOT, LOOKUP_SCREENSHOT = "sfox-onboarding.png", "sfox-onboarding-lookup.png"
 PAGE = "/sfox-onboarding/"
 SUMMARY = "/sfox-onboarding/api/summary"
 #: Reads what the page shows, in one go.
@@ -85,23 +71,10 @@ def ledger(tmp_path_factory) -> str:
 
 
 @pytest.fixture(scope="module")
-def screenshots(tmp_path_factory) -> Path:
-    """Where the screenshots go: ``$SFOX_SCREENSHOT_DIR``, else a temporary folder."""
-    folder = os.environ.get("SFOX_SCREENSHOT_DIR")
-    path = Path(folder) if folder else tmp_path_factory.mktemp("sfox-screenshots")
-    path.mkdir(parents=True, exist_ok=True)
-    return path
-
-
-@pytest.fixture(scope="module")
-def live(tmp_path_factory, ledger):
-    """One api-server for the module, stopped (by its process group id) whatever happens."""
-    server = LiveAirflow(tmp_path_factory.mktemp("sfox-plugin-airflow-home"), sqlite_conn_json(ledger))
-    try:
-        server.start()
-        yield server
-    finally:
-        server.stop()
+def live(shared_airflow, ledger):
+    """The session's live Airflow, its page reading this ledger, as the simple auth manager's viewer."""
+    shared_airflow.set_connection(PAGE_LEDGER_CONN_ID, sqlite_conn_json(ledger))
+    return shared_airflow.as_user(USERNAME)
 
 
 def expected_from_sql(path: str) -> dict[str, dict[str, int | None]]:
@@ -208,20 +181,8 @@ def test_endpoints_need_an_airflow_login(live):
     assert http("GET", f"{live.url}{PAGE}", token=token)[0] == 200
 
 
-def _log_in(driver, wait, live) -> None:
-    """Airflow's own login form, as the test user."""
-    from selenium.webdriver.common.by import By
-    from selenium.webdriver.support import expected_conditions as ec
-
-    driver.get(f"{live.url}/")
-    wait.until(ec.presence_of_element_located((By.NAME, "username"))).send_keys(USERNAME)
-    driver.find_element(By.NAME, "password").send_keys(PASSWORD)
-    wait.until(ec.element_to_be_clickable((By.CSS_SELECTOR, "button[type=submit]"))).click()
-    wait.until(lambda d: "/auth/login" not in d.current_url)
-
-
 @pytest.mark.chromium
-def test_browser_shows_the_ledger_figures(live, ledger, screenshots, tmp_path):
+def test_browser_shows_the_ledger_figures(live, ledger, tmp_path, screenshot_dir):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as ec
     from selenium.webdriver.support.ui import WebDriverWait
@@ -231,7 +192,11 @@ def test_browser_shows_the_ledger_figures(live, ledger, screenshots, tmp_path):
     driver = start_chromium(tmp_path / "chromium-profile")
     try:
         wait = WebDriverWait(driver, UI_TIMEOUT)
-        _log_in(driver, wait, live)
+        driver.get(f"{live.url}/")
+        wait.until(ec.presence_of_element_located((By.NAME, "username"))).send_keys(USERNAME)
+        driver.find_element(By.NAME, "password").send_keys(PASSWORD)
+        wait.until(ec.element_to_be_clickable((By.CSS_SELECTOR, "button[type=submit]"))).click()
+        wait.until(lambda d: "/auth/login" not in d.current_url)
 
         # The page is in Airflow's navigation bar (or, should a release group plugins, its Plugins menu).
         link = "a[href$='plugin/sfox-onboarding']"
@@ -271,12 +236,12 @@ def test_browser_shows_the_ledger_figures(live, ledger, screenshots, tmp_path):
         time.sleep(1)  # let the bars settle before the screenshot
 
         driver.switch_to.default_content()
-        assert driver.save_screenshot(str(screenshots / "sfox-onboarding.png"))
+        assert driver.save_screenshot(str(screenshot_dir / SCREENSHOT))
 
         driver.switch_to.frame(frame)
         _look_up_a_user_and_open_a_run(driver, wait, ledger)
         driver.switch_to.default_content()
-        assert driver.save_screenshot(str(screenshots / "sfox-onboarding-lookup.png"))
+        assert driver.save_screenshot(str(screenshot_dir / LOOKUP_SCREENSHOT))
     finally:
         driver.quit()
 
@@ -284,20 +249,6 @@ def test_browser_shows_the_ledger_figures(live, ledger, screenshots, tmp_path):
 def _when(iso: str) -> str:
     """A stored time as the page writes it (UTC, to the second)."""
     return iso.replace("T", " ").split(".")[0].removesuffix("+00:00")
-
-
-def _run_from_sql(ledger: str, run_id: str) -> tuple[list[tuple[str, str, int]], int]:
-    """A run's requests by (channel, outcome) and its run row's request count, with plain SQL."""
-    with sqlite3.connect(ledger) as conn:
-        outcomes = conn.execute(
-            "SELECT channel, outcome, COUNT(*) FROM sfox_onboarding_ledger_attempts WHERE run_id = ? "
-            "GROUP BY channel, outcome ORDER BY channel, outcome",
-            (run_id,),
-        ).fetchall()
-        (requests,) = conn.execute(
-            "SELECT requests FROM sfox_onboarding_runs WHERE run_id = ?", (run_id,)
-        ).fetchone()
-    return outcomes, requests
 
 
 def _look_up_a_user_and_open_a_run(driver, wait, ledger: str) -> None:
@@ -344,7 +295,15 @@ def _look_up_a_user_and_open_a_run(driver, wait, ledger: str) -> None:
         "b.click(); return b.dataset.runId;"
     )
     wait.until(lambda _: lookup()["run"] == run_id)
-    outcomes, requests = _run_from_sql(ledger, run_id)
+    with sqlite3.connect(ledger) as conn:
+        outcomes = conn.execute(
+            "SELECT channel, outcome, COUNT(*) FROM sfox_onboarding_ledger_attempts WHERE run_id = ? "
+            "GROUP BY channel, outcome ORDER BY channel, outcome",
+            (run_id,),
+        ).fetchall()
+        (requests,) = conn.execute(
+            "SELECT requests FROM sfox_onboarding_runs WHERE run_id = ?", (run_id,)
+        ).fetchone()
     shown = lookup()
     assert [(row[0], row[1].replace(" ", "_"), row[2]) for row in shown["outcomes"]] == [
         (channel, outcome, f"{n:,}") for channel, outcome, n in outcomes
@@ -355,108 +314,3 @@ def _look_up_a_user_and_open_a_run(driver, wait, ledger: str) -> None:
     assert "@" not in shown["body"]
     driver.execute_script("document.getElementById('lookup').scrollIntoView();")
     time.sleep(1)  # let the scroll settle before the screenshot
-
-
-#: The DAG run the run-tab test opens: a manual run of the onboarding DAG, in Airflow and in
-#: the warehouse (its ':' and '+' must survive the tab's URL on every Airflow version).
-RUN_ID = "manual__2026-03-06T10:00:00+00:00"
-
-
-@pytest.fixture(scope="module")
-def dag_run(live, ledger) -> str:
-    """
-    The onboarding DAG in the metadata DB with a queued run :data:`RUN_ID` (no scheduler runs:
-    nothing executes), the warehouse's newest run renamed to it, and a run of another DAG.
-    """
-    shutil.copy(ONBOARDING_DAG_FILE, live.home / "dags" / ONBOARDING_DAG_FILE.name)
-    live.cli("dags", "reserialize")
-    live.cli("dags", "trigger", ONBOARDING_DAG_ID, "--run-id", RUN_ID, "--conf", '{"dry_run": true}')
-    with sqlite3.connect(ledger) as conn:
-        (newest,) = conn.execute(
-            "SELECT run_id FROM sfox_onboarding_runs ORDER BY started_at DESC LIMIT 1"
-        ).fetchone()
-        for table in ("sfox_onboarding_runs", "sfox_onboarding_ledger", "sfox_onboarding_ledger_attempts"):
-            conn.execute(f"UPDATE {table} SET run_id = ? WHERE run_id = ?", (RUN_ID, newest))
-        conn.execute(
-            "INSERT INTO sfox_onboarding_runs (run_id, dag_id, dry_run, started_at, status) "
-            "VALUES ('manual__elsewhere', ?, 0, '2026-03-07T00:00:00+00:00', 'success')",
-            (OTHER_DAG_ID,),
-        )
-    return RUN_ID
-
-
-#: Reads the run view and the DAG the page shows, in one go.
-RUN_TAB_JS = """
-const rows = (id) => Array.from(document.querySelectorAll(`#${id} tbody tr`), (tr) =>
-  Array.from(tr.children, (td) => td.textContent));
-return {
-  dag: document.body.dataset.dag ?? null,
-  run: document.body.dataset.run ?? null,
-  runFirst: document.body.classList.contains("run-first"),
-  outcomes: rows("run-outcomes"),
-  figures: Object.fromEntries(Array.from(document.querySelectorAll("#run-figures [data-figure]"),
-    (e) => [e.dataset.figure, e.querySelector("b").textContent])),
-  runDags: Array.from(document.querySelectorAll("#runs [data-field='dag_id']"), (e) => e.textContent),
-  body: document.body.innerText,
-};
-"""
-
-
-def _open_tab(driver, wait, route: str):
-    """Click the sFOX tab (``plugin/<route>``) of the DAG or DAG run page shown; enter its frame."""
-    from selenium.webdriver.common.by import By
-    from selenium.webdriver.support import expected_conditions as ec
-
-    wait.until(ec.element_to_be_clickable((By.CSS_SELECTOR, f"a[href$='plugin/{route}']"))).click()
-    wait.until(lambda d: d.current_url.endswith(f"plugin/{route}"))
-    frame = wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, "iframe[title='sFOX']")))
-    driver.switch_to.frame(frame)
-
-
-@pytest.mark.chromium
-def test_dag_run_page_has_an_sfox_tab_with_that_runs_counts(live, ledger, dag_run, screenshots, tmp_path):
-    from selenium.webdriver.support.ui import WebDriverWait
-
-    ensure_chromium()
-    outcomes, requests = _run_from_sql(ledger, dag_run)
-    with sqlite3.connect(ledger) as conn:
-        (dag_runs,) = conn.execute(
-            "SELECT COUNT(*) FROM sfox_onboarding_runs WHERE dag_id = ?", (ONBOARDING_DAG_ID,)
-        ).fetchone()
-    assert outcomes
-    assert requests
-    driver = start_chromium(tmp_path / "chromium-profile")
-    try:
-        wait = WebDriverWait(driver, UI_TIMEOUT)
-        _log_in(driver, wait, live)
-        driver.get(f"{live.url}/dags/{ONBOARDING_DAG_ID}/runs/{quote(dag_run, safe='')}")
-        _open_tab(driver, wait, "sfox-onboarding-run")
-
-        def shown() -> dict:
-            return driver.execute_script(RUN_TAB_JS)
-
-        wait.until(lambda _: shown()["run"] == dag_run)
-        view = shown()
-        assert (view["dag"], view["runFirst"]) == (ONBOARDING_DAG_ID, True)
-        assert [(row[0], row[1].replace(" ", "_"), row[2]) for row in view["outcomes"]] == [
-            (channel, outcome, f"{n:,}") for channel, outcome, n in outcomes
-        ]
-        assert view["figures"]["requests"] == f"{requests:,}"
-        assert view["figures"]["dag"] == ONBOARDING_DAG_ID
-        # The figures below are the run's DAG's: the other DAG's run is not among them.
-        wait.until(lambda _: len(shown()["runDags"]) == min(dag_runs, 15))
-        assert set(shown()["runDags"]) == {ONBOARDING_DAG_ID}
-        assert "@" not in view["body"]
-        driver.switch_to.default_content()
-        assert driver.save_screenshot(str(screenshots / "sfox-onboarding-run-tab.png"))
-
-        # The DAG's own tab: that DAG's figures.
-        driver.get(f"{live.url}/dags/{ONBOARDING_DAG_ID}")
-        _open_tab(driver, wait, "sfox-onboarding-dag")
-        wait.until(
-            lambda _: shown()["dag"] == ONBOARDING_DAG_ID and len(shown()["runDags"]) == min(dag_runs, 15)
-        )
-        assert set(shown()["runDags"]) == {ONBOARDING_DAG_ID}
-        assert shown()["run"] is None
-    finally:
-        driver.quit()

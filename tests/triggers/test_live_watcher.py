@@ -8,9 +8,9 @@ after it is emitted, and no user is emitted twice.
 single users, the watcher polling every BENCH_POLL_INTERVAL s); it runs only when
 ``SFOX_WATCHER_BENCH_OUT`` names the file for its figures.
 
-The same parts as tests/live/test_live_airflow.py (whose helpers this reuses): a real PostgreSQL
-for Airflow's metadata and the warehouse, the sandbox, and api-server, scheduler, dag-processor
-and triggerer as processes, each stopped by its process-group id at the end.
+The session's live Airflow (tests/live/fixtures.py): a real PostgreSQL for Airflow's metadata and
+this module's warehouse, this module's sandbox, and api-server, scheduler, dag-processor and
+triggerer as processes, each stopped by its process-group id at the end.
 """
 
 from __future__ import annotations
@@ -19,43 +19,22 @@ import json
 import os
 import random
 import statistics
-import sys
 import time
-import uuid
 from collections import Counter
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import psycopg2
 import pytest
 import requests
 
 from tests.helpers import TOKEN
-from tests.live import test_live_airflow as live_module
-from tests.live.test_live_airflow import (  # noqa: F401 - the fixtures of tests/live
-    REPO,
-    LiveAirflow,
-    Process,
-    _airflow_env,
-    _wait_for_dag,
-    _wait_for_run,
-    databases,
-    extra_dag_files,
-    extra_env,
-    live_airflow,
-    sandbox,
-    warehouse,
-)
-from tests.onboarding_data import make_users, sandbox_users
-
-if TYPE_CHECKING:
-    from collections.abc import Iterator
+from tests.live.airflow import CONF, USERS, LiveAirflow, run_onboarding, ts
+from tests.onboarding_data import make_users
 
 pytestmark = pytest.mark.live
 
 DAG_ID = "sfox_watch_live"
-#: The users of the source table the ``warehouse`` fixture creates.
-USERS = live_module.USERS
+#: The users of the source table the ``warehouse`` fixture creates: USERS.
 INDIVIDUALS = [u[0] for u in USERS if u[1] == "individual"]
 CORPORATIONS = [u[0] for u in USERS if u[1] == "corporation"]
 #: Real seconds to wait for an asset-triggered run (watcher poll, event, scheduler, the run itself).
@@ -94,40 +73,33 @@ dag = onboarding_dag(
 """
 
 
-@pytest.fixture(scope="module", autouse=True)
-def watch_dag(sandbox) -> Iterator[dict[str, str]]:  # noqa: F811
-    """
-    The live Airflow of tests/live with DAG_ID in its DAG folder, asset-triggered runs on and DAG
-    files reparsed every 5 s: its environment, as ``live_airflow`` builds it (set up before it).
-    """
-    built: dict[str, str] = {}
+@pytest.fixture(scope="module")
+def extra_dag_files(sandbox) -> dict[str, str]:
+    """DAG_ID in the live DAG folder, its asset on this module's sandbox."""
+    host = sandbox.removeprefix("http://")
+    return {f"{DAG_ID}.py": DAG_SOURCE.format(host=host, dag_id=DAG_ID, poll_interval=POLL_INTERVAL)}
 
-    def environment(home, *args) -> dict[str, str]:
-        env = _airflow_env(home, *args)
-        dag_file = Path(env["AIRFLOW__CORE__DAGS_FOLDER"]) / f"{DAG_ID}.py"
-        host = sandbox.removeprefix("http://")
-        dag_file.write_text(DAG_SOURCE.format(host=host, dag_id=DAG_ID, poll_interval=POLL_INTERVAL))
-        # This checkout's provider, whichever one is installed (a worktree's tests test its own code).
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p)
-        env["AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE"] = "True"  # asset-triggered runs are made there too
-        env["AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL"] = "5"  # the watcher starts at a reparse
-        if BENCH_OUT:
-            env.update(BENCH_ENV)
-        built.update(env)
-        return env
 
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(live_module, "_airflow_env", environment)
-        yield built
+@pytest.fixture(scope="module")
+def extra_env() -> dict[str, str]:
+    """Asset-triggered runs on and DAG files reparsed every 5 s."""
+    env = {
+        "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "True",  # asset-triggered runs are made there too
+        "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "5",  # the watcher starts at a reparse
+    }
+    return {**env, **BENCH_ENV} if BENCH_OUT else env
+
+
+@pytest.fixture(scope="module")
+def watch_dag(live_airflow) -> dict[str, str]:
+    """The environment of the live Airflow's components, with DAG_ID in its DAG folder."""
+    return live_airflow.env
 
 
 def _restart(airflow: LiveAirflow, env: dict[str, str], component: str) -> None:
-    """Stop a component by its process group, then start it again (logging to a file of its own)."""
-    process = next(p for p in airflow.processes if p.name == component)
-    process.stop()
-    airflow.processes.remove(process)
-    argv = [sys.executable, "-m", "airflow", component]
-    airflow.processes.append(Process(f"{component}-restarted", argv, env, airflow.home))
+    """Stop a component by its process group, then start it again (in the same environment)."""
+    assert env == airflow.env
+    airflow.restart(component)
 
 
 def _confirm_email(sandbox_url: str, *user_ids: str) -> None:
@@ -196,22 +168,11 @@ def _send_email_codes(airflow: LiveAirflow, sandbox_url: str, users: list[tuple]
     code: the ledger's email rows are `sent` (the source's bad rows are rejected: CONF's failure
     threshold lets the run succeed anyway).
     """
-    registered = requests.post(f"{sandbox_url}/_sandbox/users", json=sandbox_users(users), timeout=30)
-    assert registered.status_code == 200, registered.text
-    _wait_for_dag(airflow, DAG_ID)
-    unpaused = airflow.api("PATCH", f"/api/v2/dags/{DAG_ID}", json={"is_paused": False})
-    assert unpaused.status_code == 200, unpaused.text
-    run_id = f"manual_{uuid.uuid4().hex[:8]}"
-    triggered = airflow.api(
-        "POST",
-        f"/api/v2/dags/{DAG_ID}/dagRuns",
-        json={"dag_run_id": run_id, "logical_date": None, "conf": live_module.CONF},
-    )
-    assert triggered.status_code == 200, triggered.text
-    assert _wait_for_run(airflow, run_id, DAG_ID)["state"] == "success", airflow.report()
+    _, run = run_onboarding(airflow, sandbox_url, DAG_ID, users, CONF)
+    assert run["state"] == "success", airflow.report()
 
 
-def test_a_user_who_verifies_gets_an_asset_triggered_run(live_airflow, watch_dag, warehouse, sandbox):  # noqa: F811
+def test_a_user_who_verifies_gets_an_asset_triggered_run(live_airflow, watch_dag, warehouse, sandbox):
     airflow = live_airflow
     _send_email_codes(airflow, sandbox, USERS)
     assert _asset_runs(airflow) == []  # nobody verified yet: no event, no asset-triggered run
@@ -247,7 +208,7 @@ def test_a_user_who_verifies_gets_an_asset_triggered_run(live_airflow, watch_dag
 @pytest.mark.skipif(
     not BENCH_OUT, reason="the benchmark of benchmarks/run.py --only watcher (SFOX_WATCHER_BENCH_OUT unset)"
 )
-def test_watcher_latency(live_airflow, watch_dag, warehouse, databases, sandbox):  # noqa: F811
+def test_watcher_latency(live_airflow, watch_dag, warehouse, databases, sandbox):
     """
     Seconds from a user's email confirmation (the sandbox's verify) to their sms request at the
     sandbox, through the watcher polling every POLL_INTERVAL s, over BENCH sequential single users
@@ -275,11 +236,10 @@ def test_watcher_latency(live_airflow, watch_dag, warehouse, databases, sandbox)
         assert len(sms) == 1, entries
         seconds.append(sms[0] - confirmed)
         (event,) = [e for e in _asset_events(airflow, sandbox) if uid in e["extra"]["payload"]["user_ids"]]
-        emitted_s.append(live_module._ts(event["timestamp"]).timestamp() - confirmed)
+        emitted_s.append(ts(event["timestamp"]).timestamp() - confirmed)
         # The run that sent it: the asset-triggered run whose start and end hold the sms request.
         spans = [
-            (live_module._ts(r["start_date"]).timestamp(), live_module._ts(r["end_date"]).timestamp(), r)
-            for r in _asset_runs(airflow)
+            (ts(r["start_date"]).timestamp(), ts(r["end_date"]).timestamp(), r) for r in _asset_runs(airflow)
         ]
         (run,) = [(start, end, r) for start, end, r in spans if start <= sms[0] <= end]
         assert run[2]["state"] == "success", run
