@@ -4,4 +4,5 @@ from __future__ import annotations
 
 from airflow_sfox.cli import main
 
-raise SystemExit(main())
+if __name__ == "__main__":  # importing the module (the docs' API reference does) runs nothing
+    raise SystemExit(main())

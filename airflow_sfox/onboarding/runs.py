@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -18,12 +17,12 @@ from airflow_sfox.assets.sfox import USER_IDS_KEY
 from airflow_sfox.exceptions import SfoxRateBudgetError, SfoxServerError
 from airflow_sfox.onboarding.counts import due_counts, plan_result
 from airflow_sfox.onboarding.model import (
-    FAILED_STATES,
     LedgerState,
     RunStatus,
 )
 from airflow_sfox.onboarding.planner import OnboardingConfig, Planner
 from airflow_sfox.onboarding.sender import outage_text
+from airflow_sfox.onboarding.verdict import Verdict, judge, log_share, log_table, outcome_table, summary_of
 from airflow_sfox.onboarding.warehouse import REASON_LENGTH, Warehouse, utcnow
 
 if TYPE_CHECKING:
@@ -350,59 +349,6 @@ def record_chunk(
     )
 
 
-@dataclass(frozen=True)
-class FailureShare:
-    """
-    The failure threshold's measure of one run's own work::
-
-        (failed + not registered + newly rejected) / (requests planned + newly rejected)
-
-    A row rejected by an earlier run and unchanged since is reported, not counted again; a run
-    that attempts nothing cannot fail the threshold.
-    """
-
-    failed: int
-    new_rejected: int
-    attempted: int
-    known_rejected: int = 0
-
-    @classmethod
-    def of(cls, counts: Mapping[str, Any], *, failed: int) -> FailureShare:
-        """From the plan's counts and the run's failed outcomes."""
-        attempted = sum(int(v) for k, v in counts.items() if k.startswith("due_"))
-        return cls(
-            failed=failed,
-            new_rejected=int(counts.get("rejected_new", 0)),
-            attempted=attempted,
-            known_rejected=int(counts.get("rejected_known", 0)),
-        )
-
-    @property
-    def share(self) -> float:
-        judged = self.attempted + self.new_rejected
-        return (self.failed + self.new_rejected) / judged if judged else 0.0
-
-    def __str__(self) -> str:
-        return (
-            f"({self.failed} failed or not registered + {self.new_rejected} newly rejected) / "
-            f"({self.attempted} requests planned + {self.new_rejected} newly rejected) = {self.share:.1%}"
-        )
-
-
-#: Services whose outage interrupts a run (see ``ChunkStopped``); ``token``: sFOX refused it.
-OUTAGE_SERVICES = ("sfox", "rate budget", "warehouse")
-
-
-@dataclass(frozen=True)
-class Verdict:
-    """What a run came to: its status, and why when it is not a success (``problem``)."""
-
-    status: RunStatus
-    problem: str | None
-    judged: FailureShare
-    failed: int
-
-
 def summarize_run(
     *,
     counts: Mapping[str, Any] | None,
@@ -431,43 +377,28 @@ def summarize_run(
     """
     warehouse = Warehouse.from_conn_id(warehouse_conn_id, schema=warehouse_schema)
     if counts is None:
-        raise _plan_failed(warehouse, run_id=run_id, dag_id=dag_id, dry_run=bool(params.get("dry_run")))
+        raise _failed_plan_summary(
+            warehouse, run_id=run_id, dag_id=dag_id, dry_run=bool(params.get("dry_run"))
+        )
     config = OnboardingConfig.from_params(params)
-    table = _outcome_table(warehouse, run_id, counts, dry_run=config.dry_run)
-    _log_table(table, dry_run=config.dry_run)
+    table = outcome_table(warehouse, run_id, counts, dry_run=config.dry_run)
+    log_table(table, dry_run=config.dry_run)
     run = {} if config.dry_run else warehouse.run_row(run_id)
-    verdict = _verdict(table, counts, config.failure_threshold, run=run, stops=stops)
-    summary: dict[str, Any] = {
-        "run_id": run_id,
-        "dag_id": dag_id,
-        "dry_run": config.dry_run,
-        "source_rows": int(counts["source_rows"]),
-        "rejected": int(counts["rejected"]),
-        "failed": verdict.failed,
-        "status": verdict.status.value,
-        "outcomes": {f"{channel}:{state}": v for (channel, state), v in sorted(table.items())},
-        "rejected_reasons": dict(counts.get("rejected_reasons") or {}),
-        "problem": verdict.problem,
-    }
+    verdict = judge(table, counts, config.failure_threshold, run=run, stops=stops)
+    summary = summary_of(counts, table, verdict, run_id=run_id, dag_id=dag_id, dry_run=config.dry_run)
     if config.dry_run:
         _write_dry_run(warehouse, summary, counts, verdict, started_at=started_at)
     else:
         _write_outcome(warehouse, summary, table, verdict, run=run, started_at=started_at)
-    # The summary's last line: the threshold's formula with this run's figures.
-    judged = verdict.judged
-    known = judged.known_rejected
-    log.info(
-        "Failure share of this run's work: %s (threshold %.1f%%)%s",
-        judged,
-        config.failure_threshold * 100,
-        f"; {known} rows rejected by earlier runs are reported, not judged again" if known else "",
-    )
+    log_share(verdict.judged, config.failure_threshold)  # the summary's last line
     if summary["problem"]:
         raise OnboardingRunFailed(f"sFOX onboarding run {run_id}: {summary['problem']}", summary)
     return summary
 
 
-def _plan_failed(warehouse: Warehouse, *, run_id: str, dag_id: str, dry_run: bool) -> OnboardingRunFailed:
+def _failed_plan_summary(
+    warehouse: Warehouse, *, run_id: str, dag_id: str, dry_run: bool
+) -> OnboardingRunFailed:
     """The failure of a run whose plan failed, with the reason the plan task recorded, if it could."""
     why, status = "planning failed, nothing was sent", RunStatus.PLAN_FAILED.value
     with contextlib.suppress(Exception):
@@ -484,53 +415,6 @@ def _plan_failed(warehouse: Warehouse, *, run_id: str, dag_id: str, dry_run: boo
     return OnboardingRunFailed(f"sFOX onboarding run {run_id}: {why}", failed_plan)
 
 
-def _outcome_table(
-    warehouse: Warehouse, run_id: str, counts: Mapping[str, Any], *, dry_run: bool
-) -> dict[tuple[str, str], int]:
-    """(channel, outcome) -> users: the ledger's rows of the run, or what a dry run would send."""
-    if dry_run:
-        table = {
-            (key.rsplit("_", 1)[1], f"would send ({key.split('_')[1]})"): value
-            for key, value in counts.items()
-            if key.startswith("due_")
-        }
-    else:
-        table = warehouse.run_counts(run_id)
-    table = {key: value for key, value in table.items() if key[1] != LedgerState.REJECTED}
-    if int(counts["rejected"]):
-        table[("-", "rejected")] = int(counts["rejected"])
-    return table
-
-
-def _verdict(
-    table: Mapping[tuple[str, str], int],
-    counts: Mapping[str, Any],
-    threshold: float,
-    *,
-    run: Mapping[str, Any],
-    stops: Sequence[Mapping[str, Any]],
-) -> Verdict:
-    """The run's status and problem: an outage, a refused token, unsent work, or the threshold."""
-    failed = sum(v for (_, state), v in table.items() if state in FAILED_STATES)
-    unsent = sum(v for (_, state), v in table.items() if state == LedgerState.QUEUED)
-    unfinished = int(run.get("steps") or 0) - int(run.get("steps_done") or 0)
-    judged = FailureShare.of(counts, failed=failed)
-    outage = next((stop for stop in stops if stop.get("service") in OUTAGE_SERVICES), None)
-    refused = next((stop for stop in stops if stop.get("service") == "token"), None)
-    left = f"{unsent} users left queued; they are sent by the next run"
-    if outage is not None:
-        return Verdict(RunStatus.INTERRUPTED, f"{outage['down']} — {left}", judged, failed)
-    if refused is not None:
-        return Verdict(RunStatus.AUTH_FAILED, f"sFOX refused the token — {left}", judged, failed)
-    if unsent or unfinished:
-        problem = f"{unfinished} chunk steps did not finish and {unsent} planned requests were not sent"
-        return Verdict(RunStatus.INCOMPLETE, problem, judged, failed)
-    if judged.share > threshold:
-        problem = f"{judged}, over the failure threshold of {threshold:.1%}"
-        return Verdict(RunStatus.FAILED, problem, judged, failed)
-    return Verdict(RunStatus.SUCCESS, None, judged, failed)
-
-
 def _write_dry_run(
     warehouse: Warehouse,
     summary: dict[str, Any],
@@ -541,8 +425,9 @@ def _write_dry_run(
 ) -> None:
     """A dry run succeeds and says what a real run would conclude, in its summary and run row."""
     rejected, rows = int(counts["rejected"]), int(counts["source_rows"])
+    users = int(counts.get("valid_users") or 0) + rejected
     would = "fail" if verdict.status == RunStatus.FAILED else "pass"
-    preview = f"a real run would {would} the threshold: {rejected} of {rows} rows rejected"
+    preview = f"a real run would {would} the threshold: {rejected} of {users} users rejected"
     log.info("Dry run: %s (%s)", preview, verdict.judged)
     summary.update(status=RunStatus.SUCCESS.value, problem=None, preview=preview)
     try:
@@ -612,12 +497,3 @@ def _write_outcome(
         waits["budget_wait_seconds"],
         waits["pause_seconds"],
     )
-
-
-def _log_table(table: Mapping[tuple[str, str], int], *, dry_run: bool) -> None:
-    rows = sorted(table.items())
-    width = max([len(state) for (_, state), _ in rows] + [7])
-    lines = [f"{'channel':<8} {'outcome':<{width}} {'count':>8}", "-" * (width + 18)]
-    lines += [f"{channel:<8} {state:<{width}} {count:>8}" for (channel, state), count in rows]
-    # A trailing newline keeps the logger's own suffix off the table's last row.
-    log.info("sFOX onboarding %s:\n%s\n", "dry run" if dry_run else "summary", "\n".join(lines))

@@ -11,7 +11,13 @@ from airflow_sfox.onboarding.model import ACCOUNT_TYPES, CHANNELS_BY_ACCOUNT_TYP
 
 #: The ledger row of a rejected source row is kept on the channel every account type verifies
 #: first (its account type may be the very thing that is wrong).
-(REJECTED_CHANNEL,) = {order[0] for order in CHANNELS_BY_ACCOUNT_TYPE.values()}
+_FIRST_CHANNELS = {order[0] for order in CHANNELS_BY_ACCOUNT_TYPE.values()}
+if len(_FIRST_CHANNELS) != 1:  # the ledger keys a rejected row by one channel for every type
+    raise RuntimeError(
+        f"every account type must verify the same channel first, got {sorted(_FIRST_CHANNELS)} "
+        "in CHANNELS_BY_ACCOUNT_TYPE"
+    )
+(REJECTED_CHANNEL,) = _FIRST_CHANNELS
 #: sFOX documents no limit; ids longer than this are almost surely data errors.
 MAX_USER_ID_LENGTH = 128
 MAX_EMAIL_LENGTH = 254

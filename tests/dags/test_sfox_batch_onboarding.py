@@ -8,12 +8,10 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-import requests
 
-from tests.helpers import TOKEN, load_dag, sfox_conn_json
+from tests.dags.support import DAG_ID, codes, return_value, task_states, verify
+from tests.helpers import load_dag, sfox_conn_json
 from tests.onboarding_data import BAD_ROWS, make_users, sandbox_users
-
-DAG_ID = "sfox_batch_onboarding"
 
 
 @pytest.fixture
@@ -28,52 +26,6 @@ def run_dag(airflow_db, sfox_sandbox, monkeypatch):
         return dag.test(run_conf={"failure_threshold": 0.2, "chunk_size": 20, **conf})
 
     return run
-
-
-def codes(server) -> Counter:
-    """Codes the sandbox sent, by (user_id, channel)."""
-    return Counter((e.user_id, e.type) for e in server.journal() if e.code_sent)
-
-
-def verify(server, user_id: str, channel: str) -> None:
-    """The user types the code they received."""
-    otp = server.codes(user_id)[channel]["latest"]
-    response = requests.post(
-        f"{server.url}/v1/enterprise/users/verify/{user_id}",
-        json={"type": channel, "otp": otp},
-        headers={"Authorization": f"Bearer {TOKEN}"},
-        timeout=5,
-    )
-    assert response.status_code == 200, response.text
-
-
-def task_states(dag_run) -> dict[tuple[str, int], tuple[str, str | None]]:
-    from airflow.models import TaskInstance
-    from airflow.utils.session import create_session
-    from sqlalchemy import select
-
-    with create_session() as session:
-        tis = session.scalars(
-            select(TaskInstance).where(TaskInstance.dag_id == DAG_ID, TaskInstance.run_id == dag_run.run_id)
-        ).all()
-        return {(ti.task_id, ti.map_index): (ti.state, ti.rendered_map_index) for ti in tis}
-
-
-def return_value(dag_run, task_id: str, dag_id: str = DAG_ID):
-    from airflow.models.xcom import XComModel
-    from airflow.utils.session import create_session
-    from sqlalchemy import select
-
-    with create_session() as session:
-        row = session.scalars(
-            select(XComModel).where(
-                XComModel.dag_id == dag_id,
-                XComModel.run_id == dag_run.run_id,
-                XComModel.task_id == task_id,
-                XComModel.key == "return_value",
-            )
-        ).one()
-        return XComModel.deserialize_value(row)
 
 
 def test_two_runs_send_each_code_exactly_once(run_dag, warehouse_db, sfox_sandbox):
@@ -291,4 +243,4 @@ def test_the_threshold_judges_this_run_s_work_404s_count_and_old_rejections_do_n
     warehouse_db.seed(onboarded + [row for row, _ in BAD_ROWS])
     caplog.clear()
     assert run_dag(failure_threshold=0.03, chunk_size=500).state == "success"
-    assert "7 rows rejected by earlier runs are reported, not judged again" in caplog.text  # 7 users
+    assert "7 users rejected by earlier runs are reported, not judged again" in caplog.text

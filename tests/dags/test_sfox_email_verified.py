@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from airflow_sfox.assets.sfox import email_verified_asset
-from tests.dags.test_sfox_batch_onboarding import codes, return_value, verify
+from tests.dags.support import codes, return_value, verify
 from tests.helpers import load_dag, sfox_conn_json
 from tests.onboarding_data import make_users, sandbox_users
 

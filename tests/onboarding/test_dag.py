@@ -105,7 +105,9 @@ def _users(prefix: str, count: int, seed: int) -> list[tuple]:
 
 @pytest.fixture
 def two_warehouses(airflow_db, sfox_sandbox, tmp_path, monkeypatch):
-    monkeypatch.setenv("AIRFLOW_CONN_SFOX_DEFAULT", sfox_conn_json(sfox_sandbox.url, rate_limit_requests=5000))
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_SFOX_DEFAULT", sfox_conn_json(sfox_sandbox.url, rate_limit_requests=5000)
+    )
     return TwoWarehouses(tmp_path, monkeypatch)
 
 
@@ -325,7 +327,7 @@ def test_a_dry_run_previews_succeeds_and_announces_nothing(
     from tests.onboarding_data import BAD_ROWS
 
     users = make_users(30, seed=91)
-    warehouse_db.seed(users + [row for row, _ in BAD_ROWS])  # 8 bad rows of 38: over 5 %
+    warehouse_db.seed(users + [row for row, _ in BAD_ROWS])  # 8 bad rows: 7 of 37 users, over 5 %
     sfox_sandbox.seed_users(sandbox_users(users))
     monkeypatch.setenv("AIRFLOW_CONN_SFOX_DEFAULT", sfox_conn_json(sfox_sandbox.url, rate_limit_requests=0))
     dag = load_dag("sfox_batch_onboarding")
@@ -333,7 +335,7 @@ def test_a_dry_run_previews_succeeds_and_announces_nothing(
     dry = dag.test(run_conf={"dry_run": True, "failure_threshold": 0.05})
 
     assert dry.state == "success"  # never red for data quality
-    preview = "a real run would fail the threshold: 8 of 38 rows rejected"
+    preview = "a real run would fail the threshold: 7 of 37 users rejected"
     assert _summary(dry)["preview"] == preview
     assert _task_state(dry, "announce") == "skipped"
     assert _ledger_events(dry) == 0  # nothing announced to the DAGs on the ledger's asset

@@ -402,7 +402,8 @@ def test_a_redrive_beyond_max_users_counts_only_the_users_it_queues(plan, three_
 def test_rejected_users_are_one_figure_in_the_plan_the_run_row_and_the_page(warehouse_db, sfox_sandbox):
     """A user_id on several rows is one rejected user everywhere; its other rows are duplicates."""
     from airflow_sfox.onboarding.runs import plan_run
-    from airflow_sfox.plugins.dashboard import Dashboard, DashboardSettings
+    from airflow_sfox.plugins.dashboard import DashboardSettings
+    from airflow_sfox.plugins.lookups import Lookups
 
     users = make_users(20, seed=5)
     bad = [row for row, _ in BAD_ROWS]  # dup-1 on two rows
@@ -437,7 +438,7 @@ def test_rejected_users_are_one_figure_in_the_plan_the_run_row_and_the_page(ware
     run = warehouse.run_row(RUN)
     assert (run["rejected"], run["duplicate_rows"], run["planned"]) == (rejected_users, 4, len(users) - 1)
     # The page: the funnel, the top reasons, and the run view's row and ledger states.
-    dashboard = Dashboard(warehouse, DashboardSettings(reasons=50))
+    dashboard = Lookups(warehouse, DashboardSettings(reasons=50))
     page = dashboard.summary()
     assert page["totals"]["rejected"] == rejected_users
     assert sum(r["count"] for r in page["reasons"] if r["state"] == "rejected") == rejected_users

@@ -41,7 +41,9 @@ def test_the_sandbox_imports_nothing_from_the_provider(path: Path) -> None:
     ("rule", "exit_code"),
     [
         (None, 0),  # control: the provider's own rule passes
-        ("sms-first", 1),  # individuals asked for sms before email: the sandbox answers 422
+        # Individuals asked for sms before email: the provider refuses the rule as it imports
+        # (every account type must verify the same channel first), before any test runs.
+        ("sms-first", 2),
         ("email-only", 1),  # individuals never asked for sms: the sandbox still requires it
     ],
 )
@@ -66,10 +68,12 @@ def test_a_planted_wrong_rule_fails_the_sandbox_backed_tests(
         env["SFOX_PLANTED_RULE"] = rule
     result = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=600, check=False)
     output = result.stdout[-4000:] + result.stderr[-2000:]
-    # Exit code 1 is "tests failed": not a collection error (2), a usage error (4) or no tests (5).
+    # 1 is "tests failed", 2 a collection error (here: the provider refusing the rule), 0 passed.
     assert result.returncode == exit_code, output
-    if exit_code:
+    if exit_code == 1:
         assert "1 failed" in result.stdout, output
         assert "AssertionError" in result.stdout, output
+    elif exit_code == 2:
+        assert "every account type must verify the same channel first" in output, output
     else:
         assert "1 passed" in result.stdout, output
