@@ -7,6 +7,7 @@ from typing import Any
 from airflow_sfox import __version__
 from airflow_sfox.defaults import (
     DEFAULT_ONBOARDING_DAG_ID,
+    DEFAULT_SFOX_CONN_ID,
     DEFAULT_WAREHOUSE_CONN_ID,
     LEDGER_TABLE,
     RUNS_TABLE,
@@ -172,6 +173,14 @@ CONFIG: dict[str, Any] = {
                 "type": "string",
                 "example": "onboarding.sfox_runs",
                 "default": RUNS_TABLE,
+            },
+            "onboarding_sfox_conn_id": {
+                "description": "The sfox connection whose rate budget the page watches: an operator's "
+                "hold on its scope (``python -m airflow_sfox hold``) is shown above the funnel.\n",
+                "version_added": "0.1.0",
+                "type": "string",
+                "example": "sfox_default",
+                "default": DEFAULT_SFOX_CONN_ID,
             },
             "onboarding_refresh_seconds": {
                 "description": "How often, in seconds, the open page reloads its figures (at least 2).\n",

@@ -41,7 +41,7 @@ MAX_FUNCTION_LINES = 60
 #: Layer -> the layers it may import (besides itself).
 ALLOWED = {
     "dags": {"onboarding", "triggers", "operators", "hooks", "assets", "ratelimit", "exceptions", "base"},
-    "plugins": {"onboarding", "exceptions", "base"},
+    "plugins": {"onboarding", "hooks", "ratelimit", "exceptions", "base"},
     "triggers": {"onboarding", "hooks", "assets", "ratelimit", "exceptions", "base"},
     "onboarding": {"operators", "hooks", "assets", "ratelimit", "exceptions", "base"},
     "operators": {"hooks", "exceptions", "base"},

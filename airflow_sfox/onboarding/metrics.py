@@ -23,7 +23,7 @@ Once per chunk step, tagged ``channel``:
 ``sfox.requests``               HTTP requests made to sFOX (counter)
 ``sfox.rate_limited``           answers 429 (counter)
 ``sfox.outcome.<state>``        ledger outcomes: ``sent``, ``already_verified``, ``failed``,
-                                ``not_registered``, ``rejected``, ``held`` (counters)
+                                ``not_registered``, ``rejected``, ``held``, ``waiting`` (counters)
 ``sfox.lost``                   claims a dead try of the step left: requests that may have
                                 gone out unanswered (counter)
 ``sfox.uncertain``              outcomes marked uncertain: a code may have gone out twice (counter)
@@ -33,7 +33,7 @@ Once per chunk step, tagged ``channel``:
 Once per run (the ``summarize`` task) and once per missed deadline (the triggerer):
 
 ``sfox.run.<status>``           the run's status: ``success``, ``failed``, ``incomplete``,
-                                ``plan_failed`` (counter)
+                                ``auth_failed``, ``plan_failed``, ``interrupted`` (counter)
 ``sfox.run.duration``           from the run's start to its summary (timer)
 ``sfox.deadline_missed``        a run still unfinished at its ``deadline`` (counter)
 """

@@ -45,7 +45,9 @@ CHANNELS_BY_ACCOUNT_TYPE: dict[AccountType, tuple[Channel, ...]] = {
     AccountType.INDIVIDUAL: (Channel.EMAIL, Channel.SMS),
     AccountType.CORPORATION: (Channel.EMAIL,),
 }
+#: Every account type, in the order of :data:`CHANNELS_BY_ACCOUNT_TYPE`.
 ACCOUNT_TYPES: tuple[AccountType, ...] = tuple(CHANNELS_BY_ACCOUNT_TYPE)
+#: Every channel.
 CHANNELS: tuple[Channel, ...] = tuple(Channel)
 
 

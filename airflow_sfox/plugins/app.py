@@ -1,16 +1,19 @@
 """
 The FastAPI app behind the "sFOX onboarding" page, mounted by the Airflow api-server.
 
-Routes, relative to the plugin's ``url_prefix`` (``/sfox-onboarding``):
+Routes, relative to the plugin's ``url_prefix`` (``/sfox-onboarding``)::
 
-``GET /``              the page (HTML); anonymous visitors are sent to Airflow's login page
-``GET /api/summary[?dag_id=<text>]``  every figure of the page as JSON (the page polls it), of
-                       every DAG's runs or of one DAG's
-``GET /api/user?user_id=<text>``  one user's ledger rows (every channel due for its account
-                       type) and attempts timeline (404: unknown)
-``GET /api/run?run_id=<text>[&dag_id=<text>]``  one run's row, outcomes, held rows and top
-                       failure reasons (404: unknown, or not a run of that DAG)
-``GET /static/...``    the page's own JS, CSS and icons (no CDN: works without internet)
+    GET /                the page (HTML); anonymous visitors are sent to Airflow's login page
+    GET /api/summary[?dag_id=<text>]
+                         every figure of the page as JSON (the page polls it), of every
+                         DAG's runs or of one DAG's
+    GET /api/user?user_id=<text>
+                         one user's ledger rows (every channel due for its account type) and
+                         attempts timeline (404: unknown)
+    GET /api/run?run_id=<text>[&dag_id=<text>]
+                         one run's row, outcomes, held rows and top failure reasons
+                         (404: unknown, or not a run of that DAG)
+    GET /static/...      the page's own JS, CSS and icons (no CDN: works without internet)
 
 A user_id or run_id is any text of 1 to 255 characters, compared exactly; it goes in the query
 string, not the path, because a path cannot carry every text (a browser resolves a segment
@@ -34,6 +37,7 @@ with their defaults in :data:`airflow_sfox.get_provider_info.CONFIG`:
 ``[sfox] onboarding_ledger_table``       ledger table
 ``[sfox] onboarding_runs_table``         run table
 ``[sfox] onboarding_refresh_seconds``    how often the page polls
+``[sfox] onboarding_sfox_conn_id``       the sfox connection whose operator's hold the page shows
 """
 
 from __future__ import annotations
@@ -88,6 +92,21 @@ def refresh_seconds_from_config() -> int:
         return max(2, int(float(_config("onboarding_refresh_seconds"))))
     except ValueError:
         return default
+
+
+def hold_from_config() -> dict[str, Any] | None:
+    """
+    The operator's hold on the budget scope of ``[sfox] onboarding_sfox_conn_id``, if any
+    (``python -m airflow_sfox hold``); ``None`` when senders are free or it cannot be read.
+    """
+    from airflow_sfox.hooks.budget import current_hold
+
+    conn_id = _config("onboarding_sfox_conn_id")
+    try:
+        return current_hold(conn_id)
+    except Exception:  # the page still shows the ledger; the log says why the hold is unknown
+        log.debug("sFOX onboarding page: cannot read the hold of connection %r", conn_id, exc_info=True)
+        return None
 
 
 def dag_ids_from_config() -> tuple[str, ...]:
@@ -291,6 +310,7 @@ def create_app(
     dag_ids: Callable[[], Sequence[str]] = dag_ids_from_config,
     auth_manager: Callable[[], Any] | None = None,
     cache_seconds: float = 3.0,
+    hold: Callable[[], dict[str, Any] | None] = hold_from_config,
 ) -> FastAPI:
     """
     Build the page's FastAPI app.
@@ -300,6 +320,7 @@ def create_app(
     :param dag_ids: returns the DAGs whose ledger is shown; the caller must be able to read all.
     :param auth_manager: returns the auth manager that decides; default: the api-server's.
     :param cache_seconds: serve a summary again for this long (many open pages, one query set).
+    :param hold: returns the operator's hold on the senders' budget scope (read on every poll).
     """
     can_read_dags = Depends(requires_onboarding_dag_access(dag_ids, auth_manager))
     cache = TTLCache(cache_seconds)
@@ -329,7 +350,8 @@ def create_app(
             return dict(cache.get(key, lambda: figures.summary(dag)))
 
         current, data = read(cached)
-        return _json({**data, "conn_id": current.conn_id, "refresh_seconds": refresh_seconds()})
+        figures = {"conn_id": current.conn_id, "refresh_seconds": refresh_seconds(), "hold": hold()}
+        return _json({**data, **figures})
 
     @app.get("/api/user", dependencies=[can_read_dags])
     def user(user_id: str = "") -> JSONResponse:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 import time
 from collections import Counter, defaultdict
 
@@ -201,66 +200,6 @@ def test_threads_fill_the_budget_at_300_ms(rate, threads):
     assert threads_for(rate) == threads
 
 
-class Unprocessable:
-    """
-    A small HTTP server on 127.0.0.1 in front of the sandbox: it answers sends of chosen
-    (user_id, channel) pairs 422 with a chosen text, and forwards every other request.
-
-    Stands in for the sandbox's own ``set_unprocessable`` (``PUT /_sandbox/users/{user_id}/
-    unprocessable``), on another branch when this test was written.
-    """
-
-    def __init__(self, upstream: str, answers: dict[tuple[str, str], str]) -> None:
-        import http.server
-        import json
-        from urllib.parse import unquote
-
-        import requests
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def _forward(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                if self.command == "POST" and "/send-verification/" in self.path:
-                    key = (unquote(self.path.rsplit("/", 1)[1]), json.loads(body or b"{}").get("type"))
-                    if key in answers:
-                        forwarded.append(key)
-                        return self._answer(422, json.dumps({"error": answers[key]}).encode())
-                upstream_answer = requests.request(
-                    self.command,
-                    upstream + self.path,
-                    data=body or None,
-                    headers={k: v for k, v in self.headers.items() if k.lower() != "host"},
-                    timeout=10,
-                )
-                return self._answer(upstream_answer.status_code, upstream_answer.content)
-
-            def _answer(self, status: int, content: bytes) -> None:
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(content)))
-                self.end_headers()
-                self.wfile.write(content)
-
-            do_GET = do_POST = _forward
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        forwarded: list[tuple[str, str]] = []
-        self.answered = forwarded
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_port}"
-        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def __enter__(self) -> Unprocessable:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
 def _seed(uid: str, kind: str, *, email_verified: bool) -> dict:
     phone = "+12025550199" if kind == "individual" else None
     return {
@@ -286,7 +225,7 @@ def _seed(uid: str, kind: str, *, email_verified: bool) -> dict:
     ids=["verified", "still-required", "sms-before-email"],
 )
 def test_an_undocumented_422_is_settled_by_reading_the_user(
-    planned, warehouse_db, sfox_sandbox, monkeypatch, kind, channel, verified_now, text, state, failures
+    planned, warehouse_db, sfox_sandbox, kind, channel, verified_now, text, state, failures
 ):
     uid = f"{kind}-422"
     # At plan time the email is verified for the individual (its sms is due), not for the corporation.
@@ -300,14 +239,15 @@ def test_an_undocumented_422_is_settled_by_reading_the_user(
     sfox_sandbox.seed_users([_seed(uid, kind, email_verified=verified_now)])
     sfox_sandbox.clear_journal()
 
-    with Unprocessable(sfox_sandbox.url, {(uid, channel): text}) as proxy:
-        monkeypatch.setenv("AIRFLOW_CONN_SFOX_DEFAULT", sfox_conn_json(proxy.url, rate_limit_requests=0))
-        with SfoxConnectHook() as hook:
-            send_chunk(warehouse, hook, run_id="r1", chunk=chunks[0], channel=channel, threads=2)
+    sfox_sandbox.set_unprocessable(uid, channel, text)  # sFOX's 422, in words it does not document
+    with SfoxConnectHook() as hook:
+        send_chunk(warehouse, hook, run_id="r1", chunk=chunks[0], channel=channel, threads=2)
 
-    assert proxy.answered == [(uid, channel)]  # the one send, answered 422
-    # One read of the user settled it, and nothing was posted again.
-    assert [(e.method, e.path) for e in sfox_sandbox.journal()] == [("GET", f"/v1/enterprise/users/{uid}")]
+    # The one send, answered 422; one read of the user settled it, and nothing was posted again.
+    assert [(e.method, e.path, e.status) for e in sfox_sandbox.journal()] == [
+        ("POST", f"/v1/enterprise/users/send-verification/{uid}", 422),
+        ("GET", f"/v1/enterprise/users/{uid}", 200),
+    ]
     row = warehouse_db.ledger()[(uid, channel)]
     assert (row["state"], row["last_status"], row["attempts"]) == (state, 422, 1)
     assert text in row["last_error"]

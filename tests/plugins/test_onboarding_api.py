@@ -837,3 +837,30 @@ def test_the_page_gets_the_ledger_states_and_channels_from_the_server(ledger_pat
             assert f'"{STATE_LABELS[state.value]}"' not in script, state
     assert '"held"' not in script
     assert "Corporations" not in _client().get("/").text  # nor of the channel rule
+
+
+def test_summary_shows_the_operator_s_hold_on_the_senders_scope(ledger_path, tmp_path, monkeypatch):
+    """A hold set with ``python -m airflow_sfox hold`` (here its function) is on the page until released."""
+    import json
+
+    from airflow_sfox.hooks.budget import hold, release
+
+    extra = {"rate_limit_backend": "local", "rate_limit_dir": str(tmp_path / "budget")}
+    conn = {"conn_type": "sfox", "host": "http://127.0.0.1:9", "password": "t", "extra": extra}
+    monkeypatch.setenv("AIRFLOW_CONN_SFOX_DEFAULT", json.dumps(conn))
+    client = _client()
+    assert client.get("/api/summary").json()["hold"] is None
+
+    hold("sfox_default", reason="sFOX maintenance")
+    shown = client.get("/api/summary").json()["hold"]
+    assert (shown["reason"], shown["until"], shown["backend"]) == ("sFOX maintenance", None, "local")
+
+    release("sfox_default")
+    assert client.get("/api/summary").json()["hold"] is None
+
+
+def test_summary_without_a_readable_sfox_connection_shows_no_hold(ledger_path, monkeypatch):
+    monkeypatch.setenv("AIRFLOW__SFOX__ONBOARDING_SFOX_CONN_ID", "no_such_connection")
+    response = _client().get("/api/summary")
+    assert response.status_code == 200, response.text
+    assert response.json()["hold"] is None

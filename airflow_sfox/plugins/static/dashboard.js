@@ -172,12 +172,25 @@
     select.value = dagFilter || "";
   }
 
+  // The operator's hold on the senders' budget scope (python -m airflow_sfox hold): no code goes
+  // out until it ends or is released; held users stay queued, their failures unchanged.
+  function renderHold(hold) {
+    const banner = document.getElementById("hold");
+    banner.hidden = !hold;
+    if (!hold) return;
+    const until = hold.until ? `until ${when(hold.until)}` : "until released";
+    banner.textContent =
+      `Sending is held on budget scope ${hold.scope} ${until} (${hold.reason}, since ${when(hold.since)}): ` +
+      "no code goes out; users stay queued. Release: python -m airflow_sfox release --conn-id <connection>.";
+  }
+
   function render(data) {
     refreshMs = Math.max(2000, (data.refresh_seconds || 10) * 1000);
     document.getElementById("source").textContent =
       `Ledger ${data.ledger_table} and runs ${data.runs_table} on connection ${data.conn_id}` +
       ` · refreshes every ${refreshMs / 1000} s`;
     document.getElementById("empty").hidden = !data.ledger_missing;
+    renderHold(data.hold);
 
     states = Object.fromEntries(data.states.map((s) => [s.state, s]));
     renderDags(data);
