@@ -41,9 +41,14 @@ MYSQL_EXTRA := $(shell pkg-config --exists libmariadb 2>/dev/null && echo ",mysq
 
 # The provider, and beside it the sandbox (sfox-sandbox, its own distribution in sandbox/):
 # the tests, the demo and the benchmarks run against it.
+# Airflow 3.1's models.crypto sets an attribute on MultiFernet, which cryptography 51 (a Rust
+# class) refuses: every connection with a password then fails to load. Airflow's own constraints
+# for 3.1 pin an older cryptography; the floor install does the same.
+AIRFLOW_PINS := $(if $(filter 3.1.%,$(AIRFLOW_VERSION)),"cryptography<51")
+
 install: $(UV)
 	$(UV) pip install --quiet --python $(VPY) -e ".[test$(MYSQL_EXTRA)]" -e ./sandbox \
-		$(if $(AIRFLOW_VERSION),"apache-airflow==$(AIRFLOW_VERSION)")
+		$(if $(AIRFLOW_VERSION),"apache-airflow==$(AIRFLOW_VERSION)") $(AIRFLOW_PINS)
 	@$(VPY) -c "import airflow_sfox, sfox_sandbox, sys; print('python', sys.version.split()[0], '| airflow-provider-sfox', airflow_sfox.__version__, '| sfox-sandbox', sfox_sandbox.__version__)"
 
 lint: install
