@@ -213,9 +213,17 @@ class Warehouse:
                 result.close()
 
     def has_ledger(self) -> bool:
-        """Whether the ledger table exists (a dry run must not create it)."""
+        """
+        Whether the ledger table exists (a dry run must not create it).
+
+        :raises ~airflow_sfox.onboarding.schema.SchemaVersionError: it does, beside a record of
+            another schema version than this release's.
+        """
         with self.connect() as conn:
-            return bool(sa.inspect(conn).has_table(self.ledger_t.name, schema=self.ledger_t.schema))
+            if not sa.inspect(conn).has_table(self.ledger_t.name, schema=self.ledger_t.schema):
+                return False
+            self._check_schema_version(conn)
+            return True
 
     # --- ledger writes ------------------------------------------------------------------------
 

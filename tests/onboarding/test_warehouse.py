@@ -153,13 +153,14 @@ def test_create_tables_records_the_schema_version_once(warehouse_db):
         ),
     ],
 )
-def test_tables_of_another_schema_version_are_refused_and_left_alone(warehouse_db, recorded, advice):
+@pytest.mark.parametrize("reader", ["create_tables", "has_ledger"])  # a real run, a dry run
+def test_tables_of_another_schema_version_are_refused_and_left_alone(warehouse_db, reader, recorded, advice):
     warehouse = Warehouse.from_conn_id("sfox_warehouse")
     warehouse.create_tables()
     warehouse_db.query("UPDATE sfox_onboarding_ledger_version SET version = ?", (recorded,))
     warehouse_db.query("DROP TABLE sfox_onboarding_runs_steps")  # created again if not refused
     with pytest.raises(SchemaVersionError) as error:
-        warehouse.create_tables()
+        getattr(warehouse, reader)()
     message = str(error.value)
     assert f"schema version {recorded} in sfox_onboarding_ledger_version" in message
     assert f"uses schema version {SCHEMA_VERSION}" in message
