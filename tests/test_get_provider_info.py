@@ -119,7 +119,7 @@ def test_airflow_config_get_value_gives_the_declared_defaults():
 
 def test_config_defaults_match_the_engine_and_the_page():
     """The page's defaults are the engine's table names and the DAG file's connection id."""
-    from airflow_sfox.onboarding.warehouse import LEDGER_TABLE, RUNS_TABLE
+    from airflow_sfox.defaults import LEDGER_TABLE, RUNS_TABLE
     from airflow_sfox.plugins.dashboard import DashboardSettings
 
     assert config_default("onboarding_ledger_table") == LEDGER_TABLE

@@ -68,12 +68,9 @@ ROOT_MODULES = {
 #: ("module", path, "") or ("function", path, qualified name). It may only shrink.
 KNOWN_DEBT = {
     ("module", "airflow_sfox/onboarding/planner.py", ""),
-    ("module", "airflow_sfox/onboarding/warehouse.py", ""),
     ("function", "airflow_sfox/onboarding/dag.py", "onboarding_dag"),
     ("function", "airflow_sfox/onboarding/dag.py", "email_verified_dag"),
     ("function", "airflow_sfox/onboarding/params.py", "onboarding_params"),
-    ("function", "airflow_sfox/onboarding/warehouse.py", "define_tables"),
-    ("function", "airflow_sfox/onboarding/warehouse.py", "Warehouse.record_outcomes"),
     ("function", "airflow_sfox/plugins/app.py", "create_app"),
 }
 

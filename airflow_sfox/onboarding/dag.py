@@ -53,8 +53,8 @@ from airflow_sfox.onboarding.alerts import deadline_alert
 from airflow_sfox.onboarding.model import CHANNELS_BY_ACCOUNT_TYPE, AccountType, Channel
 from airflow_sfox.onboarding.params import event_params, onboarding_params
 from airflow_sfox.onboarding.planner import OnboardingSource
+from airflow_sfox.onboarding.schema import check_identifier
 from airflow_sfox.onboarding.tasks import STOPPED_KEY, SendVerificationBatchOperator
-from airflow_sfox.onboarding.warehouse import check_identifier
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -492,7 +492,7 @@ def _summarize_task(
         """This run's accounting, logged as a table; fails the run past the threshold; alerts."""
         from airflow_sfox.onboarding import metrics
         from airflow_sfox.onboarding.runs import OnboardingRunFailed, summarize_run
-        from airflow_sfox.onboarding.warehouse import utcnow
+        from airflow_sfox.onboarding.schema import utcnow
 
         dag_id, run_id = context["dag"].dag_id, context["run_id"]
         started_at = context["dag_run"].start_date

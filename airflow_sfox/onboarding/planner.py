@@ -52,6 +52,7 @@ from airflow_sfox.onboarding.model import (
     channels_for,
     prerequisite,
 )
+from airflow_sfox.onboarding.schema import check_identifier, snapshot_verified, utcnow
 from airflow_sfox.onboarding.validation import (
     REJECTED_CHANNEL,
     SourceUser,
@@ -59,7 +60,6 @@ from airflow_sfox.onboarding.validation import (
     ledger_key,
     validate_row,
 )
-from airflow_sfox.onboarding.warehouse import check_identifier, snapshot_verified, utcnow
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Mapping
@@ -305,7 +305,6 @@ def planning_query(
     snapshot: sa.Table,
     snapshot_id: str,
     with_ledger: bool,
-    ledger_lacks: frozenset[str] = frozenset(),
 ) -> sa.Select[Any]:
     """
     Source ⋈ ledger ⋈ snapshot, one row per distinct user_id (as exact text), in user_id order.
@@ -337,8 +336,7 @@ def planning_query(
             joined = joined.outerjoin(
                 ledger, sa.and_(ledger.c.user_id == users.c.user_id, ledger.c.channel == channel.value)
             )
-            # A dry run reads a ledger of an earlier version as it is: its newer columns as NULL.
-            picked += [sa.null() if name in ledger_lacks else ledger.c[name] for name in _LEDGER_COLUMNS]
+            picked += [ledger.c[name] for name in _LEDGER_COLUMNS]
         else:  # a dry run before the first real run: no ledger yet, nothing sent yet
             picked += [sa.null()] * len(_LEDGER_COLUMNS)
     snap = snapshot.alias("snap")
@@ -442,9 +440,6 @@ class Planner:
                     snapshot=snapshot,
                     snapshot_id=snapshot_id,
                     with_ledger=with_ledger,
-                    ledger_lacks=self.warehouse.ledger_lacks()
-                    if with_ledger and config.dry_run
-                    else frozenset(),
                 )
                 for row in self.warehouse.stream(reader, query):
                     if not self._plan_user(tuple(row)):

@@ -21,9 +21,10 @@ from airflow_sfox.onboarding.model import (
     RunStatus,
 )
 from airflow_sfox.onboarding.planner import OnboardingConfig, Planner
+from airflow_sfox.onboarding.schema import REASON_LENGTH, utcnow
 from airflow_sfox.onboarding.sender import outage_text
 from airflow_sfox.onboarding.verdict import Verdict, judge, log_share, log_table, outcome_table, summary_of
-from airflow_sfox.onboarding.warehouse import REASON_LENGTH, Warehouse, utcnow
+from airflow_sfox.onboarding.warehouse import Warehouse
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Mapping, Sequence

@@ -39,7 +39,8 @@ from airflow_sfox.exceptions import (
 )
 from airflow_sfox.hooks.sfox import DEFAULT_POOL_SIZE
 from airflow_sfox.onboarding.model import LedgerState, prerequisite
-from airflow_sfox.onboarding.warehouse import Outcome, snapshot_verified, utcnow
+from airflow_sfox.onboarding.outcomes import Outcome
+from airflow_sfox.onboarding.schema import snapshot_verified, utcnow
 
 if TYPE_CHECKING:
     from airflow_sfox.hooks.sfox import SfoxConnectHook, SfoxResult

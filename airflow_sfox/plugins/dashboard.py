@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
-from airflow_sfox.defaults import DEFAULT_WAREHOUSE_CONN_ID
+from airflow_sfox.defaults import DEFAULT_WAREHOUSE_CONN_ID, LEDGER_TABLE, RUNS_TABLE
 from airflow_sfox.onboarding.model import (
     ACCOUNT_TYPES,
     CHANNELS,
@@ -39,15 +39,8 @@ from airflow_sfox.onboarding.model import (
     LedgerState,
     channels_for,
 )
-from airflow_sfox.onboarding.warehouse import (
-    LEDGER_TABLE,
-    RUNS_TABLE,
-    USER_ID_COLUMN_LENGTH,
-    Warehouse,
-    check_identifier,
-    ledger_indexes,
-    utcnow,
-)
+from airflow_sfox.onboarding.schema import USER_ID_COLUMN_LENGTH, check_identifier, ledger_indexes, utcnow
+from airflow_sfox.onboarding.warehouse import Warehouse
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Sequence

@@ -45,14 +45,14 @@ from airflow_sfox.defaults import DEFAULT_SFOX_CONN_ID, DEFAULT_WAREHOUSE_CONN_I
 from airflow_sfox.exceptions import SfoxAuthError, SfoxConfigError, SfoxError, scrub
 from airflow_sfox.hooks.sfox import SfoxConnectHook
 from airflow_sfox.onboarding.model import DONE_STATES, AccountType, Channel, LedgerState
-from airflow_sfox.onboarding.warehouse import (
+from airflow_sfox.onboarding.schema import (
     Timestamp,
-    Warehouse,
     check_identifier,
     snapshot_row,
     snapshot_verified,
     utcnow,
 )
+from airflow_sfox.onboarding.warehouse import Warehouse
 
 #: Seconds between the end of one poll and the start of the next.
 DEFAULT_POLL_INTERVAL = 300.0

@@ -374,24 +374,6 @@ def test_a_sent_answer_resets_the_failures(plan, warehouse_db, sfox_sandbox):
     assert warehouse_db.query("SELECT state, failures FROM sfox_onboarding_ledger") == [("sent", 0)]
 
 
-def test_a_ledger_of_an_earlier_version_is_read_by_a_dry_run_then_upgraded(plan, warehouse_db, sfox_sandbox):
-    """A failed row made before the failures count: one try so far, whichever run reads it first."""
-    users = [("u1", "corporation", "a@example.com", None), ("u2", "corporation", "b@example.com", None)]
-    warehouse_db.seed(users)
-    sfox_sandbox.seed_users(sandbox_users(users))
-    plan(run_id="first")
-    _mark_failed(warehouse_db, "u1", state="failed", failures=0, hours_ago=2)
-    warehouse_db.query("ALTER TABLE sfox_onboarding_ledger DROP COLUMN failures")
-
-    dry = plan(run_id="dry", dry_run=True)
-    assert dry.counts["retry_email"] == 1
-
-    plan(run_id="second", max_tries=2)  # adds the column: u1 has failed once, so it is tried again
-    failures = dict(warehouse_db.query("SELECT user_id, failures FROM sfox_onboarding_ledger"))
-    assert failures == {"u1": 1, "u2": 0}
-    assert warehouse_db.ledger()[("u1", "email")]["state"] == "queued"
-
-
 def test_a_redrive_beyond_max_users_counts_only_the_users_it_queues(plan, three_given_up):
 
     result = plan(run_id="second", redrive=["gave_up"], max_users=2)

@@ -8,15 +8,17 @@ import pytest
 import sqlalchemy as sa
 
 from airflow_sfox.hooks.sfox import SfoxConnectHook
+from airflow_sfox.onboarding.dialects import UnsupportedDialectError
+from airflow_sfox.onboarding.outcomes import Claim
 from airflow_sfox.onboarding.planner import OnboardingConfig, OnboardingSource, Planner
-from airflow_sfox.onboarding.warehouse import (
-    Claim,
-    UnsupportedDialectError,
-    Warehouse,
+from airflow_sfox.onboarding.schema import (
+    SCHEMA_VERSION,
+    SchemaVersionError,
     snapshot_row,
     snapshot_verified,
     utcnow,
 )
+from airflow_sfox.onboarding.warehouse import Warehouse
 from tests.onboarding_data import sandbox_users
 
 EMAIL = "x@example.com"
@@ -129,16 +131,42 @@ def test_indexes_exist_after_create_tables(warehouse_db):
     assert not snapshot_columns & {"email", "phone_number", "phone"}
 
 
-def test_an_earlier_ledger_gets_its_missing_indexes(warehouse_db):
+def test_create_tables_records_the_schema_version_once(warehouse_db):
     warehouse = Warehouse.from_conn_id("sfox_warehouse")
     warehouse.create_tables()
-    warehouse_db.query(
-        "DROP INDEX ix_sfox_onboarding_ledger_state"
-        + (" ON sfox_onboarding_ledger" if warehouse_db.kind == "mariadb" else "")
-    )
     warehouse.create_tables()
-    names = {ix["name"] for ix in sa.inspect(warehouse.engine).get_indexes("sfox_onboarding_ledger")}
-    assert "ix_sfox_onboarding_ledger_state" in names
+    assert warehouse_db.query("SELECT id, version FROM sfox_onboarding_ledger_version") == [
+        (1, SCHEMA_VERSION)
+    ]
+
+
+@pytest.mark.parametrize(
+    ("recorded", "advice"),
+    [
+        (
+            SCHEMA_VERSION + 1,
+            f"to the release that made them (schema version {SCHEMA_VERSION + 1})",
+        ),
+        (
+            SCHEMA_VERSION - 1,
+            f"upgrade them from version {SCHEMA_VERSION - 1} to {SCHEMA_VERSION} with the steps",
+        ),
+    ],
+)
+@pytest.mark.parametrize("reader", ["create_tables", "has_ledger"])  # a real run, a dry run
+def test_tables_of_another_schema_version_are_refused_and_left_alone(warehouse_db, reader, recorded, advice):
+    warehouse = Warehouse.from_conn_id("sfox_warehouse")
+    warehouse.create_tables()
+    warehouse_db.query("UPDATE sfox_onboarding_ledger_version SET version = ?", (recorded,))
+    warehouse_db.query("DROP TABLE sfox_onboarding_runs_steps")  # created again if not refused
+    with pytest.raises(SchemaVersionError) as error:
+        getattr(warehouse, reader)()
+    message = str(error.value)
+    assert f"schema version {recorded} in sfox_onboarding_ledger_version" in message
+    assert f"uses schema version {SCHEMA_VERSION}" in message
+    assert advice in message
+    assert not warehouse_db.has_table("sfox_onboarding_runs_steps")
+    assert warehouse_db.query("SELECT version FROM sfox_onboarding_ledger_version") == [(recorded,)]
 
 
 @pytest.fixture

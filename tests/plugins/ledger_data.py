@@ -9,7 +9,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from airflow_sfox.onboarding.warehouse import LOST_ERROR, Warehouse
+from airflow_sfox.onboarding.outcomes import LOST_ERROR
+from airflow_sfox.onboarding.warehouse import Warehouse
 
 T = "2026-03-0{day}T{hour:02d}:00:00.000000+00:00"
 GAVE_UP_REASON = "gave up after 4 tries in a row ending not_registered: user not found"

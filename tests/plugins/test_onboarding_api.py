@@ -17,7 +17,8 @@ from airflow.api_fastapi.auth.managers.base_auth_manager import BaseAuthManager
 from fastapi import HTTPException
 from fastapi.testclient import TestClient
 
-from airflow_sfox.onboarding.warehouse import LOST_ERROR, Warehouse
+from airflow_sfox.onboarding.outcomes import LOST_ERROR
+from airflow_sfox.onboarding.warehouse import Warehouse
 from airflow_sfox.plugins.app import TTLCache, create_app, dag_ids_from_config
 from airflow_sfox.plugins.dashboard import LEDGER_INDEXES, DashboardSettings, ledger_indexes
 from tests.plugins.ledger_data import (

@@ -95,8 +95,8 @@ def run_onboarding(
     from airflow_sfox._compat import AirflowException, AirflowSkipException
     from airflow_sfox.onboarding.model import channels_for
     from airflow_sfox.onboarding.runs import plan_run, summarize_run
+    from airflow_sfox.onboarding.schema import utcnow
     from airflow_sfox.onboarding.tasks import SendVerificationBatchOperator
-    from airflow_sfox.onboarding.warehouse import utcnow
 
     params = {"channels": ["email"], "chunk_size": 100, "failure_threshold": 0.2, **(params or {})}
     started_at = utcnow()
