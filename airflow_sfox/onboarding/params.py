@@ -66,7 +66,9 @@ def onboarding_params(**overrides: Any) -> dict[str, Param]:
             d["dry_run"],
             type="boolean",
             title="Dry run",
-            description="Plan and report who would get which code; write nothing, send nothing.",
+            description="Plan and report who would get which code; write nothing, send nothing. "
+            "Note: the form's 'Unpause on trigger' box (ticked by default) unpauses the DAG, and an "
+            "unpaused DAG runs for real on its schedule (hourly by default).",
             section=SAFETY,
         ),
         "user_ids": Param(

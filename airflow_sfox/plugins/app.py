@@ -303,6 +303,20 @@ def _json(data: dict[str, Any]) -> JSONResponse:
     return JSONResponse(data, headers={"Cache-Control": "no-store"})
 
 
+def _new_app() -> FastAPI:
+    """The app with its static files and error pages, without routes or schema pages."""
+    app = FastAPI(
+        title="sFOX onboarding",
+        description="Onboarding funnel, runs and failures from the sFOX onboarding ledger.",
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+    )
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="sfox_onboarding_static")
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    return app
+
+
 def create_app(
     *,
     settings: Callable[[], DashboardSettings] = settings_from_config,
@@ -325,15 +339,7 @@ def create_app(
     can_read_dags = Depends(requires_onboarding_dag_access(dag_ids, auth_manager))
     cache = TTLCache(cache_seconds)
     read = _reader(settings)
-    app = FastAPI(
-        title="sFOX onboarding",
-        description="Onboarding funnel, runs and failures from the sFOX onboarding ledger.",
-        docs_url=None,
-        redoc_url=None,
-        openapi_url=None,
-    )
-    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="sfox_onboarding_static")
-    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app = _new_app()
 
     @app.get("/", include_in_schema=False, dependencies=[can_read_dags])
     def page() -> FileResponse:
