@@ -271,7 +271,12 @@ def test_a_new_user_in_the_browser(live_airflow, warehouse, sandbox, tmp_path, s
         sections = [line for line in shown if line in ("Safety", "Who", "What to send")]
         assert sections == ["Safety", "Who", "What to send"], shown
         assert {"Dry run", "Users per chunk task", "Failure threshold"} <= set(shown), shown
-        assert "Plan and report who would get which code; write nothing, send nothing." in shown
+        # The dry run's help, as the params define it: it says what unpausing starts.
+        from airflow_sfox.onboarding.params import onboarding_params
+
+        help_text = str(onboarding_params()["dry_run"].description)
+        assert "Unpause on trigger" in help_text
+        assert help_text in " ".join(shown), shown
         assert f"Unpause {NEW_USER_DAG_ID} on trigger" in shown
         assert unpause.is_selected() is unpause_default  # untouched
         assert driver.save_screenshot(str(screenshot_dir / FORM_SCREENSHOT))
@@ -301,7 +306,10 @@ def test_a_new_user_in_the_browser(live_airflow, warehouse, sandbox, tmp_path, s
     during = _journal(sandbox)[journal_before:]
     assert not [e for e in during if e["code_sent"] or "/send-verification/" in e["path"]], during
     assert [(e["method"], e["path"], e["status"]) for e in during] == [("GET", "/v1/enterprise/users", 200)]
-    assert not warehouse(f"SELECT run_id FROM sfox_onboarding_runs WHERE run_id = '{run['dag_run_id']}'")
+    # Its run row stays, marked a dry run (the page shows its preview); it wrote no ledger row.
+    rows = warehouse(f"SELECT dry_run, status FROM sfox_onboarding_runs WHERE run_id = '{run['dag_run_id']}'")
+    assert [tuple(row) for row in rows] == [(1, "success")], rows
+    assert not warehouse(f"SELECT user_id FROM sfox_onboarding_ledger WHERE run_id = '{run['dag_run_id']}'")
 
 
 def test_unpausing_the_factory_dag_schedules_nothing_in_the_past(live_airflow):
