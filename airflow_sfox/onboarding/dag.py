@@ -50,9 +50,9 @@ from airflow_sfox.defaults import (
     LEDGER_TABLE,
 )
 from airflow_sfox.onboarding.alerts import deadline_alert
+from airflow_sfox.onboarding.config import OnboardingSource
 from airflow_sfox.onboarding.model import CHANNELS_BY_ACCOUNT_TYPE, AccountType, Channel
 from airflow_sfox.onboarding.params import event_params, onboarding_params
-from airflow_sfox.onboarding.planner import OnboardingSource
 from airflow_sfox.onboarding.schema import check_identifier
 from airflow_sfox.onboarding.tasks import STOPPED_KEY, SendVerificationBatchOperator
 

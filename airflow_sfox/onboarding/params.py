@@ -12,6 +12,7 @@ from typing import Any
 
 from airflow.sdk import Param
 
+from airflow_sfox.onboarding.config import OnboardingConfig
 from airflow_sfox.onboarding.model import (
     CHANNELS,
     CHANNELS_BY_ACCOUNT_TYPE,
@@ -19,7 +20,6 @@ from airflow_sfox.onboarding.model import (
     STATE_LABELS,
     prerequisite,
 )
-from airflow_sfox.onboarding.planner import OnboardingConfig
 
 _DEFAULTS = OnboardingConfig()
 #: Sections of the trigger form, in order.
@@ -52,7 +52,7 @@ def onboarding_params(**overrides: Any) -> dict[str, Param]:
     """
     The DAG params, each with a title, a description and a section of the trigger form.
 
-    Defaults are :class:`~airflow_sfox.onboarding.planner.OnboardingConfig`'s.
+    Defaults are :class:`~airflow_sfox.onboarding.config.OnboardingConfig`'s.
 
     :param overrides: other defaults, e.g. ``chunk_size=200``.
     """

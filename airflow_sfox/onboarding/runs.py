@@ -15,12 +15,13 @@ from typing import TYPE_CHECKING, Any
 from airflow_sfox._compat import AirflowException
 from airflow_sfox.assets.sfox import USER_IDS_KEY
 from airflow_sfox.exceptions import SfoxRateBudgetError, SfoxServerError
+from airflow_sfox.onboarding.config import OnboardingConfig
 from airflow_sfox.onboarding.counts import due_counts, plan_result
 from airflow_sfox.onboarding.model import (
     LedgerState,
     RunStatus,
 )
-from airflow_sfox.onboarding.planner import OnboardingConfig, Planner
+from airflow_sfox.onboarding.planner import Planner
 from airflow_sfox.onboarding.schema import REASON_LENGTH, utcnow
 from airflow_sfox.onboarding.sender import outage_text
 from airflow_sfox.onboarding.verdict import Verdict, judge, log_share, log_table, outcome_table, summary_of
@@ -30,7 +31,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Mapping, Sequence
     from datetime import datetime
 
-    from airflow_sfox.onboarding.planner import OnboardingSource
+    from airflow_sfox.onboarding.config import OnboardingSource
 
 log = logging.getLogger(__name__)
 

@@ -131,8 +131,8 @@ def _rss_mb() -> float:
 def _dag_task_instances(chunks_per_type: dict[str, int]) -> dict[str, Any]:
     """The task instances of one run of the factory's DAG: its unmapped tasks, plus each
     mapped group's steps once per chunk descriptor of its account type."""
+    from airflow_sfox.onboarding.config import OnboardingSource
     from airflow_sfox.onboarding.dag import onboarding_dag
-    from airflow_sfox.onboarding.planner import OnboardingSource
 
     dag = onboarding_dag(source=OnboardingSource(), dag_id="sfox_bench_planning")
     steps: dict[str, int] = {kind: 0 for kind in chunks_per_type}
@@ -166,9 +166,9 @@ def _time_snapshot(warehouse_class: Any) -> list[float]:
 def main() -> None:
     args = json.loads(sys.argv[1])
     from airflow_sfox.hooks.sfox import SfoxConnectHook  # noqa: F401 - imported before the clock
+    from airflow_sfox.onboarding.config import OnboardingSource
     from airflow_sfox.onboarding.model import ACCOUNT_TYPES
     from airflow_sfox.onboarding.params import onboarding_params
-    from airflow_sfox.onboarding.planner import OnboardingSource
     from airflow_sfox.onboarding.runs import plan_run
     from airflow_sfox.onboarding.warehouse import Warehouse
 

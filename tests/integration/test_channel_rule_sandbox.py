@@ -11,7 +11,8 @@ from __future__ import annotations
 import pytest
 
 from airflow_sfox.hooks.sfox import SfoxConnectHook
-from airflow_sfox.onboarding.planner import OnboardingConfig, Planner
+from airflow_sfox.onboarding.config import OnboardingConfig
+from airflow_sfox.onboarding.planner import Planner
 from airflow_sfox.onboarding.sender import send_chunk
 from airflow_sfox.onboarding.warehouse import Warehouse
 from tests.helpers import sfox_conn_json
@@ -50,3 +51,10 @@ def test_plan_and_send_follow_the_rule_the_sandbox_enforces(warehouse_db, sfox_s
     assert sorted((e.user_id, e.type) for e in sends) == sorted(EXPECTED_SENDS)
     for user_id, channel in EXPECTED_SENDS:
         assert sfox_sandbox.codes(user_id)[channel]["count"] == 1
+    # ... and the ledger keeps only channels sFOX itself lists for the user (its requirements).
+    ledger = warehouse_db.ledger()
+    with SfoxConnectHook() as hook:
+        for user_id, *_ in USERS:
+            listed = set(hook.get_user(user_id)["requirements"])
+            kept = {channel for uid, channel in ledger if uid == user_id}
+            assert kept <= listed, (user_id, kept, listed)

@@ -7,7 +7,8 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from airflow_sfox.hooks.sfox import SfoxConnectHook
-from airflow_sfox.onboarding.planner import OnboardingConfig, OnboardingSource, Planner
+from airflow_sfox.onboarding.config import OnboardingConfig, OnboardingSource
+from airflow_sfox.onboarding.planner import Planner
 from airflow_sfox.onboarding.warehouse import Warehouse
 from tests.onboarding_data import BAD_ROWS, make_users, sandbox_users
 

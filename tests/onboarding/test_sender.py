@@ -9,7 +9,8 @@ import pytest
 
 from airflow_sfox.exceptions import SfoxAuthError
 from airflow_sfox.hooks.sfox import SfoxConnectHook
-from airflow_sfox.onboarding.planner import OnboardingConfig, Planner
+from airflow_sfox.onboarding.config import OnboardingConfig
+from airflow_sfox.onboarding.planner import Planner
 from airflow_sfox.onboarding.sender import MAX_THREADS, send_chunk, threads_for
 from airflow_sfox.onboarding.warehouse import Warehouse
 from tests.helpers import sfox_conn_json

@@ -8,9 +8,10 @@ import pytest
 import sqlalchemy as sa
 
 from airflow_sfox.hooks.sfox import SfoxConnectHook
+from airflow_sfox.onboarding.config import OnboardingConfig, OnboardingSource
 from airflow_sfox.onboarding.dialects import UnsupportedDialectError
 from airflow_sfox.onboarding.outcomes import Claim
-from airflow_sfox.onboarding.planner import OnboardingConfig, OnboardingSource, Planner
+from airflow_sfox.onboarding.planner import Planner
 from airflow_sfox.onboarding.schema import (
     SCHEMA_VERSION,
     SchemaVersionError,

@@ -22,7 +22,8 @@ import pytest
 
 from airflow_sfox.assets.sfox import USER_IDS_KEY, email_verified_asset
 from airflow_sfox.hooks.sfox import USERS_PATH, SfoxConnectHook
-from airflow_sfox.onboarding.planner import OnboardingConfig, Planner
+from airflow_sfox.onboarding.config import OnboardingConfig
+from airflow_sfox.onboarding.planner import Planner
 from airflow_sfox.onboarding.sender import send_chunk
 from airflow_sfox.onboarding.warehouse import Warehouse
 from airflow_sfox.triggers import sfox as watcher_module
