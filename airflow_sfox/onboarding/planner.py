@@ -178,16 +178,7 @@ def planning_query(
     ``phone_number``, then the ledger's :data:`_LEDGER_COLUMNS` per channel, then sFOX's ``status`` and
     ``<channel>_required`` per channel from the snapshot.
     """
-    fields = registration_columns(source)
-    cols = ", ".join(
-        [f"src.{source.column(c)} AS {c}" for c in SOURCE_COLUMNS]
-        + [f"src.{column} AS {alias}" for alias, column in fields.items()]
-    )
-    src = (
-        sa.text(f"SELECT {cols} FROM {source.sql()} src")
-        .columns(*(sa.column(c) for c in (*SOURCE_COLUMNS, *fields)))
-        .subquery("s")
-    )
+    src, fields = source.subquery(), source.registration_columns()
     key = warehouse.support.text_key(src.c.user_id, dialect)
     grouped = sa.select(
         key.label("user_id"),
@@ -228,13 +219,6 @@ def planning_query(
         picked += [users.c[alias] for alias in fields]
     columns = [c for c in users.c if c.name not in fields]
     return sa.select(*columns, *picked).select_from(joined).order_by(users.c.user_id)
-
-
-def registration_columns(source: OnboardingSource) -> dict[str, str]:
-    """The query alias (``r_<n>``) and source column of each registration field (none: not opted in)."""
-    if source.registration is None:
-        return {}
-    return {f"r_{n}": column for n, column in enumerate(source.registration.columns().values())}
 
 
 class Planner:
@@ -445,6 +429,12 @@ class Planner:
         """
         listed, state, last_hmac, *values = row[_REGISTRATION_AT:]
         registration = self.source.registration
+        if listed and state not in (None, LedgerState.REGISTERED):  # e.g. a lost answer that landed
+            self.counts[f"marked_{LedgerState.REGISTERED}"] += 1
+            why = "sFOX lists the user"
+            self._write(
+                user.user_id, Channel.REGISTRATION, user.account_type, LedgerState.REGISTERED, None, why
+            )
         if listed or state == LedgerState.REGISTERED or registration is None:
             return []
         fields = dict(zip(registration.columns(), values, strict=True))
