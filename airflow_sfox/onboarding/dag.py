@@ -87,7 +87,7 @@ Send sFOX verification codes to the users of a warehouse source, in chunks, with
 rate budget, idempotently: corporations verify their email; individuals their email, then
 (in a later run, once sFOX reports the email verified) their phone by sms.
 
-Source: `{source}` through connection `{warehouse_conn_id}`; sFOX connection `{sfox_conn_id}`.
+Source: `{source}` through connection `{where[warehouse_conn_id]}`; sFOX connection `{sfox}`.
 """
 
 
@@ -128,81 +128,44 @@ def onboarding_dag(
     send_retries: int | None = None,
     send_retry_delay: timedelta | None = None,
     send_max_retry_delay: timedelta | None = None,
-    tags: Sequence[str] = ("sfox",),
     **dag_kwargs: Any,
 ) -> DAG:
     """
-    Build the onboarding DAG of one source.
-
-    Each real run that succeeds ends with an event of the ledger's asset
-    (:func:`~airflow_sfox.assets.sfox.ledger_asset`), emitted by its ``announce`` task; a dry run
-    skips that task and announces nothing.
+    Build the onboarding DAG of one source (the batch onboarding guide explains each argument).
 
     :param source: where the users come from (table or query, column mapping).
     :param dag_id: the DAG id.
     :param sfox_conn_id: the ``sfox`` connection.
-    :param warehouse_conn_id: the SQL connection holding the source, the ledger and the run table.
-    :param warehouse_schema: the schema of the ledger, run and snapshot tables (MariaDB/MySQL: a
-        database), created when missing; ``None``: the connection's default. The source may name
-        its own schema (``OnboardingSource(table="crm.customers")``).
-    :param parallel_chunks: chunk tasks that may send at once (default 2). They share the
-        connection's one rate budget (with every other user of it on the host), so together
-        they fill it and never exceed it: while one chunk task starts, another sends.
+    :param warehouse_conn_id: the SQL connection of the source, the ledger and the run table.
+    :param warehouse_schema: the schema of the ledger and run tables (``None``: the connection's).
+    :param parallel_chunks: chunk tasks that may send at once (default 2), sharing one budget.
     :param schedule: when to run (default: :func:`default_schedule`, hourly; nothing at unpause).
-    :param source_asset: the source table's asset (:func:`~airflow_sfox.assets.sfox.table_asset`):
-        a run starts when a load DAG updates it (``outlets=[...]``), as well as on ``schedule``.
-    :param start_date: the DAG's start date. Leave it unset: with a start date, Airflow plans
-        a run for the latest past tick as soon as the DAG is unpaused, even without catch-up.
+    :param source_asset: the source's :func:`~airflow_sfox.assets.sfox.table_asset`: updates start runs.
+    :param start_date: leave it unset: with one, unpausing plans a run for the latest past tick.
     :param params: other defaults of the run params, e.g. ``{"chunk_size": 200}``.
-    :param on_failure: notifiers (``BaseNotifier`` objects such as ``SmtpNotifier`` or
-        ``SlackNotifier``, or callables taking the context) called once when a run fails, with
-        ``sfox_summary`` in their template context (see :mod:`airflow_sfox.onboarding.alerts`).
-    :param on_recovery: notifiers called once when a run succeeds after a run that did not.
-    :param deadline: how long after it was queued a run should be finished: an Airflow Deadline
-        Alert (the scheduler and the triggerer watch it) says so once when a run is not, to
-        ``on_deadline`` and as the ``sfox.deadline_missed`` metric.
-    :param on_deadline: ``AsyncCallback`` objects (Airflow's deadline callbacks: a notifier class
-        and its arguments, ``AsyncCallback(SmtpNotifier, kwargs={...})``, or an async function)
-        the triggerer calls with ``sfox_summary`` (the run's progress) in their context. Notifier
-        objects, as ``on_failure`` takes, cannot travel to the triggerer.
-    :param send_retries: retries of a chunk task an outage stopped (default 8; see :func:`send_retry`).
-    :param send_retry_delay: the first retry's delay (default 1 minute), doubling each time...
+    :param on_failure: notifiers called once when a run fails (:mod:`~airflow_sfox.onboarding.alerts`).
+    :param on_recovery: notifiers called once when a run succeeds after one that did not.
+    :param deadline: how long after it was queued a run should be finished (a Deadline Alert).
+    :param on_deadline: ``AsyncCallback`` objects the triggerer calls when a run misses it.
+    :param send_retries: retries of a chunk task an outage stopped (default 8; :func:`send_retry`)...
+    :param send_retry_delay: ...the first one after this (default 1 minute), doubling each time...
     :param send_max_retry_delay: ...up to this (default 15 minutes): about 75 minutes in all.
-    :param tags: the DAG's tags.
-    :param dag_kwargs: any other :class:`~airflow.sdk.DAG` argument (``on_failure_callback``, ...).
+    :param dag_kwargs: any other :class:`~airflow.sdk.DAG` argument (``tags``, default ``["sfox"]``; ...).
     """
-    if int(parallel_chunks) < 1:
-        raise ValueError(f"parallel_chunks must be >= 1, got {parallel_chunks!r}")
     where = _warehouse_where(warehouse_conn_id, warehouse_schema)
     retry = send_retry(send_retries, send_retry_delay, send_max_retry_delay)
-    alert = deadline_alert(deadline, tuple(on_deadline), **where)
     dag_kwargs.setdefault("description", f"Send sFOX verification codes to the users of {source.sql()[:60]}")
-    dag_kwargs.setdefault(
-        "doc_md",
-        _DOC.format(source=source.sql(), sfox_conn_id=sfox_conn_id, warehouse_conn_id=warehouse_conn_id),
-    )
-    timetable = default_schedule() if schedule is None else schedule
-    if source_asset is not None:
-        timetable = AssetOrTimeSchedule(timetable=timetable, assets=source_asset)
-    with DAG(
-        dag_id=dag_id,
-        schedule=timetable,
-        start_date=start_date,
-        catchup=False,
-        max_active_runs=1,
-        max_active_tasks=parallel_chunks,
+    dag_kwargs.setdefault("doc_md", _DOC.format(source=source.sql(), sfox=sfox_conn_id, where=where))
+    with _dag(
+        dag_id,
+        schedule=_timetable(schedule, source_asset),
+        parallel_chunks=parallel_chunks,
         params=onboarding_params(**(params or {})),
-        tags=list(tags),
-        deadline=alert,
+        start_date=start_date,
+        deadline=deadline_alert(deadline, tuple(on_deadline), **where),
         **dag_kwargs,
     ) as dag:
-        planned = _plan_task(source=source, sfox_conn_id=sfox_conn_id, **where)
-        paths = [
-            _account_type_path(kind, _chunks_task(kind, planned), sfox_conn_id, where, retry)
-            for kind in CHANNELS_BY_ACCOUNT_TYPE
-        ]
-        sends = [f"{kind}.send_{c}" for kind, channels in CHANNELS_BY_ACCOUNT_TYPE.items() for c in channels]
-        _end(paths, where, sends=sends, on_failure=on_failure, on_recovery=on_recovery)
+        _onboarding_graph(source, sfox_conn_id, where, retry, on_failure=on_failure, on_recovery=on_recovery)
     return dag
 
 
@@ -220,7 +183,6 @@ def email_verified_dag(
     send_retries: int | None = None,
     send_retry_delay: timedelta | None = None,
     send_max_retry_delay: timedelta | None = None,
-    tags: Sequence[str] = ("sfox",),
     **dag_kwargs: Any,
 ) -> DAG:
     """
@@ -244,23 +206,13 @@ def email_verified_dag(
 
     The other parameters are :func:`onboarding_dag`'s.
     """
-    if int(parallel_chunks) < 1:
-        raise ValueError(f"parallel_chunks must be >= 1, got {parallel_chunks!r}")
     asset = email_verified_asset() if asset is None else asset
     where = _warehouse_where(warehouse_conn_id, warehouse_schema)
     dag_kwargs.setdefault(
         "description", f"Send the sms of the users whose email {asset.uri} reports verified"
     )
-    with DAG(
-        dag_id=dag_id,
-        schedule=[asset],
-        catchup=False,
-        max_active_runs=1,
-        max_active_tasks=parallel_chunks,
-        params=event_params(**(params or {})),
-        tags=list(tags),
-        **dag_kwargs,
-    ) as dag:
+    params_ = event_params(**(params or {}))
+    with _dag(dag_id, schedule=[asset], parallel_chunks=parallel_chunks, params=params_, **dag_kwargs) as dag:
         planned = _plan_events_task(asset, **where)
         chunks = _chunks_task(AccountType.INDIVIDUAL, planned)
         sends = SendVerificationBatchOperator.partial(
@@ -272,6 +224,48 @@ def email_verified_dag(
         ).expand(chunk=chunks)
         _end(sends, where, sends=[f"send_{Channel.SMS}"], on_failure=on_failure, on_recovery=on_recovery)
     return dag
+
+
+def _timetable(schedule: Any, source_asset: Asset | None) -> Any:
+    """``schedule`` (default hourly), or it or an update of ``source_asset``, whichever comes first."""
+    timetable = default_schedule() if schedule is None else schedule
+    return (
+        timetable if source_asset is None else AssetOrTimeSchedule(timetable=timetable, assets=source_asset)
+    )
+
+
+def _onboarding_graph(
+    source: OnboardingSource,
+    sfox_conn_id: str,
+    where: dict[str, Any],
+    retry: dict[str, Any],
+    *,
+    on_failure: Sequence[Notifier],
+    on_recovery: Sequence[Notifier],
+) -> None:
+    """The onboarding DAG's tasks: plan, one path per account type, summarize and announce."""
+    planned = _plan_task(source=source, sfox_conn_id=sfox_conn_id, **where)
+    paths = [
+        _account_type_path(kind, _chunks_task(kind, planned), sfox_conn_id, where, retry)
+        for kind in CHANNELS_BY_ACCOUNT_TYPE
+    ]
+    sends = [f"{kind}.send_{c}" for kind, channels in CHANNELS_BY_ACCOUNT_TYPE.items() for c in channels]
+    _end(paths, where, sends=sends, on_failure=on_failure, on_recovery=on_recovery)
+
+
+def _dag(dag_id: str, *, schedule: Any, parallel_chunks: int, **kwargs: Any) -> DAG:
+    """Both factories' DAG: one active run, ``parallel_chunks`` tasks at once, no catch-up."""
+    kwargs["tags"] = list(kwargs.get("tags", ("sfox",)))
+    if int(parallel_chunks) < 1:
+        raise ValueError(f"parallel_chunks must be >= 1, got {parallel_chunks!r}")
+    return DAG(
+        dag_id=dag_id,
+        schedule=schedule,
+        catchup=False,
+        max_active_runs=1,
+        max_active_tasks=parallel_chunks,
+        **kwargs,
+    )
 
 
 def _plan_events_task(asset: Asset, *, warehouse_conn_id: str, warehouse_schema: str | None) -> XComArg:

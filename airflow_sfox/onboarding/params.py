@@ -48,6 +48,122 @@ def choices(values: tuple[str, ...], labels: dict[str, str]) -> dict[str, Any]:
     }
 
 
+#: Each param's schema and form text, in form order; its default comes from
+#: :class:`~airflow_sfox.onboarding.config.OnboardingConfig` or the factory's overrides.
+_SPECS: dict[str, dict[str, Any]] = {
+    "dry_run": dict(
+        type="boolean",
+        title="Dry run",
+        description="Plan and report who would get which code; write nothing, send nothing. "
+        "Note: the form's 'Unpause on trigger' box (ticked by default) unpauses the DAG, and an "
+        "unpaused DAG runs for real on its schedule (hourly by default).",
+        section=SAFETY,
+    ),
+    "user_ids": dict(
+        type=["null", "array"],
+        items={"type": "string"},
+        title="Only these user ids",
+        description="Onboard only these user_ids of the source (empty: everyone due).",
+        section=WHO,
+    ),
+    "max_users": dict(
+        type=["null", "integer"],
+        minimum=0,
+        title="At most this many users",
+        description="Stop planning once this many users have a code due (empty: no limit).",
+        section=WHO,
+    ),
+    "channels": dict(
+        type="array",
+        minItems=1,
+        **choices(tuple(map(str, CHANNELS)), {str(c): _channel_label(c) for c in CHANNELS}),
+        title="Verifications to send",
+        description="Pick one or more: each is sent to the account types shown, in that order.",
+        section=WHAT,
+    ),
+    "resend_after_hours": dict(
+        type="number",
+        minimum=0,
+        title="Resend after (hours)",
+        description="Send a new code when the last one is still unverified after this many hours.",
+        section=WHAT,
+    ),
+    "max_sends": dict(
+        type="integer",
+        minimum=1,
+        title="Most codes per user and channel",
+        description="Never send a user more codes than this for one channel, resends included.",
+        section=WHAT,
+    ),
+    "max_tries": dict(
+        type="integer",
+        minimum=1,
+        title="Tries before giving up",
+        description=(
+            "A user whose request failed or who sFOX did not know (404) is tried again by later "
+            "runs; after this many such tries in a row the channel is gave_up until a re-drive."
+        ),
+        section=WHAT,
+    ),
+    "retry_wait_hours": dict(
+        type="array",
+        items={"type": "number", "minimum": 0},
+        minItems=1,
+        title="Wait before each retry (hours)",
+        description="After the 1st, 2nd, ... failure in a row; the last wait applies to later ones.",
+        section=WHAT,
+    ),
+    "redrive": dict(
+        type=["null", "array"],
+        **choices(REDRIVE_CHOICES, STATE_LABELS),
+        title="Re-drive",
+        description=(
+            "Pick the states whose users are queued again now, whatever their wait or tries "
+            "(uncertain: a request whose answer was lost). With 'Only these user ids': only "
+            "those. A dry run shows what it would queue."
+        ),
+        section=WHO,
+    ),
+    "hold_uncertain": dict(
+        type="boolean",
+        title="Hold requests lost in a crash",
+        description=(
+            "A user whose request was in flight when its task died may have been sent a code: "
+            "off, it is sent again (at least once); on, it is held for review until a re-drive "
+            "of uncertain. Either way it is counted as uncertain."
+        ),
+        section=WHAT,
+    ),
+    "attempts_retention_days": dict(
+        type="integer",
+        minimum=1,
+        title="Keep request history (days)",
+        description="Each plan deletes the per-request history (the attempts table) older than this.",
+        section=SAFETY,
+    ),
+    "chunk_size": dict(
+        type="integer",
+        minimum=1,
+        title="Users per chunk task",
+        description="Users sent by one chunk task; a run maps one task per chunk.",
+        section=SAFETY,
+    ),
+    "failure_threshold": dict(
+        type="number",
+        minimum=0,
+        maximum=1,
+        title="Failure threshold",
+        description=(
+            "Fail the run when this share of its own work went wrong: (failed + not registered + "
+            "newly rejected users) / (requests planned + newly rejected users). Users rejected by "
+            "an earlier run are reported, not counted again; a run that attempts nothing passes; "
+            "malformed ids in events are reported, never counted."
+        ),
+        section=SAFETY,
+    ),
+}
+
+
 def onboarding_params(**overrides: Any) -> dict[str, Param]:
     """
     The DAG params, each with a title, a description and a section of the trigger form.
@@ -61,131 +177,7 @@ def onboarding_params(**overrides: Any) -> dict[str, Param]:
         raise ValueError(f"unknown onboarding params {sorted(unknown)}")
     d = {**{f: getattr(_DEFAULTS, f) for f in OnboardingConfig.__dataclass_fields__}, **overrides}
     OnboardingConfig(**d)  # the same checks as a run's, at parse time, with no I/O
-    return {
-        "dry_run": Param(
-            d["dry_run"],
-            type="boolean",
-            title="Dry run",
-            description="Plan and report who would get which code; write nothing, send nothing. "
-            "Note: the form's 'Unpause on trigger' box (ticked by default) unpauses the DAG, and an "
-            "unpaused DAG runs for real on its schedule (hourly by default).",
-            section=SAFETY,
-        ),
-        "user_ids": Param(
-            d["user_ids"],
-            type=["null", "array"],
-            items={"type": "string"},
-            title="Only these user ids",
-            description="Onboard only these user_ids of the source (empty: everyone due).",
-            section=WHO,
-        ),
-        "max_users": Param(
-            d["max_users"],
-            type=["null", "integer"],
-            minimum=0,
-            title="At most this many users",
-            description="Stop planning once this many users have a code due (empty: no limit).",
-            section=WHO,
-        ),
-        "channels": Param(
-            d["channels"],
-            type="array",
-            minItems=1,
-            **choices(tuple(map(str, CHANNELS)), {str(c): _channel_label(c) for c in CHANNELS}),
-            title="Verifications to send",
-            description="Pick one or more: each is sent to the account types shown, in that order.",
-            section=WHAT,
-        ),
-        "resend_after_hours": Param(
-            d["resend_after_hours"],
-            type="number",
-            minimum=0,
-            title="Resend after (hours)",
-            description="Send a new code when the last one is still unverified after this many hours.",
-            section=WHAT,
-        ),
-        "max_sends": Param(
-            d["max_sends"],
-            type="integer",
-            minimum=1,
-            title="Most codes per user and channel",
-            description="Never send a user more codes than this for one channel, resends included.",
-            section=WHAT,
-        ),
-        "max_tries": Param(
-            d["max_tries"],
-            type="integer",
-            minimum=1,
-            title="Tries before giving up",
-            description=(
-                "A user whose request failed or who sFOX did not know (404) is tried again by later "
-                "runs; after this many such tries in a row the channel is gave_up until a re-drive."
-            ),
-            section=WHAT,
-        ),
-        "retry_wait_hours": Param(
-            d["retry_wait_hours"],
-            type="array",
-            items={"type": "number", "minimum": 0},
-            minItems=1,
-            title="Wait before each retry (hours)",
-            description="After the 1st, 2nd, ... failure in a row; the last wait applies to later ones.",
-            section=WHAT,
-        ),
-        "redrive": Param(
-            d["redrive"],
-            type=["null", "array"],
-            **choices(REDRIVE_CHOICES, STATE_LABELS),
-            title="Re-drive",
-            description=(
-                "Pick the states whose users are queued again now, whatever their wait or tries "
-                "(uncertain: a request whose answer was lost). With 'Only these user ids': only "
-                "those. A dry run shows what it would queue."
-            ),
-            section=WHO,
-        ),
-        "hold_uncertain": Param(
-            d["hold_uncertain"],
-            type="boolean",
-            title="Hold requests lost in a crash",
-            description=(
-                "A user whose request was in flight when its task died may have been sent a code: "
-                "off, it is sent again (at least once); on, it is held for review until a re-drive "
-                "of uncertain. Either way it is counted as uncertain."
-            ),
-            section=WHAT,
-        ),
-        "attempts_retention_days": Param(
-            d["attempts_retention_days"],
-            type="integer",
-            minimum=1,
-            title="Keep request history (days)",
-            description="Each plan deletes the per-request history (the attempts table) older than this.",
-            section=SAFETY,
-        ),
-        "chunk_size": Param(
-            d["chunk_size"],
-            type="integer",
-            minimum=1,
-            title="Users per chunk task",
-            description="Users sent by one chunk task; a run maps one task per chunk.",
-            section=SAFETY,
-        ),
-        "failure_threshold": Param(
-            d["failure_threshold"],
-            type="number",
-            minimum=0,
-            maximum=1,
-            title="Failure threshold",
-            description=(
-                "Fail the run when this share of its own work went wrong: (failed + not registered + "
-                "newly rejected users) / (requests planned + newly rejected users). Users rejected by "
-                "an earlier run are reported, not counted again; a run that attempts nothing passes; "
-                "malformed ids in events are reported, never counted."
-            ),
-            section=SAFETY,
-        ),
-    }
+    return {name: Param(d[name], **spec) for name, spec in _SPECS.items()}
 
 
 #: The params of the email-verified follow-up DAG: the others choose whom a plan queues.

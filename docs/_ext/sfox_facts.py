@@ -251,6 +251,17 @@ COLUMN_NOTES: dict[str, dict[str, str]] = {
         "sms_required": "sFOX's `requirements.sms`, read the same way",
         "seen_at": "when the plan read it",
     },
+    "events": {
+        "event_key": "the asset event's key: a hash of its asset URI, timestamp and source, which "
+        "triggering and inlet events both carry",
+        "run_id": "the run that judged it",
+        "seen_at": "when that run read it",
+    },
+    "version": {
+        "id": "always 1: the table has one row",
+        "version": "the schema version the tables beside it were made with",
+        "written_at": "when it was written",
+    },
 }
 
 
@@ -270,8 +281,13 @@ def warehouse_tables() -> dict[str, Any]:
         runs=(None, defaults.RUNS_TABLE),
         snapshot=(None, defaults.SNAPSHOT_TABLE),
     )
+    schema = importlib.import_module("airflow_sfox.onboarding.schema")
+    tables = (*tables, schema.events_table(sa.MetaData(), None, defaults.LEDGER_TABLE))
+    tables = (*tables, schema.version_table(sa.MetaData(), None, defaults.LEDGER_TABLE))
     kinds = {
         defaults.LEDGER_TABLE: "ledger",
+        f"{defaults.LEDGER_TABLE}_events": "events",
+        f"{defaults.LEDGER_TABLE}_version": "version",
         f"{defaults.LEDGER_TABLE}_attempts": "attempts",
         defaults.RUNS_TABLE: "runs",
         f"{defaults.RUNS_TABLE}_steps": "steps",
