@@ -53,7 +53,12 @@ from airflow_sfox.onboarding.model import (
     channels_for,
     prerequisite,
 )
-from airflow_sfox.onboarding.registration import build_payload, check_payload, fields_hmac
+from airflow_sfox.onboarding.registration import (
+    build_payload,
+    check_payload,
+    fields_hmac,
+    registration_secret,
+)
 from airflow_sfox.onboarding.schema import snapshot_verified, utcnow
 from airflow_sfox.onboarding.validation import (
     REJECTED_CHANNEL,
@@ -231,9 +236,8 @@ class Planner:
     :param source: where the users come from (default: table ``sfox_users``).
     :param run_id: the Airflow run id, recorded in the ledger.
     :param now: the planning time (injectable for tests of the resend policy).
-    :param registration_key: the key of the registration fields' keyed hash
-        (:func:`~airflow_sfox.onboarding.registration.registration_secret`); required when the
-        source registers users.
+    :param registration_key: the key of the registration fields' keyed hash (default, when the
+        source registers users: :func:`~airflow_sfox.onboarding.registration.registration_secret`).
     """
 
     def __init__(
@@ -254,7 +258,7 @@ class Planner:
         self.run_id = run_id
         self.now = now or utcnow()
         if self.source.registration is not None and not registration_key:
-            raise ValueError("the source registers users: give the planner its registration_key")
+            registration_key = registration_secret(self.source.registration)  # an Airflow Variable
         self.registration_key = registration_key or b""
         self.chunkers = {kind: _Chunker(kind, config.chunk_size) for kind in ACCOUNT_TYPES}
         self.counts: Counter[str] = Counter()

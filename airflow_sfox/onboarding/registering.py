@@ -58,6 +58,7 @@ if TYPE_CHECKING:
 
     from airflow_sfox.hooks.sfox import SfoxConnectHook, SfoxResult
     from airflow_sfox.onboarding.config import OnboardingSource
+    from airflow_sfox.onboarding.outcomes import Claim
     from airflow_sfox.onboarding.warehouse import Warehouse
 
 log = logging.getLogger(__name__)
@@ -296,18 +297,7 @@ def register_chunk(
         user_ids = [claim.user_id for claim in queued]
         bodies = source_bodies(warehouse, source, user_ids)
         with warehouse.connect() as conn:
-            lost = [claim for claim in queued if claim.run_id is not None]
-            if lost:  # their post may have landed: recorded as lost, read before anything else
-                warehouse.record_lost(conn, lost, channel=channel, hold=False)
-                conn.commit()
-                stats.lost = len(lost)
-                log.warning(
-                    "%s %s: %d users were being registered when an earlier try died; "
-                    "each is read before any new request",
-                    chunk["label"],
-                    channel,
-                    len(lost),
-                )
+            _record_lost(warehouse, conn, queued, stats)
             sender = _RegistrationSender(
                 warehouse, hook, conn, run_id=run_id, channel=channel, stats=stats, bodies=bodies, key=key
             )
@@ -321,3 +311,19 @@ def register_chunk(
     _figures(stats, hook, before, started)
     sender.finish(failure, total=len(user_ids))
     return stats
+
+
+def _record_lost(warehouse: Warehouse, conn: Any, queued: list[Claim], stats: ChunkStats) -> None:
+    """Record the claims a dead try left as ``lost`` attempts: their users are read before any post."""
+    lost = [claim for claim in queued if claim.run_id is not None]
+    if lost:
+        warehouse.record_lost(conn, lost, channel=stats.channel, hold=False)
+        conn.commit()
+        stats.lost = len(lost)
+        log.warning(
+            "%s %s: %d users were being registered when an earlier try died; each is read before any "
+            "new request",
+            stats.label,
+            stats.channel,
+            len(lost),
+        )
