@@ -31,6 +31,7 @@ from sfox_sandbox.config import (
     AssetEventSettings,
     FaultSettings,
     RateLimitSettings,
+    RegisterAnswer,
     SandboxConfig,
     is_loopback,
 )
@@ -104,6 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
     _rate_options(parser)
     _fault_options(parser)
     _event_options(parser)
+    _register_options(parser)
     return parser
 
 
@@ -236,6 +238,30 @@ def _fault_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _register_options(parser: argparse.ArgumentParser) -> None:
+    reg = parser.add_argument_group(
+        "register-account answers sFOX does not document (also at run time: "
+        "PUT /_sandbox/register-answers/{existing,invalid})"
+    )
+    defaults = SandboxConfig()
+    for kind, what in (("existing", "a user_id that exists"), ("invalid", "a body that fails the checks")):
+        answer = getattr(defaults, f"register_{kind}")
+        reg.add_argument(
+            f"--register-{kind}-status",
+            metavar="STATUS",
+            type=int,
+            default=answer.status,
+            help=f"HTTP status (400-599) of the answer to {what}",
+        )
+        reg.add_argument(
+            f"--register-{kind}-error",
+            metavar="TEXT",
+            default=answer.error,
+            help=f"error text of the answer to {what}; {{field}} and {{reason}} are replaced by "
+            "the field at fault and what it must be",
+        )
+
+
 def _event_options(parser: argparse.ArgumentParser) -> None:
     evt = parser.add_argument_group(
         "asset events (post to Airflow when a user confirms their email; "
@@ -337,6 +363,8 @@ def config_from_args(args: argparse.Namespace) -> SandboxConfig:
         seed_users=seeds,
         random_seed=args.random_seed,
         register_sends_code=not args.no_register_code,
+        register_existing=RegisterAnswer(args.register_existing_status, args.register_existing_error),
+        register_invalid=RegisterAnswer(args.register_invalid_status, args.register_invalid_error),
         journal_size=args.journal_size,
         request_timeout=args.request_timeout,
         idle_timeout=args.idle_timeout,
