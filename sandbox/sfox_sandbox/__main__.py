@@ -10,6 +10,10 @@ line shows in ``ps``): ``$SFOX_SANDBOX_AIRFLOW_TOKEN`` (a JWT), or a user
 (``--asset-events-user`` or ``$SFOX_SANDBOX_AIRFLOW_USER``) and
 ``$SFOX_SANDBOX_AIRFLOW_PASSWORD``.
 
+``--register-existing-status`` / ``--register-existing-error`` and ``--register-invalid-status``
+/ ``--register-invalid-error`` choose the answers of register-account that sFOX does not
+document (an existing ``user_id``, a body failing the checks; 400 by default).
+
 The ``/_sandbox/`` admin routes show every verification code and can reset the state. With
 an admin token (``$SFOX_SANDBOX_ADMIN_TOKEN``, or ``--admin-token``) they need it in the
 ``X-Sandbox-Admin-Token`` header; without one they are open on a loopback ``--host`` and
@@ -96,7 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
             "Local emulator of the sFOX Connect (enterprise) API for demos, tests and "
             "benchmarks. Serves /v1/enterprise/... like sFOX (bearer token, sFOX rate limit, "
             "optional faults) and an admin API under /_sandbox/ "
-            "(codes, faults, rate-limit, token, users, asset-events, reset, journal). Prints the "
+            "(codes, faults, rate-limit, token, users, asset-events, register-answers, reset, journal). "
+            "Prints the "
             "base URL on the first line of stdout once listening."
         ),
         formatter_class=_HelpFormatter,

@@ -11,8 +11,11 @@ draw picks at most one fault: ``reset`` / ``error_500`` / ``error_503`` (request
 processed), else auth (401) and routing (404 / 405) and the emulated call, then ``hang``
 (answer held back) or ``drop`` (connection reset after processing). A 422 text chosen for a
 user (``PUT /_sandbox/users/{user_id}/unprocessable``) answers its send-verification before
-any other check of the call. Every ``/v1/`` request
-is journaled. Paths outside ``/v1/`` and ``/_sandbox/`` get a plain 404 and are not journaled.
+any other check of the call. A register fault (``PUT
+/_sandbox/users/{user_id}/register-fault``, see :mod:`sfox_sandbox.registrar`) is chosen by
+the register-account call itself, after its work: it wins over a ``hang`` or ``drop`` drawn
+for the same request. Every ``/v1/`` request is journaled (a register-account under the
+``user_id`` of its body). Paths outside ``/v1/`` and ``/_sandbox/`` get a plain 404 and are not journaled.
 """
 
 from __future__ import annotations

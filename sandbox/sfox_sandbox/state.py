@@ -10,7 +10,9 @@ Memory is bounded per request: the journal (:mod:`sfox_sandbox.journal`) holds t
 (:mod:`sfox_sandbox.codes`) the latest ``SandboxConfig.code_history_size`` codes (default 20;
 counts stay exact). Users themselves are kept until deactivated or reset; generated ones as
 ranges (:class:`~sfox_sandbox.users.GeneratedUsers`), built on access. Every route treats
-them as it treats seeded users. sFOX's rules come from :mod:`sfox_sandbox.model`.
+them as it treats seeded users (register-account's per-user_id request counts hold one
+number per user_id until reset). sFOX's rules come from :mod:`sfox_sandbox.model`, those of
+a registration body from :mod:`sfox_sandbox.registration`.
 """
 
 from __future__ import annotations
@@ -96,7 +98,9 @@ class SandboxState:
       posted on email confirmations (it has its own lock);
     - ``outage``: the :class:`~sfox_sandbox.outage.Outage` window set, if any (read it with
       :meth:`current_outage`, which forgets one that ended);
-    - ``unprocessable``: ``(user_id, channel)`` -> the 422 text its send-verification gets.
+    - ``unprocessable``: ``(user_id, channel)`` -> the 422 text its send-verification gets;
+    - ``registrar``: :class:`~sfox_sandbox.registrar.Registrar`, register-account with its
+      per-user_id request counts, faults and configured answers (under :attr:`lock`).
 
     :param config: start-up configuration; :meth:`reset` returns to it.
     """
@@ -181,7 +185,7 @@ class SandboxState:
         return len(users)
 
     def store_user(self, user: SandboxUser) -> None:
-        """Add or replace a user, in its generated range when it belongs to one."""
+        """Add or replace a user, in its generated range when it belongs to one. Hold the lock."""
         for block in self.generated:
             offset = block.offset_of(user.user_id)
             if offset is not None:
@@ -415,6 +419,7 @@ class SandboxState:
         raise ApiError(404, USER_NOT_FOUND)
 
     def send_code(self, user_id: str, channel: str) -> str:
+        """Send (record) a new 6-digit code of ``channel`` to ``user_id``; return it. Hold the lock."""
         code = f"{self.rng.randrange(1_000_000):06d}"
         self.codes.add(user_id, channel, code)
         return code
