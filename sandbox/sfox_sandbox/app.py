@@ -15,7 +15,8 @@ any other check of the call. A register fault (``PUT
 /_sandbox/users/{user_id}/register-fault``, see :mod:`sfox_sandbox.registrar`) is chosen by
 the register-account call itself, after its work: it wins over a ``hang`` or ``drop`` drawn
 for the same request. Every ``/v1/`` request is journaled (a register-account under the
-``user_id`` of its body). Paths outside ``/v1/`` and ``/_sandbox/`` get a plain 404 and are not journaled.
+``user_id`` of its body). Paths outside ``/v1/`` and ``/_sandbox/`` get a plain 404 and are
+not journaled.
 """
 
 from __future__ import annotations

@@ -78,6 +78,13 @@ def test_a_register_fault_creates_the_account_then_loses_the_answer(sandbox: San
     assert sandbox.server.codes("new-1")["email"]["count"] == 1
 
 
+def test_a_timeout_without_seconds_holds_the_answer_as_long_as_a_hang(sandbox: Sandbox) -> None:
+    sandbox.server.set_faults(hang_seconds=1.5)
+    sandbox.server.set_register_fault("new-1", mode="timeout")
+    assert _outcome(sandbox, registration()) is requests.ReadTimeout
+    assert _user(sandbox) is not None
+
+
 def test_a_fault_lasts_its_times_and_each_request_is_carried_out(sandbox: Sandbox) -> None:
     sandbox.server.set_register_fault("new-1", times=2)
     assert _outcome(sandbox, registration()) is requests.ConnectionError  # created, lost
