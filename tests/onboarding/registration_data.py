@@ -35,7 +35,12 @@ def individual(n: int, **override: Any) -> dict[str, Any]:
         "individual": json.dumps(
             {
                 "dob": f"19{50 + n % 40:02d}-0{1 + n % 9}-1{n % 9}",
-                "address": {"street": f"{n} Analytical Engine Way", "city": f"Babbage{n}ton", "country": "US"},
+                "address": {
+                    "street": f"{n} Analytical Engine Way",
+                    "city": f"Babbage{n}ton",
+                    "postal_code": f"9{n:04d}",
+                    "country": "US",
+                },
                 "ssn": f"9{n:02d}-77-{n:04d}",
             }
         ),
