@@ -218,9 +218,11 @@ def planning_query(
             joined = joined.outerjoin(
                 reg, sa.and_(reg.c.user_id == users.c.user_id, reg.c.channel == Channel.REGISTRATION.value)
             )
-            picked += [reg.c.state, reg.c.fields_hmac]
+            # Unsettled: our post may have landed (claimed when a step died, or a read failed).
+            unsettled = sa.or_(reg.c.claimed_by.is_not(None), reg.c.uncertain == 1)
+            picked += [reg.c.state, reg.c.fields_hmac, unsettled]
         else:
-            picked += [sa.null(), sa.null()]
+            picked += [sa.null(), sa.null(), sa.null()]
         picked += [users.c[alias] for alias in fields]
     columns = [c for c in users.c if c.name not in fields]
     return sa.select(*columns, *picked).select_from(joined).order_by(users.c.user_id)
@@ -431,9 +433,13 @@ class Planner:
         email code comes with it), ``[]`` when it is registered already or refused with these
         same fields, ``None`` when its registration fields are rejected (recorded so).
         """
-        listed, state, last_hmac, *values = row[_REGISTRATION_AT:]
+        listed, state, last_hmac, unsettled, *values = row[_REGISTRATION_AT:]
         registration = self.source.registration
-        if listed and state not in (None, LedgerState.REGISTERED):  # e.g. a lost answer that landed
+        if listed and unsettled and state not in (None, LedgerState.REGISTERED):
+            # Our post may have created it (a lost answer, a killed step): the step's read settles
+            # it, and records the email code sFOX sent then, instead of an email request now.
+            return self._due(Channel.REGISTRATION, "settle")
+        if listed and state not in (None, LedgerState.REGISTERED):  # registered by someone else
             self.counts[f"marked_{LedgerState.REGISTERED}"] += 1
             why = "sFOX lists the user"
             self._write(
