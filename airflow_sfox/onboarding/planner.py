@@ -401,7 +401,7 @@ class Planner:
             keep = ledger[REJECTED_CHANNEL].state
             registering = self._register(user, row, as_text(email), as_text(phone), keep_state=keep)
             if registering is None:
-                return True  # rejected for its registration fields
+                return True  # rejected for its registration fields, or refused by sFOX as they are
             due = registering
         self.counts["valid_users"] += 1
         verified = self._verified(row)
@@ -429,9 +429,10 @@ class Planner:
         self, user: SourceUser, row: tuple[Any, ...], email: str, phone: str, *, keep_state: str | None
     ) -> list[str] | None:
         """
-        A user sFOX does not list (with registration on): ``[registration]`` when it is due (its
-        email code comes with it), ``[]`` when it is registered already or refused with these
-        same fields, ``None`` when its registration fields are rejected (recorded so).
+        A user with registration on: ``[registration]`` when it is due (its email code comes
+        with it), ``[]`` when sFOX lists it or it is registered (its channels are planned as
+        usual), ``None`` when nothing is due: its registration fields are rejected (recorded
+        so), or sFOX refused these same fields.
         """
         listed, state, last_hmac, unsettled, *values = row[_REGISTRATION_AT:]
         registration = self.source.registration
@@ -463,8 +464,10 @@ class Planner:
         assert isinstance(body, dict)
         if state == LedgerState.FAILED and not self._redriven(_LedgerState(state, 0, None)):
             if fields_hmac(body, self.registration_key) == last_hmac:
+                # sFOX refused these very fields: again only once they change (no code either).
                 self.counts["registration_refused_unchanged"] += 1
-                return []  # sFOX refused these very fields: again only once they change
+                self.counts["valid_users"] += 1
+                return None
             self._why_due.append(f"changed_{Channel.REGISTRATION}")
         return [str(Channel.REGISTRATION)]
 

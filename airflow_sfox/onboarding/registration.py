@@ -319,9 +319,13 @@ def _leaves(value: Any) -> list[str]:
 
 
 def scrub_fields(message: str, body: Mapping[str, Any]) -> str:
-    """sFOX's error text with every value of the body replaced by ``<redacted>`` (any case)."""
+    """
+    sFOX's error text with every value of the body replaced by ``<redacted>`` (any case), where
+    it stands as a whole (a country ``US`` is not the start of ``user``).
+    """
     for leaf in sorted(set(_leaves(body)), key=len, reverse=True):
-        message = re.sub(re.escape(leaf), "<redacted>", message, flags=re.IGNORECASE)
+        pattern = rf"(?<!\w){re.escape(leaf)}(?!\w)"
+        message = re.sub(pattern, "<redacted>", message, flags=re.IGNORECASE)
     return message
 
 
