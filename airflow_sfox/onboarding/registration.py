@@ -158,7 +158,7 @@ class Registration:
     def columns(self) -> dict[str, str]:
         """Each mapped field (dotted path) and its source column, defaults included."""
         built = {path for path in self.fields if "." in path}
-        mapped = {
+        mapped: dict[str, str | None] = {
             path: column
             for path, column in DEFAULT_FIELDS.items()
             # A nested object built from columns takes its JSON column only when named.

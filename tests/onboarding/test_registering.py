@@ -129,7 +129,7 @@ def test_rejected_rows_name_the_field_and_never_its_value(warehouse_db, sfox_san
     planned = plan(warehouse, "r1")
 
     assert planned.counts["rejected"] == 1
-    ((reason, count),) = planned.counts["rejected_reasons"].items()
+    ((reason, _),) = planned.counts["rejected_reasons"].items()
     assert field in reason
     for value in override.values():
         if value and len(value) > 3:
@@ -219,7 +219,7 @@ def test_random_lost_answers_never_make_two_registrations_without_a_read(
 
 
 def test_a_claim_left_by_a_killed_step_is_settled_by_a_read(migration, warehouse_db, sfox_sandbox):
-    warehouse, planned, rows = migration
+    warehouse, planned, _ = migration
     chunk = next(c for c in planned.chunks if c["account_type"] == "corporation")
     landed, unsent = "corp-0000", "corp-0001"
     # A try claimed two users and died: one post had reached sFOX (created), the other had not.
@@ -258,13 +258,15 @@ def test_a_refusal_is_failed_scrubbed_and_tried_again_only_when_the_fields_chang
     row = warehouse_db.ledger()[("ind-0001", "registration")]
     assert row["state"] == "failed"
     assert row["last_error"].startswith("sFOX refused the registration (400): Invalid individual")
-    assert "Ada1x" not in row["last_error"] and "Lovelace1y" not in row["last_error"]  # scrubbed
+    assert "Ada1x" not in row["last_error"]  # scrubbed
+    assert "Lovelace1y" not in row["last_error"]
     assert [kind for kind, _ in requests_by_user(sfox_sandbox, {"ind-0001"})["ind-0001"]] == [
         "register",
         "read",
     ]
     (stored,) = warehouse_db.query(
-        "SELECT fields_hmac FROM sfox_onboarding_ledger WHERE user_id = 'ind-0001' AND channel = 'registration'"
+        "SELECT fields_hmac FROM sfox_onboarding_ledger "
+        "WHERE user_id = 'ind-0001' AND channel = 'registration'"
     )
     assert len(stored[0]) == 64  # a keyed hash of the fields, never the fields
 

@@ -90,7 +90,7 @@ def test_a_migration_registers_once_then_individuals_get_their_sms(
     out, err = capfd.readouterr()
     kept = out + err + caplog.text + _metadata_dump(airflow_db)
     for table in ("sfox_onboarding_ledger", "sfox_onboarding_ledger_attempts", "sfox_onboarding_runs"):
-        kept += repr(registering.query(f"SELECT * FROM {table}"))  # noqa: S608 - test tables
+        kept += repr(registering.query(f"SELECT * FROM {table}"))
     values = personal_values([*rows, bad])
     assert values  # the search has something to find
     assert [value for value in values if value in kept] == []
@@ -149,7 +149,7 @@ def test_kill_9_mid_registration_then_a_rerun_registers_nobody_twice(
 
 
 def _killed_run_failed(tmp_path: Path) -> None:
-    """The killed run stays ``running`` in Airflow (no scheduler watches it): marked failed, as an operator does."""
+    """The killed run stays ``running`` (no scheduler watches it): marked failed, as an operator does."""
     from airflow.models import DagRun
     from airflow.utils.session import create_session
     from sqlalchemy import select
