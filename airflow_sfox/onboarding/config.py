@@ -60,6 +60,23 @@ class OnboardingSource:
         """The FROM item of the source."""
         return f"({self.query})" if self.query else self.table
 
+    def check_registration_columns(self, found: set[str]) -> None:
+        """
+        Refuse a source without a column of its registration fields.
+
+        :param found: the source's column names, lower case.
+        :raises ValueError: naming each missing column, its field, and how to map it.
+        """
+        mapped = self.registration.columns() if self.registration is not None else {}
+        absent = {path: column for path, column in mapped.items() if column.lower() not in found}
+        if absent:
+            shown = ", ".join(f"{column!r} (field {path})" for path, column in absent.items())
+            raise ValueError(
+                f"the source {self.sql()[:80]} has no column {shown} for registration; it has "
+                f"{sorted(found)}. Map them with Registration(fields={{...}}), or drop a field the "
+                "source does not have with None."
+            )
+
     def registration_columns(self) -> dict[str, str]:
         """The query alias (``r_<n>``) and source column of each registration field (none: not opted in)."""
         if self.registration is None:

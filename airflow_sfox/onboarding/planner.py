@@ -53,12 +53,7 @@ from airflow_sfox.onboarding.model import (
     channels_for,
     prerequisite,
 )
-from airflow_sfox.onboarding.registration import (
-    build_payload,
-    check_payload,
-    fields_hmac,
-    registration_secret,
-)
+from airflow_sfox.onboarding.registration import checked_payload, fields_hmac, registration_secret
 from airflow_sfox.onboarding.schema import snapshot_verified, utcnow
 from airflow_sfox.onboarding.validation import (
     REJECTED_CHANNEL,
@@ -282,16 +277,7 @@ class Planner:
         """
         found = {name.lower() for name in self.warehouse.columns_of(self.source.sql())}
         missing = [c for c in SOURCE_COLUMNS if self.source.column(c).lower() not in found]
-        registration = self.source.registration
-        if registration is not None:
-            absent = {p: c for p, c in registration.columns().items() if c.lower() not in found}
-            if absent:
-                shown = ", ".join(f"{column!r} (field {path})" for path, column in absent.items())
-                raise ValueError(
-                    f"the source {self.source.sql()[:80]} has no column {shown} for registration; it "
-                    f"has {sorted(found)}. Map them with Registration(fields={{...}}), or drop a field "
-                    "the source does not have with None."
-                )
+        self.source.check_registration_columns(found)
         if missing:
             shown = ", ".join(
                 f"{c!r}" + (f" (mapped to {self.source.column(c)!r})" if c in self.source.columns else "")
@@ -442,26 +428,22 @@ class Planner:
             return self._due(Channel.REGISTRATION, "settle")
         if listed and state not in (None, LedgerState.REGISTERED):  # registered by someone else
             self.counts[f"marked_{LedgerState.REGISTERED}"] += 1
-            why = "sFOX lists the user"
-            self._write(
-                user.user_id, Channel.REGISTRATION, user.account_type, LedgerState.REGISTERED, None, why
-            )
+            marked = (LedgerState.REGISTERED, None, "sFOX lists the user")
+            self._write(user.user_id, Channel.REGISTRATION, user.account_type, *marked)
         if listed or state == LedgerState.REGISTERED or registration is None:
             return []
-        fields = dict(zip(registration.columns(), values, strict=True))
-        body = build_payload(
+        body = checked_payload(
             registration,
             user_id=user.user_id,
             account_type=user.account_type,
             email=email,
             phone_number=phone or None,
-            values=fields,
+            values=dict(zip(registration.columns(), values, strict=True)),
+            today=self.now.date(),
         )
-        problem = body if isinstance(body, str) else check_payload(body, today=self.now.date())
-        if problem is not None:
-            self._reject(user.user_id, problem, rows=1, keep_state=keep_state, account_type=user.account_type)
+        if isinstance(body, str):
+            self._reject(user.user_id, body, rows=1, keep_state=keep_state, account_type=user.account_type)
             return None
-        assert isinstance(body, dict)
         if state == LedgerState.FAILED and not self._redriven(_LedgerState(state, 0, None)):
             if fields_hmac(body, self.registration_key) == last_hmac:
                 # sFOX refused these very fields: again only once they change (no code either).

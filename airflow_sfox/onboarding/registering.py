@@ -37,12 +37,7 @@ from airflow_sfox.exceptions import (
 )
 from airflow_sfox.onboarding.model import REGISTRATION_SENDS, Channel, LedgerState
 from airflow_sfox.onboarding.outcomes import Outcome
-from airflow_sfox.onboarding.registration import (
-    build_payload,
-    check_payload,
-    fields_hmac,
-    scrub_fields,
-)
+from airflow_sfox.onboarding.registration import checked_payload, fields_hmac, scrub_fields
 from airflow_sfox.onboarding.sender import (
     PROGRESS_EVERY,
     ChunkStats,
@@ -246,7 +241,7 @@ def source_bodies(
             batch = user_ids[start : start + _READ_BATCH]
             query = sa.select(key, *columns, *texts).where(key.in_(batch))
             for uid, kind, email, phone, *values in conn.execute(query):
-                body = build_payload(
+                bodies[str(uid)] = checked_payload(
                     registration,
                     user_id=str(uid),
                     account_type=str(kind).strip().lower(),
@@ -254,8 +249,6 @@ def source_bodies(
                     phone_number=str(phone).strip() if phone else None,
                     values=dict(zip(paths, values, strict=True)),
                 )
-                problem = body if isinstance(body, str) else check_payload(body)
-                bodies[str(uid)] = problem if problem is not None else body
     return bodies
 
 

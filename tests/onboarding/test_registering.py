@@ -312,3 +312,15 @@ def test_rows_sfox_did_not_know_are_registered_by_the_next_run_without_a_redrive
 
 def _sends_of(sandbox):
     return [e for e in sandbox.journal() if "/send-verification/" in e.path]
+
+
+def test_a_source_without_a_registration_column_fails_the_plan_before_any_request(
+    warehouse_db, sfox_sandbox, monkeypatch
+):
+    monkeypatch.setenv("AIRFLOW_CONN_SFOX_DEFAULT", sfox_conn_json(sfox_sandbox.url, rate_limit_requests=0))
+    warehouse_db.seed([("u1", "individual", "u1@example.com", "+12025550100")])  # no registration columns
+    warehouse = Warehouse.from_conn_id("sfox_warehouse")
+
+    with pytest.raises(ValueError, match=r"no column 'first_name' \(field first_name\)"):
+        plan(warehouse, "r1")
+    assert sfox_sandbox.journal() == []
