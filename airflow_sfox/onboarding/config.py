@@ -126,6 +126,10 @@ class OnboardingConfig:
     :param attempts_retention_days: attempts older than this are pruned by each plan.
     :param failure_threshold: the run fails when failed plus rejected exceed this share.
     :param dry_run: plan and report, write and send nothing.
+    :param erase_user_ids: erase every record of these users (their ledger rows, with the keyed
+        hash of their registration fields, and their attempts), for a deletion request or a
+        deactivated user, and plan nothing else. Remove them from the source first, or a later
+        run plans them again.
     """
 
     channels: list[str] = field(default_factory=lambda: [str(c) for c in CHANNELS])
@@ -142,6 +146,7 @@ class OnboardingConfig:
     attempts_retention_days: int = 90
     failure_threshold: float = 0.05
     dry_run: bool = False
+    erase_user_ids: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         unknown = set(self.channels) - set(CHANNELS)
@@ -169,6 +174,7 @@ class OnboardingConfig:
             raise ValueError(f"failure_threshold must be between 0 and 1, got {self.failure_threshold!r}")
         if self.user_ids is not None:
             self.user_ids = [str(u) for u in self.user_ids]
+        self.erase_user_ids = [str(u) for u in self.erase_user_ids or ()]
 
     @classmethod
     def from_params(cls, params: Mapping[str, Any]) -> OnboardingConfig:

@@ -124,6 +124,17 @@ _SPECS: dict[str, dict[str, Any]] = {
         ),
         section=WHO,
     ),
+    "erase_user_ids": dict(
+        type="array",
+        items={"type": "string"},
+        title="Erase these users",
+        description=(
+            "A deletion request or a deactivated user: erase their ledger rows, request history "
+            "and registration hash, and plan nothing else in this run (a dry run erases nothing). "
+            "Remove them from the source first, or a later run onboards them again."
+        ),
+        section=WHO,
+    ),
     "hold_uncertain": dict(
         type="boolean",
         title="Hold requests lost in a crash",

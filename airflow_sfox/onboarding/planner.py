@@ -295,9 +295,15 @@ class Planner:
 
         sFOX's users are streamed into the snapshot table (a temporary one in a dry run), then
         the source, the ledger and the snapshot are joined in SQL and read one user at a time:
-        nothing here holds all users.
+        nothing here holds all users. A run that erases users (``erase_user_ids``) erases them
+        and plans nothing.
         """
         config = self.config
+        if config.erase_user_ids:
+            self.counts["erased_rows"] = (
+                0 if config.dry_run else self.warehouse.erase_users(config.erase_user_ids)
+            )
+            return self._result()
         self.check_source()
         if not config.dry_run:
             self.warehouse.create_tables()

@@ -342,6 +342,25 @@ class Warehouse:
         rows = lost_rows(claims, channel=str(channel), now=now)
         conn.execute(sa.insert(self.attempts_t), rows)
 
+    def erase_users(self, user_ids: Sequence[str]) -> int:
+        """
+        Erase every record of these users: their ledger rows (every channel, the keyed hash of
+        their registration fields with them) and their attempts. Returns the rows deleted.
+
+        :param user_ids: the users (a deletion request, a deactivated user).
+        """
+        self.create_tables()
+        deleted = 0
+        with self.connect() as conn:
+            for start in range(0, len(user_ids), 1000):
+                batch = [str(uid) for uid in user_ids[start : start + 1000]]
+                for table in (self.ledger_t, self.attempts_t):
+                    deleted += int(
+                        conn.execute(sa.delete(table).where(table.c.user_id.in_(batch))).rowcount or 0
+                    )
+            conn.commit()
+        return deleted
+
     def prune_attempts(self, *, older_than: datetime) -> int:
         """Delete attempts made before ``older_than`` (the retention param); returns how many."""
         t = self.attempts_t

@@ -324,3 +324,26 @@ def test_a_source_without_a_registration_column_fails_the_plan_before_any_reques
     with pytest.raises(ValueError, match=r"no column 'first_name' \(field first_name\)"):
         plan(warehouse, "r1")
     assert sfox_sandbox.journal() == []
+
+
+def test_an_erase_run_removes_one_users_records_and_plans_nothing(migration, warehouse_db, sfox_sandbox):
+    warehouse, planned, rows = migration
+    for chunk in planned.chunks:
+        register(warehouse, "r1", chunk)
+    gone, kept = rows[0]["user_id"], rows[1]["user_id"]
+    before = len(warehouse_db.attempts())
+    sfox_sandbox.clear_journal()
+
+    dry = plan(warehouse, "r2", erase_user_ids=[gone], dry_run=True)
+    assert dry.counts["erased_rows"] == 0
+    assert (gone, "registration") in warehouse_db.ledger()
+    erased = plan(warehouse, "r3", erase_user_ids=[gone])
+
+    assert erased.chunks == []
+    assert erased.counts["erased_rows"] == 3  # its registration and email rows, its one attempt
+    ledger = warehouse_db.ledger()
+    assert {uid for uid, _ in ledger} == {row["user_id"] for row in rows} - {gone}
+    assert gone not in {a["user_id"] for a in warehouse_db.attempts()}
+    assert len(warehouse_db.attempts()) == before - 1
+    assert (kept, "registration") in ledger
+    assert sfox_sandbox.journal() == []  # no request: not even the list
