@@ -347,3 +347,29 @@ def test_an_erase_run_removes_one_users_records_and_plans_nothing(migration, war
     assert len(warehouse_db.attempts()) == before - 1
     assert (kept, "registration") in ledger
     assert sfox_sandbox.journal() == []  # no request: not even the list
+
+
+def test_the_page_shows_the_registered_step_and_the_registration_attempt(
+    migration, warehouse_db, sfox_sandbox
+):
+    from airflow_sfox.plugins.dashboard import DashboardSettings
+    from airflow_sfox.plugins.lookups import Lookups
+
+    warehouse, planned, rows = migration
+    for chunk in planned.chunks:
+        register(warehouse, "r1", chunk)
+    page = Lookups(warehouse, DashboardSettings())
+
+    funnel = {row["account_type"]: row for row in page.summary()["funnel"]}
+    assert {
+        kind: (row["seen"], row["registered"], row["email_requested"]) for kind, row in funnel.items()
+    } == {
+        "corporation": (4, 4, 4),
+        "individual": (6, 6, 6),
+    }
+    user = page.user(rows[0]["user_id"])
+    assert [record["channel"] for record in user["ledger"]][:2] == ["registration", "email"]
+    assert "fields_hmac" not in user["ledger"][0]
+    assert [(a["channel"], a["outcome"], a["status"]) for a in user["attempts"]] == [
+        ("registration", "registered", 200)
+    ]
