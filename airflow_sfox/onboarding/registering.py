@@ -46,6 +46,7 @@ from airflow_sfox.onboarding.sender import (
     _ChunkSender,
     _figures,
     _warehouse_down,
+    queued_claims,
 )
 
 if TYPE_CHECKING:
@@ -281,11 +282,8 @@ def register_chunk(
     before, started = hook.stats.as_dict(), time.monotonic()
     sender: _RegistrationSender | None = None
     try:
-        queued = warehouse.queued(run_id, chunk["account_type"], channel, tuple(chunk["chunks"]))
-        stats.queued = len(queued)
+        queued = queued_claims(warehouse, run_id, chunk, stats)
         if not queued:
-            stats.note = "nothing queued: every user of this step was already recorded by an earlier try"
-            log.info("%s %s: %s", chunk["label"], channel, stats.note)
             return stats
         user_ids = [claim.user_id for claim in queued]
         bodies = source_bodies(warehouse, source, user_ids)
