@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
@@ -119,8 +120,9 @@ class _Register(_Call):
         if unclear:  # not created: sFOX is down; a post may go again, a read came between
             return self._done(LedgerState.QUEUED, status, str(err), down=err)
         self.sender.refused.add(self.user_id)
-        message = scrub_fields(err.message, self.body if isinstance(self.body, dict) else {})
-        return self._done(LedgerState.FAILED, status, f"sFOX refused the registration ({status}): {message}")
+        return self._done(
+            LedgerState.FAILED, status, f"sFOX refused the registration ({status}): {err.message}"
+        )
 
     def read(self, *, created: bool) -> _Answer | None:
         """
@@ -160,17 +162,23 @@ class _Register(_Call):
         """The call's outcome: every request of it (posts and reads) in its trail, in order."""
         trail = tuple(self.earlier)
         outcome = Outcome(
-            self.user_id,
-            self.channel,
-            state,
-            status,
-            error and error[:255],
-            len(trail),
-            uncertain,
-            self.started,
-            trail,
+            self.user_id, self.channel, state, status, error, len(trail), uncertain, self.started, trail
         )
-        return _Answer(outcome, down=down)
+        return _Answer(self.scrubbed(outcome), down=down)
+
+    def outcome(
+        self, state: LedgerState, answer: SfoxResult | SfoxError | None, error: str | None = None
+    ) -> Outcome:
+        return self.scrubbed(super().outcome(state, answer, error))
+
+    def scrubbed(self, outcome: Outcome) -> Outcome:
+        """The outcome with every value of the body out of its error and its requests' errors."""
+        body = self.body if isinstance(self.body, dict) else {}
+        trail = tuple(
+            replace(a, error=scrub_fields(a.error, body)[:255]) if a.error else a for a in outcome.trail
+        )
+        error = outcome.error and scrub_fields(outcome.error, body)[:255]
+        return replace(outcome, error=error, trail=trail)
 
 
 class _RegistrationSender(_ChunkSender):

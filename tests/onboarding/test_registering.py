@@ -258,8 +258,10 @@ def test_a_refusal_is_failed_scrubbed_and_tried_again_only_when_the_fields_chang
     row = warehouse_db.ledger()[("ind-0001", "registration")]
     assert row["state"] == "failed"
     assert row["last_error"].startswith("sFOX refused the registration (400): Invalid individual")
-    assert "Ada1x" not in row["last_error"]  # scrubbed
-    assert "Lovelace1y" not in row["last_error"]
+    kept = row["last_error"] + repr(warehouse_db.attempts())
+    assert "Ada1x" not in kept  # scrubbed, in the ledger and in the attempts table
+    assert "Lovelace1y" not in kept
+    assert "<redacted> <redacted>" in kept
     assert [kind for kind, _ in requests_by_user(sfox_sandbox, {"ind-0001"})["ind-0001"]] == [
         "register",
         "read",
