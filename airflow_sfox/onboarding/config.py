@@ -130,6 +130,9 @@ class OnboardingConfig:
         hash of their registration fields, and their attempts), for a deletion request or a
         deactivated user, and plan nothing else. Remove them from the source first, or a later
         run plans them again.
+    :param snapshot_max_age_minutes: reuse the warehouse's shared snapshot of sFOX's user list
+        while it is younger than this, instead of reading the list again (0: read it every plan;
+        see :mod:`airflow_sfox.onboarding.snapshots`).
     """
 
     channels: list[str] = field(default_factory=lambda: [str(c) for c in CHANNELS])
@@ -147,6 +150,7 @@ class OnboardingConfig:
     failure_threshold: float = 0.05
     dry_run: bool = False
     erase_user_ids: list[str] = field(default_factory=list)
+    snapshot_max_age_minutes: float = 0.0
 
     def __post_init__(self) -> None:
         unknown = set(self.channels) - set(CHANNELS)
@@ -168,6 +172,8 @@ class OnboardingConfig:
             raise ValueError(
                 f"redrive must be a subset of {list(REDRIVE_CHOICES)}, got {sorted(unknown_redrive)}"
             )
+        if self.snapshot_max_age_minutes < 0:
+            raise ValueError(f"snapshot_max_age_minutes must be >= 0, got {self.snapshot_max_age_minutes!r}")
         if self.resend_after_hours < 0:
             raise ValueError(f"resend_after_hours must be >= 0, got {self.resend_after_hours!r}")
         if not 0 <= self.failure_threshold <= 1:

@@ -145,6 +145,17 @@ _SPECS: dict[str, dict[str, Any]] = {
         ),
         section=WHAT,
     ),
+    "snapshot_max_age_minutes": dict(
+        type="number",
+        minimum=0,
+        title="Reuse sFOX's user list (minutes)",
+        description=(
+            "Reuse the warehouse's snapshot of sFOX's user list while it is younger than this, "
+            "instead of reading the whole list again (sFOX asks partners to keep such reads rare); "
+            "0: read it every run."
+        ),
+        section=SAFETY,
+    ),
     "attempts_retention_days": dict(
         type="integer",
         minimum=1,

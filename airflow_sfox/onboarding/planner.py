@@ -28,7 +28,6 @@ over are small descriptors of chunk ranges, never rows.
 from __future__ import annotations
 
 import math
-import uuid
 from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -55,6 +54,7 @@ from airflow_sfox.onboarding.model import (
 )
 from airflow_sfox.onboarding.registration import checked_payload, fields_hmac, registration_secret
 from airflow_sfox.onboarding.schema import snapshot_verified, utcnow
+from airflow_sfox.onboarding.snapshots import close_snapshot, open_snapshot
 from airflow_sfox.onboarding.validation import (
     REJECTED_CHANNEL,
     SourceUser,
@@ -64,7 +64,6 @@ from airflow_sfox.onboarding.validation import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator, Mapping
 
     from sqlalchemy.engine import Dialect
 
@@ -153,12 +152,6 @@ def _descriptors(chunkers: list[_Chunker], max_chunks: int, *, hold_uncertain: b
                 )
             )
     return out
-
-
-def sfox_users(hook: SfoxConnectHook) -> Iterator[Mapping[str, Any]]:
-    """sFOX's user objects, streamed when the hook can (``iter_users``), else the one list."""
-    users = hook.iter_users() if hasattr(hook, "iter_users") else iter(hook.list_users())
-    return users
 
 
 def planning_query(
@@ -308,26 +301,26 @@ class Planner:
         if not config.dry_run:
             self.warehouse.create_tables()
         with_ledger = self._with_ledger = not config.dry_run or self.warehouse.has_ledger()
-        snapshot_id = uuid.uuid4().hex
+        max_age = timedelta(minutes=config.snapshot_max_age_minutes)
         with self.warehouse.connect() as reader, self.warehouse.connect() as writer:
-            if config.dry_run:  # nothing written to the warehouse: the connection's own table
-                snapshot = self.warehouse.temporary_snapshot(reader)
-                self.warehouse.write_snapshot(
-                    reader, sfox_users(self.sfox), snapshot_id=snapshot_id, run_id=self.run_id, table=snapshot
-                )
-            else:
-                snapshot = self.warehouse.snapshot_t
-                self.warehouse.write_snapshot(
-                    writer, sfox_users(self.sfox), snapshot_id=snapshot_id, run_id=self.run_id
-                )
+            snapshot = open_snapshot(
+                self.warehouse,
+                self.sfox,
+                reader=reader,
+                writer=writer,
+                run_id=self.run_id,
+                dry_run=config.dry_run,
+                max_age=max_age,
+            )
+            self.counts["snapshot_reused"] = int(snapshot.reused)
             try:
                 query = planning_query(
                     config,
                     self.source,
                     self.warehouse,
                     reader.dialect,
-                    snapshot=snapshot,
-                    snapshot_id=snapshot_id,
+                    snapshot=snapshot.table,
+                    snapshot_id=snapshot.snapshot_id,
                     with_ledger=with_ledger,
                 )
                 for row in self.warehouse.stream(reader, query):
@@ -338,7 +331,7 @@ class Planner:
             finally:
                 if not config.dry_run:
                     writer.rollback()
-                    self.warehouse.drop_snapshot(writer, snapshot_id)
+                    close_snapshot(self.warehouse, writer, snapshot, max_age=max_age)
         return self._result()
 
     def _ledger_states(self, row: tuple[Any, ...]) -> dict[Channel, _LedgerState]:
