@@ -64,7 +64,6 @@ from airflow_sfox.onboarding.validation import (
 )
 
 if TYPE_CHECKING:
-
     from sqlalchemy.engine import Dialect
 
     from airflow_sfox.hooks.sfox import SfoxConnectHook
