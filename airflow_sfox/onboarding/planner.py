@@ -44,6 +44,7 @@ from airflow_sfox.onboarding.model import (
     FAILED_STATES,
     LEDGER_CHANNELS,
     REDRIVE_ONLY_STATES,
+    REGISTRATION_SENDS,
     UNCERTAIN,
     VERIFIED_STATES,
     AccountType,
@@ -381,7 +382,8 @@ class Planner:
         user = checked
         self._why_due = []
         due: list[str] = []
-        if self.source.registration is not None:
+        # Registering sends the first email code: only in runs that send email codes.
+        if self.source.registration is not None and REGISTRATION_SENDS in config.channels:
             keep = ledger[REJECTED_CHANNEL].state
             registering = self._register(user, row, as_text(email), as_text(phone), keep_state=keep)
             if registering is None:

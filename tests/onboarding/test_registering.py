@@ -375,3 +375,10 @@ def test_the_page_shows_the_registered_step_and_the_registration_attempt(
     assert [(a["channel"], a["outcome"], a["status"]) for a in user["attempts"]] == [
         ("registration", "registered", 200)
     ]
+
+
+def test_a_run_that_sends_no_email_code_registers_nobody(migration, warehouse_db, sfox_sandbox):
+    warehouse, _, _ = migration
+    sms_only = plan(warehouse, "r2", channels=["sms"])
+    assert sms_only.counts["planned_users"] == 0  # registering would send the first email code
+    assert plan(warehouse, "r3", channels=["email"]).counts["due_individual_registration"] == 6
