@@ -88,6 +88,41 @@ class BudgetHeld(Exception):
 
 
 @dataclass(frozen=True)
+class Outage:
+    """
+    sFOX seen down by a sender of a scope (the shared circuit breaker): until a probe is
+    answered, the scope's other senders spend nothing on it.
+
+    :param scope: the budget scope (one egress IP).
+    :param down: what is down, with its status (``"sFOX unavailable (HTTP 503)"``).
+    :param since: when it was first seen down (UTC).
+    :param probes: probes that failed since (each doubles the wait for the next one).
+    :param probe_in: seconds until the next probe may go (0: due now).
+    """
+
+    scope: str
+    down: str
+    since: datetime
+    probes: int
+    probe_in: float
+
+    @classmethod
+    def from_epoch(cls, scope: str, down: str, since: float, probes: int, probe_in: float) -> Outage:
+        """An outage from its stored form (``since``: wall-clock seconds since the epoch)."""
+        return cls(scope, down, _utc(since), probes, probe_in)
+
+
+#: The wait between two probes of an outage doubles after each failed probe, up to this many
+#: times the first wait.
+OUTAGE_PROBE_GROWTH = 8
+
+
+def next_probe_in(first_probe: float, failed_probes: int) -> float:
+    """Seconds from a failed probe (``failed_probes`` so far) to the next one."""
+    return first_probe * min(2 ** min(failed_probes, 30), OUTAGE_PROBE_GROWTH)
+
+
+@dataclass(frozen=True)
 class Budget:
     """
     At most ``requests`` starts in any ``window_seconds``; a start counts for
@@ -176,6 +211,25 @@ class BudgetBackend(ABC):
     def get_hold(self, key: str) -> Hold | None:
         """The hold in force on the scope, if any (an expired one is not)."""
 
+    @abstractmethod
+    def trip(self, key: str, *, down: str, first_probe: float) -> Outage:
+        """
+        Record sFOX down for the scope: a new outage (its next probe ``first_probe`` seconds
+        from now), or a failed probe of the one recorded (the wait doubles, see
+        :func:`next_probe_in`).
+        """
+
+    @abstractmethod
+    def outage(self, key: str, *, claim: float | None = None) -> tuple[Outage | None, bool]:
+        """
+        The scope's outage, if any, and whether the caller may probe it: with ``claim``, a due
+        probe is claimed (the next claim waits ``claim`` seconds), so one sender probes at a time.
+        """
+
+    @abstractmethod
+    def close_outage(self, key: str) -> bool:
+        """sFOX answered: end the scope's outage; return whether one was recorded."""
+
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections."""
 
@@ -201,6 +255,8 @@ class MemoryBackend(BudgetBackend):
         self._starts: dict[str, deque[float]] = {}
         self._paused_until: dict[str, float] = {}
         self._holds: dict[str, tuple[float | None, str, float]] = {}
+        #: scope -> [down, since (wall), failed probes, probe at (clock)]
+        self._outages: dict[str, list] = {}
 
     def acquire(self, key: str, budget: Budget | None) -> tuple[float, bool]:
         with self._lock:
@@ -252,6 +308,37 @@ class MemoryBackend(BudgetBackend):
     def get_hold(self, key: str) -> Hold | None:
         with self._lock:
             return self._hold(key)
+
+    def trip(self, key: str, *, down: str, first_probe: float) -> Outage:
+        with self._lock:
+            now = self._clock()
+            stored = self._outages.get(key)
+            if stored is None:
+                stored = self._outages[key] = [down, self._wall(), 0, now + first_probe]
+            else:
+                stored[0], stored[2] = down, stored[2] + 1
+                stored[3] = now + next_probe_in(first_probe, stored[2])
+            return self._outage(key, now)
+
+    def outage(self, key: str, *, claim: float | None = None) -> tuple[Outage | None, bool]:
+        with self._lock:
+            now = self._clock()
+            stored = self._outages.get(key)
+            if stored is None:
+                return None, False
+            found = self._outage(key, now)
+            if claim is None or found.probe_in > 0:
+                return found, False
+            stored[3] = now + claim
+            return found, True
+
+    def _outage(self, key: str, now: float) -> Outage:
+        down, since, probes, probe_at = self._outages[key]
+        return Outage.from_epoch(key, down, since, probes, max(0.0, probe_at - now))
+
+    def close_outage(self, key: str) -> bool:
+        with self._lock:
+            return self._outages.pop(key, None) is not None
 
 
 # --- the budget as a hook uses it ---------------------------------------------------------------
@@ -338,3 +425,21 @@ class RateBudget:
     def current_hold(self) -> Hold | None:
         """The hold in force on the scope, if any."""
         return self.backend.get_hold(self.key)
+
+    def trip(self, down: str, *, first_probe: float) -> Outage:
+        """
+        Tell every sender of the scope that sFOX is down (or that a probe failed): they spend
+        nothing on it until a probe, at most one per interval, is answered.
+
+        :param down: what is down, with its status (no personal data, no token).
+        :param first_probe: seconds to the first probe; the wait doubles after each failed one.
+        """
+        return self.backend.trip(self.key, down=down, first_probe=first_probe)
+
+    def outage(self, *, claim: float | None = None) -> tuple[Outage | None, bool]:
+        """The scope's outage, and whether the caller got its probe (see :meth:`BudgetBackend.outage`)."""
+        return self.backend.outage(self.key, claim=claim)
+
+    def close_outage(self) -> bool:
+        """sFOX answered a probe: every sender of the scope may send again."""
+        return self.backend.close_outage(self.key)

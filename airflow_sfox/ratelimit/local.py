@@ -21,6 +21,8 @@ from airflow_sfox.ratelimit.budget import (
     BudgetHeld,
     BudgetUnavailable,
     Hold,
+    Outage,
+    next_probe_in,
 )
 
 if TYPE_CHECKING:
@@ -36,6 +38,9 @@ _SCHEMA = (
     # The operator's hold, on the wall clock (it may name a date); no row: not held.
     "CREATE TABLE IF NOT EXISTS hold (id INTEGER PRIMARY KEY CHECK (id = 1), "
     "until REAL, reason TEXT NOT NULL, since REAL NOT NULL)",
+    # sFOX seen down (the shared circuit): since on the wall clock, probe_at on the clock.
+    "CREATE TABLE IF NOT EXISTS outage (id INTEGER PRIMARY KEY CHECK (id = 1), "
+    "down TEXT NOT NULL, since REAL NOT NULL, probes INTEGER NOT NULL, probe_at REAL NOT NULL)",
 )
 #: SQLite's primary result code for "database is locked".
 _SQLITE_BUSY = 5
@@ -223,6 +228,46 @@ class SqliteBackend(BudgetBackend):
     def get_hold(self, key: str) -> Hold | None:
         with self._transaction(key) as (conn, _):
             return self._hold(conn, key)
+
+    def trip(self, key: str, *, down: str, first_probe: float) -> Outage:
+        with self._transaction(key) as (conn, now):
+            row = conn.execute("SELECT probes FROM outage WHERE id = 1").fetchone()
+            if row is None:
+                conn.execute(
+                    "INSERT INTO outage (id, down, since, probes, probe_at) VALUES (1, ?, ?, 0, ?)",
+                    (down, self._wall(), now + first_probe),
+                )
+            else:
+                probes = int(row[0]) + 1
+                conn.execute(
+                    "UPDATE outage SET down = ?, probes = ?, probe_at = ? WHERE id = 1",
+                    (down, probes, now + next_probe_in(first_probe, probes)),
+                )
+            found = self._outage(conn, key, now)
+            assert found is not None
+            return found
+
+    def outage(self, key: str, *, claim: float | None = None) -> tuple[Outage | None, bool]:
+        with self._transaction(key) as (conn, now):
+            found = self._outage(conn, key, now)
+            if found is None or claim is None or found.probe_in > 0:
+                return found, False
+            conn.execute("UPDATE outage SET probe_at = ? WHERE id = 1", (now + claim,))
+            return found, True
+
+    def _outage(self, conn: sqlite3.Connection, key: str, now: float) -> Outage | None:
+        row = conn.execute("SELECT down, since, probes, probe_at FROM outage WHERE id = 1").fetchone()
+        if row is None:
+            return None
+        down, since, probes, probe_at = row
+        left = float(probe_at) - now
+        if left > MAX_PAUSE_SECONDS:  # stale: written on another clock (before a reboot)
+            left = 0.0
+        return Outage.from_epoch(key, down, since, int(probes), max(0.0, left))
+
+    def close_outage(self, key: str) -> bool:
+        with self._transaction(key) as (conn, _):
+            return conn.execute("DELETE FROM outage WHERE id = 1").rowcount > 0
 
     def close(self) -> None:
         with self._lock:
