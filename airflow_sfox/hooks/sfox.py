@@ -244,17 +244,21 @@ class SfoxConnectHook(BaseHook):
         """
         return as_dict(self.send_verification_result(user_id, verification_type).data)
 
-    def send_verification_result(self, user_id: str, verification_type: str) -> SfoxResult:
+    def send_verification_result(
+        self, user_id: str, verification_type: str, *, retry: bool = True
+    ) -> SfoxResult:
         """
         Like :meth:`send_verification`, with the attempts made and whether a code may have
         been sent twice (see :class:`SfoxResult`); for callers that keep a ledger.
 
         :param user_id: the partner's id of the user.
         :param verification_type: ``"email"`` or ``"sms"``.
+        :param retry: retry 5xx and timeouts within ``max_retry_seconds``; ``False``: one
+            request (a probe of an outage).
         """
         kind = check_verification_type(verification_type)
         path = f"/v1/enterprise/users/send-verification/{user_id_segment(user_id)}"
-        return self._call("POST", path, json={"type": kind})
+        return self._call("POST", path, json={"type": kind}, retry=retry)
 
     def confirm_verification(self, user_id: str, verification_type: str, otp: str) -> dict[str, Any]:
         """
