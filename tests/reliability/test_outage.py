@@ -10,9 +10,13 @@ down, the run row says ``interrupted``, and the next run sends everyone, once.
 from __future__ import annotations
 
 import glob
+import json
 import os
+import subprocess
+import sys
 import threading
 from collections import Counter
+from pathlib import Path
 
 import pytest
 
@@ -47,7 +51,9 @@ def test_a_503_outage_fails_nobody_and_the_next_run_sends_everyone(warehouse_db,
     # outage probes come within the engine's wait for a due probe (ENGINE_MAX_RETRY_SECONDS).
     monkeypatch.setenv(
         "AIRFLOW_CONN_SFOX_DEFAULT",
-        sfox_conn_json(sfox_sandbox.url, rate_limit_requests=0, max_retry_seconds=300, outage_probe_seconds=1),
+        sfox_conn_json(
+            sfox_sandbox.url, rate_limit_requests=0, max_retry_seconds=300, outage_probe_seconds=1
+        ),
     )
     # The plan reads sFOX's users while sFOX is up; then sFOX goes into maintenance.
     from airflow_sfox.onboarding.runs import plan_run
@@ -95,6 +101,123 @@ def test_a_503_outage_fails_nobody_and_the_next_run_sends_everyone(warehouse_db,
     assert report.missed == [], report.summary()
     assert report.duplicates == {}, report.summary()
     assert _failures(warehouse_db) == {0: USERS}
+
+
+REPO = Path(__file__).resolve().parents[2]
+WORKER = Path(__file__).with_name("chunk_worker.py")
+#: Tries of each chunk task during the outage (Airflow's task retries), and the pause between
+#: them (a retry delay, compressed).
+OUTAGE_TRIES = 5
+RETRY_PAUSE = 1.0
+
+
+def _run_chunk_tasks(run_id: str, chunks: list[dict], *, tries: int) -> list[list[dict]]:
+    """Each chunk's task in a process of its own, started together: each one's tries."""
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                str(WORKER),
+                json.dumps({"run_id": run_id, "chunk": chunk, "tries": tries, "pause": RETRY_PAUSE}),
+            ],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "PYTHONPATH": str(REPO)},
+            cwd=REPO,
+        )
+        for chunk in chunks
+    ]
+    try:
+        for proc in procs:
+            assert proc.stdout is not None
+            seen = []
+            while (line := proc.stdout.readline()) and line.strip() != "READY":
+                seen.append(line)
+            assert line.strip() == "READY", f"worker did not start: {''.join(seen)[-2000:]}"
+        for proc in procs:
+            assert proc.stdin is not None
+            proc.stdin.write("GO\n")
+            proc.stdin.flush()
+        results = []
+        for proc in procs:
+            out, _ = proc.communicate(timeout=300)
+            assert proc.returncode == 0, out[-3000:]
+            line = next(line for line in out.splitlines() if line.startswith("RESULT "))
+            results.append(json.loads(line.removeprefix("RESULT ")))
+        return results
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+
+
+@pytest.mark.parametrize("warehouse_db", ["sqlite"], indirect=True)
+@pytest.mark.parametrize("backend", ["local", "redis"])
+def test_chunk_tasks_in_two_processes_share_what_they_know_of_an_outage(
+    warehouse_db, sfox_sandbox, monkeypatch, tmp_path, request, backend
+):
+    """
+    Two chunk tasks, each in its own process, each tried OUTAGE_TRIES times during an sFOX
+    outage (the sandbox's outage window: every request 503): the first detection costs at most
+    one chunk's streak per process; every later try spends at most one request (the scope's
+    probe, no per-call retries) or none. Nobody fails, and once sFOX is back the tries resume.
+    """
+    users = make_users(120, seed=203, corporation_share=1.0)
+    warehouse_db.seed(users)
+    sfox_sandbox.seed_users(sandbox_users(users))
+    extra = {"rate_limit_requests": 0, "outage_probe_seconds": 1, "rate_limit_backend": backend}
+    if backend == "local":
+        extra["rate_limit_dir"] = str(tmp_path / "budget")
+    else:
+        import redis
+
+        server = request.getfixturevalue("redis_server")
+        redis.Redis.from_url(server.url).flushall()
+        monkeypatch.setenv("AIRFLOW_CONN_BUDGET_REDIS", server.url)
+        extra["rate_limit_redis_conn_id"] = "budget_redis"
+    monkeypatch.setenv("AIRFLOW_CONN_SFOX_DEFAULT", sfox_conn_json(sfox_sandbox.url, **extra))
+    from airflow_sfox.onboarding.runs import plan_run
+
+    params = {"channels": ["email"], "chunk_size": 60, "failure_threshold": 0.2}
+    planned = plan_run(
+        params=params,
+        run_id="shared-1",
+        dag_id="sfox_reliability",
+        warehouse_conn_id="sfox_warehouse",
+        sfox_conn_id="sfox_default",
+    )
+    chunks = planned["chunks"]
+    assert len(chunks) == 2
+    before = len(sends(sfox_sandbox))
+    sfox_sandbox.set_outage(3600)
+
+    results = _run_chunk_tasks("shared-1", chunks, tries=OUTAGE_TRIES)
+
+    spent = len(sends(sfox_sandbox)) - before
+    per_try = [[t["requests"] for t in tries] for tries in results]
+    print(f"\n[{backend}] requests during the outage: {spent}; per try of each process: {per_try}")
+    for tries in results:
+        assert len(tries) == OUTAGE_TRIES
+        assert {(t["service"], t["stopped"]) for t in tries} == {("sfox", "sFOX unavailable (HTTP 503)")}
+        assert tries[0]["requests"] <= MOST_PER_CHUNK  # the streak of the first detection
+        assert all(t["requests"] <= 1 for t in tries[1:])  # the scope knows: a probe at most
+    assert spent == sum(map(sum, per_try))
+    assert spent <= 2 * MOST_PER_CHUNK + 2 * (OUTAGE_TRIES - 1)
+    ledger = warehouse_db.ledger()
+    assert {row["state"] for row in ledger.values()} == {"queued"}
+    assert _failures(warehouse_db) == {0: len(users)}
+
+    # sFOX is back: the tasks' next tries probe, and send everyone, once.
+    sfox_sandbox.clear_outage()
+    results = _run_chunk_tasks("shared-1", chunks, tries=30)
+    for tries in results:
+        assert tries[-1]["stopped"] is None, tries
+    report = audit(sfox_sandbox.journal(), warehouse_db.ledger(), [u[0] for u in users])
+    assert report.missed == [], report.summary()
+    assert report.duplicates == {}, report.summary()
+    assert _failures(warehouse_db) == {0: len(users)}
 
 
 def _kill_local(folder: str) -> None:
