@@ -10,10 +10,7 @@ down, the run row says ``interrupted``, and the next run sends everyone, once.
 from __future__ import annotations
 
 import glob
-import json
 import os
-import subprocess
-import sys
 import threading
 from collections import Counter
 from pathlib import Path
@@ -24,6 +21,7 @@ from airflow_sfox.onboarding.sender import ENGINE_MAX_RETRY_SECONDS, OUTAGE_STRE
 from tests.helpers import TOKEN, sfox_conn_json
 from tests.onboarding_data import make_users, sandbox_users
 from tests.reliability.support import audit, run_onboarding, sends, wait_for
+from tests.workers import run_together
 
 USERS = 300
 #: Chunks of the outage run: each chunk task meets the outage on its own.
@@ -103,7 +101,6 @@ def test_a_503_outage_fails_nobody_and_the_next_run_sends_everyone(warehouse_db,
     assert _failures(warehouse_db) == {0: USERS}
 
 
-REPO = Path(__file__).resolve().parents[2]
 WORKER = Path(__file__).with_name("chunk_worker.py")
 #: Tries of each chunk task during the outage (Airflow's task retries), and the pause between
 #: them (a retry delay, compressed).
@@ -113,44 +110,8 @@ RETRY_PAUSE = 1.0
 
 def _run_chunk_tasks(run_id: str, chunks: list[dict], *, tries: int) -> list[list[dict]]:
     """Each chunk's task in a process of its own, started together: each one's tries."""
-    procs = [
-        subprocess.Popen(
-            [
-                sys.executable,
-                str(WORKER),
-                json.dumps({"run_id": run_id, "chunk": chunk, "tries": tries, "pause": RETRY_PAUSE}),
-            ],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-            env={**os.environ, "PYTHONPATH": str(REPO)},
-            cwd=REPO,
-        )
-        for chunk in chunks
-    ]
-    try:
-        for proc in procs:
-            assert proc.stdout is not None
-            seen = []
-            while (line := proc.stdout.readline()) and line.strip() != "READY":
-                seen.append(line)
-            assert line.strip() == "READY", f"worker did not start: {''.join(seen)[-2000:]}"
-        for proc in procs:
-            assert proc.stdin is not None
-            proc.stdin.write("GO\n")
-            proc.stdin.flush()
-        results = []
-        for proc in procs:
-            out, _ = proc.communicate(timeout=300)
-            assert proc.returncode == 0, out[-3000:]
-            line = next(line for line in out.splitlines() if line.startswith("RESULT "))
-            results.append(json.loads(line.removeprefix("RESULT ")))
-        return results
-    finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
+    settings = [{"run_id": run_id, "chunk": chunk, "tries": tries, "pause": RETRY_PAUSE} for chunk in chunks]
+    return run_together(WORKER, settings, [{} for _ in chunks], timeout=300)
 
 
 @pytest.mark.parametrize("warehouse_db", ["sqlite"], indirect=True)
