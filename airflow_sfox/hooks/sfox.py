@@ -33,6 +33,7 @@ from airflow_sfox.exceptions import (
     SfoxConnectionError,
     SfoxError,
     SfoxPaginationError,
+    SfoxServerError,
     error_for_status,
     scrub,
 )
@@ -56,7 +57,7 @@ from airflow_sfox.hooks.transport import (
     user_id_segment,
 )
 from airflow_sfox.hooks.user_list import CURSOR_PARAM, USERS_PATH, next_page_path, stream_users
-from airflow_sfox.ratelimit import BudgetHeld, BudgetUnavailable, PauseTooLong, RateBudget
+from airflow_sfox.ratelimit import BudgetHeld, BudgetUnavailable, PauseTooLong, RateBudget, ScopeDown
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -509,6 +510,9 @@ class SfoxConnectHook(BaseHook):
         except BudgetUnavailable as err:
             call.attempt -= 1
             raise call.failed(call.budget_unavailable(err)) from None
+        except ScopeDown as err:  # another sender of the scope saw sFOX down (the engine's calls)
+            call.attempt -= 1
+            raise call.failed(SfoxServerError(str(err), method=call.method, path=call.path)) from None
 
     def _no_answer(
         self, call: Call, err: requests.RequestException, sent_at: datetime

@@ -60,6 +60,8 @@ class ChunkBreaker:
         self.answered = False
         self.tripped: SfoxError | None = None
         self.budget, self.first_probe = budget, first_probe
+        if budget is not None:  # a call retrying a 5xx stops once the scope knows sFOX is down
+            budget.stop_when_down = True
         #: the scope's outage, recorded by another sender, that stopped this try
         self.known: Outage | None = None
         #: this try probes the scope's outage: its next call is the probe
@@ -87,14 +89,18 @@ class ChunkBreaker:
             self.in_a_row, self.answered = 0, True
             return
         self.in_a_row += 1
+        if self.tripped is None and not self.probe and isinstance(down, SfoxServerError):
+            # Recorded by a sender of the scope already (the hook refuses this chunk's calls then):
+            # stop on it, record nothing more.
+            self.known = self._shared(lambda b: b.outage()[0], None)
+            if self.known is not None:
+                return
         if self.tripped is None and (
             isinstance(down, SfoxRateBudgetError) or self.in_a_row >= self.streak or self.probe
         ):
             self.tripped = down
             if isinstance(down, SfoxServerError):  # not a 429 (its pause is shared already)
                 self._shared(lambda b: b.trip(self.describe(down)[1], first_probe=self.first_probe), None)
-        elif self.tripped is None:  # another sender may have seen it already
-            self.known = self._shared(lambda b: b.outage()[0], None)
 
     def _shared(self, ask: Any, otherwise: Any) -> Any:
         """Ask the scope's circuit; a lost backend is not hidden: the next request fails closed."""

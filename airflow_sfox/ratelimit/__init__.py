@@ -58,6 +58,7 @@ from airflow_sfox.ratelimit.budget import (
     Outage,
     PauseTooLong,
     RateBudget,
+    ScopeDown,
     Waited,
     next_probe_in,
 )
@@ -83,6 +84,7 @@ __all__ = [
     "PauseTooLong",
     "RateBudget",
     "RedisBackend",
+    "ScopeDown",
     "SqliteBackend",
     "Waited",
     "local_backend",

@@ -42,6 +42,14 @@ class BudgetUnavailable(Exception):
         self.where = where
 
 
+class ScopeDown(Exception):
+    """sFOX is recorded down for the scope (:class:`Outage`): nothing is sent but its probe."""
+
+    def __init__(self, outage: Outage) -> None:
+        super().__init__(f"{outage.down}, seen by a sender of scope {outage.scope!r}; not sent")
+        self.outage = outage
+
+
 class PauseTooLong(Exception):
     """A rate-limit pause lasts longer than the caller's retry budget."""
 
@@ -112,6 +120,8 @@ class Outage:
         return cls(scope, down, _utc(since), probes, probe_in)
 
 
+#: How long a budget that stops while its scope is down trusts its last look at the outage.
+OUTAGE_CHECK_SECONDS = 0.5
 #: The wait between two probes of an outage doubles after each failed probe, up to this many
 #: times the first wait.
 OUTAGE_PROBE_GROWTH = 8
@@ -377,6 +387,13 @@ class RateBudget:
         self.budget = budget
         self._clock = clock
         self._sleep = sleep
+        #: Refuse every start (:class:`ScopeDown`) while the scope's outage is recorded, but the
+        #: probe this budget claimed: the onboarding engine's calls, so that a call retrying a
+        #: 5xx stops once any sender of the scope knows sFOX is down.
+        self.stop_when_down = False
+        self._down_lock = threading.Lock()
+        self._down: tuple[float, Outage | None] | None = None  # (looked at, what was seen)
+        self._probe_claimed = False
 
     @property
     def rate(self) -> float:
@@ -393,6 +410,8 @@ class RateBudget:
         :raises BudgetHeld: an operator holds the scope; nothing may be sent.
         """
         waited = Waited()
+        if self.stop_when_down:
+            self._refuse_when_down()
         while True:
             seconds, paused = self.backend.acquire(self.key, self.budget)
             if seconds <= 0:
@@ -434,12 +453,32 @@ class RateBudget:
         :param down: what is down, with its status (no personal data, no token).
         :param first_probe: seconds to the first probe; the wait doubles after each failed one.
         """
-        return self.backend.trip(self.key, down=down, first_probe=first_probe)
+        found = self.backend.trip(self.key, down=down, first_probe=first_probe)
+        self._saw(found, claimed=False)
+        return found
 
     def outage(self, *, claim: float | None = None) -> tuple[Outage | None, bool]:
         """The scope's outage, and whether the caller got its probe (see :meth:`BudgetBackend.outage`)."""
-        return self.backend.outage(self.key, claim=claim)
+        found, claimed = self.backend.outage(self.key, claim=claim)
+        self._saw(found, claimed=claimed)
+        return found, claimed
 
     def close_outage(self) -> bool:
         """sFOX answered a probe: every sender of the scope may send again."""
-        return self.backend.close_outage(self.key)
+        closed = self.backend.close_outage(self.key)
+        self._saw(None, claimed=False)
+        return closed
+
+    def _saw(self, found: Outage | None, *, claimed: bool) -> None:
+        with self._down_lock:
+            self._down, self._probe_claimed = (self._clock(), found), claimed
+
+    def _refuse_when_down(self) -> None:
+        """Raise :class:`ScopeDown` while the scope's outage is recorded, unless this budget probes it."""
+        with self._down_lock:
+            now = self._clock()
+            if self._down is None or now - self._down[0] >= OUTAGE_CHECK_SECONDS:
+                self._down = (now, self.backend.outage(self.key)[0])
+            found, claimed = self._down[1], self._probe_claimed
+        if found is not None and not claimed:
+            raise ScopeDown(found)

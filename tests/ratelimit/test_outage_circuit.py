@@ -19,6 +19,7 @@ from airflow_sfox.ratelimit import (
     Outage,
     RateBudget,
     RedisBackend,
+    ScopeDown,
     SqliteBackend,
     next_probe_in,
 )
@@ -137,3 +138,33 @@ def test_the_rate_budget_speaks_for_its_scope(backend):
     assert (found.down, claimed) == (DOWN, False)
     assert budget.close_outage() is True
     assert budget.outage() == (None, False)
+
+
+def _stopping(backend) -> RateBudget:
+    budget = RateBudget(backend, KEY, Budget(50, 10))
+    budget.stop_when_down = True  # as the onboarding engine's chunk calls ask it
+    return budget
+
+
+def test_a_budget_that_stops_when_down_refuses_every_start_but_its_probe(backend):
+    sender = _stopping(backend)
+    sender.wait()  # nothing recorded: free
+    RateBudget(backend, KEY, None).trip(DOWN, first_probe=FIRST)  # another sender saw sFOX down
+
+    with pytest.raises(ScopeDown) as refused:
+        _stopping(backend).wait()
+    assert refused.value.outage.down == DOWN
+    assert DOWN in str(refused.value)
+    RateBudget(backend, KEY, Budget(50, 10)).wait()  # the operator's or a plan's calls go on
+    other_scope = RateBudget(backend, OTHER, Budget(50, 10))
+    other_scope.stop_when_down = True
+    other_scope.wait()  # another egress IP is not down
+
+    time.sleep(FIRST + 0.05)
+    prober, other = _stopping(backend), _stopping(backend)
+    assert prober.outage(claim=FIRST)[1] is True
+    prober.wait()  # its probe goes out
+    with pytest.raises(ScopeDown):
+        other.wait()  # nobody else's
+    assert prober.close_outage() is True
+    _stopping(backend).wait()
