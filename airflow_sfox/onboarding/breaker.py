@@ -127,7 +127,7 @@ class ChunkBreaker:
         known = self.known
         assert known is not None
         seen = (
-            f" (seen by a sender of scope {known.scope!r} since {known.since:%H:%M:%S} UTC; nothing "
-            f"sent by this try; next probe in {known.probe_in:.0f} s)"
+            f" (recorded by a sender of scope {known.scope!r} since {known.since:%H:%M:%S} UTC; "
+            f"next probe in {known.probe_in:.0f} s)"
         )
         return "sfox", known.down, seen

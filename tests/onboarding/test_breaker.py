@@ -71,7 +71,7 @@ def test_a_try_that_finds_the_scope_s_outage_stops_before_any_request(scope):
     assert breaker.probe is False
     service, down, seen = breaker.down()
     assert (service, down) == ("sfox", DOWN_503)
-    assert "nothing sent by this try" in seen
+    assert "recorded by a sender of scope 'api.sfox.test'" in seen
 
 
 @pytest.mark.parametrize(
