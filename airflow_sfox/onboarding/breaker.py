@@ -18,13 +18,13 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from airflow_sfox.exceptions import SfoxError, SfoxRateBudgetError, SfoxRateLimitError, SfoxServerError
-from airflow_sfox.ratelimit import BudgetUnavailable
+from airflow_sfox.ratelimit import BudgetUnavailable, RateBudget
 
 if TYPE_CHECKING:
     import threading
     from collections.abc import Callable
 
-    from airflow_sfox.ratelimit import Outage, RateBudget
+    from airflow_sfox.ratelimit import Outage
 
 log = logging.getLogger(__name__)
 
@@ -131,3 +131,10 @@ class ChunkBreaker:
             f"next probe in {known.probe_in:.0f} s)"
         )
         return "sfox", known.down, seen
+
+
+def sfox_answered(hook: Any) -> None:
+    """sFOX answered a whole read (the plan's): end the outage the hook's scope recorded, if any."""
+    budget = getattr(hook, "budget", None)  # the planner's tests read from stand-ins
+    if isinstance(budget, RateBudget) and budget.close_outage():
+        log.info("sFOX answered: the outage recorded for scope %r is over", budget.key)

@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
+from airflow_sfox.onboarding.breaker import sfox_answered
 from airflow_sfox.onboarding.config import SOURCE_COLUMNS, OnboardingConfig, OnboardingSource
 from airflow_sfox.onboarding.counts import ChunkDescriptor, chunk_descriptor, codes_due, due_key
 from airflow_sfox.onboarding.model import (
@@ -150,9 +151,12 @@ def _descriptors(chunkers: list[_Chunker], max_chunks: int, *, hold_uncertain: b
 
 
 def sfox_users(hook: SfoxConnectHook) -> Iterator[Mapping[str, Any]]:
-    """sFOX's user objects, streamed when the hook can (``iter_users``), else the one list."""
-    users = hook.iter_users() if hasattr(hook, "iter_users") else iter(hook.list_users())
-    return users
+    """
+    sFOX's user objects, streamed when the hook can (``iter_users``), else the one list. Once
+    all are read, sFOX has answered: an outage the scope's senders recorded is over.
+    """
+    yield from hook.iter_users() if hasattr(hook, "iter_users") else hook.list_users()
+    sfox_answered(hook)
 
 
 def planning_query(

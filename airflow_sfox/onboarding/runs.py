@@ -93,8 +93,6 @@ def plan_run(
         config = OnboardingConfig.from_params(params)
         with SfoxConnectHook(sfox_conn_id=sfox_conn_id) as sfox:
             plan = Planner(warehouse, sfox, config, source=source, run_id=run_id).plan()
-            if sfox.stats.as_dict()["requests"] and sfox.budget.close_outage():
-                log.info("sFOX answered the plan: the outage its senders recorded is over")
     except Exception as error:
         _plan_failed(error, warehouse, params=params, run_id=run_id, dag_id=dag_id, started_at=started_at)
         raise
