@@ -111,6 +111,16 @@ CONN_FIELDS: dict[str, dict[str, Any]] = {
         ),
         "schema": {"type": ["number", "null"], "minimum": 0, "default": 60},
     },
+    "outage_probe_seconds": {
+        "label": "Probe an outage every (seconds)",
+        "description": (
+            "Once a batch sender sees sFOX down (5xx, timeouts, refused connections), every batch "
+            "sender sharing the rate budget stops spending on it: one request probes sFOX after "
+            "this many seconds, the wait doubling after each failed probe (up to 8 times). Keep it "
+            "below the send tasks' retry delay, so sends resume soon after sFOX is back."
+        ),
+        "schema": {"type": ["number", "null"], "minimum": 0.1, "default": 30},
+    },
 }
 
 #: Airflow 3.2+ ``ui-field-behaviour``: the standard fields, relabelled or hidden.

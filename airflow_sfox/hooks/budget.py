@@ -11,6 +11,8 @@ commands built on them.
 from __future__ import annotations
 
 import dataclasses
+import logging
+import threading
 import time
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
@@ -34,6 +36,8 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from airflow.sdk import Connection
+
+log = logging.getLogger(__name__)
 
 #: Executors whose tasks run on several machines (matched in the class name of each entry of
 #: ``[core] executor``): one machine's ``local`` budget cannot see the others' requests.
@@ -210,6 +214,58 @@ def current_hold(conn_id: str, *, scope: str | None = None) -> dict[str, Any] | 
     finally:
         budget.backend.close()
     return None if held is None else _as_dict(held, budget)
+
+
+class HoldWatch:
+    """
+    The hold of one connection's budget scope, read on every poll of the "sFOX onboarding"
+    page: the connection is read and the backend opened once per process (one Redis client,
+    not one per poll), and a read that fails is logged once at WARNING, naming the connection,
+    until a read succeeds again (the page then shows no hold).
+
+    :param conn_id: the ``sfox`` connection whose scope is watched.
+    """
+
+    def __init__(self, conn_id: str) -> None:
+        self.conn_id = conn_id
+        self._lock = threading.Lock()
+        self._budget: RateBudget | None = None
+        self._failing = False
+
+    def read(self) -> dict[str, Any] | None:
+        """The hold in force (as :func:`current_hold` shows it), ``None`` when free or unreadable."""
+        with self._lock:
+            try:
+                if self._budget is None:
+                    self._budget = _budget_of(self.conn_id, None)
+                held = self._budget.current_hold()
+            except Exception as err:  # noqa: BLE001 - not found, bad extras, backend down: no banner
+                self._budget = None  # the connection is read again next time (it may be fixed)
+                if not self._failing:
+                    log.warning(
+                        "Cannot read the operator's hold of sFOX connection %r (%s: %s); the onboarding "
+                        "page shows no hold until it can",
+                        self.conn_id,
+                        type(err).__name__,
+                        err,
+                    )
+                self._failing = True
+                return None
+            if self._failing:
+                log.info("The operator's hold of sFOX connection %r can be read again", self.conn_id)
+                self._failing = False
+            return None if held is None else _as_dict(held, self._budget)
+
+
+_WATCHES: dict[str, HoldWatch] = {}
+_WATCHES_LOCK = threading.Lock()
+
+
+def watched_hold(conn_id: str) -> dict[str, Any] | None:
+    """The hold of ``conn_id``'s scope through this process's one :class:`HoldWatch` of it."""
+    with _WATCHES_LOCK:
+        watch = _WATCHES.setdefault(conn_id, HoldWatch(conn_id))
+    return watch.read()
 
 
 def _as_dict(held: Hold, budget: RateBudget) -> dict[str, Any]:

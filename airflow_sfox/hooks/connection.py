@@ -47,6 +47,7 @@ class SfoxConnectionConfig:
     :param budget: the rate budget; ``None`` (no client-side budget) only for a loopback host.
     :param max_retry_seconds: retry budget of one call.
     :param rate_limit_pause_seconds: pause after a 429 without a ``Retry-After``.
+    :param outage_probe_seconds: wait before the first probe of an outage a batch sender saw.
     :param rate_limit_scope: the key every sender through one egress IP shares.
     :param rate_limit_backend: ``local``, ``redis`` or ``memory``; ``None``: not set (``local``).
     :param rate_limit_dir: folder of the ``local`` backend (``None``: the default folder).
@@ -61,6 +62,7 @@ class SfoxConnectionConfig:
     budget: Budget | None
     max_retry_seconds: float
     rate_limit_pause_seconds: float
+    outage_probe_seconds: float
     rate_limit_scope: str
     rate_limit_backend: str | None = None
     rate_limit_dir: str | None = None
@@ -97,6 +99,7 @@ class SfoxConnectionConfig:
             budget=budget,
             max_retry_seconds=extras.number("max_retry_seconds"),
             rate_limit_pause_seconds=extras.number("rate_limit_pause_seconds"),
+            outage_probe_seconds=extras.number("outage_probe_seconds"),
             rate_limit_scope=_scope(named_scope, base_url),
             rate_limit_backend=_backend(extras, loopback=loopback),
             rate_limit_dir=extras.text("rate_limit_dir"),

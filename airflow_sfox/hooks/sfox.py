@@ -57,7 +57,7 @@ from airflow_sfox.hooks.transport import (
     user_id_segment,
 )
 from airflow_sfox.hooks.user_list import CURSOR_PARAM, USERS_PATH, next_page_path, stream_users
-from airflow_sfox.ratelimit import BudgetHeld, BudgetUnavailable, PauseTooLong, RateBudget
+from airflow_sfox.ratelimit import BudgetHeld, BudgetUnavailable, PauseTooLong, RateBudget, ScopeDown
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -247,17 +247,21 @@ class SfoxConnectHook(BaseHook):
         """
         return as_dict(self.send_verification_result(user_id, verification_type).data)
 
-    def send_verification_result(self, user_id: str, verification_type: str) -> SfoxResult:
+    def send_verification_result(
+        self, user_id: str, verification_type: str, *, retry: bool = True
+    ) -> SfoxResult:
         """
         Like :meth:`send_verification`, with the attempts made and whether a code may have
         been sent twice (see :class:`SfoxResult`); for callers that keep a ledger.
 
         :param user_id: the partner's id of the user.
         :param verification_type: ``"email"`` or ``"sms"``.
+        :param retry: retry 5xx and timeouts within ``max_retry_seconds``; ``False``: one
+            request (a probe of an outage).
         """
         kind = check_verification_type(verification_type)
         path = f"/v1/enterprise/users/send-verification/{user_id_segment(user_id)}"
-        return self._call("POST", path, json={"type": kind})
+        return self._call("POST", path, json={"type": kind}, retry=retry)
 
     def confirm_verification(self, user_id: str, verification_type: str, otp: str) -> dict[str, Any]:
         """
@@ -511,18 +515,12 @@ class SfoxConnectHook(BaseHook):
             # after a 429 the budget holds this thread, and every other one, until the pause ends
 
     def _wait_for_budget(self, call: Call) -> None:
-        """Wait for the budget; nothing is sent when it is held, paused too long or unreachable."""
+        """Wait for the budget; nothing is sent when it is held, paused too long, down or unreachable."""
         try:
             self.stats.count_wait(self.budget.wait(call.deadline))
-        except PauseTooLong as err:
-            call.attempt -= 1
-            raise call.failed(call.paused_too_long(err.seconds)) from None
-        except BudgetHeld as err:
-            call.attempt -= 1
-            raise call.failed(call.held(err)) from None
-        except BudgetUnavailable as err:
-            call.attempt -= 1
-            raise call.failed(call.budget_unavailable(err)) from None
+        except (PauseTooLong, BudgetHeld, BudgetUnavailable, ScopeDown) as err:
+            call.attempt -= 1  # nothing was sent
+            raise call.failed(call.not_sent(err)) from None
 
     def _no_answer(
         self, call: Call, err: requests.RequestException, sent_at: datetime

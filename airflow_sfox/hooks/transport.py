@@ -18,13 +18,21 @@ from urllib.parse import quote
 import requests
 from urllib3.exceptions import NewConnectionError
 
-from airflow_sfox.exceptions import SfoxError, SfoxHeldError, SfoxRateBudgetError, SfoxRateLimitError, scrub
+from airflow_sfox.exceptions import (
+    SfoxError,
+    SfoxHeldError,
+    SfoxRateBudgetError,
+    SfoxRateLimitError,
+    SfoxServerError,
+    scrub,
+)
+from airflow_sfox.ratelimit import BudgetHeld, BudgetUnavailable, PauseTooLong, ScopeDown
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
     from datetime import datetime
 
-    from airflow_sfox.ratelimit import BudgetHeld, BudgetUnavailable, Waited
+    from airflow_sfox.ratelimit import Waited
 
 VERIFICATION_TYPES: tuple[str, ...] = ("email", "sms")
 #: Longest single back-off between two retries of a 5xx or a connection error.
@@ -99,6 +107,18 @@ class Call:
         """``error``, carrying the attempts made (as :class:`SfoxResult` does)."""
         error.attempts, error.uncertain, error.trail = self.attempt, self.uncertain, tuple(self.trail)
         return error
+
+    def not_sent(self, err: Exception) -> SfoxError:
+        """The error of a request the rate budget did not let go (nothing was sent)."""
+        if isinstance(err, PauseTooLong):
+            return self.paused_too_long(err.seconds)
+        if isinstance(err, BudgetHeld):
+            return self.held(err)
+        if isinstance(err, BudgetUnavailable):
+            return self.budget_unavailable(err)
+        if isinstance(err, ScopeDown):  # another sender of the scope saw sFOX down (the engine's calls)
+            return SfoxServerError(str(err), method=self.method, path=self.path)
+        raise TypeError(f"not a rate budget refusal: {type(err).__name__}")
 
     def paused_too_long(self, seconds: float) -> SfoxRateLimitError:
         """The error of a 429 pause that lasts past the retry budget (nothing sent)."""

@@ -80,8 +80,9 @@ class _Register(_Call):
         body: dict[str, Any] | str,
         read_first: bool,
         sender: _RegistrationSender,
+        probe: bool = False,
     ) -> None:
-        super().__init__(hook, user_id, Channel.REGISTRATION.value, stop)
+        super().__init__(hook, user_id, Channel.REGISTRATION.value, stop, probe=probe)
         self.body, self.read_first, self.sender = body, read_first, sender
 
     def __call__(self) -> _Answer:
@@ -199,7 +200,15 @@ class _RegistrationSender(_ChunkSender):
     def call(self, user_id: str) -> _Call:
         body = self.bodies.get(user_id, "user_id is no longer in the source")
         read_first = user_id in self.unsettled
-        return _Register(self.hook, user_id, self.stop, body=body, read_first=read_first, sender=self)
+        return _Register(
+            self.hook,
+            user_id,
+            self.stop,
+            body=body,
+            read_first=read_first,
+            sender=self,
+            probe=self.breaker.probe,
+        )
 
     def _commit(self, outcomes: list[Outcome], skipped: list[str], claim: list[str]) -> None:
         """Write the fields' hashes and the emails sFOX sent, then the outcomes: one commit."""

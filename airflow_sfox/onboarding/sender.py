@@ -12,7 +12,10 @@ An outage is never a user's failure. A circuit breaker over the chunk stops it w
 answers 5xx, times out or refuses connections for :data:`OUTAGE_STREAK` users in a row, at
 the first call the rate budget's backend refuses, or when the warehouse cannot be written:
 the users not answered stay ``queued`` with their failure counts unchanged, and
-:class:`ChunkStopped` names what is down, for Airflow's task retry to resume the chunk.
+:class:`ChunkStopped` names what is down, for Airflow's task retry to resume the chunk. An sFOX
+outage is recorded for the whole budget scope (beside the 429 pause): the scope's other chunk
+tasks then stop before any request, but for one probe per interval (the connection's
+``outage_probe_seconds``, doubling), whose answer ends the outage for all.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import collections
 import logging
 import math
 import queue
+import random
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -38,6 +42,7 @@ from airflow_sfox.exceptions import (
     SfoxServerError,
 )
 from airflow_sfox.hooks.sfox import DEFAULT_POOL_SIZE
+from airflow_sfox.onboarding.breaker import ChunkBreaker
 from airflow_sfox.onboarding.model import LedgerState, prerequisite
 from airflow_sfox.onboarding.outcomes import Outcome
 from airflow_sfox.onboarding.schema import snapshot_verified, utcnow
@@ -164,8 +169,12 @@ class _Answer(NamedTuple):
 class _Call:
     """One user's send: the hook's call, 429 pauses waited out, an unclear 422 asked about."""
 
-    def __init__(self, hook: SfoxConnectHook, user_id: str, channel: str, stop: threading.Event) -> None:
+    def __init__(
+        self, hook: SfoxConnectHook, user_id: str, channel: str, stop: threading.Event, *, probe: bool = False
+    ) -> None:
         self.hook, self.user_id, self.channel, self.stop = hook, user_id, channel, stop
+        #: a probe of an outage: one request, no per-call retries
+        self.retry = {"retry": False} if probe else {}
         self.started = utcnow()
         #: requests of the calls a 429 ended, before the last one
         self.earlier: list[Any] = []
@@ -203,7 +212,7 @@ class _Call:
 
     def request(self) -> SfoxResult:
         """The call's request (a subclass may send another)."""
-        return self.hook.send_verification_result(self.user_id, self.channel)
+        return self.hook.send_verification_result(self.user_id, self.channel, **self.retry)
 
     def answered(self, result: SfoxResult) -> _Answer:
         """The ledger outcome of a 2xx answer."""
@@ -247,32 +256,6 @@ class _Call:
             why = f"waits for its {before} verification: {err.message}"
             return _Answer(self.outcome(LedgerState.WAITING, err, why[:255]))
         return _Answer(self.outcome(LedgerState.FAILED, err, str(err)[:255]))
-
-
-class _Breaker:
-    """
-    The chunk's circuit breaker: :data:`OUTAGE_STREAK` calls in a row ending in an outage, or
-    one the rate budget's backend refused, open it. Until a call is answered (at the start, and
-    after each outage) one call goes at a time: a dead sFOX costs a few calls, not a pool's worth.
-    """
-
-    def __init__(self, streak: int = OUTAGE_STREAK) -> None:
-        self.streak = streak
-        self.in_a_row = 0
-        self.answered = False
-        self.tripped: SfoxError | None = None
-
-    def record(self, down: SfoxError | None) -> None:
-        if down is None:
-            self.in_a_row, self.answered = 0, True
-            return
-        self.in_a_row += 1
-        if self.tripped is None and (isinstance(down, SfoxRateBudgetError) or self.in_a_row >= self.streak):
-            self.tripped = down
-
-    @property
-    def probing(self) -> bool:
-        return self.in_a_row > 0 or not self.answered
 
 
 def send_chunk(
@@ -407,7 +390,13 @@ class _ChunkSender:
         self.run_id, self.channel, self.stats = run_id, channel, stats
         self.results: queue.Queue[tuple[str, _Item]] = queue.Queue()
         self.stop = threading.Event()
-        self.breaker = _Breaker()
+        self.breaker = ChunkBreaker(
+            hook.budget,
+            first_probe=hook.config.outage_probe_seconds,
+            streak=OUTAGE_STREAK,
+            probe_wait=ENGINE_MAX_RETRY_SECONDS,
+            describe=outage_text,
+        )
         #: users sent again after a dead try's claim: their outcome is uncertain
         self.resent: set[str] = set()
         #: users whose call ended in an outage, and how often they went back in line
@@ -427,7 +416,7 @@ class _ChunkSender:
 
     def call(self, user_id: str) -> _Call:
         """One user's call (a subclass may make another kind)."""
-        return _Call(self.hook, user_id, self.channel, self.stop)
+        return _Call(self.hook, user_id, self.channel, self.stop, probe=self.breaker.probe)
 
     def _commit(self, outcomes: list[Outcome], skipped: list[str], claim: list[str]) -> None:
         """Record outcomes, release the claims of skipped users, claim the next ones: one commit."""
@@ -453,17 +442,21 @@ class _ChunkSender:
                 "%s %s stopped after %d of %d users: %s", stats.label, self.channel, self.done, total, failure
             )
             raise failure
-        if self.breaker.tripped is not None:
+        if self.breaker.stopped:
             stats.left_queued = total - self.done
-            service, down = outage_text(self.breaker.tripped)
-            log.error("%s %s: %s; %d users left queued", stats.label, self.channel, down, stats.left_queued)
+            service, down, seen = self.breaker.down()
+            log.error(
+                "%s %s: %s%s; %d users left queued", stats.label, self.channel, down, seen, stats.left_queued
+            )
             raise ChunkStopped(down, stats=stats, service=service)
 
     def _next(self, todo: collections.deque[str], threads: int, in_flight: int) -> list[str]:
         """The users to claim now: one at a time while probing, else enough to fill the pool."""
-        if self.stop.is_set() or self.breaker.tripped is not None:
+        if self.stop.is_set() or self.breaker.stopped:
             return []
         room = (0 if in_flight else 1) if self.breaker.probing else threads - in_flight
+        if self.breaker.probe and room and len(todo) > 1:
+            todo.rotate(-random.randrange(len(todo)))  # noqa: S311 - the same user never blocks the probe
         return [todo.popleft() for _ in range(min(room, len(todo)))]
 
     def send(
@@ -473,6 +466,7 @@ class _ChunkSender:
         todo = collections.deque(user_ids)
         failure: BaseException | None = None
         next_progress = started + progress_every
+        self.breaker.start(self.stop)
         batch = self._next(todo, threads, 0)
         self._commit([], [], batch)
         with ThreadPoolExecutor(threads, thread_name_prefix="sfox-send") as pool:
@@ -523,7 +517,7 @@ class _ChunkSender:
                 error = error or item.error
             else:  # the request may have gone out: its claim stays for the next try
                 error = error or item
-        if self.breaker.tripped is not None:
+        if self.breaker.stopped:
             self.stop.set()
         return outcomes, skipped, error
 
@@ -531,7 +525,7 @@ class _ChunkSender:
         """Feed the breaker; a user whose call ended in an outage goes back in line, a few times."""
         self.breaker.record(answer.down)
         outcome = answer.outcome
-        if answer.down is None or self.breaker.tripped is not None:
+        if answer.down is None or self.breaker.stopped:
             return outcome
         if self.requeued[outcome.user_id] < OUTAGE_REQUEUES:
             self.requeued[outcome.user_id] += 1

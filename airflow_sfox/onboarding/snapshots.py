@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
+from airflow_sfox.onboarding.breaker import sfox_answered
 from airflow_sfox.onboarding.model import CHANNELS
 from airflow_sfox.onboarding.schema import utcnow
 
@@ -37,9 +38,12 @@ SNAPSHOT_GRACE = timedelta(hours=1)
 
 
 def sfox_users(hook: SfoxConnectHook) -> Iterator[Mapping[str, Any]]:
-    """sFOX's user objects, streamed when the hook can (``iter_users``), else the one list."""
-    users = hook.iter_users() if hasattr(hook, "iter_users") else iter(hook.list_users())
-    return users
+    """
+    sFOX's user objects, streamed when the hook can (``iter_users``), else the one list. Once
+    all are read, sFOX has answered: an outage the scope's senders recorded is over.
+    """
+    yield from hook.iter_users() if hasattr(hook, "iter_users") else hook.list_users()
+    sfox_answered(hook)
 
 
 @dataclass(frozen=True)

@@ -97,16 +97,12 @@ def refresh_seconds_from_config() -> int:
 def hold_from_config() -> dict[str, Any] | None:
     """
     The operator's hold on the budget scope of ``[sfox] onboarding_sfox_conn_id``, if any
-    (``python -m airflow_sfox hold``); ``None`` when senders are free or it cannot be read.
+    (``python -m airflow_sfox hold``); ``None`` when senders are free or it cannot be read (said
+    once at WARNING). One backend per process serves every poll.
     """
-    from airflow_sfox.hooks.budget import current_hold
+    from airflow_sfox.hooks.budget import watched_hold
 
-    conn_id = _config("onboarding_sfox_conn_id")
-    try:
-        return current_hold(conn_id)
-    except Exception:  # the page still shows the ledger; the log says why the hold is unknown
-        log.debug("sFOX onboarding page: cannot read the hold of connection %r", conn_id, exc_info=True)
-        return None
+    return watched_hold(_config("onboarding_sfox_conn_id"))
 
 
 def dag_ids_from_config() -> tuple[str, ...]:
@@ -334,7 +330,7 @@ def create_app(
     :param dag_ids: returns the DAGs whose ledger is shown; the caller must be able to read all.
     :param auth_manager: returns the auth manager that decides; default: the api-server's.
     :param cache_seconds: serve a summary again for this long (many open pages, one query set).
-    :param hold: returns the operator's hold on the senders' budget scope (read on every poll).
+    :param hold: returns the operator's hold on the senders' budget scope (cached as the summaries).
     """
     can_read_dags = Depends(requires_onboarding_dag_access(dag_ids, auth_manager))
     cache = TTLCache(cache_seconds)
@@ -356,7 +352,8 @@ def create_app(
             return dict(cache.get(key, lambda: figures.summary(dag)))
 
         current, data = read(cached)
-        figures = {"conn_id": current.conn_id, "refresh_seconds": refresh_seconds(), "hold": hold()}
+        held = cache.get(("hold",), lambda: {"hold": hold()})["hold"]  # many pages, one read
+        figures = {"conn_id": current.conn_id, "refresh_seconds": refresh_seconds(), "hold": held}
         return _json({**data, **figures})
 
     @app.get("/api/user", dependencies=[can_read_dags])

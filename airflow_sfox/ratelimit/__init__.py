@@ -19,6 +19,9 @@ The 429 pause lives in the same backend: the first 429 seen anywhere holds every
 every process sharing the budget until the block ends. So does the operator's *hold*
 (:class:`Hold`, the emergency stop): a pause with a reason, on the wall clock, that may be
 open-ended; while it is in force no request starts (:class:`BudgetHeld` is raised at once).
+And so does the *outage* (:class:`Outage`, the shared circuit breaker): once a sender sees sFOX
+down, the scope's other senders spend nothing on it but one probe per interval (the interval
+doubles after each failed probe, up to :data:`OUTAGE_PROBE_GROWTH` times the first).
 
 Backends (chosen by :func:`airflow_sfox.hooks.budget.open_budget` from the connection):
 
@@ -43,6 +46,7 @@ from airflow_sfox.ratelimit.budget import (
     DEFAULT_MARGIN_SECONDS,
     MAX_PAUSE_SECONDS,
     MAX_WINDOW_SECONDS,
+    OUTAGE_PROBE_GROWTH,
     SFOX_LIMIT_REQUESTS,
     SFOX_LIMIT_WINDOW_SECONDS,
     Budget,
@@ -51,9 +55,12 @@ from airflow_sfox.ratelimit.budget import (
     BudgetUnavailable,
     Hold,
     MemoryBackend,
+    Outage,
     PauseTooLong,
     RateBudget,
+    ScopeDown,
     Waited,
+    next_probe_in,
 )
 from airflow_sfox.ratelimit.local import SqliteBackend, local_backend
 from airflow_sfox.ratelimit.redis_backend import RedisBackend, redis_client_from_connection
@@ -64,6 +71,7 @@ __all__ = [
     "DEFAULT_MARGIN_SECONDS",
     "MAX_PAUSE_SECONDS",
     "MAX_WINDOW_SECONDS",
+    "OUTAGE_PROBE_GROWTH",
     "SFOX_LIMIT_REQUESTS",
     "SFOX_LIMIT_WINDOW_SECONDS",
     "Budget",
@@ -72,11 +80,14 @@ __all__ = [
     "BudgetUnavailable",
     "Hold",
     "MemoryBackend",
+    "Outage",
     "PauseTooLong",
     "RateBudget",
     "RedisBackend",
+    "ScopeDown",
     "SqliteBackend",
     "Waited",
     "local_backend",
+    "next_probe_in",
     "redis_client_from_connection",
 ]

@@ -42,6 +42,14 @@ class BudgetUnavailable(Exception):
         self.where = where
 
 
+class ScopeDown(Exception):
+    """sFOX is recorded down for the scope (:class:`Outage`): nothing is sent but its probe."""
+
+    def __init__(self, outage: Outage) -> None:
+        super().__init__(f"{outage.down}, seen by a sender of scope {outage.scope!r}; not sent")
+        self.outage = outage
+
+
 class PauseTooLong(Exception):
     """A rate-limit pause lasts longer than the caller's retry budget."""
 
@@ -85,6 +93,43 @@ class BudgetHeld(Exception):
         until = hold.until.isoformat() if hold.until else "released"
         super().__init__(f"scope {hold.scope!r} is held until {until}: {hold.reason}")
         self.hold = hold
+
+
+@dataclass(frozen=True)
+class Outage:
+    """
+    sFOX seen down by a sender of a scope (the shared circuit breaker): until a probe is
+    answered, the scope's other senders spend nothing on it.
+
+    :param scope: the budget scope (one egress IP).
+    :param down: what is down, with its status (``"sFOX unavailable (HTTP 503)"``).
+    :param since: when it was first seen down (UTC).
+    :param probes: probes that failed since (each doubles the wait for the next one).
+    :param probe_in: seconds until the next probe may go (0: due now).
+    """
+
+    scope: str
+    down: str
+    since: datetime
+    probes: int
+    probe_in: float
+
+    @classmethod
+    def from_epoch(cls, scope: str, down: str, since: float, probes: int, probe_in: float) -> Outage:
+        """An outage from its stored form (``since``: wall-clock seconds since the epoch)."""
+        return cls(scope, down, _utc(since), probes, probe_in)
+
+
+#: How long a budget that stops while its scope is down trusts its last look at the outage.
+OUTAGE_CHECK_SECONDS = 0.5
+#: The wait between two probes of an outage doubles after each failed probe, up to this many
+#: times the first wait.
+OUTAGE_PROBE_GROWTH = 8
+
+
+def next_probe_in(first_probe: float, failed_probes: int) -> float:
+    """Seconds from a failed probe (``failed_probes`` so far) to the next one."""
+    return first_probe * min(2 ** min(failed_probes, 30), OUTAGE_PROBE_GROWTH)
 
 
 @dataclass(frozen=True)
@@ -176,6 +221,25 @@ class BudgetBackend(ABC):
     def get_hold(self, key: str) -> Hold | None:
         """The hold in force on the scope, if any (an expired one is not)."""
 
+    @abstractmethod
+    def trip(self, key: str, *, down: str, first_probe: float) -> Outage:
+        """
+        Record sFOX down for the scope: a new outage (its next probe ``first_probe`` seconds
+        from now), or a failed probe of the one recorded (the wait doubles, see
+        :func:`next_probe_in`).
+        """
+
+    @abstractmethod
+    def outage(self, key: str, *, claim: float | None = None) -> tuple[Outage | None, bool]:
+        """
+        The scope's outage, if any, and whether the caller may probe it: with ``claim``, a due
+        probe is claimed (the next claim waits ``claim`` seconds), so one sender probes at a time.
+        """
+
+    @abstractmethod
+    def close_outage(self, key: str) -> bool:
+        """sFOX answered: end the scope's outage; return whether one was recorded."""
+
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections."""
 
@@ -201,6 +265,8 @@ class MemoryBackend(BudgetBackend):
         self._starts: dict[str, deque[float]] = {}
         self._paused_until: dict[str, float] = {}
         self._holds: dict[str, tuple[float | None, str, float]] = {}
+        #: scope -> [down, since (wall), failed probes, probe at (clock)]
+        self._outages: dict[str, list] = {}
 
     def acquire(self, key: str, budget: Budget | None) -> tuple[float, bool]:
         with self._lock:
@@ -253,6 +319,37 @@ class MemoryBackend(BudgetBackend):
         with self._lock:
             return self._hold(key)
 
+    def trip(self, key: str, *, down: str, first_probe: float) -> Outage:
+        with self._lock:
+            now = self._clock()
+            stored = self._outages.get(key)
+            if stored is None:
+                stored = self._outages[key] = [down, self._wall(), 0, now + first_probe]
+            else:
+                stored[0], stored[2] = down, stored[2] + 1
+                stored[3] = now + next_probe_in(first_probe, stored[2])
+            return self._outage(key, now)
+
+    def outage(self, key: str, *, claim: float | None = None) -> tuple[Outage | None, bool]:
+        with self._lock:
+            now = self._clock()
+            stored = self._outages.get(key)
+            if stored is None:
+                return None, False
+            found = self._outage(key, now)
+            if claim is None or found.probe_in > 0:
+                return found, False
+            stored[3] = now + claim
+            return found, True
+
+    def _outage(self, key: str, now: float) -> Outage:
+        down, since, probes, probe_at = self._outages[key]
+        return Outage.from_epoch(key, down, since, probes, max(0.0, probe_at - now))
+
+    def close_outage(self, key: str) -> bool:
+        with self._lock:
+            return self._outages.pop(key, None) is not None
+
 
 # --- the budget as a hook uses it ---------------------------------------------------------------
 
@@ -290,6 +387,13 @@ class RateBudget:
         self.budget = budget
         self._clock = clock
         self._sleep = sleep
+        #: Refuse every start (:class:`ScopeDown`) while the scope's outage is recorded, but the
+        #: probe this budget claimed: the onboarding engine's calls, so that a call retrying a
+        #: 5xx stops once any sender of the scope knows sFOX is down.
+        self.stop_when_down = False
+        self._down_lock = threading.Lock()
+        self._down: tuple[float, Outage | None] | None = None  # (looked at, what was seen)
+        self._probe_claimed = False
 
     @property
     def rate(self) -> float:
@@ -306,6 +410,8 @@ class RateBudget:
         :raises BudgetHeld: an operator holds the scope; nothing may be sent.
         """
         waited = Waited()
+        if self.stop_when_down:
+            self._refuse_when_down()
         while True:
             seconds, paused = self.backend.acquire(self.key, self.budget)
             if seconds <= 0:
@@ -338,3 +444,41 @@ class RateBudget:
     def current_hold(self) -> Hold | None:
         """The hold in force on the scope, if any."""
         return self.backend.get_hold(self.key)
+
+    def trip(self, down: str, *, first_probe: float) -> Outage:
+        """
+        Tell every sender of the scope that sFOX is down (or that a probe failed): they spend
+        nothing on it until a probe, at most one per interval, is answered.
+
+        :param down: what is down, with its status (no personal data, no token).
+        :param first_probe: seconds to the first probe; the wait doubles after each failed one.
+        """
+        found = self.backend.trip(self.key, down=down, first_probe=first_probe)
+        self._saw(found, claimed=False)
+        return found
+
+    def outage(self, *, claim: float | None = None) -> tuple[Outage | None, bool]:
+        """The scope's outage, and whether the caller got its probe (see :meth:`BudgetBackend.outage`)."""
+        found, claimed = self.backend.outage(self.key, claim=claim)
+        self._saw(found, claimed=claimed)
+        return found, claimed
+
+    def close_outage(self) -> bool:
+        """sFOX answered a probe: every sender of the scope may send again."""
+        closed = self.backend.close_outage(self.key)
+        self._saw(None, claimed=False)
+        return closed
+
+    def _saw(self, found: Outage | None, *, claimed: bool) -> None:
+        with self._down_lock:
+            self._down, self._probe_claimed = (self._clock(), found), claimed
+
+    def _refuse_when_down(self) -> None:
+        """Raise :class:`ScopeDown` while the scope's outage is recorded, unless this budget probes it."""
+        with self._down_lock:
+            now = self._clock()
+            if self._down is None or now - self._down[0] >= OUTAGE_CHECK_SECONDS:
+                self._down = (now, self.backend.outage(self.key)[0])
+            found, claimed = self._down[1], self._probe_claimed
+        if found is not None and not claimed:
+            raise ScopeDown(found)

@@ -11,11 +11,13 @@ from airflow_sfox.ratelimit.budget import (
     DEFAULT_MARGIN_SECONDS,
     MAX_PAUSE_SECONDS,
     MAX_WINDOW_SECONDS,
+    OUTAGE_PROBE_GROWTH,
     Budget,
     BudgetBackend,
     BudgetHeld,
     BudgetUnavailable,
     Hold,
+    Outage,
 )
 
 if TYPE_CHECKING:
@@ -73,6 +75,42 @@ if pause > now then return string.format('%.0f', pause - now) end
 return '0'
 """
 
+#: KEYS: outage (hash). ARGV: down, first probe us, growth. A new outage, or a failed probe of
+#: the one recorded (the wait doubles, up to growth times the first). Returns the stored fields
+#: and the microseconds to the next probe.
+_TRIP_LUA = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local function s(x) return string.format('%.0f', x) end
+local first = tonumber(ARGV[2])
+local probes = tonumber(redis.call('HGET', KEYS[1], 'probes') or '-1') + 1
+local wait = first * math.min(2 ^ math.min(probes, 30), tonumber(ARGV[3]))
+if probes == 0 then
+  wait = first
+  redis.call('HSET', KEYS[1], 'since', s(now))
+end
+redis.call('HSET', KEYS[1], 'down', ARGV[1], 'probes', probes, 'probe_at', s(now + wait))
+redis.call('PEXPIRE', KEYS[1], 86400000)
+return {ARGV[1], redis.call('HGET', KEYS[1], 'since'), probes, s(wait)}
+"""
+
+#: KEYS: outage. ARGV: claim us (0: only read). Returns {} or the fields, the microseconds to the
+#: next probe and 1 when the caller claimed it.
+_OUTAGE_LUA = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local function s(x) return string.format('%.0f', x) end
+local o = redis.call('HMGET', KEYS[1], 'down', 'since', 'probes', 'probe_at')
+if not o[1] then return {} end
+local left = math.max(0, tonumber(o[4]) - now)
+local claim = tonumber(ARGV[1])
+if claim > 0 and left == 0 then
+  redis.call('HSET', KEYS[1], 'probe_at', s(now + claim))
+  return {o[1], o[2], o[3], '0', 1}
+end
+return {o[1], o[2], o[3], s(left), 0}
+"""
+
 _US = 1_000_000
 
 
@@ -94,11 +132,17 @@ class RedisBackend(BudgetBackend):
         self._acquire = client.register_script(_ACQUIRE_LUA)
         self._pause = client.register_script(_PAUSE_LUA)
         self._paused_for = client.register_script(_PAUSED_FOR_LUA)
+        self._trip = client.register_script(_TRIP_LUA)
+        self._outage = client.register_script(_OUTAGE_LUA)
 
     @staticmethod
     def _keys(key: str) -> tuple[str, str, str]:
         tag = "{" + key + "}"  # one hash slot per scope on a Redis cluster
         return f"sfox-budget:{tag}:starts", f"sfox-budget:{tag}:pause", f"sfox-budget:{tag}:hold"
+
+    @staticmethod
+    def _outage_key(key: str) -> str:
+        return "sfox-budget:{" + key + "}:outage"
 
     def _run(self, script: Any, keys: list[str], args: list[Any]) -> Any:
         return self._call(lambda: script(keys=keys, args=args))
@@ -168,6 +212,22 @@ class RedisBackend(BudgetBackend):
             return None
         return held
 
+    def trip(self, key: str, *, down: str, first_probe: float) -> Outage:
+        stored = self._run(
+            self._trip, [self._outage_key(key)], [down, round(first_probe * _US), OUTAGE_PROBE_GROWTH]
+        )
+        return _stored_outage(key, *stored)
+
+    def outage(self, key: str, *, claim: float | None = None) -> tuple[Outage | None, bool]:
+        stored = self._run(self._outage, [self._outage_key(key)], [round((claim or 0) * _US)])
+        if not stored:
+            return None, False
+        *fields, claimed = stored
+        return _stored_outage(key, *fields), bool(int(claimed))
+
+    def close_outage(self, key: str) -> bool:
+        return bool(self._call(lambda: self._client.delete(self._outage_key(key))))
+
     def close(self) -> None:
         with contextlib.suppress(Exception):
             self._client.close()
@@ -176,12 +236,20 @@ class RedisBackend(BudgetBackend):
 def _stored_hold(key: str, until: bytes | str, reason: bytes | str, since: bytes | str) -> Hold:
     """A hold as the Redis hash stores it (microseconds as strings; Redis answers bytes)."""
 
-    def text(value: bytes | str) -> str:
-        return value.decode() if isinstance(value, bytes) else str(value)
-
     return Hold.from_epoch(
-        key, text(reason), int(text(since)) / _US, int(text(until)) / _US if text(until) else None
+        key, _text(reason), int(_text(since)) / _US, int(_text(until)) / _US if _text(until) else None
     )
+
+
+def _stored_outage(key: str, down: Any, since: Any, probes: Any, probe_in: Any) -> Outage:
+    """An outage as the Redis hash stores it (microseconds as strings; Redis answers bytes)."""
+    return Outage.from_epoch(
+        key, _text(down), int(_text(since)) / _US, int(_text(probes)), int(_text(probe_in)) / _US
+    )
+
+
+def _text(value: bytes | str | int) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def redis_client_from_connection(conn: Any) -> Any:

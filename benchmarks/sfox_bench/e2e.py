@@ -89,7 +89,7 @@ def _sandbox(work: Path, name: str) -> Sandbox:
     )
 
 
-def _conn(url: str, rate_dir: Path) -> str:
+def _conn(url: str, rate_dir: Path, **extra: Any) -> str:
     """The sFOX connection: the budget of 240 per 10 s, its SQLite log in the work folder."""
     return sfox_conn(
         url,
@@ -97,6 +97,7 @@ def _conn(url: str, rate_dir: Path) -> str:
         rate_limit_window_seconds=BUDGET_WINDOW_S,
         rate_limit_backend="local",
         rate_limit_dir=str(rate_dir),
+        **extra,
     )
 
 

@@ -6,6 +6,7 @@ and its authorization dependency against a fake auth manager with per-DAG read r
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sqlite3
 import subprocess
@@ -840,7 +841,17 @@ def test_the_page_gets_the_ledger_states_and_channels_from_the_server(ledger_pat
     assert "Corporations" not in _client().get("/").text  # nor of the channel rule
 
 
-def test_summary_shows_the_operator_s_hold_on_the_senders_scope(ledger_path, tmp_path, monkeypatch):
+@pytest.fixture
+def hold_watches(monkeypatch) -> dict:
+    """No watch of a hold kept from another test: the process's watches start empty."""
+    watches: dict = {}
+    monkeypatch.setattr("airflow_sfox.hooks.budget._WATCHES", watches)
+    return watches
+
+
+def test_summary_shows_the_operator_s_hold_on_the_senders_scope(
+    ledger_path, tmp_path, monkeypatch, hold_watches
+):
     """A hold set with ``python -m airflow_sfox hold`` (here its function) is on the page until released."""
     import json
 
@@ -860,8 +871,38 @@ def test_summary_shows_the_operator_s_hold_on_the_senders_scope(ledger_path, tmp
     assert client.get("/api/summary").json()["hold"] is None
 
 
-def test_summary_without_a_readable_sfox_connection_shows_no_hold(ledger_path, monkeypatch):
+def test_summary_without_a_readable_sfox_connection_shows_no_hold_and_says_so_once(
+    ledger_path, monkeypatch, caplog, hold_watches
+):
     monkeypatch.setenv("AIRFLOW__SFOX__ONBOARDING_SFOX_CONN_ID", "no_such_connection")
-    response = _client().get("/api/summary")
-    assert response.status_code == 200, response.text
-    assert response.json()["hold"] is None
+    client = _client()
+    with caplog.at_level(logging.DEBUG, logger="airflow_sfox.hooks.budget"):
+        for _ in range(3):  # three polls
+            response = client.get("/api/summary")
+            assert response.status_code == 200, response.text
+            assert response.json()["hold"] is None
+    said = [r for r in caplog.records if r.name == "airflow_sfox.hooks.budget"]
+    assert [r.levelno for r in said] == [logging.WARNING]
+    assert "'no_such_connection'" in said[0].getMessage()
+
+
+def test_every_poll_reads_the_hold_through_one_backend(ledger_path, tmp_path, monkeypatch, hold_watches):
+    """The connection is read and the budget's backend opened once per process, not per poll."""
+
+    from airflow_sfox.hooks import budget as budget_module
+
+    extra = {"rate_limit_backend": "local", "rate_limit_dir": str(tmp_path / "budget")}
+    conn = {"conn_type": "sfox", "host": "http://127.0.0.1:9", "password": "t", "extra": extra}
+    monkeypatch.setenv("AIRFLOW_CONN_SFOX_DEFAULT", json.dumps(conn))
+    opened = []
+    budget_of = budget_module._budget_of
+    monkeypatch.setattr(budget_module, "_budget_of", lambda *a: opened.append(a) or budget_of(*a))
+    client = _client()
+    for reason in ("first window", "second window"):
+        budget_module.hold("sfox_default", reason=reason)
+        for _ in range(3):
+            assert client.get("/api/summary").json()["hold"]["reason"] == reason
+    budget_module.release("sfox_default")
+    assert client.get("/api/summary").json()["hold"] is None
+    page_reads = [call for call in opened if call == ("sfox_default", None)]
+    assert len(page_reads) == 1 + 3  # the page's one, and hold/hold/release's own

@@ -1,4 +1,4 @@
-"""Fixtures of the budget tests across processes: the sandbox and each shared backend."""
+"""Fixtures of the budget tests: each backend, and across processes the sandbox and each shared backend."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from airflow_sfox.ratelimit import BudgetBackend, MemoryBackend, RedisBackend, SqliteBackend
 from tests.helpers import TOKEN
 
 if TYPE_CHECKING:
@@ -37,3 +38,20 @@ def backend_extras(request, tmp_path, monkeypatch) -> dict[str, Any]:
     redis.Redis.from_url(server.url).flushall()
     monkeypatch.setenv("AIRFLOW_CONN_BUDGET_REDIS", server.url)
     return {"rate_limit_backend": "redis", "rate_limit_redis_conn_id": "budget_redis"}
+
+
+@pytest.fixture(params=["memory", "local", pytest.param("redis", marks=pytest.mark.redis)])
+def backend(request, tmp_path) -> Iterator[BudgetBackend]:
+    made: BudgetBackend
+    if request.param == "memory":
+        made = MemoryBackend()
+    elif request.param == "local":
+        made = SqliteBackend(tmp_path / "budget")
+    else:
+        import redis
+
+        client = redis.Redis.from_url(request.getfixturevalue("redis_server").url)
+        client.flushall()
+        made = RedisBackend(client, "test redis")
+    yield made
+    made.close()

@@ -11,30 +11,12 @@ from airflow_sfox.ratelimit import (
     Budget,
     BudgetHeld,
     Hold,
-    MemoryBackend,
     RateBudget,
-    RedisBackend,
     SqliteBackend,
 )
 
 KEY = "api.sfox.test"
 OTHER = "other-egress"
-
-
-@pytest.fixture(params=["memory", "local", pytest.param("redis", marks=pytest.mark.redis)])
-def backend(request, tmp_path):
-    if request.param == "memory":
-        made = MemoryBackend()
-    elif request.param == "local":
-        made = SqliteBackend(tmp_path / "budget")
-    else:
-        import redis
-
-        client = redis.Redis.from_url(request.getfixturevalue("redis_server").url)
-        client.flushall()
-        made = RedisBackend(client, "test redis")
-    yield made
-    made.close()
 
 
 def test_no_hold_by_default(backend):

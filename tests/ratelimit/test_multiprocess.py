@@ -7,16 +7,12 @@ windows of the sandbox's journal, not on durations.
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 from tests.helpers import most_in_window, sfox_conn_json
+from tests.workers import run_together
 
-REPO = Path(__file__).resolve().parents[2]
 WORKER = Path(__file__).with_name("budget_worker.py")
 PROCESSES = 4
 THREADS = 8
@@ -24,47 +20,12 @@ THREADS = 8
 
 def run_workers(url: str, workers: list[dict[str, Any]], timeout: float = 240) -> list[dict[str, Any]]:
     """Start one process per worker setting, wait until all are READY, release them together."""
-    procs = []
-    for worker in workers:
-        env = {
-            **os.environ,
-            "PYTHONPATH": str(REPO),
-            "AIRFLOW_CONN_SFOX_DEFAULT": sfox_conn_json(url, **worker["extra"]),
-        }
-        settings = {"threads": THREADS, "requests": worker["requests"], "start_delay": worker.get("delay", 0)}
-        procs.append(
-            subprocess.Popen(
-                [sys.executable, str(WORKER), json.dumps(settings)],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                text=True,
-                env=env,
-                cwd=REPO,
-            )
-        )
-    try:
-        for proc in procs:
-            assert proc.stdout is not None
-            seen = []
-            while (line := proc.stdout.readline()) and line.strip() != "READY":
-                seen.append(line)  # Airflow's start-up logs go to stdout too
-            assert line.strip() == "READY", f"worker did not start: {''.join(seen)[-2000:]}"
-        for proc in procs:
-            assert proc.stdin is not None
-            proc.stdin.write("GO\n")
-            proc.stdin.flush()
-        results = []
-        for proc in procs:
-            out, _ = proc.communicate(timeout=timeout)
-            assert proc.returncode == 0, out
-            line = next(line for line in out.splitlines() if line.startswith("RESULT "))
-            results.append(json.loads(line.removeprefix("RESULT ")))
-        return results
-    finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
+    settings = [
+        {"threads": THREADS, "requests": worker["requests"], "start_delay": worker.get("delay", 0)}
+        for worker in workers
+    ]
+    envs = [{"AIRFLOW_CONN_SFOX_DEFAULT": sfox_conn_json(url, **worker["extra"])} for worker in workers]
+    return run_together(WORKER, settings, envs, timeout=timeout)
 
 
 def test_processes_share_exactly_250_per_10s_without_a_429(sandbox, backend_extras):

@@ -13,6 +13,7 @@ import glob
 import os
 import threading
 from collections import Counter
+from pathlib import Path
 
 import pytest
 
@@ -20,6 +21,7 @@ from airflow_sfox.onboarding.sender import ENGINE_MAX_RETRY_SECONDS, OUTAGE_STRE
 from tests.helpers import TOKEN, sfox_conn_json
 from tests.onboarding_data import make_users, sandbox_users
 from tests.reliability.support import audit, run_onboarding, sends, wait_for
+from tests.workers import run_together
 
 USERS = 300
 #: Chunks of the outage run: each chunk task meets the outage on its own.
@@ -43,10 +45,13 @@ def test_a_503_outage_fails_nobody_and_the_next_run_sends_everyone(warehouse_db,
     users = make_users(USERS, seed=201, corporation_share=1.0)
     warehouse_db.seed(users)
     sfox_sandbox.seed_users(sandbox_users(users))
-    # The connection allows 300 s of per-call retries: the engine's own budget is seconds.
+    # The connection allows 300 s of per-call retries: the engine's own budget is seconds. Its
+    # outage probes come within the engine's wait for a due probe (ENGINE_MAX_RETRY_SECONDS).
     monkeypatch.setenv(
         "AIRFLOW_CONN_SFOX_DEFAULT",
-        sfox_conn_json(sfox_sandbox.url, rate_limit_requests=0, max_retry_seconds=300),
+        sfox_conn_json(
+            sfox_sandbox.url, rate_limit_requests=0, max_retry_seconds=300, outage_probe_seconds=1
+        ),
     )
     # The plan reads sFOX's users while sFOX is up; then sFOX goes into maintenance.
     from airflow_sfox.onboarding.runs import plan_run
@@ -69,7 +74,9 @@ def test_a_503_outage_fails_nobody_and_the_next_run_sends_everyone(warehouse_db,
         assert "sFOX unavailable (HTTP 503)" in str(error)
         assert TOKEN not in str(error)
     spent = len(sends(sfox_sandbox))
-    assert 0 < spent <= chunks * MOST_PER_CHUNK, spent
+    assert 0 < spent <= MOST_PER_CHUNK + 1, spent
+    # The first chunk task saw the outage; the second knew it from the budget scope: one probe.
+    assert [error.stats.requests for error in out["task_errors"][1:]] == [1] * (chunks - 1)
     print("requests spent on the outage:", spent)
     # Nobody failed: every user is still queued, no failure counted.
     ledger = warehouse_db.ledger()
@@ -92,6 +99,86 @@ def test_a_503_outage_fails_nobody_and_the_next_run_sends_everyone(warehouse_db,
     assert report.missed == [], report.summary()
     assert report.duplicates == {}, report.summary()
     assert _failures(warehouse_db) == {0: USERS}
+
+
+WORKER = Path(__file__).with_name("chunk_worker.py")
+#: Tries of each chunk task during the outage (Airflow's task retries), and the pause between
+#: them (a retry delay, compressed).
+OUTAGE_TRIES = 5
+RETRY_PAUSE = 1.0
+
+
+def _run_chunk_tasks(run_id: str, chunks: list[dict], *, tries: int) -> list[list[dict]]:
+    """Each chunk's task in a process of its own, started together: each one's tries."""
+    settings = [{"run_id": run_id, "chunk": chunk, "tries": tries, "pause": RETRY_PAUSE} for chunk in chunks]
+    return run_together(WORKER, settings, [{} for _ in chunks], timeout=300)
+
+
+@pytest.mark.parametrize("warehouse_db", ["sqlite"], indirect=True)
+@pytest.mark.parametrize("backend", ["local", "redis"])
+def test_chunk_tasks_in_two_processes_share_what_they_know_of_an_outage(
+    warehouse_db, sfox_sandbox, monkeypatch, tmp_path, request, backend
+):
+    """
+    Two chunk tasks, each in its own process, each tried OUTAGE_TRIES times during an sFOX
+    outage (the sandbox's outage window: every request 503): the first detection costs at most
+    one chunk's streak per process; every later try spends at most one request (the scope's
+    probe, no per-call retries) or none. Nobody fails, and once sFOX is back the tries resume.
+    """
+    users = make_users(120, seed=203, corporation_share=1.0)
+    warehouse_db.seed(users)
+    sfox_sandbox.seed_users(sandbox_users(users))
+    extra = {"rate_limit_requests": 0, "outage_probe_seconds": 1, "rate_limit_backend": backend}
+    if backend == "local":
+        extra["rate_limit_dir"] = str(tmp_path / "budget")
+    else:
+        import redis
+
+        server = request.getfixturevalue("redis_server")
+        redis.Redis.from_url(server.url).flushall()
+        monkeypatch.setenv("AIRFLOW_CONN_BUDGET_REDIS", server.url)
+        extra["rate_limit_redis_conn_id"] = "budget_redis"
+    monkeypatch.setenv("AIRFLOW_CONN_SFOX_DEFAULT", sfox_conn_json(sfox_sandbox.url, **extra))
+    from airflow_sfox.onboarding.runs import plan_run
+
+    params = {"channels": ["email"], "chunk_size": 60, "failure_threshold": 0.2}
+    planned = plan_run(
+        params=params,
+        run_id="shared-1",
+        dag_id="sfox_reliability",
+        warehouse_conn_id="sfox_warehouse",
+        sfox_conn_id="sfox_default",
+    )
+    chunks = planned["chunks"]
+    assert len(chunks) == 2
+    before = len(sends(sfox_sandbox))
+    sfox_sandbox.set_outage(3600)
+
+    results = _run_chunk_tasks("shared-1", chunks, tries=OUTAGE_TRIES)
+
+    spent = len(sends(sfox_sandbox)) - before
+    per_try = [[t["requests"] for t in tries] for tries in results]
+    print(f"\n[{backend}] requests during the outage: {spent}; per try of each process: {per_try}")
+    for tries in results:
+        assert len(tries) == OUTAGE_TRIES
+        assert {(t["service"], t["stopped"]) for t in tries} == {("sfox", "sFOX unavailable (HTTP 503)")}
+        assert tries[0]["requests"] <= MOST_PER_CHUNK  # the streak of the first detection
+        assert all(t["requests"] <= 1 for t in tries[1:])  # the scope knows: a probe at most
+    assert spent == sum(map(sum, per_try))
+    assert spent <= 2 * MOST_PER_CHUNK + 2 * (OUTAGE_TRIES - 1)
+    ledger = warehouse_db.ledger()
+    assert {row["state"] for row in ledger.values()} == {"queued"}
+    assert _failures(warehouse_db) == {0: len(users)}
+
+    # sFOX is back: the tasks' next tries probe, and send everyone, once.
+    sfox_sandbox.clear_outage()
+    results = _run_chunk_tasks("shared-1", chunks, tries=30)
+    for tries in results:
+        assert tries[-1]["stopped"] is None, tries
+    report = audit(sfox_sandbox.journal(), warehouse_db.ledger(), [u[0] for u in users])
+    assert report.missed == [], report.summary()
+    assert report.duplicates == {}, report.summary()
+    assert _failures(warehouse_db) == {0: len(users)}
 
 
 def _kill_local(folder: str) -> None:
