@@ -86,8 +86,23 @@ def sfox_sandbox(sfox_sandbox_server, monkeypatch):
     from tests.helpers import sfox_conn_json
 
     sfox_sandbox_server.reset()
+    _forget_recorded_outage(sfox_sandbox_server.url)
     monkeypatch.setenv("AIRFLOW_CONN_SFOX_DEFAULT", sfox_conn_json(sfox_sandbox_server.url))
     return sfox_sandbox_server
+
+
+def _forget_recorded_outage(url: str) -> None:
+    """
+    End any sFOX outage an earlier test recorded for the session sandbox's budget scope (its
+    host:port in the default ``local`` folder): the reset sandbox answers again, and a test that
+    sends without planning first must not find its senders stopped by another test's outage.
+    """
+    from urllib.parse import urlsplit
+
+    from airflow_sfox.ratelimit import DEFAULT_DIR, local_backend
+
+    parts = urlsplit(url)
+    local_backend(DEFAULT_DIR).close_outage(f"{parts.hostname}:{parts.port}")
 
 
 #: Where the browser tests save their screenshots: a temp folder unless set (``make screenshots``
