@@ -74,6 +74,8 @@ __all__ = [
 ACCOUNT_ROLES: tuple[str, ...] = ("client", "advisor")
 #: Threads that may share one hook without waiting for a pooled connection.
 DEFAULT_POOL_SIZE = 32  # as many as a chunk task's most threads (sender.MAX_THREADS)
+#: ``POST`` registers an end user (not idempotent: see :meth:`SfoxConnectHook.create_user`).
+REGISTER_PATH = "/v1/enterprise/register-account"
 #: Users ``test_connection`` counts at most before it stops reading the list.
 TEST_CONNECTION_MAX_COUNT = 1000
 
@@ -359,12 +361,26 @@ class SfoxConnectHook(BaseHook):
         """
         Register an end user: ``POST /v1/enterprise/register-account``.
 
+        Single-shot: the request is not idempotent (a second one may create a duplicate or send
+        a second email code), so a 5xx, a timeout or a connection lost after sending is raised,
+        never retried; settle it by reading the user (:meth:`get_user`) before posting again.
+        Only answers that prove nothing was done are retried: a 429, a connection refused.
+
         :param payload: the documented body (``account_type``, ``user_id``, ``email``, ...).
         :return: sFOX's ``data`` (its shape is not documented; may be empty).
         """
+        return as_dict(self.create_user_result(payload).data)
+
+    def create_user_result(self, payload: Mapping[str, Any]) -> SfoxResult:
+        """
+        Like :meth:`create_user`, with the attempts made (see :class:`SfoxResult`); for callers
+        that keep a ledger.
+
+        :param payload: the documented body.
+        """
         if not isinstance(payload, Mapping):
             raise TypeError(f"payload must be a mapping, got {type(payload).__name__}")
-        return as_dict(self._request("POST", "/v1/enterprise/register-account", json=dict(payload)))
+        return self._call("POST", REGISTER_PATH, json=dict(payload), idempotent=False)
 
     def test_connection(self) -> tuple[bool, str]:
         """
@@ -432,10 +448,13 @@ class SfoxConnectHook(BaseHook):
         params: dict[str, str] | None = None,
         retry: bool = True,
         stream: bool = False,
+        idempotent: bool = True,
     ) -> SfoxResult:
         """:meth:`_send`, its errors naming the connection."""
         with self._naming_the_connection():
-            return self._send(method, path, json=json, params=params, retry=retry, stream=stream)
+            return self._send(
+                method, path, json=json, params=params, retry=retry, stream=stream, idempotent=idempotent
+            )
 
     def _send(
         self,
@@ -446,6 +465,7 @@ class SfoxConnectHook(BaseHook):
         params: dict[str, str] | None = None,
         retry: bool = True,
         stream: bool = False,
+        idempotent: bool = True,
     ) -> SfoxResult:
         """
         Send one API call with the budget and retries.
@@ -458,6 +478,8 @@ class SfoxConnectHook(BaseHook):
 
         With ``stream=True`` a 2xx answer is not read: the result's ``data`` is the open
         :class:`requests.Response`, for the caller to read and close (see :meth:`iter_users`).
+        With ``idempotent=False`` only what proves the request was not processed is retried (a
+        429, a connection never made): a 5xx or a lost answer is raised at once.
         """
         config = self.config
         session = self.session
@@ -483,7 +505,10 @@ class SfoxConnectHook(BaseHook):
                 if isinstance(answer, SfoxResult):
                     return answer
                 error, wait = answer
-            if not (retry and error.retryable) or self._clock() + wait > call.deadline:
+            # A request that is not idempotent is repeated only when it surely did nothing.
+            unsent = error.status_code is None and not call.trail[-1].uncertain
+            repeatable = idempotent or error.status_code == 429 or unsent
+            if not (retry and error.retryable and repeatable) or self._clock() + wait > call.deadline:
                 if error.retryable and call.attempt > 1:
                     self.log.debug("%s %s gave up after %d attempts", method, path, call.attempt)
                 raise call.failed(error)

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from airflow_sfox.onboarding.model import CHANNELS, REDRIVE_CHOICES
+from airflow_sfox.onboarding.registration import Registration
 from airflow_sfox.onboarding.schema import check_identifier
 
 if TYPE_CHECKING:
@@ -27,11 +28,14 @@ class OnboardingSource:
     :param query: a SELECT to read instead of ``table`` (the DAG author's SQL, run as is).
     :param columns: source column for each of ``user_id``, ``account_type``, ``email``,
         ``phone_number`` when they are named differently, e.g. ``{"user_id": "customer_id"}``.
+    :param registration: register the users sFOX does not know yet, from these columns, before
+        their email step (``None``: only users someone else registered get codes).
     """
 
     table: str = "sfox_users"
     query: str | None = None
     columns: Mapping[str, str] = field(default_factory=dict)
+    registration: Registration | None = None
 
     def __post_init__(self) -> None:
         check_identifier(self.table, "source table")
@@ -41,6 +45,10 @@ class OnboardingSource:
             if logical not in SOURCE_COLUMNS:
                 raise ValueError(f"source columns: unknown key {logical!r}; expected one of {SOURCE_COLUMNS}")
             check_identifier(column, f"source columns[{logical!r}]")
+        if self.registration is not None and not isinstance(self.registration, Registration):
+            raise ValueError(
+                f"source registration must be a Registration, got {type(self.registration).__name__}"
+            )
 
     def column(self, logical: str) -> str:
         """The source column of a logical column."""
@@ -53,7 +61,7 @@ class OnboardingSource:
 
 #: Run conf keys that name SQL or tables: refused, since whoever may trigger the DAG could
 #: then run SQL of their choice with the warehouse connection's rights.
-SOURCE_CONF_KEYS = ("source_table", "source_query", "columns", "source", "schema")
+SOURCE_CONF_KEYS = ("source_table", "source_query", "columns", "source", "schema", "registration")
 
 
 @dataclass

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, TypedDict, cast
 
-from airflow_sfox.onboarding.model import ACCOUNT_TYPES, CHANNELS, AccountType, Channel
+from airflow_sfox.onboarding.model import ACCOUNT_TYPES, LEDGER_CHANNELS, AccountType, Channel
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
@@ -24,8 +24,8 @@ class ChunkDescriptor(TypedDict):
     """
     One mapped chunk task's work: a range of chunks of one account type, as the plan queued it.
 
-    One ``int`` field per :data:`~airflow_sfox.onboarding.model.CHANNELS` value holds the
-    codes due on that channel (a step with none is skipped, saying why).
+    One ``int`` field per :data:`~airflow_sfox.onboarding.model.LEDGER_CHANNELS` value holds the
+    requests due on that channel: registrations, codes (a step with none is skipped, saying why).
     """
 
     account_type: str
@@ -35,6 +35,7 @@ class ChunkDescriptor(TypedDict):
     label: str
     users: int
     hold_uncertain: bool
+    registration: int
     email: int
     sms: int
 
@@ -65,7 +66,7 @@ def chunk_descriptor(
         "label": f"{kind} {first_user}-{first_user + users - 1}",
         "users": users,
         "hold_uncertain": hold_uncertain,
-        **{channel.value: int(due.get(channel.value, 0)) for channel in CHANNELS},
+        **{channel.value: int(due.get(channel.value, 0)) for channel in LEDGER_CHANNELS},
     }
     return cast("ChunkDescriptor", descriptor)  # one int field per channel, as declared
 
@@ -115,6 +116,6 @@ def due_counts(counts: Mapping[str, Any]) -> dict[tuple[AccountType, Channel], i
     return {
         (kind, channel): found[(kind, channel)]
         for kind in ACCOUNT_TYPES
-        for channel in CHANNELS
+        for channel in LEDGER_CHANNELS
         if (kind, channel) in found
     }

@@ -32,8 +32,13 @@ class AccountType(_Text):
 
 
 class Channel(_Text):
-    """A verification channel: the ``type`` of ``POST .../send-verification/{user_id}``."""
+    """
+    A channel of the ledger: a verification channel (the ``type`` of ``POST
+    .../send-verification/{user_id}``, see :data:`CHANNELS`), or :attr:`REGISTRATION`.
+    """
 
+    #: ``POST /v1/enterprise/register-account`` (opt-in): sFOX then emails the first code itself
+    REGISTRATION = "registration"
     EMAIL = "email"
     SMS = "sms"
 
@@ -47,8 +52,17 @@ CHANNELS_BY_ACCOUNT_TYPE: dict[AccountType, tuple[Channel, ...]] = {
 }
 #: Every account type, in the order of :data:`CHANNELS_BY_ACCOUNT_TYPE`.
 ACCOUNT_TYPES: tuple[AccountType, ...] = tuple(CHANNELS_BY_ACCOUNT_TYPE)
-#: Every channel.
-CHANNELS: tuple[Channel, ...] = tuple(Channel)
+#: Every verification channel (a ``type`` of send-verification), in the order of
+#: :data:`CHANNELS_BY_ACCOUNT_TYPE`.
+CHANNELS: tuple[Channel, ...] = tuple(
+    dict.fromkeys(channel for order in CHANNELS_BY_ACCOUNT_TYPE.values() for channel in order)
+)
+#: The verification channel whose first code sFOX sends itself when it registers a user: every
+#: account type verifies it first. A registration recorded ``registered`` records it ``sent``.
+REGISTRATION_SENDS: Channel = CHANNELS[0]
+#: Every channel of the ledger, in the order a user goes through them: registration (for users
+#: sFOX does not know yet, when the DAG registers them), then the verification channels.
+LEDGER_CHANNELS: tuple[Channel, ...] = (Channel.REGISTRATION, *CHANNELS)
 
 
 def channels_for(account_type: str) -> tuple[Channel, ...]:
@@ -100,11 +114,14 @@ class LedgerState(_Text):
     #: sFOX answered that the channel before it must be verified first (an sms asked before
     #: the email is verified): not a failure; due again once sFOX reports that one verified
     WAITING = "waiting"
+    #: the ``registration`` channel only: sFOX created the user (answered 2xx, or a read after an
+    #: unclear answer found it); never registered again
+    REGISTERED = "registered"
 
 
 #: The channel needs no new code: it was requested successfully, or sFOX reports it verified.
 DONE_STATES: frozenset[LedgerState] = frozenset(
-    {LedgerState.SENT, LedgerState.ALREADY_VERIFIED, LedgerState.VERIFIED}
+    {LedgerState.SENT, LedgerState.ALREADY_VERIFIED, LedgerState.VERIFIED, LedgerState.REGISTERED}
 )
 #: sFOX reports the channel verified.
 VERIFIED_STATES: frozenset[LedgerState] = frozenset({LedgerState.ALREADY_VERIFIED, LedgerState.VERIFIED})
@@ -137,6 +154,7 @@ STATE_LABELS: dict[str, str] = {
     LedgerState.HELD.value: "held for review",
     LedgerState.REJECTED.value: "rejected",
     LedgerState.WAITING.value: "waiting for the channel before",
+    LedgerState.REGISTERED.value: "registered",
     UNCERTAIN: "uncertain (answer lost)",
 }
 
@@ -157,6 +175,10 @@ class AttemptOutcome(_Text):
     REFUSED = "refused"
     #: sFOX asked for the channel before it to be verified first (see ``LedgerState.WAITING``)
     WAITING = "waiting"
+    #: a registration sFOX created (2xx), or found by the read that settled an unclear answer
+    REGISTERED = "registered"
+    #: the read (``GET /v1/enterprise/users/{user_id}``) that settles an unclear registration
+    READ = "read"
 
 
 class EventSkip(_Text):

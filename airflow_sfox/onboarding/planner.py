@@ -43,6 +43,7 @@ from airflow_sfox.onboarding.model import (
     CHANNELS,
     DONE_STATES,
     FAILED_STATES,
+    LEDGER_CHANNELS,
     REDRIVE_ONLY_STATES,
     UNCERTAIN,
     VERIFIED_STATES,
@@ -52,6 +53,7 @@ from airflow_sfox.onboarding.model import (
     channels_for,
     prerequisite,
 )
+from airflow_sfox.onboarding.registration import build_payload, check_payload, fields_hmac
 from airflow_sfox.onboarding.schema import snapshot_verified, utcnow
 from airflow_sfox.onboarding.validation import (
     REJECTED_CHANNEL,
@@ -90,6 +92,10 @@ class _LedgerState:
 
 #: The ledger columns the planner reads per channel, in this order (see :class:`_LedgerState`).
 _LEDGER_COLUMNS = ("state", "sends", "last_sent_at", "failures", "last_request_at", "uncertain", "last_error")
+#: Where the snapshot's columns start in a row of :func:`planning_query` (after the user's five
+#: and the ledger's per channel); the registration's follow them (see :meth:`Planner._register`).
+_SNAPSHOT_AT = 5 + len(_LEDGER_COLUMNS) * len(CHANNELS)
+_REGISTRATION_AT = _SNAPSHOT_AT + 1 + len(CHANNELS)
 #: A retry is due once this share of its wait has passed since the last request.
 RETRY_WAIT_SHARE = 0.9
 
@@ -104,7 +110,7 @@ class Plan:
     @property
     def steps(self) -> int:
         """Chunk steps that have codes to send: one per chunk and channel with work due."""
-        return sum(1 for chunk in self.chunks for channel in CHANNELS if codes_due([chunk], channel))
+        return sum(1 for chunk in self.chunks for channel in LEDGER_CHANNELS if codes_due([chunk], channel))
 
 
 class _Chunker:
@@ -172,10 +178,14 @@ def planning_query(
     ``phone_number``, then the ledger's :data:`_LEDGER_COLUMNS` per channel, then sFOX's ``status`` and
     ``<channel>_required`` per channel from the snapshot.
     """
-    cols = ", ".join(f"src.{source.column(c)} AS {c}" for c in SOURCE_COLUMNS)
+    fields = registration_columns(source)
+    cols = ", ".join(
+        [f"src.{source.column(c)} AS {c}" for c in SOURCE_COLUMNS]
+        + [f"src.{column} AS {alias}" for alias, column in fields.items()]
+    )
     src = (
         sa.text(f"SELECT {cols} FROM {source.sql()} src")
-        .columns(*(sa.column(c) for c in SOURCE_COLUMNS))
+        .columns(*(sa.column(c) for c in (*SOURCE_COLUMNS, *fields)))
         .subquery("s")
     )
     key = warehouse.support.text_key(src.c.user_id, dialect)
@@ -183,6 +193,8 @@ def planning_query(
         key.label("user_id"),
         sa.func.count().label("rows"),
         *(sa.func.min(src.c[c]).label(c) for c in SOURCE_COLUMNS[1:]),
+        # As text: JSON and date columns have no MIN on every database.
+        *(sa.func.min(sa.cast(src.c[alias], sa.Text)).label(alias) for alias in fields),
     )
     if config.user_ids is not None:
         grouped = grouped.where(key.in_(config.user_ids) if config.user_ids else sa.false())
@@ -203,7 +215,26 @@ def planning_query(
         snap, sa.and_(snap.c.snapshot_id == snapshot_id, snap.c.user_id == users.c.user_id)
     )
     picked += [snap.c.status, *(snap.c[f"{channel}_required"] for channel in CHANNELS)]
-    return sa.select(*users.c, *picked).select_from(joined).order_by(users.c.user_id)
+    if fields:  # registration: whether sFOX lists the user, the registration row, the fields
+        picked.append(snap.c.user_id.is_not(None).label("listed"))
+        if with_ledger:
+            reg = warehouse.ledger_t.alias("l_registration")
+            joined = joined.outerjoin(
+                reg, sa.and_(reg.c.user_id == users.c.user_id, reg.c.channel == Channel.REGISTRATION.value)
+            )
+            picked += [reg.c.state, reg.c.fields_hmac]
+        else:
+            picked += [sa.null(), sa.null()]
+        picked += [users.c[alias] for alias in fields]
+    columns = [c for c in users.c if c.name not in fields]
+    return sa.select(*columns, *picked).select_from(joined).order_by(users.c.user_id)
+
+
+def registration_columns(source: OnboardingSource) -> dict[str, str]:
+    """The query alias (``r_<n>``) and source column of each registration field (none: not opted in)."""
+    if source.registration is None:
+        return {}
+    return {f"r_{n}": column for n, column in enumerate(source.registration.columns().values())}
 
 
 class Planner:
@@ -216,6 +247,9 @@ class Planner:
     :param source: where the users come from (default: table ``sfox_users``).
     :param run_id: the Airflow run id, recorded in the ledger.
     :param now: the planning time (injectable for tests of the resend policy).
+    :param registration_key: the key of the registration fields' keyed hash
+        (:func:`~airflow_sfox.onboarding.registration.registration_secret`); required when the
+        source registers users.
     """
 
     def __init__(
@@ -227,6 +261,7 @@ class Planner:
         source: OnboardingSource | None = None,
         run_id: str,
         now: datetime | None = None,
+        registration_key: bytes | None = None,
     ) -> None:
         self.warehouse = warehouse
         self.sfox = sfox
@@ -234,6 +269,9 @@ class Planner:
         self.source = source or OnboardingSource()
         self.run_id = run_id
         self.now = now or utcnow()
+        if self.source.registration is not None and not registration_key:
+            raise ValueError("the source registers users: give the planner its registration_key")
+        self.registration_key = registration_key or b""
         self.chunkers = {kind: _Chunker(kind, config.chunk_size) for kind in ACCOUNT_TYPES}
         self.counts: Counter[str] = Counter()
         self.reasons: Counter[str] = Counter()
@@ -254,6 +292,16 @@ class Planner:
         """
         found = {name.lower() for name in self.warehouse.columns_of(self.source.sql())}
         missing = [c for c in SOURCE_COLUMNS if self.source.column(c).lower() not in found]
+        registration = self.source.registration
+        if registration is not None:
+            absent = {p: c for p, c in registration.columns().items() if c.lower() not in found}
+            if absent:
+                shown = ", ".join(f"{column!r} (field {path})" for path, column in absent.items())
+                raise ValueError(
+                    f"the source {self.source.sql()[:80]} has no column {shown} for registration; it "
+                    f"has {sorted(found)}. Map them with Registration(fields={{...}}), or drop a field "
+                    "the source does not have with None."
+                )
         if missing:
             shown = ", ".join(
                 f"{c!r}" + (f" (mapped to {self.source.column(c)!r})" if c in self.source.columns else "")
@@ -332,7 +380,7 @@ class Planner:
     @staticmethod
     def _verified(row: tuple[Any, ...]) -> set[Channel]:
         """The channels the snapshot reports verified, from the columns after the ledger's."""
-        status, *required = row[5 + len(_LEDGER_COLUMNS) * len(CHANNELS) :]
+        status, *required = row[_SNAPSHOT_AT : _SNAPSHOT_AT + 1 + len(CHANNELS)]
         return {c for c, req in zip(CHANNELS, required, strict=True) if snapshot_verified(status, req)}
 
     def _plan_user(self, row: tuple[Any, ...]) -> bool:
@@ -357,12 +405,17 @@ class Planner:
             )
             return True
         user = checked
-        self.counts["valid_users"] += 1
         self._why_due = []
-        verified = self._verified(row)
-
         due: list[str] = []
-        for channel in channels_for(user.account_type):
+        if self.source.registration is not None:
+            keep = ledger[REJECTED_CHANNEL].state
+            registering = self._register(user, row, as_text(email), as_text(phone), keep_state=keep)
+            if registering is None:
+                return True  # rejected for its registration fields
+            due = registering
+        self.counts["valid_users"] += 1
+        verified = self._verified(row)
+        for channel in channels_for(user.account_type) if not due else ():
             before = prerequisite(user.account_type, channel)
             if before is not None and before not in verified:
                 if channel in config.channels:
@@ -381,6 +434,39 @@ class Planner:
             self.counts[due_key(user.account_type, due_channel)] += 1
             self._write(user.user_id, due_channel, user.account_type, LedgerState.QUEUED, chunk, None)
         return True
+
+    def _register(
+        self, user: SourceUser, row: tuple[Any, ...], email: str, phone: str, *, keep_state: str | None
+    ) -> list[str] | None:
+        """
+        A user sFOX does not list (with registration on): ``[registration]`` when it is due (its
+        email code comes with it), ``[]`` when it is registered already or refused with these
+        same fields, ``None`` when its registration fields are rejected (recorded so).
+        """
+        listed, state, last_hmac, *values = row[_REGISTRATION_AT:]
+        registration = self.source.registration
+        if listed or state == LedgerState.REGISTERED or registration is None:
+            return []
+        fields = dict(zip(registration.columns(), values, strict=True))
+        body = build_payload(
+            registration,
+            user_id=user.user_id,
+            account_type=user.account_type,
+            email=email,
+            phone_number=phone or None,
+            values=fields,
+        )
+        problem = body if isinstance(body, str) else check_payload(body, today=self.now.date())
+        if problem is not None:
+            self._reject(user.user_id, problem, rows=1, keep_state=keep_state, account_type=user.account_type)
+            return None
+        assert isinstance(body, dict)
+        if state == LedgerState.FAILED and not self._redriven(_LedgerState(state, 0, None)):
+            if fields_hmac(body, self.registration_key) == last_hmac:
+                self.counts["registration_refused_unchanged"] += 1
+                return []  # sFOX refused these very fields: again only once they change
+            self._why_due.append(f"changed_{Channel.REGISTRATION}")
+        return [str(Channel.REGISTRATION)]
 
     def _decide(self, user: SourceUser, channel: str, ledger: _LedgerState, verified: bool) -> list[str]:
         """Return ``[channel]`` when a code is due, recording what sFOX already reports."""

@@ -35,7 +35,7 @@ from sqlalchemy.types import TypeDecorator
 
 from airflow_sfox.defaults import LEDGER_TABLE
 from airflow_sfox.onboarding.dialects import exact_collation, is_mysql
-from airflow_sfox.onboarding.model import CHANNELS
+from airflow_sfox.onboarding.model import CHANNELS, LEDGER_CHANNELS
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Dialect
@@ -51,6 +51,10 @@ USER_ID_COLUMN_LENGTH = 255
 REASON_LENGTH = 500
 #: Longest identifier PostgreSQL keeps (MariaDB/MySQL: 64).
 MAX_IDENTIFIER_LENGTH = 63
+#: The width of a ``channel`` column: the longest channel of the ledger.
+CHANNEL_LENGTH = max(len(channel.value) for channel in LEDGER_CHANNELS)
+#: A keyed hash (HMAC-SHA256, hex) of the registration fields last sent (see registration.py).
+FIELDS_HMAC_LENGTH = 64
 
 
 def check_identifier(name: str, what: str) -> str:
@@ -244,7 +248,7 @@ def ledger_table(metadata: sa.MetaData, schema: str | None, name: str) -> sa.Tab
         sql_name(name),
         metadata,
         sa.Column("user_id", UserId(), primary_key=True),
-        sa.Column("channel", sa.String(8), primary_key=True),
+        sa.Column("channel", sa.String(CHANNEL_LENGTH), primary_key=True),
         sa.Column("account_type", sa.String(16)),
         sa.Column("state", sa.String(24), nullable=False),
         sa.Column("sends", sa.Integer, nullable=False, server_default="0"),
@@ -263,6 +267,8 @@ def ledger_table(metadata: sa.MetaData, schema: str | None, name: str) -> sa.Tab
         # The run whose chunk step is sending this row's request, and since when (see Warehouse.claim).
         sa.Column("claimed_by", sa.String(250)),
         sa.Column("claimed_at", Timestamp()),
+        # Registration rows only: the keyed hash of the fields last sent (never the fields).
+        sa.Column("fields_hmac", sa.String(FIELDS_HMAC_LENGTH)),
         sa.Index(f"{prefix}_run", *_RUN_INDEX),
         sa.Index(f"{prefix}_funnel", *_FUNNEL_INDEX),
         sa.Index(f"{prefix}_state", *_STATE_INDEX),
@@ -341,7 +347,7 @@ def attempts_table(metadata: sa.MetaData, schema: str | None, ledger_name: str) 
         metadata,
         sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True),
         sa.Column("user_id", UserId(), nullable=False),
-        sa.Column("channel", sa.String(8), nullable=False),
+        sa.Column("channel", sa.String(CHANNEL_LENGTH), nullable=False),
         sa.Column("run_id", sa.String(250)),
         sa.Column("attempted_at", Timestamp(), nullable=False),
         sa.Column("attempt", sa.Integer, nullable=False),

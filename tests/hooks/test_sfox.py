@@ -252,6 +252,41 @@ def test_connection_errors_and_timeouts_are_retried(make_hook, mock, clock, exc)
     assert len(clock.waits) == 2
 
 
+REGISTER = f"{BASE_URL}/v1/enterprise/register-account"
+NEW_USER = {"user_id": "n1", "account_type": "individual"}
+
+
+@pytest.mark.parametrize(
+    ("first", "error_class"),
+    [
+        ({"status_code": 500, "json": {"error": "boom"}}, SfoxServerError),
+        ({"status_code": 503, "json": {"error": "maintenance"}}, SfoxServerError),
+        ({"exc": requests.ReadTimeout}, SfoxConnectionError),
+        ({"exc": requests.ConnectionError("reset")}, SfoxConnectionError),
+    ],
+    ids=["500", "503", "read-timeout", "connection-lost"],
+)
+def test_create_user_is_single_shot_when_the_request_may_have_landed(
+    make_hook, mock, clock, first, error_class
+):
+    mock.post(REGISTER, [first, {"json": {"data": {}}}])
+    with pytest.raises(error_class) as raised:
+        make_hook().create_user(NEW_USER)
+    assert mock.call_count == 1  # never a second register request: read the user first
+    assert raised.value.attempts == 1
+
+
+@pytest.mark.parametrize(
+    "first",
+    [{"status_code": 429, "json": {"error": "slow down"}}, {"exc": requests.ConnectTimeout}],
+    ids=["429", "connect-timeout"],
+)
+def test_create_user_repeats_only_what_surely_did_nothing(make_hook, mock, clock, first):
+    mock.post(REGISTER, [first, {"json": {"data": {"user_id": "n1"}}}])
+    assert make_hook().create_user(NEW_USER) == {"user_id": "n1"}
+    assert mock.call_count == 2
+
+
 @pytest.mark.parametrize(
     ("response", "error_class", "status"),
     [
