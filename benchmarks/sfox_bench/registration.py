@@ -592,7 +592,8 @@ def _kill_goal(kill: dict[str, Any]) -> dict[str, Any]:
     if not after:
         return _row("10c. Duplicates after a mid-run kill", f"not run: {kill.get('error')}", None, "")
     bad = after["duplicates"] + after["not_registered"] + after["users_sent_verification"]
-    ok = bad == 0 and after["users_not_one_code"] == 0 and kill["rerun"].get("state") == "success"
+    landed = kill["killed"]["killed"] and 0 < kill["at_kill"]["register_reached"] < after["users"]
+    ok = landed and bad == 0 and after["users_not_one_code"] == 0 and kill["rerun"].get("state") == "success"
     return _row(
         "10c. kill -9 of the chunk tasks mid-registration, then a rerun: 0 users with more than one "
         "register request, every user registered once, its one email code sFOX's, no send-verification",
@@ -601,7 +602,9 @@ def _kill_goal(kill: dict[str, Any]) -> dict[str, Any]:
         f"{after['users_sent_verification']} sent a verification; killed after "
         f"{kill['at_kill']['register_reached']} registrations, rerun {kill['rerun'].get('state')}",
         ok,
-        "See section 10: the kill.",
+        "See section 10: the kill."
+        if landed
+        else "The kill did not land in the middle of the registrations (the first run ended first).",
     )
 
 
