@@ -388,7 +388,7 @@ def _log_run(name: str, x: dict[str, Any]) -> None:
     )
 
 
-def ledger_states(warehouse: Path) -> dict[str, int]:
+def ledger_states(warehouse: Path) -> dict[str, Any]:
     """Ledger rows by ``channel:state`` (no personal data: the ledger holds none)."""
     try:
         with sqlite3.connect(warehouse) as db:
@@ -396,7 +396,7 @@ def ledger_states(warehouse: Path) -> dict[str, int]:
                 f"SELECT channel, state, COUNT(*) FROM {LEDGER} GROUP BY channel, state"
             ).fetchall()
     except sqlite3.Error as err:
-        return {"error": str(err)}  # type: ignore[dict-item]
+        return {"error": str(err)}
     return {f"{channel}:{state}": int(n) for channel, state, n in rows}
 
 
@@ -417,13 +417,15 @@ def kill_and_rerun(work: Path, sandbox: Sandbox, users: int) -> dict[str, Any]:
     _empty(sandbox)
     env = airflow_env(
         home,
+        None,
         AIRFLOW_CONN_SFOX_DEFAULT=_conn(sandbox.url, work / "ratelimit-registration-kill"),
         AIRFLOW_CONN_SFOX_REGISTRATION_WAREHOUSE=sqlite_conn(warehouse),
-        **SECRET_ENV,
+        AIRFLOW_VAR_SFOX_REGISTRATION_SECRET=SECRET_ENV["AIRFLOW_VAR_SFOX_REGISTRATION_SECRET"],
     )
     args = {"dag_file": str(DAG_FILE), "dag_id": DAG_ID, "conf": {}}
     killed = _killed_run(sandbox, env, args, work / "registration-killed.log", int(users * KILL_SHARE))
-    at_kill = census(sandbox.journal(), register_counts(sandbox, sandbox.journal()), user_ids)
+    entries = sandbox.journal()
+    at_kill = census(entries, register_counts(sandbox, entries), user_ids)
     killed["marked_failed"] = _mark_failed(home)
     killed["ledger"] = ledger_states(warehouse)
     rerun = run_measurement("dagtest", args, env, work / "registration-rerun.log", timeout=3600)
@@ -495,7 +497,7 @@ def _mark_failed(home: Path) -> int:
         return cursor.rowcount
 
 
-def attempt_outcomes(warehouse: Path) -> dict[str, int]:
+def attempt_outcomes(warehouse: Path) -> dict[str, Any]:
     """The attempts table's rows by ``channel:outcome``."""
     try:
         with sqlite3.connect(warehouse) as db:
@@ -503,7 +505,7 @@ def attempt_outcomes(warehouse: Path) -> dict[str, int]:
                 f"SELECT channel, outcome, COUNT(*) FROM {LEDGER}_attempts GROUP BY channel, outcome"
             ).fetchall()
     except sqlite3.Error as err:
-        return {"error": str(err)}  # type: ignore[dict-item]
+        return {"error": str(err)}
     return {f"{channel}:{outcome}": int(n) for channel, outcome, n in rows}
 
 
