@@ -47,6 +47,7 @@ from airflow_sfox.hooks.transport import (
     SfoxResult,
     as_dict,
     check_verification_type,
+    count_stream,
     elapsed,
     error_message,
     is_transient,
@@ -279,7 +280,11 @@ class SfoxConnectHook(BaseHook):
         :param user_id: the partner's id of the user.
         :raises SfoxNotFoundError: sFOX does not know the user.
         """
-        return as_dict(self._request("GET", f"/v1/enterprise/users/{user_id_segment(user_id)}"))
+        return as_dict(self.get_user_result(user_id).data)
+
+    def get_user_result(self, user_id: str) -> SfoxResult:
+        """:meth:`get_user` with its attempts (see :class:`SfoxResult`), for callers keeping a ledger."""
+        return self._call("GET", f"/v1/enterprise/users/{user_id_segment(user_id)}")
 
     def list_users(self, account_role: str | None = None) -> list[dict[str, Any]]:
         """
@@ -372,12 +377,7 @@ class SfoxConnectHook(BaseHook):
         return as_dict(self.create_user_result(payload).data)
 
     def create_user_result(self, payload: Mapping[str, Any]) -> SfoxResult:
-        """
-        Like :meth:`create_user`, with the attempts made (see :class:`SfoxResult`); for callers
-        that keep a ledger.
-
-        :param payload: the documented body.
-        """
+        """:meth:`create_user` with its attempts (see :class:`SfoxResult`), for callers keeping a ledger."""
         if not isinstance(payload, Mapping):
             raise TypeError(f"payload must be a mapping, got {type(payload).__name__}")
         return self._call("POST", REGISTER_PATH, json=dict(payload), idempotent=False)
@@ -394,14 +394,7 @@ class SfoxConnectHook(BaseHook):
             response = self._call("GET", USERS_PATH, retry=False, stream=True).data
             try:
                 counting = stream_users(response, USERS_PATH, self.base_url)
-                count, complete, more_pages = 0, False, False
-                while count < TEST_CONNECTION_MAX_COUNT:
-                    try:
-                        next(counting)
-                    except StopIteration as end:
-                        complete, more_pages = True, end.value is not None
-                        break
-                    count += 1
+                count, complete, more_pages = count_stream(counting, TEST_CONNECTION_MAX_COUNT)
             finally:
                 response.close()
         except Exception as err:  # noqa: BLE001 - a connection test reports, it never raises

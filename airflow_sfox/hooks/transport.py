@@ -21,6 +21,7 @@ from urllib3.exceptions import NewConnectionError
 from airflow_sfox.exceptions import SfoxError, SfoxHeldError, SfoxRateBudgetError, SfoxRateLimitError, scrub
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
     from datetime import datetime
 
     from airflow_sfox.ratelimit import BudgetHeld, BudgetUnavailable, Waited
@@ -247,6 +248,21 @@ def error_message(response: requests.Response, secrets: tuple[str, ...]) -> str:
     if not isinstance(message, str) or not message:
         message = response.reason or "no error message"
     return scrub(message, secrets=secrets)
+
+
+def count_stream(items: Iterator[Any], limit: int) -> tuple[int, bool, bool]:
+    """
+    Count a generator's items up to ``limit`` without keeping them: the count, whether it
+    ended, and whether its return value (a next page) is set.
+    """
+    count = 0
+    while count < limit:
+        try:
+            next(items)
+        except StopIteration as end:
+            return count, True, end.value is not None
+        count += 1
+    return count, False, False
 
 
 def elapsed(response: requests.Response) -> float:

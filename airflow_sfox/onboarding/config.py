@@ -8,6 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import sqlalchemy as sa
+
 from airflow_sfox.onboarding.model import CHANNELS, REDRIVE_CHOICES
 from airflow_sfox.onboarding.registration import Registration
 from airflow_sfox.onboarding.schema import check_identifier
@@ -57,6 +59,25 @@ class OnboardingSource:
     def sql(self) -> str:
         """The FROM item of the source."""
         return f"({self.query})" if self.query else self.table
+
+    def registration_columns(self) -> dict[str, str]:
+        """The query alias (``r_<n>``) and source column of each registration field (none: not opted in)."""
+        if self.registration is None:
+            return {}
+        return {f"r_{n}": column for n, column in enumerate(self.registration.columns().values())}
+
+    def subquery(self) -> sa.Subquery:
+        """
+        The source as a subquery of its logical columns (:data:`SOURCE_COLUMNS`), then its
+        registration fields' columns under their aliases (:meth:`registration_columns`).
+        """
+        fields = self.registration_columns()
+        cols = ", ".join(
+            [f"src.{self.column(c)} AS {c}" for c in SOURCE_COLUMNS]
+            + [f"src.{column} AS {alias}" for alias, column in fields.items()]
+        )
+        query = sa.text(f"SELECT {cols} FROM {self.sql()} src")  # noqa: S608 - checked identifiers
+        return query.columns(*(sa.column(c) for c in (*SOURCE_COLUMNS, *fields))).subquery("s")
 
 
 #: Run conf keys that name SQL or tables: refused, since whoever may trigger the DAG could

@@ -54,7 +54,7 @@ from airflow_sfox.onboarding.config import OnboardingSource
 from airflow_sfox.onboarding.model import CHANNELS_BY_ACCOUNT_TYPE, AccountType, Channel
 from airflow_sfox.onboarding.params import event_params, onboarding_params
 from airflow_sfox.onboarding.schema import check_identifier
-from airflow_sfox.onboarding.tasks import STOPPED_KEY, SendVerificationBatchOperator
+from airflow_sfox.onboarding.tasks import STOPPED_KEY, RegisterBatchOperator, SendVerificationBatchOperator
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -246,11 +246,17 @@ def _onboarding_graph(
     """The onboarding DAG's tasks: plan, one path per account type, summarize and announce."""
     planned = _plan_task(source=source, sfox_conn_id=sfox_conn_id, **where)
     paths = [
-        _account_type_path(kind, _chunks_task(kind, planned), sfox_conn_id, where, retry)
+        _account_type_path(kind, _chunks_task(kind, planned), sfox_conn_id, where, retry, source=source)
         for kind in CHANNELS_BY_ACCOUNT_TYPE
     ]
-    sends = [f"{kind}.send_{c}" for kind, channels in CHANNELS_BY_ACCOUNT_TYPE.items() for c in channels]
+    sends = [f"{kind}.send_{c}" for kind in CHANNELS_BY_ACCOUNT_TYPE for c in _path_channels(kind, source)]
     _end(paths, where, sends=sends, on_failure=on_failure, on_recovery=on_recovery)
+
+
+def _path_channels(kind: AccountType, source: OnboardingSource) -> tuple[Channel, ...]:
+    """The steps of an account type's path: registration first when the source registers users."""
+    registering = (Channel.REGISTRATION,) if source.registration is not None else ()
+    return (*registering, *CHANNELS_BY_ACCOUNT_TYPE[kind])
 
 
 def _dag(dag_id: str, *, schedule: Any, parallel_chunks: int, **kwargs: Any) -> DAG:
@@ -379,29 +385,36 @@ def _chunks_task(kind: AccountType, plan: XComArg) -> XComArg:
 
 
 def _account_type_path(
-    kind: AccountType, chunks: XComArg, sfox_conn_id: str, where: dict[str, Any], retry: dict[str, Any]
+    kind: AccountType,
+    chunks: XComArg,
+    sfox_conn_id: str,
+    where: dict[str, Any],
+    retry: dict[str, Any],
+    *,
+    source: OnboardingSource,
 ) -> Any:
     """One mapped group per account type, a chunk per instance: a step per channel, in order."""
+    channels = _path_channels(kind, source)
 
-    @task_group(group_id=str(kind), tooltip=f"{kind} chunks: {', '.join(CHANNELS_BY_ACCOUNT_TYPE[kind])}")
+    @task_group(group_id=str(kind), tooltip=f"{kind} chunks: {', '.join(channels)}")
     def path(chunk: dict[str, Any]) -> None:
-        steps = [
-            SendVerificationBatchOperator(
-                task_id=f"send_{channel}",
-                chunk=chunk,
-                verification_type=str(channel),
-                **where,
-                sfox_conn_id=sfox_conn_id,
-                # A later channel runs when the one before had nothing to do (skipped) too.
-                trigger_rule="none_failed" if position else "all_success",
-                **retry,
-            )
-            for position, channel in enumerate(CHANNELS_BY_ACCOUNT_TYPE[kind])
-        ]
+        common = {**where, "sfox_conn_id": sfox_conn_id, **retry}
+        steps = [_step(c, chunk, source, first=not n, **common) for n, c in enumerate(channels)]
         for before, after in itertools.pairwise(steps):
             before >> after
 
     return path.expand(chunk=chunks)
+
+
+def _step(
+    channel: Channel, chunk: Any, source: OnboardingSource, *, first: bool, **common: Any
+) -> SendVerificationBatchOperator:
+    """One chunk step; a later one runs when the one before had nothing to do (skipped) too."""
+    kwargs = {"task_id": f"send_{channel}", "chunk": chunk, **common}
+    kwargs["trigger_rule"] = "all_success" if first else "none_failed"
+    if channel == Channel.REGISTRATION:
+        return RegisterBatchOperator(source=source, **kwargs)
+    return SendVerificationBatchOperator(verification_type=str(channel), **kwargs)
 
 
 def _end(

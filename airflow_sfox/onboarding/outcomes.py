@@ -60,11 +60,14 @@ class Claim:
     :param user_id: the user.
     :param run_id: the run whose try claimed it (``None``: not claimed).
     :param at: when it was claimed.
+    :param uncertain: an earlier request of its row may have reached sFOX unseen (a registration
+        is then settled by a read before anything is posted again).
     """
 
     user_id: str
     run_id: str | None = None
     at: datetime | None = None
+    uncertain: bool = False
 
 
 def _final(outcome: Outcome) -> str:

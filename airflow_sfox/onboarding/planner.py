@@ -53,7 +53,12 @@ from airflow_sfox.onboarding.model import (
     channels_for,
     prerequisite,
 )
-from airflow_sfox.onboarding.registration import build_payload, check_payload, fields_hmac
+from airflow_sfox.onboarding.registration import (
+    build_payload,
+    check_payload,
+    fields_hmac,
+    registration_secret,
+)
 from airflow_sfox.onboarding.schema import snapshot_verified, utcnow
 from airflow_sfox.onboarding.validation import (
     REJECTED_CHANNEL,
@@ -178,16 +183,7 @@ def planning_query(
     ``phone_number``, then the ledger's :data:`_LEDGER_COLUMNS` per channel, then sFOX's ``status`` and
     ``<channel>_required`` per channel from the snapshot.
     """
-    fields = registration_columns(source)
-    cols = ", ".join(
-        [f"src.{source.column(c)} AS {c}" for c in SOURCE_COLUMNS]
-        + [f"src.{column} AS {alias}" for alias, column in fields.items()]
-    )
-    src = (
-        sa.text(f"SELECT {cols} FROM {source.sql()} src")
-        .columns(*(sa.column(c) for c in (*SOURCE_COLUMNS, *fields)))
-        .subquery("s")
-    )
+    src, fields = source.subquery(), source.registration_columns()
     key = warehouse.support.text_key(src.c.user_id, dialect)
     grouped = sa.select(
         key.label("user_id"),
@@ -230,13 +226,6 @@ def planning_query(
     return sa.select(*columns, *picked).select_from(joined).order_by(users.c.user_id)
 
 
-def registration_columns(source: OnboardingSource) -> dict[str, str]:
-    """The query alias (``r_<n>``) and source column of each registration field (none: not opted in)."""
-    if source.registration is None:
-        return {}
-    return {f"r_{n}": column for n, column in enumerate(source.registration.columns().values())}
-
-
 class Planner:
     """
     Plans one run: see the module docstring.
@@ -247,9 +236,8 @@ class Planner:
     :param source: where the users come from (default: table ``sfox_users``).
     :param run_id: the Airflow run id, recorded in the ledger.
     :param now: the planning time (injectable for tests of the resend policy).
-    :param registration_key: the key of the registration fields' keyed hash
-        (:func:`~airflow_sfox.onboarding.registration.registration_secret`); required when the
-        source registers users.
+    :param registration_key: the key of the registration fields' keyed hash (default, when the
+        source registers users: :func:`~airflow_sfox.onboarding.registration.registration_secret`).
     """
 
     def __init__(
@@ -270,7 +258,7 @@ class Planner:
         self.run_id = run_id
         self.now = now or utcnow()
         if self.source.registration is not None and not registration_key:
-            raise ValueError("the source registers users: give the planner its registration_key")
+            registration_key = registration_secret(self.source.registration)  # an Airflow Variable
         self.registration_key = registration_key or b""
         self.chunkers = {kind: _Chunker(kind, config.chunk_size) for kind in ACCOUNT_TYPES}
         self.counts: Counter[str] = Counter()
@@ -445,6 +433,12 @@ class Planner:
         """
         listed, state, last_hmac, *values = row[_REGISTRATION_AT:]
         registration = self.source.registration
+        if listed and state not in (None, LedgerState.REGISTERED):  # e.g. a lost answer that landed
+            self.counts[f"marked_{LedgerState.REGISTERED}"] += 1
+            why = "sFOX lists the user"
+            self._write(
+                user.user_id, Channel.REGISTRATION, user.account_type, LedgerState.REGISTERED, None, why
+            )
         if listed or state == LedgerState.REGISTERED or registration is None:
             return []
         fields = dict(zip(registration.columns(), values, strict=True))

@@ -64,8 +64,9 @@ NESTED_BY_ACCOUNT_TYPE: dict[AccountType, dict[str, type]] = {
 _NESTED = {name for shapes in NESTED_BY_ACCOUNT_TYPE.values() for name in shapes}
 #: Fields that come from the source's own columns (``OnboardingSource.columns``), not the mapping.
 SOURCE_FIELDS = ("user_id", "account_type", "email", "phone_number")
-#: Top-level fields required of every account type (besides the source's).
-REQUIRED_FIELDS = ("first_name", "last_name", "account_purpose")
+#: Top-level fields required of every account type (the body's documented fields; ``user_id``,
+#: ``account_type`` and ``email`` are checked with the source row).
+REQUIRED_FIELDS = ("first_name", "last_name", "phone_number", "phone_country_code", "account_purpose")
 #: The mapping by default: each field from the source column of the same name; the nested ones
 #: from JSON columns of their name.
 DEFAULT_FIELDS: dict[str, str] = {
@@ -253,9 +254,6 @@ def check_payload(body: Mapping[str, Any], *, today: dt.date | None = None) -> s
     purposes = ACCOUNT_PURPOSES[kind]
     if body["account_purpose"] not in purposes:
         return f"account_purpose is not one of the {kind} purposes: {', '.join(purposes)}"
-    code = body.get("phone_country_code")
-    if code is None and body.get("phone_number"):
-        return "phone_country_code is missing (required with a phone_number)"
     for name, shape in NESTED_BY_ACCOUNT_TYPE[kind].items():
         value = body.get(name)
         if not isinstance(value, shape) or not value:

@@ -467,7 +467,12 @@ def _write_outcome(
     run_id = summary["run_id"]
     finished = utcnow()
     seconds = (finished - (started_at or finished)).total_seconds()
-    states = (LedgerState.SENT, LedgerState.ALREADY_VERIFIED, LedgerState.NOT_REGISTERED)
+    states = (
+        LedgerState.SENT,
+        LedgerState.ALREADY_VERIFIED,
+        LedgerState.NOT_REGISTERED,
+        LedgerState.REGISTERED,
+    )
     by_state = {state.value: 0 for state in states}
     for (_, state), v in table.items():
         if state in by_state:

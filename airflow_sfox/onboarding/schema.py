@@ -314,6 +314,8 @@ def runs_table(metadata: sa.MetaData, schema: str | None, name: str) -> sa.Table
         sa.Column("duplicate_rows", sa.Integer),
         # Ids in a run's events that are no user id: reported, never counted against the run.
         sa.Column("malformed_ids", sa.Integer),
+        # Users sFOX registered for the run (their email code went out with it).
+        sa.Column("registered", sa.Integer),
         schema=schema,
         mysql_charset="utf8mb4",
     )

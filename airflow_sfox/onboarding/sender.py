@@ -187,7 +187,7 @@ class _Call:
         waits = 0
         while True:
             try:
-                result = self.hook.send_verification_result(self.user_id, self.channel)
+                result = self.request()
             except SfoxRateLimitError as err:  # the shared pause outlasted the call's retry budget
                 waits += 1
                 if waits > RATE_LIMIT_WAITS or self.stop.wait(self.hook.config.rate_limit_pause_seconds):
@@ -198,7 +198,15 @@ class _Call:
             except ValueError as err:  # the hook refused the user_id: validation should have caught it
                 return _Answer(self.outcome(LedgerState.REJECTED, None, str(err)[:255]))
             else:
-                return _Answer(self.outcome(LedgerState.SENT, result))
+                return self.answered(result)
+
+    def request(self) -> SfoxResult:
+        """The call's request (a subclass may send another)."""
+        return self.hook.send_verification_result(self.user_id, self.channel)
+
+    def answered(self, result: SfoxResult) -> _Answer:
+        """The ledger outcome of a 2xx answer."""
+        return _Answer(self.outcome(LedgerState.SENT, result))
 
     def settle(self, err: SfoxError) -> _Answer:
         """The ledger outcome of a call that ended in an error."""
@@ -404,10 +412,14 @@ class _ChunkSender:
             self.results.put((user_id, None))
             return
         try:
-            self.results.put((user_id, _Call(self.hook, user_id, self.channel, self.stop)()))
+            self.results.put((user_id, self.call(user_id)()))
         except BaseException as err:  # noqa: BLE001 - handed to the calling thread, re-raised there
             self.stop.set()
             self.results.put((user_id, err))
+
+    def call(self, user_id: str) -> _Call:
+        """One user's call (a subclass may make another kind)."""
+        return _Call(self.hook, user_id, self.channel, self.stop)
 
     def _commit(self, outcomes: list[Outcome], skipped: list[str], claim: list[str]) -> None:
         """Record outcomes, release the claims of skipped users, claim the next ones: one commit."""

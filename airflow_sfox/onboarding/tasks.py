@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from airflow_sfox._compat import AirflowFailException, AirflowSkipException, BaseOperator
 from airflow_sfox.defaults import DEFAULT_SFOX_CONN_ID, DEFAULT_WAREHOUSE_CONN_ID
 from airflow_sfox.exceptions import SfoxAuthError, SfoxConfigError
-from airflow_sfox.onboarding.model import prerequisite
+from airflow_sfox.onboarding.model import Channel, prerequisite
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from airflow.sdk import Context
 
     from airflow_sfox.hooks.sfox import SfoxConnectHook
+    from airflow_sfox.onboarding.config import OnboardingSource
     from airflow_sfox.onboarding.warehouse import Warehouse
 
 #: XCom key under which a stopped chunk step says what was down (see ``ChunkStopped.as_xcom``).
@@ -105,20 +106,12 @@ class SendVerificationBatchOperator(BaseOperator):
 
     def _send(self, context: Context, warehouse: Warehouse, hook: SfoxConnectHook) -> Any:
         """Send the chunk and add its figures to the run row, done or not; fail through Airflow."""
-        from airflow_sfox.onboarding.sender import ChunkStopped, send_chunk, threads_for
+        from airflow_sfox.onboarding.sender import ChunkStopped, threads_for
 
         run_id = context["run_id"]
         started = time.monotonic()
         try:
-            stats = send_chunk(
-                warehouse,
-                hook,
-                run_id=run_id,
-                chunk=self.chunk,
-                channel=self.verification_type,
-                threads=self.threads or threads_for(hook.budget_rate),
-                hold_uncertain=bool(self.chunk.get("hold_uncertain", False)),
-            )
+            stats = self._run_chunk(warehouse, hook, run_id, self.threads or threads_for(hook.budget_rate))
         except ChunkStopped as stopped:
             context["ti"].xcom_push(key=STOPPED_KEY, value=stopped.as_xcom())
             self._record(warehouse, run_id, hook, started, done=False)
@@ -136,6 +129,20 @@ class SendVerificationBatchOperator(BaseOperator):
             raise
         self._record(warehouse, run_id, hook, started, done=True)
         return stats
+
+    def _run_chunk(self, warehouse: Warehouse, hook: SfoxConnectHook, run_id: str, threads: int) -> Any:
+        """The chunk step's requests (see :func:`~airflow_sfox.onboarding.sender.send_chunk`)."""
+        from airflow_sfox.onboarding.sender import send_chunk
+
+        return send_chunk(
+            warehouse,
+            hook,
+            run_id=run_id,
+            chunk=self.chunk,
+            channel=self.verification_type,
+            threads=threads,
+            hold_uncertain=bool(self.chunk.get("hold_uncertain", False)),
+        )
 
     def _record(
         self, warehouse: Warehouse, run_id: str, hook: SfoxConnectHook, started: float, *, done: bool
@@ -167,3 +174,45 @@ class SendVerificationBatchOperator(BaseOperator):
             reason += f" (its users wait for sFOX to report their {waiting} verified, or are done)"
         self.log.info("Skipped: %s", reason)
         raise AirflowSkipException(reason)
+
+
+class RegisterBatchOperator(SendVerificationBatchOperator):
+    """
+    Register the users of one planned chunk that sFOX does not know yet
+    (``POST /v1/enterprise/register-account``), before its email step.
+
+    Each registration sFOX accepts records the user ``registered`` and its email code ``sent``
+    (sFOX emails it itself: the email step then has nothing to send for that user). Any unclear
+    answer is settled by reading the user before anything is posted again (see
+    :mod:`airflow_sfox.onboarding.registering`). The registration fields are read from the source
+    when the step starts and never leave it: not in the log, XCom, the ledger or errors.
+
+    :param chunk: a chunk descriptor made by the planner. (templated)
+    :param source: the source, with its registration mapping (where the DAG is defined).
+
+    The other parameters are :class:`SendVerificationBatchOperator`'s.
+    """
+
+    template_fields: Sequence[str] = ("chunk",)
+    ui_color = "#e8dcff"
+
+    def __init__(self, *, chunk: dict[str, Any], source: OnboardingSource, **kwargs: Any) -> None:
+        super().__init__(chunk=chunk, verification_type=str(Channel.REGISTRATION), **kwargs)
+        if source.registration is None:
+            raise ValueError("RegisterBatchOperator needs a source with a registration mapping")
+        self.source = source
+
+    def _run_chunk(self, warehouse: Warehouse, hook: SfoxConnectHook, run_id: str, threads: int) -> Any:
+        from airflow_sfox.onboarding.registering import register_chunk
+        from airflow_sfox.onboarding.registration import registration_secret
+
+        assert self.source.registration is not None
+        return register_chunk(
+            warehouse,
+            hook,
+            run_id=run_id,
+            chunk=self.chunk,
+            source=self.source,
+            key=registration_secret(self.source.registration),
+            threads=threads,
+        )

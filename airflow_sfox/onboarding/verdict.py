@@ -122,8 +122,9 @@ def judge(
 def log_table(table: Mapping[tuple[str, str], int], *, dry_run: bool) -> None:
     rows = sorted(table.items())
     width = max([len(state) for (_, state), _ in rows] + [7])
-    lines = [f"{'channel':<8} {'outcome':<{width}} {'count':>8}", "-" * (width + 18)]
-    lines += [f"{channel:<8} {state:<{width}} {count:>8}" for (channel, state), count in rows]
+    name = max([len(channel) for (channel, _), _ in rows] + [7])
+    lines = [f"{'channel':<{name}} {'outcome':<{width}} {'count':>8}", "-" * (width + name + 10)]
+    lines += [f"{channel:<{name}} {state:<{width}} {count:>8}" for (channel, state), count in rows]
     # A trailing newline keeps the logger's own suffix off the table's last row.
     log.info("sFOX onboarding %s:\n%s\n", "dry run" if dry_run else "summary", "\n".join(lines))
 

@@ -19,7 +19,7 @@ from sqlalchemy.pool import NullPool
 
 from airflow_sfox.defaults import LEDGER_TABLE, RUNS_TABLE, SNAPSHOT_TABLE
 from airflow_sfox.onboarding.dialects import conn_id_of, dialect_support, sqlite_pragmas
-from airflow_sfox.onboarding.model import LedgerState
+from airflow_sfox.onboarding.model import Channel, LedgerState
 from airflow_sfox.onboarding.outcomes import (
     LOST_ERROR,
     Claim,
@@ -268,6 +268,36 @@ class Warehouse:
         if rows:
             conn.execute(sa.insert(self.attempts_t), rows)
 
+    def record_registered(
+        self,
+        conn: Connection,
+        sent: Sequence[Outcome],
+        hashes: Mapping[str, str | None],
+        *,
+        account_type: str,
+        run_id: str,
+    ) -> None:
+        """
+        What registrations leave beside their own outcomes (the caller commits, with them): the
+        keyed hash of the fields each sent (``hashes``; ``None`` clears it), and the email row of
+        each user sFOX created, ``sent`` at that moment (``sent``: their email outcomes, without
+        requests): sFOX emails the first code itself, and the resend cooldown starts there.
+        """
+        t = self.ledger_t
+        if hashes:
+            keys = sa.and_(
+                t.c.user_id == sa.bindparam("h_user_id", type_=t.c.user_id.type),
+                t.c.channel == Channel.REGISTRATION.value,
+            )
+            statement = sa.update(t).where(keys).values(fields_hmac=sa.bindparam("h_hmac"))
+            conn.execute(statement, [{"h_user_id": u, "h_hmac": h} for u, h in hashes.items()])
+        if sent:
+            state = LedgerState.SENT.value
+            self.upsert_plan(
+                conn, [(o.user_id, o.channel, account_type, state, run_id, None, None) for o in sent]
+            )
+            conn.execute(outcome_update(t), [outcome_params(o) for o in sent])
+
     def claim(self, conn: Connection, user_ids: Sequence[str], *, channel: str, run_id: str) -> None:
         """
         Mark queued users as being sent by a run (the caller commits before their requests go
@@ -422,7 +452,7 @@ class Warehouse:
         """
         t = self.ledger_t
         statement = (
-            sa.select(t.c.user_id, t.c.claimed_by, t.c.claimed_at)
+            sa.select(t.c.user_id, t.c.claimed_by, t.c.claimed_at, t.c.uncertain)
             .where(
                 t.c.run_id == run_id,
                 t.c.account_type == str(account_type),
@@ -433,7 +463,8 @@ class Warehouse:
             .order_by(t.c.user_id)
         )
         with self.connect() as conn:
-            return [Claim(str(uid), by, parse_ts(at)) for uid, by, at in conn.execute(statement)]
+            rows = conn.execute(statement)
+            return [Claim(str(uid), by, parse_ts(at), bool(unsure)) for uid, by, at, unsure in rows]
 
     def run_counts(self, run_id: str) -> dict[tuple[str, str], int]:
         """Ledger rows last touched by a run, counted by (channel, state)."""

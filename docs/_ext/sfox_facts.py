@@ -177,7 +177,7 @@ def enum_table(enum_path: str) -> Table:
 COLUMN_NOTES: dict[str, dict[str, str]] = {
     "ledger": {
         "user_id": "the partner's user id, compared as exact text",
-        "channel": "`email` or `sms`",
+        "channel": "`registration`, `email` or `sms`",
         "account_type": "`individual` or `corporation` (empty for a rejected row)",
         "state": "the row's ledger state (below)",
         "sends": "codes sFOX accepted for this channel (resends included)",
@@ -195,11 +195,13 @@ COLUMN_NOTES: dict[str, dict[str, str]] = {
         "claimed_by": "the run whose chunk step is sending this row's request right now",
         "claimed_at": "since when it is claimed",
         "updated_at": "when the row last changed",
+        "fields_hmac": "`registration` rows: a keyed hash (HMAC-SHA256) of the registration fields "
+        "last sent, never the fields; a refused registration is tried again when it changes",
     },
     "attempts": {
         "id": "a sequence number",
         "user_id": "the user",
-        "channel": "`email` or `sms`",
+        "channel": "`registration`, `email` or `sms`",
         "run_id": "the Airflow run that made the request",
         "attempted_at": "when the request went out",
         "attempt": "1, then the hook's retries of the same call",
@@ -234,6 +236,7 @@ COLUMN_NOTES: dict[str, dict[str, str]] = {
         "reason": "why the run has its status",
         "budget_wait_seconds": "thread-seconds spent waiting for the shared rate budget",
         "pause_seconds": "thread-seconds spent in 429 pauses",
+        "registered": "users sFOX registered (their first email code went out with it)",
     },
     "steps": {
         "run_id": "the Airflow run",

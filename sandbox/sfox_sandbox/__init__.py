@@ -23,10 +23,15 @@ Public Python API
   ``set_outage(seconds, mode="503") -> dict`` / ``clear_outage()`` (every ``/v1/`` request
   answered 503 or refused for a while), ``set_unprocessable(user_id, channel, text) -> dict`` /
   ``clear_unprocessable(user_id, channel=None)`` (a chosen 422 text for one user's sends),
+  ``set_register_fault(user_id, mode="lost", times=1, seconds=None) -> dict`` /
+  ``clear_register_fault(user_id)`` (the next register-account requests of a user_id are
+  carried out, then answered never, 503 or too late), ``set_register_answer(kind, status,
+  text) -> dict`` (the answer to an ``existing`` user_id or an ``invalid`` body),
+  ``register_requests() -> dict[str, int]`` (register-account requests per user_id),
   ``codes(user_id) -> dict``,
   ``journal(since=0, user_id=None) -> list[JournalEntry]``, ``clear_journal()``, ``reset()``.
 - :class:`SandboxConfig`, :class:`FaultSettings`, :class:`RateLimitSettings`,
-  :class:`AssetEventSettings`: settings.
+  :class:`AssetEventSettings`, :class:`RegisterAnswer`: settings.
 - :class:`SandboxState`: users, codes, journal, settings (``state.journal`` is the live
   ``deque`` of :class:`JournalEntry`; hold ``state.lock`` while reading it from another
   thread, or use ``journal_entries()``).
@@ -34,17 +39,21 @@ Public Python API
 
 Emulated routes (``Authorization: Bearer <token>``, ``{"data": ...}`` / ``{"error": ...}``)
 -------------------------------------------------------------------------------------------
-``POST /v1/enterprise/register-account`` (200, user; also sends an email code unless
-``register_sends_code=False``), ``POST /v1/enterprise/users/send-verification/{user_id}``,
+``POST /v1/enterprise/register-account`` (the fields sFOX documents as required per account
+type are checked, see :mod:`sfox_sandbox.registration`; 200 and the PENDING user, and the
+first email code sent unless ``register_sends_code=False``; an existing user_id or an invalid
+body get configurable answers, 400 by default; see :mod:`sfox_sandbox.registrar`),
+``POST /v1/enterprise/users/send-verification/{user_id}``,
 ``POST /v1/enterprise/users/verify/{user_id}``, ``GET /v1/enterprise/users/{user_id}``,
 ``GET /v1/enterprise/users[?accountRole=client|advisor][&cursor=...]`` (streamed, chunked;
 paged only when ``set_list(page_size=N)`` asks): the routes the provider's hook calls.
 
 Status codes: 401 missing/wrong token (checked before routing), 404 unknown user or route,
 405 known path with another method, 400 malformed body, invalid ``type``/field, or sms for a
-corporation, 422 invalid state: already verified (``Email already verified`` /
+corporation, a registration refused (invalid body or existing user_id, by default), 422
+invalid state: already verified (``Email already verified`` /
 ``Phone number has already been verified``), ``Email must be verified before phone``, wrong otp
-(``Invalid verification code``), no code requested, user already exists; 429 rate limited;
+(``Invalid verification code``), no code requested; 429 rate limited;
 500/503 injected faults, or a whole outage window (``set_outage``); a 422 with any text for
 one user's sends (``set_unprocessable``). ``user_id`` is one path segment: the raw path is
 split on ``/``, then each segment percent-decoded (``a%2Fb`` is user ``a/b``).
@@ -64,7 +73,13 @@ close) and an idle keep-alive connection is closed after ``idle_timeout`` (defau
 
 from __future__ import annotations
 
-from sfox_sandbox.config import AssetEventSettings, FaultSettings, RateLimitSettings, SandboxConfig
+from sfox_sandbox.config import (
+    AssetEventSettings,
+    FaultSettings,
+    RateLimitSettings,
+    RegisterAnswer,
+    SandboxConfig,
+)
 from sfox_sandbox.journal import JournalEntry
 from sfox_sandbox.seed import load_seed_file
 from sfox_sandbox.server import SandboxServer
@@ -78,6 +93,7 @@ __all__ = [
     "FaultSettings",
     "JournalEntry",
     "RateLimitSettings",
+    "RegisterAnswer",
     "SandboxConfig",
     "SandboxServer",
     "SandboxState",

@@ -10,6 +10,10 @@ line shows in ``ps``): ``$SFOX_SANDBOX_AIRFLOW_TOKEN`` (a JWT), or a user
 (``--asset-events-user`` or ``$SFOX_SANDBOX_AIRFLOW_USER``) and
 ``$SFOX_SANDBOX_AIRFLOW_PASSWORD``.
 
+``--register-existing-status`` / ``--register-existing-error`` and ``--register-invalid-status``
+/ ``--register-invalid-error`` choose the answers of register-account that sFOX does not
+document (an existing ``user_id``, a body failing the checks; 400 by default).
+
 The ``/_sandbox/`` admin routes show every verification code and can reset the state. With
 an admin token (``$SFOX_SANDBOX_ADMIN_TOKEN``, or ``--admin-token``) they need it in the
 ``X-Sandbox-Admin-Token`` header; without one they are open on a loopback ``--host`` and
@@ -31,6 +35,7 @@ from sfox_sandbox.config import (
     AssetEventSettings,
     FaultSettings,
     RateLimitSettings,
+    RegisterAnswer,
     SandboxConfig,
     is_loopback,
 )
@@ -95,7 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
             "Local emulator of the sFOX Connect (enterprise) API for demos, tests and "
             "benchmarks. Serves /v1/enterprise/... like sFOX (bearer token, sFOX rate limit, "
             "optional faults) and an admin API under /_sandbox/ "
-            "(codes, faults, rate-limit, token, users, asset-events, reset, journal). Prints the "
+            "(codes, faults, rate-limit, token, users, asset-events, register-answers, reset, journal). "
+            "Prints the "
             "base URL on the first line of stdout once listening."
         ),
         formatter_class=_HelpFormatter,
@@ -104,6 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     _rate_options(parser)
     _fault_options(parser)
     _event_options(parser)
+    _register_options(parser)
     return parser
 
 
@@ -236,6 +243,30 @@ def _fault_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _register_options(parser: argparse.ArgumentParser) -> None:
+    reg = parser.add_argument_group(
+        "register-account answers sFOX does not document (also at run time: "
+        "PUT /_sandbox/register-answers/{existing,invalid})"
+    )
+    defaults = SandboxConfig()
+    for kind, what in (("existing", "a user_id that exists"), ("invalid", "a body that fails the checks")):
+        answer = getattr(defaults, f"register_{kind}")
+        reg.add_argument(
+            f"--register-{kind}-status",
+            metavar="STATUS",
+            type=int,
+            default=answer.status,
+            help=f"HTTP status (400-599) of the answer to {what}",
+        )
+        reg.add_argument(
+            f"--register-{kind}-error",
+            metavar="TEXT",
+            default=answer.error,
+            help=f"error text of the answer to {what}; {{field}} and {{reason}} are replaced by "
+            "the field at fault and what it must be",
+        )
+
+
 def _event_options(parser: argparse.ArgumentParser) -> None:
     evt = parser.add_argument_group(
         "asset events (post to Airflow when a user confirms their email; "
@@ -337,6 +368,8 @@ def config_from_args(args: argparse.Namespace) -> SandboxConfig:
         seed_users=seeds,
         random_seed=args.random_seed,
         register_sends_code=not args.no_register_code,
+        register_existing=RegisterAnswer(args.register_existing_status, args.register_existing_error),
+        register_invalid=RegisterAnswer(args.register_invalid_status, args.register_invalid_error),
         journal_size=args.journal_size,
         request_timeout=args.request_timeout,
         idle_timeout=args.idle_timeout,

@@ -57,6 +57,20 @@ refused with 403 on any other address.
   (nothing sent, state unchanged, journaled with ``fault: "unprocessable"``) until ``DELETE
   /_sandbox/users/{user_id}/unprocessable[?type=email]`` (no ``type``: both channels) or a
   reset; ``GET`` tells the texts set; 404 for an unknown user, 400 on invalid values
+- ``PUT /_sandbox/users/{user_id}/register-fault`` with ``{"mode": "lost" | "503" |
+  "timeout", "times": 1, "seconds": null}`` (all optional) -> ``{"user_id", "mode",
+  "times", "seconds"}``: the next ``times`` register-account requests of that ``user_id``
+  (which need not exist yet) are carried out (account created, first code sent, or refused),
+  then their answer is lost (connection reset), a 503, or held back ``seconds`` (default the
+  faults' ``hang_seconds``); ``GET`` -> the fault left or ``null``; ``DELETE`` -> ``null``.
+  See :mod:`sfox_sandbox.registrar`
+- ``GET /_sandbox/register-answers`` -> ``{"existing": {"status", "error"}, "invalid":
+  {...}}``; ``PUT /_sandbox/register-answers/{kind}`` (``existing`` or ``invalid``) with a
+  partial ``{"status": 400..599, "error": "<text>"}`` -> the new answer: sFOX documents
+  neither the answer to an existing ``user_id`` nor its validation errors. ``{field}`` and
+  ``{reason}`` in the text are replaced by the field at fault and what it must be
+- ``GET /_sandbox/register-requests`` -> ``{user_id: n}``: register-account requests per
+  ``user_id`` that reached the call (created, refused or lost), since the last reset
 - ``POST /_sandbox/reset`` -> back to the start state
 - ``GET /_sandbox/journal[?since=SEQ][&user_id=ID]`` -> list of journal entries
 """
@@ -92,6 +106,15 @@ def _ok(data: Any) -> Response:
     return json_response(200, {"data": data})
 
 
+def _fields(req: Request, known: set[str] | frozenset[str]) -> dict[str, Any]:
+    """The JSON object body of ``req``; :class:`ApiError` 400 naming unknown fields."""
+    body = json_object(req)
+    unknown = set(body) - known
+    if unknown:
+        raise ApiError(400, f"unknown field(s): {', '.join(sorted(unknown))}")
+    return body
+
+
 class AdminRoutes:
     """Serves ``/_sandbox/...`` over a :class:`~sfox_sandbox.state.SandboxState`.
 
@@ -115,6 +138,8 @@ class AdminRoutes:
             ("outage", (), "GET"): lambda req: self._outage(),
             ("outage", (), "PUT"): self._set_outage,
             ("outage", (), "DELETE"): self._clear_outage,
+            ("register-answers", (), "GET"): lambda req: _ok(state.registrar.answers_dict()),
+            ("register-requests", (), "GET"): lambda req: _ok(state.registrar.request_counts()),
         }
 
     def handle(self, req: Request) -> Response:
@@ -155,6 +180,10 @@ class AdminRoutes:
             return self._asset_events(req, rest)
         if head == "users" and len(rest) == 2 and rest[0] and rest[1] == "unprocessable":
             return self._unprocessable(req, rest[0])
+        if head == "users" and len(rest) == 2 and rest[0] and rest[1] == "register-fault":
+            return self._register_fault(req, rest[0])
+        if head == "register-answers" and len(rest) == 1 and req.method == "PUT":
+            return self._register_answer(req, rest[0])
         handler = self._routes.get((head, rest, req.method))
         if handler is None:
             return error_response(404, "Unknown sandbox admin route")
@@ -199,10 +228,7 @@ class AdminRoutes:
         return _ok({"seeded": self.state.seed_users(body)})
 
     def _generate(self, req: Request) -> Response:
-        options = json_object(req)
-        unknown = set(options) - _GENERATE_FIELDS
-        if unknown:
-            raise ApiError(400, f"unknown field(s): {', '.join(sorted(unknown))}")
+        options = _fields(req, _GENERATE_FIELDS)
         if "count" not in options:
             raise ApiError(400, "count is required")
         block = self.state.generate_users(**options)  # ValueError: 400
@@ -224,10 +250,7 @@ class AdminRoutes:
         return _ok(outage.to_dict() if outage is not None else None)
 
     def _set_outage(self, req: Request) -> Response:
-        body = json_object(req)
-        unknown = set(body) - {"seconds", "mode"}
-        if unknown:
-            raise ApiError(400, f"unknown field(s): {', '.join(sorted(unknown))}")
+        body = _fields(req, {"seconds", "mode"})
         if "seconds" not in body:
             raise ApiError(400, "seconds is required")
         self.state.set_outage(body["seconds"], body.get("mode", "503"))  # ValueError: 400
@@ -250,6 +273,24 @@ class AdminRoutes:
         if unknown or "type" not in body or "error" not in body:
             raise ApiError(400, 'body must be {"type": "email" | "sms", "error": "<text>"}')
         return _ok(state.set_unprocessable(user_id, body["type"], body["error"]))
+
+    def _register_fault(self, req: Request, user_id: str) -> Response:
+        registrar = self.state.registrar
+        if req.method == "DELETE":
+            registrar.clear_fault(user_id)
+        elif req.method == "PUT":
+            body = _fields(req, {"mode", "times", "seconds"})
+            registrar.set_fault(
+                user_id, body.get("mode", "lost"), body.get("times", 1), body.get("seconds")
+            )  # ValueError: 400
+        elif req.method != "GET":
+            return error_response(404, "Unknown sandbox admin route")
+        return _ok(registrar.fault_dict(user_id))
+
+    def _register_answer(self, req: Request, kind: str) -> Response:
+        body = _fields(req, {"status", "error"})
+        answer = self.state.registrar.set_answer(kind, body.get("status"), body.get("error"))
+        return _ok(answer.to_dict())
 
     def _asset_events(self, req: Request, rest: tuple[str, ...]) -> Response:
         events = self.state.asset_events

@@ -45,6 +45,10 @@ class ApiResult:
     channel: str | None = None
     # A body produced in pieces (the user list), sent instead of ``body``.
     stream: Iterator[bytes] | None = None
+    # A fault chosen for this answer after the call was carried out (a register fault):
+    # ``register_lost`` resets the connection unanswered; ``delay`` holds the answer back.
+    fault: str | None = None
+    delay: float = 0.0
 
 
 def required_str(body: Mapping[str, Any], key: str) -> str:

@@ -11,8 +11,12 @@ draw picks at most one fault: ``reset`` / ``error_500`` / ``error_503`` (request
 processed), else auth (401) and routing (404 / 405) and the emulated call, then ``hang``
 (answer held back) or ``drop`` (connection reset after processing). A 422 text chosen for a
 user (``PUT /_sandbox/users/{user_id}/unprocessable``) answers its send-verification before
-any other check of the call. Every ``/v1/`` request
-is journaled. Paths outside ``/v1/`` and ``/_sandbox/`` get a plain 404 and are not journaled.
+any other check of the call. A register fault (``PUT
+/_sandbox/users/{user_id}/register-fault``, see :mod:`sfox_sandbox.registrar`) is chosen by
+the register-account call itself, after its work: it wins over a ``hang`` or ``drop`` drawn
+for the same request. Every ``/v1/`` request is journaled (a register-account under the
+``user_id`` of its body). Paths outside ``/v1/`` and ``/_sandbox/`` get a plain 404 and are
+not journaled.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from sfox_sandbox.admin import AdminRoutes
 from sfox_sandbox.answers import ApiError, ApiResult
@@ -78,6 +82,10 @@ _V1_ROUTES: list[tuple[_Pattern, str, _Handler]] = [
 ]
 
 
+# Faults after which the connection is reset instead of answered.
+_LOST = ("drop", "register_lost")
+
+
 def _uid(user_id: str | None) -> str:
     assert user_id is not None  # routes with a user_id slot always fill it
     return user_id
@@ -108,16 +116,21 @@ def match_route(segments: list[str], method: str) -> tuple[_Handler | None, str 
     return None, None, path_known
 
 
-def _channel_of(body: bytes) -> str | None:
-    """The ``type`` of a JSON body, for the journal; never raises."""
+def _body_fields(body: bytes) -> tuple[str | None, str | None]:
+    """The ``type`` and ``user_id`` strings of a JSON body, for the journal; never raises."""
     if not body:
-        return None
+        return None, None
     try:
         parsed = json.loads(body)
     except (ValueError, UnicodeDecodeError, RecursionError):
-        return None
-    channel = parsed.get("type") if isinstance(parsed, dict) else None
-    return channel if isinstance(channel, str) else None
+        return None, None
+    if not isinstance(parsed, dict):
+        return None, None
+    channel, user_id = parsed.get("type"), parsed.get("user_id")
+    return (
+        channel if isinstance(channel, str) else None,
+        user_id if isinstance(user_id, str) and user_id else None,
+    )
 
 
 @dataclass
@@ -140,7 +153,11 @@ class _Call:
         handler, user_id, path_known = (
             match_route(segments, req.method) if segments is not None else (None, None, False)
         )
-        channel = _channel_of(req.body) if handler is not None and req.method == "POST" else None
+        channel = None
+        if handler is not None and req.method == "POST":
+            channel, body_user = _body_fields(req.body)
+            # A POST without a user_id in its path (register-account) names it in its body.
+            user_id = user_id if user_id is not None else body_user
         return cls(req, segments, handler, user_id, path_known, channel)
 
     def record(
@@ -241,36 +258,35 @@ class SandboxApp:
         return self._answer(call, fault, faults)
 
     def _answer(self, call: _Call, fault: str | None, faults: FaultSettings) -> Response:
-        """Carry out an authorised, routed call; ``fault`` may hang or drop its answer."""
-        code_sent = False
-        stream = None
-        payload: dict[str, Any]
-        if not self._authorized(call.req):
-            status, payload = 401, {"error": "Unauthorized: missing or invalid API key"}
-        elif call.segments is None:
-            status, payload = 400, {"error": "Invalid percent-encoding in path"}
-        elif call.handler is None:
-            status, payload = (
-                (405, {"error": "Method not allowed"}) if call.path_known else (404, {"error": "Not found"})
-            )
-        else:
-            try:
-                result = call.handler(self.state, call.req, call.user_id)
-            except ApiError as exc:
-                status, payload, fault = exc.status, {"error": exc.message}, exc.fault or fault
-            else:
-                status, payload, code_sent = result.status, result.body, result.code_sent
-                call.channel = result.channel or call.channel
-                stream = result.stream
-        if fault == "drop":
-            call.record(self.state, "dropped", code_sent, fault)
-            return Response(status, action="drop")
-        call.record(self.state, status, code_sent, fault)
+        """Carry out an authorised, routed call; ``fault`` (or one the call chose, a register
+        fault) may hang or drop its answer."""
+        result = self._call(call)
+        fault = result.fault or fault
+        if fault in _LOST:
+            call.record(self.state, "dropped", result.code_sent, fault)
+            return Response(result.status, action="drop")
+        call.record(self.state, result.status, result.code_sent, fault)
         resp = (
-            Response(status, headers=[("Content-Type", "application/json")], stream=stream)
-            if stream is not None
-            else json_response(status, payload)
+            Response(result.status, headers=[("Content-Type", "application/json")], stream=result.stream)
+            if result.stream is not None
+            else json_response(result.status, result.body)
         )
-        if fault == "hang":
-            resp.delay = faults.hang_seconds
+        resp.delay = faults.hang_seconds if fault == "hang" else result.delay
         return resp
+
+    def _call(self, call: _Call) -> ApiResult:
+        """The outcome of the call, an error answer included."""
+        if not self._authorized(call.req):
+            return ApiResult(401, {"error": "Unauthorized: missing or invalid API key"})
+        if call.segments is None:
+            return ApiResult(400, {"error": "Invalid percent-encoding in path"})
+        if call.handler is None:
+            if call.path_known:
+                return ApiResult(405, {"error": "Method not allowed"})
+            return ApiResult(404, {"error": "Not found"})
+        try:
+            result = call.handler(self.state, call.req, call.user_id)
+        except ApiError as exc:
+            return ApiResult(exc.status, {"error": exc.message}, fault=exc.fault)
+        call.channel = result.channel or call.channel
+        return result

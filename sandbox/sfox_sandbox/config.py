@@ -199,6 +199,45 @@ class RateLimitSettings:
         return dataclasses.asdict(self)
 
 
+#: The kinds of refusal of ``register-account`` whose answer sFOX does not document.
+REGISTER_ANSWER_KINDS: tuple[str, ...] = ("existing", "invalid")
+#: The default texts of those answers (the sandbox's wording).
+EXISTING_USER = "User already exists"
+INVALID_FIELD = "{field} {reason}"
+
+
+@dataclass(frozen=True)
+class RegisterAnswer:
+    """The answer to a ``register-account`` request sFOX refuses: ``status`` and ``{"error":
+    text}``. sFOX documents neither for an existing ``user_id`` nor for a validation failure,
+    so both are settings (``SandboxServer.set_register_answer``, ``PUT
+    /_sandbox/register-answers/{kind}``, ``--register-{kind}-status`` / ``-error``).
+
+    :param status: an HTTP error status, 400 to 599.
+    :param error: the text; ``{field}`` and ``{reason}`` in it are replaced by the dotted path
+        of the field at fault and what it must be (for an existing user: ``user_id`` and
+        ``already exists``). Never the value sent.
+    """
+
+    status: int
+    error: str
+
+    def validate(self) -> None:
+        """Raise :class:`ValueError` when the status or the text is unusable."""
+        if isinstance(self.status, bool) or not isinstance(self.status, int) or not 400 <= self.status <= 599:
+            raise ValueError("status must be an integer from 400 to 599")
+        if not isinstance(self.error, str) or not self.error.strip() or not _visible(self.error, spaces=True):
+            raise ValueError("error must be a non-empty text without control characters")
+
+    def render(self, field: str, reason: str) -> str:
+        """The error text for ``field`` and ``reason`` (plain replacement, no format syntax)."""
+        return self.error.replace("{field}", field).replace("{reason}", reason)
+
+    def to_dict(self) -> dict[str, Any]:
+        """``{"status", "error"}``."""
+        return {"status": self.status, "error": self.error}
+
+
 def _visible(text: str, *, spaces: bool = False) -> bool:
     """Whether ``text`` holds only printable characters (and no white space unless ``spaces``)."""
     return all(c.isprintable() and (spaces or not c.isspace()) for c in text)
@@ -347,6 +386,10 @@ class SandboxConfig:
     :param random_seed: seed of the RNG behind codes, tokens and fault draws; ``None`` for a
         random seed.
     :param register_sends_code: like sFOX, ``register-account`` sends an email code at once.
+    :param register_existing: the answer to a ``register-account`` of a ``user_id`` that
+        exists (default ``400 {"error": "User already exists"}``; undocumented by sFOX).
+    :param register_invalid: the answer to a ``register-account`` body that fails the
+        documented checks (default ``400 {"error": "<field> <reason>"}``; undocumented).
     :param max_body_bytes: larger request bodies get 413.
     :param journal_size: the journal keeps the latest this many ``/v1/`` requests (older
         entries are dropped; ``seq`` numbers keep counting, so ``since`` still works).
@@ -371,6 +414,8 @@ class SandboxConfig:
     seed_users: list[dict[str, Any]] = field(default_factory=list)
     random_seed: int | None = None
     register_sends_code: bool = True
+    register_existing: RegisterAnswer = field(default_factory=lambda: RegisterAnswer(400, EXISTING_USER))
+    register_invalid: RegisterAnswer = field(default_factory=lambda: RegisterAnswer(400, INVALID_FIELD))
     max_body_bytes: int = 1024 * 1024
     journal_size: int = 1_000_000
     code_history_size: int = 20
@@ -382,6 +427,8 @@ class SandboxConfig:
         self.faults.validate()
         self.rate_limit.validate()
         self.asset_events.validate()
+        self.register_existing.validate()
+        self.register_invalid.validate()
         if self.admin_token:
             if not _visible(self.admin_token):
                 raise ValueError("admin_token must hold no spaces or control characters")
@@ -407,6 +454,7 @@ class SandboxConfig:
             f"asset_events={self.asset_events!r}, "
             f"seed_users=<{len(self.seed_users)} users>, random_seed={self.random_seed!r}, "
             f"register_sends_code={self.register_sends_code}, "
+            f"register_existing={self.register_existing!r}, register_invalid={self.register_invalid!r}, "
             f"max_body_bytes={self.max_body_bytes}, journal_size={self.journal_size}, "
             f"code_history_size={self.code_history_size}, "
             f"request_timeout={self.request_timeout}, idle_timeout={self.idle_timeout})"

@@ -21,8 +21,10 @@ class JournalEntry:
     ``status`` is the HTTP status answered, or ``"reset"`` (connection reset before
     processing) or ``"dropped"`` (processed, then the connection was reset instead of
     answered). ``fault`` names the injected fault, if any (``error_500``, ``error_503``,
-    ``reset``, ``hang``, ``drop``). ``type`` is the verification channel of the request body,
-    when it had one.
+    ``reset``, ``hang``, ``drop``, ``outage``, ``unprocessable``, ``register_lost``,
+    ``register_503``, ``register_timeout``). ``type`` is the verification channel of the
+    request body, when it had one (``email`` for a register-account that sent the first
+    code). ``user_id`` is the one of the path, or of the body for register-account.
     """
 
     seq: int

@@ -21,6 +21,8 @@ What the contract says, and where it is used:
   documented as "Phone number has already been verified" -> :data:`ALREADY_VERIFIED`.
 - A send-verification answer names the contact the code went to: ``email`` or
   ``phone_number`` -> :data:`CONTACT_FIELDS`.
+- ``account_purpose`` of ``register-account`` is one of a list per account type ->
+  :data:`ACCOUNT_PURPOSES` (the rest of registration's rules: :mod:`sfox_sandbox.registration`).
 
 Not documented by sFOX, so chosen here (clients must not depend on the wording): the error for
 sms requested before email is verified (:func:`verify_first`, 422: ``"Email must be
@@ -50,6 +52,28 @@ VERIFIED_CHANNELS: dict[str, tuple[str, ...]] = {
 }
 ACCOUNT_TYPES: tuple[str, ...] = tuple(VERIFIED_CHANNELS)
 ACCOUNT_ROLES: tuple[str, ...] = ("client", "advisor")
+#: The documented ``account_purpose`` values of ``register-account``, per account type.
+ACCOUNT_PURPOSES: dict[str, tuple[str, ...]] = {
+    INDIVIDUAL: (
+        "Trading",
+        "Selling only",
+        "Other",
+        "Online purchases",
+        "Online payments",
+        "Investing",
+        "Buying only",
+        "Business",
+    ),
+    CORPORATION: (
+        "Treasury Management",
+        "Operating",
+        "Liquidating Crypto Assets",
+        "Investment Fund",
+        "Cross Border Payments",
+        "Arbitrage Trading",
+        "Other",
+    ),
+}
 
 PENDING = "PENDING"
 VERIFIED = "VERIFIED"

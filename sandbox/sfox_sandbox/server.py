@@ -269,6 +269,46 @@ class SandboxServer:
         """Stop :meth:`set_unprocessable` for ``channel`` (``None``: both) of ``user_id``."""
         return self.state.clear_unprocessable(user_id, channel)
 
+    def set_register_fault(
+        self, user_id: str, mode: str = "lost", times: int = 1, seconds: float | None = None
+    ) -> dict[str, Any]:
+        """Fault the next ``times`` register-account requests of ``user_id`` (``PUT
+        /_sandbox/users/{user_id}/register-fault``); the user need not exist yet. Each is
+        carried out as usual (the account created, the first code sent, or the request
+        refused), then ``mode="lost"`` resets the connection without an answer, ``"503"``
+        answers ``503``, ``"timeout"`` holds the answer back ``seconds`` (default: the
+        faults' ``hang_seconds``) past a client's timeout. Replaces a fault set before.
+
+        :returns: ``{"user_id", "mode", "times", "seconds"}``.
+        :raises ValueError: an empty ``user_id``, an unknown mode, ``times`` < 1.
+        """
+        return self.state.registrar.set_fault(user_id, mode, times, seconds)
+
+    def clear_register_fault(self, user_id: str) -> None:
+        """Forget the register fault of ``user_id`` (``DELETE .../register-fault``)."""
+        self.state.registrar.clear_fault(user_id)
+
+    def set_register_answer(self, kind: str, status: int, text: str) -> dict[str, Any]:
+        """Choose the answer to a register-account request refused for ``kind`` ``existing``
+        (its ``user_id`` exists) or ``invalid`` (its body fails the documented checks), which
+        sFOX does not document (``PUT /_sandbox/register-answers/{kind}``); :meth:`reset`
+        restores the configured one.
+
+        :param status: 400 to 599.
+        :param text: the ``error`` text; ``{field}`` and ``{reason}`` are replaced by the
+            field at fault and what it must be.
+        :returns: ``{"status", "error"}``.
+        :raises ValueError: an unknown kind, a status out of range or an empty text.
+        """
+        return self.state.registrar.set_answer(kind, status, text).to_dict()
+
+    def register_requests(self) -> dict[str, int]:
+        """Register-account requests per ``user_id`` that reached the call: created, refused
+        (invalid, existing) or lost to a register fault (``GET /_sandbox/register-requests``).
+        Requests stopped before it (outage, 429, 401, a random fault that processes nothing)
+        are not counted: sFOX never saw them; they are in the journal."""
+        return self.state.registrar.request_counts()
+
     def set_list(self, **changes: Any) -> ListSettings:
         """Change the user list's pagination (``PUT /_sandbox/list``; see ``ListSettings``)."""
         return self.state.set_list(changes)

@@ -10,31 +10,30 @@ Memory is bounded per request: the journal (:mod:`sfox_sandbox.journal`) holds t
 (:mod:`sfox_sandbox.codes`) the latest ``SandboxConfig.code_history_size`` codes (default 20;
 counts stay exact). Users themselves are kept until deactivated or reset; generated ones as
 ranges (:class:`~sfox_sandbox.users.GeneratedUsers`), built on access. Every route treats
-them as it treats seeded users. sFOX's rules come from :mod:`sfox_sandbox.model`.
+them as it treats seeded users (register-account's per-user_id request counts hold one
+number per user_id until reset). sFOX's rules come from :mod:`sfox_sandbox.model`, those of
+a registration body from :mod:`sfox_sandbox.registration`.
 """
 
 from __future__ import annotations
 
 import random
-import re
 import threading
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from sfox_sandbox.answers import ApiError, ApiResult, StreamCut, channel_of, must_be, required_str
+from sfox_sandbox.answers import ApiError, ApiResult, StreamCut, channel_of, must_be
 from sfox_sandbox.codes import CodeBook, SentCode
 from sfox_sandbox.events import AssetEvents
 from sfox_sandbox.journal import Journal, JournalEntry
 from sfox_sandbox.listing import LIST_BATCH, LIST_NEXT_KEYS, ListSettings, list_body
 from sfox_sandbox.model import (
     ACCOUNT_ROLES,
-    ACCOUNT_TYPES,
     ALREADY_VERIFIED,
     CHANNELS,
     CONTACT_FIELDS,
     EMAIL,
     LABELS,
-    SMS,
     USER_NOT_FOUND,
     channels_for,
     not_available,
@@ -44,6 +43,7 @@ from sfox_sandbox.model import (
 )
 from sfox_sandbox.outage import Outage
 from sfox_sandbox.ratelimit import RateLimiter
+from sfox_sandbox.registrar import Registrar
 from sfox_sandbox.users import MAX_GENERATED, GeneratedUsers, SandboxUser, user_from_seed
 
 if TYPE_CHECKING:
@@ -70,9 +70,6 @@ __all__ = [
     "requirements_for",
     "user_from_seed",
 ]
-
-_EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
-_E164_RE = re.compile(r"^\+[1-9][0-9]{6,14}$")
 
 
 def _auth_header(token: str) -> bytes:
@@ -101,7 +98,9 @@ class SandboxState:
       posted on email confirmations (it has its own lock);
     - ``outage``: the :class:`~sfox_sandbox.outage.Outage` window set, if any (read it with
       :meth:`current_outage`, which forgets one that ended);
-    - ``unprocessable``: ``(user_id, channel)`` -> the 422 text its send-verification gets.
+    - ``unprocessable``: ``(user_id, channel)`` -> the 422 text its send-verification gets;
+    - ``registrar``: :class:`~sfox_sandbox.registrar.Registrar`, register-account with its
+      per-user_id request counts, faults and configured answers (under :attr:`lock`).
 
     :param config: start-up configuration; :meth:`reset` returns to it.
     """
@@ -123,6 +122,7 @@ class SandboxState:
         self.outage: Outage | None = None
         # (user_id, channel) -> the 422 text every send-verification of it gets.
         self.unprocessable: dict[tuple[str, str], str] = {}
+        self.registrar = Registrar(config, self.lock)
         self.reset()
 
     # ----------------------------------------------------------------- admin side
@@ -147,6 +147,7 @@ class SandboxState:
             self.asset_events.reset(self.config.asset_events)
             self.outage = None
             self.unprocessable = {}
+            self.registrar.reset()
 
     def set_token(self, token: str) -> None:
         """Change the Enterprise token at run time: later ``/v1/`` requests with the old one
@@ -180,11 +181,11 @@ class SandboxState:
                 raise ValueError(f"user #{index}: {exc}") from None
         with self.lock:
             for user in users:
-                self._store(user)
+                self.store_user(user)
         return len(users)
 
-    def _store(self, user: SandboxUser) -> None:
-        """Add or replace a user, in its generated range when it belongs to one."""
+    def store_user(self, user: SandboxUser) -> None:
+        """Add or replace a user, in its generated range when it belongs to one. Hold the lock."""
         for block in self.generated:
             offset = block.offset_of(user.user_id)
             if offset is not None:
@@ -417,53 +418,15 @@ class SandboxState:
                 return user
         raise ApiError(404, USER_NOT_FOUND)
 
-    def _send_code(self, user_id: str, channel: str) -> str:
+    def send_code(self, user_id: str, channel: str) -> str:
+        """Send (record) a new 6-digit code of ``channel`` to ``user_id``; return it. Hold the lock."""
         code = f"{self.rng.randrange(1_000_000):06d}"
         self.codes.add(user_id, channel, code)
         return code
 
     def register_account(self, body: Mapping[str, Any]) -> ApiResult:
-        """``POST /v1/enterprise/register-account``: create a PENDING user (200 + user)."""
-        user_id = required_str(body, "user_id")
-        account_type = body.get("account_type")
-        if not isinstance(account_type, str) or account_type not in ACCOUNT_TYPES:
-            raise ApiError(400, must_be("account_type", ACCOUNT_TYPES))
-        role = body.get("account_role", "client")
-        if not isinstance(role, str) or role.lower() not in ACCOUNT_ROLES:
-            raise ApiError(400, 'Invalid account_role: must be "client" or "advisor"')
-        email = required_str(body, "email")
-        if not _EMAIL_RE.match(email):
-            raise ApiError(400, "Invalid email")
-        first_name = required_str(body, "first_name")
-        last_name = required_str(body, "last_name")
-        phone = body.get("phone_number")
-        if phone is None and SMS in channels_for(account_type):
-            raise ApiError(400, "phone_number is required")
-        if phone is not None and (not isinstance(phone, str) or not _E164_RE.match(phone)):
-            raise ApiError(400, "Invalid phone_number: must be E.164")
-        advisor = body.get("advisor_user_id")
-        if advisor is not None and not isinstance(advisor, str):
-            raise ApiError(400, "Invalid advisor_user_id")
-        user = SandboxUser(
-            user_id=user_id,
-            account_type=account_type,
-            account_role=role.lower(),
-            email=email,
-            phone_number=phone,
-            first_name=first_name,
-            last_name=last_name,
-            advisor_user_id=advisor,
-            requirements=requirements_for(account_type),
-        )
-        with self.lock:
-            if self.find_user(user_id) is not None:
-                raise ApiError(422, "User already exists")
-            self._store(user)
-            sent = self.config.register_sends_code
-            if sent:
-                # sFOX emails the first OTP itself after registration.
-                self._send_code(user_id, EMAIL)
-            return ApiResult(200, {"data": user.to_api()}, code_sent=sent, channel=EMAIL if sent else None)
+        """``POST /v1/enterprise/register-account`` (see :mod:`sfox_sandbox.registrar`)."""
+        return self.registrar.register(self, body)
 
     def send_verification(self, user_id: str, body: Mapping[str, Any]) -> ApiResult:
         """``POST /v1/enterprise/users/send-verification/{user_id}``."""
@@ -481,7 +444,7 @@ class SandboxState:
             target = getattr(user, key)
             if not target:
                 raise ApiError(422, f"User has no {LABELS[channel].lower()}")
-            self._send_code(user_id, channel)
+            self.send_code(user_id, channel)
         return ApiResult(200, {"data": {"user_id": user_id, "type": channel, key: target}}, code_sent=True)
 
     @staticmethod

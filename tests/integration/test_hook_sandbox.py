@@ -25,6 +25,13 @@ INDIVIDUAL = {
     "email": "ada@example.com",
     "phone_country_code": "US",
     "phone_number": "+12223334444",
+    # the sandbox checks the fields sFOX documents as required for an individual
+    "account_purpose": "Investing",
+    "individual": {
+        "dob": "1990-01-31",
+        "address": {"street": "1 Main St", "city": "Arlington", "postal_code": "22201", "country": "US"},
+        "ssn": "123-45-6789",
+    },
 }
 
 

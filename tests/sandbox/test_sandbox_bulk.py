@@ -8,6 +8,7 @@ import pytest
 import requests
 
 from tests.sandbox.conftest import ADVISOR, INDIVIDUAL, Sandbox
+from tests.sandbox.registrations import REGISTER, registration
 
 USERS = "/v1/enterprise/users"
 
@@ -93,8 +94,8 @@ def test_seeds_replace_generated_users_in_place(sandbox: Sandbox) -> None:
     assert listed[3]["account_role"] == "Advisor"
     advisors = sandbox.api("GET", USERS, params={"accountRole": "advisor"}).json()["data"]
     assert [u["user_id"] for u in advisors] == ["user-3"]
-    body = {**INDIVIDUAL, "user_id": "user-4", "account_role": "client"}
-    assert sandbox.api("POST", "/v1/enterprise/register-account", json=body).status_code == 422
+    resp = sandbox.api("POST", REGISTER, json=registration(user_id="user-4"))
+    assert (resp.status_code, resp.json()) == (400, {"error": "User already exists"})
 
 
 @pytest.mark.parametrize(

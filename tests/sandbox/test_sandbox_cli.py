@@ -19,6 +19,7 @@ import requests
 from sfox_sandbox import load_seed_file
 from sfox_sandbox.__main__ import is_loopback
 from tests.sandbox.fake_airflow import PASSWORD, USERNAME, FakeAirflow
+from tests.sandbox.registrations import DELETE, REGISTER, registration
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -123,6 +124,8 @@ def test_help_lists_every_option() -> None:
         "--latency-ms", "--jitter-ms", "--error-500", "--error-503", "--reset", "--hang",
         "--hang-seconds", "--drop", "--journal-size", "--request-timeout", "--idle-timeout",
         "--asset-events-url", "--asset-uri", "--asset-events-user", "--asset-events-batch-ms",
+        "--register-existing-status", "--register-existing-error", "--register-invalid-status",
+        "--register-invalid-error",
     ):  # fmt: skip
         assert flag in result.stdout
     # each option shows its default once (the help text's own, or argparse's)
@@ -251,15 +254,25 @@ def test_fault_and_rate_limit_flags(start_cli: Any) -> None:
 
 def test_no_register_code_flag(start_cli: Any) -> None:
     cli = start_cli("--token", TOKEN, "--no-register-code")
-    body = {
-        "account_type": "corporation",
-        "user_id": "r1",
-        "first_name": "R",
-        "last_name": "One",
-        "email": "r1@example.com",
-    }
-    assert cli.post("/v1/enterprise/register-account", json=body).status_code == 200
+    assert cli.post(REGISTER, json=registration("corporation", user_id="r1")).status_code == 200
     assert requests.get(f"{cli.url}/_sandbox/codes/r1", timeout=5).json()["data"]["email"]["count"] == 0
+    assert cli.stop()[0] == 0
+
+
+def test_register_answer_flags(start_cli: Any) -> None:
+    cli = start_cli(
+        "--token", TOKEN,
+        "--register-existing-status", "409", "--register-existing-error", "Taken: {field}",
+        "--register-invalid-status", "422", "--register-invalid-error", "Bad {field}",
+    )  # fmt: skip
+    answers = [
+        cli.post(REGISTER, json=body) for body in (registration(), registration(), registration(email=DELETE))
+    ]
+    assert [(r.status_code, r.json().get("error")) for r in answers] == [
+        (200, None),
+        (409, "Taken: user_id"),
+        (422, "Bad email"),
+    ]
     assert cli.stop()[0] == 0
 
 
@@ -273,6 +286,8 @@ def test_no_register_code_flag(start_cli: Any) -> None:
         (["--seed", "/nonexistent/users.json"], "No such file"),
         (["--asset-events-url", "http://127.0.0.1:8080"], "needs $SFOX_SANDBOX_AIRFLOW_TOKEN"),
         (["--asset-events-user", "admin"], "--asset-events-user needs --asset-events-url"),
+        (["--register-existing-status", "200"], "status must be an integer from 400 to 599"),
+        (["--register-invalid-error", ""], "error must be a non-empty text"),
         (
             ["--asset-events-url", "http://127.0.0.1:8080", "--asset-events-user", "admin"],
             "password in $SFOX_SANDBOX_AIRFLOW_PASSWORD",

@@ -1,0 +1,241 @@
+"""Registering unknown users against the real sandbox: once each, settled by reads, no personal data kept."""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections import defaultdict
+
+import pytest
+
+from airflow_sfox.hooks.sfox import SfoxConnectHook
+from airflow_sfox.onboarding.config import OnboardingConfig, OnboardingSource
+from airflow_sfox.onboarding.planner import Planner
+from airflow_sfox.onboarding.registering import register_chunk, source_bodies
+from airflow_sfox.onboarding.registration import Registration
+from airflow_sfox.onboarding.sender import ChunkStopped, send_chunk
+from airflow_sfox.onboarding.warehouse import Warehouse
+from tests.helpers import sfox_conn_json
+from tests.onboarding.registration_data import (
+    corporation,
+    individual,
+    personal_values,
+    seed_registration_source,
+)
+
+KEY = b"k" * 32
+SOURCE = OnboardingSource(registration=Registration())
+REGISTER_PATH = "/v1/enterprise/register-account"
+
+
+def plan(warehouse, run_id, **config):
+    with SfoxConnectHook() as hook:
+        return Planner(
+            warehouse,
+            hook,
+            OnboardingConfig(chunk_size=1000, **config),
+            source=SOURCE,
+            run_id=run_id,
+            registration_key=KEY,
+        ).plan()
+
+
+def register(warehouse, run_id, chunk, **hook_kwargs):
+    with SfoxConnectHook(**hook_kwargs) as hook:
+        return register_chunk(warehouse, hook, run_id=run_id, chunk=chunk, source=SOURCE, key=KEY, threads=4)
+
+
+def requests_by_user(sandbox, user_ids):
+    """Each user's requests in order, as (method, kind): kind is register, read or the code's channel."""
+    seen = defaultdict(list)
+    for entry in sandbox.journal():
+        if entry.path == REGISTER_PATH:
+            kind = "register"
+        elif entry.method == "GET":
+            kind = "read"
+        else:
+            kind = entry.type or "send"
+        uid = entry.user_id
+        if uid in user_ids:
+            seen[uid].append((kind, entry.status))
+    return seen
+
+
+@pytest.fixture
+def migration(warehouse_db, sfox_sandbox, monkeypatch):
+    """New users of both account types, unknown to sFOX, in a registration source; planned as ``r1``."""
+    monkeypatch.setenv("AIRFLOW_CONN_SFOX_DEFAULT", sfox_conn_json(sfox_sandbox.url, rate_limit_requests=0))
+    rows = [individual(n) for n in range(6)] + [corporation(n) for n in range(4)]
+    seed_registration_source(warehouse_db, rows)
+    warehouse = Warehouse.from_conn_id("sfox_warehouse")
+    planned = plan(warehouse, "r1")
+    sfox_sandbox.clear_journal()
+    return warehouse, planned, rows
+
+
+def test_a_migration_registers_each_new_user_once_and_requests_no_email(
+    migration, warehouse_db, sfox_sandbox
+):
+    warehouse, planned, rows = migration
+    assert planned.counts["due_individual_registration"] == 6
+    assert planned.counts["due_corporation_registration"] == 4
+    assert "due_individual_email" not in planned.counts  # the registration sends it
+
+    for chunk in planned.chunks:
+        stats = register(warehouse, "r1", chunk)
+        assert stats.outcomes == {"registered": chunk["registration"]}
+        # The email step has nothing left: sFOX emailed the first code itself.
+        with SfoxConnectHook() as hook:
+            assert send_chunk(warehouse, hook, run_id="r1", chunk=chunk, channel="email").queued == 0
+
+    ids = {row["user_id"] for row in rows}
+    seen = requests_by_user(sfox_sandbox, ids)
+    assert {uid: [kind for kind, _ in seen[uid]] for uid in ids} == {uid: ["register"] for uid in ids}
+    ledger = warehouse_db.ledger()
+    for uid in ids:
+        assert ledger[(uid, "registration")]["state"] == "registered"
+        email = ledger[(uid, "email")]
+        assert (email["state"], email["sends"], email["attempts"]) == ("sent", 1, 0)
+        assert sfox_sandbox.codes(uid)["email"]["count"] == 1
+    # The next plan sees them in sFOX's list: nothing to register, no email due yet (cooldown).
+    again = plan(warehouse, "r2")
+    assert again.counts["planned_users"] == 0
+    assert again.counts.get("awaiting_email_verification") == 6  # individuals: sms after email
+
+    # No value of the registration fields is in the ledger, the attempts table or the figures.
+    stored = repr(warehouse_db.query("SELECT * FROM sfox_onboarding_ledger"))
+    stored += repr(warehouse_db.query("SELECT * FROM sfox_onboarding_ledger_attempts"))
+    stored += repr(planned.counts) + repr(again.counts)
+    leaked = [value for value in personal_values(rows) if value in stored]
+    assert leaked == []
+
+
+@pytest.mark.parametrize(
+    ("override", "field"),
+    [
+        ({"first_name": None}, "first_name is missing"),
+        ({"account_purpose": "Speculation"}, "account_purpose is not one of"),
+        ({"phone_country_code": "USA"}, "phone_country_code is not an ISO 3166-1 alpha-2"),
+        ({"individual": '{"dob": "31/12/1980"}'}, "individual.dob is not a date"),
+        ({"individual": '{"ssn": "x"}'}, "individual.dob is missing"),
+        ({"individual": "{not json"}, "individual is not valid JSON"),
+    ],
+)
+def test_rejected_rows_name_the_field_and_never_its_value(warehouse_db, sfox_sandbox, override, field):
+    rows = [individual(1, **override), individual(2)]
+    seed_registration_source(warehouse_db, rows)
+    warehouse = Warehouse.from_conn_id("sfox_warehouse")
+
+    planned = plan(warehouse, "r1")
+
+    assert planned.counts["rejected"] == 1
+    ((reason, count),) = planned.counts["rejected_reasons"].items()
+    assert field in reason
+    for value in override.values():
+        if value and len(value) > 3:
+            assert value not in reason
+    assert warehouse_db.ledger()[("ind-0001", "email")]["state"] == "rejected"
+    assert planned.counts["due_individual_registration"] == 1
+    assert sfox_sandbox.journal()[-1].path == "/v1/enterprise/users"  # only the plan's list read
+
+
+def test_an_existing_user_answered_with_an_error_is_settled_registered_by_the_read(
+    migration, warehouse_db, sfox_sandbox
+):
+    warehouse, planned, rows = migration
+    existing = rows[0]
+    # Someone registered it between the plan's list read and the step: sFOX answers an error.
+    sfox_sandbox.seed_users([{k: existing[k] for k in ("user_id", "account_type", "email", "phone_number")}])
+    chunk = next(c for c in planned.chunks if c["account_type"] == "individual")
+
+    stats = register(warehouse, "r1", chunk)
+
+    assert stats.outcomes == {"registered": 6}
+    seen = requests_by_user(sfox_sandbox, {existing["user_id"]})[existing["user_id"]]
+    assert [kind for kind, _ in seen] == ["register", "read"]
+    assert seen[0][1] >= 400
+    ledger = warehouse_db.ledger()
+    assert ledger[(existing["user_id"], "registration")]["state"] == "registered"
+    # Our post created nothing: its email code is the email step's, as for any listed user.
+    assert (existing["user_id"], "email") not in ledger or ledger[(existing["user_id"], "email")][
+        "sends"
+    ] == 0
+
+
+@pytest.mark.parametrize("mode", ["lost", "503", "timeout"])
+def test_an_unclear_answer_after_creation_is_found_by_the_read_never_posted_twice(
+    migration, warehouse_db, sfox_sandbox, monkeypatch, mode
+):
+    warehouse, planned, rows = migration
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_SFOX_DEFAULT", sfox_conn_json(sfox_sandbox.url, rate_limit_requests=0, timeout=1)
+    )
+    faulted = {"ind-0001", "ind-0003", "corp-0002"}
+    for uid in faulted:  # created, first code sent, then the answer is lost, a 503, or too late
+        sfox_sandbox.set_register_fault(uid, mode=mode, times=1, seconds=3)
+
+    for chunk in planned.chunks:
+        register(warehouse, "r1", chunk)
+
+    ids = {row["user_id"] for row in rows}
+    assert sfox_sandbox.register_requests() == dict.fromkeys(ids, 1)  # none registered twice
+    seen = requests_by_user(sfox_sandbox, ids)
+    for uid in ids:
+        kinds = [kind for kind, _ in seen[uid]]
+        assert kinds == (["register", "read"] if uid in faulted else ["register"]), uid
+        assert sfox_sandbox.codes(uid)["email"]["count"] == 1
+    ledger = warehouse_db.ledger()
+    assert {ledger[(uid, "registration")]["state"] for uid in ids} == {"registered"}
+    assert {(ledger[(uid, "email")]["state"], ledger[(uid, "email")]["sends"]) for uid in ids} == {
+        ("sent", 1)
+    }
+
+
+def test_random_lost_answers_never_make_two_registrations_without_a_read(
+    migration, warehouse_db, sfox_sandbox
+):
+    warehouse, planned, rows = migration
+    sfox_sandbox.set_faults(drop_rate=0.4)  # any request: processed, then the connection reset
+
+    for chunk in planned.chunks:
+        for _ in range(20):  # the step's retries, as Airflow would run them
+            try:
+                register(warehouse, "r1", chunk, sleep=lambda s: time.sleep(s / 50))
+                break
+            except ChunkStopped:
+                continue
+    sfox_sandbox.set_faults(drop_rate=0.0)
+
+    ids = {row["user_id"] for row in rows}
+    seen = requests_by_user(sfox_sandbox, ids)
+    for uid in ids:
+        kinds = [kind for kind, _ in seen[uid]]
+        for before, after in itertools.pairwise(kinds):
+            assert (before, after) != ("register", "register"), (uid, kinds)
+        assert sfox_sandbox.codes(uid)["email"]["count"] == 1, (uid, kinds)  # created once
+    assert sum(sfox_sandbox.register_requests().values()) == len(ids)
+    ledger = warehouse_db.ledger()
+    assert {ledger[(uid, "registration")]["state"] for uid in ids} == {"registered"}
+
+
+def test_a_claim_left_by_a_killed_step_is_settled_by_a_read(migration, warehouse_db, sfox_sandbox):
+    warehouse, planned, rows = migration
+    chunk = next(c for c in planned.chunks if c["account_type"] == "corporation")
+    landed, unsent = "corp-0000", "corp-0001"
+    # A try claimed two users and died: one post had reached sFOX (created), the other had not.
+    with SfoxConnectHook() as hook:
+        hook.create_user(source_bodies(warehouse, SOURCE, [landed])[landed])
+    with warehouse.connect() as conn:
+        warehouse.claim(conn, [landed, unsent], channel="registration", run_id="r0")
+        conn.commit()
+    sfox_sandbox.clear_journal()
+
+    stats = register(warehouse, "r1", chunk)
+
+    assert stats.lost == 2
+    seen = requests_by_user(sfox_sandbox, {landed, unsent})
+    assert [kind for kind, _ in seen[landed]] == ["read"]
+    assert [kind for kind, _ in seen[unsent]] == ["read", "register"]
+    ledger = warehouse_db.ledger()
+    assert {ledger[(uid, "registration")]["state"] for uid in (landed, unsent)} == {"registered"}
+    assert warehouse_db.claimed() == set()
