@@ -3,7 +3,7 @@ Measurement 10 (issue #23): registering the users sFOX does not know yet, at sFO
 
 One sandbox at sFOX's limit shape, unscaled (250 per 10 s, 60-s block, 100 ms latency), the
 connection's budget 240 per 10 s. The users are rows of ``sfox_new_users`` carrying valid
-register-account fields of both account types (:func:`iter_new_users`, deterministic); sFOX
+register-account fields of both account types (:mod:`sfox_bench.new_users`, deterministic); sFOX
 (the sandbox) starts empty of them. Three parts, all counted from the sandbox's journal and its
 register-account counts per ``user_id`` (``GET /_sandbox/register-requests``):
 
@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import signal
 import sqlite3
 import subprocess
@@ -48,7 +47,6 @@ from sfox_bench.common import (
     TOKEN,
     Sandbox,
     airflow_env,
-    iter_users,
     log,
     new_home,
     run_measurement,
@@ -56,14 +54,13 @@ from sfox_bench.common import (
     seed_warehouse,
     sqlite_conn,
 )
+from sfox_bench.new_users import iter_new_users, register_body, seed_new_users, user_ids
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
     from pathlib import Path
 
 DAG_FILE = BENCH_DAGS / "sfox_onboarding_registration.py"
 DAG_ID = "sfox_onboarding_registration"
-NEW_TABLE = "sfox_new_users"
 LEDGER = "sfox_onboarding_ledger"
 #: The key of the registration fields' keyed hash (an Airflow Variable, from the environment).
 SECRET_ENV = {"AIRFLOW_VAR_SFOX_REGISTRATION_SECRET": "sfox-bench-registration-key-0123456789"}
@@ -80,123 +77,6 @@ REQUESTS_PER_USER_GOAL = 1.0
 REGISTER_PATH = "/v1/enterprise/register-account"
 SEND_PATH = "/v1/enterprise/users/send-verification/"
 USERS_PATH = "/v1/enterprise/users"
-
-_FIRST = ("Ada", "Grace", "Alan", "Edsger", "Barbara", "Donald", "Frances", "Ken", "Radia", "John")
-_LAST = ("Lovelace", "Hopper", "Turing", "Dijkstra", "Liskov", "Knuth", "Allen", "Thompson", "Perlman")
-_CITIES = (("Washington", "US"), ("Austin", "US"), ("Lisbon", "PT"), ("Toronto", "CA"), ("Berlin", "DE"))
-_INDIVIDUAL_PURPOSES = ("Trading", "Investing", "Online payments", "Buying only", "Other")
-_CORPORATE_PURPOSES = ("Treasury Management", "Operating", "Investment Fund", "Cross Border Payments")
-_COLUMNS = (
-    "user_id",
-    "account_type",
-    "email",
-    "phone_number",
-    "first_name",
-    "last_name",
-    "phone_country_code",
-    "account_purpose",
-    "individual",
-    "business",
-    "beneficial_owners",
-)
-
-
-# --- the users sFOX does not know ------------------------------------------------------------------
-
-
-def _address(rng: random.Random, i: int) -> dict[str, str]:
-    city, country = rng.choice(_CITIES)
-    return {
-        "street": f"{rng.randrange(1, 999)} Main Street",
-        "city": city,
-        "postal_code": f"{i % 100000:05d}",
-        "country": country,
-    }
-
-
-def _dob(rng: random.Random) -> str:
-    return f"{rng.randrange(1950, 2005)}-{rng.randrange(1, 13):02d}-{rng.randrange(1, 29):02d}"
-
-
-def iter_new_users(count: int) -> Iterator[dict[str, Any]]:
-    """
-    The rows of ``sfox_new_users``: the user ids and account types of
-    :func:`~sfox_bench.common.iter_users`, with valid register-account fields (individuals with
-    a date of birth, an address and an SSN or a passport; corporations with a business and one
-    or two beneficial owners). Deterministic; no real person's data.
-    """
-    rng = random.Random(23)
-    for user_id, kind, email, _ in _ids(count):
-        i = int(user_id.rsplit("-", 1)[1])
-        address = _address(rng, i)
-        row: dict[str, Any] = {
-            "user_id": user_id,
-            "account_type": kind,
-            "email": email,
-            "phone_number": f"+1202{rng.randrange(10**7):07d}",
-            "first_name": rng.choice(_FIRST),
-            "last_name": rng.choice(_LAST),
-            "phone_country_code": "US",
-            "individual": None,
-            "business": None,
-            "beneficial_owners": None,
-        }
-        if kind == "individual":
-            national = (
-                {"ssn": f"{rng.randrange(100, 900)}-{rng.randrange(10, 100)}-{rng.randrange(1000, 10000)}"}
-                if address["country"] == "US"
-                else {
-                    "passport_number": f"P{rng.randrange(10**8):08d}",
-                    "passport_country": address["country"],
-                }
-            )
-            row["account_purpose"] = rng.choice(_INDIVIDUAL_PURPOSES)
-            row["individual"] = json.dumps({"dob": _dob(rng), "address": address, **national})
-        else:
-            row["account_purpose"] = rng.choice(_CORPORATE_PURPOSES)
-            row["business"] = json.dumps(
-                {"name": f"Company {i} LLC", "incorporation_date": _dob(rng), "address": address}
-            )
-            owners = [
-                {"first_name": rng.choice(_FIRST), "last_name": rng.choice(_LAST), "dob": _dob(rng)}
-                for _ in range(rng.randrange(1, 3))
-            ]
-            row["beneficial_owners"] = json.dumps(owners)
-        yield row
-
-
-def _ids(count: int) -> Iterator[tuple[Any, ...]]:
-    return iter_users(count)
-
-
-def seed_new_users(path: Path, count: int) -> None:
-    """A new SQLite warehouse whose ``sfox_new_users`` holds ``count`` users sFOX does not know."""
-    path.unlink(missing_ok=True)
-    conn = sqlite3.connect(path)
-    try:
-        conn.execute(f"CREATE TABLE {NEW_TABLE} ({', '.join(f'{c} TEXT' for c in _COLUMNS)})")
-        conn.executemany(
-            f"INSERT INTO {NEW_TABLE} ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})",
-            ([row[c] for c in _COLUMNS] for row in iter_new_users(count)),
-        )
-        conn.commit()
-    finally:
-        conn.close()
-
-
-def register_body(row: dict[str, Any]) -> dict[str, Any]:
-    """The register-account body a hand-written loop sends for one row (client accounts)."""
-    body = {
-        k: v
-        for k, v in row.items()
-        if v is not None and k not in ("individual", "business", "beneficial_owners")
-    }
-    body["account_role"] = "client"
-    for name in ("individual", "business", "beneficial_owners"):
-        if row[name] is not None:
-            body[name] = json.loads(row[name])
-    return body
-
 
 # --- the sandbox -------------------------------------------------------------------------------
 
@@ -229,9 +109,9 @@ def register_counts(sandbox: Sandbox, entries: list[dict[str, Any]]) -> dict[str
     )
 
 
-def census(entries: list[dict[str, Any]], counts: dict[str, int], user_ids: list[str]) -> dict[str, Any]:
-    """What sFOX saw of ``user_ids``: requests by kind, per user, duplicates, misses, codes."""
-    ours = set(user_ids)
+def census(entries: list[dict[str, Any]], counts: dict[str, int], ids: list[str]) -> dict[str, Any]:
+    """What sFOX saw of the users ``ids``: requests by kind, per user, duplicates, misses, codes."""
+    ours = set(ids)
     kinds: Counter[str] = Counter()
     codes: Counter[str] = Counter()
     sends: Counter[str] = Counter()
@@ -244,7 +124,7 @@ def census(entries: list[dict[str, Any]], counts: dict[str, int], user_ids: list
             codes[str(e["user_id"])] += 1
         if kind.startswith("send_") and e["user_id"] in ours:
             sends[str(e["user_id"])] += 1
-    users = len(user_ids)
+    users = len(ids)
     per_user = kinds["register"] + kinds["user_read"] + kinds["send_email"]
     return {
         "users": users,
@@ -253,12 +133,12 @@ def census(entries: list[dict[str, Any]], counts: dict[str, int], user_ids: list
         "rate_limited": kinds["rate_limited"],
         "list_reads": kinds["list_read"],
         "requests_per_user": per_user / users if users else None,
-        "register_reached": sum(counts.get(u, 0) for u in user_ids),
-        "duplicates": sum(1 for u in user_ids if counts.get(u, 0) > 1),
-        "not_registered": sum(1 for u in user_ids if counts.get(u, 0) == 0),
+        "register_reached": sum(counts.get(u, 0) for u in ids),
+        "duplicates": sum(1 for u in ids if counts.get(u, 0) > 1),
+        "not_registered": sum(1 for u in ids if counts.get(u, 0) == 0),
         "users_sent_verification": len(sends),
         "codes": sum(codes.values()),
-        "users_not_one_code": sum(1 for u in user_ids if codes.get(u, 0) != 1),
+        "users_not_one_code": sum(1 for u in ids if codes.get(u, 0) != 1),
     }
 
 
@@ -358,25 +238,25 @@ def live_runs(work: Path, sandbox: Sandbox, users: int, timeout_s: float) -> dic
         seed_warehouse(verified_wh, users)
         _empty(sandbox, sandbox_seed(users))
         run = live.run_dag(budget_dag(2), {}, timeout_s=timeout_s)
-        results["verification_only"] = _live_figures(sandbox, run, [u[0] for u in _ids(users)])
+        results["verification_only"] = _live_figures(sandbox, run, user_ids(users))
         _log_run("live verification-only", results["verification_only"])
         seed_new_users(new_wh, users)
         _empty(sandbox)
         run = live.run_dag(DAG_ID, {}, timeout_s=timeout_s)
-        results["registration"] = _live_figures(sandbox, run, [u[0] for u in _ids(users)])
+        results["registration"] = _live_figures(sandbox, run, user_ids(users))
         results["registration"]["ledger"] = ledger_states(new_wh)
         _log_run("live registration", results["registration"])
     return results
 
 
-def _live_figures(sandbox: Sandbox, run: dict[str, Any], user_ids: list[str]) -> dict[str, Any]:
+def _live_figures(sandbox: Sandbox, run: dict[str, Any], ids: list[str]) -> dict[str, Any]:
     """A live run against the journal: the census, and requests and users per second of 25."""
     from sfox_bench.e2e import PHYSICAL_RPS
 
     entries = sandbox.journal()
-    figures = census(entries, register_counts(sandbox, entries), user_ids)
+    figures = census(entries, register_counts(sandbox, entries), ids)
     wall = run.get("wall_s") or 0.0
-    reached = len({e["user_id"] for e in entries if e["code_sent"] and e["user_id"] in set(user_ids)})
+    reached = len({e["user_id"] for e in entries if e["code_sent"] and e["user_id"] in set(ids)})
     run = {k: v for k, v in run.items() if k != "tis"}
     return {
         **run,
@@ -418,7 +298,7 @@ def kill_and_rerun(work: Path, sandbox: Sandbox, users: int) -> dict[str, Any]:
     """
     from sfox_bench.e2e import _conn
 
-    user_ids = [u[0] for u in _ids(users)]
+    ids = user_ids(users)
     home = new_home(work, "home-registration-kill", [DAG_FILE])
     warehouse = work / "warehouse-registration-kill.db"
     seed_new_users(warehouse, users)
@@ -434,7 +314,7 @@ def kill_and_rerun(work: Path, sandbox: Sandbox, users: int) -> dict[str, Any]:
     killed = _killed_run(sandbox, env, args, work / "registration-killed.log", int(users * KILL_SHARE))
     entries = sandbox.journal()
     at_kill = {
-        **census(entries, register_counts(sandbox, entries), user_ids),
+        **census(entries, register_counts(sandbox, entries), ids),
         "state": "killed",
         "wall_s": killed["seconds_to_kill"],
     }
@@ -446,7 +326,7 @@ def kill_and_rerun(work: Path, sandbox: Sandbox, users: int) -> dict[str, Any]:
     rerun = {k: v for k, v in rerun.items() if k != "tis"}
     entries = sandbox.journal()
     after = {
-        **census(entries, register_counts(sandbox, entries), user_ids),
+        **census(entries, register_counts(sandbox, entries), ids),
         "state": f"rerun {rerun.get('state')}",
         "wall_s": rerun.get("wall_s"),
     }
