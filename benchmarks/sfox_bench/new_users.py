@@ -11,6 +11,7 @@ import random
 import sqlite3
 from typing import TYPE_CHECKING, Any
 
+from airflow_sfox.onboarding.registration import DEFAULT_FIELDS, SOURCE_FIELDS
 from sfox_bench.common import iter_users
 
 if TYPE_CHECKING:
@@ -23,19 +24,8 @@ _LAST = ("Lovelace", "Hopper", "Turing", "Dijkstra", "Liskov", "Knuth", "Allen",
 _CITIES = (("Washington", "US"), ("Austin", "US"), ("Lisbon", "PT"), ("Toronto", "CA"), ("Berlin", "DE"))
 _INDIVIDUAL_PURPOSES = ("Trading", "Investing", "Online payments", "Buying only", "Other")
 _CORPORATE_PURPOSES = ("Treasury Management", "Operating", "Investment Fund", "Cross Border Payments")
-_COLUMNS = (
-    "user_id",
-    "account_type",
-    "email",
-    "phone_number",
-    "first_name",
-    "last_name",
-    "phone_country_code",
-    "account_purpose",
-    "individual",
-    "business",
-    "beneficial_owners",
-)
+#: The columns of the default mapping: the source's own, then each register-account field's.
+_COLUMNS = (*SOURCE_FIELDS, *DEFAULT_FIELDS)
 
 
 def _address(rng: random.Random, i: int) -> dict[str, str]:

@@ -278,14 +278,23 @@ def _log_run(name: str, x: dict[str, Any]) -> None:
 
 def ledger_states(warehouse: Path) -> dict[str, Any]:
     """Ledger rows by ``channel:state`` (no personal data: the ledger holds none)."""
+    return _grouped(warehouse, LEDGER, "state")
+
+
+def attempt_outcomes(warehouse: Path) -> dict[str, Any]:
+    """The attempts table's rows by ``channel:outcome``."""
+    return _grouped(warehouse, f"{LEDGER}_attempts", "outcome")
+
+
+def _grouped(warehouse: Path, table: str, column: str) -> dict[str, Any]:
     try:
         with sqlite3.connect(warehouse) as db:
             rows = db.execute(
-                f"SELECT channel, state, COUNT(*) FROM {LEDGER} GROUP BY channel, state"
+                f"SELECT channel, {column}, COUNT(*) FROM {table} GROUP BY channel, {column}"
             ).fetchall()
     except sqlite3.Error as err:
         return {"error": str(err)}
-    return {f"{channel}:{state}": int(n) for channel, state, n in rows}
+    return {f"{channel}:{value}": int(n) for channel, value, n in rows}
 
 
 # --- 3. a kill -9 mid-registration, then a rerun ---------------------------------------------------
@@ -393,18 +402,6 @@ def _mark_failed(home: Path) -> int:
             "UPDATE dag_run SET state = 'failed' WHERE dag_id = ? AND state = 'running'", (DAG_ID,)
         )
         return cursor.rowcount
-
-
-def attempt_outcomes(warehouse: Path) -> dict[str, Any]:
-    """The attempts table's rows by ``channel:outcome``."""
-    try:
-        with sqlite3.connect(warehouse) as db:
-            rows = db.execute(
-                f"SELECT channel, outcome, COUNT(*) FROM {LEDGER}_attempts GROUP BY channel, outcome"
-            ).fetchall()
-    except sqlite3.Error as err:
-        return {"error": str(err)}
-    return {f"{channel}:{outcome}": int(n) for channel, outcome, n in rows}
 
 
 # --- the step ---------------------------------------------------------------------------------
