@@ -218,9 +218,11 @@ def planning_query(
             joined = joined.outerjoin(
                 reg, sa.and_(reg.c.user_id == users.c.user_id, reg.c.channel == Channel.REGISTRATION.value)
             )
-            picked += [reg.c.state, reg.c.fields_hmac]
+            # Unsettled: our post may have landed (claimed when a step died, or a read failed).
+            unsettled = sa.or_(reg.c.claimed_by.is_not(None), reg.c.uncertain == 1)
+            picked += [reg.c.state, reg.c.fields_hmac, unsettled]
         else:
-            picked += [sa.null(), sa.null()]
+            picked += [sa.null(), sa.null(), sa.null()]
         picked += [users.c[alias] for alias in fields]
     columns = [c for c in users.c if c.name not in fields]
     return sa.select(*columns, *picked).select_from(joined).order_by(users.c.user_id)
@@ -399,7 +401,7 @@ class Planner:
             keep = ledger[REJECTED_CHANNEL].state
             registering = self._register(user, row, as_text(email), as_text(phone), keep_state=keep)
             if registering is None:
-                return True  # rejected for its registration fields
+                return True  # rejected for its registration fields, or refused by sFOX as they are
             due = registering
         self.counts["valid_users"] += 1
         verified = self._verified(row)
@@ -427,13 +429,18 @@ class Planner:
         self, user: SourceUser, row: tuple[Any, ...], email: str, phone: str, *, keep_state: str | None
     ) -> list[str] | None:
         """
-        A user sFOX does not list (with registration on): ``[registration]`` when it is due (its
-        email code comes with it), ``[]`` when it is registered already or refused with these
-        same fields, ``None`` when its registration fields are rejected (recorded so).
+        A user with registration on: ``[registration]`` when it is due (its email code comes
+        with it), ``[]`` when sFOX lists it or it is registered (its channels are planned as
+        usual), ``None`` when nothing is due: its registration fields are rejected (recorded
+        so), or sFOX refused these same fields.
         """
-        listed, state, last_hmac, *values = row[_REGISTRATION_AT:]
+        listed, state, last_hmac, unsettled, *values = row[_REGISTRATION_AT:]
         registration = self.source.registration
-        if listed and state not in (None, LedgerState.REGISTERED):  # e.g. a lost answer that landed
+        if listed and unsettled and state not in (None, LedgerState.REGISTERED):
+            # Our post may have created it (a lost answer, a killed step): the step's read settles
+            # it, and records the email code sFOX sent then, instead of an email request now.
+            return self._due(Channel.REGISTRATION, "settle")
+        if listed and state not in (None, LedgerState.REGISTERED):  # registered by someone else
             self.counts[f"marked_{LedgerState.REGISTERED}"] += 1
             why = "sFOX lists the user"
             self._write(
@@ -457,8 +464,10 @@ class Planner:
         assert isinstance(body, dict)
         if state == LedgerState.FAILED and not self._redriven(_LedgerState(state, 0, None)):
             if fields_hmac(body, self.registration_key) == last_hmac:
+                # sFOX refused these very fields: again only once they change (no code either).
                 self.counts["registration_refused_unchanged"] += 1
-                return []  # sFOX refused these very fields: again only once they change
+                self.counts["valid_users"] += 1
+                return None
             self._why_due.append(f"changed_{Channel.REGISTRATION}")
         return [str(Channel.REGISTRATION)]
 

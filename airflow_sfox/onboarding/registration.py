@@ -158,7 +158,7 @@ class Registration:
     def columns(self) -> dict[str, str]:
         """Each mapped field (dotted path) and its source column, defaults included."""
         built = {path for path in self.fields if "." in path}
-        mapped = {
+        mapped: dict[str, str | None] = {
             path: column
             for path, column in DEFAULT_FIELDS.items()
             # A nested object built from columns takes its JSON column only when named.
@@ -319,9 +319,13 @@ def _leaves(value: Any) -> list[str]:
 
 
 def scrub_fields(message: str, body: Mapping[str, Any]) -> str:
-    """sFOX's error text with every value of the body replaced by ``<redacted>`` (any case)."""
+    """
+    sFOX's error text with every value of the body replaced by ``<redacted>`` (any case), where
+    it stands as a whole (a country ``US`` is not the start of ``user``).
+    """
     for leaf in sorted(set(_leaves(body)), key=len, reverse=True):
-        message = re.sub(re.escape(leaf), "<redacted>", message, flags=re.IGNORECASE)
+        pattern = rf"(?<!\w){re.escape(leaf)}(?!\w)"
+        message = re.sub(pattern, "<redacted>", message, flags=re.IGNORECASE)
     return message
 
 

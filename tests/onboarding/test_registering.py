@@ -129,7 +129,7 @@ def test_rejected_rows_name_the_field_and_never_its_value(warehouse_db, sfox_san
     planned = plan(warehouse, "r1")
 
     assert planned.counts["rejected"] == 1
-    ((reason, count),) = planned.counts["rejected_reasons"].items()
+    ((reason, _),) = planned.counts["rejected_reasons"].items()
     assert field in reason
     for value in override.values():
         if value and len(value) > 3:
@@ -219,7 +219,7 @@ def test_random_lost_answers_never_make_two_registrations_without_a_read(
 
 
 def test_a_claim_left_by_a_killed_step_is_settled_by_a_read(migration, warehouse_db, sfox_sandbox):
-    warehouse, planned, rows = migration
+    warehouse, planned, _ = migration
     chunk = next(c for c in planned.chunks if c["account_type"] == "corporation")
     landed, unsent = "corp-0000", "corp-0001"
     # A try claimed two users and died: one post had reached sFOX (created), the other had not.
@@ -239,3 +239,76 @@ def test_a_claim_left_by_a_killed_step_is_settled_by_a_read(migration, warehouse
     ledger = warehouse_db.ledger()
     assert {ledger[(uid, "registration")]["state"] for uid in (landed, unsent)} == {"registered"}
     assert warehouse_db.claimed() == set()
+
+
+def test_a_refusal_is_failed_scrubbed_and_tried_again_only_when_the_fields_change(
+    warehouse_db, sfox_sandbox, monkeypatch
+):
+    monkeypatch.setenv("AIRFLOW_CONN_SFOX_DEFAULT", sfox_conn_json(sfox_sandbox.url, rate_limit_requests=0))
+    # Our checks pass it (the address's keys are not documented); sFOX refuses it.
+    refused = individual(1, individual='{"dob": "1980-02-03", "ssn": "912-77-0001"}')
+    sfox_sandbox.set_register_answer("invalid", 400, "Invalid {field}: {reason} (Ada1x Lovelace1y)")
+    seed_registration_source(warehouse_db, [refused, individual(2)])
+    warehouse = Warehouse.from_conn_id("sfox_warehouse")
+
+    (chunk,) = plan(warehouse, "r1").chunks
+    stats = register(warehouse, "r1", chunk)
+
+    assert stats.outcomes == {"failed": 1, "registered": 1}
+    row = warehouse_db.ledger()[("ind-0001", "registration")]
+    assert row["state"] == "failed"
+    assert row["last_error"].startswith("sFOX refused the registration (400): Invalid individual")
+    assert "Ada1x" not in row["last_error"]  # scrubbed
+    assert "Lovelace1y" not in row["last_error"]
+    assert [kind for kind, _ in requests_by_user(sfox_sandbox, {"ind-0001"})["ind-0001"]] == [
+        "register",
+        "read",
+    ]
+    (stored,) = warehouse_db.query(
+        "SELECT fields_hmac FROM sfox_onboarding_ledger "
+        "WHERE user_id = 'ind-0001' AND channel = 'registration'"
+    )
+    assert len(stored[0]) == 64  # a keyed hash of the fields, never the fields
+
+    # The same fields: not tried again, whatever the wait; a re-drive of failed tries them.
+    assert plan(warehouse, "r2", dry_run=True).counts["planned_users"] == 0
+    assert plan(warehouse, "r3", dry_run=True, redrive=["failed"]).counts["planned_users"] == 1
+    # The partner fixes the row: its fields changed, so it is registered by the next run.
+    seed_registration_source(warehouse_db, [individual(1), individual(2)])
+    again = plan(warehouse, "r4")
+    assert again.counts["due_individual_registration"] == 1
+    assert register(warehouse, "r4", again.chunks[0]).outcomes == {"registered": 1}
+
+
+@pytest.mark.parametrize("earlier", ["not_registered", "gave_up"])
+def test_rows_sfox_did_not_know_are_registered_by_the_next_run_without_a_redrive(
+    warehouse_db, sfox_sandbox, monkeypatch, earlier
+):
+    monkeypatch.setenv("AIRFLOW_CONN_SFOX_DEFAULT", sfox_conn_json(sfox_sandbox.url, rate_limit_requests=0))
+    rows = [individual(1), corporation(1)]
+    seed_registration_source(warehouse_db, rows)
+    warehouse = Warehouse.from_conn_id("sfox_warehouse")
+    warehouse.create_tables()
+    with warehouse.connect() as conn:  # what runs without registration left: 404s, retried, given up
+        warehouse.upsert_plan(
+            conn, [(r["user_id"], "email", r["account_type"], earlier, "r0", None, "HTTP 404") for r in rows]
+        )
+        conn.commit()
+
+    planned = plan(warehouse, "r1")
+    assert planned.counts["planned_users"] == 2
+    for chunk in planned.chunks:
+        register(warehouse, "r1", chunk)
+
+    ledger = warehouse_db.ledger()
+    for row in rows:
+        assert ledger[(row["user_id"], "registration")]["state"] == "registered"
+        assert (ledger[(row["user_id"], "email")]["state"], ledger[(row["user_id"], "email")]["sends"]) == (
+            "sent",
+            1,
+        )
+    assert _sends_of(sfox_sandbox) == []
+
+
+def _sends_of(sandbox):
+    return [e for e in sandbox.journal() if "/send-verification/" in e.path]
