@@ -60,6 +60,23 @@ class OnboardingSource:
         """The FROM item of the source."""
         return f"({self.query})" if self.query else self.table
 
+    def check_registration_columns(self, found: set[str]) -> None:
+        """
+        Refuse a source without a column of its registration fields.
+
+        :param found: the source's column names, lower case.
+        :raises ValueError: naming each missing column, its field, and how to map it.
+        """
+        mapped = self.registration.columns() if self.registration is not None else {}
+        absent = {path: column for path, column in mapped.items() if column.lower() not in found}
+        if absent:
+            shown = ", ".join(f"{column!r} (field {path})" for path, column in absent.items())
+            raise ValueError(
+                f"the source {self.sql()[:80]} has no column {shown} for registration; it has "
+                f"{sorted(found)}. Map them with Registration(fields={{...}}), or drop a field the "
+                "source does not have with None."
+            )
+
     def registration_columns(self) -> dict[str, str]:
         """The query alias (``r_<n>``) and source column of each registration field (none: not opted in)."""
         if self.registration is None:
@@ -109,6 +126,13 @@ class OnboardingConfig:
     :param attempts_retention_days: attempts older than this are pruned by each plan.
     :param failure_threshold: the run fails when failed plus rejected exceed this share.
     :param dry_run: plan and report, write and send nothing.
+    :param erase_user_ids: erase every record of these users (their ledger rows, with the keyed
+        hash of their registration fields, and their attempts), for a deletion request or a
+        deactivated user, and plan nothing else. Remove them from the source first, or a later
+        run plans them again.
+    :param snapshot_max_age_minutes: reuse the warehouse's shared snapshot of sFOX's user list
+        while it is younger than this, instead of reading the list again (0: read it every plan;
+        see :mod:`airflow_sfox.onboarding.snapshots`).
     """
 
     channels: list[str] = field(default_factory=lambda: [str(c) for c in CHANNELS])
@@ -125,6 +149,8 @@ class OnboardingConfig:
     attempts_retention_days: int = 90
     failure_threshold: float = 0.05
     dry_run: bool = False
+    erase_user_ids: list[str] = field(default_factory=list)
+    snapshot_max_age_minutes: float = 0.0
 
     def __post_init__(self) -> None:
         unknown = set(self.channels) - set(CHANNELS)
@@ -146,12 +172,15 @@ class OnboardingConfig:
             raise ValueError(
                 f"redrive must be a subset of {list(REDRIVE_CHOICES)}, got {sorted(unknown_redrive)}"
             )
+        if self.snapshot_max_age_minutes < 0:
+            raise ValueError(f"snapshot_max_age_minutes must be >= 0, got {self.snapshot_max_age_minutes!r}")
         if self.resend_after_hours < 0:
             raise ValueError(f"resend_after_hours must be >= 0, got {self.resend_after_hours!r}")
         if not 0 <= self.failure_threshold <= 1:
             raise ValueError(f"failure_threshold must be between 0 and 1, got {self.failure_threshold!r}")
         if self.user_ids is not None:
             self.user_ids = [str(u) for u in self.user_ids]
+        self.erase_user_ids = [str(u) for u in self.erase_user_ids or ()]
 
     @classmethod
     def from_params(cls, params: Mapping[str, Any]) -> OnboardingConfig:

@@ -18,6 +18,11 @@ The graph has one path per account type, from the table of channels per account 
     plan -> corporation_chunks -> corporation (mapped: send_email)              -> summarize -> announce
          -> individual_chunks  -> individual  (mapped: send_email >> send_sms)  -> summarize
 
+A source that registers the users sFOX does not know yet
+(``OnboardingSource(registration=Registration(...))``, see
+:mod:`airflow_sfox.onboarding.registration`) puts a ``send_registration`` step first in each
+path; without it the graph is the one above.
+
 :func:`email_verified_dag` builds the follow-up DAG, scheduled on the "email verified" asset
 of an sFOX host: each run sends the sms of the users its events name, at once::
 

@@ -124,6 +124,17 @@ _SPECS: dict[str, dict[str, Any]] = {
         ),
         section=WHO,
     ),
+    "erase_user_ids": dict(
+        type="array",
+        items={"type": "string"},
+        title="Erase these users",
+        description=(
+            "A deletion request or a deactivated user: erase their ledger rows, request history "
+            "and registration hash, and plan nothing else in this run (a dry run erases nothing). "
+            "Remove them from the source first, or a later run onboards them again."
+        ),
+        section=WHO,
+    ),
     "hold_uncertain": dict(
         type="boolean",
         title="Hold requests lost in a crash",
@@ -133,6 +144,17 @@ _SPECS: dict[str, dict[str, Any]] = {
             "of uncertain. Either way it is counted as uncertain."
         ),
         section=WHAT,
+    ),
+    "snapshot_max_age_minutes": dict(
+        type="number",
+        minimum=0,
+        title="Reuse sFOX's user list (minutes)",
+        description=(
+            "Reuse the warehouse's snapshot of sFOX's user list while it is younger than this, "
+            "instead of reading the whole list again (sFOX asks partners to keep such reads rare); "
+            "0: read it every run."
+        ),
+        section=SAFETY,
     ),
     "attempts_retention_days": dict(
         type="integer",

@@ -28,7 +28,6 @@ over are small descriptors of chunk ranges, never rows.
 from __future__ import annotations
 
 import math
-import uuid
 from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -45,6 +44,7 @@ from airflow_sfox.onboarding.model import (
     FAILED_STATES,
     LEDGER_CHANNELS,
     REDRIVE_ONLY_STATES,
+    REGISTRATION_SENDS,
     UNCERTAIN,
     VERIFIED_STATES,
     AccountType,
@@ -53,13 +53,9 @@ from airflow_sfox.onboarding.model import (
     channels_for,
     prerequisite,
 )
-from airflow_sfox.onboarding.registration import (
-    build_payload,
-    check_payload,
-    fields_hmac,
-    registration_secret,
-)
+from airflow_sfox.onboarding.registration import checked_payload, fields_hmac, registration_secret
 from airflow_sfox.onboarding.schema import snapshot_verified, utcnow
+from airflow_sfox.onboarding.snapshots import close_snapshot, open_snapshot
 from airflow_sfox.onboarding.validation import (
     REJECTED_CHANNEL,
     SourceUser,
@@ -69,8 +65,6 @@ from airflow_sfox.onboarding.validation import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator, Mapping
-
     from sqlalchemy.engine import Dialect
 
     from airflow_sfox.hooks.sfox import SfoxConnectHook
@@ -158,12 +152,6 @@ def _descriptors(chunkers: list[_Chunker], max_chunks: int, *, hold_uncertain: b
                 )
             )
     return out
-
-
-def sfox_users(hook: SfoxConnectHook) -> Iterator[Mapping[str, Any]]:
-    """sFOX's user objects, streamed when the hook can (``iter_users``), else the one list."""
-    users = hook.iter_users() if hasattr(hook, "iter_users") else iter(hook.list_users())
-    return users
 
 
 def planning_query(
@@ -282,16 +270,7 @@ class Planner:
         """
         found = {name.lower() for name in self.warehouse.columns_of(self.source.sql())}
         missing = [c for c in SOURCE_COLUMNS if self.source.column(c).lower() not in found]
-        registration = self.source.registration
-        if registration is not None:
-            absent = {p: c for p, c in registration.columns().items() if c.lower() not in found}
-            if absent:
-                shown = ", ".join(f"{column!r} (field {path})" for path, column in absent.items())
-                raise ValueError(
-                    f"the source {self.source.sql()[:80]} has no column {shown} for registration; it "
-                    f"has {sorted(found)}. Map them with Registration(fields={{...}}), or drop a field "
-                    "the source does not have with None."
-                )
+        self.source.check_registration_columns(found)
         if missing:
             shown = ", ".join(
                 f"{c!r}" + (f" (mapped to {self.source.column(c)!r})" if c in self.source.columns else "")
@@ -309,33 +288,39 @@ class Planner:
 
         sFOX's users are streamed into the snapshot table (a temporary one in a dry run), then
         the source, the ledger and the snapshot are joined in SQL and read one user at a time:
-        nothing here holds all users.
+        nothing here holds all users. A run that erases users (``erase_user_ids``) erases them
+        and plans nothing.
         """
         config = self.config
+        if config.erase_user_ids:
+            self.counts["erased_rows"] = (
+                0 if config.dry_run else self.warehouse.erase_users(config.erase_user_ids)
+            )
+            return self._result()
         self.check_source()
         if not config.dry_run:
             self.warehouse.create_tables()
         with_ledger = self._with_ledger = not config.dry_run or self.warehouse.has_ledger()
-        snapshot_id = uuid.uuid4().hex
+        max_age = timedelta(minutes=config.snapshot_max_age_minutes)
         with self.warehouse.connect() as reader, self.warehouse.connect() as writer:
-            if config.dry_run:  # nothing written to the warehouse: the connection's own table
-                snapshot = self.warehouse.temporary_snapshot(reader)
-                self.warehouse.write_snapshot(
-                    reader, sfox_users(self.sfox), snapshot_id=snapshot_id, run_id=self.run_id, table=snapshot
-                )
-            else:
-                snapshot = self.warehouse.snapshot_t
-                self.warehouse.write_snapshot(
-                    writer, sfox_users(self.sfox), snapshot_id=snapshot_id, run_id=self.run_id
-                )
+            snapshot = open_snapshot(
+                self.warehouse,
+                self.sfox,
+                reader=reader,
+                writer=writer,
+                run_id=self.run_id,
+                dry_run=config.dry_run,
+                max_age=max_age,
+            )
+            self.counts["snapshot_reused"] = int(snapshot.reused)
             try:
                 query = planning_query(
                     config,
                     self.source,
                     self.warehouse,
                     reader.dialect,
-                    snapshot=snapshot,
-                    snapshot_id=snapshot_id,
+                    snapshot=snapshot.table,
+                    snapshot_id=snapshot.snapshot_id,
                     with_ledger=with_ledger,
                 )
                 for row in self.warehouse.stream(reader, query):
@@ -346,7 +331,7 @@ class Planner:
             finally:
                 if not config.dry_run:
                     writer.rollback()
-                    self.warehouse.drop_snapshot(writer, snapshot_id)
+                    close_snapshot(self.warehouse, writer, snapshot, max_age=max_age)
         return self._result()
 
     def _ledger_states(self, row: tuple[Any, ...]) -> dict[Channel, _LedgerState]:
@@ -397,7 +382,8 @@ class Planner:
         user = checked
         self._why_due = []
         due: list[str] = []
-        if self.source.registration is not None:
+        # Registering sends the first email code: only in runs that send email codes.
+        if self.source.registration is not None and REGISTRATION_SENDS in config.channels:
             keep = ledger[REJECTED_CHANNEL].state
             registering = self._register(user, row, as_text(email), as_text(phone), keep_state=keep)
             if registering is None:
@@ -442,26 +428,22 @@ class Planner:
             return self._due(Channel.REGISTRATION, "settle")
         if listed and state not in (None, LedgerState.REGISTERED):  # registered by someone else
             self.counts[f"marked_{LedgerState.REGISTERED}"] += 1
-            why = "sFOX lists the user"
-            self._write(
-                user.user_id, Channel.REGISTRATION, user.account_type, LedgerState.REGISTERED, None, why
-            )
+            marked = (LedgerState.REGISTERED, None, "sFOX lists the user")
+            self._write(user.user_id, Channel.REGISTRATION, user.account_type, *marked)
         if listed or state == LedgerState.REGISTERED or registration is None:
             return []
-        fields = dict(zip(registration.columns(), values, strict=True))
-        body = build_payload(
+        body = checked_payload(
             registration,
             user_id=user.user_id,
             account_type=user.account_type,
             email=email,
             phone_number=phone or None,
-            values=fields,
+            values=dict(zip(registration.columns(), values, strict=True)),
+            today=self.now.date(),
         )
-        problem = body if isinstance(body, str) else check_payload(body, today=self.now.date())
-        if problem is not None:
-            self._reject(user.user_id, problem, rows=1, keep_state=keep_state, account_type=user.account_type)
+        if isinstance(body, str):
+            self._reject(user.user_id, body, rows=1, keep_state=keep_state, account_type=user.account_type)
             return None
-        assert isinstance(body, dict)
         if state == LedgerState.FAILED and not self._redriven(_LedgerState(state, 0, None)):
             if fields_hmac(body, self.registration_key) == last_hmac:
                 # sFOX refused these very fields: again only once they change (no code either).

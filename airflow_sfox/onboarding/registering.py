@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
@@ -37,12 +38,7 @@ from airflow_sfox.exceptions import (
 )
 from airflow_sfox.onboarding.model import REGISTRATION_SENDS, Channel, LedgerState
 from airflow_sfox.onboarding.outcomes import Outcome
-from airflow_sfox.onboarding.registration import (
-    build_payload,
-    check_payload,
-    fields_hmac,
-    scrub_fields,
-)
+from airflow_sfox.onboarding.registration import checked_payload, fields_hmac, scrub_fields
 from airflow_sfox.onboarding.sender import (
     PROGRESS_EVERY,
     ChunkStats,
@@ -51,6 +47,7 @@ from airflow_sfox.onboarding.sender import (
     _ChunkSender,
     _figures,
     _warehouse_down,
+    queued_claims,
 )
 
 if TYPE_CHECKING:
@@ -123,8 +120,9 @@ class _Register(_Call):
         if unclear:  # not created: sFOX is down; a post may go again, a read came between
             return self._done(LedgerState.QUEUED, status, str(err), down=err)
         self.sender.refused.add(self.user_id)
-        message = scrub_fields(err.message, self.body if isinstance(self.body, dict) else {})
-        return self._done(LedgerState.FAILED, status, f"sFOX refused the registration ({status}): {message}")
+        return self._done(
+            LedgerState.FAILED, status, f"sFOX refused the registration ({status}): {err.message}"
+        )
 
     def read(self, *, created: bool) -> _Answer | None:
         """
@@ -164,17 +162,23 @@ class _Register(_Call):
         """The call's outcome: every request of it (posts and reads) in its trail, in order."""
         trail = tuple(self.earlier)
         outcome = Outcome(
-            self.user_id,
-            self.channel,
-            state,
-            status,
-            error and error[:255],
-            len(trail),
-            uncertain,
-            self.started,
-            trail,
+            self.user_id, self.channel, state, status, error, len(trail), uncertain, self.started, trail
         )
-        return _Answer(outcome, down=down)
+        return _Answer(self.scrubbed(outcome), down=down)
+
+    def outcome(
+        self, state: LedgerState, answer: SfoxResult | SfoxError | None, error: str | None = None
+    ) -> Outcome:
+        return self.scrubbed(super().outcome(state, answer, error))
+
+    def scrubbed(self, outcome: Outcome) -> Outcome:
+        """The outcome with every value of the body out of its error and its requests' errors."""
+        body = self.body if isinstance(self.body, dict) else {}
+        trail = tuple(
+            replace(a, error=scrub_fields(a.error, body)[:255]) if a.error else a for a in outcome.trail
+        )
+        error = outcome.error and scrub_fields(outcome.error, body)[:255]
+        return replace(outcome, error=error, trail=trail)
 
 
 class _RegistrationSender(_ChunkSender):
@@ -246,7 +250,7 @@ def source_bodies(
             batch = user_ids[start : start + _READ_BATCH]
             query = sa.select(key, *columns, *texts).where(key.in_(batch))
             for uid, kind, email, phone, *values in conn.execute(query):
-                body = build_payload(
+                bodies[str(uid)] = checked_payload(
                     registration,
                     user_id=str(uid),
                     account_type=str(kind).strip().lower(),
@@ -254,8 +258,6 @@ def source_bodies(
                     phone_number=str(phone).strip() if phone else None,
                     values=dict(zip(paths, values, strict=True)),
                 )
-                problem = body if isinstance(body, str) else check_payload(body)
-                bodies[str(uid)] = problem if problem is not None else body
     return bodies
 
 
@@ -288,11 +290,8 @@ def register_chunk(
     before, started = hook.stats.as_dict(), time.monotonic()
     sender: _RegistrationSender | None = None
     try:
-        queued = warehouse.queued(run_id, chunk["account_type"], channel, tuple(chunk["chunks"]))
-        stats.queued = len(queued)
+        queued = queued_claims(warehouse, run_id, chunk, stats)
         if not queued:
-            stats.note = "nothing queued: every user of this step was already recorded by an earlier try"
-            log.info("%s %s: %s", chunk["label"], channel, stats.note)
             return stats
         user_ids = [claim.user_id for claim in queued]
         bodies = source_bodies(warehouse, source, user_ids)

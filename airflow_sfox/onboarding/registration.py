@@ -236,6 +236,31 @@ def build_payload(
     return body
 
 
+def checked_payload(
+    registration: Registration,
+    *,
+    user_id: str,
+    account_type: str,
+    email: str,
+    phone_number: str | None,
+    values: Mapping[str, Any],
+    today: dt.date | None = None,
+) -> dict[str, Any] | str:
+    """:func:`build_payload`, then :func:`check_payload`: the body, or why it cannot be sent."""
+    body = build_payload(
+        registration,
+        user_id=user_id,
+        account_type=account_type,
+        email=email,
+        phone_number=phone_number,
+        values=values,
+    )
+    if isinstance(body, str):
+        return body
+    problem = check_payload(body, today=today)
+    return body if problem is None else problem
+
+
 def check_payload(body: Mapping[str, Any], *, today: dt.date | None = None) -> str | None:
     """
     Why a register-account body would be refused (``None``: send it). The reason names the

@@ -407,6 +407,24 @@ def snapshot_table(
     )
 
 
+def snapshot_taken_table(metadata: sa.MetaData, schema: str | None, snapshot_name: str) -> sa.Table:
+    """
+    ``<snapshot>_taken``: one row per shared snapshot, written once it is complete (a plan that
+    dies half-way leaves none): the plans, the follow-up runs and the watcher of one warehouse
+    reuse the latest while it is younger than their ``snapshot_max_age``.
+    """
+    return sa.Table(
+        sql_name(f"{snapshot_name}_taken"),
+        metadata,
+        sa.Column("snapshot_id", sa.String(32), primary_key=True),
+        sa.Column("run_id", sa.String(250)),
+        sa.Column("taken_at", Timestamp(), nullable=False),
+        sa.Column("users", sa.Integer, nullable=False),
+        schema=schema,
+        mysql_charset="utf8mb4",
+    )
+
+
 def version_table(metadata: sa.MetaData, schema: str | None, ledger_name: str) -> sa.Table:
     """``<ledger>_version``: one row (``id`` 1), the :data:`SCHEMA_VERSION` the tables were made with."""
     return sa.Table(

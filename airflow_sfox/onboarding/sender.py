@@ -44,6 +44,7 @@ from airflow_sfox.onboarding.schema import snapshot_verified, utcnow
 
 if TYPE_CHECKING:
     from airflow_sfox.hooks.sfox import SfoxConnectHook, SfoxResult
+    from airflow_sfox.onboarding.outcomes import Claim
     from airflow_sfox.onboarding.warehouse import Warehouse
 
 log = logging.getLogger(__name__)
@@ -312,11 +313,8 @@ def send_chunk(
     started = time.monotonic()
     sender: _ChunkSender | None = None
     try:
-        queued = warehouse.queued(run_id, chunk["account_type"], channel, tuple(chunk["chunks"]))
-        stats.queued = len(queued)
+        queued = queued_claims(warehouse, run_id, chunk, stats)
         if not queued:
-            stats.note = "nothing queued: every user of this step was already recorded by an earlier try"
-            log.info("%s %s: %s", chunk["label"], channel, stats.note)
             return stats
         with warehouse.connect() as conn:
             user_ids = _record_lost(warehouse, conn, queued, stats, hold_uncertain=hold_uncertain)
@@ -330,6 +328,16 @@ def send_chunk(
     _figures(stats, hook, requests_before, started)
     sender.finish(failure, total=len(user_ids))
     return stats
+
+
+def queued_claims(warehouse: Warehouse, run_id: str, chunk: dict[str, Any], stats: ChunkStats) -> list[Claim]:
+    """The step's queued users with their claims (:meth:`Warehouse.queued`); none: the step says why."""
+    queued = warehouse.queued(run_id, chunk["account_type"], stats.channel, tuple(chunk["chunks"]))
+    stats.queued = len(queued)
+    if not queued:
+        stats.note = "nothing queued: every user of this step was already recorded by an earlier try"
+        log.info("%s %s: %s", chunk["label"], stats.channel, stats.note)
+    return queued
 
 
 def _warehouse_down(warehouse: Warehouse, stats: ChunkStats, err: Exception) -> ChunkStopped:

@@ -39,6 +39,7 @@ from airflow_sfox.onboarding.schema import (
     parse_ts,
     snapshot_row,
     snapshot_table,
+    snapshot_taken_table,
     split_name,
     sql_name,
     utcnow,
@@ -117,6 +118,7 @@ class Warehouse:
             self.metadata, ledger=ledger, runs=runs, snapshot=snapshot
         )
         self.events_t = events_table(self.metadata, *ledger)
+        self.taken_t = snapshot_taken_table(self.metadata, *snapshot)
         self.version_t = version_table(self.metadata, *ledger)
         #: The attempts table's qualified name (``<ledger>_attempts``).
         self.attempts = f"{self.ledger}_attempts"
@@ -342,6 +344,25 @@ class Warehouse:
         rows = lost_rows(claims, channel=str(channel), now=now)
         conn.execute(sa.insert(self.attempts_t), rows)
 
+    def erase_users(self, user_ids: Sequence[str]) -> int:
+        """
+        Erase every record of these users: their ledger rows (every channel, the keyed hash of
+        their registration fields with them) and their attempts. Returns the rows deleted.
+
+        :param user_ids: the users (a deletion request, a deactivated user).
+        """
+        self.create_tables()
+        deleted = 0
+        with self.connect() as conn:
+            for start in range(0, len(user_ids), 1000):
+                batch = [str(uid) for uid in user_ids[start : start + 1000]]
+                for table in (self.ledger_t, self.attempts_t):
+                    deleted += int(
+                        conn.execute(sa.delete(table).where(table.c.user_id.in_(batch))).rowcount or 0
+                    )
+            conn.commit()
+        return deleted
+
     def prune_attempts(self, *, older_than: datetime) -> int:
         """Delete attempts made before ``older_than`` (the retention param); returns how many."""
         t = self.attempts_t
@@ -433,15 +454,39 @@ class Warehouse:
         flush()
         return written
 
-    def drop_snapshot(self, conn: Connection, snapshot_id: str) -> None:
-        """Remove one snapshot, and those older than :data:`SNAPSHOT_MAX_AGE` (plans that died)."""
-        t = self.snapshot_t
-        conn.execute(
-            sa.delete(t).where(
-                sa.or_(t.c.snapshot_id == snapshot_id, t.c.seen_at < utcnow() - SNAPSHOT_MAX_AGE)
-            )
-        )
+    def drop_snapshot(self, conn: Connection, snapshot_id: str | None, *, shared_before: datetime) -> None:
+        """
+        Remove one snapshot (``None``: none), the shared ones taken before ``shared_before``,
+        and any older than :data:`SNAPSHOT_MAX_AGE` (plans that died).
+        """
+        t, taken = self.snapshot_t, self.taken_t
+        old = sa.select(taken.c.snapshot_id).where(taken.c.taken_at < shared_before)
+        gone = [t.c.seen_at < utcnow() - SNAPSHOT_MAX_AGE, t.c.snapshot_id.in_(old)]
+        if snapshot_id is not None:
+            gone.append(t.c.snapshot_id == snapshot_id)
+        conn.execute(sa.delete(t).where(sa.or_(*gone)))
+        conn.execute(sa.delete(taken).where(taken.c.taken_at < shared_before))
         conn.commit()
+
+    def mark_taken(self, conn: Connection, snapshot_id: str, *, run_id: str, users: int) -> None:
+        """Record a complete snapshot as shared (the caller wrote and committed its rows)."""
+        row = {"snapshot_id": snapshot_id, "run_id": run_id, "taken_at": utcnow(), "users": users}
+        conn.execute(sa.insert(self.taken_t), [row])
+        conn.commit()
+
+    def fresh_snapshot(self, conn: Connection, max_age: timedelta) -> str | None:
+        """The latest shared snapshot taken less than ``max_age`` ago (``None``: none, or no tables yet)."""
+        taken = self.taken_t
+        if not sa.inspect(conn).has_table(taken.name, schema=taken.schema):
+            return None
+        latest = (
+            sa.select(taken.c.snapshot_id)
+            .where(taken.c.taken_at >= utcnow() - max_age)
+            .order_by(taken.c.taken_at.desc())
+            .limit(1)
+        )
+        found = conn.execute(latest).scalar()
+        return None if found is None else str(found)
 
     # --- ledger reads -------------------------------------------------------------------------
 

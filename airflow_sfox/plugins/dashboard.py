@@ -36,6 +36,7 @@ from airflow_sfox.onboarding.model import (
     STATE_LABELS,
     VERIFIED_STATES,
     AttemptOutcome,
+    Channel,
     LedgerState,
     channels_for,
 )
@@ -87,7 +88,7 @@ FAILURE_OUTCOMES = tuple(
 #: Longest user_id, run_id or dag_id the lookups accept (the ledger's user_id column holds 255).
 MAX_KEY_LENGTH = USER_ID_COLUMN_LENGTH
 #: Columns the page leaves out: the key a lookup is made by, and the engine's bookkeeping.
-HIDDEN_COLUMNS = frozenset({"id", "user_id", "chunk", "claimed_by", "claimed_at"})
+HIDDEN_COLUMNS = frozenset({"id", "user_id", "chunk", "claimed_by", "claimed_at", "fields_hmac"})
 #: The 0/1 columns, shown as booleans.
 FLAG_COLUMNS = ("uncertain", "dry_run")
 #: Every ledger state with its label and tone: the page writes states with these, not its own copy.
@@ -304,6 +305,10 @@ class Dashboard:
                 row[f"{channel}_requested"] = _total(by_state, channel, REQUESTED_STATES) if ok else None
                 row[f"{channel}_verified"] = _total(by_state, channel, VERIFIED) if ok else None
             row["verified"] = _total(by_state, due[-1], VERIFIED)
+            registered = _total(by_state, Channel.REGISTRATION, (LedgerState.REGISTERED.value,))
+            # A step of DAGs that register users only (None: this account type never registered).
+            registering = any(channel == Channel.REGISTRATION for channel, _ in by_state)
+            row["registered"] = registered if registering else None
             for state in SIDE_STATES:
                 row[state] = _total(by_state, None, (state,))
             rows.append(row)
@@ -318,8 +323,11 @@ class Dashboard:
         t = self.warehouse.ledger_t
         row, earlier = t.alias("r"), t.alias("e")
         users: dict[str | None, int] = {}
-        for position, channel in enumerate(CHANNELS[1:], start=1):
-            before = [c.value for c in CHANNELS[:position]]
+        # A registration row counts a user only until it has a verification row (its email, sent
+        # by sFOX with the registration): last in this order.
+        order = (*CHANNELS, Channel.REGISTRATION)
+        for position, channel in enumerate(order[1:], start=1):
+            before = [c.value for c in order[:position]]
             has_earlier = (
                 sa.select(sa.literal(1))
                 .where(earlier.c.user_id == row.c.user_id, earlier.c.channel.in_(before))
@@ -436,7 +444,14 @@ def _total(by_state: dict[tuple[str, str], int], channel: str | None, states: Se
 
 def _empty_counts(account_type: str | None) -> dict[str, Any]:
     steps = {f"{channel}_{step}": 0 for channel in CHANNELS for step in ("requested", "verified")}
-    return {"account_type": account_type, "seen": 0, **steps, "verified": 0, **dict.fromkeys(SIDE_STATES, 0)}
+    return {
+        "account_type": account_type,
+        "seen": 0,
+        "registered": None,
+        **steps,
+        "verified": 0,
+        **dict.fromkeys(SIDE_STATES, 0),
+    }
 
 
 def _totals(funnel: list[dict[str, Any]]) -> dict[str, Any]:
@@ -444,5 +459,5 @@ def _totals(funnel: list[dict[str, Any]]) -> dict[str, Any]:
     for row in funnel:
         for key, value in row.items():
             if key in totals and key != "account_type" and value is not None:
-                totals[key] += value
+                totals[key] = (totals[key] or 0) + value
     return totals

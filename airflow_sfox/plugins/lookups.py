@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
-from airflow_sfox.onboarding.model import CHANNELS, LedgerState, channels_for, prerequisite
+from airflow_sfox.onboarding.model import LEDGER_CHANNELS, LedgerState, channels_for, prerequisite
 from airflow_sfox.plugins.dashboard import (
     FAILURE_OUTCOMES,
     VERIFIED,
@@ -208,7 +208,7 @@ def due_channels(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
             "state": None,
             "waits_for": before.value if before is not None and waits else None,
         }
-    order = [channel.value for channel in CHANNELS]
+    order = [channel.value for channel in LEDGER_CHANNELS]  # a registration row first
     return sorted(
         by_channel.values(), key=lambda r: order.index(r["channel"]) if r["channel"] in order else len(order)
     )

@@ -31,7 +31,7 @@ import math
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import sqlalchemy as sa
@@ -52,6 +52,7 @@ from airflow_sfox.onboarding.schema import (
     snapshot_verified,
     utcnow,
 )
+from airflow_sfox.onboarding.snapshots import shared_users
 from airflow_sfox.onboarding.warehouse import Warehouse
 
 #: Seconds between the end of one poll and the start of the next.
@@ -86,6 +87,9 @@ class SfoxEmailVerifiedTrigger(BaseEventTrigger):
     :param ledger_table: the onboarding ledger (or ``schema.table``), as the onboarding DAG names it.
     :param poll_interval: seconds between the end of one poll and the start of the next.
     :param max_user_ids_per_event: most user_ids in one event.
+    :param snapshot_max_age: seconds a shared snapshot of sFOX's list in the warehouse (taken by
+        an onboarding plan with ``snapshot_max_age_minutes``) is used instead of reading the list
+        (0: read it every poll).
     """
 
     def __init__(
@@ -97,6 +101,7 @@ class SfoxEmailVerifiedTrigger(BaseEventTrigger):
         ledger_table: str = LEDGER_TABLE,
         poll_interval: float = DEFAULT_POLL_INTERVAL,
         max_user_ids_per_event: int = DEFAULT_MAX_USER_IDS_PER_EVENT,
+        snapshot_max_age: float = 0.0,
     ) -> None:
         super().__init__()
         self.sfox_conn_id = _text(sfox_conn_id, "sfox_conn_id")
@@ -107,6 +112,13 @@ class SfoxEmailVerifiedTrigger(BaseEventTrigger):
         self.ledger_table = check_identifier(ledger_table, "ledger_table")
         self.poll_interval = _positive(poll_interval)
         self.max_user_ids_per_event = _count(max_user_ids_per_event)
+        if (
+            isinstance(snapshot_max_age, bool)
+            or not isinstance(snapshot_max_age, (int, float))
+            or snapshot_max_age < 0
+        ):
+            raise ValueError(f"snapshot_max_age must be a number of seconds >= 0, got {snapshot_max_age!r}")
+        self.snapshot_max_age = float(snapshot_max_age)
         self._warehouse: Warehouse | None = None  # built in the worker thread: it reads a connection
         self._watch_ready = False
 
@@ -121,6 +133,7 @@ class SfoxEmailVerifiedTrigger(BaseEventTrigger):
                 "ledger_table": self.ledger_table,
                 "poll_interval": self.poll_interval,
                 "max_user_ids_per_event": self.max_user_ids_per_event,
+                "snapshot_max_age": self.snapshot_max_age,
             },
         )
 
@@ -227,7 +240,9 @@ class SfoxEmailVerifiedTrigger(BaseEventTrigger):
     def _scan(self, warehouse: Warehouse, emit: Callable[[list[str]], None], stop: threading.Event) -> int:
         emitted = 0
         with SfoxConnectHook(sfox_conn_id=self.sfox_conn_id) as hook:
-            candidates = _verified_individuals(_until(stop, hook.iter_users()))
+            # The warehouse's shared snapshot of the list while fresh (a plan took it), else sFOX's.
+            users = shared_users(warehouse, timedelta(seconds=self.snapshot_max_age))
+            candidates = _verified_individuals(_until(stop, hook.iter_users() if users is None else users))
             awaiting = itertools.chain.from_iterable(
                 _awaiting(warehouse, batch) for batch in _batches(candidates, LOOKUP_BATCH)
             )

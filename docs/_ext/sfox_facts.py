@@ -254,6 +254,12 @@ COLUMN_NOTES: dict[str, dict[str, str]] = {
         "sms_required": "sFOX's `requirements.sms`, read the same way",
         "seen_at": "when the plan read it",
     },
+    "snapshot_taken": {
+        "snapshot_id": "a complete snapshot kept as the warehouse's shared one",
+        "run_id": "the run whose plan read the list",
+        "taken_at": "when it was complete: reused while younger than a reader's `snapshot_max_age`",
+        "users": "the users it holds",
+    },
     "events": {
         "event_key": "the asset event's key: a hash of its asset URI, timestamp and source, which "
         "triggering and inlet events both carry",
@@ -287,6 +293,8 @@ def warehouse_tables() -> dict[str, Any]:
     schema = importlib.import_module("airflow_sfox.onboarding.schema")
     tables = (*tables, schema.events_table(sa.MetaData(), None, defaults.LEDGER_TABLE))
     tables = (*tables, schema.version_table(sa.MetaData(), None, defaults.LEDGER_TABLE))
+    if hasattr(schema, "snapshot_taken_table"):
+        tables = (*tables, schema.snapshot_taken_table(sa.MetaData(), None, defaults.SNAPSHOT_TABLE))
     kinds = {
         defaults.LEDGER_TABLE: "ledger",
         f"{defaults.LEDGER_TABLE}_events": "events",
@@ -295,6 +303,7 @@ def warehouse_tables() -> dict[str, Any]:
         defaults.RUNS_TABLE: "runs",
         f"{defaults.RUNS_TABLE}_steps": "steps",
         defaults.SNAPSHOT_TABLE: "snapshot",
+        f"{defaults.SNAPSHOT_TABLE}_taken": "snapshot_taken",
     }
     return {kinds.get(str(table.name), str(table.name)): table for table in tables}
 

@@ -38,7 +38,7 @@ def individual(n: int, **override: Any) -> dict[str, Any]:
                 "address": {
                     "street": f"{n} Analytical Engine Way",
                     "city": f"Babbage{n}ton",
-                    "postal_code": f"9{n:04d}",
+                    "postal_code": f"PC{n:04d}Q",
                     "country": "US",
                 },
                 "ssn": f"9{n:02d}-77-{n:04d}",

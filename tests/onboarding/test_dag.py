@@ -36,6 +36,26 @@ def test_each_account_type_has_its_own_path_from_the_channel_table():
     assert "corporation.send_sms" not in dag.task_dict
 
 
+@pytest.mark.parametrize("registering", [False, True], ids=["verification-only", "registering"])
+def test_a_registering_source_adds_a_registration_step_before_each_email_step(registering):
+    from airflow_sfox.onboarding.registration import Registration
+
+    source = OnboardingSource(registration=Registration() if registering else None)
+    dag = onboarding_dag(dag_id="shape", source=source)
+    for kind, channels in CHANNELS_BY_ACCOUNT_TYPE.items():
+        first = f"{kind}.send_{channels[0]}"
+        if registering:
+            step = dag.get_task(f"{kind}.send_registration")
+            assert step.upstream_task_ids == {f"{kind}_chunks"}
+            assert f"{kind}.send_registration" in dag.get_task(first).upstream_task_ids
+            assert step.template_fields == ("chunk",)  # the source (and its columns) is never rendered
+        else:
+            assert dag.get_task(first).upstream_task_ids == {f"{kind}_chunks"}
+    assert sum(task_id.endswith("send_registration") for task_id in dag.task_dict) == (
+        2 if registering else 0
+    )
+
+
 def test_every_param_has_a_title_a_description_and_a_section():
     dag = onboarding_dag(dag_id="form", source=OnboardingSource())
     for name in dag.params:

@@ -258,8 +258,10 @@ def test_a_refusal_is_failed_scrubbed_and_tried_again_only_when_the_fields_chang
     row = warehouse_db.ledger()[("ind-0001", "registration")]
     assert row["state"] == "failed"
     assert row["last_error"].startswith("sFOX refused the registration (400): Invalid individual")
-    assert "Ada1x" not in row["last_error"]  # scrubbed
-    assert "Lovelace1y" not in row["last_error"]
+    kept = row["last_error"] + repr(warehouse_db.attempts())
+    assert "Ada1x" not in kept  # scrubbed, in the ledger and in the attempts table
+    assert "Lovelace1y" not in kept
+    assert "<redacted> <redacted>" in kept
     assert [kind for kind, _ in requests_by_user(sfox_sandbox, {"ind-0001"})["ind-0001"]] == [
         "register",
         "read",
@@ -312,3 +314,71 @@ def test_rows_sfox_did_not_know_are_registered_by_the_next_run_without_a_redrive
 
 def _sends_of(sandbox):
     return [e for e in sandbox.journal() if "/send-verification/" in e.path]
+
+
+def test_a_source_without_a_registration_column_fails_the_plan_before_any_request(
+    warehouse_db, sfox_sandbox, monkeypatch
+):
+    monkeypatch.setenv("AIRFLOW_CONN_SFOX_DEFAULT", sfox_conn_json(sfox_sandbox.url, rate_limit_requests=0))
+    warehouse_db.seed([("u1", "individual", "u1@example.com", "+12025550100")])  # no registration columns
+    warehouse = Warehouse.from_conn_id("sfox_warehouse")
+
+    with pytest.raises(ValueError, match=r"no column 'first_name' \(field first_name\)"):
+        plan(warehouse, "r1")
+    assert sfox_sandbox.journal() == []
+
+
+def test_an_erase_run_removes_one_users_records_and_plans_nothing(migration, warehouse_db, sfox_sandbox):
+    warehouse, planned, rows = migration
+    for chunk in planned.chunks:
+        register(warehouse, "r1", chunk)
+    gone, kept = rows[0]["user_id"], rows[1]["user_id"]
+    before = len(warehouse_db.attempts())
+    sfox_sandbox.clear_journal()
+
+    dry = plan(warehouse, "r2", erase_user_ids=[gone], dry_run=True)
+    assert dry.counts["erased_rows"] == 0
+    assert (gone, "registration") in warehouse_db.ledger()
+    erased = plan(warehouse, "r3", erase_user_ids=[gone])
+
+    assert erased.chunks == []
+    assert erased.counts["erased_rows"] == 3  # its registration and email rows, its one attempt
+    ledger = warehouse_db.ledger()
+    assert {uid for uid, _ in ledger} == {row["user_id"] for row in rows} - {gone}
+    assert gone not in {a["user_id"] for a in warehouse_db.attempts()}
+    assert len(warehouse_db.attempts()) == before - 1
+    assert (kept, "registration") in ledger
+    assert sfox_sandbox.journal() == []  # no request: not even the list
+
+
+def test_the_page_shows_the_registered_step_and_the_registration_attempt(
+    migration, warehouse_db, sfox_sandbox
+):
+    from airflow_sfox.plugins.dashboard import DashboardSettings
+    from airflow_sfox.plugins.lookups import Lookups
+
+    warehouse, planned, rows = migration
+    for chunk in planned.chunks:
+        register(warehouse, "r1", chunk)
+    page = Lookups(warehouse, DashboardSettings())
+
+    funnel = {row["account_type"]: row for row in page.summary()["funnel"]}
+    assert {
+        kind: (row["seen"], row["registered"], row["email_requested"]) for kind, row in funnel.items()
+    } == {
+        "corporation": (4, 4, 4),
+        "individual": (6, 6, 6),
+    }
+    user = page.user(rows[0]["user_id"])
+    assert [record["channel"] for record in user["ledger"]][:2] == ["registration", "email"]
+    assert "fields_hmac" not in user["ledger"][0]
+    assert [(a["channel"], a["outcome"], a["status"]) for a in user["attempts"]] == [
+        ("registration", "registered", 200)
+    ]
+
+
+def test_a_run_that_sends_no_email_code_registers_nobody(migration, warehouse_db, sfox_sandbox):
+    warehouse, _, _ = migration
+    sms_only = plan(warehouse, "r2", channels=["sms"])
+    assert sms_only.counts["planned_users"] == 0  # registering would send the first email code
+    assert plan(warehouse, "r3", channels=["email"]).counts["due_individual_registration"] == 6

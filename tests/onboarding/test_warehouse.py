@@ -275,12 +275,12 @@ def test_snapshot_is_written_in_batches_last_entry_wins(warehouse_db):
     )
     assert rows == {f"u{i}": ("VERIFIED" if i < 3 else "PENDING") for i in range(7)}
     with warehouse.connect() as conn:
-        warehouse.drop_snapshot(conn, "s1")
+        warehouse.drop_snapshot(conn, "s1", shared_before=utcnow())
     assert warehouse_db.query("SELECT COUNT(*) FROM sfox_onboarding_snapshot") == [(0,)]
 
 
 def test_the_planner_streams_users_through_iter_users_when_the_hook_has_it(warehouse_db, sfox_sandbox):
-    from airflow_sfox.onboarding.planner import sfox_users
+    from airflow_sfox.onboarding.snapshots import sfox_users
 
     class Streaming:
         def iter_users(self, account_role=None):

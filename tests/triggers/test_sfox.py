@@ -399,6 +399,7 @@ def test_serialize_round_trips_json_kwargs():
         ledger_table="ledger",
         poll_interval=60,
         max_user_ids_per_event=10,
+        snapshot_max_age=300,
     )
     classpath, kwargs = trigger.serialize()
     assert classpath == "airflow_sfox.triggers.sfox.SfoxEmailVerifiedTrigger"
@@ -409,6 +410,7 @@ def test_serialize_round_trips_json_kwargs():
         "ledger_table": "ledger",
         "poll_interval": 60.0,
         "max_user_ids_per_event": 10,
+        "snapshot_max_age": 300.0,
     }
     again = restarted(trigger)
     assert again.serialize() == (classpath, kwargs)
@@ -426,6 +428,7 @@ def test_defaults():
         "ledger_table": "sfox_onboarding_ledger",
         "poll_interval": 300.0,
         "max_user_ids_per_event": 1000,
+        "snapshot_max_age": 0.0,
     }
 
 
@@ -443,6 +446,8 @@ def test_defaults():
         ({"warehouse_schema": "a.b"}, "warehouse_schema"),
         ({"sfox_conn_id": ""}, "sfox_conn_id"),
         ({"warehouse_conn_id": None}, "warehouse_conn_id"),
+        ({"snapshot_max_age": -1}, "snapshot_max_age"),
+        ({"snapshot_max_age": "60"}, "snapshot_max_age"),
     ],
 )
 def test_bad_arguments_are_refused_naming_them(kwargs, message):
@@ -466,3 +471,26 @@ def test_the_provider_registers_its_trigger_module():
 
     triggers = {info.package_name: info for info in ProvidersManager().trigger}
     assert triggers["airflow-provider-sfox"].trigger_class_name == "airflow_sfox.triggers.sfox"
+
+
+def test_the_watcher_uses_a_fresh_shared_snapshot_instead_of_reading_the_list(
+    onboarded, warehouse_db, sfox_sandbox, clock
+):
+    with SfoxConnectHook() as hook:  # a plan shares its read of the list: nobody verified yet
+        config = OnboardingConfig(chunk_size=1000, snapshot_max_age_minutes=30)
+        Planner(onboarded, hook, config, run_id="r2").plan()
+    confirm(sfox_sandbox, *INDIVIDUALS[:3])  # after the snapshot: only a read of the list tells
+    # What the snapshot says is what the watcher goes by: one user verified in it.
+    warehouse_db.query(
+        "UPDATE sfox_onboarding_snapshot SET email_required = ? WHERE user_id = ?", (False, INDIVIDUALS[5])
+    )
+    sfox_sandbox.clear_journal()
+
+    shared = run_trigger(SfoxEmailVerifiedTrigger(poll_interval=INTERVAL, snapshot_max_age=600), clock)
+    assert shared == [[INDIVIDUALS[5]]]
+    assert list_gets(sfox_sandbox) == 0  # the snapshot answered
+
+    clock.now += INTERVAL  # the next poll is due
+    fresh = run_trigger(SfoxEmailVerifiedTrigger(poll_interval=INTERVAL, snapshot_max_age=0), clock)
+    assert [sorted(e) for e in fresh] == [sorted(INDIVIDUALS[:3])]
+    assert list_gets(sfox_sandbox) == 1

@@ -72,10 +72,12 @@
     ]);
   }
 
-  // Steps of a funnel: seen, then each channel requested and verified (the last channel's
+  // Steps of a funnel: seen, registered, then each channel requested and verified (the last channel's
   // "verified" is the user's VERIFIED), over every channel the server names.
   function funnelSteps(row, channels) {
     const steps = [["seen", "In ledger (seen)", row.seen]];
+    // Only for DAGs that register users (the server sends null otherwise).
+    if (row.registered !== null && row.registered !== undefined) steps.push(["registered", "registered", row.registered]);
     channels.forEach((channel, i) => {
       steps.push([`${channel}_requested`, `${channel} requested`, row[`${channel}_requested`]]);
       if (i < channels.length - 1) steps.push([`${channel}_verified`, `${channel} verified`, row[`${channel}_verified`]]);
