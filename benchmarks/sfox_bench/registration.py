@@ -259,9 +259,14 @@ def _live_figures(sandbox: Sandbox, run: dict[str, Any], ids: list[str]) -> dict
     wall = run.get("wall_s") or 0.0
     reached = len({e["user_id"] for e in entries if e["code_sent"] and e["user_id"] in set(ids)})
     run = {k: v for k, v in run.items() if k != "tis"}
+    times = sorted(e["time"] for e in entries)
     return {
         **run,
         **figures,
+        # Where the run's wall time went: before sFOX's first request, between, after its last.
+        "before_first_request_s": times[0] - run["started_at"] if times and run.get("started_at") else None,
+        "request_span_s": times[-1] - times[0] if times else None,
+        "after_last_request_s": run["ended_at"] - times[-1] if times and run.get("ended_at") else None,
         "users_with_code": reached,
         "requests_per_s": figures["requests"] / wall if wall else 0.0,
         "share": figures["requests"] / wall / PHYSICAL_RPS if wall else 0.0,
@@ -555,6 +560,15 @@ def _notes(live: dict[str, Any], kill: dict[str, Any]) -> list[str]:
             f"in {live['startup_s']:.0f} s; both DAGs `parallel_chunks` 2, `chunk_size` 480; the "
             "registration run first (a first run's extra costs count against it)."
         )
+    for name in ("registration", "verification_only"):
+        x = live.get(name) or {}
+        if x.get("request_span_s") is not None:
+            out.append(
+                f"Live {name.replace('_', '-')} run: {x['before_first_request_s']:.1f} s before sFOX's "
+                f"first request, {x['request_span_s']:.1f} s from first to last request, "
+                f"{x['after_last_request_s']:.1f} s after the last; {x['task_instances']} task "
+                f"instances ({x.get('ti_states')})."
+            )
     if live.get("registration", {}).get("ledger"):
         out.append(f"Ledger after the live registration run: {live['registration']['ledger']}.")
     if kill.get("killed"):
