@@ -42,7 +42,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from sfox_bench import e2e, events, micro, outage
+from sfox_bench import e2e, events, micro, outage, registration
 from sfox_bench.common import BENCH_DIR, log, machine
 from sfox_bench.report import write_report
 
@@ -60,6 +60,7 @@ MODES = {
         "lookup_samples": 50,
         "events_timeout_s": 1200,
         "watcher_timeout_s": 1500,
+        "registration_users": 600,
     },
     "full": {
         "budget_users": 5000,
@@ -74,6 +75,7 @@ MODES = {
         "lookup_samples": 200,
         "events_timeout_s": 1200,
         "watcher_timeout_s": 1500,
+        "registration_users": 5000,
     },
 }
 STEPS = (
@@ -89,6 +91,7 @@ STEPS = (
     "events",
     "watcher",
     "outage",
+    "registration",
 )
 
 
@@ -160,6 +163,10 @@ def main() -> int:
                 results[step] = events.watcher_latency(work, timeout_s=settings["watcher_timeout_s"])
             elif step == "outage":
                 results[step] = outage.outage(work, settings["budget_users"])
+            elif step == "registration":
+                results[step] = registration.registration(
+                    work, settings["registration_users"], settings["live_timeout_s"]
+                )
         except Exception as err:  # one failed measurement must not lose the others
             errors[step] = f"{type(err).__name__}: {err}"
             log(f"{step} FAILED: {errors[step]}")

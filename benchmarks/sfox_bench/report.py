@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
-from sfox_bench import outage
+from sfox_bench import outage, registration
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -151,6 +151,8 @@ def goals(r: dict[str, Any]) -> list[dict[str, Any]]:
         rows.append(_watcher_goal(r["watcher"]))
     if r.get("outage"):
         rows.append(outage.goal(r["outage"]))
+    if r.get("registration"):
+        rows += registration.goals(r["registration"])
     return rows
 
 
@@ -638,6 +640,7 @@ def write_report(r: dict[str, Any], md_path: Path, png_path: Path) -> None:
     out += _events_section(r.get("events"))
     out += _watcher_section(r.get("watcher"))
     out += outage.section(r.get("outage"))
+    out += registration.section(r.get("registration"))
     out += [
         "## How to run",
         "",
