@@ -10,7 +10,7 @@ same ``AIRFLOW_CONN_*`` and ``[core]`` settings)::
     python -m airflow_sfox hold --conn-id sfox_default --for 30m --reason "sFOX maintenance"
     python -m airflow_sfox hold --conn-id sfox_default --until 2026-12-06T18:00:00Z
     python -m airflow_sfox hold --conn-id sfox_default            # until released
-    python -m airflow_sfox status --conn-id sfox_default
+    python -m airflow_sfox status --conn-id sfox_default          # and a recorded sFOX outage
     python -m airflow_sfox release --conn-id sfox_default
     python -m airflow_sfox hold --conn-id sfox_default --scope sfox-worker-2   # another scope
 
@@ -75,7 +75,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ends.add_argument("--for", dest="duration", type=parse_duration, help="how long, e.g. 30m, 2h, 1h30m")
     hold.add_argument("--reason", help='shown with the hold (default: "held by operator"); no personal data')
-    for name, text in (("release", "end the hold"), ("status", "show the hold in force, if any")):
+    for name, text in (
+        ("release", "end the hold"),
+        ("status", "show the hold in force and a recorded sFOX outage, if any"),
+    ):
         commands.add_parser(name, help=text)
     for sub in commands.choices.values():
         sub.add_argument(
@@ -92,7 +95,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; return the exit status (0: done; 1: refused)."""
     args = build_parser().parse_args(argv)
     from airflow_sfox.exceptions import SfoxError
-    from airflow_sfox.hooks.budget import current_hold, hold, release
+    from airflow_sfox.hooks.budget import current_hold, hold, recorded_outage, release
 
     try:
         if args.command == "hold":
@@ -101,7 +104,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.command == "release":
             result = {"released": release(args.conn_id, scope=args.scope)}
         else:
-            result = current_hold(args.conn_id, scope=args.scope)
+            result = {
+                "hold": current_hold(args.conn_id, scope=args.scope),
+                "outage": recorded_outage(args.conn_id, scope=args.scope),
+            }
     except (SfoxError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
@@ -112,6 +118,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _describe(command: str, conn_id: str, result: Any) -> str:
     if command == "release":
         return f"{conn_id}: released." if result["released"] else f"{conn_id}: was not held."
+    if command == "status":
+        lines = [_describe("hold", conn_id, result["hold"])]
+        if (down := result["outage"]) is not None:
+            lines.append(
+                f"{conn_id}: {down['down']} since {down['since']}, recorded for scope {down['scope']!r}: its "
+                f"chunk tasks send nothing but one probe ({down['probes']} failed; the next in "
+                f"{down['probe_in']:.0f} s)."
+            )
+        return "\n".join(lines)
     if result is None:
         return f"{conn_id}: not held."
     until = result["until"] or "released"

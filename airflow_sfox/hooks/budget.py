@@ -216,6 +216,31 @@ def current_hold(conn_id: str, *, scope: str | None = None) -> dict[str, Any] | 
     return None if held is None else _as_dict(held, budget)
 
 
+def recorded_outage(conn_id: str, *, scope: str | None = None) -> dict[str, Any] | None:
+    """
+    The sFOX outage the connection's budget scope has recorded (the chunks' shared circuit
+    breaker), for ``status``: ``{"scope", "down", "since", "probes", "probe_in"}`` (``since``
+    ISO 8601 UTC; ``probe_in``: seconds until a sender may probe), or ``None``. Claims no probe.
+
+    :param scope: another scope of the connection's backend (see :func:`hold`).
+    """
+    budget = _budget_of(conn_id, scope)
+    try:
+        found, _ = budget.outage()
+    finally:
+        budget.backend.close()
+    if found is None:
+        return None
+    since = found.since.isoformat()
+    return {
+        "scope": found.scope,
+        "down": found.down,
+        "since": since,
+        "probes": found.probes,
+        "probe_in": found.probe_in,
+    }
+
+
 class HoldWatch:
     """
     The hold of one connection's budget scope, read on every poll of the "sFOX onboarding"

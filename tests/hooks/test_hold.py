@@ -151,7 +151,7 @@ def test_the_commands(local_conn, capsys):
     assert "sfox_default: held until " in capsys.readouterr().out
 
     assert cli.main(["status", "--conn-id", local_conn, "--json"]) == 0
-    shown = json.loads(capsys.readouterr().out)
+    shown = json.loads(capsys.readouterr().out)["hold"]
     until = datetime.fromisoformat(shown["until"])
     assert timedelta(minutes=29) < until - datetime.now(timezone.utc) <= timedelta(minutes=30)
     assert shown["reason"] == "sFOX maintenance"
@@ -161,6 +161,26 @@ def test_the_commands(local_conn, capsys):
     assert cli.main(["hold", "--conn-id", local_conn]) == 0  # until released
     assert "held until released (held by operator)" in capsys.readouterr().out
     assert current_hold(local_conn)["until"] is None
+
+
+def test_status_shows_the_outage_the_scope_recorded_and_claims_no_probe(local_conn, capsys):
+    from airflow_sfox.hooks.budget import _budget_of
+
+    budget = _budget_of(local_conn, None)
+    budget.trip("sFOX unavailable (HTTP 503)", first_probe=0)  # a probe is due at once
+    assert cli.main(["status", "--conn-id", local_conn, "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["hold"] is None
+    assert shown["outage"]["down"] == "sFOX unavailable (HTTP 503)"
+    assert shown["outage"]["probes"] == 0
+    assert shown["outage"]["probe_in"] < 1
+    assert cli.main(["status", "--conn-id", local_conn]) == 0
+    text = capsys.readouterr().out
+    assert text.startswith("sfox_default: not held.\nsfox_default: sFOX unavailable (HTTP 503) since ")
+    assert budget.outage(claim=60)[1] is True  # status left the due probe unclaimed
+    budget.close_outage()
+    assert cli.main(["status", "--conn-id", local_conn]) == 0
+    assert capsys.readouterr().out.strip() == "sfox_default: not held."
 
 
 def test_a_command_on_an_unusable_connection_names_it(monkeypatch, capsys):
