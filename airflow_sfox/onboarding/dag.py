@@ -417,6 +417,10 @@ def _step(
     """One chunk step; a later one runs when the one before had nothing to do (skipped) too."""
     kwargs = {"task_id": f"send_{channel}", "chunk": chunk, **common}
     kwargs["trigger_rule"] = "all_success" if first else "none_failed"
+    # A later step of a chunk often has nothing to send (it skips): run it as soon as its chunk
+    # lets it, not after every chunk's first step, so skips overlap the sending instead of
+    # trailing it (Airflow's default rule ranks the first steps highest).
+    kwargs["weight_rule"] = "upstream"
     if channel == Channel.REGISTRATION:
         return RegisterBatchOperator(source=source, **kwargs)
     return SendVerificationBatchOperator(verification_type=str(channel), **kwargs)

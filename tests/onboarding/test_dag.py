@@ -56,6 +56,28 @@ def test_a_registering_source_adds_a_registration_step_before_each_email_step(re
     )
 
 
+@pytest.mark.parametrize("registering", [False, True], ids=["verification-only", "registering"])
+def test_a_chunks_later_steps_rank_above_its_earlier_ones(registering):
+    """A later step (often a skip) runs as soon as its chunk lets it, not after every first step."""
+    from airflow_sfox.onboarding.registration import Registration
+
+    source = OnboardingSource(registration=Registration() if registering else None)
+    from types import SimpleNamespace
+
+    from airflow.task.priority_strategy import validate_and_load_priority_weight_strategy
+
+    def weight(task):  # what the scheduler gives each of its task instances
+        rule = validate_and_load_priority_weight_strategy(task.weight_rule)
+        return rule.get_weight(SimpleNamespace(task=task))
+
+    dag = onboarding_dag(dag_id="shape", source=source)
+    for kind in CHANNELS_BY_ACCOUNT_TYPE:
+        steps = [t for t in dag.task_dict.values() if t.task_id.startswith(f"{kind}.send_")]
+        steps.sort(key=lambda t: len(t.get_flat_relative_ids(upstream=True)))
+        weights = [weight(t) for t in steps]
+        assert weights == sorted(set(weights)), (kind, [t.task_id for t in steps], weights)
+
+
 def test_every_param_has_a_title_a_description_and_a_section():
     dag = onboarding_dag(dag_id="form", source=OnboardingSource())
     for name in dag.params:
