@@ -182,11 +182,18 @@ def test_chunk_tasks_in_two_processes_share_what_they_know_of_an_outage(
 
 
 def _kill_local(folder: str) -> None:
-    """The local backend's files are destroyed under it (a disk failure)."""
+    """
+    The local backend's files are destroyed under it (a disk failure), and this process's
+    handles on them are lost with them: an open SQLite connection may otherwise go on serving
+    its cache and write-ahead log, and the budget would keep working (nothing to stop for).
+    """
+    from airflow_sfox.ratelimit import local_backend
+
     for path in glob.glob(os.path.join(folder, "*")):
         size = os.path.getsize(path)
         with open(path, "r+b") as handle:
             handle.write(b"\xff" * max(size, 4096))
+    local_backend(folder).close()
 
 
 @pytest.mark.parametrize("warehouse_db", ["sqlite"], indirect=True)
