@@ -115,29 +115,23 @@ def _run_chunk_tasks(run_id: str, chunks: list[dict], *, tries: int) -> list[lis
 
 
 @pytest.mark.parametrize("warehouse_db", ["sqlite"], indirect=True)
-@pytest.mark.parametrize("backend", ["local", "redis"])
 def test_chunk_tasks_in_two_processes_share_what_they_know_of_an_outage(
-    warehouse_db, sfox_sandbox, monkeypatch, tmp_path, request, backend
+    warehouse_db, sfox_sandbox, monkeypatch, tmp_path
 ):
     """
     Two chunk tasks, each in its own process, each tried OUTAGE_TRIES times during an sFOX
     outage (the sandbox's outage window: every request 503): the first detection costs at most
     one chunk's streak per process; every later try spends at most one request (the scope's
     probe, no per-call retries) or none. Nobody fails, and once sFOX is back the tries resume.
+
+    On the default ``local`` backend only (35 s a run): every backend's shared outage state is
+    tested across instances in ``tests/ratelimit/test_outage_circuit.py``.
     """
     users = make_users(120, seed=203, corporation_share=1.0)
     warehouse_db.seed(users)
     sfox_sandbox.seed_users(sandbox_users(users))
-    extra = {"rate_limit_requests": 0, "outage_probe_seconds": 1, "rate_limit_backend": backend}
-    if backend == "local":
-        extra["rate_limit_dir"] = str(tmp_path / "budget")
-    else:
-        import redis
-
-        server = request.getfixturevalue("redis_server")
-        redis.Redis.from_url(server.url).flushall()
-        monkeypatch.setenv("AIRFLOW_CONN_BUDGET_REDIS", server.url)
-        extra["rate_limit_redis_conn_id"] = "budget_redis"
+    extra = {"rate_limit_requests": 0, "outage_probe_seconds": 1, "rate_limit_backend": "local"}
+    extra["rate_limit_dir"] = str(tmp_path / "budget")
     monkeypatch.setenv("AIRFLOW_CONN_SFOX_DEFAULT", sfox_conn_json(sfox_sandbox.url, **extra))
     from airflow_sfox.onboarding.runs import plan_run
 
@@ -158,7 +152,7 @@ def test_chunk_tasks_in_two_processes_share_what_they_know_of_an_outage(
 
     spent = len(sends(sfox_sandbox)) - before
     per_try = [[t["requests"] for t in tries] for tries in results]
-    print(f"\n[{backend}] requests during the outage: {spent}; per try of each process: {per_try}")
+    print(f"\nrequests during the outage: {spent}; per try of each process: {per_try}")
     for tries in results:
         assert len(tries) == OUTAGE_TRIES
         assert {(t["service"], t["stopped"]) for t in tries} == {("sfox", "sFOX unavailable (HTTP 503)")}
