@@ -8,9 +8,13 @@ from airflow.sdk import BaseHook, BaseOperator
 from airflow.sdk.exceptions import AirflowException
 
 try:  # Airflow 3.2+
-    from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
+    from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException, DownstreamTasksSkipped
 except ImportError:  # Airflow 3.1
-    from airflow.exceptions import AirflowFailException, AirflowSkipException  # type: ignore[no-redef]
+    from airflow.exceptions import (  # type: ignore[no-redef]
+        AirflowFailException,
+        AirflowSkipException,
+        DownstreamTasksSkipped,
+    )
 
 try:  # Airflow 3.3+: tasks take a retry_policy
     from airflow.sdk.definitions.retry_policy import RetryPolicy  # noqa: F401 - marks 3.3+
@@ -66,6 +70,7 @@ __all__ = [
     "BaseOperator",
     "DeadlineAlert",
     "DeadlineReference",
+    "DownstreamTasksSkipped",
     "SyncCallback",
     "mask_secret",
 ]

@@ -254,7 +254,7 @@ def _onboarding_graph(
         _account_type_path(kind, _chunks_task(kind, planned), sfox_conn_id, where, retry, source=source)
         for kind in CHANNELS_BY_ACCOUNT_TYPE
     ]
-    sends = [f"{kind}.send_{c}" for kind in CHANNELS_BY_ACCOUNT_TYPE for c in _path_channels(kind, source)]
+    sends = [_step_id(kind, c) for kind in CHANNELS_BY_ACCOUNT_TYPE for c in _path_channels(kind, source)]
     _end(paths, where, sends=sends, on_failure=on_failure, on_recovery=on_recovery)
 
 
@@ -404,18 +404,42 @@ def _account_type_path(
     @task_group(group_id=str(kind), tooltip=f"{kind} chunks: {', '.join(channels)}")
     def path(chunk: dict[str, Any]) -> None:
         common = {**where, "sfox_conn_id": sfox_conn_id, **retry}
-        steps = [_step(c, chunk, source, first=not n, **common) for n, c in enumerate(channels)]
+        steps = [
+            _step(
+                c,
+                chunk,
+                source,
+                first=not n,
+                later={str(x): _step_id(kind, x) for x in channels[n + 1 :]},
+                **common,
+            )
+            for n, c in enumerate(channels)
+        ]
         for before, after in itertools.pairwise(steps):
             before >> after
 
     return path.expand(chunk=chunks)
 
 
+def _step_id(kind: AccountType, channel: Channel) -> str:
+    """The task id of an account type's step of ``channel`` (in its mapped group)."""
+    return f"{kind}.send_{channel}"
+
+
 def _step(
-    channel: Channel, chunk: Any, source: OnboardingSource, *, first: bool, **common: Any
+    channel: Channel,
+    chunk: Any,
+    source: OnboardingSource,
+    *,
+    first: bool,
+    later: dict[str, str],
+    **common: Any,
 ) -> SendVerificationBatchOperator:
-    """One chunk step; a later one runs when the one before had nothing to do (skipped) too."""
-    kwargs = {"task_id": f"send_{channel}", "chunk": chunk, **common}
+    """
+    One chunk step; a later one runs when the one before had nothing to do (skipped) too. A step
+    that sends skips the ``later`` ones the plan queued nothing for (see ``later_steps``).
+    """
+    kwargs = {"task_id": f"send_{channel}", "chunk": chunk, "later_steps": later, **common}
     kwargs["trigger_rule"] = "all_success" if first else "none_failed"
     # A later step of a chunk often has nothing to send (it skips): run it as soon as its chunk
     # lets it, not after every chunk's first step, so skips overlap the sending instead of

@@ -15,13 +15,18 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
-from airflow_sfox._compat import AirflowFailException, AirflowSkipException, BaseOperator
+from airflow_sfox._compat import (
+    AirflowFailException,
+    AirflowSkipException,
+    BaseOperator,
+    DownstreamTasksSkipped,
+)
 from airflow_sfox.defaults import DEFAULT_SFOX_CONN_ID, DEFAULT_WAREHOUSE_CONN_ID
 from airflow_sfox.exceptions import SfoxAuthError, SfoxConfigError
 from airflow_sfox.onboarding.model import Channel, prerequisite
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Mapping, Sequence
 
     from airflow.sdk import Context
 
@@ -59,6 +64,10 @@ class SendVerificationBatchOperator(BaseOperator):
     :param sfox_conn_id: the ``sfox`` connection.
     :param threads: concurrent requests; by default enough to fill the connection's rate budget
         at up to 300 ms of latency (8 at 20 requests/s, at most 32).
+    :param later_steps: the task ids of the chunk's later steps (in the same mapped group), by
+        channel. Those the plan queued nothing for are skipped when this step succeeds, so that
+        Airflow does not start a task only for it to skip: after a registration, for example,
+        the chunk's email and sms steps.
     """
 
     template_fields: Sequence[str] = ("chunk", "verification_type")
@@ -73,6 +82,7 @@ class SendVerificationBatchOperator(BaseOperator):
         warehouse_schema: str | None = None,
         sfox_conn_id: str = DEFAULT_SFOX_CONN_ID,
         threads: int | None = None,
+        later_steps: Mapping[str, str] | None = None,
         **kwargs: Any,
     ) -> None:
         kwargs.setdefault("map_index_template", "{{ task.chunk['label'] }}")
@@ -83,6 +93,7 @@ class SendVerificationBatchOperator(BaseOperator):
         self.warehouse_schema = warehouse_schema
         self.sfox_conn_id = sfox_conn_id
         self.threads = threads
+        self.later_steps = dict(later_steps or {})
 
     def execute(self, context: Context) -> dict[str, Any]:
         """Send the chunk; return its figures."""
@@ -102,7 +113,22 @@ class SendVerificationBatchOperator(BaseOperator):
         ) as hook:
             stats = self._send(context, warehouse, hook)
         emit_chunk(stats, dag_id=self.dag_id)
-        return stats.as_dict()
+        figures: dict[str, Any] = stats.as_dict()
+        self._skip_empty_later_steps(context, figures)
+        return figures
+
+    def _skip_empty_later_steps(self, context: Context, figures: dict[str, Any]) -> None:
+        """Skip the chunk's later steps the plan queued nothing for (each would only skip itself)."""
+        empty = [channel for channel in self.later_steps if not int(self.chunk.get(channel) or 0)]
+        if not empty:
+            return
+        ti = context["ti"]
+        # Raising ends the task before Airflow pushes the return value: push it here.
+        ti.xcom_push(key="return_value", value=figures)
+        self.log.info(
+            "%s: nothing planned for its %s step(s): skipped", self.chunk["label"], ", ".join(empty)
+        )
+        raise DownstreamTasksSkipped(tasks=[(self.later_steps[channel], ti.map_index) for channel in empty])
 
     def _send(self, context: Context, warehouse: Warehouse, hook: SfoxConnectHook) -> Any:
         """Send the chunk and add its figures to the run row, done or not; fail through Airflow."""
