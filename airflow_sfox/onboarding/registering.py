@@ -24,7 +24,6 @@ for the step only, and never logged, stored or returned.
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
@@ -45,9 +44,7 @@ from airflow_sfox.onboarding.sender import (
     _Answer,
     _Call,
     _ChunkSender,
-    _figures,
-    _warehouse_down,
-    queued_claims,
+    run_step,
 )
 
 if TYPE_CHECKING:
@@ -292,33 +289,28 @@ def register_chunk(
     :raises SfoxAuthError: the token was refused; outcomes so far are recorded first.
     :raises ChunkStopped: sFOX, the rate budget's backend or the warehouse is down.
     """
-    import sqlalchemy.exc
 
-    channel = Channel.REGISTRATION.value
-    stats = ChunkStats(channel=channel, label=chunk["label"])
-    before, started = hook.stats.as_dict(), time.monotonic()
-    sender: _RegistrationSender | None = None
-    try:
-        queued = queued_claims(warehouse, run_id, chunk, stats)
-        if not queued:
-            return stats
+    def start(conn: Any, queued: list[Claim], stats: ChunkStats) -> tuple[_RegistrationSender, list[str]]:
         user_ids = [claim.user_id for claim in queued]
         bodies = source_bodies(warehouse, source, user_ids)
-        with warehouse.connect() as conn:
-            _record_lost(warehouse, conn, queued, stats)
-            sender = _RegistrationSender(
-                warehouse, hook, conn, run_id=run_id, channel=channel, stats=stats, bodies=bodies, key=key
-            )
-            sender.account_type = str(chunk["account_type"])
-            sender.unsettled = {c.user_id for c in queued if c.uncertain or c.run_id is not None}
-            failure = sender.send(user_ids, threads=threads, progress_every=progress_every, started=started)
-    except sqlalchemy.exc.SQLAlchemyError as err:
-        stats.left_queued = stats.queued - (sender.done if sender else 0)
-        _figures(stats, hook, before, started)
-        raise _warehouse_down(warehouse, stats, err) from err
-    _figures(stats, hook, before, started)
-    sender.finish(failure, total=len(user_ids))
-    return stats
+        _record_lost(warehouse, conn, queued, stats)
+        sender = _RegistrationSender(
+            warehouse, hook, conn, run_id=run_id, channel=stats.channel, stats=stats, bodies=bodies, key=key
+        )
+        sender.account_type = str(chunk["account_type"])
+        sender.unsettled = {c.user_id for c in queued if c.uncertain or c.run_id is not None}
+        return sender, user_ids
+
+    return run_step(
+        warehouse,
+        hook,
+        run_id=run_id,
+        chunk=chunk,
+        channel=Channel.REGISTRATION.value,
+        threads=threads,
+        start=start,
+        progress_every=progress_every,
+    )
 
 
 def _record_lost(warehouse: Warehouse, conn: Any, queued: list[Claim], stats: ChunkStats) -> None:

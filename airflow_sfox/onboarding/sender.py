@@ -27,6 +27,7 @@ import queue
 import random
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -289,20 +290,59 @@ def send_chunk(
     :raises SfoxAuthError: the token was refused; outcomes so far are recorded first.
     :raises ChunkStopped: sFOX, the rate budget's backend or the warehouse is down.
     """
+
+    def start(conn: Any, queued: list[Claim], stats: ChunkStats) -> tuple[_ChunkSender, list[str]]:
+        user_ids = _record_lost(warehouse, conn, queued, stats, hold_uncertain=hold_uncertain)
+        sender = _ChunkSender(warehouse, hook, conn, run_id=run_id, channel=channel, stats=stats)
+        sender.resent = set() if hold_uncertain else {c.user_id for c in queued if c.run_id is not None}
+        return sender, user_ids
+
+    return run_step(
+        warehouse,
+        hook,
+        run_id=run_id,
+        chunk=chunk,
+        channel=channel,
+        threads=threads,
+        start=start,
+        progress_every=progress_every,
+    )
+
+
+#: How a step starts sending on its connection, once it has its queued claims: it records the
+#: claims a dead try left and returns its sender and the users to send, in order.
+StepStart = Callable[[Any, "list[Claim]", "ChunkStats"], "tuple[_ChunkSender, list[str]]"]
+
+
+def run_step(
+    warehouse: Warehouse,
+    hook: SfoxConnectHook,
+    *,
+    run_id: str,
+    chunk: dict[str, Any],
+    channel: str,
+    threads: int,
+    start: StepStart,
+    progress_every: float = PROGRESS_EVERY,
+) -> ChunkStats:
+    """
+    The frame of every chunk step (:func:`send_chunk`, and registering's ``register_chunk``): its
+    queued claims, one connection, ``start``, the sending; its figures, done or stopped.
+
+    :param start: records what a dead try left and makes the step's sender (see :data:`StepStart`).
+    :raises ChunkStopped: the warehouse could not be read or written (or see the sender's stops).
+    """
     import sqlalchemy.exc
 
     stats = ChunkStats(channel=channel, label=chunk["label"])
-    requests_before = hook.stats.as_dict()
-    started = time.monotonic()
+    requests_before, started = hook.stats.as_dict(), time.monotonic()
     sender: _ChunkSender | None = None
     try:
         queued = queued_claims(warehouse, run_id, chunk, stats)
         if not queued:
             return stats
         with warehouse.connect() as conn:
-            user_ids = _record_lost(warehouse, conn, queued, stats, hold_uncertain=hold_uncertain)
-            sender = _ChunkSender(warehouse, hook, conn, run_id=run_id, channel=channel, stats=stats)
-            sender.resent = set() if hold_uncertain else {c.user_id for c in queued if c.run_id is not None}
+            sender, user_ids = start(conn, queued, stats)
             failure = sender.send(user_ids, threads=threads, progress_every=progress_every, started=started)
     except sqlalchemy.exc.SQLAlchemyError as err:
         stats.left_queued = stats.queued - (sender.done if sender else 0)
