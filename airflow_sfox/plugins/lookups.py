@@ -165,7 +165,8 @@ class Lookups(Dashboard):
     def _dag_of(self, conn: Connection, found: dict[str, set[str]], run_id: str) -> str | None:
         """
         The DAG of a run asked for by its run_id alone: the one DAG that has a run of that id in
-        the run table, else in the ledger, else in the attempts (``None``: no table has it).
+        the run table (read through its key), else in the ledger, else in the attempts (read only
+        for a run the run table lacks; ``None``: no table has it).
 
         :raises AmbiguousRun: several DAGs have a run of that id.
         """
