@@ -31,7 +31,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from airflow_sfox._compat import AsyncCallback, DeadlineAlert, DeadlineReference, SyncCallback
-from airflow_sfox.onboarding.model import RunStatus
+from airflow_sfox.onboarding.model import RunRef, RunStatus
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping, Sequence
@@ -239,8 +239,9 @@ async def deadline_missed(
         log.info("sFOX onboarding run %s ended before its deadline: no deadline alert", run.get("dag_run_id"))
         return
     # The connection and the query are blocking calls: off the triggerer's event loop.
+    ref = RunRef(str(run.get("dag_id")), str(run.get("dag_run_id")))
     progress = await sync_to_async(_progress)(
-        run.get("dag_run_id"), warehouse_conn_id=warehouse_conn_id, warehouse_schema=warehouse_schema
+        ref, warehouse_conn_id=warehouse_conn_id, warehouse_schema=warehouse_schema
     )
     summary = {
         "run_id": run.get("dag_run_id"),
@@ -285,14 +286,14 @@ def deadline_text(summary: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _progress(run_id: str | None, *, warehouse_conn_id: str, warehouse_schema: str | None) -> dict[str, Any]:
+def _progress(run: RunRef, *, warehouse_conn_id: str, warehouse_schema: str | None) -> dict[str, Any]:
     """The run row's :data:`PROGRESS` figures; ``note`` says why when they cannot be read."""
     from airflow_sfox.onboarding.warehouse import Warehouse
 
     try:
-        row = Warehouse.from_conn_id(warehouse_conn_id, schema=warehouse_schema).run_row(str(run_id))
+        row = Warehouse.from_conn_id(warehouse_conn_id, schema=warehouse_schema).run_row(run)
     except Exception:
-        log.warning("could not read the progress of run %s from the warehouse", run_id, exc_info=True)
+        log.warning("could not read the progress of run %s from the warehouse", run, exc_info=True)
         return {"note": "the warehouse could not be read: see the triggerer log"}
     if row.get("steps") is None:
         return {}

@@ -48,6 +48,7 @@ from airflow_sfox.onboarding.model import (
 from airflow_sfox.onboarding.validation import as_text, user_id_problem
 
 if TYPE_CHECKING:
+    from airflow_sfox.onboarding.model import RunRef
     from airflow_sfox.onboarding.warehouse import Warehouse
 
 log = logging.getLogger(__name__)
@@ -204,7 +205,7 @@ def plan_events(
     warehouse: Warehouse,
     events: Iterable[EventPair],
     *,
-    run_id: str,
+    run: RunRef,
     chunk_size: int,
     dry_run: bool,
 ) -> EventPlan:
@@ -214,7 +215,7 @@ def plan_events(
 
     :param warehouse: where the ledger is.
     :param events: ``(key, extra)`` of each event handed to the run (key ``None``: ids by hand).
-    :param run_id: the run that will send them (their ledger rows' ``run_id``).
+    :param run: the run that will send them (their ledger rows' ``dag_id`` and ``run_id``).
     :param chunk_size: users per chunk (their rows' ``chunk``: ``position // chunk_size``).
     :param dry_run: decide and count, write nothing.
     """
@@ -241,15 +242,14 @@ def plan_events(
                     AFTER_EMAIL[kind].value,
                     kind.value,
                     LedgerState.QUEUED.value,
-                    run_id,
                     i // chunk_size,
                     None,
                 )
                 for kind, users in plan.due.items()
                 for i, uid in enumerate(users)
             ]
-            warehouse.upsert_plan(conn, rows)
-            warehouse.record_events(conn, list(fresh), run_id=run_id)
+            warehouse.upsert_plan(conn, rows, run=run)
+            warehouse.record_events(conn, list(fresh), run=run)
             conn.commit()
     return plan
 
@@ -295,7 +295,7 @@ def _skip(channels: Mapping[str, Any]) -> tuple[EventSkip | None, AccountType | 
     if after.claimed_by is not None:
         return EventSkip.IN_FLIGHT, None
     # Queued by an hourly run but not sent yet: this run takes it over (the sender reads its rows
-    # by run id, so exactly one of the two sends it). Waiting: sFOX refused it before the email
+    # by run, so exactly one of the two sends it). Waiting: sFOX refused it before the email
     # was verified, which the event now says it is. Anything else was requested already.
     if after.state in (LedgerState.QUEUED, LedgerState.WAITING):
         return None, kind

@@ -1,5 +1,6 @@
 """
-The vocabulary of onboarding, in one place: account types, channels, ledger states, run statuses.
+The vocabulary of onboarding, in one place: account types, channels, ledger states, run statuses,
+and how a run is named (:class:`RunRef`).
 
 Everything else (planner, sender, run summary, DAG factory, the UI page, the sandbox) imports
 these names instead of spelling the strings. The module imports nothing but the standard
@@ -12,6 +13,7 @@ value, and reads back from the warehouse as plain text (``LedgerState(text)`` tu
 from __future__ import annotations
 
 from enum import Enum
+from typing import NamedTuple
 
 
 class _Text(str, Enum):
@@ -214,3 +216,20 @@ class RunStatus(_Text):
     #: stopped by an outage (sFOX, the rate budget's backend, the warehouse) or killed: the
     #: users not answered stay queued, their failures unchanged, for the next run
     INTERRUPTED = "interrupted"
+
+
+class RunRef(NamedTuple):
+    """
+    One run of one DAG: how every per-run record is keyed (run table, steps, ledger, attempts,
+    claims, events, snapshots). Airflow's run ids are unique within a DAG only: two DAGs on one
+    schedule get the same ``scheduled__<hour>`` run id every hour.
+
+    :param dag_id: the DAG.
+    :param run_id: the Airflow run id, within the DAG.
+    """
+
+    dag_id: str
+    run_id: str
+
+    def __str__(self) -> str:
+        return f"{self.run_id} of {self.dag_id}"

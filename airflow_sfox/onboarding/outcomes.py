@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
-from airflow_sfox.onboarding.model import DONE_STATES, FAILED_STATES, AttemptOutcome, LedgerState
+from airflow_sfox.onboarding.model import DONE_STATES, FAILED_STATES, AttemptOutcome, LedgerState, RunRef
 from airflow_sfox.onboarding.schema import Timestamp, UserId
 
 if TYPE_CHECKING:
@@ -58,14 +58,14 @@ class Claim:
     A queued user as a chunk step reads it, with the claim a try that died left on it.
 
     :param user_id: the user.
-    :param run_id: the run whose try claimed it (``None``: not claimed).
+    :param run: the run whose try claimed it (``None``: not claimed).
     :param at: when it was claimed.
     :param uncertain: an earlier request of its row may have reached sFOX unseen (a registration
         is then settled by a read before anything is posted again).
     """
 
     user_id: str
-    run_id: str | None = None
+    run: RunRef | None = None
     at: datetime | None = None
     uncertain: bool = False
 
@@ -78,14 +78,14 @@ def _final(outcome: Outcome) -> str:
     return AttemptOutcome.REFUSED.value if outcome.status in (401, 403) else AttemptOutcome.RETRIED.value
 
 
-def attempt_rows(outcome: Outcome, run_id: str) -> list[dict[str, Any]]:
+def attempt_rows(outcome: Outcome, run: RunRef) -> list[dict[str, Any]]:
     """The attempts-table rows of one outcome: its last request has the outcome, earlier ones were retried."""
     last = len(outcome.trail)
     return [
         {
             "user_id": outcome.user_id,
             "channel": str(outcome.channel),
-            "run_id": run_id,
+            **run._asdict(),
             "attempted_at": attempt.at,
             "attempt": number,
             "status": attempt.status,
@@ -125,6 +125,7 @@ def outcome_update(t: sa.Table) -> Update:
             last_sent_at=sa.func.coalesce(p("o_sent_at", type_=Timestamp()), t.c.last_sent_at),
             updated_at=p("o_at3", type_=Timestamp()),
             claimed_by=None,
+            claimed_by_dag=None,
             claimed_at=None,
         )
     )
@@ -158,7 +159,8 @@ def lost_rows(claims: Sequence[Claim], *, channel: str, now: datetime) -> list[d
         {
             "user_id": claim.user_id,
             "channel": channel,
-            "run_id": claim.run_id,
+            "dag_id": claim.run.dag_id if claim.run else None,
+            "run_id": claim.run.run_id if claim.run else None,
             "attempted_at": claim.at or now,
             "attempt": 1,
             "status": None,

@@ -68,6 +68,7 @@ if TYPE_CHECKING:
     from sqlalchemy.engine import Dialect
 
     from airflow_sfox.hooks.sfox import SfoxConnectHook
+    from airflow_sfox.onboarding.model import RunRef
     from airflow_sfox.onboarding.warehouse import Warehouse
 
 #: The one ledger key of every empty user_id.
@@ -224,7 +225,7 @@ class Planner:
     :param sfox: the hook used for the one bulk read of sFOX's end users.
     :param config: the run's settings.
     :param source: where the users come from (default: table ``sfox_users``).
-    :param run_id: the Airflow run id, recorded in the ledger.
+    :param run: the run, recorded in the ledger.
     :param now: the planning time (injectable for tests of the resend policy).
     :param registration_key: the key of the registration fields' keyed hash (default, when the
         source registers users: :func:`~airflow_sfox.onboarding.registration.registration_secret`).
@@ -237,7 +238,7 @@ class Planner:
         config: OnboardingConfig,
         *,
         source: OnboardingSource | None = None,
-        run_id: str,
+        run: RunRef,
         now: datetime | None = None,
         registration_key: bytes | None = None,
     ) -> None:
@@ -245,7 +246,7 @@ class Planner:
         self.sfox = sfox
         self.config = config
         self.source = source or OnboardingSource()
-        self.run_id = run_id
+        self.run = run
         self.now = now or utcnow()
         if self.source.registration is not None and not registration_key:
             registration_key = registration_secret(self.source.registration)  # an Airflow Variable
@@ -308,7 +309,7 @@ class Planner:
                 self.sfox,
                 reader=reader,
                 writer=writer,
-                run_id=self.run_id,
+                run=self.run,
                 dry_run=config.dry_run,
                 max_age=max_age,
             )
@@ -553,7 +554,7 @@ class Planner:
         if not self.config.dry_run:
             # Plain text for the driver: the enums are str subclasses, which some drivers refuse.
             row = (str(user_id), str(channel), account_type and str(account_type), str(state))
-            self._writes.append((*row, self.run_id, chunk, error))
+            self._writes.append((*row, chunk, error))
 
     def _flush(self, writer: Any, *, force: bool) -> None:
         if self._stand_ins and (force or len(self._stand_ins) >= _WRITE_BATCH or self._writes):
@@ -563,7 +564,7 @@ class Planner:
             self.counts["rejected_known"] += moved
             self._stand_ins = []
         if self._writes and (force or len(self._writes) >= _WRITE_BATCH):
-            self.warehouse.upsert_plan(writer, self._writes)
+            self.warehouse.upsert_plan(writer, self._writes, run=self.run)
             writer.commit()
             self._writes = []
 

@@ -52,6 +52,7 @@ if TYPE_CHECKING:
 
     from airflow_sfox.hooks.sfox import SfoxConnectHook, SfoxResult
     from airflow_sfox.onboarding.config import OnboardingSource
+    from airflow_sfox.onboarding.model import RunRef
     from airflow_sfox.onboarding.outcomes import Claim
     from airflow_sfox.onboarding.warehouse import Warehouse
 
@@ -231,7 +232,7 @@ class _RegistrationSender(_ChunkSender):
                     )
                 )
         self.warehouse.record_registered(
-            self.conn, sent, hashes, account_type=self.account_type, run_id=self.run_id
+            self.conn, sent, hashes, account_type=self.account_type, run=self.run
         )
         super()._commit(outcomes, skipped, claim)
 
@@ -271,7 +272,7 @@ def register_chunk(
     warehouse: Warehouse,
     hook: SfoxConnectHook,
     *,
-    run_id: str,
+    run: RunRef,
     chunk: dict[str, Any],
     source: OnboardingSource,
     key: bytes,
@@ -295,16 +296,16 @@ def register_chunk(
         bodies = source_bodies(warehouse, source, user_ids)
         _record_lost(warehouse, conn, queued, stats)
         sender = _RegistrationSender(
-            warehouse, hook, conn, run_id=run_id, channel=stats.channel, stats=stats, bodies=bodies, key=key
+            warehouse, hook, conn, run=run, channel=stats.channel, stats=stats, bodies=bodies, key=key
         )
         sender.account_type = str(chunk["account_type"])
-        sender.unsettled = {c.user_id for c in queued if c.uncertain or c.run_id is not None}
+        sender.unsettled = {c.user_id for c in queued if c.uncertain or c.run is not None}
         return sender, user_ids
 
     return run_step(
         warehouse,
         hook,
-        run_id=run_id,
+        run=run,
         chunk=chunk,
         channel=Channel.REGISTRATION.value,
         threads=threads,
@@ -315,7 +316,7 @@ def register_chunk(
 
 def _record_lost(warehouse: Warehouse, conn: Any, queued: list[Claim], stats: ChunkStats) -> None:
     """Record the claims a dead try left as ``lost`` attempts: their users are read before any post."""
-    lost = [claim for claim in queued if claim.run_id is not None]
+    lost = [claim for claim in queued if claim.run is not None]
     if lost:
         warehouse.record_lost(conn, lost, channel=stats.channel, hold=False)
         conn.commit()

@@ -19,10 +19,11 @@ from airflow_sfox.onboarding.config import OnboardingConfig
 from airflow_sfox.onboarding.counts import due_counts, plan_result
 from airflow_sfox.onboarding.model import (
     LedgerState,
+    RunRef,
     RunStatus,
 )
 from airflow_sfox.onboarding.planner import Planner
-from airflow_sfox.onboarding.schema import REASON_LENGTH, utcnow
+from airflow_sfox.onboarding.schema import REASON_LENGTH, of_run, utcnow
 from airflow_sfox.onboarding.sender import outage_text
 from airflow_sfox.onboarding.verdict import Verdict, judge, log_share, log_table, outcome_table, summary_of
 from airflow_sfox.onboarding.warehouse import Warehouse
@@ -85,16 +86,16 @@ def plan_run(
     """
     from airflow_sfox.hooks.sfox import SfoxConnectHook  # not at parse time: see operators
 
-    started_at = started_at or utcnow()
+    started_at, run = started_at or utcnow(), RunRef(dag_id, run_id)
     warehouse: Warehouse | None = None
     try:
         warehouse = Warehouse.from_conn_id(warehouse_conn_id, schema=warehouse_schema)
         OnboardingConfig.check_conf(conf)
         config = OnboardingConfig.from_params(params)
         with SfoxConnectHook(sfox_conn_id=sfox_conn_id) as sfox:
-            plan = Planner(warehouse, sfox, config, source=source, run_id=run_id).plan()
+            plan = Planner(warehouse, sfox, config, source=source, run=run).plan()
     except Exception as error:
-        _plan_failed(error, warehouse, params=params, run_id=run_id, dag_id=dag_id, started_at=started_at)
+        _plan_failed(error, warehouse, params=params, run=run, started_at=started_at)
         raise
     figures = sfox.stats.as_dict()  # the one bulk read of sFOX's users counts too
     _log_plan(plan.counts, chunks=len(plan.chunks), dry_run=config.dry_run)
@@ -104,8 +105,7 @@ def plan_run(
             log.info("Pruned %d attempts older than %d days", pruned, days)
         open_run(
             warehouse,
-            run_id=run_id,
-            dag_id=dag_id,
+            run=run,
             started_at=started_at,
             counts=plan.counts,
             steps=plan.steps,
@@ -120,8 +120,7 @@ def _plan_failed(
     warehouse: Warehouse | None,
     *,
     params: Mapping[str, Any],
-    run_id: str,
-    dag_id: str,
+    run: RunRef,
     started_at: datetime,
 ) -> None:
     """
@@ -133,9 +132,9 @@ def _plan_failed(
     """
     lines = str(error).strip().splitlines()
     why = f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
-    log.error("sFOX onboarding run %s: planning failed, nothing was sent: %s", run_id, why[:REASON_LENGTH])
+    log.error("sFOX onboarding run %s: planning failed, nothing was sent: %s", run, why[:REASON_LENGTH])
     if warehouse is not None and not params.get("dry_run"):
-        _record_plan_failure(warehouse, run_id=run_id, dag_id=dag_id, started_at=started_at, error=error)
+        _record_plan_failure(warehouse, run=run, started_at=started_at, error=error)
 
 
 def _log_plan(counts: Mapping[str, Any], *, chunks: int, dry_run: bool) -> None:
@@ -184,7 +183,7 @@ def plan_event_run(
     """
     from airflow_sfox.onboarding.events import plan_events
 
-    started_at = started_at or utcnow()
+    started_at, run = started_at or utcnow(), RunRef(dag_id, run_id)
     warehouse: Warehouse | None = None
     try:
         OnboardingConfig.check_conf(conf)
@@ -196,29 +195,26 @@ def plan_event_run(
         plan = plan_events(
             warehouse,
             [*events, *by_hand],
-            run_id=run_id,
+            run=run,
             chunk_size=config.chunk_size,
             dry_run=config.dry_run,
         )
     except Exception as error:
-        _plan_failed(error, warehouse, params=params, run_id=run_id, dag_id=dag_id, started_at=started_at)
+        _plan_failed(error, warehouse, params=params, run=run, started_at=started_at)
         raise
     plan.log(dry_run=config.dry_run)
     counts = plan.counts(dry_run=config.dry_run)
     chunks = [] if config.dry_run else plan.chunks(config.chunk_size, hold_uncertain=config.hold_uncertain)
     if not config.dry_run:
         warehouse.prune_events(older_than=started_at - timedelta(days=config.attempts_retention_days))
-        open_run(
-            warehouse, run_id=run_id, dag_id=dag_id, started_at=started_at, counts=counts, steps=len(chunks)
-        )
+        open_run(warehouse, run=run, started_at=started_at, counts=counts, steps=len(chunks))
     return plan_result(counts, chunks)
 
 
 def open_run(
     warehouse: Warehouse,
     *,
-    run_id: str,
-    dag_id: str,
+    run: RunRef,
     started_at: datetime,
     counts: Mapping[str, Any],
     steps: int,
@@ -232,11 +228,10 @@ def open_run(
     :param steps: chunk steps to run: one per chunk and channel with codes due (others skip).
     :param requests: requests the plan made, and those answered 429.
     """
-    warehouse.forget_steps(run_id)
+    warehouse.forget_steps(run)
     warehouse.write_run(
         {
-            "run_id": run_id,
-            "dag_id": dag_id,
+            **run._asdict(),
             "dry_run": 0,
             "started_at": started_at,
             "source_rows": counts["source_rows"],
@@ -255,7 +250,7 @@ def open_run(
 
 
 def _record_plan_failure(
-    warehouse: Warehouse, *, run_id: str, dag_id: str, started_at: datetime, error: Exception
+    warehouse: Warehouse, *, run: RunRef, started_at: datetime, error: Exception
 ) -> None:
     """Write the run row of a run whose planning failed, with the reason, so the page shows it."""
     # The hook's errors are already scrubbed of the token, emails and phones; others name
@@ -266,12 +261,12 @@ def _record_plan_failure(
         reason = f"planning stopped: {outage_text(error)[1]}; nothing was sent, the next run plans again"
     try:
         warehouse.create_tables()
-        row = {"run_id": run_id, "dag_id": dag_id, "dry_run": 0, "started_at": started_at}
+        row = {**run._asdict(), "dry_run": 0, "started_at": started_at}
         warehouse.write_run(
             {**row, "finished_at": utcnow(), "status": status.value, "reason": reason[:REASON_LENGTH]}
         )
     except Exception:  # the warehouse itself is the problem: the task log has the first error
-        log.warning("could not record the failed plan of run %s in the warehouse", run_id, exc_info=True)
+        log.warning("could not record the failed plan of run %s in the warehouse", run, exc_info=True)
 
 
 def mark_interrupted(
@@ -303,7 +298,7 @@ def mark_interrupted(
         state = state_of(other)
         if state in ("running", "queued"):
             continue
-        table = warehouse.run_counts(other)
+        table = warehouse.run_counts(RunRef(dag_id, other))
         sent = sum(v for (_, done), v in table.items() if done == LedgerState.SENT)
         left = sum(v for (_, done), v in table.items() if done == LedgerState.QUEUED)
         reason = (
@@ -314,6 +309,7 @@ def mark_interrupted(
         log.warning("Run %s of %s: %s", other, dag_id, reason)
         warehouse.write_run(
             {
+                "dag_id": dag_id,
                 "run_id": other,
                 "status": RunStatus.INTERRUPTED.value,
                 "finished_at": utcnow(),
@@ -326,29 +322,42 @@ def mark_interrupted(
 
 
 def record_chunk(
-    warehouse: Warehouse, run_id: str, stats: Mapping[str, Any], *, step: str, done: bool
+    warehouse: Warehouse, run: RunRef, stats: Mapping[str, Any], *, step: str, done: bool
 ) -> None:
     """
-    Add one try of a chunk step's request figures to the run row; mark the step done (once) if
-    it finished.
+    Add one try of a chunk step's request figures to the run row; if the step finished, mark it
+    done (once: a retry or a clear of a finished step does not count it again).
 
     :param warehouse: where the run row is.
-    :param run_id: the run.
+    :param run: the run.
     :param step: the step's key in the run (its channel and chunk).
     :param stats: ``requests``, ``rate_limited``, ``seconds``, ``budget_wait_seconds`` and
         ``pause_seconds`` (thread-seconds waiting for the rate budget and for 429 pauses) of the step.
     :param done: the step sent all its work (a failed step is counted, not done).
     """
-    warehouse.add_chunk_figures(
-        run_id,
-        step=step,
-        requests=int(stats["requests"]),
-        rate_limited=int(stats["rate_limited"]),
-        seconds=float(stats["seconds"]),
-        done=done,
-        budget_wait_seconds=float(stats.get("budget_wait_seconds", 0.0)),
-        pause_seconds=float(stats.get("pause_seconds", 0.0)),
-    )
+    import sqlalchemy as sa
+
+    t, steps = warehouse.runs_t, warehouse.steps_t
+    with warehouse.connect() as conn:
+        if done:
+            row = {**run._asdict(), "step": step, "finished_at": utcnow()}
+            conn.execute(warehouse.upsert(steps, (*RunRef._fields, "step"), ["finished_at"]), [row])
+        steps_done = sa.select(sa.func.count()).select_from(steps).where(of_run(steps, run)).scalar_subquery()
+        statement = (
+            sa.update(t)
+            .where(of_run(t, run))
+            .values(
+                requests=t.c.requests + int(stats["requests"]),
+                rate_limited=t.c.rate_limited + int(stats["rate_limited"]),
+                send_seconds=t.c.send_seconds + float(stats["seconds"]),
+                steps_done=steps_done,
+                budget_wait_seconds=sa.func.coalesce(t.c.budget_wait_seconds, 0)
+                + float(stats.get("budget_wait_seconds", 0.0)),
+                pause_seconds=sa.func.coalesce(t.c.pause_seconds, 0) + float(stats.get("pause_seconds", 0.0)),
+            )
+        )
+        conn.execute(statement)
+        conn.commit()
 
 
 def summarize_run(
@@ -378,43 +387,34 @@ def summarize_run(
     :param stops: what the chunk steps that stopped said was down (their ``stopped`` XCom).
     """
     warehouse = Warehouse.from_conn_id(warehouse_conn_id, schema=warehouse_schema)
+    ref = RunRef(dag_id, run_id)
     if counts is None:
-        raise _failed_plan_summary(
-            warehouse, run_id=run_id, dag_id=dag_id, dry_run=bool(params.get("dry_run"))
-        )
+        raise _failed_plan_summary(warehouse, run=ref, dry_run=bool(params.get("dry_run")))
     config = OnboardingConfig.from_params(params)
-    table = outcome_table(warehouse, run_id, counts, dry_run=config.dry_run)
+    table = outcome_table(warehouse, ref, counts, dry_run=config.dry_run)
     log_table(table, dry_run=config.dry_run)
-    run = {} if config.dry_run else warehouse.run_row(run_id)
+    run = {} if config.dry_run else warehouse.run_row(ref)
     verdict = judge(table, counts, config.failure_threshold, run=run, stops=stops)
-    summary = summary_of(counts, table, verdict, run_id=run_id, dag_id=dag_id, dry_run=config.dry_run)
+    summary = summary_of(counts, table, verdict, run=ref, dry_run=config.dry_run)
     if config.dry_run:
         _write_dry_run(warehouse, summary, counts, verdict, started_at=started_at)
     else:
         _write_outcome(warehouse, summary, table, verdict, run=run, started_at=started_at)
     log_share(verdict.judged, config.failure_threshold)  # the summary's last line
     if summary["problem"]:
-        raise OnboardingRunFailed(f"sFOX onboarding run {run_id}: {summary['problem']}", summary)
+        raise OnboardingRunFailed(f"sFOX onboarding run {ref}: {summary['problem']}", summary)
     return summary
 
 
-def _failed_plan_summary(
-    warehouse: Warehouse, *, run_id: str, dag_id: str, dry_run: bool
-) -> OnboardingRunFailed:
+def _failed_plan_summary(warehouse: Warehouse, *, run: RunRef, dry_run: bool) -> OnboardingRunFailed:
     """The failure of a run whose plan failed, with the reason the plan task recorded, if it could."""
     why, status = "planning failed, nothing was sent", RunStatus.PLAN_FAILED.value
     with contextlib.suppress(Exception):
-        recorded = warehouse.run_row(run_id)
+        recorded = warehouse.run_row(run)
         why += f": {recorded.get('reason') or 'see its log'}"
         status = recorded.get("status") or status  # interrupted: an outage stopped the plan
-    failed_plan: dict[str, Any] = {
-        "run_id": run_id,
-        "dag_id": dag_id,
-        "dry_run": dry_run,
-        "status": status,
-        "problem": why,
-    }
-    return OnboardingRunFailed(f"sFOX onboarding run {run_id}: {why}", failed_plan)
+    failed_plan: dict[str, Any] = {**run._asdict(), "dry_run": dry_run, "status": status, "problem": why}
+    return OnboardingRunFailed(f"sFOX onboarding run {run}: {why}", failed_plan)
 
 
 def _write_dry_run(
@@ -464,7 +464,7 @@ def _write_outcome(
     started_at: datetime | None,
 ) -> None:
     """Write the run row's outcome, and log the run's request figures."""
-    run_id = summary["run_id"]
+    ref = RunRef(summary["dag_id"], summary["run_id"])
     finished = utcnow()
     seconds = (finished - (started_at or finished)).total_seconds()
     states = (
@@ -478,12 +478,11 @@ def _write_outcome(
         if state in by_state:
             by_state[state] += v
     # Requests that may have sent a second code (answers lost, or in flight at a crash).
-    uncertain = summary["uncertain"] = warehouse.uncertain_count(run_id)
+    uncertain = summary["uncertain"] = warehouse.uncertain_count(ref)
     requests = int(run.get("requests") or 0)
     warehouse.write_run(
         {
-            "run_id": run_id,
-            "dag_id": summary["dag_id"],
+            **ref._asdict(),
             "finished_at": finished,
             "failed": verdict.failed,
             "uncertain": uncertain,

@@ -11,8 +11,12 @@ missing, with their indexes, optionally in a schema of their own):
   pruned after the ``attempts_retention_days`` param; the ledger's counters add up from it;
 * events, ``<ledger>_events``: the asset events a run of events judged;
 * version, ``<ledger>_version``: one row, the :data:`SCHEMA_VERSION` of the tables beside it;
-* runs: one row per run; beside it, ``<runs>_steps``: one row per chunk step that finished
-  (a step retried or cleared after it finished is counted once);
+* runs: one row per run, keyed by (``dag_id``, ``run_id``); beside it, ``<runs>_steps``: one
+  row per chunk step that finished (a step retried or cleared after it finished is counted once).
+
+Every record of a run names it by (``dag_id``, ``run_id``) (a
+:class:`~airflow_sfox.onboarding.model.RunRef`): Airflow's run ids are unique within a DAG only,
+and two DAGs on one warehouse share its ledger.
 * snapshot: sFOX's users as one plan read them (account type, status, which channels are still
   required; never an email or a phone), keyed by a snapshot id and removed when the plan ends.
 
@@ -35,7 +39,7 @@ from sqlalchemy.types import TypeDecorator
 
 from airflow_sfox.defaults import LEDGER_TABLE
 from airflow_sfox.onboarding.dialects import exact_collation, is_mysql
-from airflow_sfox.onboarding.model import CHANNELS, LEDGER_CHANNELS
+from airflow_sfox.onboarding.model import CHANNELS, LEDGER_CHANNELS, RunRef
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Dialect
@@ -47,6 +51,8 @@ SCHEMA_VERSION = 1
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?$")
 #: Longest user_id the ledger stores; longer ones are rejected by validation anyway.
 USER_ID_COLUMN_LENGTH = 255
+#: Longest dag_id or run_id (Airflow's own limit for both).
+RUN_KEY_LENGTH = 250
 #: Longest reason stored in a run row (why it failed).
 REASON_LENGTH = 500
 #: Longest identifier PostgreSQL keeps (MariaDB/MySQL: 64).
@@ -92,11 +98,11 @@ def ledger_indexes(ledger_table: str = LEDGER_TABLE) -> list[str]:
 _FUNNEL_INDEX = ("account_type", "channel", "state", "user_id")
 _STATE_INDEX = ("state", "updated_at", "last_error")
 #: The sender's reads: the queued users of one run's chunks.
-_RUN_INDEX = ("run_id", "account_type", "chunk", "channel", "state")
+_RUN_INDEX = ("dag_id", "run_id", "account_type", "chunk", "channel", "state")
 #: The attempts table's reads: one user's timeline, one run's outcomes, and the retention prune.
 _ATTEMPT_INDEXES = {
     "user": ("user_id", "channel", "attempted_at"),
-    "run": ("run_id", "outcome"),
+    "run": ("dag_id", "run_id", "outcome"),
     "time": ("attempted_at",),
 }
 
@@ -241,6 +247,25 @@ def define_tables(
     )
 
 
+def run_columns(*, primary_key: bool = False) -> tuple[sa.Column[str], sa.Column[str]]:
+    """
+    The ``run_id`` and ``dag_id`` columns that name a run (a
+    :class:`~airflow_sfox.onboarding.model.RunRef`) in a table.
+
+    :param primary_key: they are (the start of) the table's primary key: ``run_id`` first, so
+        that a run asked for by its id alone (the page's run view) is found through the key too.
+    """
+    return (
+        sa.Column("run_id", sa.String(RUN_KEY_LENGTH), primary_key=primary_key),
+        sa.Column("dag_id", sa.String(RUN_KEY_LENGTH), primary_key=primary_key),
+    )
+
+
+def of_run(table: sa.Table, run: RunRef) -> sa.ColumnElement[bool]:
+    """The rows of ``table`` that name ``run`` (its :func:`run_columns`)."""
+    return sa.and_(table.c.dag_id == run.dag_id, table.c.run_id == run.run_id)
+
+
 def ledger_table(metadata: sa.MetaData, schema: str | None, name: str) -> sa.Table:
     """The ledger: one row per (user_id, channel), with the indexes the sender and the page read."""
     prefix = _index_prefix(name if schema is None else f"{schema}.{name}")
@@ -259,13 +284,15 @@ def ledger_table(metadata: sa.MetaData, schema: str | None, name: str) -> sa.Tab
         sa.Column("first_request_at", Timestamp()),
         sa.Column("last_request_at", Timestamp()),
         sa.Column("last_sent_at", Timestamp()),
-        sa.Column("run_id", sa.String(250)),
+        # The run that planned the row (and its chunk in that run).
+        *run_columns(),
         sa.Column("chunk", sa.Integer),
         sa.Column("updated_at", Timestamp(), nullable=False),
         # Tries in a row that ended failed or not registered: the wait before the next, when to give up.
         sa.Column("failures", sa.Integer, nullable=False, server_default="0"),
         # The run whose chunk step is sending this row's request, and since when (see Warehouse.claim).
-        sa.Column("claimed_by", sa.String(250)),
+        sa.Column("claimed_by", sa.String(RUN_KEY_LENGTH)),
+        sa.Column("claimed_by_dag", sa.String(RUN_KEY_LENGTH)),
         sa.Column("claimed_at", Timestamp()),
         # Registration rows only: the keyed hash of the fields last sent (never the fields).
         sa.Column("fields_hmac", sa.String(FIELDS_HMAC_LENGTH)),
@@ -282,8 +309,7 @@ def runs_table(metadata: sa.MetaData, schema: str | None, name: str) -> sa.Table
     return sa.Table(
         sql_name(name),
         metadata,
-        sa.Column("run_id", sa.String(250), primary_key=True),
-        sa.Column("dag_id", sa.String(250)),
+        *run_columns(primary_key=True),
         sa.Column("dry_run", sa.Integer, nullable=False, server_default="0"),
         sa.Column("started_at", Timestamp()),
         sa.Column("finished_at", Timestamp()),
@@ -326,7 +352,7 @@ def steps_table(metadata: sa.MetaData, schema: str | None, runs_name: str) -> sa
     return sa.Table(
         sql_name(f"{runs_name}_steps"),
         metadata,
-        sa.Column("run_id", sa.String(250), primary_key=True),
+        *run_columns(primary_key=True),
         sa.Column("step", sa.String(250), primary_key=True),
         sa.Column("finished_at", Timestamp(), nullable=False),
         schema=schema,
@@ -350,7 +376,7 @@ def attempts_table(metadata: sa.MetaData, schema: str | None, ledger_name: str) 
         sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True),
         sa.Column("user_id", UserId(), nullable=False),
         sa.Column("channel", sa.String(CHANNEL_LENGTH), nullable=False),
-        sa.Column("run_id", sa.String(250)),
+        *run_columns(),
         sa.Column("attempted_at", Timestamp(), nullable=False),
         sa.Column("attempt", sa.Integer, nullable=False),
         sa.Column("status", sa.Integer),
@@ -373,7 +399,7 @@ def events_table(metadata: sa.MetaData, schema: str | None, ledger_name: str) ->
         sql_name(f"{ledger_name}_events"),
         metadata,
         sa.Column("event_key", sa.String(64), primary_key=True),
-        sa.Column("run_id", sa.String(250)),
+        *run_columns(),
         sa.Column("seen_at", Timestamp(), nullable=False),
         schema=schema,
         mysql_charset="utf8mb4",
@@ -396,7 +422,7 @@ def snapshot_table(
         metadata,
         sa.Column("snapshot_id", sa.String(32), primary_key=True),
         sa.Column("user_id", UserId(), primary_key=True),
-        sa.Column("run_id", sa.String(250)),
+        *run_columns(),
         sa.Column("account_type", sa.String(16)),
         sa.Column("status", sa.String(32)),
         *(sa.Column(f"{channel}_required", sa.Boolean(create_constraint=False)) for channel in CHANNELS),
@@ -417,7 +443,7 @@ def snapshot_taken_table(metadata: sa.MetaData, schema: str | None, snapshot_nam
         sql_name(f"{snapshot_name}_taken"),
         metadata,
         sa.Column("snapshot_id", sa.String(32), primary_key=True),
-        sa.Column("run_id", sa.String(250)),
+        *run_columns(),
         sa.Column("taken_at", Timestamp(), nullable=False),
         sa.Column("users", sa.Integer, nullable=False),
         schema=schema,

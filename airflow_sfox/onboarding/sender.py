@@ -50,6 +50,7 @@ from airflow_sfox.onboarding.schema import snapshot_verified, utcnow
 
 if TYPE_CHECKING:
     from airflow_sfox.hooks.sfox import SfoxConnectHook, SfoxResult
+    from airflow_sfox.onboarding.model import RunRef
     from airflow_sfox.onboarding.outcomes import Claim
     from airflow_sfox.onboarding.warehouse import Warehouse
 
@@ -263,7 +264,7 @@ def send_chunk(
     warehouse: Warehouse,
     hook: SfoxConnectHook,
     *,
-    run_id: str,
+    run: RunRef,
     chunk: dict[str, Any],
     channel: str,
     threads: int = DEFAULT_THREADS,
@@ -281,7 +282,7 @@ def send_chunk(
     :param warehouse: where the ledger is.
     :param hook: the sFOX hook (its rate budget, shared with every hook of the scope, bounds the
         rate); give it a short ``max_retry_seconds`` (:data:`ENGINE_MAX_RETRY_SECONDS`).
-    :param run_id: the run that planned the chunk.
+    :param run: the run that planned the chunk.
     :param chunk: a descriptor made by the planner.
     :param channel: ``email`` or ``sms``.
     :param threads: concurrent requests.
@@ -293,14 +294,14 @@ def send_chunk(
 
     def start(conn: Any, queued: list[Claim], stats: ChunkStats) -> tuple[_ChunkSender, list[str]]:
         user_ids = _record_lost(warehouse, conn, queued, stats, hold_uncertain=hold_uncertain)
-        sender = _ChunkSender(warehouse, hook, conn, run_id=run_id, channel=channel, stats=stats)
-        sender.resent = set() if hold_uncertain else {c.user_id for c in queued if c.run_id is not None}
+        sender = _ChunkSender(warehouse, hook, conn, run=run, channel=channel, stats=stats)
+        sender.resent = set() if hold_uncertain else {c.user_id for c in queued if c.run is not None}
         return sender, user_ids
 
     return run_step(
         warehouse,
         hook,
-        run_id=run_id,
+        run=run,
         chunk=chunk,
         channel=channel,
         threads=threads,
@@ -318,7 +319,7 @@ def run_step(
     warehouse: Warehouse,
     hook: SfoxConnectHook,
     *,
-    run_id: str,
+    run: RunRef,
     chunk: dict[str, Any],
     channel: str,
     threads: int,
@@ -338,7 +339,7 @@ def run_step(
     requests_before, started = hook.stats.as_dict(), time.monotonic()
     sender: _ChunkSender | None = None
     try:
-        queued = queued_claims(warehouse, run_id, chunk, stats)
+        queued = queued_claims(warehouse, run, chunk, stats)
         if not queued:
             return stats
         with warehouse.connect() as conn:
@@ -353,9 +354,9 @@ def run_step(
     return stats
 
 
-def queued_claims(warehouse: Warehouse, run_id: str, chunk: dict[str, Any], stats: ChunkStats) -> list[Claim]:
+def queued_claims(warehouse: Warehouse, run: RunRef, chunk: dict[str, Any], stats: ChunkStats) -> list[Claim]:
     """The step's queued users with their claims (:meth:`Warehouse.queued`); none: the step says why."""
-    queued = warehouse.queued(run_id, chunk["account_type"], stats.channel, tuple(chunk["chunks"]))
+    queued = warehouse.queued(run, chunk["account_type"], stats.channel, tuple(chunk["chunks"]))
     stats.queued = len(queued)
     if not queued:
         stats.note = "nothing queued: every user of this step was already recorded by an earlier try"
@@ -377,7 +378,7 @@ def _record_lost(
     warehouse: Warehouse, conn: Any, queued: list[Any], stats: ChunkStats, *, hold_uncertain: bool
 ) -> list[str]:
     """Record the claims a dead try left (see :meth:`Warehouse.record_lost`); the users to send."""
-    lost = [claim for claim in queued if claim.run_id is not None]
+    lost = [claim for claim in queued if claim.run is not None]
     if lost:
         warehouse.record_lost(conn, lost, channel=stats.channel, hold=hold_uncertain)
         conn.commit()
@@ -391,7 +392,7 @@ def _record_lost(
             len(lost),
             "held for review (hold_uncertain)" if hold_uncertain else "sent again",
         )
-    return [claim.user_id for claim in queued if claim.run_id is None or not hold_uncertain]
+    return [claim.user_id for claim in queued if claim.run is None or not hold_uncertain]
 
 
 def _figures(stats: ChunkStats, hook: SfoxConnectHook, before: dict[str, Any], started: float) -> None:
@@ -422,12 +423,12 @@ class _ChunkSender:
         hook: SfoxConnectHook,
         conn: Any,
         *,
-        run_id: str,
+        run: RunRef,
         channel: str,
         stats: ChunkStats,
     ) -> None:
         self.warehouse, self.hook, self.conn = warehouse, hook, conn
-        self.run_id, self.channel, self.stats = run_id, channel, stats
+        self.run, self.channel, self.stats = run, channel, stats
         self.results: queue.Queue[tuple[str, _Item]] = queue.Queue()
         self.stop = threading.Event()
         self.breaker = ChunkBreaker(
@@ -462,9 +463,9 @@ class _ChunkSender:
         """Record outcomes, release the claims of skipped users, claim the next ones: one commit."""
         outcomes = [replace(o, uncertain=True) if o.user_id in self.resent else o for o in outcomes]
         warehouse, conn = self.warehouse, self.conn
-        warehouse.record_outcomes(conn, outcomes, run_id=self.run_id)
+        warehouse.record_outcomes(conn, outcomes, run=self.run)
         warehouse.unclaim(conn, skipped, channel=self.channel)
-        warehouse.claim(conn, claim, channel=self.channel, run_id=self.run_id)
+        warehouse.claim(conn, claim, channel=self.channel, run=self.run)
         conn.commit()
         for outcome in outcomes:
             if outcome.state == LedgerState.QUEUED:

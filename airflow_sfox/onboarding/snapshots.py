@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from sqlalchemy.engine import Connection
 
     from airflow_sfox.hooks.sfox import SfoxConnectHook
+    from airflow_sfox.onboarding.model import RunRef
     from airflow_sfox.onboarding.warehouse import Warehouse
 
 #: How long a shared snapshot outlives its age: a plan reading it has that long to finish.
@@ -69,7 +70,7 @@ def open_snapshot(
     *,
     reader: Connection,
     writer: Connection,
-    run_id: str,
+    run: RunRef,
     dry_run: bool,
     max_age: timedelta,
 ) -> Snapshot:
@@ -87,13 +88,11 @@ def open_snapshot(
     snapshot_id = uuid.uuid4().hex
     if dry_run:  # nothing written to the warehouse: the connection's own table
         table = warehouse.temporary_snapshot(reader)
-        warehouse.write_snapshot(
-            reader, sfox_users(hook), snapshot_id=snapshot_id, run_id=run_id, table=table
-        )
+        warehouse.write_snapshot(reader, sfox_users(hook), snapshot_id=snapshot_id, run=run, table=table)
         return Snapshot(table, snapshot_id)
-    users = warehouse.write_snapshot(writer, sfox_users(hook), snapshot_id=snapshot_id, run_id=run_id)
+    users = warehouse.write_snapshot(writer, sfox_users(hook), snapshot_id=snapshot_id, run=run)
     if max_age > timedelta(0):
-        warehouse.mark_taken(writer, snapshot_id, run_id=run_id, users=users)
+        warehouse.mark_taken(writer, snapshot_id, run=run, users=users)
         return Snapshot(warehouse.snapshot_t, snapshot_id, shared=True)
     return Snapshot(warehouse.snapshot_t, snapshot_id)
 

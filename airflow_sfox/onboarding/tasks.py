@@ -23,7 +23,7 @@ from airflow_sfox._compat import (
 )
 from airflow_sfox.defaults import DEFAULT_SFOX_CONN_ID, DEFAULT_WAREHOUSE_CONN_ID
 from airflow_sfox.exceptions import SfoxAuthError, SfoxConfigError
-from airflow_sfox.onboarding.model import Channel, prerequisite
+from airflow_sfox.onboarding.model import Channel, RunRef, prerequisite
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
@@ -134,36 +134,36 @@ class SendVerificationBatchOperator(BaseOperator):
         """Send the chunk and add its figures to the run row, done or not; fail through Airflow."""
         from airflow_sfox.onboarding.sender import ChunkStopped, threads_for
 
-        run_id = context["run_id"]
+        run = RunRef(self.dag_id, context["run_id"])
         started = time.monotonic()
         try:
-            stats = self._run_chunk(warehouse, hook, run_id, self.threads or threads_for(hook.budget_rate))
+            stats = self._run_chunk(warehouse, hook, run, self.threads or threads_for(hook.budget_rate))
         except ChunkStopped as stopped:
             context["ti"].xcom_push(key=STOPPED_KEY, value=stopped.as_xcom())
-            self._record(warehouse, run_id, hook, started, done=False)
+            self._record(warehouse, run, hook, started, done=False)
             raise
         except (SfoxAuthError, SfoxConfigError) as err:
             # A retry cannot fix a token or a connection: fail now. Each other chunk task of the
             # run spends at most one request on the token (its first request goes alone).
-            self._record(warehouse, run_id, hook, started, done=False)
+            self._record(warehouse, run, hook, started, done=False)
             context["ti"].xcom_push(key=STOPPED_KEY, value={"service": "token", "down": str(err)})
             raise AirflowFailException(
                 f"{err}. Fix connection {self.sfox_conn_id!r}, then run again (not retried)."
             ) from None
         except BaseException:
-            self._record(warehouse, run_id, hook, started, done=False)
+            self._record(warehouse, run, hook, started, done=False)
             raise
-        self._record(warehouse, run_id, hook, started, done=True)
+        self._record(warehouse, run, hook, started, done=True)
         return stats
 
-    def _run_chunk(self, warehouse: Warehouse, hook: SfoxConnectHook, run_id: str, threads: int) -> Any:
+    def _run_chunk(self, warehouse: Warehouse, hook: SfoxConnectHook, run: RunRef, threads: int) -> Any:
         """The chunk step's requests (see :func:`~airflow_sfox.onboarding.sender.send_chunk`)."""
         from airflow_sfox.onboarding.sender import send_chunk
 
         return send_chunk(
             warehouse,
             hook,
-            run_id=run_id,
+            run=run,
             chunk=self.chunk,
             channel=self.verification_type,
             threads=threads,
@@ -171,14 +171,14 @@ class SendVerificationBatchOperator(BaseOperator):
         )
 
     def _record(
-        self, warehouse: Warehouse, run_id: str, hook: SfoxConnectHook, started: float, *, done: bool
+        self, warehouse: Warehouse, run: RunRef, hook: SfoxConnectHook, started: float, *, done: bool
     ) -> None:
         """Count the step's requests even when it stopped half-way; the summary checks every step."""
         from airflow_sfox.onboarding.runs import record_chunk
 
         figures = {**hook.stats.as_dict(), "seconds": time.monotonic() - started}
         try:
-            record_chunk(warehouse, run_id, figures, step=self._step_key(), done=done)
+            record_chunk(warehouse, run, figures, step=self._step_key(), done=done)
         except Exception:
             if done:
                 raise
@@ -228,7 +228,7 @@ class RegisterBatchOperator(SendVerificationBatchOperator):
             raise ValueError("RegisterBatchOperator needs a source with a registration mapping")
         self.source = source
 
-    def _run_chunk(self, warehouse: Warehouse, hook: SfoxConnectHook, run_id: str, threads: int) -> Any:
+    def _run_chunk(self, warehouse: Warehouse, hook: SfoxConnectHook, run: RunRef, threads: int) -> Any:
         from airflow_sfox.onboarding.registering import register_chunk
         from airflow_sfox.onboarding.registration import registration_secret
 
@@ -236,7 +236,7 @@ class RegisterBatchOperator(SendVerificationBatchOperator):
         return register_chunk(
             warehouse,
             hook,
-            run_id=run_id,
+            run=run,
             chunk=self.chunk,
             source=self.source,
             key=registration_secret(self.source.registration),

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from airflow_sfox.onboarding.counts import due_counts
-from airflow_sfox.onboarding.model import FAILED_STATES, LedgerState, RunStatus
+from airflow_sfox.onboarding.model import FAILED_STATES, LedgerState, RunRef, RunStatus
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
@@ -75,7 +75,7 @@ class Verdict:
 
 
 def outcome_table(
-    warehouse: Warehouse, run_id: str, counts: Mapping[str, Any], *, dry_run: bool
+    warehouse: Warehouse, run: RunRef, counts: Mapping[str, Any], *, dry_run: bool
 ) -> dict[tuple[str, str], int]:
     """(channel, outcome) -> users: the ledger's rows of the run, or what a dry run would send."""
     if dry_run:
@@ -83,7 +83,7 @@ def outcome_table(
             (str(channel), f"would send ({kind})"): n for (kind, channel), n in due_counts(counts).items()
         }
     else:
-        table = warehouse.run_counts(run_id)
+        table = warehouse.run_counts(run)
     table = {key: value for key, value in table.items() if key[1] != LedgerState.REJECTED}
     if int(counts["rejected"]):
         table[("-", "rejected")] = int(counts["rejected"])
@@ -134,14 +134,13 @@ def summary_of(
     table: Mapping[tuple[str, str], int],
     verdict: Verdict,
     *,
-    run_id: str,
-    dag_id: str,
+    run: RunRef,
     dry_run: bool,
 ) -> dict[str, Any]:
     """The run's summary (its XCom and the notifiers' ``sfox_summary``): counts only, no personal data."""
     return {
-        "run_id": run_id,
-        "dag_id": dag_id,
+        "run_id": run.run_id,
+        "dag_id": run.dag_id,
         "dry_run": dry_run,
         "source_rows": int(counts["source_rows"]),
         "rejected": int(counts["rejected"]),

@@ -19,7 +19,7 @@ from sqlalchemy.pool import NullPool
 
 from airflow_sfox.defaults import LEDGER_TABLE, RUNS_TABLE, SNAPSHOT_TABLE
 from airflow_sfox.onboarding.dialects import conn_id_of, dialect_support, sqlite_pragmas
-from airflow_sfox.onboarding.model import Channel, LedgerState
+from airflow_sfox.onboarding.model import Channel, LedgerState, RunRef
 from airflow_sfox.onboarding.outcomes import (
     LOST_ERROR,
     Claim,
@@ -36,6 +36,7 @@ from airflow_sfox.onboarding.schema import (
     check_schema_version,
     define_tables,
     events_table,
+    of_run,
     parse_ts,
     snapshot_row,
     snapshot_table,
@@ -241,32 +242,34 @@ class Warehouse:
         )
         return {str(uid) for uid in conn.execute(statement).scalars()}
 
-    def upsert_plan(self, conn: Connection, rows: Sequence[tuple[Any, ...]]) -> None:
+    def upsert_plan(self, conn: Connection, rows: Sequence[tuple[Any, ...]], *, run: RunRef) -> None:
         """
-        Write planned states: ``(user_id, channel, account_type, state, run_id, chunk, last_error)``.
+        Write planned states: ``(user_id, channel, account_type, state, chunk, last_error)``.
 
         Counters and request times of existing rows are kept.
+
+        :param run: the run that planned them.
         """
         if not rows:
             return
-        names = ("user_id", "channel", "account_type", "state", "run_id", "chunk", "last_error")
-        now = utcnow()
-        updates = ("account_type", "state", "run_id", "chunk", "last_error", "updated_at")
+        names = ("user_id", "channel", "account_type", "state", "chunk", "last_error")
+        stamp = {**run._asdict(), "updated_at": utcnow()}
+        updates = ("account_type", "state", "dag_id", "run_id", "chunk", "last_error", "updated_at")
         statement = self.upsert(self.ledger_t, ("user_id", "channel"), updates)
-        conn.execute(statement, [{**dict(zip(names, row, strict=True)), "updated_at": now} for row in rows])
+        conn.execute(statement, [{**dict(zip(names, row, strict=True)), **stamp} for row in rows])
 
-    def record_outcomes(self, conn: Connection, outcomes: Sequence[Outcome], *, run_id: str) -> None:
+    def record_outcomes(self, conn: Connection, outcomes: Sequence[Outcome], *, run: RunRef) -> None:
         """
         Write the outcomes of send requests, releasing their claims, and append their HTTP
         requests to the attempts table (one UPDATE per outcome; the caller commits). A ``queued``
         outcome is a call refused for the token: its row stays queued, its requests are counted.
 
-        :param run_id: the run whose chunk step sent them.
+        :param run: the run whose chunk step sent them.
         """
         if not outcomes:
             return
         conn.execute(outcome_update(self.ledger_t), [outcome_params(o) for o in outcomes])
-        rows = [row for o in outcomes for row in attempt_rows(o, run_id)]
+        rows = [row for o in outcomes for row in attempt_rows(o, run)]
         if rows:
             conn.execute(sa.insert(self.attempts_t), rows)
 
@@ -277,7 +280,7 @@ class Warehouse:
         hashes: Mapping[str, str | None],
         *,
         account_type: str,
-        run_id: str,
+        run: RunRef,
     ) -> None:
         """
         What registrations leave beside their own outcomes (the caller commits, with them): the
@@ -296,29 +299,30 @@ class Warehouse:
         if sent:
             state = LedgerState.SENT.value
             self.upsert_plan(
-                conn, [(o.user_id, o.channel, account_type, state, run_id, None, None) for o in sent]
+                conn, [(o.user_id, o.channel, account_type, state, None, None) for o in sent], run=run
             )
             conn.execute(outcome_update(t), [outcome_params(o) for o in sent])
 
-    def claim(self, conn: Connection, user_ids: Sequence[str], *, channel: str, run_id: str) -> None:
+    def claim(self, conn: Connection, user_ids: Sequence[str], *, channel: str, run: RunRef) -> None:
         """
         Mark queued users as being sent by a run (the caller commits before their requests go
         out): a try that dies leaves the claims for the next one to find (:meth:`record_lost`).
         """
-        self._set_claim(conn, user_ids, channel, run_id, utcnow())
+        self._set_claim(conn, user_ids, channel, run, utcnow())
 
     def unclaim(self, conn: Connection, user_ids: Sequence[str], *, channel: str) -> None:
         """Release the claims of users whose requests were not sent after all."""
         self._set_claim(conn, user_ids, channel, None, None)
 
     def _set_claim(
-        self, conn: Connection, user_ids: Sequence[str], channel: str, run_id: str | None, at: datetime | None
+        self, conn: Connection, user_ids: Sequence[str], channel: str, run: RunRef | None, at: datetime | None
     ) -> None:
         if not user_ids:
             return
         t = self.ledger_t
         keys = sa.and_(t.c.channel == str(channel), t.c.user_id.in_(list(user_ids)))
-        conn.execute(sa.update(t).where(keys).values(claimed_by=run_id, claimed_at=at))
+        by, dag = (None, None) if run is None else (run.run_id, run.dag_id)
+        conn.execute(sa.update(t).where(keys).values(claimed_by=by, claimed_by_dag=dag, claimed_at=at))
 
     def record_lost(self, conn: Connection, claims: Sequence[Claim], *, channel: str, hold: bool) -> None:
         """
@@ -334,6 +338,7 @@ class Warehouse:
             "attempts": t.c.attempts + 1,
             "uncertain": 1,
             "claimed_by": None,
+            "claimed_by_dag": None,
             "claimed_at": None,
             "updated_at": now,
         }
@@ -387,11 +392,11 @@ class Warehouse:
             )
         return found
 
-    def record_events(self, conn: Connection, keys: Sequence[str], *, run_id: str) -> None:
+    def record_events(self, conn: Connection, keys: Sequence[str], *, run: RunRef) -> None:
         """Record the events a run judged (the caller commits, with the rows it queued)."""
         if keys:
             now = utcnow()
-            rows = [{"event_key": key, "run_id": run_id, "seen_at": now} for key in keys]
+            rows = [{"event_key": key, **run._asdict(), "seen_at": now} for key in keys]
             conn.execute(self.upsert(self.events_t, ("event_key",), ()), rows)
 
     def prune_events(self, *, older_than: datetime) -> None:
@@ -415,7 +420,7 @@ class Warehouse:
         users: Iterable[Mapping[str, Any]],
         *,
         snapshot_id: str,
-        run_id: str,
+        run: RunRef,
         table: sa.Table | None = None,
         batch: int = SNAPSHOT_BATCH,
         commit: bool = True,
@@ -445,7 +450,7 @@ class Warehouse:
             row = snapshot_row(user) if isinstance(user, Mapping) else None
             if row is None:
                 continue
-            row.update(snapshot_id=snapshot_id, run_id=run_id, seen_at=seen_at)
+            row.update(snapshot_id=snapshot_id, **run._asdict(), seen_at=seen_at)
             pending.pop(row["user_id"], None)
             pending[row["user_id"]] = row
             written += 1
@@ -468,9 +473,9 @@ class Warehouse:
         conn.execute(sa.delete(taken).where(taken.c.taken_at < shared_before))
         conn.commit()
 
-    def mark_taken(self, conn: Connection, snapshot_id: str, *, run_id: str, users: int) -> None:
+    def mark_taken(self, conn: Connection, snapshot_id: str, *, run: RunRef, users: int) -> None:
         """Record a complete snapshot as shared (the caller wrote and committed its rows)."""
-        row = {"snapshot_id": snapshot_id, "run_id": run_id, "taken_at": utcnow(), "users": users}
+        row = {"snapshot_id": snapshot_id, **run._asdict(), "taken_at": utcnow(), "users": users}
         conn.execute(sa.insert(self.taken_t), [row])
         conn.commit()
 
@@ -490,16 +495,16 @@ class Warehouse:
 
     # --- ledger reads -------------------------------------------------------------------------
 
-    def queued(self, run_id: str, account_type: str, channel: str, chunks: tuple[int, int]) -> list[Claim]:
+    def queued(self, run: RunRef, account_type: str, channel: str, chunks: tuple[int, int]) -> list[Claim]:
         """
         The users still queued in a range of chunks of a run, in user_id order, each with the
-        claim an earlier try left on it, if any (``run_id`` ``None``: not claimed).
+        claim an earlier try left on it, if any (``run`` ``None``: not claimed).
         """
         t = self.ledger_t
         statement = (
-            sa.select(t.c.user_id, t.c.claimed_by, t.c.claimed_at, t.c.uncertain)
+            sa.select(t.c.user_id, t.c.claimed_by_dag, t.c.claimed_by, t.c.claimed_at, t.c.uncertain)
             .where(
-                t.c.run_id == run_id,
+                of_run(t, run),
                 t.c.account_type == str(account_type),
                 t.c.channel == str(channel),
                 t.c.chunk.between(chunks[0], chunks[1]),
@@ -508,90 +513,46 @@ class Warehouse:
             .order_by(t.c.user_id)
         )
         with self.connect() as conn:
-            rows = conn.execute(statement)
-            return [Claim(str(uid), by, parse_ts(at), bool(unsure)) for uid, by, at, unsure in rows]
+            return [
+                Claim(str(uid), None if by is None else RunRef(dag, by), parse_ts(at), bool(unsure))
+                for uid, dag, by, at, unsure in conn.execute(statement)
+            ]
 
-    def run_counts(self, run_id: str) -> dict[tuple[str, str], int]:
+    def run_counts(self, run: RunRef) -> dict[tuple[str, str], int]:
         """Ledger rows last touched by a run, counted by (channel, state)."""
         t = self.ledger_t
         statement = (
             sa.select(t.c.channel, t.c.state, sa.func.count())
-            .where(t.c.run_id == run_id)
+            .where(of_run(t, run))
             .group_by(t.c.channel, t.c.state)
         )
         with self.connect() as conn:
             return {(channel, state): int(count) for channel, state, count in conn.execute(statement)}
 
-    def uncertain_count(self, run_id: str) -> int:
+    def uncertain_count(self, run: RunRef) -> int:
         """Rows of a run whose request may have sent a code twice (not rows it only gave up on)."""
         t = self.ledger_t
         statement = sa.select(sa.func.count()).where(
-            t.c.run_id == run_id, t.c.uncertain == 1, t.c.state != LedgerState.GAVE_UP.value
+            of_run(t, run), t.c.uncertain == 1, t.c.state != LedgerState.GAVE_UP.value
         )
         with self.connect() as conn:
             return int(conn.execute(statement).scalar_one())
 
-    def run_row(self, run_id: str) -> dict[str, Any]:
+    def run_row(self, run: RunRef) -> dict[str, Any]:
         """The summary row of one run as a dict (empty when missing)."""
         with self.connect() as conn:
-            row = conn.execute(sa.select(self.runs_t).where(self.runs_t.c.run_id == run_id)).first()
+            row = conn.execute(sa.select(self.runs_t).where(of_run(self.runs_t, run))).first()
             return {} if row is None else dict(row._mapping)
 
     def write_run(self, row: dict[str, Any]) -> None:
-        """Insert or update the summary row of one run (only the columns given)."""
-        updates = [c for c in row if c != "run_id"]
+        """Insert or update the summary row of one run: the columns given (its ``dag_id`` and ``run_id``)."""
+        updates = [c for c in row if c not in RunRef._fields]
         with self.connect() as conn:
-            conn.execute(self.upsert(self.runs_t, ("run_id",), updates), [row])
+            conn.execute(self.upsert(self.runs_t, RunRef._fields, updates), [row])
             conn.commit()
 
-    def forget_steps(self, run_id: str) -> None:
+    def forget_steps(self, run: RunRef) -> None:
         """Forget which chunk steps of a run finished: its plan ran again, with chunks of its own."""
         with self.connect() as conn:
-            conn.execute(sa.delete(self.steps_t).where(self.steps_t.c.run_id == run_id))
-            conn.commit()
-
-    def add_chunk_figures(
-        self,
-        run_id: str,
-        *,
-        step: str,
-        requests: int,
-        rate_limited: int,
-        seconds: float,
-        done: bool,
-        budget_wait_seconds: float = 0.0,
-        pause_seconds: float = 0.0,
-    ) -> None:
-        """
-        Add one try of a chunk step's request figures to the run row; if the step finished, mark
-        it done (once: a retry or a clear of a finished step does not count it again).
-
-        :param step: the step's key in its run (its channel and chunk).
-        :param budget_wait_seconds: thread-seconds waiting for the shared rate budget.
-        :param pause_seconds: thread-seconds in 429 pauses.
-        """
-        t, steps = self.runs_t, self.steps_t
-        with self.connect() as conn:
-            if done:
-                row = {"run_id": run_id, "step": step, "finished_at": utcnow()}
-                conn.execute(self.upsert(steps, ("run_id", "step"), ["finished_at"]), [row])
-            steps_done = (
-                sa.select(sa.func.count())
-                .select_from(steps)
-                .where(steps.c.run_id == run_id)
-                .scalar_subquery()
-            )
-            statement = (
-                sa.update(t)
-                .where(t.c.run_id == run_id)
-                .values(
-                    requests=t.c.requests + requests,
-                    rate_limited=t.c.rate_limited + rate_limited,
-                    send_seconds=t.c.send_seconds + seconds,
-                    steps_done=steps_done,
-                    budget_wait_seconds=sa.func.coalesce(t.c.budget_wait_seconds, 0) + budget_wait_seconds,
-                    pause_seconds=sa.func.coalesce(t.c.pause_seconds, 0) + pause_seconds,
-                )
-            )
-            conn.execute(statement)
+            conn.execute(sa.delete(self.steps_t).where(of_run(self.steps_t, run)))
             conn.commit()

@@ -12,7 +12,8 @@ Routes, relative to the plugin's ``url_prefix`` (``/sfox-onboarding``)::
                          attempts timeline (404: unknown)
     GET /api/run?run_id=<text>[&dag_id=<text>]
                          one run's row, outcomes, held rows and top failure reasons
-                         (404: unknown, or not a run of that DAG)
+                         (404: unknown, or not a run of that DAG; 422: runs of several
+                         DAGs have that run_id and no dag_id says which)
     GET /static/...      the page's own JS, CSS and icons (no CDN: works without internet)
 
 A user_id or run_id is any text of 1 to 255 characters, compared exactly; it goes in the query
@@ -56,7 +57,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from airflow_sfox.get_provider_info import CONFIG_SECTION, config_default
 from airflow_sfox.onboarding.warehouse import Warehouse
-from airflow_sfox.plugins.dashboard import DashboardSettings, NotFound, check_key
+from airflow_sfox.plugins.dashboard import AmbiguousRun, DashboardSettings, NotFound, check_key
 from airflow_sfox.plugins.lookups import Lookups
 
 if TYPE_CHECKING:
@@ -284,6 +285,8 @@ def _reader(
             return current, compute(Lookups(warehouse, current))
         except NotFound as missing:
             raise HTTPException(status_code=404, detail=str(missing)) from None
+        except AmbiguousRun as ambiguous:
+            raise HTTPException(status_code=422, detail=str(ambiguous)) from None
         except Exception as error:  # any driver or lookup error: say which, log it (no user data)
             log.exception("sFOX onboarding page: cannot read warehouse connection %r", current.conn_id)
             raise HTTPException(

@@ -44,7 +44,7 @@ from airflow_sfox.onboarding.schema import USER_ID_COLUMN_LENGTH, check_identifi
 from airflow_sfox.onboarding.warehouse import Warehouse
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Sequence
+    from collections.abc import Callable, Iterable, Sequence
 
     from sqlalchemy.engine import Connection
     from sqlalchemy.sql.elements import ColumnElement
@@ -88,7 +88,9 @@ FAILURE_OUTCOMES = tuple(
 #: Longest user_id, run_id or dag_id the lookups accept (the ledger's user_id column holds 255).
 MAX_KEY_LENGTH = USER_ID_COLUMN_LENGTH
 #: Columns the page leaves out: the key a lookup is made by, and the engine's bookkeeping.
-HIDDEN_COLUMNS = frozenset({"id", "user_id", "chunk", "claimed_by", "claimed_at", "fields_hmac"})
+HIDDEN_COLUMNS = frozenset(
+    {"id", "user_id", "chunk", "claimed_by", "claimed_by_dag", "claimed_at", "fields_hmac"}
+)
 #: The 0/1 columns, shown as booleans.
 FLAG_COLUMNS = ("uncertain", "dry_run")
 #: Every ledger state with its label and tone: the page writes states with these, not its own copy.
@@ -141,6 +143,10 @@ class NotFound(LookupError):
     """The user or run of a lookup is in none of the tables (the message says which)."""
 
 
+class AmbiguousRun(LookupError):
+    """A run_id without its dag_id names runs of several DAGs (run_ids are unique within a DAG only)."""
+
+
 def check_key(value: str, name: str) -> str:
     """
     A user_id, run_id or dag_id to look up, as given: exact text, any characters but NUL.
@@ -188,16 +194,20 @@ def shown_columns(table: sa.Table, present: Iterable[str]) -> list[sa.Column[Any
 @dataclass(frozen=True)
 class Scope:
     """
-    Which rows a figure counts: all (``dag_runs`` is ``None``) or those of one DAG's runs.
+    Which rows a figure counts: all (``dag_id`` is ``None``) or those one DAG's runs touched last.
 
-    :param dag_runs: a query of the run_ids of the DAG's runs.
+    :param dag_id: the DAG.
+    :param exact: how a column is compared to it (:meth:`Dashboard.exact`).
     """
 
-    dag_runs: sa.Select[Any] | None = None
+    dag_id: str | None = None
+    exact: Callable[[sa.ColumnElement[Any], str], ColumnElement[bool]] | None = None
 
-    def of(self, run_id: sa.ColumnElement[Any]) -> list[ColumnElement[bool]]:
-        """The conditions on a table's ``run_id`` column (none: every row)."""
-        return [] if self.dag_runs is None else [run_id.in_(self.dag_runs)]
+    def of(self, table: sa.FromClause) -> list[ColumnElement[bool]]:
+        """The conditions on a table's ``dag_id`` column (none: every row)."""
+        if self.dag_id is None or self.exact is None:
+            return []
+        return [self.exact(table.c.dag_id, self.dag_id)]
 
 
 class Dashboard:
@@ -230,14 +240,9 @@ class Dashboard:
             if inspector.has_table(t.name, schema=t.schema)
         }
 
-    def scope(self, found: dict[str, set[str]], dag_id: str | None) -> Scope:
+    def scope(self, dag_id: str | None) -> Scope:
         """The rows of one DAG's runs (``dag_id``), or of all (``None``)."""
-        if dag_id is None:
-            return Scope()
-        runs = self.warehouse.runs_t
-        if runs.name not in found:  # no run table: no run of any DAG
-            return Scope(sa.select(runs.c.run_id).where(sa.false()))
-        return Scope(sa.select(runs.c.run_id).where(self.exact(runs.c.dag_id, dag_id)))
+        return Scope(dag_id, self.exact)
 
     def summary(self, dag_id: str | None = None) -> dict[str, Any]:
         """
@@ -265,12 +270,12 @@ class Dashboard:
         }
         with w.connect() as conn:
             found = self.tables(conn)
-            scope = self.scope(found, dag_id)
+            scope = self.scope(dag_id)
             if w.ledger_t.name not in found:
                 result["ledger_missing"] = True
             else:
                 result["funnel"] = self.funnel(conn, scope)
-                result["reasons"] = self.reasons(conn, scope.of(w.ledger_t.c.run_id))
+                result["reasons"] = self.reasons(conn, scope.of(w.ledger_t))
                 result["recent_failures"] = self.recent_failures(conn, scope)
                 result["totals"] = _totals(result["funnel"])
             if w.runs_t.name in found:
@@ -285,7 +290,7 @@ class Dashboard:
         t = self.warehouse.ledger_t
         groups = conn.execute(
             sa.select(t.c.account_type, t.c.channel, t.c.state, sa.func.count())
-            .where(*scope.of(t.c.run_id))
+            .where(*scope.of(t))
             .group_by(t.c.account_type, t.c.channel, t.c.state)
         ).all()
         counts: dict[str | None, dict[tuple[str, str], int]] = {}
@@ -335,7 +340,7 @@ class Dashboard:
             )
             counted = conn.execute(
                 sa.select(row.c.account_type, sa.func.count())
-                .where(row.c.channel == channel.value, ~has_earlier, *scope.of(row.c.run_id))
+                .where(row.c.channel == channel.value, ~has_earlier, *scope.of(row))
                 .group_by(row.c.account_type)
             ).all()
             for account_type, count in counted:
@@ -373,6 +378,7 @@ class Dashboard:
             t.c.attempts,
             t.c.last_request_at,
             t.c.updated_at,
+            t.c.dag_id,
             t.c.run_id,
         )
         items: list[dict[str, Any]] = []
@@ -380,7 +386,7 @@ class Dashboard:
         for state in FAILURE_STATES:
             rows = conn.execute(
                 sa.select(*columns)
-                .where(t.c.state == state, *scope.of(t.c.run_id))
+                .where(t.c.state == state, *scope.of(t))
                 .order_by(t.c.updated_at.desc())
                 .limit(limit)
             ).all()
@@ -404,7 +410,10 @@ class Dashboard:
             sa.select(*shown_columns(r, present))
             .where(*([self.exact(r.c.dag_id, dag_id)] if dag_id is not None else []))
             .order_by(
-                sa.case((r.c.started_at.is_(None), 1), else_=0), r.c.started_at.desc(), r.c.run_id.desc()
+                sa.case((r.c.started_at.is_(None), 1), else_=0),
+                r.c.started_at.desc(),
+                r.c.run_id.desc(),
+                r.c.dag_id,
             )
             .limit(self.settings.runs)
         ).all()

@@ -2,9 +2,10 @@
 The user lookup and the run view of the onboarding page: one user or one run, read through the
 tables' keys and indexes.
 
-The ledger's primary key ``(user_id, channel)`` and its ``run_id`` index, the attempts table's
-``(user_id, channel, attempted_at)`` and ``(run_id, outcome)`` indexes, the run table's primary
-key (``benchmarks/REPORT.md``, section 6: a million attempts rows cost about what ten thousand do).
+The ledger's primary key ``(user_id, channel)`` and its ``(dag_id, run_id, ...)`` index, the
+attempts table's ``(user_id, channel, attempted_at)`` and ``(dag_id, run_id, outcome)`` indexes,
+the run table's primary key ``(dag_id, run_id)`` (``benchmarks/REPORT.md``, section 6: a
+million attempts rows cost about what ten thousand do).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from airflow_sfox.onboarding.model import LEDGER_CHANNELS, LedgerState, channels
 from airflow_sfox.plugins.dashboard import (
     FAILURE_OUTCOMES,
     VERIFIED,
+    AmbiguousRun,
     Dashboard,
     NotFound,
     as_int,
@@ -104,8 +106,9 @@ class Lookups(Dashboard):
         failure reasons (``settings.reasons`` of each: attempts' errors and ledger rows' last errors).
 
         :param dag_id: the run's DAG (run_ids are unique within a DAG only): its run row must
-            name this DAG.
+            name this DAG. ``None``: the one DAG that has a run ``run_id``.
         :raises NotFound: no table knows the run (or the run table has no such run of the DAG).
+        :raises AmbiguousRun: ``dag_id`` is ``None`` and runs of several DAGs have this run_id.
         """
         started = time.perf_counter()
         check_key(run_id, "run_id")
@@ -113,30 +116,34 @@ class Lookups(Dashboard):
         ledger, runs = w.ledger_t, w.runs_t
         with w.connect() as conn:
             found = self._tables_of_lookup(conn)
+            dag = dag_id if dag_id is not None else self._dag_of(conn, found, run_id)
             rows: Sequence[Any] = []
-            if runs.name in found:
-                where = [self.exact(runs.c.run_id, run_id)]
-                where += [self.exact(runs.c.dag_id, dag_id)] if dag_id is not None else []
-                rows = conn.execute(sa.select(*shown_columns(runs, found[runs.name])).where(*where)).all()
+            if runs.name in found and dag is not None:
+                rows = conn.execute(
+                    sa.select(*shown_columns(runs, found[runs.name])).where(*self._of_run(runs, dag, run_id))
+                ).all()
             if dag_id is not None and not rows:
                 raise NotFound(f"DAG {dag_id!r} has no onboarding run {run_id!r} in the run table")
-            of_run = self.exact(ledger.c.run_id, run_id)
+            of_run = self._of_run(ledger, dag, run_id)
             states = conn.execute(
                 sa.select(ledger.c.channel, ledger.c.state, sa.func.count())
-                .where(of_run)
+                .where(*of_run)
                 .group_by(ledger.c.channel, ledger.c.state)
                 .order_by(ledger.c.channel, ledger.c.state)
             ).all()
             held = self._held(conn, of_run)
-            ledger_reasons = self.reasons(conn, [of_run])
+            ledger_reasons = self.reasons(conn, of_run)
             outcomes, attempt_reasons = (
-                self._run_attempts(conn, run_id) if w.attempts_t.name in found else ([], [])
+                self._run_attempts(conn, self._of_run(w.attempts_t, dag, run_id))
+                if w.attempts_t.name in found
+                else ([], [])
             )
             conn.rollback()  # read only: end the transaction PostgreSQL opened
         if not (rows or states or outcomes):
             raise NotFound(f"Unknown run_id {run_id!r}: the run table, the ledger and the attempts have none")
         return {
             "run_id": run_id,
+            "dag_id": dag,
             "run": run_record(rows[0]) if rows else None,
             "outcomes": [
                 {"channel": c, "outcome": o, "count": as_int(n), "uncertain": as_int(u)}
@@ -149,33 +156,63 @@ class Lookups(Dashboard):
             "query_ms": round((time.perf_counter() - started) * 1000, 1),
         }
 
-    def _held(self, conn: Connection, of_run: ColumnElement[bool]) -> list[dict[str, Any]]:
+    def _of_run(self, table: sa.Table, dag_id: str | None, run_id: str) -> list[ColumnElement[bool]]:
+        """The rows of ``table`` that name the run (none when its DAG is unknown: no table has it)."""
+        if dag_id is None:
+            return [sa.false()]
+        return [self.exact(table.c.dag_id, dag_id), self.exact(table.c.run_id, run_id)]
+
+    def _dag_of(self, conn: Connection, found: dict[str, set[str]], run_id: str) -> str | None:
+        """
+        The DAG of a run asked for by its run_id alone: the one DAG that has a run of that id in
+        the run table (read through its key), else in the ledger, else in the attempts (read only
+        for a run the run table lacks; ``None``: no table has it).
+
+        :raises AmbiguousRun: several DAGs have a run of that id.
+        """
+        w = self.warehouse
+        for table in (w.runs_t, w.ledger_t, w.attempts_t):
+            if table.name not in found:
+                continue
+            query = sa.select(table.c.dag_id).where(self.exact(table.c.run_id, run_id)).distinct().limit(2)
+            dags = [str(dag) for dag in conn.execute(query).scalars() if dag is not None]
+            if len(dags) > 1:
+                raise AmbiguousRun(
+                    f"run_id {run_id!r} names runs of several DAGs ({', '.join(sorted(dags))}, ...): "
+                    "give its dag_id too"
+                )
+            if dags:
+                return dags[0]
+        return None
+
+    def _held(self, conn: Connection, of_run: Sequence[ColumnElement[bool]]) -> list[dict[str, Any]]:
         """A run's rows held for review (``settings.failures`` of them), by user_id."""
         t = self.warehouse.ledger_t
         rows = conn.execute(
             sa.select(
                 t.c.user_id, t.c.channel, t.c.account_type, t.c.last_error.label("reason"), t.c.updated_at
             )
-            .where(of_run, t.c.state == LedgerState.HELD.value)
+            .where(*of_run, t.c.state == LedgerState.HELD.value)
             .order_by(t.c.user_id, t.c.channel)
             .limit(self.settings.failures)
         ).all()
         return [record(row) for row in rows]
 
-    def _run_attempts(self, conn: Connection, run_id: str) -> tuple[Sequence[Any], Sequence[Any]]:
+    def _run_attempts(
+        self, conn: Connection, of_run: Sequence[ColumnElement[bool]]
+    ) -> tuple[Sequence[Any], Sequence[Any]]:
         """A run's attempts by (channel, outcome), and its most frequent errors of failed requests."""
         t = self.warehouse.attempts_t
-        of_run = self.exact(t.c.run_id, run_id)
         outcomes = conn.execute(
             sa.select(t.c.channel, t.c.outcome, sa.func.count(), sa.func.sum(t.c.uncertain))
-            .where(of_run)
+            .where(*of_run)
             .group_by(t.c.channel, t.c.outcome)
             .order_by(t.c.channel, t.c.outcome)
         ).all()
         n = sa.func.count().label("n")
         reasons = conn.execute(
             sa.select(t.c.outcome, t.c.error, n)
-            .where(of_run, t.c.outcome.in_(FAILURE_OUTCOMES))
+            .where(*of_run, t.c.outcome.in_(FAILURE_OUTCOMES))
             .group_by(t.c.outcome, t.c.error)
             .order_by(n.desc(), t.c.outcome, t.c.error)
             .limit(self.settings.reasons)

@@ -190,9 +190,11 @@ COLUMN_NOTES: dict[str, dict[str, str]] = {
         "first_request_at": "when the first request went out",
         "last_request_at": "when the last request went out",
         "last_sent_at": "when sFOX last accepted a request (a code went out)",
-        "run_id": "the Airflow run that last touched the row",
+        "dag_id": "the DAG of the run that last touched the row",
+        "run_id": "the Airflow run that last touched the row (a run id is unique within its DAG only)",
         "chunk": "the chunk of that run",
         "claimed_by": "the run whose chunk step is sending this row's request right now",
+        "claimed_by_dag": "the DAG of that run",
         "claimed_at": "since when it is claimed",
         "updated_at": "when the row last changed",
         "fields_hmac": "`registration` rows: a keyed hash (HMAC-SHA256) of the registration fields "
@@ -202,6 +204,7 @@ COLUMN_NOTES: dict[str, dict[str, str]] = {
         "id": "a sequence number",
         "user_id": "the user",
         "channel": "`registration`, `email` or `sms`",
+        "dag_id": "the DAG of the run that made the request",
         "run_id": "the Airflow run that made the request",
         "attempted_at": "when the request went out",
         "attempt": "1, then the hook's retries of the same call",
@@ -211,8 +214,8 @@ COLUMN_NOTES: dict[str, dict[str, str]] = {
         "error": "the error, without personal data",
     },
     "runs": {
-        "run_id": "the Airflow run id",
-        "dag_id": "the DAG of the run: several DAGs may share one warehouse",
+        "dag_id": "the DAG of the run: several DAGs may share one warehouse (with `run_id`, the key)",
+        "run_id": "the Airflow run id: two DAGs on one schedule get the same one",
         "dry_run": "1 for a dry run",
         "started_at": "when the plan started",
         "finished_at": "when `summarize` ended",
@@ -239,6 +242,7 @@ COLUMN_NOTES: dict[str, dict[str, str]] = {
         "registered": "users sFOX registered (their first email code went out with it)",
     },
     "steps": {
+        "dag_id": "the DAG of the run",
         "run_id": "the Airflow run",
         "step": "one chunk step (a mapped task instance)",
         "finished_at": "when it finished: a step retried or cleared after it finished counts once",
@@ -246,6 +250,7 @@ COLUMN_NOTES: dict[str, dict[str, str]] = {
     "snapshot": {
         "snapshot_id": "the plan's snapshot",
         "user_id": "the user, as sFOX lists it",
+        "dag_id": "the DAG of that run",
         "run_id": "the run whose plan read it",
         "account_type": "the account type sFOX reports",
         "status": "sFOX's `status` (`PENDING`, `VERIFIED`, ...)",
@@ -256,6 +261,7 @@ COLUMN_NOTES: dict[str, dict[str, str]] = {
     },
     "snapshot_taken": {
         "snapshot_id": "a complete snapshot kept as the warehouse's shared one",
+        "dag_id": "the DAG of that run",
         "run_id": "the run whose plan read the list",
         "taken_at": "when it was complete: reused while younger than a reader's `snapshot_max_age`",
         "users": "the users it holds",
@@ -263,6 +269,7 @@ COLUMN_NOTES: dict[str, dict[str, str]] = {
     "events": {
         "event_key": "the asset event's key: a hash of its asset URI, timestamp and source, which "
         "triggering and inlet events both carry",
+        "dag_id": "the DAG of that run",
         "run_id": "the run that judged it",
         "seen_at": "when that run read it",
     },

@@ -12,6 +12,7 @@ import pytest
 
 from airflow_sfox.hooks.sfox import SfoxConnectHook
 from airflow_sfox.onboarding.config import OnboardingConfig
+from airflow_sfox.onboarding.model import RunRef
 from airflow_sfox.onboarding.planner import Planner
 from airflow_sfox.onboarding.sender import send_chunk
 from airflow_sfox.onboarding.warehouse import Warehouse
@@ -38,11 +39,20 @@ def test_plan_and_send_follow_the_rule_the_sandbox_enforces(warehouse_db, sfox_s
     sfox_sandbox.seed_users(seeds)
     warehouse = Warehouse.from_conn_id("sfox_warehouse")
     with SfoxConnectHook() as hook:
-        plan = Planner(warehouse, hook, OnboardingConfig(chunk_size=1000), run_id="r1").plan()
+        plan = Planner(
+            warehouse, hook, OnboardingConfig(chunk_size=1000), run=RunRef("sfox_test", "r1")
+        ).plan()
         for chunk in plan.chunks:
             for channel in ("email", "sms"):
                 if chunk.get(channel):
-                    send_chunk(warehouse, hook, run_id="r1", chunk=chunk, channel=channel, threads=1)
+                    send_chunk(
+                        warehouse,
+                        hook,
+                        run=RunRef("sfox_test", "r1"),
+                        chunk=chunk,
+                        channel=channel,
+                        threads=1,
+                    )
 
     sends = [e for e in sfox_sandbox.journal() if e.method == "POST"]
     # The sandbox accepted every request the provider made: none broke sFOX's rule ...

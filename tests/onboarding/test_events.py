@@ -7,7 +7,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from airflow_sfox.onboarding.events import AFTER_EMAIL, EventPlan, event_key, event_user_ids, plan_events
-from airflow_sfox.onboarding.model import AccountType, Channel
+from airflow_sfox.onboarding.model import AccountType, Channel, RunRef
 from airflow_sfox.onboarding.warehouse import Warehouse
 
 URI = "sfox://api.sfox.com/email-verified"
@@ -95,12 +95,12 @@ def _ledger(warehouse: Warehouse, rows: list[tuple[str, str, str, str]]) -> None
     """Ledger rows ``(user_id, channel, account_type, state)`` as earlier runs left them."""
     warehouse.create_tables()
     with warehouse.connect() as conn:
-        warehouse.upsert_plan(conn, [(*row, "hourly", None, None) for row in rows])
+        warehouse.upsert_plan(conn, [(*row, None, None) for row in rows], run=RunRef("sfox_test", "hourly"))
         conn.commit()
 
 
 def _plan(warehouse: Warehouse, events, run_id: str, *, dry_run: bool = False) -> EventPlan:
-    return plan_events(warehouse, events, run_id=run_id, chunk_size=3, dry_run=dry_run)
+    return plan_events(warehouse, events, run=RunRef("sfox_test", run_id), chunk_size=3, dry_run=dry_run)
 
 
 @pytest.fixture
@@ -187,6 +187,8 @@ def test_a_failing_event_plan_says_why_on_one_error_line(caplog):
         )
     errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
     assert len(errors) == 1, errors
-    assert errors[0].startswith("sFOX onboarding run events-1: planning failed, nothing was sent: ")
+    assert errors[0].startswith(
+        "sFOX onboarding run events-1 of sfox_email_verified: planning failed, nothing was sent: "
+    )
     assert "no_such_warehouse" in errors[0]
     assert "\n" not in errors[0]

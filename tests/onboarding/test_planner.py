@@ -8,6 +8,7 @@ import pytest
 
 from airflow_sfox.hooks.sfox import SfoxConnectHook
 from airflow_sfox.onboarding.config import OnboardingConfig, OnboardingSource
+from airflow_sfox.onboarding.model import RunRef
 from airflow_sfox.onboarding.planner import Planner
 from airflow_sfox.onboarding.warehouse import Warehouse
 from tests.onboarding_data import BAD_ROWS, make_users, sandbox_users
@@ -25,7 +26,9 @@ def plan(warehouse_db, sfox_sandbox):
         warehouse = Warehouse.from_conn_id("sfox_warehouse")
         with SfoxConnectHook() as hook:
             config = OnboardingConfig(**settings)
-            return Planner(warehouse, hook, config, source=source, run_id=run_id, now=now).plan()
+            return Planner(
+                warehouse, hook, config, source=source, run=RunRef("sfox_test", run_id), now=now
+            ).plan()
 
     return run
 
@@ -342,7 +345,9 @@ def test_404s_are_retried_on_the_schedule_then_given_up(plan, warehouse_db, sfox
         result = plan(run_id=run_id, now=start + timedelta(hours=hours))
         for chunk in result.chunks:
             with SfoxConnectHook() as hook:
-                send_chunk(warehouse, hook, run_id=run_id, chunk=chunk, channel="email", threads=1)
+                send_chunk(
+                    warehouse, hook, run=RunRef("sfox_test", run_id), chunk=chunk, channel="email", threads=1
+                )
             sent_at.append(hours)
         # The sender stamps the real time: move it to the run's clock.
         warehouse_db.query(
@@ -370,7 +375,9 @@ def test_a_sent_answer_resets_the_failures(plan, warehouse_db, sfox_sandbox):
     result = plan(run_id="second")
     warehouse = Warehouse.from_conn_id("sfox_warehouse")
     with SfoxConnectHook() as hook:
-        send_chunk(warehouse, hook, run_id="second", chunk=result.chunks[0], channel="email")
+        send_chunk(
+            warehouse, hook, run=RunRef("sfox_test", "second"), chunk=result.chunks[0], channel="email"
+        )
 
     assert warehouse_db.query("SELECT state, failures FROM sfox_onboarding_ledger") == [("sent", 0)]
 
@@ -418,7 +425,7 @@ def test_rejected_users_are_one_figure_in_the_plan_the_run_row_and_the_page(ware
     ledger = [row for row in warehouse_db.ledger().values() if row["state"] == "rejected"]
     assert len(ledger) == rejected_users
     warehouse = Warehouse.from_conn_id("sfox_warehouse")
-    run = warehouse.run_row(RUN)
+    run = warehouse.run_row(RunRef("onboarding", RUN))
     assert (run["rejected"], run["duplicate_rows"], run["planned"]) == (rejected_users, 4, len(users) - 1)
     # The page: the funnel, the top reasons, and the run view's row and ledger states.
     dashboard = Lookups(warehouse, DashboardSettings(reasons=50))
@@ -476,9 +483,10 @@ def test_a_failing_plan_says_why_on_one_error_line_before_raising(
     assert len(errors) == 1, [r.getMessage() for r in errors]
     line = errors[0].getMessage()
     assert "\n" not in line
-    assert line.startswith(f"sFOX onboarding run {RUN}: planning failed, nothing was sent: ")
+    assert line.startswith(f"sFOX onboarding run {RUN} of onboarding: planning failed, nothing was sent: ")
     assert says in line
     assert errors[0].exc_info is None  # the message, not a second traceback
     assert WRONG_TOKEN not in caplog.text
     assert not any(u[2] in caplog.text for u in users)  # no email
-    assert Warehouse.from_conn_id("sfox_warehouse").run_row(RUN)["status"] == "plan_failed"
+    run = Warehouse.from_conn_id("sfox_warehouse").run_row(RunRef("onboarding", RUN))
+    assert run["status"] == "plan_failed"

@@ -10,6 +10,7 @@ import pytest
 
 from airflow_sfox.hooks.sfox import SfoxConnectHook
 from airflow_sfox.onboarding.config import OnboardingConfig, OnboardingSource
+from airflow_sfox.onboarding.model import RunRef
 from airflow_sfox.onboarding.planner import Planner
 from airflow_sfox.onboarding.registering import register_chunk, source_bodies
 from airflow_sfox.onboarding.registration import Registration
@@ -35,14 +36,16 @@ def plan(warehouse, run_id, **config):
             hook,
             OnboardingConfig(chunk_size=1000, **config),
             source=SOURCE,
-            run_id=run_id,
+            run=RunRef("sfox_test", run_id),
             registration_key=KEY,
         ).plan()
 
 
 def register(warehouse, run_id, chunk, **hook_kwargs):
     with SfoxConnectHook(**hook_kwargs) as hook:
-        return register_chunk(warehouse, hook, run_id=run_id, chunk=chunk, source=SOURCE, key=KEY, threads=4)
+        return register_chunk(
+            warehouse, hook, run=RunRef("sfox_test", run_id), chunk=chunk, source=SOURCE, key=KEY, threads=4
+        )
 
 
 def requests_by_user(sandbox, user_ids):
@@ -86,7 +89,12 @@ def test_a_migration_registers_each_new_user_once_and_requests_no_email(
         assert stats.outcomes == {"registered": chunk["registration"]}
         # The email step has nothing left: sFOX emailed the first code itself.
         with SfoxConnectHook() as hook:
-            assert send_chunk(warehouse, hook, run_id="r1", chunk=chunk, channel="email").queued == 0
+            assert (
+                send_chunk(
+                    warehouse, hook, run=RunRef("sfox_test", "r1"), chunk=chunk, channel="email"
+                ).queued
+                == 0
+            )
 
     ids = {row["user_id"] for row in rows}
     seen = requests_by_user(sfox_sandbox, ids)
@@ -226,7 +234,7 @@ def test_a_claim_left_by_a_killed_step_is_settled_by_a_read(migration, warehouse
     with SfoxConnectHook() as hook:
         hook.create_user(source_bodies(warehouse, SOURCE, [landed])[landed])
     with warehouse.connect() as conn:
-        warehouse.claim(conn, [landed, unsent], channel="registration", run_id="r0")
+        warehouse.claim(conn, [landed, unsent], channel="registration", run=RunRef("sfox_test", "r0"))
         conn.commit()
     sfox_sandbox.clear_journal()
 
@@ -293,7 +301,9 @@ def test_rows_sfox_did_not_know_are_registered_by_the_next_run_without_a_redrive
     warehouse.create_tables()
     with warehouse.connect() as conn:  # what runs without registration left: 404s, retried, given up
         warehouse.upsert_plan(
-            conn, [(r["user_id"], "email", r["account_type"], earlier, "r0", None, "HTTP 404") for r in rows]
+            conn,
+            [(r["user_id"], "email", r["account_type"], earlier, None, "HTTP 404") for r in rows],
+            run=RunRef("sfox_test", "r0"),
         )
         conn.commit()
 

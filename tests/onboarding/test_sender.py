@@ -10,6 +10,7 @@ import pytest
 from airflow_sfox.exceptions import SfoxAuthError
 from airflow_sfox.hooks.sfox import SfoxConnectHook
 from airflow_sfox.onboarding.config import OnboardingConfig
+from airflow_sfox.onboarding.model import RunRef
 from airflow_sfox.onboarding.planner import Planner
 from airflow_sfox.onboarding.sender import MAX_THREADS, send_chunk, threads_for
 from airflow_sfox.onboarding.warehouse import Warehouse
@@ -26,7 +27,9 @@ def planned(warehouse_db, sfox_sandbox, monkeypatch):
         sfox_sandbox.seed_users(sandbox_users(registered))
         warehouse = Warehouse.from_conn_id("sfox_warehouse")
         with SfoxConnectHook() as hook:
-            plan = Planner(warehouse, hook, OnboardingConfig(chunk_size=1000), run_id="r1").plan()
+            plan = Planner(
+                warehouse, hook, OnboardingConfig(chunk_size=1000), run=RunRef("sfox_test", "r1")
+            ).plan()
         sfox_sandbox.clear_journal()
         return warehouse, plan.chunks
 
@@ -39,7 +42,9 @@ def test_outcomes_are_recorded(planned, warehouse_db, sfox_sandbox):
     warehouse, chunks = planned(users, registered=users[:10])  # two users unknown to sFOX
 
     with SfoxConnectHook() as hook:
-        stats = send_chunk(warehouse, hook, run_id="r1", chunk=chunks[0], channel="email", threads=4)
+        stats = send_chunk(
+            warehouse, hook, run=RunRef("sfox_test", "r1"), chunk=chunks[0], channel="email", threads=4
+        )
 
     assert stats.outcomes == {"sent": 10, "not_registered": 2}
     assert stats.requests == 12
@@ -52,7 +57,7 @@ def test_outcomes_are_recorded(planned, warehouse_db, sfox_sandbox):
         assert (row["state"], row["sends"], row["last_status"], row["uncertain"]) == ("sent", 1, 200, 0)
     # A chunk task retried after success sends nothing again.
     with SfoxConnectHook() as hook:
-        again = send_chunk(warehouse, hook, run_id="r1", chunk=chunks[0], channel="email")
+        again = send_chunk(warehouse, hook, run=RunRef("sfox_test", "r1"), chunk=chunks[0], channel="email")
     assert again.queued == 0
     assert again.as_dict()["note"].startswith("nothing queued")  # says so in XCom, not a silent 0
     assert len(sfox_sandbox.journal()) == 12
@@ -69,7 +74,9 @@ def test_revoked_token_stops_the_chunk_fast_and_keeps_the_rest_queued(
     )
 
     with SfoxConnectHook() as hook, pytest.raises(SfoxAuthError):
-        send_chunk(warehouse, hook, run_id="r1", chunk=chunks[0], channel="email", threads=4)
+        send_chunk(
+            warehouse, hook, run=RunRef("sfox_test", "r1"), chunk=chunks[0], channel="email", threads=4
+        )
 
     unauthorized = [e for e in sfox_sandbox.journal() if e.status == 401]
     assert 1 <= len(unauthorized) <= 4  # at most the requests in flight
@@ -94,7 +101,9 @@ def test_a_request_interrupted_mid_flight_keeps_its_claim(planned, warehouse_db,
 
     monkeypatch.setattr(SfoxConnectHook, "send_verification_result", killed_after_sending)
     with SfoxConnectHook() as hook, pytest.raises(KeyboardInterrupt):
-        send_chunk(warehouse, hook, run_id="r1", chunk=chunks[0], channel="email", threads=4)
+        send_chunk(
+            warehouse, hook, run=RunRef("sfox_test", "r1"), chunk=chunks[0], channel="email", threads=4
+        )
 
     first = min(u[0] for u in users)
     assert [e.user_id for e in sfox_sandbox.journal()] == [first]
@@ -107,7 +116,9 @@ def test_dropped_answers_are_marked_uncertain(planned, warehouse_db, sfox_sandbo
     sfox_sandbox.set_faults(drop_rate=0.3)
 
     with SfoxConnectHook(sleep=lambda s: time.sleep(s / 20)) as hook:
-        stats = send_chunk(warehouse, hook, run_id="r1", chunk=chunks[0], channel="email", threads=4)
+        stats = send_chunk(
+            warehouse, hook, run=RunRef("sfox_test", "r1"), chunk=chunks[0], channel="email", threads=4
+        )
 
     codes = {uid: sfox_sandbox.codes(uid)["email"]["count"] for uid, *_ in users}
     ledger = warehouse_db.ledger()
@@ -126,7 +137,9 @@ def test_every_request_is_one_attempt_row_and_the_ledger_adds_up_from_them(
     sfox_sandbox.set_faults(error_503_rate=0.25, drop_rate=0.1)
 
     with SfoxConnectHook(sleep=lambda s: time.sleep(s / 50)) as hook:
-        send_chunk(warehouse, hook, run_id="r1", chunk=chunks[0], channel="email", threads=4)
+        send_chunk(
+            warehouse, hook, run=RunRef("sfox_test", "r1"), chunk=chunks[0], channel="email", threads=4
+        )
 
     attempts = warehouse_db.attempts()
     by_user = defaultdict(list)
@@ -155,12 +168,18 @@ def test_claims_left_by_a_dead_try_are_lost_attempts_marked_uncertain(
     warehouse, chunks = planned(users, registered=users)
     dead = sorted(u[0] for u in users)[:3]
     with warehouse.connect() as conn:  # a try claimed three users, then died before any answer
-        warehouse.claim(conn, dead, channel="email", run_id="r0")
+        warehouse.claim(conn, dead, channel="email", run=RunRef("sfox_test", "r0"))
         conn.commit()
 
     with SfoxConnectHook() as hook:
         stats = send_chunk(
-            warehouse, hook, run_id="r1", chunk=chunks[0], channel="email", threads=4, hold_uncertain=hold
+            warehouse,
+            hook,
+            run=RunRef("sfox_test", "r1"),
+            chunk=chunks[0],
+            channel="email",
+            threads=4,
+            hold_uncertain=hold,
         )
 
     assert stats.lost == 3
@@ -189,7 +208,7 @@ def test_claims_left_by_a_dead_try_are_lost_attempts_marked_uncertain(
         for redrive, due in (([], 0), (["uncertain"], 3)):
             with SfoxConnectHook() as hook:
                 config = OnboardingConfig(chunk_size=1000, redrive=redrive, dry_run=True)
-                plan = Planner(warehouse, hook, config, run_id="r2").plan()
+                plan = Planner(warehouse, hook, config, run=RunRef("sfox_test", "r2")).plan()
             assert plan.counts["planned_users"] == due, redrive
 
 
@@ -235,14 +254,16 @@ def test_an_undocumented_422_is_settled_by_reading_the_user(
     warehouse = Warehouse.from_conn_id("sfox_warehouse")
     with SfoxConnectHook() as hook:
         config = OnboardingConfig(chunk_size=10, channels=[channel])
-        chunks = Planner(warehouse, hook, config, run_id="r1").plan().chunks
+        chunks = Planner(warehouse, hook, config, run=RunRef("sfox_test", "r1")).plan().chunks
     # Between the plan and the send, sFOX's record changes.
     sfox_sandbox.seed_users([_seed(uid, kind, email_verified=verified_now)])
     sfox_sandbox.clear_journal()
 
     sfox_sandbox.set_unprocessable(uid, channel, text)  # sFOX's 422, in words it does not document
     with SfoxConnectHook() as hook:
-        send_chunk(warehouse, hook, run_id="r1", chunk=chunks[0], channel=channel, threads=2)
+        send_chunk(
+            warehouse, hook, run=RunRef("sfox_test", "r1"), chunk=chunks[0], channel=channel, threads=2
+        )
 
     # The one send, answered 422; one read of the user settled it, and nothing was posted again.
     assert [(e.method, e.path, e.status) for e in sfox_sandbox.journal()] == [

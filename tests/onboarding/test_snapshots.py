@@ -8,6 +8,7 @@ import pytest
 
 from airflow_sfox.hooks.sfox import USERS_PATH, SfoxConnectHook
 from airflow_sfox.onboarding.config import OnboardingConfig
+from airflow_sfox.onboarding.model import RunRef
 from airflow_sfox.onboarding.planner import Planner
 from airflow_sfox.onboarding.schema import utcnow
 from airflow_sfox.onboarding.snapshots import SNAPSHOT_GRACE
@@ -22,7 +23,9 @@ def list_reads(sandbox) -> int:
 
 def plan(warehouse, run_id, **config):
     with SfoxConnectHook() as hook:
-        return Planner(warehouse, hook, OnboardingConfig(chunk_size=1000, **config), run_id=run_id).plan()
+        return Planner(
+            warehouse, hook, OnboardingConfig(chunk_size=1000, **config), run=RunRef("sfox_test", run_id)
+        ).plan()
 
 
 @pytest.fixture

@@ -10,6 +10,7 @@ import sqlalchemy as sa
 from airflow_sfox.hooks.sfox import SfoxConnectHook
 from airflow_sfox.onboarding.config import OnboardingConfig, OnboardingSource
 from airflow_sfox.onboarding.dialects import UnsupportedDialectError
+from airflow_sfox.onboarding.model import RunRef
 from airflow_sfox.onboarding.outcomes import Claim
 from airflow_sfox.onboarding.planner import Planner
 from airflow_sfox.onboarding.schema import (
@@ -28,7 +29,9 @@ EMAIL = "x@example.com"
 def _plan(run_id: str = "run-1", *, schema: str | None = None, source: OnboardingSource | None = None):
     warehouse = Warehouse.from_conn_id("sfox_warehouse", schema=schema)
     with SfoxConnectHook() as hook:
-        return Planner(warehouse, hook, OnboardingConfig(), source=source, run_id=run_id).plan()
+        return Planner(
+            warehouse, hook, OnboardingConfig(), source=source, run=RunRef("sfox_test", run_id)
+        ).plan()
 
 
 def _ledger_of(warehouse_db, table: str = "sfox_onboarding_ledger") -> dict[tuple[str, str], tuple]:
@@ -107,7 +110,7 @@ def test_look_alike_ids_are_different_users_everywhere(warehouse_db, sfox_sandbo
     }
     # The sender reads them back one by one, exactly.
     warehouse = Warehouse.from_conn_id("sfox_warehouse")
-    queued = warehouse.queued("run-1", "corporation", "email", (0, 10))
+    queued = warehouse.queued(RunRef("sfox_test", "run-1"), "corporation", "email", (0, 10))
     assert sorted(claim.user_id for claim in queued) == ["ABC", "abc", "abc "]
 
 
@@ -119,7 +122,18 @@ def test_indexes_exist_after_create_tables(warehouse_db):
     indexes = {ix["name"]: ix["column_names"] for ix in inspector.get_indexes("sfox_onboarding_ledger")}
     assert indexes["ix_sfox_onboarding_ledger_funnel"] == ["account_type", "channel", "state", "user_id"]
     assert indexes["ix_sfox_onboarding_ledger_state"] == ["state", "updated_at", "last_error"]
-    assert indexes["ix_sfox_onboarding_ledger_run"] == ["run_id", "account_type", "chunk", "channel", "state"]
+    run_index = ["dag_id", "run_id", "account_type", "chunk", "channel", "state"]
+    assert indexes["ix_sfox_onboarding_ledger_run"] == run_index
+    attempts = {
+        ix["name"]: ix["column_names"] for ix in inspector.get_indexes("sfox_onboarding_ledger_attempts")
+    }
+    assert attempts["ix_sfox_onboarding_ledger_at_run"] == ["dag_id", "run_id", "outcome"]
+    # A run is named by its DAG and its run id: run ids are unique within a DAG only.
+    for table, key in [
+        ("sfox_onboarding_runs", ["run_id", "dag_id"]),
+        ("sfox_onboarding_runs_steps", ["run_id", "dag_id", "step"]),
+    ]:
+        assert inspector.get_pk_constraint(table)["constrained_columns"] == key, table
     assert inspector.get_pk_constraint("sfox_onboarding_ledger")["constrained_columns"] == [
         "user_id",
         "channel",
@@ -202,8 +216,9 @@ def test_tables_in_a_schema_of_their_own(server_db, sfox_sandbox):
         assert inspector.has_table(table, schema="sfox_onboarding"), table
     names = {ix["name"] for ix in inspector.get_indexes("sfox_onboarding_ledger", schema="sfox_onboarding")}
     assert {"ix_sfox_onboarding_sfox_onboarding_ledger_funnel"} <= names
-    warehouse.write_run({"run_id": "r", "status": "running", "requests": 1, "rate_limited": 0})
-    assert warehouse.run_row("r")["status"] == "running"
+    run = RunRef("d", "r")
+    warehouse.write_run({**run._asdict(), "status": "running", "requests": 1, "rate_limited": 0})
+    assert warehouse.run_row(run)["status"] == "running"
     # The snapshot of the plan is gone once the plan is done.
     assert db.query("SELECT COUNT(*) FROM sfox_onboarding.sfox_onboarding_snapshot") == [(0,)]
 
@@ -268,7 +283,9 @@ def test_snapshot_is_written_in_batches_last_entry_wins(warehouse_db):
     warehouse.create_tables()
     users = [{"user_id": f"u{i % 7}", "status": "VERIFIED" if i >= 7 else "PENDING"} for i in range(10)]
     with warehouse.connect() as conn:
-        written = warehouse.write_snapshot(conn, iter(users), snapshot_id="s1", run_id="r", batch=3)
+        written = warehouse.write_snapshot(
+            conn, iter(users), snapshot_id="s1", run=RunRef("sfox_test", "r"), batch=3
+        )
     assert written == 10
     rows = dict(
         warehouse_db.query("SELECT user_id, status FROM sfox_onboarding_snapshot WHERE snapshot_id = 's1'")
@@ -303,7 +320,7 @@ def test_prune_attempts_deletes_only_what_is_older_than_the_retention(warehouse_
     now = utcnow()
     ages = {"u-old": 91, "u-edge": 89, "u-new": 0}
     with warehouse.connect() as conn:
-        claims = [Claim(uid, "r0", now - timedelta(days=days)) for uid, days in ages.items()]
+        claims = [Claim(uid, RunRef("d", "r0"), now - timedelta(days=days)) for uid, days in ages.items()]
         warehouse.record_lost(conn, claims, channel="email", hold=False)
         conn.commit()
 

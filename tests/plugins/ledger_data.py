@@ -229,10 +229,12 @@ def fill_warehouse(
     Create the onboarding tables (the engine's own DDL) on any supported database and fill them.
 
     A ledger row's counters and request times come from its attempts (a row without any made
-    one request, at its ``updated_at``, whose attempt the retention pruned); its run_id is that
-    of its last attempt, else ``default_run_id``. Times are ISO 8601 text in one format.
+    one request, at its ``updated_at``, whose attempt the retention pruned); its run is that of
+    its last attempt, else ``default_run_id``; a run's DAG is that of its run row. Times are
+    ISO 8601 text in one format.
     """
     warehouse.create_tables()
+    dag_of = {run["run_id"]: run["dag_id"] for run in runs}
     keys = (
         "user_id",
         "channel",
@@ -245,6 +247,8 @@ def fill_warehouse(
         "error",
     )
     attempts = [dict(zip(keys, row, strict=True)) for row in attempt_rows]
+    for attempt in attempts:
+        attempt["dag_id"] = dag_of[attempt["run_id"]]
     mine: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for attempt in attempts:
         mine.setdefault((attempt["user_id"], attempt["channel"]), []).append(attempt)
@@ -268,6 +272,7 @@ def fill_warehouse(
                 "last_sent_at": sent[-1]["attempted_at"] if sent else None,
                 "uncertain": max((a["uncertain"] for a in trail), default=0),
                 "run_id": trail[-1]["run_id"] if trail else default_run_id,
+                "dag_id": dag_of[trail[-1]["run_id"] if trail else default_run_id],
             }
         )
     with warehouse.connect() as conn:

@@ -660,9 +660,11 @@ def test_lookups_read_through_keys_and_indexes(ledger_path):
     dashboard = Dashboard(warehouse, DashboardSettings())
     dashboard.user("ind_4")
     dashboard.run(RUN_0)
+    dashboard.run(RUN_0, "sfox_batch_onboarding")
     warehouse.engine.dispose()
-    # user: ledger, attempts count, timeline; run: run row, states, held rows, reasons, outcomes, errors
-    assert len(statements) == 9
+    # user: ledger, attempts count, timeline; run: its DAG (when not given), run row, states, held
+    # rows, reasons, outcomes, errors
+    assert len(statements) == 3 + 7 + 6
     indexes = set()
     for (sql, _), plan in zip(statements, _plans(ledger_path, statements), strict=True):
         searches = [step for step in plan if not step.startswith("USE TEMP B-TREE")]
@@ -673,9 +675,8 @@ def test_lookups_read_through_keys_and_indexes(ledger_path):
             indexes.add(step.split(" INDEX ")[1].split(" ")[0])
     assert indexes == {
         "sqlite_autoindex_sfox_onboarding_ledger_1",  # (user_id, channel)
-        "sqlite_autoindex_sfox_onboarding_runs_1",  # run_id
-        "ix_sfox_onboarding_ledger_run",
-        "ix_sfox_onboarding_ledger_state",  # held rows: few, whatever the run
+        "sqlite_autoindex_sfox_onboarding_runs_1",  # (run_id, dag_id)
+        "ix_sfox_onboarding_ledger_run",  # (dag_id, run_id, ...): the run's rows, its held ones too
         "ix_sfox_onboarding_ledger_at_user",
         "ix_sfox_onboarding_ledger_at_run",
     }
@@ -688,22 +689,28 @@ OTHER_DAG, OTHER_RUN = "sfox_partner_b", "manual__2026-03-04T08:00:00+00:00"
 OTHER_ROWS = {"corp_1": "verified", "corp_2": "sent", "ind_6": "held"}
 
 
-@pytest.fixture
-def two_dags(ledger_path) -> str:
-    """The known ledger, with a dry run of another DAG that was interrupted and touched three rows."""
-    with sqlite3.connect(ledger_path) as conn:
+def _other_dags_run(path: str, run_id: str, started_at: str, status: str, *, dry_run: int = 0, reason=None):
+    """A run of the other DAG, which touched OTHER_ROWS last."""
+    with sqlite3.connect(path) as conn:
         conn.execute(
             "INSERT INTO sfox_onboarding_runs (run_id, dag_id, dry_run, started_at, status, reason) "
-            "VALUES (?, ?, 1, '2026-03-04T08:00:00.000000+00:00', 'interrupted', 'preview')",
-            (OTHER_RUN, OTHER_DAG),
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            (run_id, OTHER_DAG, dry_run, started_at, status, reason),
         )
         for user_id, state in OTHER_ROWS.items():
             conn.execute(
-                "UPDATE sfox_onboarding_ledger SET run_id = ?, state = ?, "
+                "UPDATE sfox_onboarding_ledger SET dag_id = ?, run_id = ?, state = ?, "
                 "last_error = CASE WHEN ? = 'held' THEN 'held for review' ELSE last_error END "
                 "WHERE user_id = ? AND channel = 'email'",
-                (OTHER_RUN, state, state, user_id),
+                (OTHER_DAG, run_id, state, state, user_id),
             )
+
+
+@pytest.fixture
+def two_dags(ledger_path) -> str:
+    """The known ledger, with a dry run of another DAG that was interrupted and touched three rows."""
+    started = "2026-03-04T08:00:00.000000+00:00"
+    _other_dags_run(ledger_path, OTHER_RUN, started, "interrupted", dry_run=1, reason="preview")
     return ledger_path
 
 
@@ -798,6 +805,40 @@ def test_run_view_of_a_dag_run_needs_a_run_row_of_that_dag(two_dags, run_id, dag
     }
     assert [(h["user_id"], h["channel"], h["reason"]) for h in data["held"]] == [
         ("ind_6", "email", "held for review")
+    ]
+
+
+def test_two_dags_runs_of_one_run_id_are_two_runs_on_the_page(ledger_path):
+    """Two DAGs on one hourly schedule get the same run id: the page keeps their runs apart."""
+
+    def ledger_of(dag_id: str) -> Counter:
+        data = _dag_client().get("/api/run", params={"run_id": RUN_0, "dag_id": dag_id}).json()
+        assert (data["run"]["dag_id"], data["run"]["run_id"]) == (dag_id, RUN_0)
+        return Counter({(r["channel"], r["state"]): r["count"] for r in data["ledger"]})
+
+    before = ledger_of("sfox_batch_onboarding")
+    # The other DAG's run of the same hour, which touched three rows RUN_0 of the batch DAG had.
+    _other_dags_run(ledger_path, RUN_0, "2026-03-01T10:00:00.000000+00:00", "success")
+
+    other = ledger_of(OTHER_DAG)
+    assert other == Counter({(("email", state)): 1 for state in OTHER_ROWS.values()})
+    moved = Counter({("email", state): 1 for state in ("verified", "sent", "failed")})  # as they were
+    assert ledger_of("sfox_batch_onboarding") == before - moved
+    # Without its DAG, the run id names two runs: the page asks which.
+    response = _dag_client().get("/api/run", params={"run_id": RUN_0})
+    assert response.status_code == 422, response.text
+    assert OTHER_DAG in response.json()["detail"]
+    assert "sfox_batch_onboarding" in response.json()["detail"]
+    # Each DAG's figures count its own rows; every DAG's, both.
+    held = {
+        dag_id: _dag_client().get("/api/summary", params={"dag_id": dag_id}).json()["totals"]["held"]
+        for dag_id in (OTHER_DAG, "sfox_batch_onboarding")
+    }
+    assert held == {OTHER_DAG: 1, "sfox_batch_onboarding": 0}
+    runs = _dag_client().get("/api/summary").json()["runs"]
+    assert sorted((r["dag_id"], r["run_id"]) for r in runs if r["run_id"] == RUN_0) == [
+        ("sfox_batch_onboarding", RUN_0),
+        (OTHER_DAG, RUN_0),
     ]
 
 

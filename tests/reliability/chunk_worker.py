@@ -15,11 +15,14 @@ import time
 
 def main(settings: dict) -> None:
     from airflow_sfox.onboarding.sender import ChunkStopped
-    from airflow_sfox.onboarding.tasks import SendVerificationBatchOperator
-    from tests.reliability.support import FakeTI
+    from tests.reliability.support import FakeTI, chunk_task
 
-    task = SendVerificationBatchOperator(
-        task_id="send_email", chunk=settings["chunk"], verification_type="email", threads=8
+    task = chunk_task(
+        "sfox_reliability",
+        task_id="send_email",
+        chunk=settings["chunk"],
+        verification_type="email",
+        threads=8,
     )
     print("READY", flush=True)
     sys.stdin.readline()

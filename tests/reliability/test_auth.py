@@ -15,7 +15,7 @@ import pytest
 from airflow_sfox._compat import AirflowFailException
 from tests.helpers import TOKEN, load_dag, sfox_conn_json
 from tests.onboarding_data import make_users, sandbox_users
-from tests.reliability.support import DAG_THREADS, FakeTI, Revoker, audit
+from tests.reliability.support import DAG_THREADS, FakeTI, Revoker, audit, chunk_task
 
 DAG_ID = "sfox_batch_onboarding"
 
@@ -88,7 +88,6 @@ def test_token_revoked_costs_a_handful_of_401s_per_run(warehouse_db, sfox_sandbo
     revoker = Revoker(sfox_sandbox, after=40, token=TOKEN)
 
     from airflow_sfox.onboarding.runs import plan_run
-    from airflow_sfox.onboarding.tasks import SendVerificationBatchOperator
 
     params = {"chunk_size": 40, "channels": ["email"]}
     planned = plan_run(
@@ -100,7 +99,7 @@ def test_token_revoked_costs_a_handful_of_401s_per_run(warehouse_db, sfox_sandbo
     )
     failures = 0
     for chunk in planned["chunks"]:  # the mapped chunk tasks, run one after the other
-        task = SendVerificationBatchOperator(task_id="send_email", chunk=chunk, verification_type="email")
+        task = chunk_task(DAG_ID, task_id="send_email", chunk=chunk, verification_type="email")
         try:
             task.execute({"run_id": "auth-1", "ti": FakeTI()})  # type: ignore[arg-type]
         except AirflowFailException:  # not retried: a retry cannot fix a token

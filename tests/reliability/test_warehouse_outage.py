@@ -16,7 +16,7 @@ from airflow_sfox.onboarding.sender import ChunkStopped
 from tests import pg
 from tests.helpers import TOKEN, sfox_conn_json
 from tests.onboarding_data import make_users, sandbox_users
-from tests.reliability.support import THREADS, FakeTI, audit, run_onboarding, sends, wait_for
+from tests.reliability.support import THREADS, FakeTI, audit, chunk_task, run_onboarding, sends, wait_for
 
 USERS = 200
 
@@ -24,7 +24,6 @@ USERS = 200
 def _outage_then_rerun(warehouse_db, sfox_sandbox, monkeypatch) -> dict:
     """Plan, send one chunk while PostgreSQL is stopped half-way, restart it, run again."""
     from airflow_sfox.onboarding.runs import plan_run
-    from airflow_sfox.onboarding.tasks import SendVerificationBatchOperator
 
     users = make_users(USERS, seed=61, corporation_share=1.0)
     warehouse_db.seed(users)
@@ -49,8 +48,8 @@ def _outage_then_rerun(warehouse_db, sfox_sandbox, monkeypatch) -> dict:
 
     stopper = threading.Thread(target=stop_mid_chunk, daemon=True)
     stopper.start()
-    task = SendVerificationBatchOperator(
-        task_id="send_email", chunk=chunk, verification_type="email", threads=THREADS
+    task = chunk_task(
+        "sfox_reliability", task_id="send_email", chunk=chunk, verification_type="email", threads=THREADS
     )
     error: BaseException | None = None
     try:

@@ -23,6 +23,7 @@ import pytest
 from airflow_sfox.assets.sfox import USER_IDS_KEY, email_verified_asset
 from airflow_sfox.hooks.sfox import USERS_PATH, SfoxConnectHook
 from airflow_sfox.onboarding.config import OnboardingConfig
+from airflow_sfox.onboarding.model import RunRef
 from airflow_sfox.onboarding.planner import Planner
 from airflow_sfox.onboarding.sender import send_chunk
 from airflow_sfox.onboarding.warehouse import Warehouse
@@ -133,9 +134,11 @@ def onboarded(warehouse_db, sfox_sandbox, monkeypatch):
     sfox_sandbox.seed_users(sandbox_users(USERS))
     warehouse = Warehouse.from_conn_id("sfox_warehouse")
     with SfoxConnectHook() as hook:
-        plan = Planner(warehouse, hook, OnboardingConfig(chunk_size=1000), run_id="r1").plan()
+        plan = Planner(
+            warehouse, hook, OnboardingConfig(chunk_size=1000), run=RunRef("sfox_test", "r1")
+        ).plan()
         for chunk in plan.chunks:
-            send_chunk(warehouse, hook, run_id="r1", chunk=chunk, channel="email")
+            send_chunk(warehouse, hook, run=RunRef("sfox_test", "r1"), chunk=chunk, channel="email")
     assert {row["state"] for row in warehouse_db.ledger().values()} == {"sent"}
     sfox_sandbox.clear_journal()
     return warehouse
@@ -204,7 +207,9 @@ def test_the_planner_then_sends_the_sms_of_the_users_emitted(onboarded, warehous
 
     # The asset-triggered (or hourly) run plans their sms, reading sFOX; the email rows stay verified.
     with SfoxConnectHook() as hook:
-        plan = Planner(onboarded, hook, OnboardingConfig(chunk_size=1000), run_id="r2").plan()
+        plan = Planner(
+            onboarded, hook, OnboardingConfig(chunk_size=1000), run=RunRef("sfox_test", "r2")
+        ).plan()
     assert plan.counts["due_individual_sms"] == 3
     assert {ledger_state(warehouse_db, uid, "sms") for uid in INDIVIDUALS[:3]} == {"queued"}
     assert {ledger_state(warehouse_db, uid) for uid in INDIVIDUALS[:3]} == {"verified"}
@@ -478,7 +483,7 @@ def test_the_watcher_uses_a_fresh_shared_snapshot_instead_of_reading_the_list(
 ):
     with SfoxConnectHook() as hook:  # a plan shares its read of the list: nobody verified yet
         config = OnboardingConfig(chunk_size=1000, snapshot_max_age_minutes=30)
-        Planner(onboarded, hook, config, run_id="r2").plan()
+        Planner(onboarded, hook, config, run=RunRef("sfox_test", "r2")).plan()
     confirm(sfox_sandbox, *INDIVIDUALS[:3])  # after the snapshot: only a read of the list tells
     # What the snapshot says is what the watcher goes by: one user verified in it.
     warehouse_db.query(

@@ -279,7 +279,7 @@
         el("td", { "data-field": "note", text: row.state ? row.last_error || "" : dueNote(row) }),
         el("td", { class: "nowrap", text: when(row.first_request_at) }),
         el("td", { class: "nowrap", text: when(row.last_request_at) }),
-        el("td", { class: "mono" }, [link("run", row.run_id)]),
+        el("td", { class: "mono" }, [link("run", row.run_id, row.dag_id)]),
       ]),
       11,
       "No ledger row: only attempts name this user.",
@@ -295,7 +295,7 @@
       data.attempts.map((a) => [
         el("td", { class: "nowrap", "data-field": "attempted_at", text: when(a.attempted_at) }),
         el("td", { "data-field": "channel", text: a.channel }),
-        el("td", { class: "mono" }, [link("run", a.run_id)]),
+        el("td", { class: "mono" }, [link("run", a.run_id, a.dag_id)]),
         el("td", { class: "num", text: num(a.attempt) }),
         el("td", { class: "num", "data-field": "status", text: status(a.status) }),
         el("td", { "data-field": "outcome" }, [pill(a.outcome)]),
