@@ -12,13 +12,15 @@ missing, with their indexes, optionally in a schema of their own):
 * events, ``<ledger>_events``: the asset events a run of events judged;
 * version, ``<ledger>_version``: one row, the :data:`SCHEMA_VERSION` of the tables beside it;
 * runs: one row per run, keyed by (``dag_id``, ``run_id``); beside it, ``<runs>_steps``: one
-  row per chunk step that finished (a step retried or cleared after it finished is counted once).
+  row per chunk step that finished (a step retried or cleared after it finished is counted once);
+* snapshot: sFOX's users as one plan read them (account type, status, which channels are still
+  required; never an email or a phone), keyed by a snapshot id and removed when the plan ends,
+  or kept as the warehouse's shared one, recorded in ``<snapshot>_taken``
+  (:mod:`~airflow_sfox.onboarding.snapshots`).
 
 Every record of a run names it by (``dag_id``, ``run_id``) (a
 :class:`~airflow_sfox.onboarding.model.RunRef`): Airflow's run ids are unique within a DAG only,
 and two DAGs on one warehouse share its ledger.
-* snapshot: sFOX's users as one plan read them (account type, status, which channels are still
-  required; never an email or a phone), keyed by a snapshot id and removed when the plan ends.
 
 ``user_id`` is compared as exact text everywhere: the integer 777 and the text ``'777'`` are one
 user; ``'ABC'`` and ``'abc'``, ``'abc'`` and ``'abc '`` are different users on every database
