@@ -209,9 +209,9 @@ def planning_query(
             )
             # Unsettled: our post may have landed (claimed when a step died, or a read failed).
             unsettled = sa.or_(reg.c.claimed_by.is_not(None), reg.c.uncertain == 1)
-            picked += [reg.c.state, reg.c.fields_hmac, unsettled]
+            picked += [reg.c.state, reg.c.fields_hmac, unsettled, reg.c.failures, reg.c.last_request_at]
         else:
-            picked += [sa.null(), sa.null(), sa.null()]
+            picked += [sa.null()] * 5
         picked += [users.c[alias] for alias in fields]
     columns = [c for c in users.c if c.name not in fields]
     return sa.select(*columns, *picked).select_from(joined).order_by(users.c.user_id)
@@ -419,9 +419,9 @@ class Planner:
         A user with registration on: ``[registration]`` when it is due (its email code comes
         with it), ``[]`` when sFOX lists it or it is registered (its channels are planned as
         usual), ``None`` when nothing is due: its registration fields are rejected (recorded
-        so), or sFOX refused these same fields.
+        so), sFOX refused these same fields, or its failed tries wait or were given up.
         """
-        listed, state, last_hmac, unsettled, *values = row[_REGISTRATION_AT:]
+        listed, state, last_hmac, unsettled, failures, requested_at, *values = row[_REGISTRATION_AT:]
         registration = self.source.registration
         if listed and unsettled and state not in (None, LedgerState.REGISTERED):
             # Our post may have created it (a lost answer, a killed step): the step's read settles
@@ -445,14 +445,21 @@ class Planner:
         if isinstance(body, str):
             self._reject(user.user_id, body, rows=1, keep_state=keep_state, account_type=user.account_type)
             return None
-        if state == LedgerState.FAILED and not self._redriven(_LedgerState(state, 0, None)):
-            if fields_hmac(body, self.registration_key) == last_hmac:
-                # sFOX refused these very fields: again only once they change (no code either).
-                self.counts["registration_refused_unchanged"] += 1
-                self.counts["valid_users"] += 1
-                return None
-            self._why_due.append(f"changed_{Channel.REGISTRATION}")
-        return [str(Channel.REGISTRATION)]
+        ledger = _LedgerState(state, 0, None, int(failures or 0), self.warehouse.parse_ts(requested_at))
+        if self._redriven(ledger):
+            return self._due(Channel.REGISTRATION, "redrive")
+        if state not in (LedgerState.FAILED, LedgerState.GAVE_UP):
+            return [str(Channel.REGISTRATION)]
+        if last_hmac is None:  # no refusal: its own 5xx kept coming, a failure like any channel's
+            due = self._retry(user, Channel.REGISTRATION, ledger) if state == LedgerState.FAILED else []
+        elif fields_hmac(body, self.registration_key) != last_hmac:
+            due = self._due(Channel.REGISTRATION, "changed")
+        else:  # sFOX refused these very fields: again only once they change (no code either)
+            self.counts["registration_refused_unchanged"] += 1
+            due = []
+        if not due:
+            self.counts["valid_users"] += 1
+        return due or None
 
     def _decide(self, user: SourceUser, channel: str, ledger: _LedgerState, verified: bool) -> list[str]:
         """Return ``[channel]`` when a code is due, recording what sFOX already reports."""

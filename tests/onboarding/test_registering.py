@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import time
 from collections import defaultdict
+from datetime import datetime, timedelta, timezone
 
 import pytest
 
@@ -288,6 +289,45 @@ def test_a_refusal_is_failed_scrubbed_and_tried_again_only_when_the_fields_chang
     again = plan(warehouse, "r4")
     assert again.counts["due_individual_registration"] == 1
     assert register(warehouse, "r4", again.chunks[0]).outcomes == {"registered": 1}
+
+
+@pytest.mark.parametrize(
+    ("failures", "hours_ago", "redrive", "due", "count", "after"),
+    [
+        (1, 0.1, [], 0, "retry_waiting_registration", "failed"),  # waits its 1 h
+        (1, 2.0, [], 1, "retry_registration", "failed"),
+        (2, 2.0, [], 0, "retry_waiting_registration", "failed"),  # its second wait: 4 h
+        (4, 2.0, [], 0, "gave_up_registration", "gave_up"),  # max_tries 4
+        (4, 2.0, ["failed"], 1, "redrive_registration", "failed"),
+    ],
+)
+def test_a_registration_failed_without_a_refusal_waits_and_is_given_up_like_any_channel(
+    warehouse_db, sfox_sandbox, monkeypatch, failures, hours_ago, redrive, due, count, after
+):
+    # A user whose own posts kept answering 5xx while others were registered: failed, and no
+    # keyed hash (sFOX refused nothing). Tried again after the growing waits, not every run.
+    monkeypatch.setenv("AIRFLOW_CONN_SFOX_DEFAULT", sfox_conn_json(sfox_sandbox.url, rate_limit_requests=0))
+    seed_registration_source(warehouse_db, [individual(1)])
+    warehouse = Warehouse.from_conn_id("sfox_warehouse")
+    warehouse.create_tables()
+    with warehouse.connect() as conn:
+        failed = ("ind-0001", "registration", "individual", "failed", None, "HTTP 503")
+        warehouse.upsert_plan(conn, [failed], run=RunRef("sfox_test", "r0"))
+        conn.commit()
+    at = warehouse_db.timestamp(datetime.now(timezone.utc) - timedelta(hours=hours_ago))
+    warehouse_db.query(
+        "UPDATE sfox_onboarding_ledger SET failures = ?, last_request_at = ? WHERE channel = 'registration'",
+        (failures, at),
+    )
+
+    planned = plan(warehouse, "r1", redrive=redrive)
+
+    assert (planned.counts["planned_users"], planned.counts[count]) == (due, 1)
+    assert warehouse_db.ledger()[("ind-0001", "registration")]["state"] == ("queued" if due else after)
+    if after == "gave_up":  # and stays so: only a re-drive registers it again
+        assert plan(warehouse, "r2").counts["planned_users"] == 0
+        assert plan(warehouse, "r3", dry_run=True, redrive=["gave_up"]).counts["planned_users"] == 1
+    assert sfox_sandbox.register_requests() == {}  # planning posts nothing
 
 
 @pytest.mark.parametrize("earlier", ["not_registered", "gave_up"])
