@@ -7,7 +7,7 @@ One process per size: it creates the onboarding tables with the engine's own DDL
 with plain ``executemany`` in batches (:func:`seed`), then times, for ``samples`` user ids and
 run ids drawn at random (seeded), the two lookups the way the page asks for them:
 
-* ``query``: :meth:`Dashboard.user` / :meth:`Dashboard.run` on one :class:`Warehouse`, each on
+* ``query``: :meth:`Lookups.user` / :meth:`Lookups.run` on one :class:`Warehouse`, each on
   a connection of its own (catalog reads included), as ``GET api/user`` and ``api/run`` run them;
 * ``api``: the whole HTTP request through the plugin's FastAPI app (``create_app``; the
   connection looked up, a new engine per request, JSON), with the DAG-access check answered
@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import sqlite3
 import statistics
 import sys
@@ -218,16 +219,18 @@ def seed(path: str, attempts: int, seed_value: int = 11) -> dict[str, Any]:
 
 def _label(sql: str) -> str:
     """Which query of the lookups a statement is (the catalog reads are one label)."""
-    head = " ".join(sql.split())[:80]
+    # Columns as SQLAlchemy qualifies them ("sfox_onboarding_ledger.channel"): by their name.
+    head = re.sub(r"\bsfox_onboarding_\w+\.", "", " ".join(sql.split())).lower()[:80]
     for prefix, label in (
-        ("SELECT channel, account_type, state", "user: ledger rows"),
-        ("SELECT COUNT(*) FROM sfox_onboarding_ledger_attempts", "user: attempts count"),
-        ("SELECT attempted_at", "user: timeline"),
-        ("SELECT run_id, dag_id", "run: run row"),
-        ("SELECT channel, state, COUNT(*)", "run: ledger by state"),
-        ("SELECT state, last_error", "run: ledger reasons"),
-        ("SELECT channel, outcome", "run: attempts by outcome"),
-        ("SELECT outcome, error", "run: attempt reasons"),
+        ("select channel, account_type, state", "user: ledger rows"),
+        ("select count(*) as count_1 from sfox_onboarding_ledger_attempts", "user: attempts count"),
+        ("select channel, run_id", "user: timeline"),
+        ("select run_id, dag_id", "run: run row"),
+        ("select channel, state, count(*)", "run: ledger by state"),
+        ("select user_id, channel, account_type", "run: held rows"),
+        ("select state, last_error", "run: ledger reasons"),
+        ("select channel, outcome", "run: attempts by outcome"),
+        ("select outcome, error", "run: attempt reasons"),
     ):
         if head.startswith(prefix):
             return label
@@ -317,7 +320,8 @@ def _plans(path: str, examples: dict[str, tuple[str, tuple[Any, ...]]]) -> dict[
 def main() -> None:
     args = json.loads(sys.argv[1])
     from airflow_sfox.onboarding.warehouse import Warehouse
-    from airflow_sfox.plugins.dashboard import Dashboard, DashboardSettings
+    from airflow_sfox.plugins.dashboard import DashboardSettings
+    from airflow_sfox.plugins.lookups import Lookups
 
     seed_started = time.perf_counter()
     Warehouse.from_conn_id("sfox_warehouse").create_tables()
@@ -325,7 +329,7 @@ def main() -> None:
     seed_s = time.perf_counter() - seed_started
 
     warehouse = Warehouse.from_conn_id("sfox_warehouse")
-    dashboard = Dashboard(warehouse, DashboardSettings())
+    dashboard = Lookups(warehouse, DashboardSettings())
     rnd = random.Random(5)
     samples = int(args["samples"])
     users = [user_id_of(rnd.randrange(shape["users"])) for _ in range(samples)]

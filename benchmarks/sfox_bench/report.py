@@ -731,9 +731,10 @@ def _lookup_section(lk: dict[str, Any] | None) -> list[str]:
         "individuals, retries, calls failed and tried again in the next run), sent in id order by "
         "runs of ~5,000 attempts, 1% of the rows on heavy users with 500 attempts each (their "
         f"timeline shows the newest 200). {lk['samples']} user ids and {lk['samples']} run ids drawn "
-        "at random (seeded), each looked up once: *query* = `Dashboard.user` / `Dashboard.run` on a "
-        "connection of its own (the tables' catalog read included), *HTTP* = `GET api/user?user_id=` "
-        "/ `api/run?run_id=` through the plugin's FastAPI app (the connection looked up and an engine "
+        "at random (seeded), each looked up once: *query* = `Lookups.user` / `Lookups.run` (with the "
+        "run's DAG, as the page's links ask) on a connection of its own (the tables' catalog read "
+        "included), *HTTP* = `GET api/user?user_id=` / `api/run?run_id=&dag_id=` through the "
+        "plugin's FastAPI app (the connection looked up and an engine "
         "made per request, JSON; the DAG-access check answered by a stand-in auth manager). Warm OS "
         "cache (the file was just written); the table is `ANALYZE`d.",
         "",
