@@ -382,9 +382,10 @@ def dag_run(live, ledger) -> Iterator[str]:
         (newest,) = conn.execute(
             "SELECT run_id FROM sfox_onboarding_runs ORDER BY started_at DESC LIMIT 1"
         ).fetchone()
+        # Every run (and every row a run wrote: rows name their run by DAG and run id) of this DAG.
         for table in ("sfox_onboarding_runs", "sfox_onboarding_ledger", "sfox_onboarding_ledger_attempts"):
             conn.execute(f"UPDATE {table} SET run_id = ? WHERE run_id = ?", (RUN_ID, newest))
-        conn.execute("UPDATE sfox_onboarding_runs SET dag_id = ?", (RUN_TAB_DAG_ID,))
+            conn.execute(f"UPDATE {table} SET dag_id = ? WHERE dag_id IS NOT NULL", (RUN_TAB_DAG_ID,))
         conn.execute(
             "INSERT INTO sfox_onboarding_runs (run_id, dag_id, dry_run, started_at, status) "
             "VALUES ('manual__elsewhere', ?, 0, '2026-03-07T00:00:00+00:00', 'success')",
