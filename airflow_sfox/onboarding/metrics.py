@@ -6,8 +6,8 @@ Every metric is tagged ``dag_id``; tags reach DogStatsD, InfluxDB-style StatsD
 (``statsd_influxdb_enabled``) and OpenTelemetry; plain StatsD gets the names only. Dry runs
 emit none: they send nothing.
 
-Once per plan (the ``plan`` task), counters of users, tagged ``channel`` (and ``account_type``
-for ``planned``), each emitted when not zero:
+Once per plan (the ``plan`` task), counters of users, tagged ``channel`` (``registration``,
+``email`` or ``sms``; and ``account_type`` for ``planned``), each emitted when not zero:
 
 ``sfox.plan.planned``           codes queued by this run
 ``sfox.plan.retry``             of those, tries again of failed or not registered users
@@ -44,7 +44,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from airflow_sfox.onboarding.counts import due_counts
-from airflow_sfox.onboarding.model import CHANNELS
+from airflow_sfox.onboarding.model import LEDGER_CHANNELS
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -77,7 +77,7 @@ def emit_plan(counts: Mapping[str, Any], *, dag_id: str) -> None:
     for (kind, channel), planned in due_counts(counts).items():
         tags = {"dag_id": dag_id, "channel": str(channel), "account_type": str(kind)}
         metrics.incr(f"{PREFIX}.plan.planned", planned, tags=tags)
-    for channel in CHANNELS:
+    for channel in LEDGER_CHANNELS:  # registration's retries too
         for figure in PLAN_FIGURES:
             if users := int(counts.get(f"{figure}_{channel}", 0)):
                 tags = {"dag_id": dag_id, "channel": str(channel)}

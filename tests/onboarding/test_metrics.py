@@ -3,7 +3,8 @@ Metrics: real runs under ``airflow dags test`` send their figures to a StatsD se
 with InfluxDB-style tags (``statsd_influxdb_enabled``) so the ``channel`` tags can be checked.
 
 Three runs of one warehouse make every onboarding metric: retries wait, give up, are queued
-and are re-driven; claims a dead try left are sent again or held; the last run fails.
+and are re-driven; claims a dead try left are sent again or held; the last run fails. The plan's
+figures of every channel, registration's included, are also checked from a plan's counts alone.
 """
 
 from __future__ import annotations
@@ -17,9 +18,11 @@ import sys
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from airflow_sfox.onboarding import metrics
 from tests.helpers import copy_metadata_db, sfox_conn_json
 from tests.onboarding_data import BAD_ROWS, make_users, sandbox_users, seed_sqlite
 
@@ -241,3 +244,40 @@ def _expect(run: Run, expected: dict[tuple[str, str | None, str | None], int]) -
         tags = {"channel": channel, "account_type": account_type}
         got = run.count(name, dag_id="sfox_batch_onboarding", **{k: v for k, v in tags.items() if v})
         assert got == value, f"{name} {tags}: {got}, expected {value}\n{run.result.stdout[-3000:]}"
+
+
+class _Recorder:
+    """Stands in for Airflow's ``Stats``: what was counted, by name and tags."""
+
+    def __init__(self) -> None:
+        self.counted: list[tuple[str, int, dict[str, Any]]] = []
+
+    def incr(self, name: str, count: int = 1, tags: dict[str, Any] | None = None) -> None:
+        self.counted.append((name, count, dict(tags or {})))
+
+
+@pytest.mark.parametrize(
+    ("counts", "expected"),
+    [
+        (
+            {"retry_registration": 2, "gave_up_registration": 1, "redrive_email": 3, "retry_waiting_sms": 4},
+            [
+                ("sfox.plan.retry", 2, "registration"),
+                ("sfox.plan.gave_up", 1, "registration"),
+                ("sfox.plan.redrive", 3, "email"),
+                ("sfox.plan.retry_waiting", 4, "sms"),
+            ],
+        ),
+        ({"retry_email": 0, "resend_email": 5}, [("sfox.plan.resend", 5, "email")]),  # zeros: none
+        ({"retry_registration": 2, "dry_run": True}, []),  # a dry run emits nothing
+    ],
+)
+def test_the_plan_emits_each_channels_retry_figures(monkeypatch, counts, expected):
+    recorder = _Recorder()
+    monkeypatch.setattr(metrics, "_stats", lambda: recorder)
+
+    metrics.emit_plan(counts, dag_id="onboarding")
+
+    emitted = [(name, n, tags["channel"]) for name, n, tags in recorder.counted if "channel" in tags]
+    assert sorted(emitted) == sorted(expected)
+    assert {tags["dag_id"] for _, _, tags in recorder.counted} <= {"onboarding"}
