@@ -1,13 +1,12 @@
 """
 Planning: which users need which code, written to the ledger as ``queued`` work in chunks.
 
-The planner streams sFOX's end users (one ``GET /v1/enterprise/users``) into the snapshot
-table, then reads the source joined with the ledger and the snapshot **in SQL**, one row per
-distinct user_id compared as exact text (an integer 777 and a text '777' are one user; a
-user_id found on more than one source row is rejected), in user_id order, so memory does not
-grow with the table or with sFOX's list. Every figure counts users, as the ledger does: a
-rejected user_id on several rows is one rejected user, its other rows are ``duplicate_rows``.
-It validates each row and decides:
+The planner streams sFOX's end users (one ``GET /v1/enterprise/users``) into the snapshot table,
+then reads the source joined with the ledger and the snapshot **in SQL**, one row per distinct
+user_id compared as exact text (an integer 777 and a text '777' are one user; a user_id found on
+more than one source row is rejected), in user_id order, so memory does not grow with the table
+or with sFOX's list. Every figure counts users, as the ledger does: a rejected user_id on several
+rows is one rejected user, its other rows are ``duplicate_rows``. It validates each row and decides:
 
 - each account type verifies the channels of
   :data:`~airflow_sfox.onboarding.model.CHANNELS_BY_ACCOUNT_TYPE`, in order: a channel is
@@ -21,8 +20,8 @@ It validates each row and decides:
   failed ``max_tries`` times in a row: then it is ``gave_up``, and only ``redrive`` queues it
   again (``redrive`` also queues ``failed``, ``not_registered`` and ``uncertain`` ones at once).
 
-Due work is cut into chunks of ``chunk_size`` users of one account type; what the DAG maps
-over are small descriptors of chunk ranges, never rows.
+Due work is cut into chunks of ``chunk_size`` users of one account type; the DAG maps over small
+descriptors of chunk ranges, never rows.
 """
 
 from __future__ import annotations
@@ -209,9 +208,9 @@ def planning_query(
             )
             # Unsettled: our post may have landed (claimed when a step died, or a read failed).
             unsettled = sa.or_(reg.c.claimed_by.is_not(None), reg.c.uncertain == 1)
-            picked += [reg.c.state, reg.c.fields_hmac, unsettled, reg.c.failures, reg.c.last_request_at]
+            picked += [reg.c.fields_hmac, unsettled, *(reg.c[c] for c in _LEDGER_COLUMNS)]
         else:
-            picked += [sa.null()] * 5
+            picked += [sa.null()] * (2 + len(_LEDGER_COLUMNS))
         picked += [users.c[alias] for alias in fields]
     columns = [c for c in users.c if c.name not in fields]
     return sa.select(*columns, *picked).select_from(joined).order_by(users.c.user_id)
@@ -337,21 +336,17 @@ class Planner:
 
     def _ledger_states(self, row: tuple[Any, ...]) -> dict[Channel, _LedgerState]:
         """The ledger columns of each channel, after the five user columns."""
-        states, width, parse = {}, len(_LEDGER_COLUMNS), self.warehouse.parse_ts
-        for i, channel in enumerate(CHANNELS):
-            state, sends, sent_at, failures, requested_at, uncertain, error = row[
-                5 + width * i : 5 + width * (i + 1)
-            ]
-            states[channel] = _LedgerState(
-                state,
-                int(sends or 0),
-                parse(sent_at),
-                int(failures or 0),
-                parse(requested_at),
-                bool(uncertain),
-                error,
-            )
-        return states
+        width = len(_LEDGER_COLUMNS)
+        return {
+            c: self._ledger_state(row[5 + width * i : 5 + width * (i + 1)]) for i, c in enumerate(CHANNELS)
+        }
+
+    def _ledger_state(self, columns: tuple[Any, ...]) -> _LedgerState:
+        """One ledger row's :data:`_LEDGER_COLUMNS`, as read."""
+        state, sends, sent_at, failures, requested_at, uncertain, error = columns
+        parse = self.warehouse.parse_ts
+        counts = (int(sends or 0), parse(sent_at), int(failures or 0), parse(requested_at))
+        return _LedgerState(state, *counts, bool(uncertain), error)
 
     @staticmethod
     def _verified(row: tuple[Any, ...]) -> set[Channel]:
@@ -421,7 +416,9 @@ class Planner:
         usual), ``None`` when nothing is due: its registration fields are rejected (recorded
         so), sFOX refused these same fields, or its failed tries wait or were given up.
         """
-        listed, state, last_hmac, unsettled, failures, requested_at, *values = row[_REGISTRATION_AT:]
+        listed, last_hmac, unsettled = row[_REGISTRATION_AT : _REGISTRATION_AT + 3]
+        ledger = self._ledger_state(row[_REGISTRATION_AT + 3 : _REGISTRATION_AT + 3 + len(_LEDGER_COLUMNS)])
+        state, values = ledger.state, row[_REGISTRATION_AT + 3 + len(_LEDGER_COLUMNS) :]
         registration = self.source.registration
         if listed and unsettled and state not in (None, LedgerState.REGISTERED):
             # Our post may have created it (a lost answer, a killed step): the step's read settles
@@ -445,7 +442,6 @@ class Planner:
         if isinstance(body, str):
             self._reject(user.user_id, body, rows=1, keep_state=keep_state, account_type=user.account_type)
             return None
-        ledger = _LedgerState(state, 0, None, int(failures or 0), self.warehouse.parse_ts(requested_at))
         if self._redriven(ledger):
             return self._due(Channel.REGISTRATION, "redrive")
         if state not in (LedgerState.FAILED, LedgerState.GAVE_UP):

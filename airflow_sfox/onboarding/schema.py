@@ -99,12 +99,13 @@ def ledger_indexes(ledger_table: str = LEDGER_TABLE) -> list[str]:
 
 _FUNNEL_INDEX = ("account_type", "channel", "state", "user_id")
 _STATE_INDEX = ("state", "updated_at", "last_error")
-#: The sender's reads: the queued users of one run's chunks.
-_RUN_INDEX = ("dag_id", "run_id", "account_type", "chunk", "channel", "state")
+#: The sender's reads: the queued users of one run's chunks. ``run_id`` first, as in the run
+#: table's key: the page's run view, given a run id alone, finds its DAGs through it too.
+_RUN_INDEX = ("run_id", "dag_id", "account_type", "chunk", "channel", "state")
 #: The attempts table's reads: one user's timeline, one run's outcomes, and the retention prune.
 _ATTEMPT_INDEXES = {
     "user": ("user_id", "channel", "attempted_at"),
-    "run": ("dag_id", "run_id", "outcome"),
+    "run": ("run_id", "dag_id", "outcome"),
     "time": ("attempted_at",),
 }
 

@@ -2,9 +2,9 @@
 The user lookup and the run view of the onboarding page: one user or one run, read through the
 tables' keys and indexes.
 
-The ledger's primary key ``(user_id, channel)`` and its ``(dag_id, run_id, ...)`` index, the
-attempts table's ``(user_id, channel, attempted_at)`` and ``(dag_id, run_id, outcome)`` indexes,
-the run table's primary key ``(dag_id, run_id)`` (``benchmarks/REPORT.md``, section 6: a
+The ledger's primary key ``(user_id, channel)`` and its ``(run_id, dag_id, ...)`` index, the
+attempts table's ``(user_id, channel, attempted_at)`` and ``(run_id, dag_id, outcome)`` indexes,
+the run table's primary key ``(run_id, dag_id)`` (``benchmarks/REPORT.md``, section 6: a
 million attempts rows cost about what ten thousand do).
 """
 

@@ -299,6 +299,7 @@ def test_a_refusal_is_failed_scrubbed_and_tried_again_only_when_the_fields_chang
         (2, 2.0, [], 0, "retry_waiting_registration", "failed"),  # its second wait: 4 h
         (4, 2.0, [], 0, "gave_up_registration", "gave_up"),  # max_tries 4
         (4, 2.0, ["failed"], 1, "redrive_registration", "failed"),
+        (1, 0.1, ["uncertain"], 1, "redrive_registration", "failed"),  # its post may have landed
     ],
 )
 def test_a_registration_failed_without_a_refusal_waits_and_is_given_up_like_any_channel(
@@ -316,15 +317,17 @@ def test_a_registration_failed_without_a_refusal_waits_and_is_given_up_like_any_
         conn.commit()
     at = warehouse_db.timestamp(datetime.now(timezone.utc) - timedelta(hours=hours_ago))
     warehouse_db.query(
-        "UPDATE sfox_onboarding_ledger SET failures = ?, last_request_at = ? WHERE channel = 'registration'",
-        (failures, at),
+        "UPDATE sfox_onboarding_ledger SET failures = ?, last_request_at = ?, uncertain = ? "
+        "WHERE channel = 'registration'",
+        (failures, at, int(redrive == ["uncertain"])),
     )
 
     planned = plan(warehouse, "r1", redrive=redrive)
 
     assert (planned.counts["planned_users"], planned.counts[count]) == (due, 1)
     assert warehouse_db.ledger()[("ind-0001", "registration")]["state"] == ("queued" if due else after)
-    if after == "gave_up":  # and stays so: only a re-drive registers it again
+    if after == "gave_up":  # with its cause, and stays so: only a re-drive registers it again
+        assert warehouse_db.ledger()[("ind-0001", "registration")]["last_error"].endswith(": HTTP 503")
         assert plan(warehouse, "r2").counts["planned_users"] == 0
         assert plan(warehouse, "r3", dry_run=True, redrive=["gave_up"]).counts["planned_users"] == 1
     assert sfox_sandbox.register_requests() == {}  # planning posts nothing

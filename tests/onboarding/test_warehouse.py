@@ -122,12 +122,12 @@ def test_indexes_exist_after_create_tables(warehouse_db):
     indexes = {ix["name"]: ix["column_names"] for ix in inspector.get_indexes("sfox_onboarding_ledger")}
     assert indexes["ix_sfox_onboarding_ledger_funnel"] == ["account_type", "channel", "state", "user_id"]
     assert indexes["ix_sfox_onboarding_ledger_state"] == ["state", "updated_at", "last_error"]
-    run_index = ["dag_id", "run_id", "account_type", "chunk", "channel", "state"]
+    run_index = ["run_id", "dag_id", "account_type", "chunk", "channel", "state"]
     assert indexes["ix_sfox_onboarding_ledger_run"] == run_index
     attempts = {
         ix["name"]: ix["column_names"] for ix in inspector.get_indexes("sfox_onboarding_ledger_attempts")
     }
-    assert attempts["ix_sfox_onboarding_ledger_at_run"] == ["dag_id", "run_id", "outcome"]
+    assert attempts["ix_sfox_onboarding_ledger_at_run"] == ["run_id", "dag_id", "outcome"]
     # A run is named by its DAG and its run id: run ids are unique within a DAG only.
     for table, key in [
         ("sfox_onboarding_runs", ["run_id", "dag_id"]),
