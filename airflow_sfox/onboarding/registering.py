@@ -44,6 +44,7 @@ from airflow_sfox.onboarding.sender import (
     _Answer,
     _Call,
     _ChunkSender,
+    _record_lost,
     run_step,
 )
 
@@ -294,7 +295,7 @@ def register_chunk(
     def start(conn: Any, queued: list[Claim], stats: ChunkStats) -> tuple[_RegistrationSender, list[str]]:
         user_ids = [claim.user_id for claim in queued]
         bodies = source_bodies(warehouse, source, user_ids)
-        _record_lost(warehouse, conn, queued, stats)
+        _record_lost(warehouse, conn, queued, stats, hold_uncertain=False, then="read before any new post")
         sender = _RegistrationSender(
             warehouse, hook, conn, run=run, channel=stats.channel, stats=stats, bodies=bodies, key=key
         )
@@ -312,19 +313,3 @@ def register_chunk(
         start=start,
         progress_every=progress_every,
     )
-
-
-def _record_lost(warehouse: Warehouse, conn: Any, queued: list[Claim], stats: ChunkStats) -> None:
-    """Record the claims a dead try left as ``lost`` attempts: their users are read before any post."""
-    lost = [claim for claim in queued if claim.run is not None]
-    if lost:
-        warehouse.record_lost(conn, lost, channel=stats.channel, hold=False)
-        conn.commit()
-        stats.lost = len(lost)
-        log.warning(
-            "%s %s: %d users were being registered when an earlier try died; each is read before any "
-            "new request",
-            stats.label,
-            stats.channel,
-            len(lost),
-        )

@@ -293,7 +293,9 @@ def send_chunk(
     """
 
     def start(conn: Any, queued: list[Claim], stats: ChunkStats) -> tuple[_ChunkSender, list[str]]:
-        user_ids = _record_lost(warehouse, conn, queued, stats, hold_uncertain=hold_uncertain)
+        user_ids = _record_lost(
+            warehouse, conn, queued, stats, hold_uncertain=hold_uncertain, then="sent again"
+        )
         sender = _ChunkSender(warehouse, hook, conn, run=run, channel=channel, stats=stats)
         sender.resent = set() if hold_uncertain else {c.user_id for c in queued if c.run is not None}
         return sender, user_ids
@@ -375,9 +377,9 @@ def _warehouse_down(warehouse: Warehouse, stats: ChunkStats, err: Exception) -> 
 
 
 def _record_lost(
-    warehouse: Warehouse, conn: Any, queued: list[Any], stats: ChunkStats, *, hold_uncertain: bool
+    warehouse: Warehouse, conn: Any, queued: list[Any], stats: ChunkStats, *, hold_uncertain: bool, then: str
 ) -> list[str]:
-    """Record the claims a dead try left (see :meth:`Warehouse.record_lost`); the users to send."""
+    """Record the claims a dead try left (:meth:`Warehouse.record_lost`); the users to send (``then``)."""
     lost = [claim for claim in queued if claim.run is not None]
     if lost:
         warehouse.record_lost(conn, lost, channel=stats.channel, hold=hold_uncertain)
@@ -390,7 +392,7 @@ def _record_lost(
             stats.label,
             stats.channel,
             len(lost),
-            "held for review (hold_uncertain)" if hold_uncertain else "sent again",
+            "held for review (hold_uncertain)" if hold_uncertain else then,
         )
     return [claim.user_id for claim in queued if claim.run is None or not hold_uncertain]
 
