@@ -339,24 +339,26 @@ def record_chunk(
 
     t, steps = warehouse.runs_t, warehouse.steps_t
     with warehouse.connect() as conn:
-        if done:
-            row = {**run._asdict(), "step": step, "finished_at": utcnow()}
-            conn.execute(warehouse.upsert(steps, (*RunRef._fields, "step"), ["finished_at"]), [row])
-        steps_done = sa.select(sa.func.count()).select_from(steps).where(of_run(steps, run)).scalar_subquery()
-        statement = (
-            sa.update(t)
-            .where(of_run(t, run))
-            .values(
+        # The run row first: its lock orders the steps of a run that finish at once. The count
+        # of finished steps then reads after the step before it committed (PostgreSQL reads a
+        # statement's subquery as of the statement's start: counted beside the first update, two
+        # steps finishing together each missed the other's row, and the run was failed).
+        figures = sa.update(t).where(of_run(t, run))
+        conn.execute(
+            figures.values(
                 requests=t.c.requests + int(stats["requests"]),
                 rate_limited=t.c.rate_limited + int(stats["rate_limited"]),
                 send_seconds=t.c.send_seconds + float(stats["seconds"]),
-                steps_done=steps_done,
                 budget_wait_seconds=sa.func.coalesce(t.c.budget_wait_seconds, 0)
                 + float(stats.get("budget_wait_seconds", 0.0)),
                 pause_seconds=sa.func.coalesce(t.c.pause_seconds, 0) + float(stats.get("pause_seconds", 0.0)),
             )
         )
-        conn.execute(statement)
+        if done:
+            row = {**run._asdict(), "step": step, "finished_at": utcnow()}
+            conn.execute(warehouse.upsert(steps, (*RunRef._fields, "step"), ["finished_at"]), [row])
+            count = sa.select(sa.func.count()).select_from(steps).where(of_run(steps, run)).scalar_subquery()
+            conn.execute(figures.values(steps_done=count))
         conn.commit()
 
 
